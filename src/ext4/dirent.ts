@@ -1,0 +1,122 @@
+/** Linear directory blocks (kernel doc: directory.rst, "Linear (Classic) Directories"). */
+import { u16, u32, put16, put32 } from './bytes.js';
+import { crc32c } from './crc32c.js';
+import { Ext4Error } from './errors.js';
+
+/** ext4_dir_entry_2 file_type values. */
+export const FT_UNKNOWN = 0;
+export const FT_REG_FILE = 1;
+export const FT_DIR = 2;
+export const FT_CHRDEV = 3;
+export const FT_BLKDEV = 4;
+export const FT_FIFO = 5;
+export const FT_SOCK = 6;
+export const FT_SYMLINK = 7;
+/** The fake file type that marks the metadata_csum tail entry. */
+export const FT_DIR_CSUM = 0xde;
+export const DIR_TAIL_SIZE = 12;
+export const MAX_NAME_LEN = 255;
+
+export interface DirEntry {
+  inode: number;
+  name: Uint8Array;
+  fileType: number;
+}
+
+/** Bytes an entry with a name of `nameLen` bytes needs: 8-byte header, name, padded to 4. */
+export function direntSize(nameLen: number): number {
+  return (8 + nameLen + 3) & ~3;
+}
+
+/** rec_len on disk: 65536 does not fit 16 bits and is stored as 65535 (kernel: ext4_rec_len_to_disk). */
+export function encodeRecLen(len: number): number {
+  if (len === 65536) return 0xffff;
+  if (len > 65536) return (len & 0xfffc) | ((len >>> 16) & 3);
+  return len;
+}
+export function decodeRecLen(v: number, blockSize: number): number {
+  if (v === 0xffff || v === 0) return blockSize;
+  return (v & 0xfffc) | ((v & 3) << 16);
+}
+
+export function encodeDirent(b: Uint8Array, off: number, e: DirEntry, recLen: number): void {
+  put32(b, off, e.inode);
+  put16(b, off + 4, encodeRecLen(recLen));
+  b[off + 6] = e.name.length;
+  b[off + 7] = e.fileType;
+  b.set(e.name, off + 8);
+}
+
+export interface RawDirent extends DirEntry {
+  offset: number;
+  recLen: number;
+}
+
+/** Decodes the entries of one linear block, validating rec_len bounds; the csum tail is skipped. */
+export function decodeDirBlock(b: Uint8Array, blockSize: number, withFileType = true): RawDirent[] {
+  const out: RawDirent[] = [];
+  let off = 0;
+  while (off < blockSize) {
+    if (off + 8 > blockSize) throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off}`, { offset: off });
+    const recLen = decodeRecLen(u16(b, off + 4), blockSize);
+    const nameLen = b[off + 6]!;
+    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > blockSize || (recLen < 8 + nameLen))
+      throw new Ext4Error('CORRUPT', `bad directory entry rec_len ${recLen} at ${off}`, { offset: off });
+    const inode = u32(b, off);
+    const ft = withFileType ? b[off + 7]! : FT_UNKNOWN;
+    const isTail = inode === 0 && recLen === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
+    if (!isTail) out.push({ inode, name: b.slice(off + 8, off + 8 + (withFileType ? nameLen : u16(b, off + 6) & 0xff)), fileType: ft, offset: off, recLen });
+    off += recLen;
+  }
+  return out;
+}
+
+/** Writes the 12-byte checksum tail at the end of `b` (one block) and its checksum. */
+export function setDirBlockTail(b: Uint8Array, blockSize: number, inodeSeed: number): void {
+  const t = blockSize - DIR_TAIL_SIZE;
+  put32(b, t, 0);
+  put16(b, t + 4, DIR_TAIL_SIZE);
+  b[t + 6] = 0;
+  b[t + 7] = FT_DIR_CSUM;
+  put32(b, t + 8, crc32c(inodeSeed, b, 0, t));
+}
+
+/**
+ * Packs entries into as many blocks as needed, each entry fully inside one block, the last entry of a
+ * block stretched to its end (or to the tail when `csum`). Returns whole blocks.
+ */
+export function packDirBlocks(entries: readonly DirEntry[], blockSize: number, inodeSeed: number | undefined): Uint8Array[] {
+  const usable = blockSize - (inodeSeed !== undefined ? DIR_TAIL_SIZE : 0);
+  const blocks: Uint8Array[] = [];
+  let cur: Uint8Array | undefined;
+  let off = 0;
+  let lastOff = -1;
+  const finish = () => {
+    if (!cur) return;
+    if (lastOff >= 0) put16(cur, lastOff + 4, encodeRecLen(usable - lastOff));
+    else encodeDirent(cur, 0, { inode: 0, name: new Uint8Array(0), fileType: 0 }, usable);
+    if (inodeSeed !== undefined) setDirBlockTail(cur, blockSize, inodeSeed);
+    blocks.push(cur);
+  };
+  for (const e of entries) {
+    if (e.name.length > MAX_NAME_LEN) throw new Ext4Error('BAD_OPTION', `name longer than ${MAX_NAME_LEN} bytes`);
+    const size = direntSize(e.name.length);
+    if (!cur || off + size > usable) {
+      finish();
+      cur = new Uint8Array(blockSize);
+      off = 0;
+      lastOff = -1;
+    }
+    encodeDirent(cur, off, e, size);
+    lastOff = off;
+    off += size;
+  }
+  if (!cur) cur = new Uint8Array(blockSize);
+  finish();
+  return blocks;
+}
+
+/** An empty directory block (one unused entry spanning it) with the csum tail when seeded. */
+export function emptyDirBlock(blockSize: number, inodeSeed: number | undefined): Uint8Array {
+  return packDirBlocks([], blockSize, inodeSeed)[0]!;
+}

@@ -1,0 +1,451 @@
+/**
+ * The formatter: plan -> the few metadata blocks an empty ext4 needs, written into a sparse device.
+ * Everything not written reads as zeros: uninitialized groups' bitmaps, inode tables (ITABLE_ZEROED is
+ * honest on a fresh sparse file) and the journal body.
+ */
+import { randomBytes } from 'node:crypto';
+import { Ext4Error } from './errors.js';
+import { put32, parseUuid, formatUuid, lo32, hi32 } from './bytes.js';
+import { crc32c, crc32cU32 } from './crc32c.js';
+import { COMPAT } from './features.js';
+import {
+  type Layout,
+  type LayoutOptions,
+  planLayout,
+  groupFirstBlock,
+  groupBlockCount,
+  findFreeRun,
+} from './layout.js';
+import {
+  emptySuperblock,
+  encodeSuperblock,
+  SUPERBLOCK_OFFSET,
+  STATE_VALID,
+  FLAG_SIGNED_HASH,
+  DEFM_ACL,
+  DEFM_XATTR_USER,
+  HASH_HALF_MD4,
+  JNL_BACKUP_BLOCKS,
+  CHECKSUM_TYPE_CRC32C,
+  EXT4_MAGIC,
+  type Superblock,
+} from './superblock.js';
+import { encodeGroupDesc, groupDescChecksum, putGroupDescChecksum, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED, type GroupDesc } from './group-desc.js';
+import { emptyInode, encodeInode, setInodeChecksum, type Inode, S_IFDIR, S_IFREG, FL_EXTENTS, I_BLOCK_SIZE } from './inode.js';
+import { buildExtentTree, extentTreeBlockCount, runToExtents, type Extent } from './extent.js';
+import { packDirBlocks, emptyDirBlock, FT_DIR } from './dirent.js';
+import { setBitRange, bitmapChecksum } from './bitmap.js';
+import { newJournalSuperblock } from './journal.js';
+import type { BlockDevice } from '../io/device.js';
+
+export const ROOT_INO = 2;
+export const RESIZE_INO = 7;
+export const JOURNAL_INO = 8;
+export const LOST_FOUND_INO = 11;
+export const FIRST_INO = 11;
+const EXTRA_ISIZE = 32;
+
+export interface FormatOptions extends LayoutOptions {
+  /** Volume label, at most 16 bytes of UTF-8. */
+  label?: string;
+  /** File system UUID (string or 16 bytes); random when absent. */
+  uuid?: string | Uint8Array;
+  /** Directory hash seed (a UUID); random when absent. */
+  hashSeed?: string | Uint8Array;
+  /** Creation time in UNIX seconds; default SOURCE_DATE_EPOCH, else now. */
+  timestamp?: number;
+}
+
+export interface FormatResult {
+  layout: Layout;
+  uuid: string;
+  hashSeed: string;
+  timestamp: number;
+  /** Bytes the formatter wrote (everything else is a hole). */
+  bytesWritten: number;
+  freeBlocks: number;
+  freeInodes: number;
+}
+
+function uuidOption(v: string | Uint8Array | undefined, what: string): Uint8Array {
+  if (v === undefined) {
+    const b = randomBytes(16);
+    b[6] = (b[6]! & 0x0f) | 0x40; // version 4
+    b[8] = (b[8]! & 0x3f) | 0x80; // RFC 4122 variant
+    return new Uint8Array(b);
+  }
+  if (typeof v !== 'string') {
+    if (v.length !== 16) throw new Ext4Error('BAD_UUID', `${what} must be 16 bytes`);
+    return v;
+  }
+  const u = parseUuid(v);
+  if (!u) throw new Ext4Error('BAD_UUID', `bad ${what} "${v}": expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`);
+  return u;
+}
+
+/** Resolves the creation time: explicit option, then SOURCE_DATE_EPOCH, then the clock. */
+export function resolveTimestamp(t: number | undefined): number {
+  if (t !== undefined) {
+    if (!Number.isSafeInteger(t) || t < 0 || t > 0x3_ffff_ffff) throw new Ext4Error('BAD_OPTION', `timestamp ${t} is not a UNIX time ext4 can store`);
+    return t;
+  }
+  const env = process.env.SOURCE_DATE_EPOCH;
+  if (env !== undefined && env !== '') {
+    if (!/^\d+$/.test(env)) throw new Ext4Error('BAD_OPTION', `SOURCE_DATE_EPOCH="${env}" is not a whole number of seconds`);
+    return resolveTimestamp(Number(env));
+  }
+  return Math.floor(Date.now() / 1000);
+}
+
+/** Lays out `n` blocks from the first free block at or after `goal`, in as many runs as needed. */
+function allocRuns(l: Layout, goal: number, n: number): { start: number; len: number }[] {
+  const runs: { start: number; len: number }[] = [];
+  let b = goal;
+  while (n > 0) {
+    const s = findFreeRun(l, b, l.blocksCount, 1);
+    if (s < 0) throw new Ext4Error('NO_SPACE', `no free blocks left for metadata`);
+    const hit = l.used.firstOverlap(s, Math.min(n, l.blocksCount - s));
+    const len = hit ? hit[0] - s : Math.min(n, l.blocksCount - s);
+    l.used.add(s, len);
+    runs.push({ start: s, len });
+    n -= len;
+    b = s + len;
+  }
+  return runs;
+}
+function allocOne(l: Layout, goal: number): number {
+  return allocRuns(l, goal, 1)[0]!.start;
+}
+function groupOf(l: Layout, blk: number): number {
+  return Math.floor((blk - l.firstDataBlock) / l.blocksPerGroup);
+}
+function groupFree(l: Layout, g: number): number {
+  const s = groupFirstBlock(l, g);
+  const n = groupBlockCount(l, g);
+  return n - l.used.countIn(s, s + n);
+}
+
+/** The group mkfs puts the journal in: the middle of the disk, rounded to a flex group, whichever neighbour is emptiest. */
+function journalGoal(l: Layout): number {
+  let group = groupOf(l, Math.floor((l.blocksCount - l.firstDataBlock) / 2));
+  const logFlex = 1 << l.logGroupsPerFlex;
+  let start: number;
+  if (group > logFlex) {
+    group &= ~(logFlex - 1);
+    while (group < l.groupCount && groupFree(l, group) === 0) group++;
+    if (group === l.groupCount) group = 0;
+    start = group;
+  } else start = group > 0 ? group - 1 : group;
+  const end = group + 1 < l.groupCount ? group + 1 : group;
+  group = start;
+  for (let i = start + 1; i <= end; i++) if (groupFree(l, i) > groupFree(l, group)) group = i;
+  return groupFirstBlock(l, group);
+}
+
+function extentsOf(runs: { start: number; len: number }[]): Extent[] {
+  const out: Extent[] = [];
+  let lblk = 0;
+  for (const r of runs) {
+    runToExtents(lblk, r.start, r.len, out);
+    lblk += r.len;
+  }
+  return out;
+}
+
+/** The checksum seed of one inode: crc32c(crc32c(fs seed, le32 number), le32 generation). */
+export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): number {
+  return crc32cU32(crc32cU32(fsSeed, ino), generation);
+}
+
+/** Writes a fresh file system into `dev`, which must already have its final size (a hole). */
+export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Layout): FormatResult {
+  // The plan is consumed (allocations are added to it), so a caller's plan is used once.
+  const l = layout ?? planLayout(opts);
+  if (dev.size < l.sizeBytes && dev.size < l.blocksCount * l.blockSize)
+    throw new Ext4Error('BAD_SIZE', `device holds ${dev.size} bytes, the file system needs ${l.blocksCount * l.blockSize}`);
+  const bs = l.blockSize;
+  const uuid = uuidOption(opts.uuid, 'uuid');
+  const hashSeed = uuidOption(opts.hashSeed, 'hash seed');
+  const ts = resolveTimestamp(opts.timestamp);
+  const label = new TextEncoder().encode(opts.label ?? '');
+  if (label.length > 16) throw new Ext4Error('BAD_OPTION', `label "${opts.label}" is longer than 16 bytes`);
+  const csumSeed = crc32c(0xffffffff, uuid);
+  const isz = l.inodeSize;
+  const extraIsize = isz > 128 ? EXTRA_ISIZE : 0;
+  const hasJournal = (l.features.compat & COMPAT.has_journal) !== 0;
+  const hasResize = (l.features.compat & COMPAT.resize_inode) !== 0;
+
+  // Allocation, in mkfs's order: root, lost+found, resize inode, journal.
+  const g0 = groupFirstBlock(l, 0);
+  const rootBlock = allocOne(l, g0);
+  const lpfCount = Math.min(12, Math.max(2, 16384 / bs));
+  const lpfBlocks: number[] = [];
+  for (let i = 0; i < lpfCount; i++) lpfBlocks.push(allocOne(l, i === 0 ? g0 : lpfBlocks[i - 1]! + 1));
+  const dindBlock = hasResize ? allocOne(l, l.firstDataBlock + l.descBlocks + l.reservedGdtBlocks + 2 + l.inodeBlocksPerGroup) : 0;
+  let journalExtents: Extent[] = [];
+  let journalTree: number[] = [];
+  if (hasJournal) {
+    const runs = allocRuns(l, journalGoal(l), l.journalBlocks);
+    journalExtents = extentsOf(runs);
+    const treeCount = extentTreeBlockCount(journalExtents.length, bs);
+    const first = runs[0]!.start;
+    for (let i = 0; i < treeCount; i++) {
+      const prefer = first - 1 - i;
+      journalTree.push(prefer >= l.firstDataBlock && l.used.isFree(prefer, 1) ? (l.used.add(prefer, 1), prefer) : allocOne(l, first));
+    }
+  }
+
+  const writes: { pos: number; data: Uint8Array }[] = [];
+  const put = (block: number, data: Uint8Array) => writes.push({ pos: block * bs, data });
+
+  // Inodes 1..11 of group 0.
+  const table = new Uint8Array(FIRST_INO * isz);
+  const time = { sec: ts, nsec: 0 };
+  const writeInode = (ino: number, inode: Inode) => {
+    const off = (ino - 1) * isz;
+    encodeInode(table, off, isz, inode);
+    setInodeChecksum(csumSeed, ino, table, off, isz);
+  };
+  for (let ino = 1; ino <= FIRST_INO; ino++) {
+    // Reserved inodes are written empty (checksummed); the bad-blocks inode carries the times.
+    const inode = emptyInode();
+    if (ino === 1) Object.assign(inode, { atime: time, ctime: time, mtime: time });
+    writeInode(ino, inode);
+  }
+  const dirInode = (mode: number, blocks: number[], links: number): Inode => {
+    const runs: { start: number; len: number }[] = [];
+    for (const b of blocks) {
+      const last = runs[runs.length - 1];
+      if (last && last.start + last.len === b) last.len++;
+      else runs.push({ start: b, len: 1 });
+    }
+    const tree = buildExtentTree(extentsOf(runs), bs, []);
+    return {
+      ...emptyInode(),
+      mode: S_IFDIR | mode,
+      size: blocks.length * bs,
+      atime: time,
+      ctime: time,
+      mtime: time,
+      crtime: time,
+      linksCount: links,
+      blocks: (blocks.length * bs) / 512,
+      flags: FL_EXTENTS,
+      block: tree.iBlock,
+      extraIsize,
+    };
+  };
+  writeInode(ROOT_INO, dirInode(0o755, [rootBlock], 3));
+  writeInode(LOST_FOUND_INO, dirInode(0o700, lpfBlocks, 2));
+  const enc = new TextEncoder();
+  const rootSeed = inodeCsumSeed(csumSeed, ROOT_INO, 0);
+  put(
+    rootBlock,
+    packDirBlocks(
+      [
+        { inode: ROOT_INO, name: enc.encode('.'), fileType: FT_DIR },
+        { inode: ROOT_INO, name: enc.encode('..'), fileType: FT_DIR },
+        { inode: LOST_FOUND_INO, name: enc.encode('lost+found'), fileType: FT_DIR },
+      ],
+      bs,
+      rootSeed,
+    )[0]!,
+  );
+  const lpfSeed = inodeCsumSeed(csumSeed, LOST_FOUND_INO, 0);
+  put(
+    lpfBlocks[0]!,
+    packDirBlocks(
+      [
+        { inode: LOST_FOUND_INO, name: enc.encode('.'), fileType: FT_DIR },
+        { inode: ROOT_INO, name: enc.encode('..'), fileType: FT_DIR },
+      ],
+      bs,
+      lpfSeed,
+    )[0]!,
+  );
+  const emptyLpf = emptyDirBlock(bs, lpfSeed);
+  for (const b of lpfBlocks.slice(1)) put(b, emptyLpf);
+
+  if (hasResize) {
+    // The resize inode maps the reserved GDT blocks through its double-indirect block: entry
+    // (descBlocks + i) of the DIND block is primary reserved block i, which as an indirect block lists
+    // that block's copies in every backup group (kernel doc: special_inodes.rst, resize2fs layout).
+    const apb = bs / 4;
+    const dind = new Uint8Array(bs);
+    const gdtStart = l.firstDataBlock + 1;
+    const backups = l.superGroups.slice(1);
+    for (let i = 0; i < l.reservedGdtBlocks; i++) {
+      const primary = gdtStart + l.descBlocks + i;
+      put32(dind, ((l.descBlocks + i) % apb) * 4, primary);
+      const ind = new Uint8Array(bs);
+      backups.forEach((g, j) => put32(ind, j * 4, groupFirstBlock(l, g) + 1 + l.descBlocks + i));
+      put(primary, ind);
+    }
+    put(dindBlock, dind);
+    const iblock = new Uint8Array(I_BLOCK_SIZE);
+    put32(iblock, 13 * 4, dindBlock);
+    const dataBlocks = 1 + l.reservedGdtBlocks * l.superGroups.length;
+    writeInode(RESIZE_INO, {
+      ...emptyInode(),
+      mode: S_IFREG | 0o600,
+      size: (12 + apb + apb * apb) * bs,
+      atime: time,
+      ctime: time,
+      mtime: time,
+      crtime: time,
+      linksCount: 1,
+      blocks: (dataBlocks * bs) / 512,
+      block: iblock,
+      extraIsize,
+    });
+  }
+
+  let journalIBlock: Uint8Array = new Uint8Array(I_BLOCK_SIZE);
+  if (hasJournal) {
+    const tree = buildExtentTree(journalExtents, bs, journalTree, inodeCsumSeed(csumSeed, JOURNAL_INO, 0));
+    for (const t of tree.blocks) put(t.block, t.data);
+    journalIBlock = tree.iBlock;
+    put(journalExtents[0]!.pblk, newJournalSuperblock(bs, l.journalBlocks, uuid));
+    writeInode(JOURNAL_INO, {
+      ...emptyInode(),
+      mode: S_IFREG | 0o600,
+      size: l.journalBlocks * bs,
+      atime: time,
+      ctime: time,
+      mtime: time,
+      crtime: time,
+      linksCount: 1,
+      blocks: ((l.journalBlocks + journalTree.length) * bs) / 512,
+      flags: FL_EXTENTS,
+      block: journalIBlock,
+      extraIsize,
+    });
+  }
+  writes.push({ pos: l.inodeTable[0]! * bs, data: table });
+
+  // Group descriptors, bitmaps and counts.
+  const gdt = new Uint8Array(l.descBlocks * bs);
+  let freeBlocks = 0;
+  const metaPerSuper = 1 + l.descBlocks + l.reservedGdtBlocks;
+  const superSet = new Set(l.superGroups);
+  const ipg = l.inodesPerGroup;
+  for (let g = 0; g < l.groupCount; g++) {
+    const start = groupFirstBlock(l, g);
+    const n = groupBlockCount(l, g);
+    const usedHere = l.used.countIn(start, start + n);
+    const free = n - usedHere;
+    freeBlocks += free;
+    const ownMeta = superSet.has(g) ? metaPerSuper : 0;
+    const usedInodes = g === 0 ? Math.min(FIRST_INO, ipg) : 0;
+    let flags = BG_INODE_ZEROED;
+    if (usedInodes === 0) flags |= BG_INODE_UNINIT;
+    if (g !== l.groupCount - 1 && usedHere === ownMeta) flags |= BG_BLOCK_UNINIT;
+    const d: GroupDesc = {
+      blockBitmap: l.blockBitmap[g]!,
+      inodeBitmap: l.inodeBitmap[g]!,
+      inodeTable: l.inodeTable[g]!,
+      freeBlocks: free,
+      freeInodes: ipg - usedInodes,
+      usedDirs: g === 0 ? 2 : 0,
+      flags,
+      excludeBitmap: 0,
+      blockBitmapCsum: 0,
+      inodeBitmapCsum: 0,
+      itableUnused: ipg - usedInodes,
+      checksum: 0,
+    };
+    if (!(flags & BG_BLOCK_UNINIT)) {
+      const bm = new Uint8Array(bs);
+      l.used.forEachIn(start, start + n, (s, e) => setBitRange(bm, s - start, e - start));
+      setBitRange(bm, n, bs * 8);
+      d.blockBitmapCsum = bitmapChecksum(csumSeed, bm, l.blocksPerGroup);
+      put(d.blockBitmap, bm);
+    }
+    if (!(flags & BG_INODE_UNINIT)) {
+      const im = new Uint8Array(bs);
+      setBitRange(im, 0, usedInodes);
+      setBitRange(im, ipg, bs * 8);
+      d.inodeBitmapCsum = bitmapChecksum(csumSeed, im, ipg);
+      put(d.inodeBitmap, im);
+    }
+    const off = g * l.descSize;
+    encodeGroupDesc(gdt, off, l.descSize, d);
+    putGroupDescChecksum(gdt, off, groupDescChecksum(csumSeed, g, gdt, off, l.descSize));
+  }
+  for (const g of l.superGroups) put(groupFirstBlock(l, g) + 1, gdt);
+
+  // Superblock, then its backups (which differ only in s_block_group_nr, and so in checksum).
+  const sb: Superblock = emptySuperblock();
+  const freeInodes = l.inodesCount - FIRST_INO;
+  // s_overhead_clusters as mkfs counts it: every block in use except the root and lost+found directories, the resize inode's DIND and the journal's extent tree blocks.
+  const overhead = l.used.total() - 1 - lpfCount - (hasResize ? 1 : 0) - journalTree.length;
+  const set = (v: Partial<Superblock>) => Object.assign(sb, v);
+  set({
+    s_inodes_count: l.inodesCount,
+    s_blocks_count_lo: lo32(l.blocksCount),
+    s_blocks_count_hi: hi32(l.blocksCount),
+    s_r_blocks_count_lo: lo32(l.reservedBlocks),
+    s_r_blocks_count_hi: hi32(l.reservedBlocks),
+    s_free_blocks_count_lo: lo32(freeBlocks),
+    s_free_blocks_count_hi: hi32(freeBlocks),
+    s_free_inodes_count: freeInodes,
+    s_first_data_block: l.firstDataBlock,
+    s_log_block_size: l.logBlockSize,
+    s_log_cluster_size: l.logBlockSize,
+    s_blocks_per_group: l.blocksPerGroup,
+    s_clusters_per_group: l.blocksPerGroup,
+    s_inodes_per_group: ipg,
+    s_wtime: lo32(ts),
+    s_wtime_hi: hi32(ts),
+    s_max_mnt_count: 0xffff,
+    s_magic: EXT4_MAGIC,
+    s_state: STATE_VALID,
+    s_errors: 1,
+    s_lastcheck: lo32(ts),
+    s_lastcheck_hi: hi32(ts),
+    s_rev_level: 1,
+    s_first_ino: FIRST_INO,
+    s_inode_size: isz,
+    s_feature_compat: l.features.compat,
+    s_feature_incompat: l.features.incompat,
+    s_feature_ro_compat: l.features.roCompat,
+    s_reserved_gdt_blocks: l.reservedGdtBlocks,
+    s_journal_inum: hasJournal ? JOURNAL_INO : 0,
+    s_def_hash_version: HASH_HALF_MD4,
+    s_jnl_backup_type: hasJournal ? JNL_BACKUP_BLOCKS : 0,
+    s_desc_size: l.descSize,
+    s_default_mount_opts: DEFM_XATTR_USER | DEFM_ACL,
+    s_mkfs_time: lo32(ts),
+    s_mkfs_time_hi: hi32(ts),
+    s_min_extra_isize: extraIsize,
+    s_want_extra_isize: extraIsize,
+    // mkfs on x86 (signed char) marks the directory hash signed; the kernel then hashes the same way.
+    s_flags: FLAG_SIGNED_HASH,
+    s_log_groups_per_flex: l.logGroupsPerFlex,
+    s_checksum_type: CHECKSUM_TYPE_CRC32C,
+    s_overhead_clusters: overhead,
+  });
+  sb.s_uuid = uuid;
+  sb.s_hash_seed = hashSeed;
+  sb.s_volume_name = new Uint8Array(16);
+  sb.s_volume_name.set(label);
+  if (hasJournal) {
+    const jb: number[] = [];
+    for (let i = 0; i < 15; i++) jb.push(journalIBlock[i * 4]! | (journalIBlock[i * 4 + 1]! << 8) | (journalIBlock[i * 4 + 2]! << 16) | (journalIBlock[i * 4 + 3]! * 0x1000000));
+    jb.push(hi32(l.journalBlocks * bs), lo32(l.journalBlocks * bs));
+    sb.s_jnl_blocks = jb;
+  }
+
+  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024;
+  set({ s_kbytes_written_lo: lo32(Math.ceil(total / 1024)), s_kbytes_written_hi: hi32(Math.ceil(total / 1024)) });
+  for (const g of l.superGroups) {
+    sb.s_block_group_nr = g & 0xffff;
+    const bytes = encodeSuperblock(sb);
+    writes.push({ pos: g === 0 ? SUPERBLOCK_OFFSET : groupFirstBlock(l, g) * bs, data: bytes });
+  }
+
+  writes.sort((a, b) => a.pos - b.pos);
+  for (const w of writes) dev.write(w.pos, w.data);
+  total = writes.reduce((a, w) => a + w.data.length, 0);
+  return { layout: l, uuid: formatUuid(uuid), hashSeed: formatUuid(hashSeed), timestamp: ts, bytesWritten: total, freeBlocks, freeInodes };
+}

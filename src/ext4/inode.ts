@@ -1,0 +1,235 @@
+/** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
+import { type Field, readFields, writeFields, join64, lo32, hi32, put16, u16 } from './bytes.js';
+import { crc32c, crc32cU32 } from './crc32c.js';
+
+const BASE = [
+  ['i_mode', 0x0, 2],
+  ['i_uid', 0x2, 2],
+  ['i_size_lo', 0x4, 4],
+  ['i_atime', 0x8, 4],
+  ['i_ctime', 0xc, 4],
+  ['i_mtime', 0x10, 4],
+  ['i_dtime', 0x14, 4],
+  ['i_gid', 0x18, 2],
+  ['i_links_count', 0x1a, 2],
+  ['i_blocks_lo', 0x1c, 4],
+  ['i_flags', 0x20, 4],
+  ['l_i_version', 0x24, 4],
+  ['i_generation', 0x64, 4],
+  ['i_file_acl_lo', 0x68, 4],
+  ['i_size_high', 0x6c, 4],
+  ['l_i_blocks_high', 0x74, 2],
+  ['l_i_file_acl_high', 0x76, 2],
+  ['l_i_uid_high', 0x78, 2],
+  ['l_i_gid_high', 0x7a, 2],
+  ['l_i_checksum_lo', 0x7c, 2],
+] as const satisfies readonly Field<string>[];
+const EXTRA = [
+  ['i_extra_isize', 0x80, 2],
+  ['i_checksum_hi', 0x82, 2],
+  ['i_ctime_extra', 0x84, 4],
+  ['i_mtime_extra', 0x88, 4],
+  ['i_atime_extra', 0x8c, 4],
+  ['i_crtime', 0x90, 4],
+  ['i_crtime_extra', 0x94, 4],
+  ['i_version_hi', 0x98, 4],
+  ['i_projid', 0x9c, 4],
+] as const satisfies readonly Field<string>[];
+type ExtraName = (typeof EXTRA)[number][0];
+
+export const GOOD_OLD_INODE_SIZE = 128;
+export const I_BLOCK_OFFSET = 0x28;
+export const I_BLOCK_SIZE = 60;
+const CSUM_LO = 0x7c;
+const CSUM_HI = 0x82;
+
+/** i_mode file types. */
+export const S_IFMT = 0xf000;
+export const S_IFSOCK = 0xc000;
+export const S_IFLNK = 0xa000;
+export const S_IFREG = 0x8000;
+export const S_IFBLK = 0x6000;
+export const S_IFDIR = 0x4000;
+export const S_IFCHR = 0x2000;
+export const S_IFIFO = 0x1000;
+
+/** i_flags bits used here. */
+export const FL_INDEX = 0x1000;
+export const FL_HUGE_FILE = 0x40000;
+export const FL_EXTENTS = 0x80000;
+export const FL_EA_INODE = 0x200000;
+export const FL_INLINE_DATA = 0x10000000;
+
+/** Seconds (may be negative or past 2038) and nanoseconds. */
+export interface Timestamp {
+  sec: number;
+  nsec: number;
+}
+
+/** A decoded inode. Multi-word fields are joined; `blocks` is i_blocks in its raw unit (see FL_HUGE_FILE). */
+export interface Inode {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  atime: Timestamp;
+  ctime: Timestamp;
+  mtime: Timestamp;
+  crtime: Timestamp;
+  dtime: number;
+  linksCount: number;
+  blocks: number;
+  flags: number;
+  version: number;
+  /** i_block: 60 bytes (extent tree root, block map, inline data or fast symlink target). */
+  block: Uint8Array;
+  generation: number;
+  fileAcl: number;
+  /** i_extra_isize; 0 for 128-byte inodes. */
+  extraIsize: number;
+  projid: number;
+}
+
+export function emptyInode(): Inode {
+  const t = { sec: 0, nsec: 0 };
+  return {
+    mode: 0, uid: 0, gid: 0, size: 0, atime: t, ctime: t, mtime: t, crtime: t, dtime: 0,
+    linksCount: 0, blocks: 0, flags: 0, version: 0, block: new Uint8Array(I_BLOCK_SIZE),
+    generation: 0, fileAcl: 0, extraIsize: 0, projid: 0,
+  };
+}
+
+/** Kernel time encoding: low 32 bits signed, two epoch bits and 30 nanosecond bits in the _extra word. */
+export function decodeTime(lo: number, extra: number | undefined): Timestamp {
+  const base = lo | 0;
+  if (extra === undefined) return { sec: base, nsec: 0 };
+  return { sec: base + (extra & 3) * 0x1_0000_0000, nsec: extra >>> 2 };
+}
+export function encodeTime(t: Timestamp): { lo: number; extra: number } {
+  const lo = lo32(t.sec);
+  const signedLo = lo | 0;
+  const epoch = Math.round((t.sec - signedLo) / 0x1_0000_0000) & 3;
+  return { lo, extra: ((epoch | (t.nsec << 2)) >>> 0) };
+}
+
+/** True when the extra field `name` lies inside i_extra_isize. */
+function hasExtra(extraIsize: number, name: ExtraName): boolean {
+  const f = EXTRA.find((e) => e[0] === name)!;
+  return f[1] + f[2] <= GOOD_OLD_INODE_SIZE + extraIsize;
+}
+
+/** Decodes the inode of `inodeSize` bytes at `off`. */
+export function decodeInode(b: Uint8Array, off: number, inodeSize: number): Inode {
+  const f = readFields(b, off, BASE);
+  const extraIsize = inodeSize > GOOD_OLD_INODE_SIZE ? u16(b, off + 0x80) : 0;
+  const x = inodeSize > GOOD_OLD_INODE_SIZE ? readFields(b, off, EXTRA) : undefined;
+  const ex = (n: ExtraName) => (x && hasExtra(extraIsize, n) ? x[n] : undefined);
+  return {
+    mode: f.i_mode,
+    uid: f.i_uid | (f.l_i_uid_high << 16),
+    gid: f.i_gid | (f.l_i_gid_high << 16),
+    size: join64(f.i_size_lo, f.i_size_high),
+    atime: decodeTime(f.i_atime, ex('i_atime_extra')),
+    ctime: decodeTime(f.i_ctime, ex('i_ctime_extra')),
+    mtime: decodeTime(f.i_mtime, ex('i_mtime_extra')),
+    crtime: ex('i_crtime') === undefined ? { sec: 0, nsec: 0 } : decodeTime(ex('i_crtime')!, ex('i_crtime_extra')),
+    dtime: f.i_dtime,
+    linksCount: f.i_links_count,
+    blocks: join64(f.i_blocks_lo, f.l_i_blocks_high),
+    flags: f.i_flags,
+    version: f.l_i_version,
+    block: b.slice(off + I_BLOCK_OFFSET, off + I_BLOCK_OFFSET + I_BLOCK_SIZE),
+    generation: f.i_generation,
+    fileAcl: join64(f.i_file_acl_lo, f.l_i_file_acl_high),
+    extraIsize,
+    projid: ex('i_projid') ?? 0,
+  };
+}
+
+/**
+ * Encodes `ino` into `inodeSize` bytes at `off` of `b` (which the caller zeroed or holds the old inode,
+ * so bytes past the known fields, e.g. in-inode xattrs, are kept). Checksum is not computed here.
+ */
+export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: Inode): void {
+  const a = encodeTime(ino.atime);
+  const c = encodeTime(ino.ctime);
+  const m = encodeTime(ino.mtime);
+  const cr = encodeTime(ino.crtime);
+  writeFields(b, off, BASE, {
+    i_mode: ino.mode,
+    i_uid: ino.uid & 0xffff,
+    i_size_lo: lo32(ino.size),
+    i_atime: a.lo,
+    i_ctime: c.lo,
+    i_mtime: m.lo,
+    i_dtime: ino.dtime,
+    i_gid: ino.gid & 0xffff,
+    i_links_count: ino.linksCount,
+    i_blocks_lo: lo32(ino.blocks),
+    i_flags: ino.flags,
+    l_i_version: ino.version,
+    i_generation: ino.generation,
+    i_file_acl_lo: lo32(ino.fileAcl),
+    i_size_high: hi32(ino.size),
+    l_i_blocks_high: hi32(ino.blocks) & 0xffff,
+    l_i_file_acl_high: hi32(ino.fileAcl) & 0xffff,
+    l_i_uid_high: ino.uid >>> 16,
+    l_i_gid_high: ino.gid >>> 16,
+  });
+  b.set(ino.block.subarray(0, I_BLOCK_SIZE), off + I_BLOCK_OFFSET);
+  if (inodeSize > GOOD_OLD_INODE_SIZE) {
+    const all: Partial<Record<ExtraName, number>> = {
+      i_extra_isize: ino.extraIsize,
+      i_ctime_extra: c.extra,
+      i_mtime_extra: m.extra,
+      i_atime_extra: a.extra,
+      i_crtime: cr.lo,
+      i_crtime_extra: cr.extra,
+      i_projid: ino.projid,
+    };
+    const present: Partial<Record<ExtraName, number>> = {};
+    for (const [k, v] of Object.entries(all) as [ExtraName, number][]) if (k === 'i_extra_isize' || hasExtra(ino.extraIsize, k)) present[k] = v;
+    writeFields(b, off, EXTRA, present);
+  }
+}
+
+/**
+ * metadata_csum inode checksum: crc32c over the whole inode (checksum fields as zero), seeded with
+ * crc32c(crc32c(fs seed, le32 inode number), le32 generation). Only the low 16 bits are stored unless
+ * i_extra_isize covers i_checksum_hi.
+ */
+export function inodeChecksum(csumSeed: number, inum: number, b: Uint8Array, off: number, inodeSize: number): number {
+  const gen = b[off + 0x64]! | (b[off + 0x65]! << 8) | (b[off + 0x66]! << 16) | (b[off + 0x67]! << 24);
+  let c = crc32cU32(crc32cU32(csumSeed, inum), gen >>> 0);
+  c = crc32c(c, b, off, off + CSUM_LO);
+  c = crc32c(c, ZERO2, 0, 2);
+  c = crc32c(c, b, off + CSUM_LO + 2, off + GOOD_OLD_INODE_SIZE);
+  if (inodeSize > GOOD_OLD_INODE_SIZE) {
+    c = crc32c(c, b, off + GOOD_OLD_INODE_SIZE, off + CSUM_HI);
+    if (hasCsumHi(b, off, inodeSize)) {
+      c = crc32c(c, ZERO2, 0, 2);
+      c = crc32c(c, b, off + CSUM_HI + 2, off + inodeSize);
+    } else {
+      c = crc32c(c, b, off + CSUM_HI, off + inodeSize);
+    }
+  }
+  return hasCsumHi(b, off, inodeSize) ? c >>> 0 : c & 0xffff;
+}
+const ZERO2 = new Uint8Array(2);
+
+function hasCsumHi(b: Uint8Array, off: number, inodeSize: number): boolean {
+  return inodeSize > GOOD_OLD_INODE_SIZE && u16(b, off + 0x80) >= 4;
+}
+
+/** Computes and stores the inode checksum in place. */
+export function setInodeChecksum(csumSeed: number, inum: number, b: Uint8Array, off: number, inodeSize: number): void {
+  const c = inodeChecksum(csumSeed, inum, b, off, inodeSize);
+  put16(b, off + CSUM_LO, c & 0xffff);
+  if (hasCsumHi(b, off, inodeSize)) put16(b, off + CSUM_HI, c >>> 16);
+}
+
+/** Reads the stored checksum (16 or 32 bits) of the inode at `off`. */
+export function storedInodeChecksum(b: Uint8Array, off: number, inodeSize: number): number {
+  const lo = u16(b, off + CSUM_LO);
+  return hasCsumHi(b, off, inodeSize) ? (lo | (u16(b, off + CSUM_HI) << 16)) >>> 0 : lo;
+}

@@ -1,0 +1,63 @@
+/** File-level entry points: format an image file atomically, read its summary. */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Ext4Error } from './ext4/errors.js';
+import { FileDevice } from './io/device.js';
+import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
+import { planLayout } from './ext4/layout.js';
+
+/**
+ * Runs `fill` against a fresh temporary file beside `target`, then renames it over `target`. On any
+ * failure the temporary file is removed, so `target` is either untouched or complete.
+ */
+export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T, opts: { sync?: boolean } = {}): T {
+  const dir = path.dirname(path.resolve(target));
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(target);
+  } catch {
+    st = undefined;
+  }
+  if (st?.isDirectory()) throw new Ext4Error('IO_ERROR', `${target} is a directory`, { path: target });
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const dev = FileDevice.create(tmp, 0o644, target);
+  try {
+    const out = fill(dev);
+    if (opts.sync !== false) dev.sync();
+    dev.close();
+    fs.renameSync(tmp, target);
+    return out;
+  } catch (e) {
+    dev.close();
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      /* already gone */
+    }
+    if (e instanceof Ext4Error) throw e;
+    throw new Ext4Error('IO_ERROR', `cannot write ${target}: ${(e as Error).message}`, { path: target, cause: e });
+  }
+}
+
+export interface FormatImageOptions extends FormatOptions {
+  /** fsync the image before it is renamed into place (default true). */
+  sync?: boolean;
+}
+
+/**
+ * Creates (or replaces) the sparse image file `imagePath` of exactly `opts.sizeBytes` bytes holding an
+ * empty ext4 file system with mkfs.ext4's features and geometry.
+ */
+export function formatImage(imagePath: string, opts: FormatImageOptions): FormatResult {
+  // Validate everything before a file is created.
+  const layout = planLayout(opts);
+  return writeAtomically(
+    imagePath,
+    (dev) => {
+      dev.truncate(opts.sizeBytes);
+      return formatDevice(dev, opts, layout);
+    },
+    { sync: opts.sync },
+  );
+}

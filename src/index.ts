@@ -1,0 +1,9 @@
+/** ext4-workdisk: the public API. */
+export { Ext4Error, type Ext4ErrorCode, type Ext4ErrorContext } from './ext4/errors.js';
+export { formatImage, writeAtomically, type FormatImageOptions } from './image.js';
+export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './ext4/format.js';
+export { planLayout, parseSize, sizeTypeFor, defaultJournalBlocks, type Layout, type LayoutOptions, type SizeType } from './ext4/layout.js';
+export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo } from './info.js';
+export { FileDevice, MemoryDevice, type BlockDevice } from './io/device.js';
+export { crc32c } from './ext4/crc32c.js';
+export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';

@@ -1,0 +1,178 @@
+/** Block devices the library reads and writes through: a host file, or memory (tests, in-process pipelines). */
+import * as fs from 'node:fs';
+import { Ext4Error } from '../ext4/errors.js';
+
+/** Positional byte I/O over an image. Holes (never-written ranges) read as zeros. */
+export interface BlockDevice {
+  /** Current size in bytes. */
+  readonly size: number;
+  read(position: number, length: number): Uint8Array;
+  write(position: number, data: Uint8Array): void;
+  /** Sets the size; growing makes a hole (sparse), never writes zeros. */
+  truncate(size: number): void;
+  sync(): void;
+  close(): void;
+}
+
+function ioError(what: string, path: string, e: unknown): Ext4Error {
+  const err = e as NodeJS.ErrnoException;
+  const known: Record<string, string> = {
+    EFBIG: 'the host file system cannot hold a file that large',
+    ENOENT: 'no such file or directory',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    ENOSPC: 'no space left on the host device',
+    EISDIR: 'is a directory',
+    ENOTDIR: 'a parent is not a directory',
+  };
+  const msg = (err.code && known[err.code]) ?? err.message ?? String(e);
+  return new Ext4Error('IO_ERROR', `${what} ${path}: ${msg}`, { path, cause: e });
+}
+
+/** A host file (or block device) opened for positional I/O. */
+export class FileDevice implements BlockDevice {
+  private fd: number;
+  private _size: number;
+  readonly path: string;
+  /** The name used in error messages (the final target when writing through a temporary file). */
+  name: string;
+
+  private constructor(path: string, fd: number, size: number) {
+    this.path = path;
+    this.name = path;
+    this.fd = fd;
+    this._size = size;
+  }
+
+  /** Opens an existing file; `writable` opens it read-write. */
+  static open(path: string, writable = false): FileDevice {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, writable ? 'r+' : 'r');
+    } catch (e) {
+      throw ioError('cannot open', path, e);
+    }
+    const st = fs.fstatSync(fd);
+    return new FileDevice(path, fd, st.size);
+  }
+
+  /** Creates a new file (failing if it exists, so a temp name never clobbers anything). */
+  static create(path: string, mode = 0o644, name = path): FileDevice {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'wx+', mode);
+    } catch (e) {
+      throw ioError('cannot create', name, e);
+    }
+    const dev = new FileDevice(path, fd, 0);
+    dev.name = name;
+    return dev;
+  }
+
+  get size(): number {
+    return this._size;
+  }
+
+  read(position: number, length: number): Uint8Array {
+    const buf = new Uint8Array(length);
+    let done = 0;
+    try {
+      while (done < length) {
+        const n = fs.readSync(this.fd, buf, done, length - done, position + done);
+        if (n === 0) break; // past EOF reads as zeros
+        done += n;
+      }
+    } catch (e) {
+      throw ioError('cannot read', this.name, e);
+    }
+    return buf;
+  }
+
+  write(position: number, data: Uint8Array): void {
+    let done = 0;
+    try {
+      while (done < data.length) done += fs.writeSync(this.fd, data, done, data.length - done, position + done);
+    } catch (e) {
+      throw ioError('cannot write', this.name, e);
+    }
+    if (position + data.length > this._size) this._size = position + data.length;
+  }
+
+  truncate(size: number): void {
+    try {
+      fs.ftruncateSync(this.fd, size);
+    } catch (e) {
+      throw ioError('cannot resize', this.name, e);
+    }
+    this._size = size;
+  }
+
+  sync(): void {
+    try {
+      fs.fsyncSync(this.fd);
+    } catch (e) {
+      throw ioError('cannot sync', this.name, e);
+    }
+  }
+
+  close(): void {
+    if (this.fd >= 0) {
+      fs.closeSync(this.fd);
+      this.fd = -1;
+    }
+  }
+}
+
+const CHUNK = 65536;
+
+/** A sparse in-memory device: only written 64 KiB chunks take memory. */
+export class MemoryDevice implements BlockDevice {
+  private chunks = new Map<number, Uint8Array>();
+  private _size: number;
+  bytesWritten = 0;
+
+  constructor(size = 0) {
+    this._size = size;
+  }
+  get size(): number {
+    return this._size;
+  }
+  read(position: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    let p = position;
+    while (p < position + length) {
+      const ci = Math.floor(p / CHUNK);
+      const co = p - ci * CHUNK;
+      const n = Math.min(CHUNK - co, position + length - p);
+      const c = this.chunks.get(ci);
+      if (c) out.set(c.subarray(co, co + n), p - position);
+      p += n;
+    }
+    return out;
+  }
+  write(position: number, data: Uint8Array): void {
+    let p = position;
+    while (p < position + data.length) {
+      const ci = Math.floor(p / CHUNK);
+      const co = p - ci * CHUNK;
+      const n = Math.min(CHUNK - co, position + data.length - p);
+      let c = this.chunks.get(ci);
+      if (!c) this.chunks.set(ci, (c = new Uint8Array(CHUNK)));
+      c.set(data.subarray(p - position, p - position + n), co);
+      p += n;
+    }
+    this.bytesWritten += data.length;
+    if (position + data.length > this._size) this._size = position + data.length;
+  }
+  truncate(size: number): void {
+    for (const ci of [...this.chunks.keys()]) if (ci * CHUNK >= size) this.chunks.delete(ci);
+    this._size = size;
+  }
+  /** Bytes of memory held by written chunks. */
+  get allocated(): number {
+    return this.chunks.size * CHUNK;
+  }
+  sync(): void {}
+  close(): void {}
+}
