@@ -214,15 +214,19 @@ function date(t: number): string {
   return `${days[d.getUTCDay()]} ${months[d.getUTCMonth()]} ${String(d.getUTCDate()).padStart(2, ' ')} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} ${d.getUTCFullYear()}`;
 }
 
+/** Journal size the way dumpe2fs prints it: KiB below 8 MiB, else MiB. */
 function size(bytes: number): string {
-  const units = ['', 'k', 'M', 'G', 'T'];
-  let i = 0;
-  let v = bytes;
-  while (v >= 1024 && v % 1024 === 0 && i < units.length - 1) {
-    v /= 1024;
-    i++;
+  const kb = Math.floor(bytes / 1024);
+  return kb < 8192 ? `${kb}k` : `${Math.floor(kb / 1024)}M`;
+}
+
+/** Lifetime writes the way dumpe2fs prints them: kB, then MB, GB, TB (rounded) from 8192 of the unit below. */
+function kbytes(kb: number): string {
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  for (let i = units.length - 1; i > 0; i--) {
+    if (kb >= 8192 * 1024 ** (i - 1)) return `${Math.floor((kb + 2 ** (10 * i - 1)) / 2 ** (10 * i))} ${units[i]}`;
   }
-  return `${v}${units[i]}`;
+  return `${kb} kB`;
 }
 
 /** Formats `info` in the layout of `dumpe2fs -h` (same labels, same order). */
@@ -269,7 +273,7 @@ export function formatInfo(i: ImageInfo): string {
     ['Last checked', date(i.lastChecked)],
     ['Check interval', `${i.checkInterval} (<none>)`],
   );
-  if (i.lifetimeWritesKiB) rows.push(['Lifetime writes', `${i.lifetimeWritesKiB} kB`]);
+  if (i.lifetimeWritesKiB) rows.push(['Lifetime writes', kbytes(i.lifetimeWritesKiB)]);
   rows.push(
     ['Reserved blocks uid', `${i.reservedBlocksUid} (user ${i.reservedBlocksUid === 0 ? 'root' : 'unknown'})`],
     ['Reserved blocks gid', `${i.reservedBlocksGid} (group ${i.reservedBlocksGid === 0 ? 'root' : 'unknown'})`],

@@ -65,8 +65,8 @@ export function decodeGroupDesc(b: Uint8Array, off: number, descSize: number): G
     usedDirs: l.bg_used_dirs_count_lo + hi('bg_used_dirs_count_hi') * 0x10000,
     flags: l.bg_flags,
     excludeBitmap: join64(l.bg_exclude_bitmap_lo, hi('bg_exclude_bitmap_hi')),
-    blockBitmapCsum: l.bg_block_bitmap_csum_lo | (hi('bg_block_bitmap_csum_hi') << 16),
-    inodeBitmapCsum: l.bg_inode_bitmap_csum_lo | (hi('bg_inode_bitmap_csum_hi') << 16),
+    blockBitmapCsum: (l.bg_block_bitmap_csum_lo | (hi('bg_block_bitmap_csum_hi') << 16)) >>> 0,
+    inodeBitmapCsum: (l.bg_inode_bitmap_csum_lo | (hi('bg_inode_bitmap_csum_hi') << 16)) >>> 0,
     itableUnused: l.bg_itable_unused_lo + hi('bg_itable_unused_hi') * 0x10000,
     checksum: l.bg_checksum,
   };

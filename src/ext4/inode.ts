@@ -105,10 +105,14 @@ export function decodeTime(lo: number, extra: number | undefined): Timestamp {
   if (extra === undefined) return { sec: base, nsec: 0 };
   return { sec: base + (extra & 3) * 0x1_0000_0000, nsec: extra >>> 2 };
 }
+/** The range the encoding can hold: 1901-12-13 to 2446-05-10; times outside are clamped, like the kernel does. */
+export const MIN_TIME = -0x8000_0000;
+export const MAX_TIME = 0x3_ffff_ffff - 0x8000_0000;
 export function encodeTime(t: Timestamp): { lo: number; extra: number } {
-  const lo = lo32(t.sec);
+  const sec = Math.min(MAX_TIME, Math.max(MIN_TIME, Math.floor(t.sec)));
+  const lo = lo32(sec);
   const signedLo = lo | 0;
-  const epoch = Math.round((t.sec - signedLo) / 0x1_0000_0000) & 3;
+  const epoch = Math.round((sec - signedLo) / 0x1_0000_0000) & 3;
   return { lo, extra: ((epoch | (t.nsec << 2)) >>> 0) };
 }
 

@@ -160,6 +160,7 @@ export function planLayout(opts: LayoutOptions): Layout {
   // mkfs sizes the file system to the device rounded down to whole pages.
   let blocksCount = Math.floor(sizeBytes / blockSize);
   if (blockSize < PAGE_SIZE) blocksCount -= blocksCount % (PAGE_SIZE / blockSize);
+  const requestedBlocks = blocksCount;
   if (blocksCount > 2 ** 48) throw new Ext4Error('TOO_LARGE', `${blocksCount} blocks is more than ext4 can address (2^48)`);
 
   // Inode count from the ratio, capped to 32 bits.
@@ -245,7 +246,7 @@ export function planLayout(opts: LayoutOptions): Layout {
       descSize,
       descBlocks,
       reservedGdtBlocks,
-      reservedBlocks: Math.floor((blocksCount * 5) / 100),
+      reservedBlocks: reservedBlocksFor(requestedBlocks, blocksCount),
       logGroupsPerFlex: LOG_GROUPS_PER_FLEX,
       journalBlocks,
       features,
@@ -261,6 +262,17 @@ export function planLayout(opts: LayoutOptions): Layout {
       throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
     return layout;
   }
+}
+
+/**
+ * 5% of the blocks are reserved for root. When the last group was dropped, mkfs keeps the ratio it
+ * computed for the requested size (a hair under 5%), so the result can be one block lower; the same
+ * double-precision steps give the same figure.
+ */
+function reservedBlocksFor(requested: number, final: number): number {
+  const r = Math.floor((5.0 * requested) / 100.0);
+  if (final === requested) return r;
+  return Math.floor(((100.0 * r) / requested) * final / 100.0);
 }
 
 /**

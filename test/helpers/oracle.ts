@@ -1,0 +1,73 @@
+/**
+ * Helpers for the oracle suites (e2fsprogs, the kernel). Locally a suite skips with a printed reason
+ * when a tool or root is missing; under CI=true nothing skips, so a missing tool fails the run.
+ */
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
+
+export function haveTool(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).status === 0;
+}
+
+export const IS_ROOT = typeof process.getuid === 'function' && process.getuid() === 0;
+
+/** True when the suite should run; prints why not otherwise. Under CI it is always true. */
+export function oracleAvailable(what: string, ok: boolean): boolean {
+  if (ok || IN_CI) return true;
+  console.warn(`skipping ${what}: not available on this machine (runs in CI)`);
+  return false;
+}
+
+export const HAVE_E2FSPROGS = ['mkfs.ext4', 'e2fsck', 'dumpe2fs', 'debugfs'].every(haveTool);
+
+export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): SpawnSyncReturns<string> {
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    env: { ...process.env, ...opts.env },
+    input: opts.input,
+    timeout: opts.timeoutMs ?? 300_000,
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (r.error) throw r.error;
+  return r;
+}
+
+/** Runs `e2fsck -fn` and returns its exit code and output. */
+export function fsck(image: string): { status: number; output: string } {
+  const r = run('e2fsck', ['-fn', image]);
+  return { status: r.status ?? -1, output: r.stdout + r.stderr };
+}
+
+/** `dumpe2fs` (full or -h) with the lines that legitimately differ between two mkfs runs removed. */
+export function dumpe2fs(image: string, headerOnly: boolean): string {
+  const r = run('dumpe2fs', headerOnly ? ['-h', image] : [image]);
+  if (r.status !== 0) throw new Error(`dumpe2fs failed: ${r.stderr}`);
+  return r.stdout
+    .split('\n')
+    .filter((l) => !/^(Lifetime writes|Checksum):/.test(l))
+    .join('\n');
+}
+
+/**
+ * A scratch directory for images. Very large sparse images need a host file system that allows huge
+ * files: tmpfs (/dev/shm) does, ext4 stops at 16 TiB.
+ */
+export function scratchDir(prefix: string, huge = false): string {
+  const base = huge && fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir();
+  return fs.mkdtempSync(path.join(base, `${prefix}-`));
+}
+
+export const CLI = path.resolve(__dirname, '../../dist/cli.js');
+
+export function cli(args: string[], env?: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
+  return run(process.execPath, [CLI, ...args], { env });
+}
+
+/** Allocated bytes of a file (what du reports). */
+export function allocatedBytes(file: string): number {
+  return fs.statSync(file).blocks * 512;
+}
