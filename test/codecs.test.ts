@@ -37,7 +37,7 @@ describe('superblock', () => {
     expect(back.s_checksum).toBe(superblockChecksum(bytes));
     expect(encodeSuperblock(back)).toEqual(bytes);
     const bad = bytes.slice();
-    bad[0] ^= 1;
+    bad[0] = bad[0]! ^ 1;
     expect(() => decodeSuperblock(bad)).toThrowError(expect.objectContaining({ code: 'BAD_CHECKSUM' }));
     const notExt = new Uint8Array(1024);
     expect(() => decodeSuperblock(notExt)).toThrowError(expect.objectContaining({ code: 'BAD_MAGIC' }));
