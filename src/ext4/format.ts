@@ -157,6 +157,26 @@ export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): 
   return crc32cU32(crc32cU32(fsSeed, ino), generation);
 }
 
+/**
+ * Writes sorted, non-overlapping pieces, joining runs of exactly adjacent pieces into one write each
+ * (group 0's superblock, descriptors, reserved GDT, bitmaps and tables sit side by side).
+ */
+function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: Uint8Array }[]): void {
+  let i = 0;
+  while (i < writes.length) {
+    let j = i + 1;
+    let end = writes[i]!.pos + writes[i]!.data.length;
+    while (j < writes.length && writes[j]!.pos === end) end += writes[j++]!.data.length;
+    if (j === i + 1) dev.write(writes[i]!.pos, writes[i]!.data);
+    else {
+      const buf = new Uint8Array(end - writes[i]!.pos);
+      for (let k = i; k < j; k++) buf.set(writes[k]!.data, writes[k]!.pos - writes[i]!.pos);
+      dev.write(writes[i]!.pos, buf);
+    }
+    i = j;
+  }
+}
+
 /** Writes a fresh file system into `dev`, which must already have its final size (a hole). */
 export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Layout): FormatResult {
   // The plan is consumed (allocations are added to it), so a caller's plan is used once.
@@ -272,15 +292,15 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // that block's copies in every backup group (kernel doc: special_inodes.rst, resize2fs layout).
     const apb = bs / 4;
     const dind = new Uint8Array(bs);
-    const gdtStart = l.firstDataBlock + 1;
+    const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
     const backups = l.superGroups.slice(1);
+    // The primary reserved GDT blocks are contiguous: fill them as one buffer, written once.
+    const inds = new Uint8Array(l.reservedGdtBlocks * bs);
     for (let i = 0; i < l.reservedGdtBlocks; i++) {
-      const primary = gdtStart + l.descBlocks + i;
-      put32(dind, ((l.descBlocks + i) % apb) * 4, primary);
-      const ind = new Uint8Array(bs);
-      backups.forEach((g, j) => put32(ind, j * 4, groupFirstBlock(l, g) + 1 + l.descBlocks + i));
-      put(primary, ind);
+      put32(dind, ((l.descBlocks + i) % apb) * 4, firstReserved + i);
+      for (let j = 0; j < backups.length; j++) put32(inds, i * bs + j * 4, groupFirstBlock(l, backups[j]!) + 1 + l.descBlocks + i);
     }
+    if (inds.length) put(firstReserved, inds);
     put(dindBlock, dind);
     const iblock = new Uint8Array(I_BLOCK_SIZE);
     put32(iblock, 13 * 4, dindBlock);
@@ -445,7 +465,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   }
 
   writes.sort((a, b) => a.pos - b.pos);
-  for (const w of writes) dev.write(w.pos, w.data);
+  writeCoalesced(dev, writes);
   total = writes.reduce((a, w) => a + w.data.length, 0);
   return { layout: l, uuid: formatUuid(uuid), hashSeed: formatUuid(hashSeed), timestamp: ts, bytesWritten: total, freeBlocks, freeInodes };
 }

@@ -1,5 +1,5 @@
 /** Block group descriptors, 32 or 64 bytes (kernel doc: group_descr.rst). */
-import { type Field, readFields, writeFields, join64, lo32, hi32, put16 } from './bytes.js';
+import { type Field, readFields, join64, lo32, hi32, put16, put32 } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 
 const LO = [
@@ -72,35 +72,34 @@ export function decodeGroupDesc(b: Uint8Array, off: number, descSize: number): G
   };
 }
 
+/** Offsets by name, from the tables above (the encoder runs once per group, so it avoids the generic walker). */
+const O = Object.fromEntries([...LO, ...HI].map(([n, o]) => [n, o])) as Record<(typeof LO)[number][0] | (typeof HI)[number][0], number>;
+
 /** Writes `d` at `off` (descSize bytes); the checksum field is written as given (see groupDescChecksum). */
 export function encodeGroupDesc(b: Uint8Array, off: number, descSize: number, d: GroupDesc): void {
-  writeFields(b, off, LO, {
-    bg_block_bitmap_lo: lo32(d.blockBitmap),
-    bg_inode_bitmap_lo: lo32(d.inodeBitmap),
-    bg_inode_table_lo: lo32(d.inodeTable),
-    bg_free_blocks_count_lo: d.freeBlocks & 0xffff,
-    bg_free_inodes_count_lo: d.freeInodes & 0xffff,
-    bg_used_dirs_count_lo: d.usedDirs & 0xffff,
-    bg_flags: d.flags,
-    bg_exclude_bitmap_lo: lo32(d.excludeBitmap),
-    bg_block_bitmap_csum_lo: d.blockBitmapCsum & 0xffff,
-    bg_inode_bitmap_csum_lo: d.inodeBitmapCsum & 0xffff,
-    bg_itable_unused_lo: d.itableUnused & 0xffff,
-    bg_checksum: d.checksum,
-  });
-  if (descSize >= 64)
-    writeFields(b, off, HI, {
-      bg_block_bitmap_hi: hi32(d.blockBitmap),
-      bg_inode_bitmap_hi: hi32(d.inodeBitmap),
-      bg_inode_table_hi: hi32(d.inodeTable),
-      bg_free_blocks_count_hi: d.freeBlocks >>> 16,
-      bg_free_inodes_count_hi: d.freeInodes >>> 16,
-      bg_used_dirs_count_hi: d.usedDirs >>> 16,
-      bg_itable_unused_hi: d.itableUnused >>> 16,
-      bg_exclude_bitmap_hi: hi32(d.excludeBitmap),
-      bg_block_bitmap_csum_hi: d.blockBitmapCsum >>> 16,
-      bg_inode_bitmap_csum_hi: d.inodeBitmapCsum >>> 16,
-    });
+  put32(b, off + O.bg_block_bitmap_lo, lo32(d.blockBitmap));
+  put32(b, off + O.bg_inode_bitmap_lo, lo32(d.inodeBitmap));
+  put32(b, off + O.bg_inode_table_lo, lo32(d.inodeTable));
+  put16(b, off + O.bg_free_blocks_count_lo, d.freeBlocks & 0xffff);
+  put16(b, off + O.bg_free_inodes_count_lo, d.freeInodes & 0xffff);
+  put16(b, off + O.bg_used_dirs_count_lo, d.usedDirs & 0xffff);
+  put16(b, off + O.bg_flags, d.flags);
+  put32(b, off + O.bg_exclude_bitmap_lo, lo32(d.excludeBitmap));
+  put16(b, off + O.bg_block_bitmap_csum_lo, d.blockBitmapCsum & 0xffff);
+  put16(b, off + O.bg_inode_bitmap_csum_lo, d.inodeBitmapCsum & 0xffff);
+  put16(b, off + O.bg_itable_unused_lo, d.itableUnused & 0xffff);
+  put16(b, off + O.bg_checksum, d.checksum);
+  if (descSize < 64) return;
+  put32(b, off + O.bg_block_bitmap_hi, hi32(d.blockBitmap));
+  put32(b, off + O.bg_inode_bitmap_hi, hi32(d.inodeBitmap));
+  put32(b, off + O.bg_inode_table_hi, hi32(d.inodeTable));
+  put16(b, off + O.bg_free_blocks_count_hi, d.freeBlocks >>> 16);
+  put16(b, off + O.bg_free_inodes_count_hi, d.freeInodes >>> 16);
+  put16(b, off + O.bg_used_dirs_count_hi, d.usedDirs >>> 16);
+  put16(b, off + O.bg_itable_unused_hi, d.itableUnused >>> 16);
+  put32(b, off + O.bg_exclude_bitmap_hi, hi32(d.excludeBitmap));
+  put16(b, off + O.bg_block_bitmap_csum_hi, d.blockBitmapCsum >>> 16);
+  put16(b, off + O.bg_inode_bitmap_csum_hi, d.inodeBitmapCsum >>> 16);
 }
 
 /**
