@@ -12,6 +12,9 @@ export type Ext4ErrorCode =
   | 'NOT_FOUND'
   | 'NO_SPACE'
   | 'UNSUPPORTED_FEATURE'
+  | 'SOURCE_ERROR'
+  | 'SOURCE_CHANGED'
+  | 'NAME_TOO_LONG'
   | 'USAGE';
 
 /** Context that locates an error on disk, where known. */

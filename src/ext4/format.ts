@@ -37,6 +37,8 @@ import { packDirBlocks, emptyDirBlock, FT_DIR } from './dirent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import type { BlockDevice } from '../io/device.js';
+import type { TreeSource } from '../source/types.js';
+import { InodeStore, populate, allocData, type Owner, type WriterContext } from './writer.js';
 
 export const ROOT_INO = 2;
 export const RESIZE_INO = 7;
@@ -54,6 +56,10 @@ export interface FormatOptions extends LayoutOptions {
   hashSeed?: string | Uint8Array;
   /** Creation time in UNIX seconds; default SOURCE_DATE_EPOCH, else now. */
   timestamp?: number;
+  /** A tree to copy into the new file system (mkfs --from). */
+  source?: TreeSource;
+  /** Owner of every entry, the root directory included; default: the source's owners (root:root without a source). */
+  owner?: Owner;
 }
 
 export interface FormatResult {
@@ -65,6 +71,10 @@ export interface FormatResult {
   bytesWritten: number;
   freeBlocks: number;
   freeInodes: number;
+  /** Inodes used by the copied tree. */
+  inodesUsed: number;
+  /** Bytes of file data written. */
+  dataBytes: number;
 }
 
 function uuidOption(v: string | Uint8Array | undefined, what: string): Uint8Array {
@@ -217,74 +227,36 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
 
   const writes: { pos: number; data: Uint8Array }[] = [];
   const put = (block: number, data: Uint8Array) => writes.push({ pos: block * bs, data });
+  // s_overhead_clusters as mkfs counts it: every block in use except the root and lost+found
+  // directories, the resize inode's DIND and the journal's extent tree blocks.
+  const overhead = l.used.total() - 1 - lpfCount - (hasResize ? 1 : 0) - journalTree.length;
 
-  // Inodes 1..11 of group 0.
-  const table = new Uint8Array(FIRST_INO * isz);
   const time = { sec: ts, nsec: 0 };
-  const writeInode = (ino: number, inode: Inode) => {
-    const off = (ino - 1) * isz;
-    encodeInode(table, off, isz, inode);
-    setInodeChecksum(csumSeed, ino, table, off, isz);
-  };
+  const inodes = new InodeStore(l.inodesCount);
+  const writeInode = (ino: number, inode: Inode) => inodes.set(ino, inode, (inode.mode & 0xf000) === S_IFDIR);
   for (let ino = 1; ino <= FIRST_INO; ino++) {
     // Reserved inodes are written empty (checksummed); the bad-blocks inode carries the times.
     const inode = emptyInode();
     if (ino === 1) Object.assign(inode, { atime: time, ctime: time, mtime: time });
     writeInode(ino, inode);
   }
-  const dirInode = (mode: number, blocks: number[], links: number): Inode => {
-    const runs: { start: number; len: number }[] = [];
-    for (const b of blocks) {
-      const last = runs[runs.length - 1];
-      if (last && last.start + last.len === b) last.len++;
-      else runs.push({ start: b, len: 1 });
-    }
-    const tree = buildExtentTree(extentsOf(runs), bs, []);
-    return {
-      ...emptyInode(),
-      mode: S_IFDIR | mode,
-      size: blocks.length * bs,
-      atime: time,
-      ctime: time,
-      mtime: time,
-      crtime: time,
-      linksCount: links,
-      blocks: (blocks.length * bs) / 512,
-      flags: FL_EXTENTS,
-      block: tree.iBlock,
-      extraIsize,
-    };
+  const ctx: WriterContext = {
+    l,
+    dev,
+    csumSeed,
+    hashSeed,
+    extraIsize,
+    now: time,
+    owner: opts.owner,
+    inodes,
+    put,
+    // File data goes after group 0's metadata and the base directories, like mkfs.ext4 -d.
+    cursor: l.firstDataBlock,
+    dataBytes: 0,
   };
-  writeInode(ROOT_INO, dirInode(0o755, [rootBlock], 3));
-  writeInode(LOST_FOUND_INO, dirInode(0o700, lpfBlocks, 2));
-  const enc = new TextEncoder();
-  const rootSeed = inodeCsumSeed(csumSeed, ROOT_INO, 0);
-  put(
-    rootBlock,
-    packDirBlocks(
-      [
-        { inode: ROOT_INO, name: enc.encode('.'), fileType: FT_DIR },
-        { inode: ROOT_INO, name: enc.encode('..'), fileType: FT_DIR },
-        { inode: LOST_FOUND_INO, name: enc.encode('lost+found'), fileType: FT_DIR },
-      ],
-      bs,
-      rootSeed,
-    )[0]!,
-  );
-  const lpfSeed = inodeCsumSeed(csumSeed, LOST_FOUND_INO, 0);
-  put(
-    lpfBlocks[0]!,
-    packDirBlocks(
-      [
-        { inode: LOST_FOUND_INO, name: enc.encode('.'), fileType: FT_DIR },
-        { inode: ROOT_INO, name: enc.encode('..'), fileType: FT_DIR },
-      ],
-      bs,
-      lpfSeed,
-    )[0]!,
-  );
-  const emptyLpf = emptyDirBlock(bs, lpfSeed);
-  for (const b of lpfBlocks.slice(1)) put(b, emptyLpf);
+  const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
+  writeInode(ROOT_INO, tree.root);
+  writeInode(LOST_FOUND_INO, tree.lostFound);
 
   if (hasResize) {
     // The resize inode maps the reserved GDT blocks through its double-indirect block: entry
@@ -341,7 +313,23 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
       extraIsize,
     });
   }
-  writes.push({ pos: l.inodeTable[0]! * bs, data: table });
+  // Inode tables: inodes are numbered densely from 1, so each group's used part is a prefix.
+  const maxIno = inodes.next - 1;
+  const usedInGroup = (g: number) => Math.max(0, Math.min(l.inodesPerGroup, maxIno - g * l.inodesPerGroup));
+  const dirsInGroup = new Map<number, number>();
+  for (let g = 0; g * l.inodesPerGroup < maxIno; g++) {
+    const n = usedInGroup(g);
+    const table = new Uint8Array(n * isz);
+    for (let k = 0; k < n; k++) {
+      const ino = g * l.inodesPerGroup + k + 1;
+      const rec = inodes.records.get(ino);
+      if (!rec) continue;
+      if (rec.isDir) dirsInGroup.set(g, (dirsInGroup.get(g) ?? 0) + 1);
+      encodeInode(table, k * isz, isz, rec.inode);
+      setInodeChecksum(csumSeed, ino, table, k * isz, isz);
+    }
+    writes.push({ pos: l.inodeTable[g]! * bs, data: table });
+  }
 
   // Group descriptors, bitmaps and counts.
   const gdt = new Uint8Array(l.descBlocks * bs);
@@ -356,7 +344,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     const free = n - usedHere;
     freeBlocks += free;
     const ownMeta = superSet.has(g) ? metaPerSuper : 0;
-    const usedInodes = g === 0 ? Math.min(FIRST_INO, ipg) : 0;
+    const usedInodes = usedInGroup(g);
     let flags = BG_INODE_ZEROED;
     if (usedInodes === 0) flags |= BG_INODE_UNINIT;
     if (g !== l.groupCount - 1 && usedHere === ownMeta) flags |= BG_BLOCK_UNINIT;
@@ -366,7 +354,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
       inodeTable: l.inodeTable[g]!,
       freeBlocks: free,
       freeInodes: ipg - usedInodes,
-      usedDirs: g === 0 ? 2 : 0,
+      usedDirs: dirsInGroup.get(g) ?? 0,
       flags,
       excludeBitmap: 0,
       blockBitmapCsum: 0,
@@ -396,9 +384,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
 
   // Superblock, then its backups (which differ only in s_block_group_nr, and so in checksum).
   const sb: Superblock = emptySuperblock();
-  const freeInodes = l.inodesCount - FIRST_INO;
-  // s_overhead_clusters as mkfs counts it: every block in use except the root and lost+found directories, the resize inode's DIND and the journal's extent tree blocks.
-  const overhead = l.used.total() - 1 - lpfCount - (hasResize ? 1 : 0) - journalTree.length;
+  const freeInodes = l.inodesCount - maxIno;
   const set = (v: Partial<Superblock>) => Object.assign(sb, v);
   set({
     s_inodes_count: l.inodesCount,
@@ -456,7 +442,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     sb.s_jnl_blocks = jb;
   }
 
-  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024;
+  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024 + ctx.dataBytes;
   set({ s_kbytes_written_lo: lo32(Math.ceil(total / 1024)), s_kbytes_written_hi: hi32(Math.ceil(total / 1024)) });
   for (const g of l.superGroups) {
     sb.s_block_group_nr = g & 0xffff;
@@ -467,5 +453,15 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   writes.sort((a, b) => a.pos - b.pos);
   writeCoalesced(dev, writes);
   total = writes.reduce((a, w) => a + w.data.length, 0);
-  return { layout: l, uuid: formatUuid(uuid), hashSeed: formatUuid(hashSeed), timestamp: ts, bytesWritten: total, freeBlocks, freeInodes };
+  return {
+    layout: l,
+    uuid: formatUuid(uuid),
+    hashSeed: formatUuid(hashSeed),
+    timestamp: ts,
+    bytesWritten: total + ctx.dataBytes,
+    freeBlocks,
+    freeInodes,
+    inodesUsed: maxIno - FIRST_INO,
+    dataBytes: ctx.dataBytes,
+  };
 }

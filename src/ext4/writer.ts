@@ -1,0 +1,387 @@
+/**
+ * The tree writer: lays out a tree source into a file system the formatter has just planned. Data goes
+ * straight to its final blocks in large writes (memory does not grow with file size); inodes and
+ * directory entries are kept in memory and written by the formatter at the end.
+ */
+import { Ext4Error } from './errors.js';
+import { put32 } from './bytes.js';
+import { type Layout, findFreeRun, groupFirstBlock } from './layout.js';
+import { type Inode, type Timestamp, emptyInode, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, I_BLOCK_SIZE, FL_INDEX } from './inode.js';
+import { buildExtentTree, extentTreeBlockCount, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
+import { packDirBlocks, direntSize, type DirEntry, FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_CHRDEV, FT_BLKDEV, FT_FIFO, FT_SOCK, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
+import { buildHtree } from './htree.js';
+import type { BlockDevice } from '../io/device.js';
+import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
+import { crc32cU32 } from './crc32c.js';
+
+export const FIRST_INO = 11;
+export const ROOT_INO = 2;
+export const LOST_FOUND_INO = 11;
+/** Directories with more subdirectories than this get link count 1 (dir_nlink). */
+const MAX_LINKS = 65000;
+/** Bytes read from a source file per write: large, block-aligned. */
+const CHUNK = 8 * 1024 * 1024;
+
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export interface InodeRecord {
+  inode: Inode;
+  isDir: boolean;
+}
+
+/** Inode numbers and their in-memory records, handed out in order like mkfs does (group 0 first). */
+export class InodeStore {
+  readonly records = new Map<number, InodeRecord>();
+  next = FIRST_INO + 1;
+  constructor(readonly inodesCount: number) {}
+  alloc(): number {
+    if (this.next > this.inodesCount) throw new Ext4Error('NO_SPACE', `out of inodes (${this.inodesCount})`);
+    return this.next++;
+  }
+  set(ino: number, inode: Inode, isDir: boolean): void {
+    this.records.set(ino, { inode, isDir });
+  }
+}
+
+export interface WriterContext {
+  l: Layout;
+  dev: BlockDevice;
+  csumSeed: number;
+  hashSeed: Uint8Array;
+  extraIsize: number;
+  now: Timestamp;
+  owner?: Owner;
+  inodes: InodeStore;
+  /** Queues a metadata write (whole blocks). */
+  put(block: number, data: Uint8Array): void;
+  /** Where the next data allocation starts looking. */
+  cursor: number;
+  /** Bytes of file data written. */
+  dataBytes: number;
+}
+
+/** Allocates `n` blocks from the data cursor, in as few runs as the free space allows. */
+export function allocData(ctx: WriterContext, n: number): { start: number; len: number }[] {
+  const l = ctx.l;
+  const runs: { start: number; len: number }[] = [];
+  let b = ctx.cursor;
+  let wrapped = false;
+  while (n > 0) {
+    let s = findFreeRun(l, b, l.blocksCount, 1);
+    if (s < 0) {
+      if (wrapped) throw new Ext4Error('NO_SPACE', `the file system is full (${l.blocksCount} blocks)`);
+      wrapped = true;
+      b = l.firstDataBlock;
+      continue;
+    }
+    const hit = l.used.firstOverlap(s, Math.min(n, l.blocksCount - s));
+    const len = hit ? hit[0] - s : Math.min(n, l.blocksCount - s);
+    l.used.add(s, len);
+    runs.push({ start: s, len });
+    n -= len;
+    b = s + len;
+  }
+  ctx.cursor = b;
+  return runs;
+}
+
+function inodeSeed(csumSeed: number, ino: number): number {
+  return crc32cU32(crc32cU32(csumSeed, ino), 0);
+}
+
+/** Merges logically and physically contiguous runs and splits them at the extent length limit. */
+export function runsToExtents(runs: { lblk: number; pblk: number; len: number }[]): Extent[] {
+  const out: Extent[] = [];
+  for (const r of runs) {
+    let { lblk, pblk, len } = r;
+    const last = out[out.length - 1];
+    if (last && last.lblk + last.len === lblk && last.pblk + last.len === pblk && last.len < MAX_INIT_EXTENT_LEN) {
+      const add = Math.min(len, MAX_INIT_EXTENT_LEN - last.len);
+      last.len += add;
+      lblk += add;
+      pblk += add;
+      len -= add;
+    }
+    while (len > 0) {
+      const n = Math.min(len, MAX_INIT_EXTENT_LEN);
+      out.push({ lblk, pblk, len: n });
+      lblk += n;
+      pblk += n;
+      len -= n;
+    }
+  }
+  return out;
+}
+
+/** Builds the extent tree for `extents`, allocating and queueing its blocks; returns i_block and tree block count. */
+export function mapExtents(ctx: WriterContext, ino: number, extents: Extent[]): { iBlock: Uint8Array; treeBlocks: number } {
+  const bs = ctx.l.blockSize;
+  const count = extentTreeBlockCount(extents.length, bs);
+  const tree: number[] = [];
+  for (const r of count ? allocData(ctx, count) : []) for (let i = 0; i < r.len; i++) tree.push(r.start + i);
+  const built = buildExtentTree(extents, bs, tree, inodeSeed(ctx.csumSeed, ino));
+  for (const b of built.blocks) ctx.put(b.block, b.data);
+  return { iBlock: built.iBlock, treeBlocks: count };
+}
+
+const ZERO = new Uint8Array(CHUNK);
+
+/** Streams a regular file to its blocks; all-zero blocks stay holes. */
+function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBlock: Uint8Array; blocks: number } {
+  const bs = ctx.l.blockSize;
+  if (node.size === 0) return { ...mapExtents(ctx, ino, []), blocks: 0 };
+  const maxBlocks = 2 ** 32;
+  if (Math.ceil(node.size / bs) > maxBlocks) throw new Ext4Error('TOO_LARGE', `${node.displayPath} is larger than an ext4 file can be with ${bs}-byte blocks`);
+  const data = node.openData();
+  const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.ceil(node.size / bs) * bs));
+  const runs: { lblk: number; pblk: number; len: number }[] = [];
+  let pos = 0;
+  let used = 0;
+  try {
+    while (pos < node.size) {
+      const want = Math.min(buf.length, node.size - pos);
+      let n = 0;
+      while (n < want) {
+        const got = data.read(buf.subarray(n), want - n, pos + n);
+        if (got === 0) break;
+        n += got;
+      }
+      if (n === 0) break;
+      const nb = Math.ceil(n / bs);
+      if (n % bs) buf.fill(0, n, nb * bs);
+      const base = pos / bs;
+      let i = 0;
+      while (i < nb) {
+        if (buf.compare(ZERO, 0, bs, i * bs, (i + 1) * bs) === 0) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < nb && buf.compare(ZERO, 0, bs, j * bs, (j + 1) * bs) !== 0) j++;
+        let off = i;
+        for (const r of allocData(ctx, j - i)) {
+          ctx.dev.write(r.start * bs, buf.subarray(off * bs, (off + r.len) * bs));
+          runs.push({ lblk: base + off, pblk: r.start, len: r.len });
+          off += r.len;
+          used += r.len;
+        }
+        i = j;
+      }
+      pos += n;
+      if (n < want) break;
+    }
+    data.verifyUnchanged(pos);
+  } finally {
+    data.close();
+  }
+  ctx.dataBytes += used * bs;
+  const m = mapExtents(ctx, ino, runsToExtents(runs));
+  return { iBlock: m.iBlock, blocks: used + m.treeBlocks };
+}
+
+const MODE_OF: Record<NodeKind, number> = {
+  file: S_IFREG,
+  dir: S_IFDIR,
+  symlink: S_IFLNK,
+  chardev: S_IFCHR,
+  blockdev: S_IFBLK,
+  fifo: S_IFIFO,
+  socket: S_IFSOCK,
+};
+const FT_OF: Record<NodeKind, number> = {
+  file: FT_REG_FILE,
+  dir: FT_DIR,
+  symlink: FT_SYMLINK,
+  chardev: FT_CHRDEV,
+  blockdev: FT_BLKDEV,
+  fifo: FT_FIFO,
+  socket: FT_SOCK,
+};
+
+function baseInode(ctx: WriterContext, node: SourceNode): Inode {
+  return {
+    ...emptyInode(),
+    mode: MODE_OF[node.kind] | (node.perm & 0o7777),
+    uid: ctx.owner ? ctx.owner.uid : node.uid,
+    gid: ctx.owner ? ctx.owner.gid : node.gid,
+    atime: node.atime,
+    mtime: node.mtime,
+    ctime: node.ctime,
+    crtime: node.crtime ?? ctx.now,
+    linksCount: 1,
+    extraIsize: ctx.extraIsize,
+  };
+}
+
+/**
+ * Writes a directory's entries into blocks: one linear block when they fit, else an htree (dir_index)
+ * whose first block is the dx_root. `fixedBlocks` are blocks already allocated for it (the formatter's
+ * root and lost+found blocks), used first.
+ */
+export function writeDirectory(ctx: WriterContext, ino: number, parent: number, entries: DirEntry[], fixedBlocks: number[] = []): { iBlock: Uint8Array; blocks: number; size: number; flags: number } {
+  const bs = ctx.l.blockSize;
+  const seed = inodeSeed(ctx.csumSeed, ino);
+  const enc = new TextEncoder();
+  const dot: DirEntry = { inode: ino, name: enc.encode('.'), fileType: FT_DIR };
+  const dotdot: DirEntry = { inode: parent, name: enc.encode('..'), fileType: FT_DIR };
+  const usable = bs - DIR_TAIL_SIZE;
+  let bytes = direntSize(1) + direntSize(2);
+  for (const e of entries) bytes += direntSize(e.name.length);
+  let blocks: Uint8Array[];
+  let flags = FL_EXTENTS;
+  if (bytes <= usable) {
+    blocks = packDirBlocks([dot, dotdot, ...entries], bs, seed);
+  } else {
+    blocks = buildHtree({ dirIno: ino, parentIno: parent, entries, blockSize: bs, inodeSeed: seed, hashSeed: ctx.hashSeed });
+    flags |= FL_INDEX;
+  }
+  // Keep preallocated blocks (lost+found's) even when fewer are needed.
+  while (blocks.length < fixedBlocks.length) blocks.push(packDirBlocks([], bs, seed)[0]!);
+  const phys: number[] = [...fixedBlocks];
+  if (blocks.length > phys.length) for (const r of allocData(ctx, blocks.length - phys.length)) for (let i = 0; i < r.len; i++) phys.push(r.start + i);
+  blocks.forEach((b, i) => ctx.put(phys[i]!, b));
+  const runs = phys.map((p, i) => ({ lblk: i, pblk: p, len: 1 }));
+  const m = mapExtents(ctx, ino, runsToExtents(runs));
+  return { iBlock: m.iBlock, blocks: blocks.length + m.treeBlocks, size: blocks.length * bs, flags };
+}
+
+interface DirResult {
+  entries: DirEntry[];
+  subdirs: number;
+}
+
+/** Where hard-linked inodes already written live, by the source's link key. */
+type LinkMap = Map<string, number>;
+
+function checkName(node: SourceNode): void {
+  if (node.name.length > MAX_NAME_LEN)
+    throw new Ext4Error('NAME_TOO_LONG', `name of ${node.displayPath} is ${node.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`, { path: node.displayPath });
+  if (node.name.length === 0 || node.name.includes(0x2f) || node.name.includes(0))
+    throw new Ext4Error('SOURCE_ERROR', `invalid entry name in ${node.displayPath}`, { path: node.displayPath });
+}
+
+/** Writes one non-directory node (or links it), returning its inode number. */
+function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number {
+  if (node.linkKey !== undefined) {
+    const existing = links.get(node.linkKey);
+    if (existing !== undefined) {
+      ctx.inodes.records.get(existing)!.inode.linksCount++;
+      return existing;
+    }
+  }
+  const ino = ctx.inodes.alloc();
+  const inode = baseInode(ctx, node);
+  if (node.kind === 'file') {
+    const d = writeFileData(ctx, ino, node);
+    inode.size = node.size;
+    inode.flags = FL_EXTENTS;
+    inode.block = d.iBlock;
+    inode.blocks = (d.blocks * ctx.l.blockSize) / 512;
+  } else if (node.kind === 'symlink') {
+    const target = node.readLink();
+    if (target.length === 0 || target.length >= ctx.l.blockSize || target.length > 4095)
+      throw new Ext4Error('SOURCE_ERROR', `symlink ${node.displayPath} has a target of ${target.length} bytes (1..4095 allowed)`, { path: node.displayPath });
+    inode.size = target.length;
+    if (target.length < I_BLOCK_SIZE) {
+      // Fast symlink: the target lives in i_block itself.
+      inode.block = new Uint8Array(I_BLOCK_SIZE);
+      inode.block.set(target);
+    } else {
+      const blk = new Uint8Array(ctx.l.blockSize);
+      blk.set(target);
+      const [r] = allocData(ctx, 1);
+      ctx.put(r!.start, blk);
+      const m = mapExtents(ctx, ino, [{ lblk: 0, pblk: r!.start, len: 1 }]);
+      inode.flags = FL_EXTENTS;
+      inode.block = m.iBlock;
+      inode.blocks = ((1 + m.treeBlocks) * ctx.l.blockSize) / 512;
+    }
+  } else if (node.kind === 'chardev' || node.kind === 'blockdev') {
+    const major = node.rdevMajor ?? 0;
+    const minor = node.rdevMinor ?? 0;
+    inode.block = new Uint8Array(I_BLOCK_SIZE);
+    if (major < 256 && minor < 256) put32(inode.block, 0, (major << 8) | minor);
+    else put32(inode.block, 4, ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0);
+  }
+  ctx.inodes.set(ino, inode, false);
+  if (node.linkKey !== undefined) links.set(node.linkKey, ino);
+  return ino;
+}
+
+/** Depth-first: a directory's children, then the directory's own blocks. */
+function writeChildren(ctx: WriterContext, dir: SourceNode, dirIno: number, links: LinkMap, depth: number, skip?: (n: SourceNode) => boolean): DirResult {
+  if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
+  const entries: DirEntry[] = [];
+  let subdirs = 0;
+  for (const child of dir.children()) {
+    checkName(child);
+    if (skip?.(child)) continue;
+    if (child.kind === 'dir') {
+      const ino = writeDir(ctx, child, dirIno, links, depth + 1);
+      subdirs++;
+      entries.push({ inode: ino, name: child.name, fileType: FT_DIR });
+    } else {
+      entries.push({ inode: writeLeaf(ctx, child, links), name: child.name, fileType: FT_OF[child.kind] });
+    }
+  }
+  return { entries, subdirs };
+}
+
+function dirLinks(subdirs: number): number {
+  const n = 2 + subdirs;
+  return n > MAX_LINKS ? 1 : n;
+}
+
+function writeDir(ctx: WriterContext, node: SourceNode, parent: number, links: LinkMap, depth: number): number {
+  const ino = ctx.inodes.alloc();
+  const inode = baseInode(ctx, node);
+  ctx.inodes.set(ino, inode, true);
+  const r = writeChildren(ctx, node, ino, links, depth);
+  const d = writeDirectory(ctx, ino, parent, r.entries);
+  Object.assign(inode, { size: d.size, flags: d.flags, block: d.iBlock, blocks: (d.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(r.subdirs) });
+  return ino;
+}
+
+const LOST_FOUND = new TextEncoder().encode('lost+found');
+const isLostFound = (n: SourceNode) => n.name.length === LOST_FOUND.length && n.name.every((c, i) => c === LOST_FOUND[i]);
+
+export interface RootResult {
+  root: Inode;
+  lostFound: Inode;
+}
+
+/**
+ * Writes `source` under the root directory. The root inode takes the source root's mode, owner and
+ * times (like mkfs.ext4 -d); a `lost+found` directory in the source becomes the file system's own.
+ */
+export function populate(ctx: WriterContext, source: TreeSource | undefined, rootBlock: number, lpfBlocks: number[]): RootResult {
+  const links: LinkMap = new Map();
+  const src = source?.root();
+  if (src && src.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${src.displayPath} is not a directory`);
+  const rootInode: Inode = src
+    ? { ...baseInode(ctx, src), mode: S_IFDIR | (src.perm & 0o7777) }
+    : { ...emptyInode(), mode: S_IFDIR | 0o755, atime: ctx.now, mtime: ctx.now, ctime: ctx.now, crtime: ctx.now, extraIsize: ctx.extraIsize, uid: ctx.owner?.uid ?? 0, gid: ctx.owner?.gid ?? 0 };
+  let lpfNode: SourceNode | undefined;
+  const rootChildren = src ? writeChildren(ctx, src, ROOT_INO, links, 0, (n) => {
+    if (!isLostFound(n)) return false;
+    if (n.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${n.displayPath} must be a directory: ext4 keeps lost+found for fsck`);
+    lpfNode = n;
+    return true;
+  }) : { entries: [], subdirs: 0 };
+
+  const lpfInode: Inode = lpfNode
+    ? baseInode(ctx, lpfNode)
+    : { ...emptyInode(), mode: S_IFDIR | 0o700, atime: ctx.now, mtime: ctx.now, ctime: ctx.now, crtime: ctx.now, extraIsize: ctx.extraIsize, uid: ctx.owner?.uid ?? 0, gid: ctx.owner?.gid ?? 0 };
+  const lpfChildren = lpfNode ? writeChildren(ctx, lpfNode, LOST_FOUND_INO, links, 1) : { entries: [], subdirs: 0 };
+  const lpf = writeDirectory(ctx, LOST_FOUND_INO, ROOT_INO, lpfChildren.entries, lpfBlocks);
+  Object.assign(lpfInode, { size: lpf.size, flags: lpf.flags, block: lpf.iBlock, blocks: (lpf.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(lpfChildren.subdirs) });
+
+  const rootEntries: DirEntry[] = [{ inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR }, ...rootChildren.entries];
+  const root = writeDirectory(ctx, ROOT_INO, ROOT_INO, rootEntries, [rootBlock]);
+  Object.assign(rootInode, { size: root.size, flags: root.flags, block: root.iBlock, blocks: (root.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(rootChildren.subdirs + 1) });
+  void groupFirstBlock;
+  return { root: rootInode, lostFound: lpfInode };
+}
