@@ -4,14 +4,17 @@ import { parseArgs } from 'node:util';
 import { Ext4Error } from './ext4/errors.js';
 import { parseSize } from './ext4/layout.js';
 import { formatImage } from './image.js';
+import { hostDirectorySource } from './source/host.js';
 import { readImageInfo, formatInfo } from './info.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
 commands:
-  mkfs <image> --size <size> [--block-size N] [--inode-size N] [--label L]
-       [--uuid U] [--hash-seed U] [--timestamp UNIX_SECONDS] [--no-sync] [--json]
-      create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024)
+  mkfs <image> --size <size> [--from <dir>] [--owner UID:GID] [--block-size N]
+       [--inode-size N] [--label L] [--uuid U] [--hash-seed U]
+       [--timestamp UNIX_SECONDS] [--no-sync] [--json]
+      create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
+      optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID
   info <image> [--json]
       print the superblock summary (like dumpe2fs -h)
 `;
@@ -22,6 +25,12 @@ function intOption(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new Ext4Error('BAD_OPTION', `--${name} must be a whole number, got "${v}"`);
   return Number(v);
+}
+
+function parseOwner(s: string): { uid: number; gid: number } {
+  const m = /^(\d+):(\d+)$/.exec(s);
+  if (!m || Number(m[1]) > 0xffffffff || Number(m[2]) > 0xffffffff) throw new Ext4Error('BAD_OPTION', `--owner must be UID:GID (numbers), got "${s}"`);
+  return { uid: Number(m[1]), gid: Number(m[2]) };
 }
 
 function cmdMkfs(args: string[]): void {
@@ -38,6 +47,8 @@ function cmdMkfs(args: string[]): void {
       timestamp: { type: 'string' },
       'no-sync': { type: 'boolean' },
       json: { type: 'boolean' },
+      from: { type: 'string', short: 'd' },
+      owner: { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('mkfs needs exactly one <image> path');
@@ -52,6 +63,8 @@ function cmdMkfs(args: string[]): void {
     hashSeed: values['hash-seed'],
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
+    source: values.from === undefined ? undefined : hostDirectorySource(values.from),
+    owner: values.owner === undefined ? undefined : parseOwner(values.owner),
   });
   const l = r.layout;
   if (values.json) {
@@ -70,6 +83,8 @@ function cmdMkfs(args: string[]): void {
         hashSeed: r.hashSeed,
         timestamp: r.timestamp,
         bytesWritten: r.bytesWritten,
+        inodesUsed: r.inodesUsed,
+        dataBytes: r.dataBytes,
       }) + '\n',
     );
   } else {

@@ -38,7 +38,7 @@ import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
-import { InodeStore, populate, allocData, type Owner, type WriterContext } from './writer.js';
+import { InodeStore, populate, estimateTree, type Owner, type WriterContext } from './writer.js';
 
 export const ROOT_INO = 2;
 export const RESIZE_INO = 7;
@@ -254,6 +254,17 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     cursor: l.firstDataBlock,
     dataBytes: 0,
   };
+  if (opts.source) {
+    // Say so up front, with the numbers, when the tree cannot fit.
+    const est = estimateTree(opts.source, bs);
+    const freeBlocks = l.blocksCount - l.firstDataBlock - l.used.total();
+    const freeInodes = l.inodesCount - FIRST_INO;
+    if (est.inodes > freeInodes || est.blocks > freeBlocks)
+      throw new Ext4Error(
+        'NO_SPACE',
+        `the source needs about ${est.blocks} blocks of ${bs} bytes and ${est.inodes} inodes; a ${l.sizeBytes}-byte file system has ${freeBlocks} blocks and ${freeInodes} inodes free`,
+      );
+  }
   const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
   writeInode(ROOT_INO, tree.root);
   writeInode(LOST_FOUND_INO, tree.lostFound);

@@ -127,12 +127,15 @@ const DX_ROOT_COUNT_OFFSET = 32;
 const DX_NODE_COUNT_OFFSET = 8;
 const DX_TAIL_SIZE = 8;
 
-/** Stores the dx_tail checksum after `limit` entries: crc32c(inode seed, header and used entries, tail's reserved word). */
+const ZERO4 = new Uint8Array(4);
+
+/** Stores the dx_tail checksum after `limit` entries: crc32c(inode seed, header and used entries, the tail with its checksum as zero). */
 function setDxTail(b: Uint8Array, countOffset: number, limit: number, count: number, inodeSeed: number): void {
   const tail = countOffset + limit * 8;
   put32(b, tail, 0);
   let c = crc32c(inodeSeed, b, 0, countOffset + count * 8);
   c = crc32c(c, b, tail, tail + 4);
+  c = crc32c(c, ZERO4, 0, 4);
   put32(b, tail + 4, c);
 }
 

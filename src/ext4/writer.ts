@@ -385,3 +385,49 @@ export function populate(ctx: WriterContext, source: TreeSource | undefined, roo
   void groupFirstBlock;
   return { root: rootInode, lostFound: lpfInode };
 }
+
+export interface TreeEstimate {
+  inodes: number;
+  blocks: number;
+  files: number;
+  dataBytes: number;
+}
+
+/**
+ * An upper estimate of what `source` needs, from metadata alone (no file is read): inodes, and blocks
+ * for data (sparse files by what the source really stores), directories and extent trees.
+ */
+export function estimateTree(source: TreeSource, blockSize: number): TreeEstimate {
+  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0 };
+  const seen = new Set<string>();
+  const dirBlocks = (entryBytes: number) => {
+    const leaves = Math.ceil(entryBytes / (blockSize - DIR_TAIL_SIZE));
+    return leaves <= 1 ? 1 : leaves + 1 + Math.ceil(leaves / ((blockSize - 8) / 8 - 1)) + Math.ceil(leaves / 2);
+  };
+  const walk = (dir: SourceNode, depth: number) => {
+    if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
+    let bytes = direntSize(1) + direntSize(2) + direntSize(10);
+    for (const c of dir.children()) {
+      checkName(c);
+      bytes += direntSize(c.name.length);
+      if (c.linkKey !== undefined) {
+        if (seen.has(c.linkKey)) continue;
+        seen.add(c.linkKey);
+      }
+      est.inodes++;
+      if (c.kind === 'dir') walk(c, depth + 1);
+      else if (c.kind === 'file') {
+        est.files++;
+        const full = Math.ceil(c.size / blockSize);
+        const stored = c.allocatedBytes === undefined || c.allocatedBytes >= c.size ? full : Math.min(full, Math.ceil(c.allocatedBytes / blockSize) + 1);
+        est.dataBytes += stored * blockSize;
+        // Extents hold at most 32768 blocks; holes split them further, at worst one per stored block run.
+        const extents = Math.ceil(full / MAX_INIT_EXTENT_LEN) + (stored < full ? stored : 0);
+        est.blocks += stored + extentTreeBlockCount(extents, blockSize);
+      } else if (c.kind === 'symlink' && c.size >= I_BLOCK_SIZE) est.blocks += 1;
+    }
+    est.blocks += dirBlocks(bytes);
+  };
+  walk(source.root(), 0);
+  return est;
+}
