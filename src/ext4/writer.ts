@@ -282,8 +282,10 @@ function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number
     inode.blocks = (d.blocks * ctx.l.blockSize) / 512;
   } else if (node.kind === 'symlink') {
     const target = node.readLink();
-    if (target.length === 0 || target.length >= ctx.l.blockSize || target.length > 4095)
-      throw new Ext4Error('SOURCE_ERROR', `symlink ${node.displayPath} has a target of ${target.length} bytes (1..4095 allowed)`, { path: node.displayPath });
+    // The target and its terminating NUL must fit one block (kernel: ext4_symlink).
+    const max = Math.min(4095, ctx.l.blockSize - 1);
+    if (target.length === 0 || target.length > max)
+      throw new Ext4Error('NAME_TOO_LONG', `symlink ${node.displayPath} has a ${target.length}-byte target; with ${ctx.l.blockSize}-byte blocks at most ${max} bytes fit`, { path: node.displayPath });
     inode.size = target.length;
     if (target.length < I_BLOCK_SIZE) {
       // Fast symlink: the target lives in i_block itself.
