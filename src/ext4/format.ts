@@ -38,7 +38,7 @@ import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
-import { InodeStore, populate, estimateTree, type Owner, type WriterContext } from './writer.js';
+import { InodeStore, populate, estimateTree, writerBuffers, type Owner, type WriterContext } from './writer.js';
 
 export const ROOT_INO = 2;
 export const RESIZE_INO = 7;
@@ -253,6 +253,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // File data goes after group 0's metadata and the base directories, like mkfs.ext4 -d.
     cursor: l.firstDataBlock,
     dataBytes: 0,
+    ...writerBuffers(opts.source !== undefined),
   };
   if (opts.source) {
     // Say so up front, with the numbers, when the tree cannot fit.

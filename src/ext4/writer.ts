@@ -5,7 +5,7 @@
  */
 import { Ext4Error } from './errors.js';
 import { put32 } from './bytes.js';
-import { type Layout, findFreeRun, groupFirstBlock } from './layout.js';
+import { type Layout, findFreeRun } from './layout.js';
 import { type Inode, type Timestamp, emptyInode, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, I_BLOCK_SIZE, FL_INDEX } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_CHRDEV, FT_BLKDEV, FT_FIFO, FT_SOCK, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
@@ -61,6 +61,37 @@ export interface WriterContext {
   cursor: number;
   /** Bytes of file data written. */
   dataBytes: number;
+  /** One read buffer for every file (CHUNK bytes). */
+  readBuffer: Buffer;
+  /** Data waiting to be written: consecutive small files land in adjacent blocks and go out as one write. */
+  pending: { pos: number; len: number; buf: Buffer };
+}
+
+/** Creates the per-run buffers of a writer context. */
+export function writerBuffers(withData: boolean): Pick<WriterContext, 'readBuffer' | 'pending'> {
+  const n = withData ? CHUNK : 0;
+  return { readBuffer: Buffer.allocUnsafe(n), pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(n) } };
+}
+
+/** Queues file data at byte `pos`; adjacent pieces are combined, large ones go straight out. */
+function writeData(ctx: WriterContext, pos: number, data: Uint8Array): void {
+  const p = ctx.pending;
+  if (p.len && (p.pos + p.len !== pos || p.len + data.length > p.buf.length)) flushData(ctx);
+  if (data.length >= p.buf.length / 2) {
+    flushData(ctx);
+    ctx.dev.write(pos, data);
+    return;
+  }
+  if (!p.len) p.pos = pos;
+  p.buf.set(data, p.len);
+  p.len += data.length;
+}
+
+/** Writes out combined file data. */
+export function flushData(ctx: WriterContext): void {
+  const p = ctx.pending;
+  if (p.len) ctx.dev.write(p.pos, p.buf.subarray(0, p.len));
+  p.len = 0;
 }
 
 /** Allocates `n` blocks from the data cursor, in as few runs as the free space allows. */
@@ -127,7 +158,8 @@ export function mapExtents(ctx: WriterContext, ino: number, extents: Extent[]): 
   return { iBlock: built.iBlock, treeBlocks: count };
 }
 
-const ZERO = new Uint8Array(CHUNK);
+/** One block of zeros (blocks are at most 64 KiB), to find blocks that stay holes. */
+const ZERO = new Uint8Array(65536);
 
 /** Streams a regular file to its blocks; all-zero blocks stay holes. */
 function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBlock: Uint8Array; blocks: number } {
@@ -136,7 +168,7 @@ function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBl
   const maxBlocks = 2 ** 32;
   if (Math.ceil(node.size / bs) > maxBlocks) throw new Ext4Error('TOO_LARGE', `${node.displayPath} is larger than an ext4 file can be with ${bs}-byte blocks`);
   const data = node.openData();
-  const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.ceil(node.size / bs) * bs));
+  const buf = ctx.readBuffer;
   const runs: { lblk: number; pblk: number; len: number }[] = [];
   let pos = 0;
   let used = 0;
@@ -163,7 +195,7 @@ function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBl
         while (j < nb && buf.compare(ZERO, 0, bs, j * bs, (j + 1) * bs) !== 0) j++;
         let off = i;
         for (const r of allocData(ctx, j - i)) {
-          ctx.dev.write(r.start * bs, buf.subarray(off * bs, (off + r.len) * bs));
+          writeData(ctx, r.start * bs, buf.subarray(off * bs, (off + r.len) * bs));
           runs.push({ lblk: base + off, pblk: r.start, len: r.len });
           off += r.len;
           used += r.len;
@@ -384,7 +416,7 @@ export function populate(ctx: WriterContext, source: TreeSource | undefined, roo
   const rootEntries: DirEntry[] = [{ inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR }, ...rootChildren.entries];
   const root = writeDirectory(ctx, ROOT_INO, ROOT_INO, rootEntries, [rootBlock]);
   Object.assign(rootInode, { size: root.size, flags: root.flags, block: root.iBlock, blocks: (root.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(rootChildren.subdirs + 1) });
-  void groupFirstBlock;
+  flushData(ctx);
   return { root: rootInode, lostFound: lpfInode };
 }
 

@@ -111,7 +111,16 @@ class HostNode implements SourceNode {
     };
   }
 
+  private cached?: SourceNode[];
+
+  /** Listed once and kept: the writer's fit estimate and the copy walk the same tree. */
   children(): SourceNode[] {
+    if (this.cached) return this.cached;
+    this.cached = this.list();
+    return this.cached;
+  }
+
+  private list(): SourceNode[] {
     let names: Buffer[];
     try {
       names = fs.readdirSync(this.hostPath, { encoding: 'buffer' });
