@@ -32,19 +32,16 @@ import {
 } from './superblock.js';
 import { encodeGroupDesc, groupDescChecksum, putGroupDescChecksum, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED, type GroupDesc } from './group-desc.js';
 import { emptyInode, encodeInode, setInodeChecksum, type Inode, S_IFDIR, S_IFREG, FL_EXTENTS, I_BLOCK_SIZE } from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, runToExtents, type Extent } from './extent.js';
-import { packDirBlocks, emptyDirBlock, FT_DIR } from './dirent.js';
+import { buildExtentTree, extentTreeBlockCount, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
-import { InodeStore, populate, estimateTree, writerBuffers, type Owner, type WriterContext } from './writer.js';
+import { InodeStore, populate, estimateTree, writerBuffers, runsToExtents, ROOT_INO, LOST_FOUND_INO, FIRST_INO, type Owner, type WriterContext } from './writer.js';
 
-export const ROOT_INO = 2;
+export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
 export const RESIZE_INO = 7;
 export const JOURNAL_INO = 8;
-export const LOST_FOUND_INO = 11;
-export const FIRST_INO = 11;
 const EXTRA_ISIZE = 32;
 
 export interface FormatOptions extends LayoutOptions {
@@ -152,14 +149,10 @@ function journalGoal(l: Layout): number {
   return groupFirstBlock(l, group);
 }
 
+/** Extents for runs laid end to end from logical block 0. */
 function extentsOf(runs: { start: number; len: number }[]): Extent[] {
-  const out: Extent[] = [];
   let lblk = 0;
-  for (const r of runs) {
-    runToExtents(lblk, r.start, r.len, out);
-    lblk += r.len;
-  }
-  return out;
+  return runsToExtents(runs.map((r) => ({ lblk: (lblk += r.len) - r.len, pblk: r.start, len: r.len })));
 }
 
 /** The checksum seed of one inode: crc32c(crc32c(fs seed, le32 number), le32 generation). */

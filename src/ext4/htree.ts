@@ -125,7 +125,6 @@ export interface HtreeInput {
 
 const DX_ROOT_COUNT_OFFSET = 32;
 const DX_NODE_COUNT_OFFSET = 8;
-const DX_TAIL_SIZE = 8;
 
 const ZERO4 = new Uint8Array(4);
 

@@ -122,7 +122,7 @@ export function groupBlockCount(l: Pick<Layout, 'firstDataBlock' | 'blocksPerGro
   return l.blocksCount - l.firstDataBlock - g * l.blocksPerGroup;
 }
 
-/** Parses "8G", "512M", "1000000", "1.5T"? (no: integers only) into bytes; K/M/G/T/P are powers of 1024. */
+/** Parses a whole number of bytes with an optional K, M, G, T or P suffix (powers of 1024; "KiB" style accepted). */
 export function parseSize(s: string): number {
   const m = /^\s*(\d+)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$/.exec(s);
   if (!m) throw new Ext4Error('BAD_SIZE', `bad size "${s}": use bytes or a number with K, M, G, T or P (powers of 1024)`);

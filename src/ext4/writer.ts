@@ -233,18 +233,29 @@ const FT_OF: Record<NodeKind, number> = {
   socket: FT_SOCK,
 };
 
+/** i_block of inodes that keep nothing there (FIFOs, sockets, empty files before mapping); never mutated. */
+const NO_BLOCKS = new Uint8Array(I_BLOCK_SIZE);
+
 function baseInode(ctx: WriterContext, node: SourceNode): Inode {
   return {
-    ...emptyInode(),
     mode: MODE_OF[node.kind] | (node.perm & 0o7777),
     uid: ctx.owner ? ctx.owner.uid : node.uid,
     gid: ctx.owner ? ctx.owner.gid : node.gid,
+    size: 0,
     atime: node.atime,
     mtime: node.mtime,
     ctime: node.ctime,
     crtime: node.crtime ?? ctx.now,
+    dtime: 0,
     linksCount: 1,
+    blocks: 0,
+    flags: 0,
+    version: 0,
+    block: NO_BLOCKS,
+    generation: 0,
+    fileAcl: 0,
     extraIsize: ctx.extraIsize,
+    projid: 0,
   };
 }
 
