@@ -5,16 +5,18 @@ import { Ext4Error } from './ext4/errors.js';
 import { parseSize } from './ext4/layout.js';
 import { formatImage } from './image.js';
 import { hostDirectorySource } from './source/host.js';
+import { readXattrDump } from './source/xattr-dump.js';
 import { readImageInfo, formatInfo } from './info.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
 commands:
-  mkfs <image> --size <size> [--from <dir>] [--owner UID:GID] [--block-size N]
+  mkfs <image> --size <size> [--from <dir> [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
        [--inode-size N] [--label L] [--uuid U] [--hash-seed U]
        [--timestamp UNIX_SECONDS] [--no-sync] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
-      optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID
+      optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID;
+      --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output
   info <image> [--json]
       print the superblock summary (like dumpe2fs -h)
 `;
@@ -48,11 +50,13 @@ function cmdMkfs(args: string[]): void {
       'no-sync': { type: 'boolean' },
       json: { type: 'boolean' },
       from: { type: 'string', short: 'd' },
+      xattrs: { type: 'string' },
       owner: { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('mkfs needs exactly one <image> path');
   if (values.size === undefined) throw new UsageError('mkfs needs --size');
+  if (values.xattrs !== undefined && values.from === undefined) throw new UsageError('--xattrs needs --from');
   const image = positionals[0]!;
   const r = formatImage(image, {
     sizeBytes: parseSize(values.size),
@@ -63,7 +67,7 @@ function cmdMkfs(args: string[]): void {
     hashSeed: values['hash-seed'],
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
-    source: values.from === undefined ? undefined : hostDirectorySource(values.from),
+    source: values.from === undefined ? undefined : hostDirectorySource(values.from, { xattrs: values.xattrs === undefined ? undefined : readXattrDump(values.xattrs) }),
     owner: values.owner === undefined ? undefined : parseOwner(values.owner),
   });
   const l = r.layout;

@@ -7,7 +7,8 @@ export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo }
 export { FileDevice, MemoryDevice, type BlockDevice } from './io/device.js';
 export { crc32c } from './ext4/crc32c.js';
 export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';
-export { hostDirectorySource } from './source/host.js';
+export { hostDirectorySource, type HostSourceOptions } from './source/host.js';
+export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
 export { halfMd4Hash } from './ext4/htree.js';

@@ -35,6 +35,7 @@ import { emptyInode, encodeInode, setInodeChecksum, type Inode, S_IFDIR, S_IFREG
 import { buildExtentTree, extentTreeBlockCount, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
+import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
 import { InodeStore, populate, estimateTree, writerBuffers, runsToExtents, ROOT_INO, LOST_FOUND_INO, FIRST_INO, type Owner, type WriterContext } from './writer.js';
@@ -260,8 +261,8 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
       );
   }
   const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
-  writeInode(ROOT_INO, tree.root);
-  writeInode(LOST_FOUND_INO, tree.lostFound);
+  inodes.set(ROOT_INO, tree.root, true, tree.rootXattrs);
+  inodes.set(LOST_FOUND_INO, tree.lostFound, true, tree.lostFoundXattrs);
 
   if (hasResize) {
     // The resize inode maps the reserved GDT blocks through its double-indirect block: entry
@@ -331,6 +332,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
       if (!rec) continue;
       if (rec.isDir) dirsInGroup.set(g, (dirsInGroup.get(g) ?? 0) + 1);
       encodeInode(table, k * isz, isz, rec.inode);
+      if (rec.xattrs) encodeInodeXattrs(table, k * isz, isz, extraIsize, rec.xattrs);
       setInodeChecksum(csumSeed, ino, table, k * isz, isz);
     }
     writes.push({ pos: l.inodeTable[g]! * bs, data: table });

@@ -13,6 +13,7 @@ import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
 import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
 import { crc32cU32 } from './crc32c.js';
+import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;
 export const ROOT_INO = 2;
@@ -30,6 +31,8 @@ export interface Owner {
 export interface InodeRecord {
   inode: Inode;
   isDir: boolean;
+  /** Attributes stored inside the inode. */
+  xattrs?: DiskXattr[];
 }
 
 /** Inode numbers and their in-memory records, handed out in order like mkfs does (group 0 first). */
@@ -41,8 +44,8 @@ export class InodeStore {
     if (this.next > this.inodesCount) throw new Ext4Error('NO_SPACE', `out of inodes (${this.inodesCount})`);
     return this.next++;
   }
-  set(ino: number, inode: Inode, isDir: boolean): void {
-    this.records.set(ino, { inode, isDir });
+  set(ino: number, inode: Inode, isDir: boolean, xattrs?: DiskXattr[]): void {
+    this.records.set(ino, { inode, isDir, xattrs });
   }
 }
 
@@ -65,12 +68,47 @@ export interface WriterContext {
   readBuffer: Buffer;
   /** Data waiting to be written: consecutive small files land in adjacent blocks and go out as one write. */
   pending: { pos: number; len: number; buf: Buffer };
+  /** Attribute blocks by content: inodes with the same attribute set share one block. */
+  xattrBlocks: Map<string, { block: number; data: Uint8Array; refs: number }>;
 }
 
 /** Creates the per-run buffers of a writer context. */
-export function writerBuffers(withData: boolean): Pick<WriterContext, 'readBuffer' | 'pending'> {
+export function writerBuffers(withData: boolean): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
   const n = withData ? CHUNK : 0;
-  return { readBuffer: Buffer.allocUnsafe(n), pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(n) } };
+  return { readBuffer: Buffer.allocUnsafe(n), pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(n) }, xattrBlocks: new Map() };
+}
+
+/**
+ * Places a node's extended attributes: inside the inode when they fit, else in an attribute block
+ * (shared with every other inode that has the same set). Returns the in-inode set.
+ */
+function placeXattrs(ctx: WriterContext, inode: Inode, node: SourceNode): DiskXattr[] | undefined {
+  const list = node.xattrs();
+  if (!list.length) return undefined;
+  const xs = list.map(toDisk);
+  if (xattrSpace(xs) <= inodeXattrSpace(ctx.l.inodeSize, ctx.extraIsize)) return xs;
+  const bs = ctx.l.blockSize;
+  if (xattrSpace(xs) > bs - 32)
+    throw new Ext4Error('NO_SPACE', `extended attributes of ${node.displayPath} need ${xattrSpace(xs)} bytes; one ${bs}-byte block holds ${bs - 32} (ea_inode is not enabled)`, { path: node.displayPath });
+  const data = encodeXattrBlock(bs, xs);
+  const key = Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1');
+  let shared = ctx.xattrBlocks.get(key);
+  if (!shared) {
+    shared = { block: allocData(ctx, 1)[0]!.start, data, refs: 0 };
+    ctx.xattrBlocks.set(key, shared);
+  }
+  shared.refs++;
+  inode.fileAcl = shared.block;
+  inode.blocks += bs / 512;
+  return undefined;
+}
+
+/** Writes the attribute blocks with their final reference counts. */
+function sealXattrBlocks(ctx: WriterContext): void {
+  for (const x of ctx.xattrBlocks.values()) {
+    sealXattrBlock(x.data, x.block, x.refs, ctx.csumSeed);
+    ctx.put(x.block, x.data);
+  }
 }
 
 /** Queues file data at byte `pos`; adjacent pieces are combined, large ones go straight out. */
@@ -351,7 +389,7 @@ function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number
     if (major < 256 && minor < 256) put32(inode.block, 0, (major << 8) | minor);
     else put32(inode.block, 4, ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0);
   }
-  ctx.inodes.set(ino, inode, false);
+  ctx.inodes.set(ino, inode, false, placeXattrs(ctx, inode, node));
   if (node.linkKey !== undefined) links.set(node.linkKey, ino);
   return ino;
 }
@@ -383,10 +421,10 @@ function dirLinks(subdirs: number): number {
 function writeDir(ctx: WriterContext, node: SourceNode, parent: number, links: LinkMap, depth: number): number {
   const ino = ctx.inodes.alloc();
   const inode = baseInode(ctx, node);
-  ctx.inodes.set(ino, inode, true);
+  ctx.inodes.set(ino, inode, true, placeXattrs(ctx, inode, node));
   const r = writeChildren(ctx, node, ino, links, depth);
   const d = writeDirectory(ctx, ino, parent, r.entries);
-  Object.assign(inode, { size: d.size, flags: d.flags, block: d.iBlock, blocks: (d.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(r.subdirs) });
+  Object.assign(inode, { size: d.size, flags: d.flags, block: d.iBlock, blocks: inode.blocks + (d.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(r.subdirs) });
   return ino;
 }
 
@@ -396,6 +434,8 @@ const isLostFound = (n: SourceNode) => n.name.length === LOST_FOUND.length && n.
 export interface RootResult {
   root: Inode;
   lostFound: Inode;
+  rootXattrs?: DiskXattr[];
+  lostFoundXattrs?: DiskXattr[];
 }
 
 /**
@@ -420,15 +460,18 @@ export function populate(ctx: WriterContext, source: TreeSource | undefined, roo
   const lpfInode: Inode = lpfNode
     ? baseInode(ctx, lpfNode)
     : { ...emptyInode(), mode: S_IFDIR | 0o700, atime: ctx.now, mtime: ctx.now, ctime: ctx.now, crtime: ctx.now, extraIsize: ctx.extraIsize, uid: ctx.owner?.uid ?? 0, gid: ctx.owner?.gid ?? 0 };
+  const rootXattrs = src ? placeXattrs(ctx, rootInode, src) : undefined;
+  const lostFoundXattrs = lpfNode ? placeXattrs(ctx, lpfInode, lpfNode) : undefined;
   const lpfChildren = lpfNode ? writeChildren(ctx, lpfNode, LOST_FOUND_INO, links, 1) : { entries: [], subdirs: 0 };
   const lpf = writeDirectory(ctx, LOST_FOUND_INO, ROOT_INO, lpfChildren.entries, lpfBlocks);
-  Object.assign(lpfInode, { size: lpf.size, flags: lpf.flags, block: lpf.iBlock, blocks: (lpf.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(lpfChildren.subdirs) });
+  Object.assign(lpfInode, { size: lpf.size, flags: lpf.flags, block: lpf.iBlock, blocks: lpfInode.blocks + (lpf.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(lpfChildren.subdirs) });
 
   const rootEntries: DirEntry[] = [{ inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR }, ...rootChildren.entries];
   const root = writeDirectory(ctx, ROOT_INO, ROOT_INO, rootEntries, [rootBlock]);
-  Object.assign(rootInode, { size: root.size, flags: root.flags, block: root.iBlock, blocks: (root.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(rootChildren.subdirs + 1) });
+  Object.assign(rootInode, { size: root.size, flags: root.flags, block: root.iBlock, blocks: rootInode.blocks + (root.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(rootChildren.subdirs + 1) });
   flushData(ctx);
-  return { root: rootInode, lostFound: lpfInode };
+  sealXattrBlocks(ctx);
+  return { root: rootInode, lostFound: lpfInode, rootXattrs, lostFoundXattrs };
 }
 
 export interface TreeEstimate {

@@ -52,7 +52,7 @@ class HostNode implements SourceNode {
   private readonly st: fs.BigIntStats;
 
   /** Buffer paths keep names that are not valid UTF-8 exact. */
-  constructor(readonly hostPath: Buffer, name: Uint8Array, st: fs.BigIntStats) {
+  constructor(readonly hostPath: Buffer, name: Uint8Array, st: fs.BigIntStats, private readonly xattrMap?: Map<string, XattrEntry[]>) {
     this.name = name;
     this.displayPath = hostPath.toString('utf8');
     this.st = st;
@@ -71,8 +71,8 @@ class HostNode implements SourceNode {
   }
 
   xattrs(): XattrEntry[] {
-    // Node.js has no xattr API; extended attributes of host files are not read (see README).
-    return [];
+    // Node.js has no xattr API: attributes come from a getfattr dump when one is given (see xattr-dump.ts).
+    return this.xattrMap?.get(this.hostPath.toString('latin1')) ?? [];
   }
 
   readLink(): Uint8Array {
@@ -138,13 +138,18 @@ class HostNode implements SourceNode {
       } catch (e) {
         throw sourceError(childPath.toString('utf8'), e);
       }
-      return new HostNode(childPath, new Uint8Array(n), st);
+      return new HostNode(childPath, new Uint8Array(n), st, this.xattrMap);
     });
   }
 }
 
+export interface HostSourceOptions {
+  /** Extended attributes by absolute host path (latin1 string of the path bytes); see readXattrDump. */
+  xattrs?: Map<string, XattrEntry[]>;
+}
+
 /** The directory `dir` on the host, its entries in byte order of their names. */
-export function hostDirectorySource(dir: string): TreeSource {
+export function hostDirectorySource(dir: string, opts: HostSourceOptions = {}): TreeSource {
   let st: fs.BigIntStats;
   try {
     st = fs.statSync(dir, { bigint: true });
@@ -152,6 +157,6 @@ export function hostDirectorySource(dir: string): TreeSource {
     throw sourceError(dir, e);
   }
   if (!st.isDirectory()) throw new Ext4Error('SOURCE_ERROR', `${dir} is not a directory`, { path: dir });
-  const root = new HostNode(Buffer.from(path.resolve(dir)), new Uint8Array(0), st);
+  const root = new HostNode(Buffer.from(path.resolve(dir)), new Uint8Array(0), st, opts.xattrs);
   return { root: () => root };
 }

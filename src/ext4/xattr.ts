@@ -1,0 +1,177 @@
+/**
+ * Extended attributes (kernel doc: attributes.rst): entries in the inode after i_extra_isize, or in one
+ * attribute block shared by every inode with the same set. POSIX ACLs are stored in ext4's compact ACL
+ * format, converted from the VFS format that getxattr/setxattr use.
+ */
+import { put16, put32, u16, u32 } from './bytes.js';
+import { crc32c } from './crc32c.js';
+import { Ext4Error } from './errors.js';
+import type { XattrEntry } from '../source/types.js';
+
+export const XATTR_MAGIC = 0xea020000;
+const ENTRY_HEADER = 16;
+const BLOCK_HEADER = 32;
+
+/** Name prefixes by index; longer prefixes first so the most specific one wins. */
+const PREFIXES: [string, number][] = [
+  ['system.posix_acl_access', 2],
+  ['system.posix_acl_default', 3],
+  ['system.richacl', 8],
+  ['user.', 1],
+  ['trusted.', 4],
+  ['security.', 6],
+  ['system.', 7],
+];
+
+export interface DiskXattr {
+  index: number;
+  name: Uint8Array;
+  value: Uint8Array;
+}
+
+const pad4 = (n: number) => (n + 3) & ~3;
+export const entrySize = (nameLen: number) => pad4(ENTRY_HEADER + nameLen);
+
+/** Splits a full attribute name into its on-disk index and suffix, converting ACL values. */
+export function toDisk(x: XattrEntry): DiskXattr {
+  for (const [prefix, index] of PREFIXES) {
+    const exact = index === 2 || index === 3 || index === 8;
+    if (exact ? x.name === prefix : x.name.startsWith(prefix) && x.name.length > prefix.length) {
+      const name = new TextEncoder().encode(exact ? '' : x.name.slice(prefix.length));
+      if (name.length > 255) throw new Ext4Error('NAME_TOO_LONG', `extended attribute name ${x.name} is too long`);
+      return { index, name, value: index === 2 || index === 3 ? aclToDisk(x.value, x.name) : x.value };
+    }
+  }
+  throw new Ext4Error('UNSUPPORTED_FEATURE', `extended attribute namespace of "${x.name}" is not one ext4 stores (user., trusted., security., system.)`);
+}
+
+const ACL_USER_OBJ = 0x01;
+const ACL_USER = 0x02;
+const ACL_GROUP_OBJ = 0x04;
+const ACL_GROUP = 0x08;
+const ACL_MASK = 0x10;
+const ACL_OTHER = 0x20;
+
+/** VFS POSIX ACL (version 2, 8-byte entries) -> ext4 ACL (version 1, 4-byte short entries where no id). */
+export function aclToDisk(v: Uint8Array, name: string): Uint8Array {
+  if (v.length < 4 || (v.length - 4) % 8 !== 0 || u32(v, 0) !== 2) throw new Ext4Error('SOURCE_ERROR', `${name}: not a POSIX ACL in the xattr format (version 2)`);
+  const n = (v.length - 4) / 8;
+  const out: number[] = [1, 0, 0, 0];
+  for (let i = 0; i < n; i++) {
+    const o = 4 + i * 8;
+    const tag = u16(v, o);
+    const perm = u16(v, o + 2);
+    out.push(tag & 0xff, tag >> 8, perm & 0xff, perm >> 8);
+    if (tag === ACL_USER || tag === ACL_GROUP) {
+      const id = u32(v, o + 4);
+      out.push(id & 0xff, (id >>> 8) & 0xff, (id >>> 16) & 0xff, id >>> 24);
+    } else if (![ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER].includes(tag)) {
+      throw new Ext4Error('SOURCE_ERROR', `${name}: unknown ACL tag 0x${tag.toString(16)}`);
+    }
+  }
+  return new Uint8Array(out);
+}
+
+/** ext4 ACL -> VFS format (for readers). */
+export function aclFromDisk(v: Uint8Array): Uint8Array {
+  const out: number[] = [2, 0, 0, 0];
+  let o = 4;
+  while (o + 4 <= v.length) {
+    const tag = u16(v, o);
+    const perm = u16(v, o + 2);
+    let id = 0xffffffff;
+    if (tag === ACL_USER || tag === ACL_GROUP) {
+      if (o + 8 > v.length) throw new Ext4Error('CORRUPT', 'truncated ACL entry');
+      id = u32(v, o + 4);
+      o += 8;
+    } else o += 4;
+    out.push(tag & 0xff, tag >> 8, perm & 0xff, perm >> 8, id & 0xff, (id >>> 8) & 0xff, (id >>> 16) & 0xff, id >>> 24);
+  }
+  return new Uint8Array(out);
+}
+
+/** Entry hash: name bytes rotated in 5 bits at a time, then the value's 32-bit words 16 bits at a time. */
+export function entryHash(x: DiskXattr): number {
+  let h = 0;
+  for (const c of x.name) h = ((h << 5) ^ (h >>> 27) ^ c) >>> 0;
+  const padded = new Uint8Array(pad4(x.value.length));
+  padded.set(x.value);
+  for (let i = 0; i < padded.length; i += 4) h = ((h << 16) ^ (h >>> 16) ^ u32(padded, i)) >>> 0;
+  return h;
+}
+
+/** Block entries are kept sorted by (index, name length, name): the kernel's lookup relies on it. */
+export function sortXattrs(xs: DiskXattr[]): DiskXattr[] {
+  return [...xs].sort((a, b) => a.index - b.index || a.name.length - b.name.length || Buffer.compare(a.name, b.name));
+}
+
+/** Bytes a set needs: entries + 4-byte end marker + padded values. */
+export function xattrSpace(xs: DiskXattr[]): number {
+  return xs.reduce((a, x) => a + entrySize(x.name.length) + pad4(x.value.length), 4);
+}
+
+/** Lays entries from `base + first` and values backwards from `base + end`; value offsets relative to `offBase`. */
+function layOut(b: Uint8Array, base: number, first: number, end: number, offBase: number, xs: DiskXattr[]): number[] {
+  let e = base + first;
+  let v = base + end;
+  const hashes: number[] = [];
+  for (const x of xs) {
+    v -= pad4(x.value.length);
+    b[e] = x.name.length;
+    b[e + 1] = x.index;
+    put16(b, e + 2, x.value.length ? v - offBase : 0);
+    put32(b, e + 4, 0);
+    put32(b, e + 8, x.value.length);
+    const h = entryHash(x);
+    put32(b, e + 12, h);
+    hashes.push(h);
+    b.set(x.name, e + ENTRY_HEADER);
+    b.set(x.value, v);
+    e += entrySize(x.name.length);
+  }
+  put32(b, e, 0);
+  if (e + 4 > v) throw new Ext4Error('NO_SPACE', 'extended attributes overflow their space');
+  return hashes;
+}
+
+/** Space inside an inode of `inodeSize` bytes with `extraIsize` for attributes (after the 4-byte magic). */
+export function inodeXattrSpace(inodeSize: number, extraIsize: number): number {
+  return Math.max(0, inodeSize - 128 - extraIsize - 4);
+}
+
+/** Writes the in-inode attribute area into the inode bytes at `off`. */
+export function encodeInodeXattrs(b: Uint8Array, off: number, inodeSize: number, extraIsize: number, xs: DiskXattr[]): void {
+  const start = off + 128 + extraIsize;
+  put32(b, start, XATTR_MAGIC);
+  layOut(b, start + 4, 0, inodeSize - 128 - extraIsize - 4, start + 4, sortXattrs(xs));
+}
+
+/** Builds an attribute block (refcount and checksum are filled by `sealXattrBlock`). */
+export function encodeXattrBlock(blockSize: number, xs: DiskXattr[]): Uint8Array {
+  const b = new Uint8Array(blockSize);
+  put32(b, 0, XATTR_MAGIC);
+  put32(b, 8, 1);
+  const hashes = layOut(b, 0, BLOCK_HEADER, blockSize, 0, sortXattrs(xs));
+  let h = 0;
+  for (const eh of hashes) {
+    if (!eh) {
+      h = 0;
+      break;
+    }
+    h = ((h << 16) ^ (h >>> 16) ^ eh) >>> 0;
+  }
+  put32(b, 12, h);
+  return b;
+}
+
+/** Sets the reference count and the metadata_csum checksum (fs seed, le64 block number, block). */
+export function sealXattrBlock(b: Uint8Array, block: number, refcount: number, csumSeed: number): void {
+  put32(b, 4, refcount);
+  put32(b, 16, 0);
+  const nr = new Uint8Array(8);
+  put32(nr, 0, block % 0x1_0000_0000);
+  put32(nr, 4, Math.floor(block / 0x1_0000_0000));
+  let c = crc32c(csumSeed, nr);
+  c = crc32c(c, b, 0, b.length);
+  put32(b, 16, c);
+}
