@@ -122,6 +122,43 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
     fs.rmSync(s, { recursive: true, force: true });
   });
 
+  it('a file fragmented into 2,000 extents gets a two-level extent tree the kernel reads back', () => {
+    const s = path.join(work, 'frag-src');
+    fs.mkdirSync(s);
+    const file = path.join(s, 'islands');
+    const fd = fs.openSync(file, 'w');
+    // 2,000 one-block islands with holes between them: each is its own extent (more than 4 * 340).
+    for (let i = 0; i < 2000; i++) fs.writeSync(fd, Buffer.alloc(4096, (i % 250) + 1), 0, 4096, i * 3 * 4096);
+    fs.closeSync(fd);
+    const img = path.join(work, 'frag.img');
+    formatImage(img, { sizeBytes: 256 * 2 ** 20, blockSize: 4096, source: hostDirectorySource(s), sync: false });
+    const f = fsck(img);
+    expect(f.status, f.output).toBe(0);
+    expect(run('debugfs', ['-R', 'stat /islands', img]).stdout).toMatch(/\(ETB1\)/);
+    if (canMount) withMount(img, (mnt) => expect(run('cmp', [file, path.join(mnt, 'islands')]).status).toBe(0));
+    fs.rmSync(s, { recursive: true, force: true });
+  });
+
+  it('streams: a 1.5 GiB file does not need 1.5 GiB of memory', () => {
+    const dir = scratchDir('ext4wd-stream', true);
+    try {
+      const s = path.join(dir, 'src');
+      fs.mkdirSync(s);
+      const fd = fs.openSync(path.join(s, 'big'), 'w');
+      const chunk = Buffer.alloc(64 << 20, 0x11);
+      for (let i = 0; i < 24; i++) fs.writeSync(fd, chunk);
+      fs.closeSync(fd);
+      const img = path.join(dir, 'big.img');
+      const r = run('/usr/bin/time', ['-f', '%M', process.execPath, path.resolve(__dirname, '../dist/cli.js'), 'mkfs', img, '--size', '4G', '--from', s, '--no-sync']);
+      expect(r.status, r.stderr).toBe(0);
+      const peakKiB = Number(r.stderr.trim().split('\n').pop());
+      expect(peakKiB).toBeLessThan(200 * 1024);
+      expect(fsck(img).status).toBe(0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a tree that does not fit fails up front with the numbers and leaves no image', () => {
     const img = path.join(work, 'nofit.img');
     const r = cli(['mkfs', img, '--size', '8M', '--from', src]);
