@@ -6,12 +6,18 @@ import { parseSize } from './ext4/layout.js';
 import { formatImage } from './image.js';
 import { hostDirectorySource } from './source/host.js';
 import { readXattrDump } from './source/xattr-dump.js';
+import { imageTreeSource } from './source/image.js';
+import type { TreeSource } from './source/types.js';
+import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
+import { FileDevice } from './io/device.js';
+import { extract } from './extract.js';
+import * as fs from 'node:fs';
 import { readImageInfo, formatInfo } from './info.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
 commands:
-  mkfs <image> --size <size> [--from <dir> [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
+  mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
        [--inode-size N] [--label L] [--uuid U] [--hash-seed U]
        [--timestamp UNIX_SECONDS] [--no-sync] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
@@ -19,6 +25,13 @@ commands:
       --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output
   info <image> [--json]
       print the superblock summary (like dumpe2fs -h)
+  ls <image> [<path>] [-l]          list a directory
+  cat <image> <path>                write a file's bytes to stdout
+  stat <image> <path> [--json]      an inode's metadata
+  extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
+      recreate <path> under the existing directory <dest> (like debugfs rdump)
+
+  image commands take --no-verify to read past checksum mismatches (salvage)
 `;
 
 class UsageError extends Error {}
@@ -67,7 +80,7 @@ function cmdMkfs(args: string[]): void {
     hashSeed: values['hash-seed'],
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
-    source: values.from === undefined ? undefined : hostDirectorySource(values.from, { xattrs: values.xattrs === undefined ? undefined : readXattrDump(values.xattrs) }),
+    source: values.from === undefined ? undefined : sourceFrom(values.from, values.xattrs),
     owner: values.owner === undefined ? undefined : parseOwner(values.owner),
   });
   const l = r.layout;
@@ -98,6 +111,140 @@ function cmdMkfs(args: string[]): void {
   }
 }
 
+/** `--from` is a host directory, or an image file with an optional `:/path` inside it. */
+function sourceFrom(from: string, xattrs: string | undefined): TreeSource {
+  const st = fs.statSync(from, { throwIfNoEntry: false });
+  if (st?.isDirectory()) return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
+  let image = from;
+  let inner = '/';
+  if (!st) {
+    const colon = from.lastIndexOf(':');
+    if (colon > 0 && fs.statSync(from.slice(0, colon), { throwIfNoEntry: false })?.isFile()) {
+      image = from.slice(0, colon);
+      inner = from.slice(colon + 1) || '/';
+    } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory or image`);
+  }
+  if (xattrs !== undefined) throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
+  const reader = openReader(image, true);
+  return imageTreeSource(reader, inner, { skipRootNames: inner === '/' ? ['lost+found'] : [] });
+}
+
+function openReader(image: string, verify: boolean): Ext4Reader {
+  const dev = FileDevice.open(image);
+  return Ext4Reader.open(dev, { verifyChecksums: verify, onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`) });
+}
+
+const MODE_CHARS: Record<string, string> = { file: '-', dir: 'd', symlink: 'l', chardev: 'c', blockdev: 'b', fifo: 'p', socket: 's' };
+function modeString(mode: number): string {
+  const t = MODE_CHARS[fileTypeOf(mode) ?? ''] ?? '?';
+  const rwx = (v: number, s: boolean, sc: string) => (v & 4 ? 'r' : '-') + (v & 2 ? 'w' : '-') + (s ? (v & 1 ? sc : sc.toUpperCase()) : v & 1 ? 'x' : '-');
+  return t + rwx((mode >> 6) & 7, !!(mode & 0o4000), 's') + rwx((mode >> 3) & 7, !!(mode & 0o2000), 's') + rwx(mode & 7, !!(mode & 0o1000), 't');
+}
+
+function cmdLs(args: string[]): void {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' } } });
+  if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls needs <image> [<path>]');
+  const r = openReader(positionals[0]!, !values['no-verify']);
+  const ino = r.lookup(positionals[1] ?? '/');
+  const entries = r.readDir(ino).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+  const out: string[] = [];
+  for (const e of entries) {
+    const name = Buffer.from(e.name).toString('utf8');
+    if (!values.long) {
+      out.push(name);
+      continue;
+    }
+    const i = r.inode(e.inode);
+    const t = fileTypeOf(i.mode);
+    const size = t === 'chardev' || t === 'blockdev' ? r.deviceNumbers(i).join(', ') : String(i.size);
+    const when = new Date(i.mtime.sec * 1000).toISOString().replace('T', ' ').slice(0, 19);
+    const link = t === 'symlink' ? ` -> ${Buffer.from(r.readLink(e.inode, i)).toString('utf8')}` : '';
+    out.push(`${modeString(i.mode)} ${String(i.linksCount).padStart(3)} ${String(i.uid).padStart(5)} ${String(i.gid).padStart(5)} ${size.padStart(12)} ${when} ${name}${link}`);
+  }
+  process.stdout.write(out.map((l) => l + '\n').join(''));
+}
+
+function cmdCat(args: string[]): void {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'no-verify': { type: 'boolean' } } });
+  if (positionals.length !== 2) throw new UsageError('cat needs <image> <path>');
+  const r = openReader(positionals[0]!, !values['no-verify']);
+  const ino = r.lookup(positionals[1]!);
+  const i = r.inode(ino);
+  if (fileTypeOf(i.mode) !== 'file') throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
+  const zero = new Uint8Array(1 << 20);
+  r.readFile(
+    ino,
+    (data, _off, len) => {
+      if (data) fs.writeSync(1, data);
+      else for (let left = len; left > 0; left -= zero.length) fs.writeSync(1, zero, 0, Math.min(left, zero.length));
+    },
+    i,
+  );
+}
+
+function cmdStat(args: string[]): void {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, 'no-verify': { type: 'boolean' } } });
+  if (positionals.length !== 2) throw new UsageError('stat needs <image> <path>');
+  const r = openReader(positionals[0]!, !values['no-verify']);
+  const ino = r.lookup(positionals[1]!);
+  const i = r.inode(ino);
+  const t = fileTypeOf(i.mode);
+  const info = {
+    inode: ino,
+    type: t ?? 'unknown',
+    mode: '0' + (i.mode & 0o7777).toString(8),
+    uid: i.uid,
+    gid: i.gid,
+    size: i.size,
+    links: i.linksCount,
+    flags: '0x' + i.flags.toString(16),
+    allocatedBytes: r.allocatedBytes(i),
+    atime: i.atime,
+    mtime: i.mtime,
+    ctime: i.ctime,
+    crtime: i.crtime,
+    generation: i.generation,
+    ...(t === 'symlink' ? { target: Buffer.from(r.readLink(ino, i)).toString('utf8') } : {}),
+    ...(t === 'chardev' || t === 'blockdev' ? { device: r.deviceNumbers(i) } : {}),
+    xattrs: Object.fromEntries(r.xattrs(ino).map((x) => [x.name, '0x' + Buffer.from(x.value).toString('hex')])),
+    extents: r.blockRuns(ino, i),
+  };
+  if (values.json) {
+    process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+    return;
+  }
+  const ts = (x: { sec: number; nsec: number }) => `${x.sec}.${String(x.nsec).padStart(9, '0')} (${new Date(x.sec * 1000).toISOString()})`;
+  const lines = [
+    `Inode: ${ino}   Type: ${info.type}   Mode: ${info.mode}   Flags: ${info.flags}`,
+    `User: ${i.uid}   Group: ${i.gid}   Size: ${i.size}   Links: ${i.linksCount}   Allocated: ${info.allocatedBytes}`,
+    `atime: ${ts(i.atime)}`,
+    `mtime: ${ts(i.mtime)}`,
+    `ctime: ${ts(i.ctime)}`,
+    `crtime: ${ts(i.crtime)}`,
+  ];
+  if ('target' in info) lines.push(`Target: ${info.target}`);
+  if ('device' in info && info.device) lines.push(`Device: ${info.device.join(', ')}`);
+  for (const [k, v] of Object.entries(info.xattrs)) lines.push(`Xattr: ${k}=${v}`);
+  if (info.extents.length) lines.push(`Blocks: ${info.extents.map((e) => `(${e.lblk}${e.len > 1 ? '-' + (e.lblk + e.len - 1) : ''}):${e.pblk}${e.len > 1 ? '-' + (e.pblk + e.len - 1) : ''}${e.uninit ? ' [uninit]' : ''}`).join(', ')}`);
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+function cmdExtract(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { 'xattrs-dump': { type: 'string' }, 'no-owners': { type: 'boolean' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' } },
+  });
+  if (positionals.length !== 3) throw new UsageError('extract needs <image> <path> <dest>');
+  const r = openReader(positionals[0]!, !values['no-verify']);
+  const res = extract(r, positionals[1]!, positionals[2]!, {
+    owners: values['no-owners'] ? false : undefined,
+    xattrDump: values['xattrs-dump'],
+    onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`),
+  });
+  if (values.json) process.stdout.write(JSON.stringify(res) + '\n');
+}
+
 function cmdInfo(args: string[]): void {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } });
   if (positionals.length !== 1) throw new UsageError('info needs exactly one <image> path');
@@ -114,6 +261,18 @@ export function main(argv: string[]): number {
         return 0;
       case 'info':
         cmdInfo(rest);
+        return 0;
+      case 'ls':
+        cmdLs(rest);
+        return 0;
+      case 'cat':
+        cmdCat(rest);
+        return 0;
+      case 'stat':
+        cmdStat(rest);
+        return 0;
+      case 'extract':
+        cmdExtract(rest);
         return 0;
       case undefined:
       case '-h':

@@ -12,3 +12,6 @@ export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
 export { halfMd4Hash } from './ext4/htree.js';
+export { Ext4Reader, fileTypeOf, type ReaderOptions, type DirEntryInfo, type BlockRun, type FileType } from './ext4/reader.js';
+export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
+export { extract, type ExtractOptions, type ExtractResult } from './extract.js';

@@ -1,0 +1,176 @@
+/**
+ * Extraction (like `debugfs -R "rdump PATH DEST"`): recreates an image subtree under a host directory,
+ * never writing outside it: every name is checked, nothing existing is followed through a symlink, and
+ * files are created exclusively.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Ext4Error } from './ext4/errors.js';
+import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
+import { S_IFMT, S_IFDIR, type Inode, type Timestamp } from './ext4/inode.js';
+
+export interface ExtractOptions {
+  /** Restore owners (default: when running as root). */
+  owners?: boolean;
+  /** Write the extended attributes as a `setfattr --restore` file here (Node cannot set them itself). */
+  xattrDump?: string;
+  onWarning?: (message: string) => void;
+}
+
+export interface ExtractResult {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  specialSkipped: number;
+  bytes: number;
+}
+
+function safeName(name: Uint8Array, where: string): string {
+  const s = Buffer.from(name);
+  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || (s.length === 1 && s[0] === 0x2e) || (s.length === 2 && s[0] === 0x2e && s[1] === 0x2e))
+    throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${where}`);
+  return s.toString('utf8');
+}
+
+/**
+ * Node.js sets times from a double (microsecond precision) and treats negative numbers as "now", so
+ * times before 1970 go through a Date (millisecond precision).
+ */
+const sec = (t: Timestamp): number | Date => (t.sec < 0 ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6)) : t.sec + t.nsec / 1e9);
+
+function hostError(what: string, p: string, e: unknown): Ext4Error {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'EEXIST') return new Ext4Error('IO_ERROR', `${p} already exists; extract does not overwrite or follow existing entries`, { path: p, cause: e });
+  return new Ext4Error('IO_ERROR', `cannot ${what} ${p}: ${err.message}`, { path: p, cause: e });
+}
+
+/** Extracts the image path `src` into the existing host directory `dest`. */
+export function extract(reader: Ext4Reader, src: string, dest: string, opts: ExtractOptions = {}): ExtractResult {
+  const result: ExtractResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specialSkipped: 0, bytes: 0 };
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dest);
+  } catch (e) {
+    throw hostError('open', dest, e);
+  }
+  if (!st.isDirectory()) throw new Ext4Error('IO_ERROR', `${dest} is not a directory`, { path: dest });
+  const owners = opts.owners ?? (typeof process.getuid === 'function' && process.getuid() === 0);
+  const links = new Map<number, string>();
+  const dump: string[] = [];
+  const fixups: { p: string; i: Inode; isDir: boolean }[] = [];
+
+  const recordXattrs = (ino: number, p: string) => {
+    if (!opts.xattrDump) return;
+    const xs = reader.xattrs(ino);
+    if (!xs.length) return;
+    dump.push(`# file: ${p.replace(/\\/g, '\\\\').replace(/[\x00-\x1f\x7f]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))}`);
+    for (const x of xs) dump.push(`${x.name}=0x${Buffer.from(x.value).toString('hex')}`);
+    dump.push('');
+  };
+
+  const writeFile = (ino: number, i: Inode, p: string) => {
+    let fd: number;
+    try {
+      fd = fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    } catch (e) {
+      throw hostError('create', p, e);
+    }
+    try {
+      reader.readFile(
+        ino,
+        (data, off) => {
+          if (!data) return;
+          let done = 0;
+          while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, off + done);
+        },
+        i,
+      );
+      fs.ftruncateSync(fd, i.size);
+    } finally {
+      fs.closeSync(fd);
+    }
+    result.bytes += i.size;
+    result.files++;
+  };
+
+  const visit = (ino: number, p: string, where: string, depth: number, ancestors: Set<number>) => {
+    if (depth > 4096) throw new Ext4Error('CORRUPT', `${where}: directory tree deeper than 4096 levels`);
+    const i = reader.inode(ino);
+    const t = fileTypeOf(i.mode);
+    if (t !== 'dir' && i.linksCount > 1) {
+      const first = links.get(ino);
+      if (first) {
+        try {
+          fs.linkSync(first, p);
+        } catch (e) {
+          throw hostError('link', p, e);
+        }
+        result.hardlinks++;
+        return;
+      }
+      links.set(ino, p);
+    }
+    switch (t) {
+      case 'dir': {
+        if (ancestors.has(ino)) throw new Ext4Error('CORRUPT', `${where}: directory loop through inode ${ino}`, { inode: ino });
+        try {
+          fs.mkdirSync(p, 0o700);
+        } catch (e) {
+          const ex = fs.lstatSync(p, { throwIfNoEntry: false });
+          if (!(ex && ex.isDirectory() && !ex.isSymbolicLink())) throw hostError('create', p, e);
+        }
+        result.dirs++;
+        const next = new Set(ancestors).add(ino);
+        for (const e of reader.readDir(ino, i)) visit(e.inode, path.join(p, safeName(e.name, where)), `${where === '/' ? '' : where}/${Buffer.from(e.name).toString('utf8')}`, depth + 1, next);
+        break;
+      }
+      case 'file':
+        writeFile(ino, i, p);
+        break;
+      case 'symlink': {
+        const target = Buffer.from(reader.readLink(ino, i));
+        try {
+          fs.symlinkSync(target, p);
+        } catch (e) {
+          throw hostError('create', p, e);
+        }
+        result.symlinks++;
+        break;
+      }
+      case undefined:
+        throw new Ext4Error('CORRUPT', `${where}: inode ${ino} has an unknown file type`, { inode: ino });
+      default:
+        // Node.js cannot create device nodes, FIFOs or sockets.
+        result.specialSkipped++;
+        opts.onWarning?.(`${where}: ${t} not created (Node.js has no mknod)`);
+        return;
+    }
+    recordXattrs(ino, p);
+    fixups.push({ p, i, isDir: t === 'dir' });
+  };
+
+  const srcIno = reader.lookup(src);
+  const srcInode = reader.inode(srcIno);
+  const isRootDir = (srcInode.mode & S_IFMT) === S_IFDIR && path.posix.resolve('/', src) === '/';
+  if (isRootDir) {
+    // rdump of / puts the root's contents straight into dest.
+    for (const e of reader.readDir(srcIno, srcInode)) visit(e.inode, path.join(dest, safeName(e.name, '/')), `/${Buffer.from(e.name).toString('utf8')}`, 1, new Set([srcIno]));
+  } else {
+    const base = path.posix.basename(path.posix.resolve('/', src));
+    visit(srcIno, path.join(dest, safeName(Buffer.from(base), src)), src, 0, new Set());
+  }
+
+  // Metadata last, deepest first, so read-only directories do not block their own contents.
+  for (const f of fixups.reverse()) {
+    try {
+      if (owners) fs.lchownSync(f.p, f.i.uid, f.i.gid);
+      if (fileTypeOf(f.i.mode) !== 'symlink') fs.chmodSync(f.p, f.i.mode & 0o7777);
+      fs.lutimesSync(f.p, sec(f.i.atime), sec(f.i.mtime));
+    } catch (e) {
+      throw hostError('set attributes of', f.p, e);
+    }
+  }
+  if (opts.xattrDump) fs.writeFileSync(opts.xattrDump, dump.join('\n'));
+  return result;
+}
