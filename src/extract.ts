@@ -37,7 +37,8 @@ function safeName(name: Uint8Array, where: string): string {
  * Node.js sets times from a double (microsecond precision) and treats negative numbers as "now", so
  * times before 1970 go through a Date (millisecond precision).
  */
-const sec = (t: Timestamp): number | Date => (t.sec < 0 ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6)) : t.sec + t.nsec / 1e9);
+// Half a microsecond keeps the double's rounding from landing one microsecond short.
+const sec = (t: Timestamp): number | Date => (t.sec < 0 ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6)) : t.sec + (Math.floor(t.nsec / 1000) * 1000 + 500) / 1e9);
 
 function hostError(what: string, p: string, e: unknown): Ext4Error {
   const err = e as NodeJS.ErrnoException;
@@ -98,7 +99,8 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     if (depth > 4096) throw new Ext4Error('CORRUPT', `${where}: directory tree deeper than 4096 levels`);
     const i = reader.inode(ino);
     const t = fileTypeOf(i.mode);
-    if (t !== 'dir' && i.linksCount > 1) {
+    const linked = t === 'file' || t === 'symlink' ? i.linksCount > 1 : false;
+    if (linked) {
       const first = links.get(ino);
       if (first) {
         try {

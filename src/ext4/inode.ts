@@ -130,8 +130,8 @@ export function decodeInode(b: Uint8Array, off: number, inodeSize: number): Inod
   const ex = (n: ExtraName) => (x && hasExtra(extraIsize, n) ? x[n] : undefined);
   return {
     mode: f.i_mode,
-    uid: f.i_uid | (f.l_i_uid_high << 16),
-    gid: f.i_gid | (f.l_i_gid_high << 16),
+    uid: (f.i_uid | (f.l_i_uid_high << 16)) >>> 0,
+    gid: (f.i_gid | (f.l_i_gid_high << 16)) >>> 0,
     size: join64(f.i_size_lo, f.i_size_high),
     atime: decodeTime(f.i_atime, ex('i_atime_extra')),
     ctime: decodeTime(f.i_ctime, ex('i_ctime_extra')),
