@@ -92,7 +92,7 @@ function firstBlockOf(dev: BlockDevice, sb: Superblock, ino: number): number {
   const descSize = desc64 ? sb.s_desc_size : 32;
   const ipg = sb.s_inodes_per_group;
   const group = Math.floor((ino - 1) / ipg);
-  const gdtBlock = sb.s_first_data_block + 1;
+  const gdtBlock = (sb.s_first_data_block || (bs === 1024 ? 1 : 0)) + 1;
   const descOff = gdtBlock * bs + group * descSize;
   const gd = decodeGroupDesc(dev.read(descOff, descSize), 0, descSize);
   const isz = sb.s_inode_size;

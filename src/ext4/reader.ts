@@ -9,8 +9,8 @@ import { crc32c, crc32cU32 } from './crc32c.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, blocksCount, type Superblock } from './superblock.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
 import { decodeGroupDesc, groupDescChecksum, groupDescCrc16, type GroupDesc } from './group-desc.js';
-import { decodeInode, inodeChecksum, storedInodeChecksum, type Inode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, FL_INLINE_DATA, FL_HUGE_FILE, GOOD_OLD_INODE_SIZE } from './inode.js';
-import { decodeExtentHeader, decodeExtent, decodeExtentIndex, EXTENT_MAGIC, MAX_EXTENT_DEPTH, extentBlockChecksumOffset, blockMaxEntries } from './extent.js';
+import { decodeInode, inodeChecksum, storedInodeChecksum, type Inode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, FL_INLINE_DATA, FL_HUGE_FILE, FL_INDEX, GOOD_OLD_INODE_SIZE } from './inode.js';
+import { decodeExtentHeader, decodeExtent, decodeExtentIndex, EXTENT_MAGIC, extentBlockChecksumOffset, blockMaxEntries } from './extent.js';
 import { decodeRecLen, DIR_TAIL_SIZE, FT_DIR_CSUM } from './dirent.js';
 import { XATTR_MAGIC, aclFromDisk } from './xattr.js';
 import { groupHasSuper } from './layout.js';
@@ -18,6 +18,8 @@ import type { BlockDevice } from '../io/device.js';
 import type { XattrEntry } from '../source/types.js';
 
 export const FL_ENCRYPT = 0x800;
+/** Deepest extent tree read; the kernel writes at most 5 levels but e2fsck accepts deeper ones. */
+const MAX_READ_DEPTH = 32;
 const FL_COMPR = 0x4;
 const EXT4_MAX_SYMLINK = 4096;
 /** Directory and xattr sizes read into memory are capped: a corrupt size must not exhaust memory. */
@@ -135,9 +137,13 @@ export class Ext4Reader {
   private descBlockLoc(i: number): number {
     const sb = this.sb;
     const dpb = this.blockSize / this.descSize;
-    if (!(sb.s_feature_incompat & INCOMPAT.meta_bg) || i < sb.s_first_meta_bg) return sb.s_first_data_block + 1 + i;
+    // The superblock sits at byte 1024: block 1 with 1 KiB blocks even when bigalloc makes the first
+    // data block 0.
+    const sbBlock = sb.s_first_data_block || (this.blockSize === 1024 ? 1 : 0);
+    if (!(sb.s_feature_incompat & INCOMPAT.meta_bg) || i < sb.s_first_meta_bg) return sbBlock + 1 + i;
     const g = i * dpb;
-    return sb.s_first_data_block + g * sb.s_blocks_per_group + (this.hasSuper(g) ? 1 : 0);
+    const first = g === 0 ? sbBlock : sb.s_first_data_block + g * sb.s_blocks_per_group;
+    return first + (this.hasSuper(g) ? 1 : 0);
   }
 
   groupDesc(g: number): GroupDesc {
@@ -210,7 +216,7 @@ export class Ext4Reader {
         const h = decodeExtentHeader(node, 0);
         if (h.magic !== EXTENT_MAGIC) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header magic`, { inode: ino });
         if (h.entries > h.max || h.max > capacity) throw new Ext4Error('CORRUPT', `inode ${ino}: extent node claims ${h.entries}/${h.max} entries`, { inode: ino });
-        if (h.depth > MAX_EXTENT_DEPTH || (expectDepth !== undefined && h.depth !== expectDepth)) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent tree depth ${h.depth}`, { inode: ino });
+        if (h.depth > MAX_READ_DEPTH || (expectDepth !== undefined && h.depth !== expectDepth)) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent tree depth ${h.depth}`, { inode: ino });
         for (let k = 0; k < h.entries; k++) {
           const off = 12 + k * 12;
           if (h.depth === 0) {
@@ -384,7 +390,10 @@ export class Ext4Reader {
         if ((r.lblk + k) * bs >= i.size) break;
         const b = this.readBlocks(r.pblk + k);
         const tail = bs - DIR_TAIL_SIZE;
-        const hasTail = this.csum && u32(b, tail) === 0 && u16(b, tail + 4) === DIR_TAIL_SIZE && b[tail + 7] === FT_DIR_CSUM;
+        // htree interior blocks (the dx_root at logical block 0, dx_nodes that start with an empty entry
+        // spanning the block) keep a dx_tail, not a dirent tail.
+        const dxBlock = (i.flags & FL_INDEX && r.lblk + k === 0) || (u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs);
+        const hasTail = !dxBlock && this.csum && u32(b, tail) === 0 && u16(b, tail + 4) === DIR_TAIL_SIZE && b[tail + 7] === FT_DIR_CSUM;
         if (hasTail && this.verify && crc32c(seed, b, 0, tail) !== u32(b, tail + 8))
           throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${r.pblk + k} checksum mismatch`, { inode: ino, block: r.pblk + k });
         parse(b, 0, bs, r.pblk + k);

@@ -176,3 +176,24 @@ export class MemoryDevice implements BlockDevice {
   sync(): void {}
   close(): void {}
 }
+
+/** A read-only view of bytes already in memory (a decompressed image, a test fixture). */
+export class BufferDevice implements BlockDevice {
+  constructor(private readonly bytes: Uint8Array) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  read(position: number, length: number): Uint8Array {
+    const out = new Uint8Array(length);
+    if (position < this.bytes.length) out.set(this.bytes.subarray(position, Math.min(this.bytes.length, position + length)));
+    return out;
+  }
+  write(): void {
+    throw new Ext4Error('IO_ERROR', 'this device is read-only');
+  }
+  truncate(): void {
+    throw new Ext4Error('IO_ERROR', 'this device is read-only');
+  }
+  sync(): void {}
+  close(): void {}
+}
