@@ -255,8 +255,11 @@ export class Ext4Reader {
       if (last && last.lblk + last.len === lblk && last.pblk + last.len === pblk) last.len++;
       else runs.push({ lblk, pblk, len: 1, uninit: false });
     };
+    let visited = 0;
     const indirect = (blk: number, level: number, base: number) => {
       if (blk === 0 || base >= maxLblk) return;
+      // A file of maxLblk blocks needs about maxLblk / apb indirect blocks; more means garbage pointers.
+      if (++visited > maxLblk / apb + 3 * apb + 3) throw new Ext4Error('CORRUPT', `inode ${ino}: indirect block map larger than the file`, { inode: ino });
       const b = this.readBlocks(blk);
       const span = apb ** (level - 1);
       for (let k = 0; k < apb; k++) {

@@ -399,8 +399,12 @@ function writeChildren(ctx: WriterContext, dir: SourceNode, dirIno: number, link
   if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
   const entries: DirEntry[] = [];
   let subdirs = 0;
+  const names = new Set<string>();
   for (const child of dir.children()) {
     checkName(child);
+    const key = Buffer.from(child.name).toString('latin1');
+    if (names.has(key)) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath} lists the name ${JSON.stringify(Buffer.from(child.name).toString('utf8'))} twice`, { path: dir.displayPath });
+    names.add(key);
     if (skip?.(child)) continue;
     if (child.kind === 'dir') {
       const ino = writeDir(ctx, child, dirIno, links, depth + 1);

@@ -1,0 +1,124 @@
+/**
+ * Extraction never writes outside its destination: hostile names, duplicate names that put a symlink
+ * where a directory is expected, and existing symlinks in the destination are all refused.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { formatDevice } from '../src/ext4/format.js';
+import { MemoryDevice, BufferDevice } from '../src/io/device.js';
+import { Ext4Reader } from '../src/ext4/reader.js';
+import { extract } from '../src/extract.js';
+import type { SourceNode, TreeSource } from '../src/source/types.js';
+import { scratchDir } from './helpers/oracle.js';
+
+const enc = new TextEncoder();
+const t = { sec: 1_700_000_000, nsec: 0 };
+function node(name: string, p: Partial<SourceNode> = {}): SourceNode {
+  return {
+    name: enc.encode(name),
+    displayPath: name,
+    kind: 'file',
+    perm: 0o644,
+    uid: 0,
+    gid: 0,
+    atime: t,
+    mtime: t,
+    ctime: t,
+    size: 0,
+    xattrs: () => [],
+    readLink: () => enc.encode('/'),
+    openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {} }),
+    children: () => [],
+    ...p,
+  };
+}
+function image(children: SourceNode[]): Uint8Array {
+  const root = node('', { kind: 'dir', perm: 0o755, children: () => children });
+  const src: TreeSource = { root: () => root };
+  const dev = new MemoryDevice(4 * 2 ** 20);
+  formatDevice(dev, { sizeBytes: 4 * 2 ** 20, blockSize: 1024, source: src });
+  return dev.read(0, 4 * 2 ** 20);
+}
+/** Replaces every occurrence of `from` with `to` (same length) in the image bytes. */
+function patch(img: Uint8Array, from: string, to: string): Uint8Array {
+  const b = Buffer.from(img);
+  const f = Buffer.from(from);
+  let at = b.indexOf(f);
+  expect(at).toBeGreaterThan(0);
+  while (at >= 0) {
+    Buffer.from(to).copy(b, at);
+    at = b.indexOf(f, at + 1);
+  }
+  return new Uint8Array(b);
+}
+
+const work = scratchDir('ext4wd-safe');
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+const outside = path.join(work, 'outside');
+fs.mkdirSync(outside);
+const reader = (b: Uint8Array) => Ext4Reader.open(new BufferDevice(b), { verifyChecksums: false });
+const fresh = (n: string) => {
+  const d = path.join(work, n);
+  fs.mkdirSync(d);
+  return d;
+};
+
+describe('extract stays inside its destination', () => {
+  it('refuses names with a slash', () => {
+    const img = patch(image([node('evilXname')]), 'evilXname', 'evil/name');
+    const dest = fresh('slash');
+    expect(() => extract(reader(img), '/', dest)).toThrowError(expect.objectContaining({ code: 'CORRUPT' }));
+    expect(fs.readdirSync(dest).filter((n) => n !== 'lost+found')).toEqual([]);
+    expect(fs.readdirSync(outside)).toEqual([]);
+  });
+
+  it('a symlink and a directory with the same name: the directory is not created through the link', () => {
+    const link = node('dupA', { kind: 'symlink', size: outside.length, readLink: () => enc.encode(outside) });
+    const dir = node('dupB', { kind: 'dir', perm: 0o755, children: () => [node('payload', { size: 4, openData: () => ({ read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4), verifyUnchanged: () => {}, close: () => {} }) })] });
+    const img = patch(image([link, dir]), 'dupB', 'dupA');
+    const dest = fresh('dup');
+    expect(() => extract(reader(img), '/', dest)).toThrowError(expect.objectContaining({ code: 'IO_ERROR' }));
+    expect(fs.readdirSync(outside)).toEqual([]);
+  });
+
+  it('a file whose name matches an earlier symlink is not written through it', () => {
+    const target = path.join(outside, 'victim');
+    const link = node('sameA', { kind: 'symlink', size: target.length, readLink: () => enc.encode(target) });
+    const file = node('sameB', { size: 4, openData: () => ({ read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4), verifyUnchanged: () => {}, close: () => {} }) });
+    const img = patch(image([link, file]), 'sameB', 'sameA');
+    expect(() => extract(reader(img), '/', fresh('same'))).toThrowError(expect.objectContaining({ code: 'IO_ERROR' }));
+    expect(fs.existsSync(target)).toBe(false);
+  });
+
+  it('existing symlinks in the destination are not followed', () => {
+    const img = image([node('sub', { kind: 'dir', perm: 0o755, children: () => [node('f')] })]);
+    const dest = fresh('existing');
+    fs.symlinkSync(outside, path.join(dest, 'sub'));
+    expect(() => extract(reader(img), '/', dest)).toThrowError(expect.objectContaining({ code: 'IO_ERROR' }));
+    expect(fs.readdirSync(outside)).toEqual([]);
+  });
+
+  it('symlinks pointing anywhere are recreated as links, never followed', () => {
+    const img = image([node('up', { kind: 'symlink', size: 5, readLink: () => enc.encode('../..') }), node('abs', { kind: 'symlink', size: outside.length, readLink: () => enc.encode(outside) })]);
+    const dest = fresh('links');
+    extract(reader(img), '/', dest);
+    expect(fs.readlinkSync(path.join(dest, 'up'))).toBe('../..');
+    expect(fs.readlinkSync(path.join(dest, 'abs'))).toBe(outside);
+    expect(fs.readdirSync(outside)).toEqual([]);
+  });
+
+  it('a directory path becomes dest/<basename>; a file path too', () => {
+    const img = image([node('d', { kind: 'dir', perm: 0o750, children: () => [node('inner')] }), node('top')]);
+    const dest = fresh('basename');
+    extract(reader(img), '/d', dest);
+    extract(reader(img), '/top', dest);
+    expect(fs.readdirSync(dest).sort()).toEqual(['d', 'top']);
+    expect(fs.readdirSync(path.join(dest, 'd'))).toEqual(['inner']);
+    expect(fs.statSync(path.join(dest, 'd')).mode & 0o777).toBe(0o750);
+  });
+
+  it('the writer refuses duplicate names from a source', () => {
+    expect(() => image([node('x'), node('x')])).toThrowError(expect.objectContaining({ code: 'SOURCE_ERROR' }));
+  });
+});
