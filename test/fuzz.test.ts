@@ -29,8 +29,9 @@ function prng(seed: number): () => number {
 function smallTree(): TreeSource {
   const t = { sec: 1_700_000_000, nsec: 5 };
   const enc = new TextEncoder();
-  const mk = (p: Partial<SourceNode> & { name: string }): SourceNode => {
-    const data = (p as { data?: Uint8Array }).data ?? new Uint8Array(0);
+  type Spec = Omit<Partial<SourceNode>, 'name'> & { name: string; data?: Uint8Array };
+  const mk = (p: Spec): SourceNode => {
+    const data = p.data ?? new Uint8Array(0);
     return {
       displayPath: p.name,
       kind: 'file',
@@ -60,15 +61,15 @@ function smallTree(): TreeSource {
   const sparse = new Uint8Array(300_000);
   sparse.fill(7, 0, 100);
   sparse.fill(9, 250_000, 260_000);
-  const many = Array.from({ length: 150 }, (_, i) => mk({ name: `entry-number-${i}`, data: enc.encode(`${i}`) } as never));
+  const many = Array.from({ length: 150 }, (_, i) => mk({ name: `entry-number-${i}`, data: enc.encode(`${i}`) } ));
   const root = mk({
     name: '',
     kind: 'dir',
     perm: 0o755,
     children: () => [
-      mk({ name: 'small', data: enc.encode('hello') } as never),
-      mk({ name: 'medium', data: new Uint8Array(20_000).fill(3), xattrs: () => [{ name: 'user.k', value: enc.encode('v') }, { name: 'trusted.big', value: new Uint8Array(300).fill(1) }] } as never),
-      mk({ name: 'sparse', data: sparse } as never),
+      mk({ name: 'small', data: enc.encode('hello') } ),
+      mk({ name: 'medium', data: new Uint8Array(20_000).fill(3), xattrs: () => [{ name: 'user.k', value: enc.encode('v') }, { name: 'trusted.big', value: new Uint8Array(300).fill(1) }] } ),
+      mk({ name: 'sparse', data: sparse } ),
       mk({ name: 'fast-link', kind: 'symlink', size: 18 }),
       mk({ name: 'slow-link', kind: 'symlink', size: 100, readLink: () => new Uint8Array(100).fill(0x61) }),
       mk({ name: 'dir', kind: 'dir', perm: 0o755, children: () => many }),
