@@ -12,6 +12,8 @@ import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
 import * as fs from 'node:fs';
+import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';
+import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
@@ -30,6 +32,11 @@ commands:
   stat <image> <path> [--json]      an inode's metadata
   extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
       recreate <path> under the existing directory <dest> (like debugfs rdump)
+
+  seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--json]
+      make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path
+  materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--json]
+      make a sparse work disk of exactly <size> holding the seed's contents, root:root
 
   image commands take --no-verify to read past checksum mismatches (salvage)
 `;
@@ -245,6 +252,51 @@ function cmdExtract(args: string[]): void {
   if (values.json) process.stdout.write(JSON.stringify(res) + '\n');
 }
 
+/** A one-line stage display on a terminal; silent otherwise. */
+function progress(): ((stage: Stage) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  return (stage) => process.stderr.write(`\r\x1b[K${stage}...`);
+}
+function endProgress(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+function cmdSeed(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { path: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' } },
+  });
+  if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
+  const rootfs = positionals[0]!;
+  const out = positionals[1] ?? workSeedPath(rootfs);
+  if (!out) throw new UsageError('seed needs a rootfs path');
+  try {
+    const r = buildWorkSeedImage(rootfs, out, { path: values.path, regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'] });
+    endProgress();
+    process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
+  } finally {
+    endProgress();
+  }
+}
+
+function cmdMaterialize(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { size: { type: 'string', short: 's' }, seed: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' } },
+  });
+  if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
+  const size = parseSize(values.size ?? '8G');
+  try {
+    const r = materializeWorkDisk(values.seed, positionals[0]!, size, { regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'] });
+    endProgress();
+    process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.workDiskPath}: ${r.sizeBytes} bytes, ${r.entries} entries from the seed\n`);
+  } finally {
+    endProgress();
+  }
+}
+
 function cmdInfo(args: string[]): void {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } });
   if (positionals.length !== 1) throw new UsageError('info needs exactly one <image> path');
@@ -273,6 +325,12 @@ export function main(argv: string[]): number {
         return 0;
       case 'extract':
         cmdExtract(rest);
+        return 0;
+      case 'seed':
+        cmdSeed(rest);
+        return 0;
+      case 'materialize':
+        cmdMaterialize(rest);
         return 0;
       case undefined:
       case '-h':

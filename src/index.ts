@@ -15,3 +15,4 @@ export { halfMd4Hash } from './ext4/htree.js';
 export { Ext4Reader, fileTypeOf, type ReaderOptions, type DirEntryInfo, type BlockRun, type FileType } from './ext4/reader.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
+export { buildWorkSeedImage, materializeWorkDisk, readNormalizedLines, copyFilePreferClone, type JobOptions, type SeedResult, type MaterializeResult, type Stage } from './workdisk/job.js';

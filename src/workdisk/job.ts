@@ -1,0 +1,250 @@
+/**
+ * The work-disk job: a rootfs image's /root becomes a small work-seed image, and each VM gets a fresh
+ * sparse work disk of its requested size holding the seed's contents, all root:root with modes kept.
+ * Image to image, in-process: no temporary directory, no root, no e2fsprogs.
+ */
+import * as fs from 'node:fs';
+import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Reader } from '../ext4/reader.js';
+import { FileDevice } from '../io/device.js';
+import { formatImage } from '../image.js';
+import { imageTreeSource } from '../source/image.js';
+import type { SourceNode, TreeSource } from '../source/types.js';
+import { workSeedSizeBytes } from './paths.js';
+
+export type Stage = 'reading rootfs' | 'writing work seed' | 'formatting' | 'applying work seed' | 'syncing';
+
+export interface JobOptions {
+  /** Called as each stage starts (the CLI shows it on a terminal). */
+  onProgress?: (stage: Stage) => void;
+  /** Keep only directories and regular files (the old flow's behaviour); default keeps everything. */
+  regularOnly?: boolean;
+  /** Deterministic output. */
+  uuid?: string;
+  hashSeed?: string;
+  timestamp?: number;
+  /** fsync before the rename (default true). */
+  sync?: boolean;
+}
+
+export interface SeedResult {
+  seedPath: string;
+  sizeBytes: number;
+  regularFileBytes: number;
+  entries: number;
+  /** False when the rootfs has no such directory (the seed is empty). */
+  found: boolean;
+}
+
+function openImage(p: string): Ext4Reader {
+  return Ext4Reader.open(FileDevice.open(p));
+}
+
+/** Wraps a source's nodes: drops what `keep` rejects and, for regularOnly, unlinks hard links. */
+function filtered(src: TreeSource, opts: { regularOnly?: boolean; rootPerm?: number }): TreeSource {
+  const wrap = (n: SourceNode, isRoot: boolean): SourceNode => {
+    const w: SourceNode = Object.create(n);
+    if (isRoot && opts.rootPerm !== undefined) Object.defineProperty(w, 'perm', { value: opts.rootPerm });
+    if (opts.regularOnly && n.kind !== 'dir') Object.defineProperty(w, 'linkKey', { value: undefined });
+    w.children = () =>
+      n
+        .children()
+        .filter((c) => !opts.regularOnly || c.kind === 'dir' || c.kind === 'file')
+        .map((c) => wrap(c, false));
+    return w;
+  };
+  const root = wrap(src.root(), true);
+  return { root: () => root };
+}
+
+/** Bytes of regular files under a source (each inode once). */
+function regularBytes(src: TreeSource): { bytes: number; entries: number } {
+  let bytes = 0;
+  let entries = 0;
+  const seen = new Set<string>();
+  const stack = [src.root()];
+  while (stack.length) {
+    for (const c of stack.pop()!.children()) {
+      entries++;
+      if (c.kind === 'dir') stack.push(c);
+      else if (c.kind === 'file') {
+        if (c.linkKey !== undefined) {
+          if (seen.has(c.linkKey)) continue;
+          seen.add(c.linkKey);
+        }
+        bytes += c.size;
+      }
+    }
+  }
+  return { bytes, entries };
+}
+
+const emptySource = (): TreeSource => {
+  const t = { sec: 0, nsec: 0 };
+  const root: SourceNode = {
+    name: new Uint8Array(0),
+    displayPath: '/',
+    kind: 'dir',
+    perm: 0o700,
+    uid: 0,
+    gid: 0,
+    atime: t,
+    mtime: t,
+    ctime: t,
+    size: 0,
+    xattrs: () => [],
+    readLink: () => new Uint8Array(0),
+    openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {} }),
+    children: () => [],
+  };
+  return { root: () => root };
+};
+
+/**
+ * Builds the work seed: the `path` directory (default /root) of the rootfs image, root-owned, modes
+ * kept, in an image sized by workSeedSizeBytes. A rootfs without that directory gives an empty seed.
+ */
+export function buildWorkSeedImage(rootfsPath: string, outPath: string, options: JobOptions & { path?: string } = {}): SeedResult {
+  options.onProgress?.('reading rootfs');
+  const reader = openImage(rootfsPath);
+  const inner = options.path ?? '/root';
+  let src: TreeSource;
+  let found = true;
+  try {
+    src = imageTreeSource(reader, inner);
+  } catch (e) {
+    if (!(e instanceof Ext4Error) || e.code !== 'NOT_FOUND') throw e;
+    src = emptySource();
+    found = false;
+  }
+  src = filtered(src, { regularOnly: options.regularOnly });
+  const { bytes, entries } = regularBytes(src);
+  const sizeBytes = workSeedSizeBytes(bytes);
+  options.onProgress?.('writing work seed');
+  formatImage(outPath, {
+    sizeBytes,
+    source: src,
+    owner: { uid: 0, gid: 0 },
+    uuid: options.uuid,
+    hashSeed: options.hashSeed,
+    timestamp: options.timestamp,
+    sync: options.sync,
+  });
+  return { seedPath: outPath, sizeBytes, regularFileBytes: bytes, entries, found };
+}
+
+export interface MaterializeResult {
+  workDiskPath: string;
+  sizeBytes: number;
+  entries: number;
+  dataBytes: number;
+}
+
+/**
+ * Makes a fresh sparse ext4 of exactly `sizeBytes` at `workDiskPath` whose root holds the seed's root
+ * contents (not its lost+found), every entry root:root with modes kept and `/` 0755 (what sshd wants
+ * of /root). Without a seed the disk is empty. Written atomically beside the target.
+ */
+export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: string, sizeBytes: number, options: JobOptions = {}): MaterializeResult {
+  let src: TreeSource | undefined;
+  let entries = 0;
+  if (seedPath) {
+    options.onProgress?.('reading rootfs');
+    const reader = openImage(seedPath);
+    src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), { regularOnly: options.regularOnly, rootPerm: 0o755 });
+    entries = regularBytes(src).entries;
+  }
+  options.onProgress?.(src ? 'applying work seed' : 'formatting');
+  const r = formatImage(workDiskPath, {
+    sizeBytes,
+    source: src,
+    owner: { uid: 0, gid: 0 },
+    uuid: options.uuid,
+    hashSeed: options.hashSeed,
+    timestamp: options.timestamp,
+    sync: options.sync,
+  });
+  return { workDiskPath, sizeBytes, entries, dataBytes: r.dataBytes };
+}
+
+/**
+ * Reads a list file: CR stripped, `#` comments removed, whitespace trimmed, blank lines dropped. An
+ * empty result is an error naming the file.
+ */
+export function readNormalizedLines(path: string): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Ext4Error('IO_ERROR', `cannot read ${path}: ${(e as Error).message}`, { path, cause: e });
+  }
+  const lines = text
+    .split('\n')
+    .map((l) => l.replace(/\r/g, ''))
+    .map((l) => {
+      const hash = l.indexOf('#');
+      return (hash >= 0 ? l.slice(0, hash) : l).trim();
+    })
+    .filter((l) => l !== '');
+  if (!lines.length) throw new Ext4Error('BAD_OPTION', `${path} has no entries (only blank lines or comments)`, { path });
+  return lines;
+}
+
+/**
+ * Copies `src` to `dst` as a reflink clone where the host file system supports it (instant, shares
+ * blocks), else as a full copy made durable with fsync. Keeps the mode; never overwrites `dst`.
+ * Returns how it copied.
+ */
+export function copyFilePreferClone(src: string, dst: string): 'clone' | 'copy' {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(src);
+  } catch (e) {
+    throw new Ext4Error('IO_ERROR', `cannot read ${src}: ${(e as Error).message}`, { path: src, cause: e });
+  }
+  if (fs.existsSync(dst) || fs.lstatSync(dst, { throwIfNoEntry: false })) throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
+  try {
+    fs.copyFileSync(src, dst, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE_FORCE);
+    fs.chmodSync(dst, st.mode & 0o7777);
+    return 'clone';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
+    // No reflinks here (ENOTSUP, EXDEV, EINVAL, ...): fall back to a durable copy.
+  }
+  let out: number | undefined;
+  let inp: number | undefined;
+  try {
+    inp = fs.openSync(src, 'r');
+    out = fs.openSync(dst, 'wx', st.mode & 0o7777);
+    const buf = Buffer.allocUnsafe(8 << 20);
+    const zero = Buffer.alloc(buf.length);
+    let pos = 0;
+    for (;;) {
+      const n = fs.readSync(inp, buf, 0, buf.length, pos);
+      if (!n) break;
+      if (buf.compare(zero, 0, n, 0, n) === 0) {
+        pos += n; // keep holes: skip all-zero chunks, the final size is set below
+        continue;
+      }
+      let done = 0;
+      while (done < n) done += fs.writeSync(out, buf, done, n - done, pos + done);
+      pos += n;
+    }
+    fs.ftruncateSync(out, st.size);
+    fs.fchmodSync(out, st.mode & 0o7777);
+    fs.fsyncSync(out);
+    return 'copy';
+  } catch (e) {
+    if (out !== undefined) {
+      fs.closeSync(out);
+      out = undefined;
+      fs.rmSync(dst, { force: true });
+    }
+    if (e instanceof Ext4Error) throw e;
+    throw new Ext4Error('IO_ERROR', `cannot copy ${src} to ${dst}: ${(e as Error).message}`, { path: dst, cause: e });
+  } finally {
+    if (out !== undefined) fs.closeSync(out);
+    if (inp !== undefined) fs.closeSync(inp);
+  }
+}
