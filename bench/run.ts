@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/extract.js';
+import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
 
 const quick = process.argv.includes('--quick');
 const REPS = quick ? 3 : 9;
@@ -24,16 +25,20 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 }
-function time(fn: () => void, reps = REPS): number {
+/** Median of `reps` timed runs after a warm-up; `setup` runs before each, untimed (removing old outputs). */
+function time(fn: () => void, reps = REPS, setup?: () => void): number {
+  setup?.();
   fn(); // warm up (page cache, JIT)
   const t: number[] = [];
   for (let i = 0; i < reps; i++) {
+    setup?.();
     const s = performance.now();
     fn();
     t.push(performance.now() - s);
   }
   return median(t);
 }
+const removeImg = () => fs.rmSync(img, { force: true });
 function sh(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`);
@@ -68,21 +73,20 @@ for (const [label, size] of [
   ['64 GiB', 64 * 2 ** 30],
   ['1 TiB', 2 ** 40],
 ] as [string, number][]) {
-  const inproc = time(() => formatImage(img, { sizeBytes: size }));
+  const inproc = time(() => formatImage(img, { sizeBytes: size }), REPS, removeImg);
   const ourAlloc = du(img);
-  const viaCli = time(() => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size)]));
+  const viaCli = time(() => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size)]), REPS, removeImg);
   const theirs = time(() => {
-    fs.rmSync(img, { force: true });
     sh('truncate', ['-s', String(size), img]);
     sh('mkfs.ext4', ['-q', '-F', img]);
-  });
+  }, REPS, removeImg);
   const theirAlloc = du(img);
   rows.push(
     `| ${label} | ${fmt(inproc)} | ${fmt(viaCli)} | ${fmt(theirs)} | ${ratio(inproc, theirs)} | ${ratio(viaCli, theirs)} | ${fmt(viaCli - nodeStart)} | ${MiB(ourAlloc)} | ${MiB(theirAlloc)} |`,
   );
   console.log(rows[rows.length - 1]);
 }
-rows.push('', `node start-up alone (\`node -e 0\`): ${fmt(nodeStart)} ms. Times are medians of ${REPS} runs after a warm-up; all runs fsync their image.`);
+rows.push('', `node start-up alone (\`node -e 0\`): ${fmt(nodeStart)} ms. Times are medians of ${REPS} runs after a warm-up; every run writes a new image (the old one is removed untimed, for every tool) and fsyncs it.`);
 
 // ---- populate: mkfs --from vs mkfs.ext4 -d ----
 function makeTree(root: string, spec: 'a' | 'b' | 'c'): void {
@@ -127,15 +131,14 @@ for (const [label, spec] of trees) {
   const dir = path.join(work, `tree-${spec}`);
   makeTree(dir, spec);
   for (const [sizeLabel, size] of [['8 GiB', 8 * 2 ** 30], ['64 GiB', 64 * 2 ** 30]] as [string, number][]) {
-    const inproc = time(() => formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) }), popReps);
+    const inproc = time(() => formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) }), popReps, removeImg);
     const ourAlloc = du(img);
-    const viaCli = time(() => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]), popReps);
+    const viaCli = time(() => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]), popReps, removeImg);
     const ourPeak = peakKiB(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]);
     const theirs = time(() => {
-      fs.rmSync(img, { force: true });
       sh('truncate', ['-s', String(size), img]);
       sh('mkfs.ext4', ['-q', '-F', '-d', dir, img]);
-    }, popReps);
+    }, popReps, removeImg);
     const theirAlloc = du(img);
     fs.rmSync(img, { force: true });
     sh('truncate', ['-s', String(size), img]);
@@ -171,25 +174,72 @@ for (const [label, build] of [
     fs.mkdirSync(out);
   };
   const inproc = time(() => {
-    fresh();
     const dev = FileDevice.open(image);
     extract(Ext4Reader.open(dev), '/', out);
     dev.close();
-  }, popReps);
-  const viaCli = time(() => {
-    fresh();
-    sh(process.execPath, [CLI, 'extract', image, '/', out]);
-  }, popReps);
-  const theirs = time(() => {
-    fresh();
-    sh('debugfs', ['-R', `rdump / ${out}`, image]);
-  }, popReps);
+  }, popReps, fresh);
+  const viaCli = time(() => sh(process.execPath, [CLI, 'extract', image, '/', out]), popReps, fresh);
+  const theirs = time(() => sh('debugfs', ['-R', `rdump / ${out}`, image]), popReps, fresh);
   rows.push(`| ${label} | ${fmt(inproc)} | ${fmt(viaCli)} | ${fmt(theirs)} | ${ratio(inproc, theirs)} | ${ratio(viaCli, theirs)} |`);
   console.log(rows[rows.length - 1]);
   fs.rmSync(out, { recursive: true, force: true });
   fs.rmSync(image, { force: true });
 }
-rows.push('', 'Extraction times include removing the previous output directory before each run, for both tools.');
+rows.push('', 'Each run extracts into a fresh empty directory (removing the previous output is not timed).');
+
+// ---- the work-disk job: materialize vs the old and the current shell flows ----
+rows.push('', '## Work disk: `materialize` vs the old flow and the current flow', '');
+rows.push(
+  'Old flow: copy the 512 MiB seed, `e2fsck -fp`, `resize2fs` to the size. Current flow: `truncate`, `mkfs.ext4 -E root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1`, `debugfs rdump` of the seed, one `debugfs -w -f -` batch of mkdir/write/symlink/set_inode_field. The seed is a dotfile seed (the bundled example\'s /root).',
+  '',
+  '| disk size | ours in-process (ms) | ours CLI (ms) | current flow (ms) | old flow (ms) | in-process vs current | CLI vs current | CLI vs old |',
+  '|---|---|---|---|---|---|---|---|',
+);
+{
+  const rootfs = path.join(work, 'example.rootfs.ext4');
+  sh(process.execPath, [path.resolve(import.meta.dirname, '../fixtures/example/make-rootfs.mjs'), rootfs]);
+  const seed = path.join(work, 'example.work-seed.ext4');
+  buildWorkSeedImage(rootfs, seed);
+  const disk = path.join(work, 'disk.ext4');
+  for (const [label, size] of [['8 GiB', 8 * 2 ** 30], ['64 GiB', 64 * 2 ** 30]] as [string, number][]) {
+    const removeDisk = () => fs.rmSync(disk, { force: true });
+    const inproc = time(() => materializeWorkDisk(seed, disk, size), REPS, removeDisk);
+    const viaCli = time(() => sh(process.execPath, [CLI, 'materialize', disk, '--size', String(size), '--seed', seed]), REPS, removeDisk);
+    const current = time(() => {
+      const dump = fs.mkdtempSync(path.join(work, 'rd-'));
+      sh('truncate', ['-s', String(size), disk]);
+      sh('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1', disk]);
+      sh('debugfs', ['-R', `rdump / ${dump}`, seed]);
+      const cmds: string[] = [];
+      const walk = (rel: string) => {
+        for (const n of fs.readdirSync(path.join(dump, rel)).sort()) {
+          if (!rel && n === 'lost+found') continue;
+          const r = rel ? `${rel}/${n}` : n;
+          const st = fs.lstatSync(path.join(dump, r));
+          if (st.isDirectory()) {
+            cmds.push(`mkdir /${r}`, `set_inode_field /${r} mode 0${(0o40000 | (st.mode & 0o7777)).toString(8)}`);
+            walk(r);
+          } else if (st.isSymbolicLink()) cmds.push(`symlink /${r} ${fs.readlinkSync(path.join(dump, r))}`);
+          else cmds.push(`write ${path.join(dump, r)} /${r}`, `set_inode_field /${r} mode 0${(0o100000 | (st.mode & 0o7777)).toString(8)}`);
+          cmds.push(`set_inode_field /${r} uid 0`, `set_inode_field /${r} gid 0`);
+        }
+      };
+      walk('');
+      const r = spawnSync('debugfs', ['-w', '-f', '-', disk], { input: cmds.join('\n') + '\n', encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(r.stderr);
+      fs.rmSync(dump, { recursive: true, force: true });
+    }, popReps, removeDisk);
+    const old = time(() => {
+      sh('cp', ['--reflink=never', seed, disk]);
+      sh('e2fsck', ['-fp', disk]);
+      sh('resize2fs', ['-f', disk, `${Math.floor(size / 1024)}K`]);
+    }, popReps, removeDisk);
+    rows.push(
+      `| ${label} | ${fmt(inproc)} | ${fmt(viaCli)} | ${fmt(current)} | ${fmt(old)} | ${ratio(inproc, current)} | ${ratio(viaCli, current)} | ${ratio(viaCli, old)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+}
 
 rows.push('', `Populate times are medians of ${popReps} runs after a warm-up (the source tree is in the page cache for both tools); every run fsyncs its image. Peak RSS is of the whole process (node's own baseline is about 45 MiB).`);
 fs.rmSync(work, { recursive: true, force: true });

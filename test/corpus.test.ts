@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
+import { spawnSync } from 'node:child_process';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { BufferDevice } from '../src/io/device.js';
@@ -124,4 +125,54 @@ describe.runIf((have || IN_CI) && oracleAvailable('corpus rdump comparison', HAV
       }
     });
   }
+});
+
+describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
+  const load = (rel: string) => new Uint8Array(zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, rel))));
+  it('encrypted contents are refused with UNSUPPORTED_FEATURE naming encrypt', () => {
+    const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk1.bin.gz')));
+    const ino = r.lookup('/encrypted_dir');
+    expect(() => r.readDir(ino)).toThrowError(expect.objectContaining({ code: 'UNSUPPORTED_FEATURE', message: expect.stringContaining('encrypt') }));
+  });
+  it('an image whose journal needs recovery is read as it is on disk, with a warning', () => {
+    const warnings: string[] = [];
+    const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk_4k_block_journal.bin.gz')), { onWarning: (m) => warnings.push(m) });
+    expect(warnings.join()).toMatch(/needs_recovery/);
+    expect(walkImage(r).entries).toBeGreaterThan(0);
+  });
+  it.runIf(HAVE_E2FSPROGS || IN_CI)('cat equals debugfs cat on files of valid images', () => {
+    const dir = scratchDir('ext4wd-cat');
+    try {
+      let compared = 0;
+      for (const img of images().filter((i) => i.category === 'valid' && !i.name.startsWith('d_inline'))) {
+        const bytes = zlib.gunzipSync(fs.readFileSync(img.file));
+        const file = path.join(dir, 'img');
+        fs.writeFileSync(file, bytes);
+        const r = Ext4Reader.open(new BufferDevice(new Uint8Array(bytes)));
+        let files: { name: string; ino: number }[] = [];
+        try {
+          files = r.readDir(2).filter((e) => e.fileType === 1).slice(0, 3).map((e) => ({ name: Buffer.from(e.name).toString('latin1'), ino: e.inode }));
+        } catch {
+          continue;
+        }
+        for (const f of files) {
+          if (!/^[\w.+-]+$/.test(f.name)) continue;
+          let ours: Uint8Array;
+          try {
+            ours = r.readFileBytes(f.ino, 16 << 20);
+          } catch {
+            continue;
+          }
+          const theirs = spawnSync('timeout', ['20', 'debugfs', '-R', `cat /${f.name}`, file], { maxBuffer: 64 << 20 }).stdout;
+          // debugfs prints the whole inline area of inline-data files; compare the file's own bytes.
+          expect(Buffer.compare(Buffer.from(ours), theirs.subarray(0, ours.length)), `${img.name}:/${f.name}`).toBe(0);
+          expect(theirs.length === ours.length || (theirs.length === 60 && ours.length < 60), `${img.name}:/${f.name} length`).toBe(true);
+          compared++;
+        }
+      }
+      expect(compared).toBeGreaterThan(10);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
