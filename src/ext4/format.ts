@@ -14,7 +14,7 @@ import {
   planLayout,
   groupFirstBlock,
   groupBlockCount,
-  findFreeRun,
+  takeRuns,
 } from './layout.js';
 import {
   emptySuperblock,
@@ -107,19 +107,7 @@ export function resolveTimestamp(t: number | undefined): number {
 
 /** Lays out `n` blocks from the first free block at or after `goal`, in as many runs as needed. */
 function allocRuns(l: Layout, goal: number, n: number): { start: number; len: number }[] {
-  const runs: { start: number; len: number }[] = [];
-  let b = goal;
-  while (n > 0) {
-    const s = findFreeRun(l, b, l.blocksCount, 1);
-    if (s < 0) throw new Ext4Error('NO_SPACE', `no free blocks left for metadata`);
-    const hit = l.used.firstOverlap(s, Math.min(n, l.blocksCount - s));
-    const len = hit ? hit[0] - s : Math.min(n, l.blocksCount - s);
-    l.used.add(s, len);
-    runs.push({ start: s, len });
-    n -= len;
-    b = s + len;
-  }
-  return runs;
+  return takeRuns(l, goal, n);
 }
 function allocOne(l: Layout, goal: number): number {
   return allocRuns(l, goal, 1)[0]!.start;

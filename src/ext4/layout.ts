@@ -297,6 +297,32 @@ export function findFreeRun(l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataB
 }
 
 /**
+ * Marks `n` blocks used, taking free runs from the first free block at or after `goal` onwards (and,
+ * with `wrap`, from the start of the file system after that). Runs are as long as the free space allows.
+ */
+export function takeRuns(l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataBlock'>, goal: number, n: number, wrap = false): { start: number; len: number }[] {
+  const runs: { start: number; len: number }[] = [];
+  let b = goal;
+  let wrapped = !wrap;
+  while (n > 0) {
+    const s = findFreeRun(l, b, l.blocksCount, 1);
+    if (s < 0) {
+      if (wrapped) throw new Ext4Error('NO_SPACE', `the file system is full (${l.blocksCount} blocks)`);
+      wrapped = true;
+      b = l.firstDataBlock;
+      continue;
+    }
+    const hit = l.used.firstOverlap(s, Math.min(n, l.blocksCount - s));
+    const len = hit ? hit[0] - s : Math.min(n, l.blocksCount - s);
+    l.used.add(s, len);
+    runs.push({ start: s, len });
+    n -= len;
+    b = s + len;
+  }
+  return runs;
+}
+
+/**
  * Superblock/descriptor backups first, then per group the block bitmap, inode bitmap and inode table,
  * packed per flex group: all block bitmaps of a flex group together, then all inode bitmaps, then all
  * inode tables, starting in the flex group's first group (how mkfs.ext4 lays out flex_bg).

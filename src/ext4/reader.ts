@@ -84,7 +84,6 @@ export class Ext4Reader {
   readonly csumSeed: number;
   private readonly verify: boolean;
   private readonly gdCache = new Map<number, GroupDesc>();
-  private gdtRaw?: Uint8Array;
 
   private constructor(readonly dev: BlockDevice, opts: ReaderOptions) {
     this.verify = opts.verifyChecksums !== false;

@@ -5,9 +5,9 @@
  */
 import { Ext4Error } from './errors.js';
 import { put32 } from './bytes.js';
-import { type Layout, findFreeRun } from './layout.js';
+import { type Layout, takeRuns } from './layout.js';
 import { type Inode, type Timestamp, emptyInode, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, I_BLOCK_SIZE, FL_INDEX } from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
+import { buildExtentTree, extentTreeBlockCount, runToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_CHRDEV, FT_BLKDEV, FT_FIFO, FT_SOCK, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
@@ -134,26 +134,9 @@ export function flushData(ctx: WriterContext): void {
 
 /** Allocates `n` blocks from the data cursor, in as few runs as the free space allows. */
 export function allocData(ctx: WriterContext, n: number): { start: number; len: number }[] {
-  const l = ctx.l;
-  const runs: { start: number; len: number }[] = [];
-  let b = ctx.cursor;
-  let wrapped = false;
-  while (n > 0) {
-    let s = findFreeRun(l, b, l.blocksCount, 1);
-    if (s < 0) {
-      if (wrapped) throw new Ext4Error('NO_SPACE', `the file system is full (${l.blocksCount} blocks)`);
-      wrapped = true;
-      b = l.firstDataBlock;
-      continue;
-    }
-    const hit = l.used.firstOverlap(s, Math.min(n, l.blocksCount - s));
-    const len = hit ? hit[0] - s : Math.min(n, l.blocksCount - s);
-    l.used.add(s, len);
-    runs.push({ start: s, len });
-    n -= len;
-    b = s + len;
-  }
-  ctx.cursor = b;
+  const runs = takeRuns(ctx.l, ctx.cursor, n, true);
+  const last = runs[runs.length - 1];
+  if (last) ctx.cursor = last.start + last.len;
   return runs;
 }
 
@@ -174,13 +157,7 @@ export function runsToExtents(runs: { lblk: number; pblk: number; len: number }[
       pblk += add;
       len -= add;
     }
-    while (len > 0) {
-      const n = Math.min(len, MAX_INIT_EXTENT_LEN);
-      out.push({ lblk, pblk, len: n });
-      lblk += n;
-      pblk += n;
-      len -= n;
-    }
+    runToExtents(lblk, pblk, len, out);
   }
   return out;
 }

@@ -57,6 +57,19 @@ function filtered(src: TreeSource, opts: { regularOnly?: boolean; rootPerm?: num
   return { root: () => root };
 }
 
+/** Formats `path` holding `src`, every entry root:root. */
+function writeRootOwned(path: string, sizeBytes: number, src: TreeSource | undefined, options: JobOptions) {
+  return formatImage(path, {
+    sizeBytes,
+    source: src,
+    owner: { uid: 0, gid: 0 },
+    uuid: options.uuid,
+    hashSeed: options.hashSeed,
+    timestamp: options.timestamp,
+    sync: options.sync,
+  });
+}
+
 /** Bytes of regular files under a source (each inode once). */
 function regularBytes(src: TreeSource): { bytes: number; entries: number } {
   let bytes = 0;
@@ -121,15 +134,7 @@ export function buildWorkSeedImage(rootfsPath: string, outPath: string, options:
   const { bytes, entries } = regularBytes(src);
   const sizeBytes = workSeedSizeBytes(bytes);
   options.onProgress?.('writing work seed');
-  formatImage(outPath, {
-    sizeBytes,
-    source: src,
-    owner: { uid: 0, gid: 0 },
-    uuid: options.uuid,
-    hashSeed: options.hashSeed,
-    timestamp: options.timestamp,
-    sync: options.sync,
-  });
+  writeRootOwned(outPath, sizeBytes, src, options);
   return { seedPath: outPath, sizeBytes, regularFileBytes: bytes, entries, found };
 }
 
@@ -155,15 +160,7 @@ export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: 
     entries = regularBytes(src).entries;
   }
   options.onProgress?.(src ? 'applying work seed' : 'formatting');
-  const r = formatImage(workDiskPath, {
-    sizeBytes,
-    source: src,
-    owner: { uid: 0, gid: 0 },
-    uuid: options.uuid,
-    hashSeed: options.hashSeed,
-    timestamp: options.timestamp,
-    sync: options.sync,
-  });
+  const r = writeRootOwned(workDiskPath, sizeBytes, src, options);
   return { workDiskPath, sizeBytes, entries, dataBytes: r.dataBytes };
 }
 
