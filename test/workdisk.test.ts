@@ -219,3 +219,33 @@ describe('the packed package', () => {
     }
   });
 });
+
+describe.runIf(oracles)('mkfs --from an image subtree, and the progress line', () => {
+  it('mkfs --from IMAGE:/path copies that subtree (image to image)', () => {
+    const tree = path.join(work, 'from-img-src');
+    makeRootfs(tree);
+    const rootfs = path.join(work, 'from-img.ext4');
+    formatImage(rootfs, { sizeBytes: 64 * MiB, source: hostDirectorySource(tree), sync: false });
+    const out = path.join(work, 'from-img-out.ext4');
+    const cliPath = path.resolve(__dirname, '../dist/cli.js');
+    const r = run(process.execPath, [cliPath, 'mkfs', out, '--size', '32M', '--from', `${rootfs}:/root`, '--owner', '0:0', '--no-sync']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fsck(out).status).toBe(0);
+    const ls = run(process.execPath, [cliPath, 'ls', out, '/']).stdout.trim().split('\n');
+    expect(ls).toEqual(['.bash_aliases', '.bashrc', '.profile', '.profile.hard', '.ssh', 'lost+found', 'notes']);
+    const st = JSON.parse(run(process.execPath, [cliPath, 'stat', out, '/.ssh/authorized_keys', '--json']).stdout);
+    expect([st.mode, st.uid, st.gid]).toEqual(['0600', 0, 0]);
+  });
+
+  it.runIf(haveTool('script'))('shows the stage on a terminal and stays quiet otherwise', () => {
+    const cliPath = path.resolve(__dirname, '../dist/cli.js');
+    const disk = path.join(work, 'tty.ext4');
+    const cmd = `${process.execPath} ${cliPath} materialize ${disk} --size 1G --no-sync`;
+    const tty = run('script', ['-qec', cmd, '/dev/null']);
+    expect(tty.status).toBe(0);
+    expect(tty.stdout).toContain('formatting...');
+    fs.rmSync(disk);
+    const plain = run(process.execPath, [cliPath, 'materialize', disk, '--size', '1G', '--no-sync']);
+    expect(plain.stderr).toBe('');
+  });
+});

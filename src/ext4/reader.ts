@@ -394,7 +394,9 @@ export class Ext4Reader {
         const tail = bs - DIR_TAIL_SIZE;
         // htree interior blocks (the dx_root at logical block 0, dx_nodes that start with an empty entry
         // spanning the block) keep a dx_tail, not a dirent tail.
-        const dxBlock = (i.flags & FL_INDEX && r.lblk + k === 0) || (u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs);
+        const isRoot = (i.flags & FL_INDEX) !== 0 && r.lblk + k === 0;
+        const dxBlock = isRoot || (u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs);
+        if (dxBlock && this.csum && this.verify && i.flags & FL_INDEX) this.verifyDxTail(ino, b, isRoot, seed, r.pblk + k);
         const hasTail = !dxBlock && this.csum && u32(b, tail) === 0 && u16(b, tail + 4) === DIR_TAIL_SIZE && b[tail + 7] === FT_DIR_CSUM;
         if (hasTail && this.verify && crc32c(seed, b, 0, tail) !== u32(b, tail + 8))
           throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${r.pblk + k} checksum mismatch`, { inode: ino, block: r.pblk + k });
@@ -402,6 +404,23 @@ export class Ext4Reader {
       }
     }
     return out;
+  }
+
+  /**
+   * htree interior blocks carry a dx_tail after `limit` entries: crc32c(inode seed, the header and used
+   * entries, the tail's reserved word, a zero checksum). Blocks without room for the tail have none.
+   */
+  private verifyDxTail(ino: number, b: Uint8Array, isRoot: boolean, seed: number, block: number): void {
+    const countOffset = isRoot ? 0x18 + b[0x1d]! : 8;
+    if (countOffset + 4 > b.length) throw new Ext4Error('CORRUPT', `directory ${ino}: bad htree root`, { inode: ino, block });
+    const limit = u16(b, countOffset);
+    const count = u16(b, countOffset + 2);
+    const tail = countOffset + limit * 8;
+    if (count > limit || tail + 8 > b.length) return;
+    let c = crc32c(seed, b, 0, countOffset + count * 8);
+    c = crc32c(c, b, tail, tail + 4);
+    c = crc32c(c, ZERO4, 0, 4);
+    if (c !== u32(b, tail + 4)) throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: htree block ${block} checksum mismatch`, { inode: ino, block });
   }
 
   /** In-inode attributes then block attributes, as stored (index, name suffix, value). */
@@ -490,6 +509,8 @@ export class Ext4Reader {
     return ino;
   }
 }
+
+const ZERO4 = new Uint8Array(4);
 
 function isZero(b: Uint8Array): boolean {
   for (let k = 0; k < b.length; k++) if (b[k]) return false;
