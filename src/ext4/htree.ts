@@ -157,6 +157,7 @@ function putDxEntries(b: Uint8Array, countOffset: number, limit: number, items: 
  */
 export function buildHtree(inp: HtreeInput): Uint8Array[] {
   const bs = inp.blockSize;
+  // The writer only makes metadata_csum file systems: every index block keeps room for its dx_tail.
   const withCsum = true;
   const hashed = inp.entries.map((e) => ({ e, h: halfMd4Hash(e.name, inp.hashSeed) }));
   hashed.sort((a, b) => a.h.hash - b.h.hash || a.h.minor - b.h.minor);
@@ -166,7 +167,6 @@ export function buildHtree(inp: HtreeInput): Uint8Array[] {
   let cur: DirEntry[] = [];
   let used = 0;
   let curFirst = 0;
-  let prevHash = -1;
   let continued = false;
   for (let i = 0; i < hashed.length; i++) {
     const { e, h } = hashed[i]!;
@@ -184,15 +184,13 @@ export function buildHtree(inp: HtreeInput): Uint8Array[] {
       leaves.push({ first: curFirst, items: cur, continued });
       cur = carry;
       used = carry.reduce((a, c) => a + direntSize(c.name.length), 0);
-      curFirst = carry.length ? h.hash : h.hash;
+      curFirst = h.hash;
       continued = nextContinued;
     }
     if (!cur.length) curFirst = h.hash;
     cur.push(e);
     used += size;
-    prevHash = h.hash;
   }
-  void prevHash;
   if (cur.length || !leaves.length) leaves.push({ first: curFirst, items: cur, continued });
 
   const rootLimit = (bs - DX_ROOT_COUNT_OFFSET) / 8 - (withCsum ? 1 : 0);
