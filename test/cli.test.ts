@@ -2,7 +2,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { cli, scratchDir, allocatedBytes, run, HAVE_E2FSPROGS, oracleAvailable, fsck } from './helpers/oracle.js';
+import * as os from 'node:os';
+import { cli, scratchDir, allocatedBytes, run, HAVE_E2FSPROGS, oracleAvailable, fsck, IS_ROOT, IN_CI } from './helpers/oracle.js';
 
 const dir = scratchDir('ext4wd-cli');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -149,5 +150,30 @@ describe('bad input: one line, non-zero exit, nothing left behind', () => {
     fs.writeFileSync(tiny, 'x');
     expect(cli(['info', tiny]).stderr).toMatch(/\[BAD_MAGIC\]/);
     expect(cli(['info', path.join(dir, 'missing.img')]).stderr).toMatch(/\[IO_ERROR\]/);
+  });
+});
+
+describe('targets that are not image files, and a full host disk', () => {
+  it('refuses devices', () => {
+    const r = cli(['mkfs', '/dev/null', '--size', '1G']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/\[IO_ERROR\]: \/dev\/null is not a regular file/);
+  });
+  it.runIf(IS_ROOT || IN_CI)('a host disk that fills up: error, no image and no temporary file left', () => {
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4wd-full-'));
+    expect(run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]).status).toBe(0);
+    try {
+      const src = path.join(dir, 'full-src');
+      fs.mkdirSync(src, { recursive: true });
+      fs.writeFileSync(path.join(src, 'blob'), Buffer.alloc(8 << 20, 7));
+      const target = path.join(mnt, 'disk.img');
+      const r = cli(['mkfs', target, '--size', '64M', '--from', src]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^ext4-workdisk: error \[IO_ERROR\]: .*no space left on the host device\n$/);
+      expect(fs.readdirSync(mnt)).toEqual([]);
+    } finally {
+      run('umount', [mnt]);
+      fs.rmdirSync(mnt);
+    }
   });
 });
