@@ -104,6 +104,13 @@ export function buildExtentTree(extents: readonly Extent[], blockSize: number, t
   if (treeBlocks.length !== need) throw new Ext4Error('CORRUPT', `extent tree needs ${need} blocks, given ${treeBlocks.length}`);
   const per = blockMaxEntries(blockSize);
   const out: BuiltExtentTree['blocks'] = [];
+  if (extents.length <= ROOT_MAX_ENTRIES) {
+    // The common case: everything fits in i_block.
+    const iBlock = new Uint8Array(60);
+    encodeExtentHeader(iBlock, 0, { magic: EXTENT_MAGIC, entries: extents.length, max: ROOT_MAX_ENTRIES, depth: 0, generation: 0 });
+    extents.forEach((e, k) => encodeExtent(iBlock, EXTENT_HEADER_SIZE + k * EXTENT_ENTRY_SIZE, e));
+    return { iBlock, blocks: out, depth: 0 };
+  }
   let nextTree = 0;
   // Each level is a list of (first logical block, encoder of one entry).
   let entries: { lblk: number; put: (b: Uint8Array, off: number) => void }[] = extents.map((e) => ({

@@ -1,5 +1,5 @@
 /** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
-import { type Field, readFields, writeFields, join64, lo32, hi32, put16, u16 } from './bytes.js';
+import { type Field, readFields, join64, lo32, hi32, put16, put32, u16 } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 
 const BASE = [
@@ -155,47 +155,43 @@ export function decodeInode(b: Uint8Array, off: number, inodeSize: number): Inod
  * so bytes past the known fields, e.g. in-inode xattrs, are kept). Checksum is not computed here.
  */
 export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: Inode): void {
-  const a = encodeTime(ino.atime);
-  const c = encodeTime(ino.ctime);
-  const m = encodeTime(ino.mtime);
-  const cr = encodeTime(ino.crtime);
-  writeFields(b, off, BASE, {
-    i_mode: ino.mode,
-    i_uid: ino.uid & 0xffff,
-    i_size_lo: lo32(ino.size),
-    i_atime: a.lo,
-    i_ctime: c.lo,
-    i_mtime: m.lo,
-    i_dtime: ino.dtime,
-    i_gid: ino.gid & 0xffff,
-    i_links_count: ino.linksCount,
-    i_blocks_lo: lo32(ino.blocks),
-    i_flags: ino.flags,
-    l_i_version: ino.version,
-    i_generation: ino.generation,
-    i_file_acl_lo: lo32(ino.fileAcl),
-    i_size_high: hi32(ino.size),
-    l_i_blocks_high: hi32(ino.blocks) & 0xffff,
-    l_i_file_acl_high: hi32(ino.fileAcl) & 0xffff,
-    l_i_uid_high: ino.uid >>> 16,
-    l_i_gid_high: ino.gid >>> 16,
-  });
+  // Written once per inode: direct stores at the table's offsets rather than the generic walker.
+  put16(b, off + O.i_mode, ino.mode);
+  put16(b, off + O.i_uid, ino.uid & 0xffff);
+  put32(b, off + O.i_size_lo, lo32(ino.size));
+  put32(b, off + O.i_atime, timeLo(ino.atime));
+  put32(b, off + O.i_ctime, timeLo(ino.ctime));
+  put32(b, off + O.i_mtime, timeLo(ino.mtime));
+  put32(b, off + O.i_dtime, ino.dtime);
+  put16(b, off + O.i_gid, ino.gid & 0xffff);
+  put16(b, off + O.i_links_count, ino.linksCount);
+  put32(b, off + O.i_blocks_lo, lo32(ino.blocks));
+  put32(b, off + O.i_flags, ino.flags);
+  put32(b, off + O.l_i_version, ino.version);
+  put32(b, off + O.i_generation, ino.generation);
+  put32(b, off + O.i_file_acl_lo, lo32(ino.fileAcl));
+  put32(b, off + O.i_size_high, hi32(ino.size));
+  put16(b, off + O.l_i_blocks_high, hi32(ino.blocks) & 0xffff);
+  put16(b, off + O.l_i_file_acl_high, hi32(ino.fileAcl) & 0xffff);
+  put16(b, off + O.l_i_uid_high, ino.uid >>> 16);
+  put16(b, off + O.l_i_gid_high, ino.gid >>> 16);
   b.set(ino.block.subarray(0, I_BLOCK_SIZE), off + I_BLOCK_OFFSET);
-  if (inodeSize > GOOD_OLD_INODE_SIZE) {
-    const all: Partial<Record<ExtraName, number>> = {
-      i_extra_isize: ino.extraIsize,
-      i_ctime_extra: c.extra,
-      i_mtime_extra: m.extra,
-      i_atime_extra: a.extra,
-      i_crtime: cr.lo,
-      i_crtime_extra: cr.extra,
-      i_projid: ino.projid,
-    };
-    const present: Partial<Record<ExtraName, number>> = {};
-    for (const [k, v] of Object.entries(all) as [ExtraName, number][]) if (k === 'i_extra_isize' || hasExtra(ino.extraIsize, k)) present[k] = v;
-    writeFields(b, off, EXTRA, present);
-  }
+  if (inodeSize <= GOOD_OLD_INODE_SIZE) return;
+  const x = ino.extraIsize;
+  put16(b, off + O.i_extra_isize, x);
+  // Each extra field is written only when i_extra_isize covers it.
+  const fits = (name: ExtraName) => O[name] + 4 <= GOOD_OLD_INODE_SIZE + x;
+  if (fits('i_ctime_extra')) put32(b, off + O.i_ctime_extra, timeExtra(ino.ctime));
+  if (fits('i_mtime_extra')) put32(b, off + O.i_mtime_extra, timeExtra(ino.mtime));
+  if (fits('i_atime_extra')) put32(b, off + O.i_atime_extra, timeExtra(ino.atime));
+  if (fits('i_crtime')) put32(b, off + O.i_crtime, timeLo(ino.crtime));
+  if (fits('i_crtime_extra')) put32(b, off + O.i_crtime_extra, timeExtra(ino.crtime));
+  if (fits('i_projid')) put32(b, off + O.i_projid, ino.projid);
 }
+
+const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Record<(typeof BASE)[number][0] | ExtraName, number>;
+const timeLo = (t: Timestamp) => encodeTime(t).lo;
+const timeExtra = (t: Timestamp) => encodeTime(t).extra;
 
 /**
  * metadata_csum inode checksum: crc32c over the whole inode (checksum fields as zero), seeded with

@@ -49,13 +49,16 @@ class HostNode implements SourceNode {
   readonly rdevMajor?: number;
   readonly rdevMinor?: number;
   readonly linkKey?: string;
-  private readonly st: fs.BigIntStats;
+  /** What the change check compares after reading (the rest of the stat result is not kept). */
+  private readonly sizeAtStat: bigint;
+  private readonly mtimeAtStat: bigint;
 
   /** Buffer paths keep names that are not valid UTF-8 exact. */
   constructor(readonly hostPath: Buffer, name: Uint8Array, st: fs.BigIntStats, private readonly xattrMap?: Map<string, XattrEntry[]>) {
     this.name = name;
     this.displayPath = hostPath.toString('utf8');
-    this.st = st;
+    this.sizeAtStat = st.size;
+    this.mtimeAtStat = st.mtimeNs;
     this.kind = kindOf(st);
     this.perm = Number(st.mode) & 0o7777;
     this.uid = Number(st.uid);
@@ -91,7 +94,8 @@ class HostNode implements SourceNode {
       throw sourceError(this.displayPath, e);
     }
     const p = this.displayPath;
-    const before = this.st;
+    const size = this.sizeAtStat;
+    const mtime = this.mtimeAtStat;
     return {
       read(buf, length, position) {
         try {
@@ -102,8 +106,8 @@ class HostNode implements SourceNode {
       },
       verifyUnchanged(bytesRead) {
         const now = fs.fstatSync(fd, { bigint: true });
-        if (now.size !== before.size || now.mtimeNs !== before.mtimeNs || BigInt(bytesRead) !== before.size)
-          throw new Ext4Error('SOURCE_CHANGED', `${p} changed while it was being read (size ${before.size} -> ${now.size})`, { path: p });
+        if (now.size !== size || now.mtimeNs !== mtime || BigInt(bytesRead) !== size)
+          throw new Ext4Error('SOURCE_CHANGED', `${p} changed while it was being read (size ${size} -> ${now.size})`, { path: p });
       },
       close() {
         fs.closeSync(fd);
