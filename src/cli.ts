@@ -179,14 +179,22 @@ function cmdCat(args: string[]): void {
   const i = r.inode(ino);
   if (fileTypeOf(i.mode) !== 'file') throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
   const zero = new Uint8Array(1 << 20);
-  r.readFile(
-    ino,
-    (data, _off, len) => {
-      if (data) fs.writeSync(1, data);
-      else for (let left = len; left > 0; left -= zero.length) fs.writeSync(1, zero, 0, Math.min(left, zero.length));
-    },
-    i,
-  );
+  const out = (b: Uint8Array, n = b.length) => {
+    for (let done = 0; done < n; ) done += fs.writeSync(1, b, done, n - done);
+  };
+  try {
+    r.readFile(
+      ino,
+      (data, _off, len) => {
+        if (data) out(data);
+        else for (let left = len; left > 0; left -= zero.length) out(zero, Math.min(left, zero.length));
+      },
+      i,
+    );
+  } catch (e) {
+    // The reader went away (`| head`): stop quietly, like cat(1).
+    if ((e as NodeJS.ErrnoException).code !== 'EPIPE') throw e;
+  }
 }
 
 function cmdStat(args: string[]): void {
