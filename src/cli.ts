@@ -152,7 +152,7 @@ function cmdLs(args: string[]): void {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' } } });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls needs <image> [<path>]');
   const r = openReader(positionals[0]!, !values['no-verify']);
-  const ino = r.lookup(positionals[1] ?? '/');
+  const ino = r.lookup(positionals[1] ?? '/', { followLast: true });
   const entries = r.readDir(ino).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   const out: string[] = [];
   for (const e of entries) {
@@ -175,7 +175,7 @@ function cmdCat(args: string[]): void {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'no-verify': { type: 'boolean' } } });
   if (positionals.length !== 2) throw new UsageError('cat needs <image> <path>');
   const r = openReader(positionals[0]!, !values['no-verify']);
-  const ino = r.lookup(positionals[1]!);
+  const ino = r.lookup(positionals[1]!, { followLast: true });
   const i = r.inode(ino);
   if (fileTypeOf(i.mode) !== 'file') throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
   const zero = new Uint8Array(1 << 20);

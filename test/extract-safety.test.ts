@@ -122,3 +122,31 @@ describe('extract stays inside its destination', () => {
     expect(() => image([node('x'), node('x')])).toThrowError(expect.objectContaining({ code: 'SOURCE_ERROR' }));
   });
 });
+
+describe('path lookup inside an image', () => {
+  const sym = (name: string, target: string) => node(name, { kind: 'symlink', size: target.length, readLink: () => enc.encode(target) });
+  const img = image([
+    node('real', { kind: 'dir', perm: 0o755, children: () => [node('x')] }),
+    sym('rel', 'real'),
+    sym('abs', '/real'),
+    sym('up', '../../..'),
+    sym('loop', 'loop'),
+  ]);
+  it('follows symlinks in the middle of a path, never out of the image', () => {
+    const r = reader(img);
+    const x = r.lookup('/real/x');
+    expect(r.lookup('/rel/x')).toBe(x);
+    expect(r.lookup('/abs/x')).toBe(x);
+    expect(r.lookup('/up/real/x')).toBe(x);
+    expect(r.lookup('/real/../real/./x')).toBe(x);
+    // The last component is the link itself unless asked to follow it.
+    expect(r.lookup('/rel')).not.toBe(r.lookup('/real'));
+    expect(r.lookup('/rel', { followLast: true })).toBe(r.lookup('/real'));
+  });
+  it('reports loops and missing names with codes', () => {
+    const r = reader(img);
+    expect(() => r.lookup('/loop/x')).toThrowError(expect.objectContaining({ code: 'CORRUPT' }));
+    expect(() => r.lookup('/real/missing')).toThrowError(expect.objectContaining({ code: 'NOT_FOUND' }));
+    expect(() => r.lookup('/real/x/deeper')).toThrowError(expect.objectContaining({ code: 'NOT_FOUND' }));
+  });
+});

@@ -206,7 +206,10 @@ export class Ext4Reader {
 
   /** The block map of a file, sorted by logical block, bounded by the file's size. */
   blockRuns(ino: number, i: Inode): BlockRun[] {
-    if (i.flags & FL_INLINE_DATA) return [];
+    if (i.flags & FL_INLINE_DATA || this.isFastSymlink(i)) return [];
+    // Device numbers, FIFOs and sockets keep no blocks; their i_block is not a map.
+    const t = i.mode & S_IFMT;
+    if (t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK) return [];
     const maxLblk = Math.ceil(i.size / this.blockSize);
     const runs: BlockRun[] = [];
     if (i.flags & FL_EXTENTS) {
@@ -336,11 +339,16 @@ export class Ext4Reader {
     return out;
   }
 
+  /** A symlink whose target lives in i_block (e2fsprogs and the kernel: shorter than 60 bytes, no extents). */
+  isFastSymlink(i: Inode): boolean {
+    return (i.mode & S_IFMT) === S_IFLNK && !(i.flags & (FL_INLINE_DATA | FL_EXTENTS)) && i.size > 0 && i.size < 60;
+  }
+
   readLink(ino: number, i = this.inode(ino)): Uint8Array {
     this.checkReadable(ino, i);
     if (i.size <= 0 || i.size >= EXT4_MAX_SYMLINK) throw new Ext4Error('CORRUPT', `symlink inode ${ino} has size ${i.size}`, { inode: ino });
     if (i.flags & FL_INLINE_DATA) return this.inlineData(ino, i).slice(0, i.size);
-    if (i.size < 60 && !(i.flags & FL_EXTENTS && i.blocks - (i.fileAcl ? this.blockSize / 512 : 0) > 0)) return i.block.slice(0, i.size);
+    if (this.isFastSymlink(i)) return i.block.slice(0, i.size);
     return this.readFileBytes(ino).slice(0, i.size);
   }
 
@@ -488,25 +496,43 @@ export class Ext4Reader {
     return out;
   }
 
-  /** Resolves an absolute path inside the image (no symlinks followed); returns the inode number. */
-  lookup(path: string): number {
-    let ino = 2;
-    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-    const stack: number[] = [];
-    for (const part of parts) {
-      if (part === '..') {
-        ino = stack.pop() ?? 2;
-        continue;
+  /**
+   * Resolves an absolute path inside the image; returns the inode number. Symlinks in the middle of the
+   * path are followed inside the image (absolute targets start at the image's root, so a path can never
+   * leave it); the last component is followed only with `followLast`. At most 40 links are followed.
+   */
+  lookup(path: string, opts: { followLast?: boolean } = {}): number {
+    let budget = 40;
+    const resolve = (base: number[], p: string, followLast: boolean): number[] => {
+      // `stack` is the chain of directory inodes from the root; its last element is the current inode.
+      let stack = p.startsWith('/') ? [2] : [...base];
+      const parts = p.split('/').filter((x) => x !== '' && x !== '.');
+      for (let k = 0; k < parts.length; k++) {
+        const part = parts[k]!;
+        if (part === '..') {
+          if (stack.length > 1) stack.pop();
+          continue;
+        }
+        const dir = stack[stack.length - 1]!;
+        const i = this.inode(dir);
+        if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('NOT_FOUND', `${path}: a component is not a directory`, { path });
+        const want = Buffer.from(part, 'utf8');
+        const hit = this.readDir(dir, i).find((e) => e.name.length === want.length && Buffer.compare(Buffer.from(e.name), want) === 0);
+        if (!hit) throw new Ext4Error('NOT_FOUND', `${path}: no such file or directory`, { path });
+        const last = k === parts.length - 1;
+        const child = this.inode(hit.inode);
+        if ((child.mode & S_IFMT) === S_IFLNK && (!last || followLast)) {
+          if (--budget < 0) throw new Ext4Error('CORRUPT', `${path}: too many levels of symbolic links`, { path });
+          const target = Buffer.from(this.readLink(hit.inode, child)).toString('utf8');
+          stack = resolve(stack, target, true);
+          continue;
+        }
+        stack = [...stack, hit.inode];
       }
-      const i = this.inode(ino);
-      if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('NOT_FOUND', `${path}: a component is not a directory`, { path });
-      const want = Buffer.from(part, 'utf8');
-      const hit = this.readDir(ino, i).find((e) => Buffer.compare(Buffer.from(e.name), want) === 0);
-      if (!hit) throw new Ext4Error('NOT_FOUND', `${path}: no such file or directory`, { path });
-      stack.push(ino);
-      ino = hit.inode;
-    }
-    return ino;
+      return stack;
+    };
+    const chain = resolve([2], path.startsWith('/') ? path : '/' + path, opts.followLast ?? false);
+    return chain[chain.length - 1]!;
   }
 }
 
