@@ -134,7 +134,8 @@ export interface ImageSourceOptions {
 
 /** The subtree at `path` (default `/`) of an opened image. */
 export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourceOptions = {}): TreeSource {
-  const ino = reader.lookup(path);
+  // A source path that is a symlink to a directory (/root -> /var/root) is followed, inside the image.
+  const ino = reader.lookup(path, { followLast: true });
   const i = reader.inode(ino);
   if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
   const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0);
