@@ -262,9 +262,10 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     const backups = l.superGroups.slice(1);
     // The primary reserved GDT blocks are contiguous: fill them as one buffer, written once.
     const inds = new Uint8Array(l.reservedGdtBlocks * bs);
+    const backupReserved = backups.map((g) => groupFirstBlock(l, g) + 1 + l.descBlocks);
     for (let i = 0; i < l.reservedGdtBlocks; i++) {
       put32(dind, ((l.descBlocks + i) % apb) * 4, firstReserved + i);
-      for (let j = 0; j < backups.length; j++) put32(inds, i * bs + j * 4, groupFirstBlock(l, backups[j]!) + 1 + l.descBlocks + i);
+      for (let j = 0; j < backupReserved.length; j++) put32(inds, i * bs + j * 4, backupReserved[j]! + i);
     }
     if (inds.length) put(firstReserved, inds);
     put(dindBlock, dind);
