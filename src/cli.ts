@@ -87,7 +87,7 @@ function cmdMkfs(args: string[]): void {
     hashSeed: values['hash-seed'],
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
-    source: values.from === undefined ? undefined : sourceFrom(values.from, values.xattrs),
+    source: values.from === undefined ? undefined : sourceFrom(values.from, values.xattrs, image),
     owner: values.owner === undefined ? undefined : parseOwner(values.owner),
   });
   const l = r.layout;
@@ -119,7 +119,7 @@ function cmdMkfs(args: string[]): void {
 }
 
 /** `--from` is a host directory, or an image file with an optional `:/path` inside it. */
-function sourceFrom(from: string, xattrs: string | undefined): TreeSource {
+function sourceFrom(from: string, xattrs: string | undefined, output: string): TreeSource {
   const st = fs.statSync(from, { throwIfNoEntry: false });
   if (st?.isDirectory()) return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
   let image = from;
@@ -132,6 +132,9 @@ function sourceFrom(from: string, xattrs: string | undefined): TreeSource {
     } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory or image`);
   }
   if (xattrs !== undefined) throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
+  const a = fs.statSync(image);
+  const b = fs.statSync(output, { throwIfNoEntry: false });
+  if (b && a.dev === b.dev && a.ino === b.ino) throw new Ext4Error('BAD_OPTION', `the output ${output} is the source image itself`, { path: output });
   const reader = openReader(image, true);
   return imageTreeSource(reader, inner, { skipRootNames: inner === '/' ? ['lost+found'] : [] });
 }

@@ -173,6 +173,11 @@ describe.runIf(oracles)('seed and materialize', () => {
     const target = path.join(work, 'small-disk.ext4');
     expect(() => materializeWorkDisk(bigSeed, target, 32 * MiB)).toThrowError(expect.objectContaining({ code: 'NO_SPACE' }));
     expect(fs.existsSync(target)).toBe(false);
+    // An output that is the input is refused before anything is written.
+    const before = fs.readFileSync(bigSeed).subarray(0, 4096);
+    expect(() => materializeWorkDisk(bigSeed, bigSeed, 1 << 30)).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
+    expect(() => buildWorkSeedImage(bigRootfs, bigRootfs)).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
+    expect(Buffer.compare(fs.readFileSync(bigSeed).subarray(0, 4096), before)).toBe(0);
   });
 });
 

@@ -4,6 +4,7 @@
  * Image to image, in-process: no temporary directory, no root, no e2fsprogs.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
@@ -38,6 +39,14 @@ export interface SeedResult {
 
 function openImage(p: string): Ext4Reader {
   return Ext4Reader.open(FileDevice.open(p));
+}
+
+/** Refuses an output that is the input itself (same path, or a link to the same file). */
+function distinct(input: string, output: string): void {
+  const a = fs.statSync(input, { throwIfNoEntry: false });
+  const b = fs.statSync(output, { throwIfNoEntry: false });
+  if (path.resolve(input) === path.resolve(output) || (a && b && a.dev === b.dev && a.ino === b.ino))
+    throw new Ext4Error('BAD_OPTION', `the output ${output} is the input image itself`, { path: output });
 }
 
 /** Wraps a source's nodes: drops what `keep` rejects and, for regularOnly, unlinks hard links. */
@@ -118,6 +127,7 @@ const emptySource = (): TreeSource => {
  * kept, in an image sized by workSeedSizeBytes. A rootfs without that directory gives an empty seed.
  */
 export function buildWorkSeedImage(rootfsPath: string, outPath: string, options: JobOptions & { path?: string } = {}): SeedResult {
+  distinct(rootfsPath, outPath);
   options.onProgress?.('reading rootfs');
   const reader = openImage(rootfsPath);
   const inner = options.path ?? '/root';
@@ -154,6 +164,7 @@ export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: 
   let src: TreeSource | undefined;
   let entries = 0;
   if (seedPath) {
+    distinct(seedPath, workDiskPath);
     options.onProgress?.('reading rootfs');
     const reader = openImage(seedPath);
     src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), { regularOnly: options.regularOnly, rootPerm: 0o755 });
