@@ -9,13 +9,11 @@ import {
   reservedBlocksCount,
   freeBlocksCount,
   cString,
-  type Superblock,
+
 } from './ext4/superblock.js';
 import { featureNames } from './ext4/features.js';
-import { formatUuid, join64, u32 } from './ext4/bytes.js';
-import { decodeGroupDesc } from './ext4/group-desc.js';
-import { decodeInode, FL_EXTENTS } from './ext4/inode.js';
-import { decodeExtentHeader, decodeExtent, decodeExtentIndex, EXTENT_MAGIC, MAX_EXTENT_DEPTH } from './ext4/extent.js';
+import { formatUuid, join64 } from './ext4/bytes.js';
+import { Ext4Reader } from './ext4/reader.js';
 import { decodeJournalSuperblock, JBD2_INCOMPAT, type JournalSuperblock } from './ext4/journal.js';
 
 export interface JournalInfo {
@@ -83,30 +81,6 @@ const HASHES = ['legacy', 'half_md4', 'tea', 'legacy_unsigned', 'half_md4_unsign
 
 function time(lo: number, hi: number): number {
   return lo + hi * 0x1_0000_0000;
-}
-
-/** Reads the block holding logical block 0 of an inode (extents or block map), bounded in depth. */
-function firstBlockOf(dev: BlockDevice, sb: Superblock, ino: number): number {
-  const bs = 1024 << sb.s_log_block_size;
-  const desc64 = sb.s_feature_incompat & 0x80 && sb.s_desc_size >= 64;
-  const descSize = desc64 ? sb.s_desc_size : 32;
-  const ipg = sb.s_inodes_per_group;
-  const group = Math.floor((ino - 1) / ipg);
-  const gdtBlock = (sb.s_first_data_block || (bs === 1024 ? 1 : 0)) + 1;
-  const descOff = gdtBlock * bs + group * descSize;
-  const gd = decodeGroupDesc(dev.read(descOff, descSize), 0, descSize);
-  const isz = sb.s_inode_size;
-  const inodeOff = gd.inodeTable * bs + ((ino - 1) % ipg) * isz;
-  const inode = decodeInode(dev.read(inodeOff, isz), 0, isz);
-  if (!(inode.flags & FL_EXTENTS)) return u32(inode.block, 0);
-  let node = inode.block;
-  for (let depth = 0; depth <= MAX_EXTENT_DEPTH; depth++) {
-    const h = decodeExtentHeader(node, 0);
-    if (h.magic !== EXTENT_MAGIC || h.entries === 0) throw new Ext4Error('CORRUPT', `bad extent header in inode ${ino}`, { inode: ino });
-    if (h.depth === 0) return decodeExtent(node, 12).pblk;
-    node = dev.read(decodeExtentIndex(node, 12).leaf * bs, bs);
-  }
-  throw new Ext4Error('CORRUPT', `extent tree of inode ${ino} is too deep`, { inode: ino });
 }
 
 function journalInfo(j: JournalSuperblock, bs: number): JournalInfo {
@@ -187,9 +161,12 @@ export function readInfo(dev: BlockDevice): ImageInfo {
     checksum: sb.s_checksum,
   };
   if (sb.s_feature_compat & 0x4 && sb.s_journal_inum) {
-    const blk = firstBlockOf(dev, sb, sb.s_journal_inum);
-    if (blk <= 0 || blk >= info.blockCount) throw new Ext4Error('CORRUPT', `journal inode points outside the file system`, { block: blk });
-    info.journal = journalInfo(decodeJournalSuperblock(dev.read(blk * bs, 1024)), bs);
+    // The journal superblock is the journal inode's first block; the reader finds it (extents or block map).
+    const r = Ext4Reader.open(dev, { verifyChecksums: false });
+    const ino = sb.s_journal_inum;
+    const first = r.blockRuns(ino, r.inode(ino)).find((run) => run.lblk === 0);
+    if (!first) throw new Ext4Error('CORRUPT', 'the journal inode maps no first block', { inode: ino });
+    info.journal = journalInfo(decodeJournalSuperblock(r.readBlocks(first.pblk)), bs);
   }
   return info;
 }

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { Ext4Reader } from '../src/ext4/reader.js';
+import { readInfo } from '../src/info.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { BufferDevice } from '../src/io/device.js';
 import { walkImage } from './helpers/walk.js';
@@ -53,6 +54,14 @@ describe.runIf(have || IN_CI)('corpus: every image reads or fails cleanly', () =
       let outcome = 'ok';
       for (const verify of [true, false]) {
         try {
+          // The superblock summary (info) reads or fails cleanly too.
+          if (verify) {
+            try {
+              readInfo(new BufferDevice(bytes));
+            } catch (e) {
+              if (!(e instanceof Ext4Error)) throw e;
+            }
+          }
           const r = Ext4Reader.open(new BufferDevice(bytes), { verifyChecksums: verify });
           const st = walkImage(r);
           if (img.category === 'valid' && verify && !img.name.includes('encrypt')) {
