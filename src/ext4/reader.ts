@@ -118,11 +118,24 @@ export class Ext4Reader {
     return new Ext4Reader(dev, opts);
   }
 
-  /** Reads whole blocks, checking they lie inside the file system. */
+  /** Recently read single blocks (inode tables, directories, index blocks are read again and again). */
+  private readonly cache = new Map<number, Uint8Array>();
+
+  /** Reads whole blocks, checking they lie inside the file system. Callers must not modify the result. */
   readBlocks(block: number, count = 1): Uint8Array {
     if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
       throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
-    return this.dev.read(block * this.blockSize, count * this.blockSize);
+    if (count !== 1) return this.dev.read(block * this.blockSize, count * this.blockSize);
+    const hit = this.cache.get(block);
+    if (hit) {
+      this.cache.delete(block);
+      this.cache.set(block, hit);
+      return hit;
+    }
+    const b = this.dev.read(block * this.blockSize, this.blockSize);
+    this.cache.set(block, b);
+    if (this.cache.size > 256) this.cache.delete(this.cache.keys().next().value!);
+    return b;
   }
 
   private hasSuper(g: number): boolean {
