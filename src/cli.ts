@@ -38,7 +38,8 @@ commands:
   materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root
 
-  image commands take --no-verify to read past checksum mismatches (salvage)
+  image commands take --no-verify to read past checksum mismatches (salvage) and --replay to
+  replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)
 `;
 
 class UsageError extends Error {}
@@ -139,9 +140,9 @@ function sourceFrom(from: string, xattrs: string | undefined, output: string): T
   return imageTreeSource(reader, inner, { skipRootNames: inner === '/' ? ['lost+found'] : [] });
 }
 
-function openReader(image: string, verify: boolean): Ext4Reader {
+function openReader(image: string, verify: boolean, replay = false): Ext4Reader {
   const dev = FileDevice.open(image);
-  return Ext4Reader.open(dev, { verifyChecksums: verify, onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`) });
+  return Ext4Reader.open(dev, { verifyChecksums: verify, replayJournal: replay, onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`) });
 }
 
 const MODE_CHARS: Record<string, string> = { file: '-', dir: 'd', symlink: 'l', chardev: 'c', blockdev: 'b', fifo: 'p', socket: 's' };
@@ -152,9 +153,9 @@ function modeString(mode: number): string {
 }
 
 function cmdLs(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls needs <image> [<path>]');
-  const r = openReader(positionals[0]!, !values['no-verify']);
+  const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1] ?? '/', { followLast: true });
   const entries = r.readDir(ino).sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
   const out: string[] = [];
@@ -175,9 +176,9 @@ function cmdLs(args: string[]): void {
 }
 
 function cmdCat(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'no-verify': { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
   if (positionals.length !== 2) throw new UsageError('cat needs <image> <path>');
-  const r = openReader(positionals[0]!, !values['no-verify']);
+  const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1]!, { followLast: true });
   const i = r.inode(ino);
   if (fileTypeOf(i.mode) !== 'file') throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
@@ -201,9 +202,9 @@ function cmdCat(args: string[]): void {
 }
 
 function cmdStat(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, 'no-verify': { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
   if (positionals.length !== 2) throw new UsageError('stat needs <image> <path>');
-  const r = openReader(positionals[0]!, !values['no-verify']);
+  const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1]!);
   const i = r.inode(ino);
   const t = fileTypeOf(i.mode);
@@ -251,10 +252,10 @@ function cmdExtract(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { 'xattrs-dump': { type: 'string' }, 'no-owners': { type: 'boolean' }, 'no-verify': { type: 'boolean' }, json: { type: 'boolean' } },
+    options: { 'xattrs-dump': { type: 'string' }, 'no-owners': { type: 'boolean' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' }, json: { type: 'boolean' } },
   });
   if (positionals.length !== 3) throw new UsageError('extract needs <image> <path> <dest>');
-  const r = openReader(positionals[0]!, !values['no-verify']);
+  const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const res = extract(r, positionals[1]!, positionals[2]!, {
     owners: values['no-owners'] ? false : undefined,
     xattrDump: values['xattrs-dump'],

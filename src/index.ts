@@ -4,7 +4,7 @@ export { formatImage, writeAtomically, type FormatImageOptions } from './image.j
 export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './ext4/format.js';
 export { planLayout, parseSize, sizeTypeFor, defaultJournalBlocks, type Layout, type LayoutOptions, type SizeType } from './ext4/layout.js';
 export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo } from './info.js';
-export { FileDevice, MemoryDevice, type BlockDevice } from './io/device.js';
+export { FileDevice, MemoryDevice, BufferDevice, type BlockDevice } from './io/device.js';
 export { crc32c } from './ext4/crc32c.js';
 export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';
 export { hostDirectorySource, type HostSourceOptions } from './source/host.js';

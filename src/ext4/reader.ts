@@ -14,6 +14,7 @@ import { decodeExtentHeader, decodeExtent, decodeExtentIndex, EXTENT_MAGIC, exte
 import { decodeRecLen, DIR_TAIL_SIZE, FT_DIR_CSUM } from './dirent.js';
 import { XATTR_MAGIC, aclFromDisk } from './xattr.js';
 import { groupHasSuper } from './layout.js';
+import { replayJournal } from './replay.js';
 import type { BlockDevice } from '../io/device.js';
 import type { XattrEntry } from '../source/types.js';
 
@@ -30,6 +31,11 @@ export interface ReaderOptions {
   verifyChecksums?: boolean;
   /** Called with warnings (dirty journal, ...). */
   onWarning?: (message: string) => void;
+  /**
+   * When the journal needs recovery, replay its committed transactions in memory (nothing is written)
+   * and read the file system as the kernel would after mounting it. Default false: read it as it is.
+   */
+  replayJournal?: boolean;
 }
 
 export interface DirEntryInfo {
@@ -98,7 +104,8 @@ export class Ext4Reader {
     if (sb.s_feature_incompat & INCOMPAT.compression) throw new Ext4Error('UNSUPPORTED_FEATURE', 'compression is not supported');
     if (sb.s_feature_incompat & INCOMPAT.dirdata) throw new Ext4Error('UNSUPPORTED_FEATURE', 'dirdata is not supported');
     if (unknown) throw new Ext4Error('UNSUPPORTED_FEATURE', `unknown incompatible features 0x${unknown.toString(16)}`);
-    if (sb.s_feature_incompat & INCOMPAT.needs_recovery)
+    const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;
+    if (dirty && !opts.replayJournal)
       opts.onWarning?.('the journal needs recovery (needs_recovery): reading the file system as it is on disk, without replaying the journal');
     this.blocksCount = blocksCount(sb);
     if (sb.s_blocks_per_group === 0 || sb.s_inodes_per_group === 0 || this.blocksCount <= sb.s_first_data_block)
@@ -112,6 +119,42 @@ export class Ext4Reader {
     if (sb.s_inodes_count > sb.s_inodes_per_group * this.groupCount) throw new Ext4Error('CORRUPT', 'inode count exceeds the groups');
     this.csum = (sb.s_feature_ro_compat & RO_COMPAT.metadata_csum) !== 0;
     this.csumSeed = sb.s_feature_incompat & INCOMPAT.metadata_csum_seed ? sb.s_checksum_seed : crc32c(0xffffffff, sb.s_uuid);
+    if (dirty && opts.replayJournal) this.replay(opts);
+  }
+
+  /** Blocks as they are after journal recovery (empty unless replayJournal found a dirty journal). */
+  private overlay = new Map<number, Uint8Array>();
+
+  private replay(opts: ReaderOptions): void {
+    const sb = this.sb;
+    if (!(sb.s_feature_compat & COMPAT.has_journal) || !sb.s_journal_inum) {
+      opts.onWarning?.('the journal needs recovery but is external (journal_dev): reading the file system as it is on disk');
+      return;
+    }
+    const ino = sb.s_journal_inum;
+    let jinode = this.inode(ino);
+    if ((jinode.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
+      // A damaged journal inode: the superblock keeps a copy of its block map and size (s_jnl_blocks).
+      const block = new Uint8Array(60);
+      for (let k = 0; k < 15; k++) block.set([sb.s_jnl_blocks[k]! & 0xff, (sb.s_jnl_blocks[k]! >>> 8) & 0xff, (sb.s_jnl_blocks[k]! >>> 16) & 0xff, sb.s_jnl_blocks[k]! >>> 24], k * 4);
+      const size = sb.s_jnl_blocks[15]! * 0x1_0000_0000 + sb.s_jnl_blocks[16]!;
+      const extents = block[0] === 0x0a && block[1] === 0xf3;
+      jinode = { ...jinode, mode: S_IFREG | 0o600, size, block, flags: extents ? FL_EXTENTS : 0 };
+      opts.onWarning?.('the journal inode is damaged: using the superblock\'s backup of its block map');
+    }
+    const runs = this.blockRuns(ino, jinode);
+    const map = (n: number) => {
+      const r = runs.find((x) => n >= x.lblk && n < x.lblk + x.len);
+      if (!r) throw new Ext4Error('CORRUPT', `journal block ${n} is not mapped`, { inode: ino });
+      return r.pblk + (n - r.lblk);
+    };
+    const res = replayJournal({ blockSize: this.blockSize, read: (n) => this.readBlocks(map(n)) }, this.blocksCount);
+    this.overlay = res.overlay;
+    // What was read to find the journal came from before recovery.
+    this.cache.clear();
+    this.gdCache.clear();
+    opts.onWarning?.(`replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`);
+    if (res.fastCommit) opts.onWarning?.('the journal has fast-commit blocks, which are not replayed: the most recent changes may be missing');
   }
 
   static open(dev: BlockDevice, opts: ReaderOptions = {}): Ext4Reader {
@@ -125,6 +168,14 @@ export class Ext4Reader {
   readBlocks(block: number, count = 1): Uint8Array {
     if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
       throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
+    if (this.overlay.size) {
+      const out = this.dev.read(block * this.blockSize, count * this.blockSize);
+      for (let k = 0; k < count; k++) {
+        const o = this.overlay.get(block + k);
+        if (o) out.set(o, k * this.blockSize);
+      }
+      return out;
+    }
     if (count !== 1) return this.dev.read(block * this.blockSize, count * this.blockSize);
     const hit = this.cache.get(block);
     if (hit) {
