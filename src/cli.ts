@@ -33,9 +33,9 @@ commands:
   extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
       recreate <path> under the existing directory <dest> (like debugfs rdump)
 
-  seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--json]
+  seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--json]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path
-  materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--json]
+  materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root
 
   image commands take --no-verify to read past checksum mismatches (salvage) and --replay to
@@ -264,6 +264,8 @@ function cmdExtract(args: string[]): void {
   if (values.json) process.stdout.write(JSON.stringify(res) + '\n');
 }
 
+const warn = (m: string) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`);
+
 /** A one-line stage display on a terminal; silent otherwise. */
 function progress(): ((stage: Stage) => void) | undefined {
   if (!process.stderr.isTTY) return undefined;
@@ -277,14 +279,14 @@ function cmdSeed(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { path: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' } },
+    options: { path: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, replay: { type: 'boolean' } },
   });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
   const rootfs = positionals[0]!;
   const out = positionals[1] ?? workSeedPath(rootfs);
   if (!out) throw new UsageError('seed needs a rootfs path');
   try {
-    const r = buildWorkSeedImage(rootfs, out, { path: values.path, regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'] });
+    const r = buildWorkSeedImage(rootfs, out, { path: values.path, regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'], replayJournal: values.replay, onWarning: warn });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
   } finally {
@@ -296,12 +298,12 @@ function cmdMaterialize(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { size: { type: 'string', short: 's' }, seed: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' } },
+    options: { size: { type: 'string', short: 's' }, seed: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, replay: { type: 'boolean' } },
   });
   if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
   const size = parseSize(values.size ?? '8G');
   try {
-    const r = materializeWorkDisk(values.seed, positionals[0]!, size, { regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'] });
+    const r = materializeWorkDisk(values.seed, positionals[0]!, size, { regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'], replayJournal: values.replay, onWarning: warn });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.workDiskPath}: ${r.sizeBytes} bytes, ${r.entries} entries from the seed\n`);
   } finally {

@@ -26,6 +26,10 @@ export interface JobOptions {
   timestamp?: number;
   /** fsync before the rename (default true). */
   sync?: boolean;
+  /** Replay a dirty journal of the input image in memory (the input is not changed). */
+  replayJournal?: boolean;
+  /** Warnings about the input (a dirty journal read as it is, ...). */
+  onWarning?: (message: string) => void;
 }
 
 export interface SeedResult {
@@ -37,8 +41,8 @@ export interface SeedResult {
   found: boolean;
 }
 
-function openImage(p: string): Ext4Reader {
-  return Ext4Reader.open(FileDevice.open(p));
+function openImage(p: string, options: JobOptions): Ext4Reader {
+  return Ext4Reader.open(FileDevice.open(p), { replayJournal: options.replayJournal, onWarning: options.onWarning });
 }
 
 /** Refuses an output that is the input itself (same path, or a link to the same file). */
@@ -129,7 +133,7 @@ const emptySource = (): TreeSource => {
 export function buildWorkSeedImage(rootfsPath: string, outPath: string, options: JobOptions & { path?: string } = {}): SeedResult {
   distinct(rootfsPath, outPath);
   options.onProgress?.('reading rootfs');
-  const reader = openImage(rootfsPath);
+  const reader = openImage(rootfsPath, options);
   const inner = options.path ?? '/root';
   let src: TreeSource;
   let found = true;
@@ -166,7 +170,7 @@ export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: 
   if (seedPath) {
     distinct(seedPath, workDiskPath);
     options.onProgress?.('reading rootfs');
-    const reader = openImage(seedPath);
+    const reader = openImage(seedPath, options);
     src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), { regularOnly: options.regularOnly, rootPerm: 0o755 });
     entries = regularBytes(src).entries;
   }
