@@ -16,3 +16,4 @@ export { Ext4Reader, fileTypeOf, type ReaderOptions, type DirEntryInfo, type Blo
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
 export { buildWorkSeedImage, materializeWorkDisk, readNormalizedLines, copyFilePreferClone, type JobOptions, type SeedResult, type MaterializeResult, type Stage } from './workdisk/job.js';
+export { memoryTreeSource, type MemoryEntry } from './source/memory.js';

@@ -11,7 +11,8 @@ import { formatDevice } from '../src/ext4/format.js';
 import { MemoryDevice, BufferDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { Ext4Error } from '../src/ext4/errors.js';
-import type { SourceNode, TreeSource } from '../src/source/types.js';
+import type { TreeSource } from '../src/source/types.js';
+import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
 import { walkImage } from './helpers/walk.js';
 
 function prng(seed: number): () => number {
@@ -27,55 +28,24 @@ function prng(seed: number): () => number {
 
 /** A small tree in memory: files of several sizes, a sparse file, symlinks, an indexed directory, xattrs. */
 function smallTree(): TreeSource {
-  const t = { sec: 1_700_000_000, nsec: 5 };
-  const enc = new TextEncoder();
-  type Spec = Omit<Partial<SourceNode>, 'name'> & { name: string; data?: Uint8Array };
-  const mk = (p: Spec): SourceNode => {
-    const data = p.data ?? new Uint8Array(0);
-    return {
-      displayPath: p.name,
-      kind: 'file',
-      perm: 0o644,
-      uid: 1000,
-      gid: 1000,
-      atime: t,
-      mtime: t,
-      ctime: t,
-      size: data.length,
-      xattrs: () => [],
-      readLink: () => enc.encode('target/of/the/link'),
-      openData: () => ({
-        read: (buf: Uint8Array, len: number, pos: number) => {
-          const n = Math.max(0, Math.min(len, data.length - pos));
-          buf.set(data.subarray(pos, pos + n));
-          return n;
-        },
-        verifyUnchanged: () => {},
-        close: () => {},
-      }),
-      children: () => [],
-      ...p,
-      name: enc.encode(p.name),
-    } as SourceNode;
-  };
   const sparse = new Uint8Array(300_000);
   sparse.fill(7, 0, 100);
   sparse.fill(9, 250_000, 260_000);
-  const many = Array.from({ length: 150 }, (_, i) => mk({ name: `entry-number-${i}`, data: enc.encode(`${i}`) } ));
-  const root = mk({
-    name: '',
-    kind: 'dir',
-    perm: 0o755,
-    children: () => [
-      mk({ name: 'small', data: enc.encode('hello') } ),
-      mk({ name: 'medium', data: new Uint8Array(20_000).fill(3), xattrs: () => [{ name: 'user.k', value: enc.encode('v') }, { name: 'trusted.big', value: new Uint8Array(300).fill(1) }] } ),
-      mk({ name: 'sparse', data: sparse } ),
-      mk({ name: 'fast-link', kind: 'symlink', size: 18 }),
-      mk({ name: 'slow-link', kind: 'symlink', size: 100, readLink: () => new Uint8Array(100).fill(0x61) }),
-      mk({ name: 'dir', kind: 'dir', perm: 0o755, children: () => many }),
-    ],
-  });
-  return { root: () => root };
+  const many: Record<string, MemoryEntry> = {};
+  for (let i = 0; i < 150; i++) many[`entry-number-${i}`] = { data: `${i}`, uid: 1000, gid: 1000 };
+  return memoryTreeSource(
+    {
+      children: {
+        small: { data: 'hello' },
+        medium: { data: new Uint8Array(20_000).fill(3), xattrs: [{ name: 'user.k', value: new TextEncoder().encode('v') }, { name: 'trusted.big', value: new Uint8Array(300).fill(1) }] },
+        sparse: { data: sparse },
+        'fast-link': { target: 'target/of/the/link' },
+        'slow-link': { target: 'a'.repeat(100) },
+        dir: { children: many },
+      },
+    },
+    { sec: 1_700_000_000, nsec: 5 },
+  );
 }
 
 function bases(): [string, Uint8Array][] {

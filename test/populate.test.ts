@@ -242,3 +242,33 @@ describe.runIf(IN_CI || (IS_ROOT && setpriv && HAVE_E2FSPROGS))('as a non-root u
     fs.rmSync(dir, { recursive: true, force: true });
   });
 });
+
+describe.runIf(haveOracles)('memoryTreeSource', () => {
+  it('builds an image from a description in memory', async () => {
+    const { memoryTreeSource } = await import('../src/source/memory.js');
+    const { Ext4Reader } = await import('../src/ext4/reader.js');
+    const { FileDevice } = await import('../src/io/device.js');
+    const img = path.join(work, 'memory.img');
+    formatImage(img, {
+      sizeBytes: 16 * 2 ** 20,
+      sync: false,
+      source: memoryTreeSource({
+        perm: 0o750,
+        children: {
+          etc: { children: { hostname: { data: 'vm\n' }, motd: { data: 'hi', perm: 0o600, uid: 7, gid: 8 } } },
+          link: { target: 'etc/hostname' },
+          null: { kind: 'chardev', rdev: [1, 3] },
+          tagged: { data: 'x', xattrs: [{ name: 'user.tag', value: new TextEncoder().encode('on') }] },
+        },
+      }),
+    });
+    expect(fsck(img).status).toBe(0);
+    const r = Ext4Reader.open(FileDevice.open(img));
+    expect(new TextDecoder().decode(r.readFileBytes(r.lookup('/link', { followLast: true })))).toBe('vm\n');
+    const motd = r.inode(r.lookup('/etc/motd'));
+    expect([motd.mode & 0o7777, motd.uid, motd.gid]).toEqual([0o600, 7, 8]);
+    expect(r.deviceNumbers(r.inode(r.lookup('/null')))).toEqual([1, 3]);
+    expect(r.xattrs(r.lookup('/tagged'))).toEqual([{ name: 'user.tag', value: new TextEncoder().encode('on') }]);
+    expect(r.inode(2).mode & 0o7777).toBe(0o750);
+  });
+});

@@ -11,6 +11,7 @@ import { FileDevice } from '../io/device.js';
 import { formatImage } from '../image.js';
 import { imageTreeSource } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
+import { memoryTreeSource } from '../source/memory.js';
 import { workSeedSizeBytes } from './paths.js';
 
 export type Stage = 'reading rootfs' | 'writing work seed' | 'formatting' | 'applying work seed' | 'syncing';
@@ -105,26 +106,8 @@ function regularBytes(src: TreeSource): { bytes: number; entries: number } {
   return { bytes, entries };
 }
 
-const emptySource = (): TreeSource => {
-  const t = { sec: 0, nsec: 0 };
-  const root: SourceNode = {
-    name: new Uint8Array(0),
-    displayPath: '/',
-    kind: 'dir',
-    perm: 0o700,
-    uid: 0,
-    gid: 0,
-    atime: t,
-    mtime: t,
-    ctime: t,
-    size: 0,
-    xattrs: () => [],
-    readLink: () => new Uint8Array(0),
-    openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {} }),
-    children: () => [],
-  };
-  return { root: () => root };
-};
+/** What a rootfs without the seed directory gives: an empty directory, 0700 like /root. */
+const emptySource = (): TreeSource => memoryTreeSource({ kind: 'dir', perm: 0o700, children: {} }, { sec: 0, nsec: 0 });
 
 /**
  * Builds the work seed: the `path` directory (default /root) of the rootfs image, root-owned, modes
