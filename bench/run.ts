@@ -116,7 +116,7 @@ function peakKiB(cmd: string, args: string[]): number {
   if (r.status !== 0) throw new Error(r.stderr);
   return Number(r.stderr.trim().split('\n').pop());
 }
-const popReps = quick ? 1 : 3;
+const popReps = quick ? 1 : 5;
 rows.push('', '## Populate: `mkfs --from DIR` vs `mkfs.ext4 -d DIR`', '');
 rows.push(
   '| tree | image | ours in-process (ms) | ours CLI (ms) | mkfs.ext4 -d (ms) | speed-up in-process | speed-up CLI | our peak RSS (MiB) | mkfs.ext4 peak RSS (MiB) | our allocation (MiB) | mkfs.ext4 allocation (MiB) |',
