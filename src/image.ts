@@ -25,6 +25,7 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
   if (st && !st.isFile()) throw new Ext4Error('IO_ERROR', `${target} is not a regular file; this tool writes image files, not devices`, { path: target });
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const dev = FileDevice.create(tmp, 0o644, target);
+  dev.earlyFlush = opts.sync !== false;
   try {
     const out = fill(dev);
     if (opts.sync !== false) dev.sync();

@@ -38,7 +38,7 @@ import { newJournalSuperblock } from './journal.js';
 import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
-import { InodeStore, populate, estimateTree, writerBuffers, runsToExtents, ROOT_INO, LOST_FOUND_INO, FIRST_INO, type Owner, type WriterContext } from './writer.js';
+import { InodeStore, populate, estimateTree, writerBuffers, type TreeEstimate, runsToExtents, ROOT_INO, LOST_FOUND_INO, FIRST_INO, type Owner, type WriterContext } from './writer.js';
 
 export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
 export const RESIZE_INO = 7;
@@ -160,6 +160,7 @@ function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: 
     let end = writes[i]!.pos + writes[i]!.data.length;
     while (j < writes.length && writes[j]!.pos === end) end += writes[j++]!.data.length;
     if (j === i + 1) dev.write(writes[i]!.pos, writes[i]!.data);
+    else if (dev.writev) dev.writev(writes[i]!.pos, writes.slice(i, j).map((w) => w.data));
     else {
       const buf = new Uint8Array(end - writes[i]!.pos);
       for (let k = i; k < j; k++) buf.set(writes[k]!.data, writes[k]!.pos - writes[i]!.pos);
@@ -167,6 +168,34 @@ function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: 
     }
     i = j;
   }
+}
+
+/**
+ * Writes the primary reserved GDT blocks: block i, read as an indirect block of the resize inode, lists
+ * its copies in the backup groups; the rest of each block is zero. Written as one gathered write of a
+ * small header and a shared zero tail per block, so no multi-MiB buffer is built. Returns bytes written.
+ */
+function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): number {
+  const bs = l.blockSize;
+  const backupReserved = l.superGroups.slice(1).map((g) => groupFirstBlock(l, g) + 1 + l.descBlocks);
+  const hdr = backupReserved.length * 4;
+  const heads = new Uint8Array(l.reservedGdtBlocks * hdr);
+  const tail = new Uint8Array(bs - hdr);
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < l.reservedGdtBlocks; i++) {
+    const head = heads.subarray(i * hdr, (i + 1) * hdr);
+    for (let j = 0; j < backupReserved.length; j++) put32(head, j * 4, backupReserved[j]! + i);
+    if (hdr) parts.push(head);
+    parts.push(tail);
+  }
+  const pos = firstReserved * bs;
+  if (dev.writev) dev.writev(pos, parts);
+  else {
+    const buf = new Uint8Array(l.reservedGdtBlocks * bs);
+    for (let i = 0; i < l.reservedGdtBlocks; i++) buf.set(heads.subarray(i * hdr, (i + 1) * hdr), i * bs);
+    dev.write(pos, buf);
+  }
+  return l.reservedGdtBlocks * bs;
 }
 
 /** Writes a fresh file system into `dev`, which must already have its final size (a hole). */
@@ -222,6 +251,18 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     if (ino === 1) Object.assign(inode, { atime: time, ctime: time, mtime: time });
     writeInode(ino, inode);
   }
+  let est: TreeEstimate | undefined;
+  if (opts.source) {
+    // Say so up front, with the numbers, when the tree cannot fit.
+    est = estimateTree(opts.source, bs);
+    const freeBlocks = l.blocksCount - l.firstDataBlock - l.used.total();
+    const freeInodes = l.inodesCount - FIRST_INO;
+    if (est.inodes > freeInodes || est.blocks > freeBlocks)
+      throw new Ext4Error(
+        'NO_SPACE',
+        `the source needs about ${est.blocks} blocks of ${bs} bytes and ${est.inodes} inodes; a ${l.sizeBytes}-byte file system has ${freeBlocks} blocks and ${freeInodes} inodes free`,
+      );
+  }
   const ctx: WriterContext = {
     l,
     dev,
@@ -235,18 +276,15 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // File data goes after group 0's metadata and the base directories, like mkfs.ext4 -d.
     cursor: l.firstDataBlock,
     dataBytes: 0,
-    ...writerBuffers(opts.source !== undefined),
+    ...writerBuffers(est !== undefined, est?.blocks !== undefined ? est.blocks * bs : undefined),
   };
-  if (opts.source) {
-    // Say so up front, with the numbers, when the tree cannot fit.
-    const est = estimateTree(opts.source, bs);
-    const freeBlocks = l.blocksCount - l.firstDataBlock - l.used.total();
-    const freeInodes = l.inodesCount - FIRST_INO;
-    if (est.inodes > freeInodes || est.blocks > freeBlocks)
-      throw new Ext4Error(
-        'NO_SPACE',
-        `the source needs about ${est.blocks} blocks of ${bs} bytes and ${est.inodes} inodes; a ${l.sizeBytes}-byte file system has ${freeBlocks} blocks and ${freeInodes} inodes free`,
-      );
+  // The primary reserved GDT blocks (about 4 MiB at most sizes) depend only on the geometry: write
+  // them first and let the host disk start on them while the tree is built.
+  const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
+  let earlyBytes = 0;
+  if (hasResize && l.reservedGdtBlocks > 0) {
+    earlyBytes = writeReservedGdt(dev, l, firstReserved);
+    dev.startFlush?.();
   }
   const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
   inodes.set(ROOT_INO, tree.root, true, tree.rootXattrs);
@@ -258,16 +296,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // that block's copies in every backup group (kernel doc: special_inodes.rst, resize2fs layout).
     const apb = bs / 4;
     const dind = new Uint8Array(bs);
-    const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
-    const backups = l.superGroups.slice(1);
-    // The primary reserved GDT blocks are contiguous: fill them as one buffer, written once.
-    const inds = new Uint8Array(l.reservedGdtBlocks * bs);
-    const backupReserved = backups.map((g) => groupFirstBlock(l, g) + 1 + l.descBlocks);
-    for (let i = 0; i < l.reservedGdtBlocks; i++) {
-      put32(dind, ((l.descBlocks + i) % apb) * 4, firstReserved + i);
-      for (let j = 0; j < backupReserved.length; j++) put32(inds, i * bs + j * 4, backupReserved[j]! + i);
-    }
-    if (inds.length) put(firstReserved, inds);
+    for (let i = 0; i < l.reservedGdtBlocks; i++) put32(dind, ((l.descBlocks + i) % apb) * 4, firstReserved + i);
     put(dindBlock, dind);
     const iblock = new Uint8Array(I_BLOCK_SIZE);
     put32(iblock, 13 * 4, dindBlock);
@@ -438,7 +467,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     sb.s_jnl_blocks = jb;
   }
 
-  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024 + ctx.dataBytes;
+  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024 + ctx.dataBytes + earlyBytes;
   set({ s_kbytes_written_lo: lo32(Math.ceil(total / 1024)), s_kbytes_written_hi: hi32(Math.ceil(total / 1024)) });
   for (const g of l.superGroups) {
     sb.s_block_group_nr = g & 0xffff;
@@ -448,7 +477,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
 
   writes.sort((a, b) => a.pos - b.pos);
   writeCoalesced(dev, writes);
-  total = writes.reduce((a, w) => a + w.data.length, 0);
+  total = writes.reduce((a, w) => a + w.data.length, 0) + earlyBytes;
   return {
     layout: l,
     uuid: formatUuid(uuid),

@@ -73,8 +73,11 @@ export interface WriterContext {
 }
 
 /** Creates the per-run buffers of a writer context. */
-export function writerBuffers(withData: boolean): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
-  const n = withData ? CHUNK : 0;
+export function writerBuffers(withData: boolean, dataBytes = CHUNK): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
+  // Sized to the data when that is small (a dotfile tree needs KiB, not 2 x 8 MiB of buffers), in
+  // whole 64 KiB units so that reads stay block-aligned for every block size.
+  const unit = 65536;
+  const n = withData ? Math.min(CHUNK, Math.max(unit, Math.ceil(dataBytes / unit) * unit)) : 0;
   return { readBuffer: Buffer.allocUnsafe(n), pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(n) }, xattrBlocks: new Map() };
 }
 

@@ -7,7 +7,16 @@ export interface BlockDevice {
   /** Current size in bytes. */
   readonly size: number;
   read(position: number, length: number): Uint8Array;
+  /** Reads into `buf` (all of it; past the end reads as zeros), avoiding an allocation per read. */
+  readInto?(position: number, buf: Uint8Array): void;
   write(position: number, data: Uint8Array): void;
+  /** Writes `parts` back to back from `position` (one gathered write where the device supports it). */
+  writev?(position: number, parts: readonly Uint8Array[]): void;
+  /**
+   * Starts writing back what has been written so far, without waiting (a hint: `sync()` still has to
+   * be called for durability). Lets the host disk work while the caller keeps computing.
+   */
+  startFlush?(): void;
   /** Sets the size; growing makes a hole (sparse), never writes zeros. */
   truncate(size: number): void;
   sync(): void;
@@ -75,7 +84,15 @@ export class FileDevice implements BlockDevice {
   }
 
   read(position: number, length: number): Uint8Array {
-    const buf = new Uint8Array(length);
+    // Not zero-filled first (every byte is read or cleared below); a plain Uint8Array, so slice() copies.
+    const raw = Buffer.allocUnsafeSlow(length);
+    const buf = new Uint8Array(raw.buffer, raw.byteOffset, length);
+    this.readInto(position, buf);
+    return buf;
+  }
+
+  readInto(position: number, buf: Uint8Array): void {
+    const length = buf.length;
     let done = 0;
     try {
       while (done < length) {
@@ -86,7 +103,7 @@ export class FileDevice implements BlockDevice {
     } catch (e) {
       throw ioError('cannot read', this.name, e);
     }
-    return buf;
+    if (done < length) buf.fill(0, done);
   }
 
   write(position: number, data: Uint8Array): void {
@@ -97,6 +114,52 @@ export class FileDevice implements BlockDevice {
       throw ioError('cannot write', this.name, e);
     }
     if (position + data.length > this._size) this._size = position + data.length;
+  }
+
+  writev(position: number, parts: readonly Uint8Array[]): void {
+    const IOV_MAX = 1024;
+    let pos = position;
+    try {
+      for (let i = 0; i < parts.length; i += IOV_MAX) {
+        const batch = parts.slice(i, i + IOV_MAX);
+        const want = batch.reduce((a, b) => a + b.length, 0);
+        const n = fs.writevSync(this.fd, batch, pos);
+        if (n < want) {
+          // A short gathered write (rare on regular files): finish piece by piece.
+          let done = n;
+          let p = pos;
+          for (const b of batch) {
+            if (done >= b.length) done -= b.length;
+            else {
+              this.write(p + done, b.subarray(done));
+              done = 0;
+            }
+            p += b.length;
+          }
+        }
+        pos += want;
+      }
+    } catch (e) {
+      if (e instanceof Ext4Error) throw e;
+      throw ioError('cannot write', this.name, e);
+    }
+    if (pos > this._size) this._size = pos;
+  }
+
+  /** Whether startFlush() does anything (set by writers that will sync() at the end anyway). */
+  earlyFlush = false;
+
+  startFlush(): void {
+    if (!this.earlyFlush || this.fd < 0) return;
+    // fsync on a second descriptor, on libuv's thread pool. Errors are not lost: a write-back error is
+    // reported to every descriptor's next fsync, so the caller's sync() still sees it.
+    let fd2: number;
+    try {
+      fd2 = fs.openSync(this.path, 'r');
+    } catch {
+      return;
+    }
+    fs.fsync(fd2, () => fs.close(fd2, () => {}));
   }
 
   truncate(size: number): void {
