@@ -1,5 +1,5 @@
 /** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
-import { type Field, readFields, join64, lo32, hi32, put16, put32, u16 } from './bytes.js';
+import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 
 const BASE = [
@@ -118,33 +118,35 @@ export function encodeTime(t: Timestamp): { lo: number; extra: number } {
 
 /** True when the extra field `name` lies inside i_extra_isize. */
 function hasExtra(extraIsize: number, name: ExtraName): boolean {
-  const f = EXTRA.find((e) => e[0] === name)!;
-  return f[1] + f[2] <= GOOD_OLD_INODE_SIZE + extraIsize;
+  return EXTRA_END[name] <= GOOD_OLD_INODE_SIZE + extraIsize;
 }
+const EXTRA_END = Object.fromEntries(EXTRA.map(([n, o, size]) => [n, o + size])) as Record<ExtraName, number>;
 
 /** Decodes the inode of `inodeSize` bytes at `off`. */
 export function decodeInode(b: Uint8Array, off: number, inodeSize: number): Inode {
-  const f = readFields(b, off, BASE);
-  const extraIsize = inodeSize > GOOD_OLD_INODE_SIZE ? u16(b, off + 0x80) : 0;
-  const x = inodeSize > GOOD_OLD_INODE_SIZE ? readFields(b, off, EXTRA) : undefined;
-  const ex = (n: ExtraName) => (x && hasExtra(extraIsize, n) ? x[n] : undefined);
+  // Read once per inode on every path walk: direct loads at the table's offsets, not the generic walker.
+  const r16 = (n: keyof typeof O) => u16(b, off + O[n]);
+  const r32 = (n: keyof typeof O) => u32(b, off + O[n]);
+  const extraIsize = inodeSize > GOOD_OLD_INODE_SIZE ? r16('i_extra_isize') : 0;
+  const ex = (n: ExtraName) => (extraIsize && hasExtra(extraIsize, n) ? r32(n) : undefined);
+  const crtime = ex('i_crtime');
   return {
-    mode: f.i_mode,
-    uid: (f.i_uid | (f.l_i_uid_high << 16)) >>> 0,
-    gid: (f.i_gid | (f.l_i_gid_high << 16)) >>> 0,
-    size: join64(f.i_size_lo, f.i_size_high),
-    atime: decodeTime(f.i_atime, ex('i_atime_extra')),
-    ctime: decodeTime(f.i_ctime, ex('i_ctime_extra')),
-    mtime: decodeTime(f.i_mtime, ex('i_mtime_extra')),
-    crtime: ex('i_crtime') === undefined ? { sec: 0, nsec: 0 } : decodeTime(ex('i_crtime')!, ex('i_crtime_extra')),
-    dtime: f.i_dtime,
-    linksCount: f.i_links_count,
-    blocks: join64(f.i_blocks_lo, f.l_i_blocks_high),
-    flags: f.i_flags,
-    version: f.l_i_version,
+    mode: r16('i_mode'),
+    uid: (r16('i_uid') | (r16('l_i_uid_high') << 16)) >>> 0,
+    gid: (r16('i_gid') | (r16('l_i_gid_high') << 16)) >>> 0,
+    size: join64(r32('i_size_lo'), r32('i_size_high')),
+    atime: decodeTime(r32('i_atime'), ex('i_atime_extra')),
+    ctime: decodeTime(r32('i_ctime'), ex('i_ctime_extra')),
+    mtime: decodeTime(r32('i_mtime'), ex('i_mtime_extra')),
+    crtime: crtime === undefined ? { sec: 0, nsec: 0 } : decodeTime(crtime, ex('i_crtime_extra')),
+    dtime: r32('i_dtime'),
+    linksCount: r16('i_links_count'),
+    blocks: join64(r32('i_blocks_lo'), r16('l_i_blocks_high')),
+    flags: r32('i_flags'),
+    version: r32('l_i_version'),
     block: b.slice(off + I_BLOCK_OFFSET, off + I_BLOCK_OFFSET + I_BLOCK_SIZE),
-    generation: f.i_generation,
-    fileAcl: join64(f.i_file_acl_lo, f.l_i_file_acl_high),
+    generation: r32('i_generation'),
+    fileAcl: join64(r32('i_file_acl_lo'), r16('l_i_file_acl_high')),
     extraIsize,
     projid: ex('i_projid') ?? 0,
   };
