@@ -287,6 +287,8 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     dev.startFlush?.();
   }
   const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
+  // File data is all written now: let the host disk take it while the tables are built.
+  if (ctx.dataBytes >= 1 << 20) dev.startFlush?.();
   inodes.set(ROOT_INO, tree.root, true, tree.rootXattrs);
   inodes.set(LOST_FOUND_INO, tree.lostFound, true, tree.lostFoundXattrs);
 
