@@ -276,7 +276,9 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // File data goes after group 0's metadata and the base directories, like mkfs.ext4 -d.
     cursor: l.firstDataBlock,
     dataBytes: 0,
-    ...writerBuffers(est !== undefined, est?.blocks !== undefined ? est.blocks * bs : undefined),
+    ...writerBuffers(est !== undefined, est),
+    // A handful of early write-backs per tree, none for small ones.
+    flushEvery: est ? Math.max(32 << 20, Math.ceil(est.dataBytes / 8)) : 0,
   };
   // The primary reserved GDT blocks (about 4 MiB at most sizes) depend only on the geometry: write
   // them first and let the host disk start on them while the tree is built.

@@ -22,6 +22,8 @@ export const LOST_FOUND_INO = 11;
 const MAX_LINKS = 65000;
 /** Bytes read from a source file per write: large, block-aligned. */
 const CHUNK = 8 * 1024 * 1024;
+/** Small files are combined into writes of up to this many bytes. */
+const PENDING = 1024 * 1024;
 
 export interface Owner {
   uid: number;
@@ -64,6 +66,11 @@ export interface WriterContext {
   cursor: number;
   /** Bytes of file data written. */
   dataBytes: number;
+  /** Start the host's write-back after every this many bytes of file data (0: never). */
+  flushEvery?: number;
+  /** File data bytes handed to the device so far, and that count when write-back was last started. */
+  written?: number;
+  flushedAt?: number;
   /** One read buffer for every file (CHUNK bytes). */
   readBuffer: Buffer;
   /** Data waiting to be written: consecutive small files land in adjacent blocks and go out as one write. */
@@ -73,12 +80,17 @@ export interface WriterContext {
 }
 
 /** Creates the per-run buffers of a writer context. */
-export function writerBuffers(withData: boolean, dataBytes = CHUNK): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
-  // Sized to the data when that is small (a dotfile tree needs KiB, not 2 x 8 MiB of buffers), in
-  // whole 64 KiB units so that reads stay block-aligned for every block size.
+export function writerBuffers(withData: boolean, est?: { dataBytes: number; largestFile: number }): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
+  // Sized to the tree: reads need the largest file (up to CHUNK), combining small files needs at most
+  // the data (up to PENDING). A dotfile tree then takes KiB, not MiB, of buffers. Whole 64 KiB units
+  // keep reads block-aligned for every block size.
   const unit = 65536;
-  const n = withData ? Math.min(CHUNK, Math.max(unit, Math.ceil(dataBytes / unit) * unit)) : 0;
-  return { readBuffer: Buffer.allocUnsafe(n), pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(n) }, xattrBlocks: new Map() };
+  const fit = (bytes: number, cap: number) => (withData ? Math.min(cap, Math.max(unit, Math.ceil(bytes / unit) * unit)) : 0);
+  return {
+    readBuffer: Buffer.allocUnsafe(fit(est?.largestFile ?? CHUNK, CHUNK)),
+    pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(fit(est?.dataBytes ?? PENDING, PENDING)) },
+    xattrBlocks: new Map(),
+  };
 }
 
 /**
@@ -116,11 +128,13 @@ function sealXattrBlocks(ctx: WriterContext): void {
 
 /** Queues file data at byte `pos`; adjacent pieces are combined, large ones go straight out. */
 function writeData(ctx: WriterContext, pos: number, data: Uint8Array): void {
+  ctx.written = (ctx.written ?? 0) + data.length;
   const p = ctx.pending;
   if (p.len && (p.pos + p.len !== pos || p.len + data.length > p.buf.length)) flushData(ctx);
   if (data.length >= p.buf.length / 2) {
     flushData(ctx);
     ctx.dev.write(pos, data);
+    startWriteBack(ctx);
     return;
   }
   if (!p.len) p.pos = pos;
@@ -133,6 +147,18 @@ export function flushData(ctx: WriterContext): void {
   const p = ctx.pending;
   if (p.len) ctx.dev.write(p.pos, p.buf.subarray(0, p.len));
   p.len = 0;
+  startWriteBack(ctx);
+}
+
+/**
+ * Large trees: every so often, let the host disk start writing what is in its page cache, so the
+ * final fsync does not find hundreds of MiB still to write (copying and flushing then overlap).
+ */
+function startWriteBack(ctx: WriterContext): void {
+  const written = ctx.written ?? 0;
+  if (!ctx.flushEvery || written - (ctx.flushedAt ?? 0) < ctx.flushEvery) return;
+  ctx.flushedAt = written;
+  ctx.dev.startFlush?.();
 }
 
 /** Allocates `n` blocks from the data cursor, in as few runs as the free space allows. */
@@ -463,6 +489,8 @@ export interface TreeEstimate {
   blocks: number;
   files: number;
   dataBytes: number;
+  /** The largest regular file, in bytes. */
+  largestFile: number;
 }
 
 /**
@@ -470,7 +498,7 @@ export interface TreeEstimate {
  * for data (sparse files by what the source really stores), directories and extent trees.
  */
 export function estimateTree(source: TreeSource, blockSize: number): TreeEstimate {
-  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0 };
+  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0, largestFile: 0 };
   const seen = new Set<string>();
   const dirBlocks = (entryBytes: number) => {
     const leaves = Math.ceil(entryBytes / (blockSize - DIR_TAIL_SIZE));
@@ -490,6 +518,7 @@ export function estimateTree(source: TreeSource, blockSize: number): TreeEstimat
       if (c.kind === 'dir') walk(c, depth + 1);
       else if (c.kind === 'file') {
         est.files++;
+        if (c.size > est.largestFile) est.largestFile = c.size;
         const full = Math.ceil(c.size / blockSize);
         const stored = c.allocatedBytes === undefined || c.allocatedBytes >= c.size ? full : Math.min(full, Math.ceil(c.allocatedBytes / blockSize) + 1);
         est.dataBytes += stored * blockSize;

@@ -149,17 +149,22 @@ export class FileDevice implements BlockDevice {
   /** Whether startFlush() does anything (set by writers that will sync() at the end anyway). */
   earlyFlush = false;
 
+  /** The descriptor background fsyncs run on. */
+  private flushFd = -1;
+
   startFlush(): void {
     if (!this.earlyFlush || this.fd < 0) return;
     // fsync on a second descriptor, on libuv's thread pool. Errors are not lost: a write-back error is
-    // reported to every descriptor's next fsync, so the caller's sync() still sees it.
-    let fd2: number;
-    try {
-      fd2 = fs.openSync(this.path, 'r');
-    } catch {
-      return;
+    // reported to every descriptor's next fsync, so the caller's sync() still sees it. One descriptor
+    // serves every early flush of this device.
+    if (this.flushFd < 0) {
+      try {
+        this.flushFd = fs.openSync(this.path, 'r');
+      } catch {
+        return;
+      }
     }
-    fs.fsync(fd2, () => fs.close(fd2, () => {}));
+    fs.fsync(this.flushFd, () => {});
   }
 
   truncate(size: number): void {
@@ -183,6 +188,14 @@ export class FileDevice implements BlockDevice {
     if (this.fd >= 0) {
       fs.closeSync(this.fd);
       this.fd = -1;
+    }
+    // Closed now, not when the queued fsyncs report back: a synchronous caller may never let the event
+    // loop run, and the descriptor would pin the file. A running fsync keeps its own reference; one
+    // still queued finds the descriptor closed and fails harmlessly. Early flushes are only hints:
+    // durability comes from sync().
+    if (this.flushFd >= 0) {
+      fs.closeSync(this.flushFd);
+      this.flushFd = -1;
     }
   }
 }
