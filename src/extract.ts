@@ -151,7 +151,11 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
         }
         result.dirs++;
         const next = new Set(ancestors).add(ino);
-        for (const e of reader.readDir(ino, i)) visit(e.inode, path.join(p, safeName(e.name, where)), `${where === '/' ? '' : where}/${Buffer.from(e.name).toString('utf8')}`, depth + 1, next);
+        // Names are checked (no '/', not '.' or '..'), so plain joining is exact and cheaper than path.join.
+        for (const e of reader.readDir(ino, i)) {
+          const name = safeName(e.name, where);
+          visit(e.inode, `${p}/${name}`, `${where === '/' ? '' : where}/${name}`, depth + 1, next);
+        }
         break;
       }
       case 'file':
@@ -185,7 +189,11 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
   const isRootDir = (srcInode.mode & S_IFMT) === S_IFDIR && path.posix.resolve('/', src) === '/';
   if (isRootDir) {
     // rdump of / puts the root's contents straight into dest.
-    for (const e of reader.readDir(srcIno, srcInode)) visit(e.inode, path.join(dest, safeName(e.name, '/')), `/${Buffer.from(e.name).toString('utf8')}`, 1, new Set([srcIno]));
+    const top = path.resolve(dest);
+    for (const e of reader.readDir(srcIno, srcInode)) {
+      const name = safeName(e.name, '/');
+      visit(e.inode, top === '/' ? `/${name}` : `${top}/${name}`, `/${name}`, 1, new Set([srcIno]));
+    }
   } else {
     const base = path.posix.basename(path.posix.resolve('/', src));
     visit(srcIno, path.join(dest, safeName(Buffer.from(base), src)), src, 0, new Set());
