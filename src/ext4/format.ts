@@ -251,6 +251,14 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     if (ino === 1) Object.assign(inode, { atime: time, ctime: time, mtime: time });
     writeInode(ino, inode);
   }
+  // The primary reserved GDT blocks (about 4 MiB at most sizes) depend only on the geometry: write
+  // them first and let the host disk start on them while the tree is read and built.
+  const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
+  let earlyBytes = 0;
+  if (hasResize && l.reservedGdtBlocks > 0) {
+    earlyBytes = writeReservedGdt(dev, l, firstReserved);
+    dev.startFlush?.();
+  }
   let est: TreeEstimate | undefined;
   if (opts.source) {
     // Say so up front, with the numbers, when the tree cannot fit.
@@ -280,14 +288,6 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // A handful of early write-backs per tree, none for small ones.
     flushEvery: est ? Math.max(32 << 20, Math.ceil(est.dataBytes / 8)) : 0,
   };
-  // The primary reserved GDT blocks (about 4 MiB at most sizes) depend only on the geometry: write
-  // them first and let the host disk start on them while the tree is built.
-  const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
-  let earlyBytes = 0;
-  if (hasResize && l.reservedGdtBlocks > 0) {
-    earlyBytes = writeReservedGdt(dev, l, firstReserved);
-    dev.startFlush?.();
-  }
   const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
   // File data is all written now: let the host disk take it while the tables are built.
   if (ctx.dataBytes >= 1 << 20) dev.startFlush?.();

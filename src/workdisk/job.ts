@@ -155,10 +155,10 @@ export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: 
     options.onProgress?.('reading rootfs');
     const reader = openImage(seedPath, options);
     src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), { regularOnly: options.regularOnly, rootPerm: 0o755 });
-    entries = regularBytes(src).entries;
   }
   options.onProgress?.(src ? 'applying work seed' : 'formatting');
   const r = writeRootOwned(workDiskPath, sizeBytes, src, options);
+  if (src) entries = regularBytes(src).entries;
   return { workDiskPath, sizeBytes, entries, dataBytes: r.dataBytes };
 }
 
