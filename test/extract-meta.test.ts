@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { formatDevice } from '../src/ext4/format.js';
+import { formatImage } from '../src/image.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { extract } from '../src/extract.js';
@@ -102,6 +103,26 @@ describe('FileDevice gathered writes and reads', () => {
       off += part.length;
     }
     expect(back.subarray(total).every((x) => x === 0)).toBe(true);
+    dev.close();
+  });
+});
+
+describe('early write-back', () => {
+  it('a synchronous loop of formats with data leaves no descriptors open, and every image is complete', () => {
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    const big = new Uint8Array(3 << 20).fill(7);
+    const src = () => memoryTreeSource({ children: { big: { data: big }, small: { data: 'x' } } }, T);
+    const img = path.join(scratch, 'loop.img');
+    formatImage(img, { sizeBytes: 64 << 20, source: src() });
+    const before = fds();
+    for (let i = 0; i < 12; i++) {
+      fs.rmSync(img, { force: true });
+      formatImage(img, { sizeBytes: 64 << 20, source: src() });
+    }
+    expect(fds()).toBe(before);
+    const dev = FileDevice.open(img);
+    const r = Ext4Reader.open(dev);
+    expect(Buffer.from(r.readFileBytes(r.lookup('/big'))).equals(Buffer.from(big))).toBe(true);
     dev.close();
   });
 });
