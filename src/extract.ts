@@ -40,16 +40,6 @@ function safeName(name: Uint8Array, where: string): string {
 // Half a microsecond keeps the double's rounding from landing one microsecond short.
 const sec = (t: Timestamp): number | Date => (t.sec < 0 ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6)) : t.sec + (Math.floor(t.nsec / 1000) * 1000 + 500) / 1e9);
 
-/** The process umask, read without changing it (Linux); undefined when unknown. */
-function currentUmask(): number | undefined {
-  try {
-    const m = /^Umask:\s*([0-7]+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-    return m ? parseInt(m[1]!, 8) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 function hostError(what: string, p: string, e: unknown): Ext4Error {
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EEXIST') return new Ext4Error('IO_ERROR', `${p} already exists; extract does not overwrite or follow existing entries`, { path: p, cause: e });
@@ -80,18 +70,11 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     dump.push('');
   };
 
-  const myUid = typeof process.getuid === 'function' ? process.getuid() : -1;
-  const myGid = typeof process.getgid === 'function' ? process.getgid() : -1;
   /** Creates a regular file and sets its owner, mode and times through the open descriptor. */
-  const umask = currentUmask();
   const writeFile = (ino: number, i: Inode, p: string) => {
-    // Created with its final permission bits when the umask leaves them alone (saves a chmod per
-    // file); setuid/setgid/sticky are only ever set after the content is written.
-    const perm = i.mode & 0o777;
-    const chmod = umask === undefined || (i.mode & 0o7000) !== 0 || (perm & umask) !== 0;
     let fd: number;
     try {
-      fd = fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, chmod ? 0o600 : perm);
+      fd = fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, i.mode & 0o777);
     } catch (e) {
       throw hostError('create', p, e);
     }
@@ -109,9 +92,12 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
       );
       // A trailing hole only needs the size set.
       if (end !== i.size) fs.ftruncateSync(fd, i.size);
-      // Owner before mode: changing the owner clears setuid/setgid.
-      if (owners && (i.uid !== myUid || i.gid !== myGid)) fs.fchownSync(fd, i.uid, i.gid);
-      if (chmod) fs.fchmodSync(fd, i.mode & 0o7777);
+      // What the new file got is checked, not assumed: the umask or a default ACL on the destination
+      // trims the creation bits, a setgid or grpid parent gives it the parent's group. Owner before
+      // mode: changing the owner clears setuid/setgid.
+      const st = fs.fstatSync(fd);
+      if (owners && (st.uid !== i.uid || st.gid !== i.gid)) fs.fchownSync(fd, i.uid, i.gid);
+      if ((st.mode & 0o7777) !== (i.mode & 0o7777) || (owners && (st.uid !== i.uid || st.gid !== i.gid))) fs.fchmodSync(fd, i.mode & 0o7777);
       fs.futimesSync(fd, sec(i.atime), sec(i.mtime));
     } catch (e) {
       throw e instanceof Ext4Error ? e : hostError('write', p, e);
@@ -196,13 +182,13 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     }
   } else {
     const base = path.posix.basename(path.posix.resolve('/', src));
-    visit(srcIno, path.join(dest, safeName(Buffer.from(base), src)), src, 0, new Set());
+    visit(srcIno, path.join(path.resolve(dest), safeName(Buffer.from(base), src)), src, 0, new Set());
   }
 
   // Metadata last, deepest first, so read-only directories do not block their own contents.
   for (const f of fixups.reverse()) {
     try {
-      if (owners && (f.i.uid !== myUid || f.i.gid !== myGid)) fs.lchownSync(f.p, f.i.uid, f.i.gid);
+      if (owners) fs.lchownSync(f.p, f.i.uid, f.i.gid);
       if (fileTypeOf(f.i.mode) !== 'symlink') fs.chmodSync(f.p, f.i.mode & 0o7777);
       fs.lutimesSync(f.p, sec(f.i.atime), sec(f.i.mtime));
     } catch (e) {

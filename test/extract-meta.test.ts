@@ -1,7 +1,8 @@
 /**
  * extract sets modes, owners, times and sizes through each file's descriptor: checked under different
- * umasks (files are created with their final bits when the umask allows), with special bits, trailing
- * holes, many small files served from the read-ahead window, and owners when root.
+ * umasks, in a setgid destination of another group and under a default ACL (neither may leak into the
+ * result), with special bits, trailing holes, many small files served from the read-ahead window, and
+ * owners when root.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -12,7 +13,8 @@ import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { extract } from '../src/extract.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
-import { scratchDir } from './helpers/oracle.js';
+import { scratchDir, IN_CI } from './helpers/oracle.js';
+import { spawnSync } from 'node:child_process';
 
 const scratch = scratchDir('extract-meta');
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -62,6 +64,32 @@ describe('extract metadata', () => {
       expect(fs.statSync(path.join(dest, 'empty')).size).toBe(0);
     });
   }
+
+  it.runIf(isRoot)('a setgid destination owned by another group does not change owners or setgid files', () => {
+    const dest = path.join(scratch, 'sgid');
+    fs.mkdirSync(dest);
+    fs.chownSync(dest, 0, 1234);
+    fs.chmodSync(dest, 0o2775);
+    const r = image({ d: { children: { f: { data: 'x', perm: 0o2755 } } }, g: { data: 'y', perm: 0o644 } });
+    extract(r, '/', dest, { owners: true });
+    for (const [rel, mode] of [['d', 0o755], ['d/f', 0o2755], ['g', 0o644]] as const) {
+      const st = fs.lstatSync(path.join(dest, rel));
+      expect([st.uid, st.gid, st.mode & 0o7777], rel).toEqual([0, 0, mode]);
+    }
+  });
+
+  const haveSetfacl = spawnSync('sh', ['-c', 'command -v setfacl'], { encoding: 'utf8' }).status === 0;
+  if (IN_CI && !haveSetfacl) throw new Error('setfacl (acl) is required in CI');
+  it.runIf(haveSetfacl)('a default ACL on the destination does not change the modes', () => {
+    const dest = path.join(scratch, 'acl');
+    fs.mkdirSync(dest);
+    const set = spawnSync('setfacl', ['-d', '-m', 'u::rwx,g::r-x,o::---', dest], { encoding: 'utf8' });
+    expect(set.status, set.stderr).toBe(0);
+    const r = image({ a: { data: 'a', perm: 0o644 }, x: { data: 'x', perm: 0o755 }, w: { data: 'w', perm: 0o666 }, sub: { children: {}, perm: 0o755 } });
+    extract(r, '/', dest);
+    for (const [rel, mode] of [['a', 0o644], ['x', 0o755], ['w', 0o666], ['sub', 0o755]] as const)
+      expect(fs.lstatSync(path.join(dest, rel)).mode & 0o7777, rel).toBe(mode);
+  });
 
   it('many small files come out intact through the read-ahead window (and a cat-like reread in between)', () => {
     const many: Record<string, MemoryEntry> = {};

@@ -200,17 +200,16 @@ export class Ext4Reader {
   private readData(block: number, count: number): Uint8Array {
     const bs = this.blockSize;
     const span = Math.max(1, Math.floor(131072 / bs));
-    if (this.overlay.size || count * 2 > span) return this.readBlocks(block, count);
+    // Devices that can only hand out new buffers (memory-backed ones) gain nothing from a window.
+    if (this.overlay.size || count * 2 > span || !this.dev.readInto) return this.readBlocks(block, count);
     if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
       throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
     let w = this.win;
     if (!w || block < w.start || block + count > w.start + w.count) {
       const n = Math.min(span, this.blocksCount - block);
-      if (this.dev.readInto) {
-        const buf = w && w.buf.length === span * bs ? w.buf : new Uint8Array(span * bs);
-        this.dev.readInto(block * bs, buf.subarray(0, n * bs));
-        w = this.win = { start: block, count: n, buf };
-      } else w = this.win = { start: block, count: n, buf: this.dev.read(block * bs, n * bs) };
+      const buf = w && w.buf.length === span * bs ? w.buf : new Uint8Array(span * bs);
+      this.dev.readInto(block * bs, buf.subarray(0, n * bs));
+      w = this.win = { start: block, count: n, buf };
     }
     return w.buf.subarray((block - w.start) * bs, (block - w.start + count) * bs);
   }

@@ -185,17 +185,23 @@ export class FileDevice implements BlockDevice {
   }
 
   close(): void {
-    if (this.fd >= 0) {
-      fs.closeSync(this.fd);
-      this.fd = -1;
-    }
-    // Closed now, not when the queued fsyncs report back: a synchronous caller may never let the event
-    // loop run, and the descriptor would pin the file. A running fsync keeps its own reference; one
-    // still queued finds the descriptor closed and fails harmlessly. Early flushes are only hints:
-    // durability comes from sync().
-    if (this.flushFd >= 0) {
-      fs.closeSync(this.flushFd);
-      this.flushFd = -1;
+    try {
+      if (this.fd >= 0) {
+        const fd = this.fd;
+        this.fd = -1;
+        fs.closeSync(fd);
+      }
+    } finally {
+      // Closed now, not when the queued fsyncs report back: a synchronous caller may never let the
+      // event loop run, and the descriptor would pin the file (and, over a loop of images, exhaust
+      // descriptors). A running fsync keeps its own reference to the file. One still queued behind
+      // other thread-pool work may then run on whatever file next gets this descriptor number: an
+      // extra flush of that file, nothing worse. Early flushes are hints; durability comes from sync().
+      if (this.flushFd >= 0) {
+        const fd2 = this.flushFd;
+        this.flushFd = -1;
+        fs.closeSync(fd2);
+      }
     }
   }
 }
