@@ -13,7 +13,7 @@ import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { extract } from '../src/extract.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
-import { scratchDir, IN_CI } from './helpers/oracle.js';
+import { scratchDir, IN_CI, fsck, oracleAvailable, HAVE_E2FSPROGS } from './helpers/oracle.js';
 import { spawnSync } from 'node:child_process';
 
 const scratch = scratchDir('extract-meta');
@@ -148,6 +148,10 @@ describe('early write-back', () => {
       formatImage(img, { sizeBytes: 64 << 20, source: src() });
     }
     expect(fds()).toBe(before);
+    if (oracleAvailable('e2fsck', HAVE_E2FSPROGS)) {
+      const f = fsck(img);
+      expect(f.status, f.output).toBe(0);
+    }
     const dev = FileDevice.open(img);
     const r = Ext4Reader.open(dev);
     expect(Buffer.from(r.readFileBytes(r.lookup('/big'))).equals(Buffer.from(big))).toBe(true);
