@@ -184,9 +184,14 @@ export class Ext4Reader {
       return hit;
     }
     const b = this.dev.read(block * this.blockSize, this.blockSize);
+    this.remember(block, b);
+    return b;
+  }
+
+  private remember(block: number, b: Uint8Array): void {
+    this.cache.delete(block);
     this.cache.set(block, b);
     if (this.cache.size > 256) this.cache.delete(this.cache.keys().next().value!);
-    return b;
   }
 
   /** Read-ahead window for file data (consecutive small files usually sit in adjacent blocks). */
@@ -256,28 +261,46 @@ export class Ext4Reader {
     return d;
   }
 
-  /** The raw bytes of inode `ino` (inodeSize of them). */
+  /** The raw bytes of inode `ino` (inodeSize of them), a copy the caller may keep. */
   inodeBytes(ino: number): Uint8Array {
+    const { buf, off } = this.inodeRecord(ino);
+    return buf.slice(off, off + this.inodeSize);
+  }
+
+  /**
+   * Where inode `ino` lies in the block cache, checked. Inode table blocks are read 16 at a time
+   * (within the group's table), so walking a tree does not cost a host read per table block.
+   */
+  private inodeRecord(ino: number): { buf: Uint8Array; off: number } {
     const sb = this.sb;
     if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.s_inodes_count) throw new Ext4Error('CORRUPT', `inode number ${ino} is out of range`, { inode: ino });
     const g = Math.floor((ino - 1) / sb.s_inodes_per_group);
     const idx = (ino - 1) % sb.s_inodes_per_group;
     const gd = this.groupDesc(g);
     const perBlock = this.blockSize / this.inodeSize;
-    const block = gd.inodeTable + Math.floor(idx / perBlock);
-    const b = this.readBlocks(block);
+    const k = Math.floor(idx / perBlock);
+    const block = gd.inodeTable + k;
+    let b = this.overlay.size ? undefined : this.cache.get(block);
+    if (!b) {
+      const tableBlocks = Math.ceil(sb.s_inodes_per_group / perBlock);
+      const n = this.overlay.size ? 1 : Math.max(1, Math.min(16, tableBlocks - k, this.blocksCount - block));
+      if (n > 1) {
+        const run = this.readBlocks(block, n);
+        for (let j = n - 1; j >= 0; j--) this.remember(block + j, run.subarray(j * this.blockSize, (j + 1) * this.blockSize));
+        b = run.subarray(0, this.blockSize);
+      } else b = this.readBlocks(block);
+    }
     const off = (idx % perBlock) * this.inodeSize;
-    const raw = b.slice(off, off + this.inodeSize);
-    if (this.verify && this.csum && !isZero(raw)) {
-      if (inodeChecksum(this.csumSeed, ino, raw, 0, this.inodeSize) !== storedInodeChecksum(raw, 0, this.inodeSize))
+    if (this.verify && this.csum && !isZeroRange(b, off, this.inodeSize)) {
+      if (inodeChecksum(this.csumSeed, ino, b, off, this.inodeSize) !== storedInodeChecksum(b, off, this.inodeSize))
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
     }
-    return raw;
+    return { buf: b, off };
   }
 
   inode(ino: number): Inode {
-    const raw = this.inodeBytes(ino);
-    const i = decodeInode(raw, 0, this.inodeSize);
+    const { buf, off } = this.inodeRecord(ino);
+    const i = decodeInode(buf, off, this.inodeSize);
     if (this.inodeSize > GOOD_OLD_INODE_SIZE && i.extraIsize > this.inodeSize - GOOD_OLD_INODE_SIZE)
       throw new Ext4Error('CORRUPT', `inode ${ino} has i_extra_isize ${i.extraIsize} past the inode`, { inode: ino });
     if (!(this.sb.s_feature_ro_compat & RO_COMPAT.large_file) && (i.mode & S_IFMT) === S_IFDIR) i.size = i.size % 0x1_0000_0000;
@@ -628,9 +651,10 @@ export class Ext4Reader {
 
 const ZERO4 = new Uint8Array(4);
 
-function isZero(b: Uint8Array): boolean {
-  for (let k = 0; k < b.length; k++) if (b[k]) return false;
+function isZeroRange(b: Uint8Array, off: number, len: number): boolean {
+  for (let k = off; k < off + len; k++) if (b[k]) return false;
   return true;
 }
+
 
 export { join64 };
