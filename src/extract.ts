@@ -100,7 +100,7 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
       if ((st.mode & 0o7777) !== (i.mode & 0o7777) || (owners && (st.uid !== i.uid || st.gid !== i.gid))) fs.fchmodSync(fd, i.mode & 0o7777);
       fs.futimesSync(fd, sec(i.atime), sec(i.mtime));
     } catch (e) {
-      throw e instanceof Ext4Error ? e : hostError('write', p, e);
+      throw e instanceof Ext4Error ? e : hostError('write or set the attributes of', p, e);
     } finally {
       fs.closeSync(fd);
     }
