@@ -5,17 +5,15 @@
  */
 import { be32 } from './bytes.js';
 import { Ext4Error } from './errors.js';
-import { JBD2_MAGIC } from './journal.js';
+import { JBD2_MAGIC, decodeJournalSuperblock, JBD2_SUPERBLOCK_V1 as SUPERBLOCK_V1, JBD2_SUPERBLOCK_V2 as SUPERBLOCK_V2, JBD2_INCOMPAT } from './journal.js';
 
 const DESCRIPTOR = 1;
 const COMMIT = 2;
-const SUPERBLOCK_V1 = 3;
-const SUPERBLOCK_V2 = 4;
 const REVOKE = 5;
-const INCOMPAT_REVOKE = 0x1;
-const INCOMPAT_64BIT = 0x2;
-const INCOMPAT_CSUM_V2 = 0x8;
-const INCOMPAT_CSUM_V3 = 0x10;
+const INCOMPAT_REVOKE = JBD2_INCOMPAT.revoke;
+const INCOMPAT_64BIT = JBD2_INCOMPAT['64bit'];
+const INCOMPAT_CSUM_V2 = JBD2_INCOMPAT.csum_v2;
+const INCOMPAT_CSUM_V3 = JBD2_INCOMPAT.csum_v3;
 const TAG_ESCAPE = 1;
 const TAG_SAME_UUID = 2;
 const TAG_LAST = 8;
@@ -39,19 +37,20 @@ export interface ReplayResult {
  * replays every committed transaction (revoked blocks excluded). A clean journal gives an empty overlay.
  */
 export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult {
-  const sb = j.read(0);
-  if (be32(sb, 0) !== JBD2_MAGIC) throw new Ext4Error('BAD_MAGIC', 'journal superblock magic is not jbd2');
-  const type = be32(sb, 4);
+  // The superblock through its codec (which also checks the magic).
+  const sb = decodeJournalSuperblock(j.read(0));
+  const type = sb.h_blocktype;
   if (type !== SUPERBLOCK_V1 && type !== SUPERBLOCK_V2) throw new Ext4Error('CORRUPT', `journal superblock type ${type}`);
-  const bs = be32(sb, 0xc);
+  const bs = sb.s_blocksize;
   if (bs !== j.blockSize) throw new Ext4Error('CORRUPT', `journal block size ${bs} differs from the file system's`);
-  const maxlen = be32(sb, 0x10);
-  const first = be32(sb, 0x14);
-  const startSeq = be32(sb, 0x18);
-  const start = be32(sb, 0x1c);
-  const incompat = type === SUPERBLOCK_V2 ? be32(sb, 0x28) : 0;
+  const maxlen = sb.s_maxlen;
+  const first = sb.s_first;
+  const startSeq = sb.s_sequence;
+  const start = sb.s_start;
+  // Version 1 superblocks have no feature fields.
+  const incompat = type === SUPERBLOCK_V2 ? sb.s_feature_incompat : 0;
   const overlay = new Map<number, Uint8Array>();
-  const fastCommit = (incompat & 0x20) !== 0;
+  const fastCommit = (incompat & JBD2_INCOMPAT.fast_commit) !== 0;
   if (start === 0) return { overlay, transactions: 0, fastCommit: false };
   if (first < 1 || first >= maxlen || start < first || start >= maxlen) throw new Ext4Error('CORRUPT', 'journal log bounds are invalid');
   const is64 = (incompat & INCOMPAT_64BIT) !== 0;
