@@ -153,19 +153,28 @@ export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): 
  * Writes sorted, non-overlapping pieces, joining runs of exactly adjacent pieces into one write each
  * (group 0's superblock, descriptors, reserved GDT, bitmaps and tables sit side by side).
  */
+/** Writes `parts` back to back from `pos`: one gathered write where the device has it, else one buffer. */
+function writeParts(dev: BlockDevice, pos: number, parts: readonly Uint8Array[]): void {
+  if (parts.length === 1) dev.write(pos, parts[0]!);
+  else if (dev.writev) dev.writev(pos, parts);
+  else {
+    const buf = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      buf.set(p, off);
+      off += p.length;
+    }
+    dev.write(pos, buf);
+  }
+}
+
 function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: Uint8Array }[]): void {
   let i = 0;
   while (i < writes.length) {
     let j = i + 1;
     let end = writes[i]!.pos + writes[i]!.data.length;
     while (j < writes.length && writes[j]!.pos === end) end += writes[j++]!.data.length;
-    if (j === i + 1) dev.write(writes[i]!.pos, writes[i]!.data);
-    else if (dev.writev) dev.writev(writes[i]!.pos, writes.slice(i, j).map((w) => w.data));
-    else {
-      const buf = new Uint8Array(end - writes[i]!.pos);
-      for (let k = i; k < j; k++) buf.set(writes[k]!.data, writes[k]!.pos - writes[i]!.pos);
-      dev.write(writes[i]!.pos, buf);
-    }
+    writeParts(dev, writes[i]!.pos, writes.slice(i, j).map((w) => w.data));
     i = j;
   }
 }
@@ -173,7 +182,9 @@ function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: 
 /**
  * Writes the primary reserved GDT blocks: block i, read as an indirect block of the resize inode, lists
  * its copies in the backup groups; the rest of each block is zero. Written as one gathered write of a
- * small header and a shared zero tail per block, so no multi-MiB buffer is built. Returns bytes written.
+ * small header and a shared zero tail per block, so no multi-MiB buffer is built. (Writing only the
+ * headers would leave the tails as holes, which read as zeros too, but 1,024 small writes measured
+ * three times slower than one gathered write, and the fsync after them slower too.) Returns bytes written.
  */
 function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): number {
   const bs = l.blockSize;
@@ -188,13 +199,7 @@ function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): n
     if (hdr) parts.push(head);
     parts.push(tail);
   }
-  const pos = firstReserved * bs;
-  if (dev.writev) dev.writev(pos, parts);
-  else {
-    const buf = new Uint8Array(l.reservedGdtBlocks * bs);
-    for (let i = 0; i < l.reservedGdtBlocks; i++) buf.set(heads.subarray(i * hdr, (i + 1) * hdr), i * bs);
-    dev.write(pos, buf);
-  }
+  writeParts(dev, firstReserved * bs, parts);
   return l.reservedGdtBlocks * bs;
 }
 
