@@ -92,7 +92,8 @@ export function formatUuid(u: Uint8Array): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
-export function isZero(b: Uint8Array): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+/** True when `len` bytes of `b` from `off` (default: all of it) are zero. */
+export function isZero(b: Uint8Array, off = 0, len = b.length - off): boolean {
+  for (let i = off; i < off + len; i++) if (b[i] !== 0) return false;
   return true;
 }

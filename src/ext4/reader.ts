@@ -4,7 +4,7 @@
  * are depth-limited and loop-checked, and failures are Ext4Errors with a code and a location.
  */
 import { Ext4Error } from './errors.js';
-import { u16, u32, join64 } from './bytes.js';
+import { u16, u32, join64, isZero } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, blocksCount, type Superblock } from './superblock.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
@@ -164,10 +164,14 @@ export class Ext4Reader {
   /** Recently read single blocks (inode tables, directories, index blocks are read again and again). */
   private readonly cache = new Map<number, Uint8Array>();
 
-  /** Reads whole blocks, checking they lie inside the file system. Callers must not modify the result. */
-  readBlocks(block: number, count = 1): Uint8Array {
+  private checkRange(block: number, count: number): void {
     if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
       throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
+  }
+
+  /** Reads whole blocks, checking they lie inside the file system. Callers must not modify the result. */
+  readBlocks(block: number, count = 1): Uint8Array {
+    this.checkRange(block, count);
     if (this.overlay.size) {
       const out = this.dev.read(block * this.blockSize, count * this.blockSize);
       for (let k = 0; k < count; k++) {
@@ -207,8 +211,7 @@ export class Ext4Reader {
     const span = Math.max(1, Math.floor(131072 / bs));
     // Devices that can only hand out new buffers (memory-backed ones) gain nothing from a window.
     if (this.overlay.size || count * 2 > span || !this.dev.readInto) return this.readBlocks(block, count);
-    if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
-      throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
+    this.checkRange(block, count);
     let w = this.win;
     if (!w || block < w.start || block + count > w.start + w.count) {
       const n = Math.min(span, this.blocksCount - block);
@@ -291,7 +294,7 @@ export class Ext4Reader {
       } else b = this.readBlocks(block);
     }
     const off = (idx % perBlock) * this.inodeSize;
-    if (this.verify && this.csum && !isZeroRange(b, off, this.inodeSize)) {
+    if (this.verify && this.csum && !isZero(b, off, this.inodeSize)) {
       if (inodeChecksum(this.csumSeed, ino, b, off, this.inodeSize) !== storedInodeChecksum(b, off, this.inodeSize))
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
     }
@@ -651,10 +654,6 @@ export class Ext4Reader {
 
 const ZERO4 = new Uint8Array(4);
 
-function isZeroRange(b: Uint8Array, off: number, len: number): boolean {
-  for (let k = off; k < off + len; k++) if (b[k]) return false;
-  return true;
-}
 
 
 export { join64 };
