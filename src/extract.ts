@@ -96,8 +96,9 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
       // trims the creation bits, a setgid or grpid parent gives it the parent's group. Owner before
       // mode: changing the owner clears setuid/setgid.
       const st = fs.fstatSync(fd);
-      if (owners && (st.uid !== i.uid || st.gid !== i.gid)) fs.fchownSync(fd, i.uid, i.gid);
-      if ((st.mode & 0o7777) !== (i.mode & 0o7777) || (owners && (st.uid !== i.uid || st.gid !== i.gid))) fs.fchmodSync(fd, i.mode & 0o7777);
+      const chown = owners && (st.uid !== i.uid || st.gid !== i.gid);
+      if (chown) fs.fchownSync(fd, i.uid, i.gid);
+      if (chown || (st.mode & 0o7777) !== (i.mode & 0o7777)) fs.fchmodSync(fd, i.mode & 0o7777);
       fs.futimesSync(fd, sec(i.atime), sec(i.mtime));
     } catch (e) {
       throw e instanceof Ext4Error ? e : hostError('write or set the attributes of', p, e);
