@@ -11,27 +11,11 @@ import { Ext4Reader } from '../src/ext4/reader.js';
 import { extract } from '../src/extract.js';
 import type { SourceNode, TreeSource } from '../src/source/types.js';
 import { scratchDir } from './helpers/oracle.js';
+import { stubNode } from './helpers/source.js';
 
 const enc = new TextEncoder();
-const t = { sec: 1_700_000_000, nsec: 0 };
 function node(name: string, p: Partial<SourceNode> = {}): SourceNode {
-  return {
-    name: enc.encode(name),
-    displayPath: name,
-    kind: 'file',
-    perm: 0o644,
-    uid: 0,
-    gid: 0,
-    atime: t,
-    mtime: t,
-    ctime: t,
-    size: 0,
-    xattrs: () => [],
-    readLink: () => enc.encode('/'),
-    openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {} }),
-    children: () => [],
-    ...p,
-  };
+  return stubNode({ name: enc.encode(name), displayPath: name, readLink: () => enc.encode('/'), ...p });
 }
 function image(children: SourceNode[]): Uint8Array {
   const root = node('', { kind: 'dir', perm: 0o755, children: () => children });

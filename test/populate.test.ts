@@ -11,6 +11,7 @@ import { hostDirectorySource } from '../src/source/host.js';
 import type { SourceNode, TreeSource, FileData } from '../src/source/types.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, fsck, scratchDir, haveTool, cli, allocatedBytes, IN_CI } from './helpers/oracle.js';
 import { makeVariedTree, snapshot, contents, type NodeInfo } from './helpers/tree.js';
+import { stubNode } from './helpers/source.js';
 
 const haveOracles = oracleAvailable('populate oracle suite', HAVE_E2FSPROGS);
 const canMount = oracleAvailable('populate kernel-mount suite (needs root)', IS_ROOT && HAVE_E2FSPROGS && haveTool('mount'));
@@ -170,24 +171,8 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
 
 /** An in-memory tree source for cases the host cannot produce. */
 function memorySource(children: Partial<SourceNode>[], file?: Partial<FileData>): TreeSource {
-  const t = { sec: 1_700_000_000, nsec: 0 };
-  const node = (p: Partial<SourceNode>): SourceNode => ({
-    name: new Uint8Array(0),
-    displayPath: '/',
-    kind: 'dir',
-    perm: 0o755,
-    uid: 0,
-    gid: 0,
-    atime: t,
-    mtime: t,
-    ctime: t,
-    size: 0,
-    xattrs: () => [],
-    readLink: () => new Uint8Array(0),
-    openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {}, ...file }),
-    children: () => [],
-    ...p,
-  });
+  const node = (p: Partial<SourceNode>): SourceNode =>
+    stubNode({ kind: 'dir', perm: 0o755, openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {}, ...file }), ...p });
   const root = node({ children: () => children.map(node) });
   return { root: () => root };
 }
