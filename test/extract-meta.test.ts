@@ -13,7 +13,7 @@ import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { extract } from '../src/extract.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
-import { scratchDir, IN_CI, fsck, oracleAvailable, HAVE_E2FSPROGS } from './helpers/oracle.js';
+import { scratchDir, IN_CI, IS_ROOT, fsck, run, oracleAvailable, HAVE_E2FSPROGS } from './helpers/oracle.js';
 import { spawnSync } from 'node:child_process';
 
 const scratch = scratchDir('extract-meta');
@@ -156,5 +156,18 @@ describe('early write-back', () => {
     const r = Ext4Reader.open(dev);
     expect(Buffer.from(r.readFileBytes(r.lookup('/big'))).equals(Buffer.from(big))).toBe(true);
     dev.close();
+    if (IS_ROOT) {
+      // The kernel sees the same bytes.
+      const mnt = path.join(scratch, 'mnt');
+      fs.mkdirSync(mnt);
+      const m = run('mount', ['-o', 'loop,ro', img, mnt]);
+      expect(m.status, m.stderr).toBe(0);
+      try {
+        expect(fs.readFileSync(path.join(mnt, 'big')).equals(Buffer.from(big))).toBe(true);
+        expect(fs.readFileSync(path.join(mnt, 'small'), 'utf8')).toBe('x');
+      } finally {
+        run('umount', [mnt]);
+      }
+    } else if (IN_CI) throw new Error('CI runs as root: the loop mount must not be skipped');
   });
 });
