@@ -91,40 +91,43 @@ if (!haveMkfs()) {
 const nodeStart = time(() => sh(process.execPath, ['-e', '0']));
 
 if (want('mkfs')) {
-rows.push('## Formatter: `mkfs` vs `mkfs.ext4`', '');
-rows.push(
-  '| size | ours in-process (ms) | ours CLI (ms) | mkfs.ext4 (ms) | speed-up in-process | speed-up CLI | CLI - node start-up (ms) | our allocation (MiB) | mkfs.ext4 allocation (MiB) |',
-  '|---|---|---|---|---|---|---|---|---|',
-);
-for (const [label, size] of [
-  ['8 GiB', 8 * 2 ** 30],
-  ['64 GiB', 64 * 2 ** 30],
-  ['1 TiB', 2 ** 40],
-] as [string, number][]) {
-  formatImage(img, { sizeBytes: size });
-  const ourAlloc = du(img);
-  settle(img);
-  sh('truncate', ['-s', String(size), img]);
-  sh('mkfs.ext4', ['-q', '-F', img]);
-  const theirAlloc = du(img);
-  const t = timeAll(
-    {
-      inproc: () => void formatImage(img, { sizeBytes: size }),
-      cli: () => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size)]),
-      theirs: () => {
-        sh('truncate', ['-s', String(size), img]);
-        sh('mkfs.ext4', ['-q', '-F', img]);
-      },
-    },
-    REPS,
-    removeImg,
-  );
+  rows.push('## Formatter: `mkfs` vs `mkfs.ext4`', '');
   rows.push(
-    `| ${label} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} | ${fmt(t.cli - nodeStart)} | ${MiB(ourAlloc)} | ${MiB(theirAlloc)} |`,
+    '| size | ours in-process (ms) | ours CLI (ms) | mkfs.ext4 (ms) | speed-up in-process | speed-up CLI | CLI - node start-up (ms) | our allocation (MiB) | mkfs.ext4 allocation (MiB) |',
+    '|---|---|---|---|---|---|---|---|---|',
   );
-  console.log(rows[rows.length - 1]);
-}
-rows.push('', `node start-up alone (\`node -e 0\`): ${fmt(nodeStart)} ms. Times are medians of ${REPS} rounds after a warm-up; in each round every tool runs once (order rotating) and writes a new image, fsynced; the old one is removed and that removal committed, untimed.`);
+  for (const [label, size] of [
+    ['8 GiB', 8 * 2 ** 30],
+    ['64 GiB', 64 * 2 ** 30],
+    ['1 TiB', 2 ** 40],
+  ] as [string, number][]) {
+    formatImage(img, { sizeBytes: size });
+    const ourAlloc = du(img);
+    settle(img);
+    sh('truncate', ['-s', String(size), img]);
+    sh('mkfs.ext4', ['-q', '-F', img]);
+    const theirAlloc = du(img);
+    const t = timeAll(
+      {
+        inproc: () => void formatImage(img, { sizeBytes: size }),
+        cli: () => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size)]),
+        theirs: () => {
+          sh('truncate', ['-s', String(size), img]);
+          sh('mkfs.ext4', ['-q', '-F', img]);
+        },
+      },
+      REPS,
+      removeImg,
+    );
+    rows.push(
+      `| ${label} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} | ${fmt(t.cli - nodeStart)} | ${MiB(ourAlloc)} | ${MiB(theirAlloc)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  rows.push(
+    '',
+    `node start-up alone (\`node -e 0\`): ${fmt(nodeStart)} ms. Times are medians of ${REPS} rounds after a warm-up; in each round every tool runs once (order rotating) and writes a new image, fsynced; the old one is removed and that removal committed, untimed.`,
+  );
 }
 
 // ---- populate: mkfs --from vs mkfs.ext4 -d ----
@@ -134,7 +137,8 @@ function makeTree(root: string, spec: 'a' | 'b' | 'c'): void {
   if (spec === 'a') {
     for (let d = 0; d < 50; d++) {
       fs.mkdirSync(path.join(root, `dir${d}`));
-      for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(root, `dir${d}`, `file${i}.txt`), rnd(200 + ((d * 40 + i) * 37) % 4000));
+      for (let i = 0; i < 40; i++)
+        fs.writeFileSync(path.join(root, `dir${d}`, `file${i}.txt`), rnd(200 + (((d * 40 + i) * 37) % 4000)));
     }
   } else if (spec === 'b') {
     fs.mkdirSync(path.join(root, 'small'));
@@ -146,7 +150,8 @@ function makeTree(root: string, spec: 'a' | 'b' | 'c'): void {
   } else {
     for (let d = 0; d < 100; d++) {
       fs.mkdirSync(path.join(root, `d${d}`));
-      for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(root, `d${d}`, `f${i}`), rnd(1000 + ((d * 100 + i) * 7919) % 60000));
+      for (let i = 0; i < 100; i++)
+        fs.writeFileSync(path.join(root, `d${d}`, `f${i}`), rnd(1000 + (((d * 100 + i) * 7919) % 60000)));
     }
   }
 }
@@ -157,169 +162,199 @@ function peakKiB(cmd: string, args: string[]): number {
 }
 const popReps = quick ? 1 : 5;
 if (want('populate')) {
-rows.push('', '## Populate: `mkfs --from DIR` vs `mkfs.ext4 -d DIR`', '');
-rows.push(
-  '| tree | image | ours in-process (ms) | ours CLI (ms) | mkfs.ext4 -d (ms) | speed-up in-process | speed-up CLI | our peak RSS (MiB) | mkfs.ext4 peak RSS (MiB) | our allocation (MiB) | mkfs.ext4 allocation (MiB) |',
-  '|---|---|---|---|---|---|---|---|---|---|---|',
-);
-const trees: [string, 'a' | 'b' | 'c'][] = [
-  ['(a) 2,000 small files in 50 dirs', 'a'],
-  ['(b) 1,000 x 1 KiB + one 256 MiB file', 'b'],
-  ['(c) 10,000 files, ~300 MiB', 'c'],
-];
-for (const [label, spec] of trees) {
-  const dir = path.join(work, `tree-${spec}`);
-  makeTree(dir, spec);
-  for (const [sizeLabel, size] of [['8 GiB', 8 * 2 ** 30], ['64 GiB', 64 * 2 ** 30]] as [string, number][]) {
-    formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) });
-    const ourAlloc = du(img);
-    settle(img);
-    const ourPeak = peakKiB(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]);
-    settle(img);
-    sh('truncate', ['-s', String(size), img]);
-    const theirPeak = peakKiB('mkfs.ext4', ['-q', '-F', '-d', dir, img]);
-    const theirAlloc = du(img);
-    const t = timeAll(
-      {
-        inproc: () => void formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) }),
-        cli: () => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]),
-        theirs: () => {
-          sh('truncate', ['-s', String(size), img]);
-          sh('mkfs.ext4', ['-q', '-F', '-d', dir, img]);
+  rows.push('', '## Populate: `mkfs --from DIR` vs `mkfs.ext4 -d DIR`', '');
+  rows.push(
+    '| tree | image | ours in-process (ms) | ours CLI (ms) | mkfs.ext4 -d (ms) | speed-up in-process | speed-up CLI | our peak RSS (MiB) | mkfs.ext4 peak RSS (MiB) | our allocation (MiB) | mkfs.ext4 allocation (MiB) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  );
+  const trees: [string, 'a' | 'b' | 'c'][] = [
+    ['(a) 2,000 small files in 50 dirs', 'a'],
+    ['(b) 1,000 x 1 KiB + one 256 MiB file', 'b'],
+    ['(c) 10,000 files, ~300 MiB', 'c'],
+  ];
+  for (const [label, spec] of trees) {
+    const dir = path.join(work, `tree-${spec}`);
+    makeTree(dir, spec);
+    for (const [sizeLabel, size] of [
+      ['8 GiB', 8 * 2 ** 30],
+      ['64 GiB', 64 * 2 ** 30],
+    ] as [string, number][]) {
+      formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) });
+      const ourAlloc = du(img);
+      settle(img);
+      const ourPeak = peakKiB(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]);
+      settle(img);
+      sh('truncate', ['-s', String(size), img]);
+      const theirPeak = peakKiB('mkfs.ext4', ['-q', '-F', '-d', dir, img]);
+      const theirAlloc = du(img);
+      const t = timeAll(
+        {
+          inproc: () => void formatImage(img, { sizeBytes: size, source: hostDirectorySource(dir) }),
+          cli: () => sh(process.execPath, [CLI, 'mkfs', img, '--size', String(size), '--from', dir]),
+          theirs: () => {
+            sh('truncate', ['-s', String(size), img]);
+            sh('mkfs.ext4', ['-q', '-F', '-d', dir, img]);
+          },
         },
-      },
-      popReps,
-      removeImg,
-    );
-    settle(img);
-    rows.push(
-      `| ${label} | ${sizeLabel} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} | ${(ourPeak / 1024).toFixed(0)} | ${(theirPeak / 1024).toFixed(0)} | ${MiB(ourAlloc)} | ${MiB(theirAlloc)} |`,
-    );
-    console.log(rows[rows.length - 1]);
+        popReps,
+        removeImg,
+      );
+      settle(img);
+      rows.push(
+        `| ${label} | ${sizeLabel} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} | ${(ourPeak / 1024).toFixed(0)} | ${(theirPeak / 1024).toFixed(0)} | ${MiB(ourAlloc)} | ${MiB(theirAlloc)} |`,
+      );
+      console.log(rows[rows.length - 1]);
+    }
   }
-}
-rows.push('', `Populate times are medians of ${popReps} rounds after a warm-up (the source tree is in the page cache for every tool; in each round every tool runs once, order rotating); every run fsyncs its image. Peak RSS is of the whole process (node's own baseline is about 45 MiB).`);
+  rows.push(
+    '',
+    `Populate times are medians of ${popReps} rounds after a warm-up (the source tree is in the page cache for every tool; in each round every tool runs once, order rotating); every run fsyncs its image. Peak RSS is of the whole process (node's own baseline is about 45 MiB).`,
+  );
 }
 // ---- extract vs debugfs rdump ----
 if (want('extract')) {
-rows.push('', '## Reader: `extract IMAGE / DEST` vs `debugfs -R "rdump / DEST"`', '');
-rows.push('| image content | destination | ours in-process (ms) | ours CLI (ms) | debugfs rdump (ms) | speed-up in-process | speed-up CLI |', '|---|---|---|---|---|---|---|');
-const shm = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/ext4wd-bench-') : undefined;
-for (const [label, build] of [
-  ['2,000 small files in 50 dirs', (d: string) => makeTree(d, 'a')],
-  ['one 1 GiB file', (d: string) => {
-    fs.mkdirSync(d, { recursive: true });
-    const fd = fs.openSync(path.join(d, 'big.bin'), 'w');
-    const chunk = randomBytes(1 << 20);
-    for (let i = 0; i < 1024; i++) fs.writeSync(fd, chunk);
-    fs.closeSync(fd);
-  }],
-] as [string, (d: string) => void][]) {
-  const dir = path.join(work, 'x-src');
-  fs.rmSync(dir, { recursive: true, force: true });
-  build(dir);
-  const image = path.join(work, 'x.img');
-  formatImage(image, { sizeBytes: 4 * 2 ** 30, source: hostDirectorySource(dir) });
-  // The source tree is removed after the row, not now: see below about removing many files.
-  for (const [where, base] of [['host disk', work], ['tmpfs', shm]] as [string, string | undefined][]) {
-    if (!base) continue;
-    // A new output directory per run; all are removed after the row. Removing thousands of files
-    // between runs would make the next run's file creation slow for every tool (ext4 passes over
-    // recently freed inodes when allocating), which measures the host, not the tools.
-    const outs = fs.mkdtempSync(path.join(base, 'x-outs-'));
-    let n = 0;
-    let out = '';
-    const manyFiles = label.startsWith('2,000');
-    const fresh = () => {
-      // One big file: remove the previous output instead (and commit that), so gigabytes do not pile up.
-      if (!manyFiles && out) settle(out);
-      out = path.join(outs, String(n++));
-      fs.mkdirSync(out);
-    };
-    const t = timeAll(
-      {
-        inproc: () => {
-          const dev = FileDevice.open(image);
-          extract(Ext4Reader.open(dev), '/', out);
-          dev.close();
-        },
-        cli: () => sh(process.execPath, [CLI, 'extract', image, '/', out]),
-        theirs: () => sh('debugfs', ['-R', `rdump / ${out}`, image]),
+  rows.push('', '## Reader: `extract IMAGE / DEST` vs `debugfs -R "rdump / DEST"`', '');
+  rows.push(
+    '| image content | destination | ours in-process (ms) | ours CLI (ms) | debugfs rdump (ms) | speed-up in-process | speed-up CLI |',
+    '|---|---|---|---|---|---|---|',
+  );
+  const shm = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/ext4wd-bench-') : undefined;
+  for (const [label, build] of [
+    ['2,000 small files in 50 dirs', (d: string) => makeTree(d, 'a')],
+    [
+      'one 1 GiB file',
+      (d: string) => {
+        fs.mkdirSync(d, { recursive: true });
+        const fd = fs.openSync(path.join(d, 'big.bin'), 'w');
+        const chunk = randomBytes(1 << 20);
+        for (let i = 0; i < 1024; i++) fs.writeSync(fd, chunk);
+        fs.closeSync(fd);
       },
-      // The host's cost of creating a file drifts a lot on some machines: more rounds for that row.
-      manyFiles ? REPS : popReps,
-      fresh,
-    );
-    fs.rmSync(outs, { recursive: true, force: true });
-    rows.push(`| ${label} | ${where} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} |`);
-    console.log(rows[rows.length - 1]);
+    ],
+  ] as [string, (d: string) => void][]) {
+    const dir = path.join(work, 'x-src');
+    fs.rmSync(dir, { recursive: true, force: true });
+    build(dir);
+    const image = path.join(work, 'x.img');
+    formatImage(image, { sizeBytes: 4 * 2 ** 30, source: hostDirectorySource(dir) });
+    // The source tree is removed after the row, not now: see below about removing many files.
+    for (const [where, base] of [
+      ['host disk', work],
+      ['tmpfs', shm],
+    ] as [string, string | undefined][]) {
+      if (!base) continue;
+      // A new output directory per run; all are removed after the row. Removing thousands of files
+      // between runs would make the next run's file creation slow for every tool (ext4 passes over
+      // recently freed inodes when allocating), which measures the host, not the tools.
+      const outs = fs.mkdtempSync(path.join(base, 'x-outs-'));
+      let n = 0;
+      let out = '';
+      const manyFiles = label.startsWith('2,000');
+      const fresh = () => {
+        // One big file: remove the previous output instead (and commit that), so gigabytes do not pile up.
+        if (!manyFiles && out) settle(out);
+        out = path.join(outs, String(n++));
+        fs.mkdirSync(out);
+      };
+      const t = timeAll(
+        {
+          inproc: () => {
+            const dev = FileDevice.open(image);
+            extract(Ext4Reader.open(dev), '/', out);
+            dev.close();
+          },
+          cli: () => sh(process.execPath, [CLI, 'extract', image, '/', out]),
+          theirs: () => sh('debugfs', ['-R', `rdump / ${out}`, image]),
+        },
+        // The host's cost of creating a file drifts a lot on some machines: more rounds for that row.
+        manyFiles ? REPS : popReps,
+        fresh,
+      );
+      fs.rmSync(outs, { recursive: true, force: true });
+      rows.push(
+        `| ${label} | ${where} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.theirs)} | ${ratio(t.inproc, t.theirs)} | ${ratio(t.cli, t.theirs)} |`,
+      );
+      console.log(rows[rows.length - 1]);
+    }
+    fs.rmSync(image, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
-  fs.rmSync(image, { force: true });
-  fs.rmSync(dir, { recursive: true, force: true });
-}
-if (shm) fs.rmSync(shm, { recursive: true, force: true });
-rows.push('', 'Each run extracts into a new empty directory. For the small files all outputs are removed after the row (removing thousands of files between runs makes the next run\'s file creation slow for whichever tool comes next); for the big file the previous output is removed, and that committed, before each run, untimed. "host disk" is `os.tmpdir()`; "tmpfs" is `/dev/shm`, where creating files costs the kernel little, so the tools\' own overhead shows.');
+  if (shm) fs.rmSync(shm, { recursive: true, force: true });
+  rows.push(
+    '',
+    'Each run extracts into a new empty directory. For the small files all outputs are removed after the row (removing thousands of files between runs makes the next run\'s file creation slow for whichever tool comes next); for the big file the previous output is removed, and that committed, before each run, untimed. "host disk" is `os.tmpdir()`; "tmpfs" is `/dev/shm`, where creating files costs the kernel little, so the tools\' own overhead shows.',
+  );
 }
 
 // ---- the work-disk job: materialize vs the old and the current shell flows ----
 if (want('workdisk')) {
-rows.push('', '## Work disk: `materialize` vs the old flow and the current flow', '');
-rows.push(
-  'Old flow: copy the 512 MiB seed, `e2fsck -fp`, `resize2fs` to the size. Current flow: `truncate`, `mkfs.ext4 -E root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1`, `debugfs rdump` of the seed, one `debugfs -w -f -` batch of mkdir/write/symlink/set_inode_field. The seed is a dotfile seed (the bundled example\'s /root).',
-  '',
-  '| disk size | ours in-process (ms) | ours in-process, no fsync (ms) | ours CLI (ms) | current flow (ms) | old flow (ms) | in-process vs current | CLI vs current | CLI vs old |',
-  '|---|---|---|---|---|---|---|---|---|',
-);
-const rootfs = path.join(work, 'example.rootfs.ext4');
-sh(process.execPath, [path.resolve(import.meta.dirname, '../fixtures/example/make-rootfs.mjs'), rootfs]);
-const seed = path.join(work, 'example.work-seed.ext4');
-buildWorkSeedImage(rootfs, seed);
-const disk = path.join(work, 'disk.ext4');
-for (const [label, size] of [['8 GiB', 8 * 2 ** 30], ['64 GiB', 64 * 2 ** 30]] as [string, number][]) {
-  const t = timeAll(
-    {
-      inproc: () => void materializeWorkDisk(seed, disk, size),
-      nosync: () => void materializeWorkDisk(seed, disk, size, { sync: false }),
-      cli: () => sh(process.execPath, [CLI, 'materialize', disk, '--size', String(size), '--seed', seed]),
-      current: () => {
-        const dump = fs.mkdtempSync(path.join(work, 'rd-'));
-        sh('truncate', ['-s', String(size), disk]);
-        sh('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1', disk]);
-        sh('debugfs', ['-R', `rdump / ${dump}`, seed]);
-        const cmds: string[] = [];
-        const walk = (rel: string) => {
-          for (const n of fs.readdirSync(path.join(dump, rel)).sort()) {
-            if (!rel && n === 'lost+found') continue;
-            const r = rel ? `${rel}/${n}` : n;
-            const st = fs.lstatSync(path.join(dump, r));
-            if (st.isDirectory()) {
-              cmds.push(`mkdir /${r}`, `set_inode_field /${r} mode 0${(0o40000 | (st.mode & 0o7777)).toString(8)}`);
-              walk(r);
-            } else if (st.isSymbolicLink()) cmds.push(`symlink /${r} ${fs.readlinkSync(path.join(dump, r))}`);
-            else cmds.push(`write ${path.join(dump, r)} /${r}`, `set_inode_field /${r} mode 0${(0o100000 | (st.mode & 0o7777)).toString(8)}`);
-            cmds.push(`set_inode_field /${r} uid 0`, `set_inode_field /${r} gid 0`);
-          }
-        };
-        walk('');
-        const r = spawnSync('debugfs', ['-w', '-f', '-', disk], { input: cmds.join('\n') + '\n', encoding: 'utf8' });
-        if (r.status !== 0) throw new Error(r.stderr);
-        fs.rmSync(dump, { recursive: true, force: true });
-      },
-      old: () => {
-        sh('cp', ['--reflink=never', seed, disk]);
-        sh('e2fsck', ['-fp', disk]);
-        sh('resize2fs', ['-f', disk, `${Math.floor(size / 1024)}K`]);
-      },
-    },
-    REPS,
-    () => settle(disk),
-  );
+  rows.push('', '## Work disk: `materialize` vs the old flow and the current flow', '');
   rows.push(
-    `| ${label} | ${fmt(t.inproc)} | ${fmt(t.nosync)} | ${fmt(t.cli)} | ${fmt(t.current)} | ${fmt(t.old)} | ${ratio(t.inproc, t.current)} | ${ratio(t.cli, t.current)} | ${ratio(t.cli, t.old)} |`,
+    "Old flow: copy the 512 MiB seed, `e2fsck -fp`, `resize2fs` to the size. Current flow: `truncate`, `mkfs.ext4 -E root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1`, `debugfs rdump` of the seed, one `debugfs -w -f -` batch of mkdir/write/symlink/set_inode_field. The seed is a dotfile seed (the bundled example's /root).",
+    '',
+    '| disk size | ours in-process (ms) | ours in-process, no fsync (ms) | ours CLI (ms) | current flow (ms) | old flow (ms) | in-process vs current | CLI vs current | CLI vs old |',
+    '|---|---|---|---|---|---|---|---|---|',
   );
-  console.log(rows[rows.length - 1]);
-}
-rows.push('', `Medians of ${REPS} rounds after a warm-up, each round running every variant once (order rotating), every output new; the previous output is removed and that removal committed, untimed. Every variant but "no fsync" makes its disk durable (mkfs.ext4 and debugfs fsync on close).`);
+  const rootfs = path.join(work, 'example.rootfs.ext4');
+  sh(process.execPath, [path.resolve(import.meta.dirname, '../fixtures/example/make-rootfs.mjs'), rootfs]);
+  const seed = path.join(work, 'example.work-seed.ext4');
+  buildWorkSeedImage(rootfs, seed);
+  const disk = path.join(work, 'disk.ext4');
+  for (const [label, size] of [
+    ['8 GiB', 8 * 2 ** 30],
+    ['64 GiB', 64 * 2 ** 30],
+  ] as [string, number][]) {
+    const t = timeAll(
+      {
+        inproc: () => void materializeWorkDisk(seed, disk, size),
+        nosync: () => void materializeWorkDisk(seed, disk, size, { sync: false }),
+        cli: () => sh(process.execPath, [CLI, 'materialize', disk, '--size', String(size), '--seed', seed]),
+        current: () => {
+          const dump = fs.mkdtempSync(path.join(work, 'rd-'));
+          sh('truncate', ['-s', String(size), disk]);
+          sh('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1', disk]);
+          sh('debugfs', ['-R', `rdump / ${dump}`, seed]);
+          const cmds: string[] = [];
+          const walk = (rel: string) => {
+            for (const n of fs.readdirSync(path.join(dump, rel)).sort()) {
+              if (!rel && n === 'lost+found') continue;
+              const r = rel ? `${rel}/${n}` : n;
+              const st = fs.lstatSync(path.join(dump, r));
+              if (st.isDirectory()) {
+                cmds.push(`mkdir /${r}`, `set_inode_field /${r} mode 0${(0o40000 | (st.mode & 0o7777)).toString(8)}`);
+                walk(r);
+              } else if (st.isSymbolicLink()) cmds.push(`symlink /${r} ${fs.readlinkSync(path.join(dump, r))}`);
+              else
+                cmds.push(
+                  `write ${path.join(dump, r)} /${r}`,
+                  `set_inode_field /${r} mode 0${(0o100000 | (st.mode & 0o7777)).toString(8)}`,
+                );
+              cmds.push(`set_inode_field /${r} uid 0`, `set_inode_field /${r} gid 0`);
+            }
+          };
+          walk('');
+          const r = spawnSync('debugfs', ['-w', '-f', '-', disk], { input: cmds.join('\n') + '\n', encoding: 'utf8' });
+          if (r.status !== 0) throw new Error(r.stderr);
+          fs.rmSync(dump, { recursive: true, force: true });
+        },
+        old: () => {
+          sh('cp', ['--reflink=never', seed, disk]);
+          sh('e2fsck', ['-fp', disk]);
+          sh('resize2fs', ['-f', disk, `${Math.floor(size / 1024)}K`]);
+        },
+      },
+      REPS,
+      () => settle(disk),
+    );
+    rows.push(
+      `| ${label} | ${fmt(t.inproc)} | ${fmt(t.nosync)} | ${fmt(t.cli)} | ${fmt(t.current)} | ${fmt(t.old)} | ${ratio(t.inproc, t.current)} | ${ratio(t.cli, t.current)} | ${ratio(t.cli, t.old)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  rows.push(
+    '',
+    `Medians of ${REPS} rounds after a warm-up, each round running every variant once (order rotating), every output new; the previous output is removed and that removal committed, untimed. Every variant but "no fsync" makes its disk durable (mkfs.ext4 and debugfs fsync on close).`,
+  );
 }
 
 fs.rmSync(work, { recursive: true, force: true });

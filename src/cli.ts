@@ -52,7 +52,8 @@ function intOption(v: string | undefined, name: string): number | undefined {
 
 function parseOwner(s: string): { uid: number; gid: number } {
   const m = /^(\d+):(\d+)$/.exec(s);
-  if (!m || Number(m[1]) > 0xffffffff || Number(m[2]) > 0xffffffff) throw new Ext4Error('BAD_OPTION', `--owner must be UID:GID (numbers), got "${s}"`);
+  if (!m || Number(m[1]) > 0xffffffff || Number(m[2]) > 0xffffffff)
+    throw new Ext4Error('BAD_OPTION', `--owner must be UID:GID (numbers), got "${s}"`);
   return { uid: Number(m[1]), gid: Number(m[2]) };
 }
 
@@ -122,7 +123,8 @@ function cmdMkfs(args: string[]): void {
 /** `--from` is a host directory, or an image file with an optional `:/path` inside it. */
 function sourceFrom(from: string, xattrs: string | undefined, output: string): TreeSource {
   const st = fs.statSync(from, { throwIfNoEntry: false });
-  if (st?.isDirectory()) return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
+  if (st?.isDirectory())
+    return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
   let image = from;
   let inner = '/';
   if (!st) {
@@ -132,28 +134,52 @@ function sourceFrom(from: string, xattrs: string | undefined, output: string): T
       inner = from.slice(colon + 1) || '/';
     } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory or image`);
   }
-  if (xattrs !== undefined) throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
+  if (xattrs !== undefined)
+    throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
   const a = fs.statSync(image);
   const b = fs.statSync(output, { throwIfNoEntry: false });
-  if (b && a.dev === b.dev && a.ino === b.ino) throw new Ext4Error('BAD_OPTION', `the output ${output} is the source image itself`, { path: output });
+  if (b && a.dev === b.dev && a.ino === b.ino)
+    throw new Ext4Error('BAD_OPTION', `the output ${output} is the source image itself`, { path: output });
   const reader = openReader(image, true);
   return imageTreeSource(reader, inner, { skipRootNames: inner === '/' ? ['lost+found'] : [] });
 }
 
 function openReader(image: string, verify: boolean, replay = false): Ext4Reader {
   const dev = FileDevice.open(image);
-  return Ext4Reader.open(dev, { verifyChecksums: verify, replayJournal: replay, onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`) });
+  return Ext4Reader.open(dev, {
+    verifyChecksums: verify,
+    replayJournal: replay,
+    onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`),
+  });
 }
 
-const MODE_CHARS: Record<string, string> = { file: '-', dir: 'd', symlink: 'l', chardev: 'c', blockdev: 'b', fifo: 'p', socket: 's' };
+const MODE_CHARS: Record<string, string> = {
+  file: '-',
+  dir: 'd',
+  symlink: 'l',
+  chardev: 'c',
+  blockdev: 'b',
+  fifo: 'p',
+  socket: 's',
+};
 function modeString(mode: number): string {
   const t = MODE_CHARS[fileTypeOf(mode) ?? ''] ?? '?';
-  const rwx = (v: number, s: boolean, sc: string) => (v & 4 ? 'r' : '-') + (v & 2 ? 'w' : '-') + (s ? (v & 1 ? sc : sc.toUpperCase()) : v & 1 ? 'x' : '-');
-  return t + rwx((mode >> 6) & 7, !!(mode & 0o4000), 's') + rwx((mode >> 3) & 7, !!(mode & 0o2000), 's') + rwx(mode & 7, !!(mode & 0o1000), 't');
+  const rwx = (v: number, s: boolean, sc: string) =>
+    (v & 4 ? 'r' : '-') + (v & 2 ? 'w' : '-') + (s ? (v & 1 ? sc : sc.toUpperCase()) : v & 1 ? 'x' : '-');
+  return (
+    t +
+    rwx((mode >> 6) & 7, !!(mode & 0o4000), 's') +
+    rwx((mode >> 3) & 7, !!(mode & 0o2000), 's') +
+    rwx(mode & 7, !!(mode & 0o1000), 't')
+  );
 }
 
 function cmdLs(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { long: { type: 'boolean', short: 'l' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } },
+  });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('ls needs <image> [<path>]');
   const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1] ?? '/', { followLast: true });
@@ -170,21 +196,28 @@ function cmdLs(args: string[]): void {
     const size = t === 'chardev' || t === 'blockdev' ? r.deviceNumbers(i).join(', ') : String(i.size);
     const when = new Date(i.mtime.sec * 1000).toISOString().replace('T', ' ').slice(0, 19);
     const link = t === 'symlink' ? ` -> ${Buffer.from(r.readLink(e.inode, i)).toString('utf8')}` : '';
-    out.push(`${modeString(i.mode)} ${String(i.linksCount).padStart(3)} ${String(i.uid).padStart(5)} ${String(i.gid).padStart(5)} ${size.padStart(12)} ${when} ${name}${link}`);
+    out.push(
+      `${modeString(i.mode)} ${String(i.linksCount).padStart(3)} ${String(i.uid).padStart(5)} ${String(i.gid).padStart(5)} ${size.padStart(12)} ${when} ${name}${link}`,
+    );
   }
   process.stdout.write(out.map((l) => l + '\n').join(''));
 }
 
 function cmdCat(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } },
+  });
   if (positionals.length !== 2) throw new UsageError('cat needs <image> <path>');
   const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1]!, { followLast: true });
   const i = r.inode(ino);
-  if (fileTypeOf(i.mode) !== 'file') throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
+  if (fileTypeOf(i.mode) !== 'file')
+    throw new Ext4Error('NOT_FOUND', `${positionals[1]} is not a regular file`, { path: positionals[1] });
   const zero = new Uint8Array(1 << 20);
   const out = (b: Uint8Array, n = b.length) => {
-    for (let done = 0; done < n; ) done += fs.writeSync(1, b, done, n - done);
+    for (let done = 0; done < n;) done += fs.writeSync(1, b, done, n - done);
   };
   try {
     r.readFile(
@@ -202,7 +235,11 @@ function cmdCat(args: string[]): void {
 }
 
 function cmdStat(args: string[]): void {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' } },
+  });
   if (positionals.length !== 2) throw new UsageError('stat needs <image> <path>');
   const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const ino = r.lookup(positionals[1]!);
@@ -232,7 +269,8 @@ function cmdStat(args: string[]): void {
     process.stdout.write(JSON.stringify(info, null, 2) + '\n');
     return;
   }
-  const ts = (x: { sec: number; nsec: number }) => `${x.sec}.${String(x.nsec).padStart(9, '0')} (${new Date(x.sec * 1000).toISOString()})`;
+  const ts = (x: { sec: number; nsec: number }) =>
+    `${x.sec}.${String(x.nsec).padStart(9, '0')} (${new Date(x.sec * 1000).toISOString()})`;
   const lines = [
     `Inode: ${ino}   Type: ${info.type}   Mode: ${info.mode}   Flags: ${info.flags}`,
     `User: ${i.uid}   Group: ${i.gid}   Size: ${i.size}   Links: ${i.linksCount}   Allocated: ${info.allocatedBytes}`,
@@ -244,7 +282,10 @@ function cmdStat(args: string[]): void {
   if ('target' in info) lines.push(`Target: ${info.target}`);
   if ('device' in info && info.device) lines.push(`Device: ${info.device.join(', ')}`);
   for (const [k, v] of Object.entries(info.xattrs)) lines.push(`Xattr: ${k}=${v}`);
-  if (info.extents.length) lines.push(`Blocks: ${info.extents.map((e) => `(${e.lblk}${e.len > 1 ? '-' + (e.lblk + e.len - 1) : ''}):${e.pblk}${e.len > 1 ? '-' + (e.pblk + e.len - 1) : ''}${e.uninit ? ' [uninit]' : ''}`).join(', ')}`);
+  if (info.extents.length)
+    lines.push(
+      `Blocks: ${info.extents.map((e) => `(${e.lblk}${e.len > 1 ? '-' + (e.lblk + e.len - 1) : ''}):${e.pblk}${e.len > 1 ? '-' + (e.pblk + e.len - 1) : ''}${e.uninit ? ' [uninit]' : ''}`).join(', ')}`,
+    );
   process.stdout.write(lines.join('\n') + '\n');
 }
 
@@ -252,7 +293,13 @@ function cmdExtract(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { 'xattrs-dump': { type: 'string' }, 'no-owners': { type: 'boolean' }, 'no-verify': { type: 'boolean' }, replay: { type: 'boolean' }, json: { type: 'boolean' } },
+    options: {
+      'xattrs-dump': { type: 'string' },
+      'no-owners': { type: 'boolean' },
+      'no-verify': { type: 'boolean' },
+      replay: { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
   });
   if (positionals.length !== 3) throw new UsageError('extract needs <image> <path> <dest>');
   const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
@@ -279,14 +326,27 @@ function cmdSeed(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { path: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, replay: { type: 'boolean' } },
+    options: {
+      path: { type: 'string' },
+      'regular-only': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'no-sync': { type: 'boolean' },
+      replay: { type: 'boolean' },
+    },
   });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
   const rootfs = positionals[0]!;
   const out = positionals[1] ?? workSeedPath(rootfs);
   if (!out) throw new UsageError('seed needs a rootfs path');
   try {
-    const r = buildWorkSeedImage(rootfs, out, { path: values.path, regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'], replayJournal: values.replay, onWarning: warn });
+    const r = buildWorkSeedImage(rootfs, out, {
+      path: values.path,
+      regularOnly: values['regular-only'],
+      onProgress: progress(),
+      sync: !values['no-sync'],
+      replayJournal: values.replay,
+      onWarning: warn,
+    });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
   } finally {
@@ -298,14 +358,31 @@ function cmdMaterialize(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { size: { type: 'string', short: 's' }, seed: { type: 'string' }, 'regular-only': { type: 'boolean' }, json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, replay: { type: 'boolean' } },
+    options: {
+      size: { type: 'string', short: 's' },
+      seed: { type: 'string' },
+      'regular-only': { type: 'boolean' },
+      json: { type: 'boolean' },
+      'no-sync': { type: 'boolean' },
+      replay: { type: 'boolean' },
+    },
   });
   if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
   const size = parseSize(values.size ?? '8G');
   try {
-    const r = materializeWorkDisk(values.seed, positionals[0]!, size, { regularOnly: values['regular-only'], onProgress: progress(), sync: !values['no-sync'], replayJournal: values.replay, onWarning: warn });
+    const r = materializeWorkDisk(values.seed, positionals[0]!, size, {
+      regularOnly: values['regular-only'],
+      onProgress: progress(),
+      sync: !values['no-sync'],
+      replayJournal: values.replay,
+      onWarning: warn,
+    });
     endProgress();
-    process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.workDiskPath}: ${r.sizeBytes} bytes, ${r.entries} entries from the seed\n`);
+    process.stdout.write(
+      values.json
+        ? JSON.stringify(r) + '\n'
+        : `${r.workDiskPath}: ${r.sizeBytes} bytes, ${r.entries} entries from the seed\n`,
+    );
   } finally {
     endProgress();
   }

@@ -28,7 +28,13 @@ export interface ExtractResult {
 
 function safeName(name: Uint8Array, where: string): string {
   const s = Buffer.from(name);
-  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || (s.length === 1 && s[0] === 0x2e) || (s.length === 2 && s[0] === 0x2e && s[1] === 0x2e))
+  if (
+    s.length === 0 ||
+    s.includes(0x2f) ||
+    s.includes(0) ||
+    (s.length === 1 && s[0] === 0x2e) ||
+    (s.length === 2 && s[0] === 0x2e && s[1] === 0x2e)
+  )
     throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${where}`);
   return s.toString('utf8');
 }
@@ -38,11 +44,18 @@ function safeName(name: Uint8Array, where: string): string {
  * times before 1970 go through a Date (millisecond precision).
  */
 // Half a microsecond keeps the double's rounding from landing one microsecond short.
-const sec = (t: Timestamp): number | Date => (t.sec < 0 ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6)) : t.sec + (Math.floor(t.nsec / 1000) * 1000 + 500) / 1e9);
+const sec = (t: Timestamp): number | Date =>
+  t.sec < 0
+    ? new Date(t.sec * 1000 + Math.floor(t.nsec / 1e6))
+    : t.sec + (Math.floor(t.nsec / 1000) * 1000 + 500) / 1e9;
 
 function hostError(what: string, p: string, e: unknown): Ext4Error {
   const err = e as NodeJS.ErrnoException;
-  if (err.code === 'EEXIST') return new Ext4Error('IO_ERROR', `${p} already exists; extract does not overwrite or follow existing entries`, { path: p, cause: e });
+  if (err.code === 'EEXIST')
+    return new Ext4Error('IO_ERROR', `${p} already exists; extract does not overwrite or follow existing entries`, {
+      path: p,
+      cause: e,
+    });
   return new Ext4Error('IO_ERROR', `cannot ${what} ${p}: ${err.message}`, { path: p, cause: e });
 }
 
@@ -65,7 +78,9 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     if (!opts.xattrDump) return;
     const xs = reader.xattrs(ino);
     if (!xs.length) return;
-    dump.push(`# file: ${p.replace(/\\/g, '\\\\').replace(/[\x00-\x1f\x7f]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))}`);
+    dump.push(
+      `# file: ${p.replace(/\\/g, '\\\\').replace(/[\x00-\x1f\x7f]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))}`,
+    );
     for (const x of xs) dump.push(`${x.name}=0x${Buffer.from(x.value).toString('hex')}`);
     dump.push('');
   };
@@ -74,7 +89,11 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
   const writeFile = (ino: number, i: Inode, p: string) => {
     let fd: number;
     try {
-      fd = fs.openSync(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, i.mode & 0o777);
+      fd = fs.openSync(
+        p,
+        fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+        i.mode & 0o777,
+      );
     } catch (e) {
       throw hostError('create', p, e);
     }
@@ -129,7 +148,8 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     }
     switch (t) {
       case 'dir': {
-        if (ancestors.has(ino)) throw new Ext4Error('CORRUPT', `${where}: directory loop through inode ${ino}`, { inode: ino });
+        if (ancestors.has(ino))
+          throw new Ext4Error('CORRUPT', `${where}: directory loop through inode ${ino}`, { inode: ino });
         try {
           fs.mkdirSync(p, 0o700);
         } catch (e) {

@@ -22,7 +22,10 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
   if (st?.isDirectory()) throw new Ext4Error('IO_ERROR', `${target} is a directory`, { path: target });
   // Devices are refused: the formatter relies on a fresh sparse file reading as zeros (lazy inode
   // tables, uninitialized bitmaps, the journal), which a used device does not.
-  if (st && !st.isFile()) throw new Ext4Error('IO_ERROR', `${target} is not a regular file; this tool writes image files, not devices`, { path: target });
+  if (st && !st.isFile())
+    throw new Ext4Error('IO_ERROR', `${target} is not a regular file; this tool writes image files, not devices`, {
+      path: target,
+    });
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const dev = FileDevice.create(tmp, 0o644, target);
   dev.earlyFlush = opts.sync !== false;

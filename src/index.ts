@@ -2,7 +2,15 @@
 export { Ext4Error, type Ext4ErrorCode, type Ext4ErrorContext } from './ext4/errors.js';
 export { formatImage, writeAtomically, type FormatImageOptions } from './image.js';
 export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './ext4/format.js';
-export { planLayout, parseSize, sizeTypeFor, defaultJournalBlocks, type Layout, type LayoutOptions, type SizeType } from './ext4/layout.js';
+export {
+  planLayout,
+  parseSize,
+  sizeTypeFor,
+  defaultJournalBlocks,
+  type Layout,
+  type LayoutOptions,
+  type SizeType,
+} from './ext4/layout.js';
 export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo } from './info.js';
 export { FileDevice, MemoryDevice, BufferDevice, type BlockDevice } from './io/device.js';
 export { crc32c } from './ext4/crc32c.js';
@@ -12,8 +20,24 @@ export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
 export { halfMd4Hash } from './ext4/htree.js';
-export { Ext4Reader, fileTypeOf, type ReaderOptions, type DirEntryInfo, type BlockRun, type FileType } from './ext4/reader.js';
+export {
+  Ext4Reader,
+  fileTypeOf,
+  type ReaderOptions,
+  type DirEntryInfo,
+  type BlockRun,
+  type FileType,
+} from './ext4/reader.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
-export { buildWorkSeedImage, materializeWorkDisk, readNormalizedLines, copyFilePreferClone, type JobOptions, type SeedResult, type MaterializeResult, type Stage } from './workdisk/job.js';
+export {
+  buildWorkSeedImage,
+  materializeWorkDisk,
+  readNormalizedLines,
+  copyFilePreferClone,
+  type JobOptions,
+  type SeedResult,
+  type MaterializeResult,
+  type Stage,
+} from './workdisk/job.js';
 export { memoryTreeSource, type MemoryEntry } from './source/memory.js';

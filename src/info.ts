@@ -9,7 +9,6 @@ import {
   reservedBlocksCount,
   freeBlocksCount,
   cString,
-
 } from './ext4/superblock.js';
 import { featureNames } from './ext4/features.js';
 import { formatUuid, join64 } from './ext4/bytes.js';
@@ -86,7 +85,8 @@ function time(lo: number, hi: number): number {
 function journalInfo(j: JournalSuperblock, bs: number): JournalInfo {
   const features: string[] = [];
   if (j.s_feature_compat & 1) features.push('journal_checksum');
-  for (const [n, bit] of Object.entries(JBD2_INCOMPAT)) if (j.s_feature_incompat & bit) features.push(`journal_${n === 'revoke' ? 'incompat_revoke' : n}`);
+  for (const [n, bit] of Object.entries(JBD2_INCOMPAT))
+    if (j.s_feature_incompat & bit) features.push(`journal_${n === 'revoke' ? 'incompat_revoke' : n}`);
   const blocks = j.s_maxlen;
   return {
     blocks,
@@ -101,7 +101,8 @@ function journalInfo(j: JournalSuperblock, bs: number): JournalInfo {
 
 /** Reads the superblock summary (and the journal superblock when there is an internal journal). */
 export function readInfo(dev: BlockDevice): ImageInfo {
-  if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) throw new Ext4Error('BAD_MAGIC', `image is too small to hold an ext4 superblock`);
+  if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
+    throw new Ext4Error('BAD_MAGIC', `image is too small to hold an ext4 superblock`);
   const sb = decodeSuperblock(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE));
   const bs = 1024 << sb.s_log_block_size;
   const flags: string[] = [];
@@ -109,7 +110,20 @@ export function readInfo(dev: BlockDevice): ImageInfo {
   if (sb.s_flags & 2) flags.push('unsigned_directory_hash');
   if (sb.s_flags & 4) flags.push('test_filesystem');
   const mopts: string[] = [];
-  const MOPTS: [number, string][] = [[0x1, 'debug'], [0x2, 'bsdgroups'], [0x4, 'user_xattr'], [0x8, 'acl'], [0x10, 'uid16'], [0x20, 'journal_data'], [0x40, 'journal_data_ordered'], [0x60, 'journal_data_writeback'], [0x100, 'nobarrier'], [0x200, 'block_validity'], [0x400, 'discard'], [0x800, 'nodelalloc']];
+  const MOPTS: [number, string][] = [
+    [0x1, 'debug'],
+    [0x2, 'bsdgroups'],
+    [0x4, 'user_xattr'],
+    [0x8, 'acl'],
+    [0x10, 'uid16'],
+    [0x20, 'journal_data'],
+    [0x40, 'journal_data_ordered'],
+    [0x60, 'journal_data_writeback'],
+    [0x100, 'nobarrier'],
+    [0x200, 'block_validity'],
+    [0x400, 'discard'],
+    [0x800, 'nodelalloc'],
+  ];
   for (const [bit, n] of MOPTS) if (bit !== 0x60 && sb.s_default_mount_opts & bit) mopts.push(n);
   const info: ImageInfo = {
     volumeName: cString(sb.s_volume_name),
@@ -117,7 +131,11 @@ export function readInfo(dev: BlockDevice): ImageInfo {
     uuid: formatUuid(sb.s_uuid),
     magic: sb.s_magic,
     revision: sb.s_rev_level,
-    features: featureNames({ compat: sb.s_feature_compat, incompat: sb.s_feature_incompat, roCompat: sb.s_feature_ro_compat }),
+    features: featureNames({
+      compat: sb.s_feature_compat,
+      incompat: sb.s_feature_incompat,
+      roCompat: sb.s_feature_ro_compat,
+    }),
     flags,
     defaultMountOptions: mopts,
     state: sb.s_state & 1 ? 'clean' : 'not clean',
@@ -156,7 +174,12 @@ export function readInfo(dev: BlockDevice): ImageInfo {
     journalInode: sb.s_journal_inum,
     defaultDirectoryHash: HASHES[sb.s_def_hash_version] ?? String(sb.s_def_hash_version),
     directoryHashSeed: formatUuid(sb.s_hash_seed),
-    journalBackup: sb.s_jnl_backup_type === 1 ? 'inode blocks' : sb.s_jnl_backup_type === 0 ? 'none' : `type ${sb.s_jnl_backup_type}`,
+    journalBackup:
+      sb.s_jnl_backup_type === 1
+        ? 'inode blocks'
+        : sb.s_jnl_backup_type === 0
+          ? 'none'
+          : `type ${sb.s_jnl_backup_type}`,
     checksumType: sb.s_checksum_type === 1 ? 'crc32c' : String(sb.s_checksum_type),
     checksum: sb.s_checksum,
   };
@@ -262,7 +285,8 @@ export function formatInfo(i: ImageInfo): string {
   if (i.journalInode) rows.push(['Journal inode', i.journalInode]);
   rows.push(['Default directory hash', i.defaultDirectoryHash], ['Directory Hash Seed', i.directoryHashSeed]);
   if (i.journalInode) rows.push(['Journal backup', i.journalBackup]);
-  if (i.checksumType !== '0') rows.push(['Checksum type', i.checksumType], ['Checksum', `0x${i.checksum.toString(16).padStart(8, '0')}`]);
+  if (i.checksumType !== '0')
+    rows.push(['Checksum type', i.checksumType], ['Checksum', `0x${i.checksum.toString(16).padStart(8, '0')}`]);
   if (i.journal) {
     const j = i.journal;
     rows.push(
@@ -276,5 +300,9 @@ export function formatInfo(i: ImageInfo): string {
     );
   }
   // dumpe2fs prints 'Inode size:' with a tab before the padding; keep its exact shape.
-  return rows.map(([k, v]) => (k === 'Inode size' ? `Inode size:\t          ${v}` : `${(k + ':').padEnd(26)}${v}`)).join('\n') + '\n\n';
+  return (
+    rows
+      .map(([k, v]) => (k === 'Inode size' ? `Inode size:\t          ${v}` : `${(k + ':').padEnd(26)}${v}`))
+      .join('\n') + '\n\n'
+  );
 }

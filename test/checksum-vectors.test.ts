@@ -38,23 +38,32 @@ describe.runIf(runIt)('checksums match what mkfs.ext4 stored', () => {
         expect(superblockChecksum(sbBytes)).toBe(sb.s_checksum);
         const bs = 1024 << sb.s_log_block_size;
         const seed = crc32c(0xffffffff, sb.s_uuid);
-        const groups = Math.ceil((sb.s_blocks_count_lo + sb.s_blocks_count_hi * 2 ** 32 - sb.s_first_data_block) / sb.s_blocks_per_group);
+        const groups = Math.ceil(
+          (sb.s_blocks_count_lo + sb.s_blocks_count_hi * 2 ** 32 - sb.s_first_data_block) / sb.s_blocks_per_group,
+        );
         const gdt = dev.read((sb.s_first_data_block + 1) * bs, groups * sb.s_desc_size);
         let checkedBitmaps = 0;
         for (let g = 0; g < groups; g++) {
           const d = decodeGroupDesc(gdt, g * sb.s_desc_size, sb.s_desc_size);
           expect(groupDescChecksum(seed, g, gdt, g * sb.s_desc_size, sb.s_desc_size)).toBe(d.checksum);
           if (!(d.flags & BG_BLOCK_UNINIT) && checkedBitmaps < 40) {
-            expect(bitmapChecksum(seed, dev.read(d.blockBitmap * bs, bs), sb.s_clusters_per_group)).toBe(d.blockBitmapCsum);
+            expect(bitmapChecksum(seed, dev.read(d.blockBitmap * bs, bs), sb.s_clusters_per_group)).toBe(
+              d.blockBitmapCsum,
+            );
             checkedBitmaps++;
           }
-          if (!(d.flags & BG_INODE_UNINIT)) expect(bitmapChecksum(seed, dev.read(d.inodeBitmap * bs, bs), sb.s_inodes_per_group)).toBe(d.inodeBitmapCsum);
+          if (!(d.flags & BG_INODE_UNINIT))
+            expect(bitmapChecksum(seed, dev.read(d.inodeBitmap * bs, bs), sb.s_inodes_per_group)).toBe(
+              d.inodeBitmapCsum,
+            );
         }
         const gd0 = decodeGroupDesc(gdt, 0, sb.s_desc_size);
         const isz = sb.s_inode_size;
         const table = dev.read(gd0.inodeTable * bs, 11 * isz);
         for (let ino = 1; ino <= 11; ino++) {
-          expect(inodeChecksum(seed, ino, table, (ino - 1) * isz, isz)).toBe(storedInodeChecksum(table, (ino - 1) * isz, isz));
+          expect(inodeChecksum(seed, ino, table, (ino - 1) * isz, isz)).toBe(
+            storedInodeChecksum(table, (ino - 1) * isz, isz),
+          );
         }
         // Directory block tails of / and lost+found.
         for (const ino of [2, 11]) {

@@ -3,11 +3,28 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
-import { cli, scratchDir, allocatedBytes, run, HAVE_E2FSPROGS, oracleAvailable, fsck, IS_ROOT, IN_CI } from './helpers/oracle.js';
+import {
+  cli,
+  scratchDir,
+  allocatedBytes,
+  run,
+  HAVE_E2FSPROGS,
+  oracleAvailable,
+  fsck,
+  IS_ROOT,
+  IN_CI,
+} from './helpers/oracle.js';
 
 const dir = scratchDir('ext4wd-cli');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-const ID = ['--uuid', '11111111-2222-3333-4444-555555555555', '--hash-seed', '66666666-7777-8888-9999-aaaaaaaaaaaa', '--timestamp', '1700000000'];
+const ID = [
+  '--uuid',
+  '11111111-2222-3333-4444-555555555555',
+  '--hash-seed',
+  '66666666-7777-8888-9999-aaaaaaaaaaaa',
+  '--timestamp',
+  '1700000000',
+];
 
 function leftovers(): string[] {
   return fs.readdirSync(dir).filter((n) => n.endsWith('.tmp'));
@@ -19,13 +36,27 @@ describe('mkfs and info', () => {
     const r = cli(['mkfs', img, '--size', '8G', '--json', ...ID]);
     expect(r.status, r.stderr).toBe(0);
     const out = JSON.parse(r.stdout);
-    expect(out).toMatchObject({ blockSize: 4096, blocks: 2097152, inodes: 524288, groups: 64, journalBlocks: 16384, uuid: '11111111-2222-3333-4444-555555555555' });
+    expect(out).toMatchObject({
+      blockSize: 4096,
+      blocks: 2097152,
+      inodes: 524288,
+      groups: 64,
+      journalBlocks: 16384,
+      uuid: '11111111-2222-3333-4444-555555555555',
+    });
     expect(fs.statSync(img).size).toBe(8 * 2 ** 30);
     const info = cli(['info', img, '--json']);
     expect(info.status).toBe(0);
-    expect(JSON.parse(info.stdout)).toMatchObject({ blockCount: 2097152, created: 1700000000, freeInodes: 524277, journal: { blocks: 16384, start: 0 } });
+    expect(JSON.parse(info.stdout)).toMatchObject({
+      blockCount: 2097152,
+      created: 1700000000,
+      freeInodes: 524277,
+      journal: { blocks: 16384, start: 0 },
+    });
     const text = cli(['info', img]);
-    expect(text.stdout).toContain('Filesystem features:      has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize metadata_csum');
+    expect(text.stdout).toContain(
+      'Filesystem features:      has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize metadata_csum',
+    );
   });
 
   it('replaces an existing file', () => {
@@ -72,20 +103,23 @@ describe('mkfs and info', () => {
   });
 });
 
-describe.runIf(oracleAvailable('allocation comparison with mkfs.ext4', HAVE_E2FSPROGS))('allocation vs mkfs.ext4', () => {
-  it('allocates a small fraction of what mkfs.ext4 allocates (it zeroes its journal)', () => {
-    const ours = path.join(dir, 'o.img');
-    const theirs = path.join(dir, 't.img');
-    expect(cli(['mkfs', ours, '--size', '8G']).status).toBe(0);
-    fs.writeFileSync(theirs, '');
-    fs.truncateSync(theirs, 8 * 2 ** 30);
-    expect(run('mkfs.ext4', ['-q', '-F', theirs]).status).toBe(0);
-    expect(allocatedBytes(ours) * 10).toBeLessThan(allocatedBytes(theirs));
-    expect(fsck(ours).status).toBe(0);
-    fs.rmSync(ours);
-    fs.rmSync(theirs);
-  });
-});
+describe.runIf(oracleAvailable('allocation comparison with mkfs.ext4', HAVE_E2FSPROGS))(
+  'allocation vs mkfs.ext4',
+  () => {
+    it('allocates a small fraction of what mkfs.ext4 allocates (it zeroes its journal)', () => {
+      const ours = path.join(dir, 'o.img');
+      const theirs = path.join(dir, 't.img');
+      expect(cli(['mkfs', ours, '--size', '8G']).status).toBe(0);
+      fs.writeFileSync(theirs, '');
+      fs.truncateSync(theirs, 8 * 2 ** 30);
+      expect(run('mkfs.ext4', ['-q', '-F', theirs]).status).toBe(0);
+      expect(allocatedBytes(ours) * 10).toBeLessThan(allocatedBytes(theirs));
+      expect(fsck(ours).status).toBe(0);
+      fs.rmSync(ours);
+      fs.rmSync(theirs);
+    });
+  },
+);
 
 describe('bad input: one line, non-zero exit, nothing left behind', () => {
   const cases: [string, string[], string][] = [
@@ -136,7 +170,12 @@ describe('bad input: one line, non-zero exit, nothing left behind', () => {
     expect(leftovers()).toEqual([]);
   });
   it('usage errors exit 2 with one line; info on a non-ext4 file is BAD_MAGIC', () => {
-    for (const args of [['mkfs'], ['mkfs', path.join(dir, 'x.img')], ['frobnicate'], ['mkfs', 'x.img', '--size', '1G', '--bogus']]) {
+    for (const args of [
+      ['mkfs'],
+      ['mkfs', path.join(dir, 'x.img')],
+      ['frobnicate'],
+      ['mkfs', 'x.img', '--size', '1G', '--bogus'],
+    ]) {
       const r = cli(args);
       expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n').length).toBe(1);

@@ -1,9 +1,35 @@
 import { describe, expect, it } from 'vitest';
 import { emptySuperblock, encodeSuperblock, decodeSuperblock, superblockChecksum } from '../src/ext4/superblock.js';
 import { decodeGroupDesc, encodeGroupDesc, groupDescChecksum, crc16, type GroupDesc } from '../src/ext4/group-desc.js';
-import { decodeInode, encodeInode, emptyInode, setInodeChecksum, inodeChecksum, storedInodeChecksum, encodeTime, decodeTime } from '../src/ext4/inode.js';
-import { buildExtentTree, extentTreeBlockCount, decodeExtentHeader, decodeExtent, decodeExtentIndex, blockMaxEntries, runToExtents, type Extent } from '../src/ext4/extent.js';
-import { packDirBlocks, decodeDirBlock, direntSize, encodeRecLen, decodeRecLen, FT_DIR, FT_REG_FILE } from '../src/ext4/dirent.js';
+import {
+  decodeInode,
+  encodeInode,
+  emptyInode,
+  setInodeChecksum,
+  inodeChecksum,
+  storedInodeChecksum,
+  encodeTime,
+  decodeTime,
+} from '../src/ext4/inode.js';
+import {
+  buildExtentTree,
+  extentTreeBlockCount,
+  decodeExtentHeader,
+  decodeExtent,
+  decodeExtentIndex,
+  blockMaxEntries,
+  runToExtents,
+  type Extent,
+} from '../src/ext4/extent.js';
+import {
+  packDirBlocks,
+  decodeDirBlock,
+  direntSize,
+  encodeRecLen,
+  decodeRecLen,
+  FT_DIR,
+  FT_REG_FILE,
+} from '../src/ext4/dirent.js';
 import { setBitRange, countBits, testBit } from '../src/ext4/bitmap.js';
 import { newJournalSuperblock, decodeJournalSuperblock, JBD2_MAGIC } from '../src/ext4/journal.js';
 import { crc32c } from '../src/ext4/crc32c.js';
@@ -155,7 +181,12 @@ describe('extent trees', () => {
   }
   for (const n of [1, 4, 5, 340, 341, 1500, 340 * 340 + 1]) {
     it(`builds and walks a tree of ${n} extents`, () => {
-      const exts: Extent[] = Array.from({ length: n }, (_, i) => ({ lblk: i * 10, len: 5, pblk: 1_000_000 + i * 7, uninit: i % 3 === 0 }));
+      const exts: Extent[] = Array.from({ length: n }, (_, i) => ({
+        lblk: i * 10,
+        len: 5,
+        pblk: 1_000_000 + i * 7,
+        uninit: i % 3 === 0,
+      }));
       const count = extentTreeBlockCount(n, 4096);
       const treeBlocks = Array.from({ length: count }, (_, i) => 50 + i);
       const t = buildExtentTree(exts, 4096, treeBlocks, 0x1234);
@@ -179,11 +210,17 @@ describe('extent trees', () => {
 describe('directory blocks', () => {
   const enc = new TextEncoder();
   it('packs entries, stretches the last one, and adds a checksummed tail', () => {
-    const entries = Array.from({ length: 300 }, (_, i) => ({ inode: 12 + i, name: enc.encode(`file-${i}-${'x'.repeat(i % 40)}`), fileType: i % 2 ? FT_DIR : FT_REG_FILE }));
+    const entries = Array.from({ length: 300 }, (_, i) => ({
+      inode: 12 + i,
+      name: enc.encode(`file-${i}-${'x'.repeat(i % 40)}`),
+      fileType: i % 2 ? FT_DIR : FT_REG_FILE,
+    }));
     const blocks = packDirBlocks(entries, 4096, 0x77);
     expect(blocks.length).toBeGreaterThan(1);
     const back = blocks.flatMap((b) => decodeDirBlock(b, 4096));
-    expect(back.map((e) => [e.inode, new TextDecoder().decode(e.name), e.fileType])).toEqual(entries.map((e) => [e.inode, new TextDecoder().decode(e.name), e.fileType]));
+    expect(back.map((e) => [e.inode, new TextDecoder().decode(e.name), e.fileType])).toEqual(
+      entries.map((e) => [e.inode, new TextDecoder().decode(e.name), e.fileType]),
+    );
     for (const b of blocks) {
       const t = 4096 - 12;
       expect(b[t + 4]).toBe(12);
@@ -225,7 +262,9 @@ describe('bitmaps, journal superblock, uuids, interval sets', () => {
     expect(j.s_start).toBe(0);
     expect(j.s_nr_users).toBe(1);
     expect(formatUuid(j.s_uuid)).toBe('11111111-2222-3333-4444-555555555555');
-    expect(() => decodeJournalSuperblock(new Uint8Array(1024))).toThrowError(expect.objectContaining({ code: 'BAD_MAGIC' }));
+    expect(() => decodeJournalSuperblock(new Uint8Array(1024))).toThrowError(
+      expect.objectContaining({ code: 'BAD_MAGIC' }),
+    );
   });
   it('parses and formats uuids', () => {
     expect(parseUuid('not-a-uuid')).toBeUndefined();

@@ -30,7 +30,10 @@ interface Img {
 function images(): Img[] {
   if (!have) return [];
   const out: Img[] = [];
-  const rows = fs.readFileSync(path.join(CORPUS, 'e2fsprogs', 'INDEX.tsv'), 'utf8').trim().split('\n');
+  const rows = fs
+    .readFileSync(path.join(CORPUS, 'e2fsprogs', 'INDEX.tsv'), 'utf8')
+    .trim()
+    .split('\n');
   const header = rows.shift()!.split('\t');
   const ci = header.indexOf('category');
   for (const row of rows) {
@@ -40,7 +43,11 @@ function images(): Img[] {
   }
   for (const dir of ['ext4-view', 'go-ext4'])
     for (const f of fs.readdirSync(path.join(CORPUS, dir)).filter((n) => n.endsWith('.gz')))
-      out.push({ name: `${dir}/${f}`, file: path.join(CORPUS, dir, f), category: f.includes('journal') || f.includes('jbd2') ? 'valid-needs-journal-replay' : 'valid' });
+      out.push({
+        name: `${dir}/${f}`,
+        file: path.join(CORPUS, dir, f),
+        category: f.includes('journal') || f.includes('jbd2') ? 'valid-needs-journal-replay' : 'valid',
+      });
   return out;
 }
 
@@ -86,72 +93,88 @@ describe.runIf(have || IN_CI)('corpus: every image reads or fails cleanly', () =
   }
 });
 
-describe.runIf((have || IN_CI) && oracleAvailable('corpus rdump comparison', HAVE_E2FSPROGS))('corpus: extract / equals debugfs rdump on valid images', () => {
-  const valid = images().filter((i) => i.category === 'valid');
-  for (const img of valid) {
-    it(img.name, () => {
-      const dir = scratchDir('ext4wd-corpus');
-      try {
-        const file = path.join(dir, 'image');
-        const bytes = zlib.gunzipSync(fs.readFileSync(img.file));
-        fs.writeFileSync(file, bytes);
-        const theirs = path.join(dir, 'theirs');
-        const ours = path.join(dir, 'ours');
-        fs.mkdirSync(theirs);
-        fs.mkdirSync(ours);
-        const rd = run('timeout', ['60', 'debugfs', '-R', `rdump / ${theirs}`, file]);
-        expect(rd.status, rd.stderr).toBe(0);
-        let ok = true;
+describe.runIf((have || IN_CI) && oracleAvailable('corpus rdump comparison', HAVE_E2FSPROGS))(
+  'corpus: extract / equals debugfs rdump on valid images',
+  () => {
+    const valid = images().filter((i) => i.category === 'valid');
+    for (const img of valid) {
+      it(img.name, () => {
+        const dir = scratchDir('ext4wd-corpus');
         try {
-          extract(Ext4Reader.open(new BufferDevice(bytes)), '/', ours, { owners: false });
-        } catch (e) {
-          // Encrypted contents are refused, as the issue asks; debugfs dumps ciphertext instead.
-          if (!(e instanceof Ext4Error) || e.code !== 'UNSUPPORTED_FEATURE') throw e;
-          ok = false;
-        }
-        if (!ok) return;
-        const norm = (root: string) => {
-          const m = new Map<string, string>();
-          for (const [k, v] of snapshot(root)) {
-            if (!['file', 'dir', 'symlink'].includes(v.type)) continue;
-            m.set(k, JSON.stringify([v.type, v.type === 'symlink' ? 0 : v.mode, v.size ?? null, v.sha ?? null, v.target ?? null]));
+          const file = path.join(dir, 'image');
+          const bytes = zlib.gunzipSync(fs.readFileSync(img.file));
+          fs.writeFileSync(file, bytes);
+          const theirs = path.join(dir, 'theirs');
+          const ours = path.join(dir, 'ours');
+          fs.mkdirSync(theirs);
+          fs.mkdirSync(ours);
+          const rd = run('timeout', ['60', 'debugfs', '-R', `rdump / ${theirs}`, file]);
+          expect(rd.status, rd.stderr).toBe(0);
+          let ok = true;
+          try {
+            extract(Ext4Reader.open(new BufferDevice(bytes)), '/', ours, { owners: false });
+          } catch (e) {
+            // Encrypted contents are refused, as the issue asks; debugfs dumps ciphertext instead.
+            if (!(e instanceof Ext4Error) || e.code !== 'UNSUPPORTED_FEATURE') throw e;
+            ok = false;
           }
-          return m;
-        };
-        const a = norm(ours);
-        const b = norm(theirs);
-        // debugfs writes a file per name and no special files; we do the same for the comparison.
-        expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
-        for (const [k, v] of b) {
-          if (k === '/') continue;
-          const [type, , size] = JSON.parse(v) as [string, number, number];
-          const mine = JSON.parse(a.get(k)!) as [string, number, number];
-          if (type === 'file' && size === 60 && mine[2] < 60) {
-            // debugfs 1.47 writes the whole 60-byte inline area of an inline-data file, past i_size.
-            const head = fs.readFileSync(path.join(theirs, k)).subarray(0, mine[2]);
-            expect(Buffer.compare(head, fs.readFileSync(path.join(ours, k))), k).toBe(0);
-            continue;
+          if (!ok) return;
+          const norm = (root: string) => {
+            const m = new Map<string, string>();
+            for (const [k, v] of snapshot(root)) {
+              if (!['file', 'dir', 'symlink'].includes(v.type)) continue;
+              m.set(
+                k,
+                JSON.stringify([
+                  v.type,
+                  v.type === 'symlink' ? 0 : v.mode,
+                  v.size ?? null,
+                  v.sha ?? null,
+                  v.target ?? null,
+                ]),
+              );
+            }
+            return m;
+          };
+          const a = norm(ours);
+          const b = norm(theirs);
+          // debugfs writes a file per name and no special files; we do the same for the comparison.
+          expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+          for (const [k, v] of b) {
+            if (k === '/') continue;
+            const [type, , size] = JSON.parse(v) as [string, number, number];
+            const mine = JSON.parse(a.get(k)!) as [string, number, number];
+            if (type === 'file' && size === 60 && mine[2] < 60) {
+              // debugfs 1.47 writes the whole 60-byte inline area of an inline-data file, past i_size.
+              const head = fs.readFileSync(path.join(theirs, k)).subarray(0, mine[2]);
+              expect(Buffer.compare(head, fs.readFileSync(path.join(ours, k))), k).toBe(0);
+              continue;
+            }
+            expect(a.get(k), k).toBe(v);
           }
-          expect(a.get(k), k).toBe(v);
+        } finally {
+          run('chmod', ['-R', 'u+rwx', dir]);
+          fs.rmSync(dir, { recursive: true, force: true });
         }
-      } finally {
-        run('chmod', ['-R', 'u+rwx', dir]);
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
-    });
-  }
-});
+      });
+    }
+  },
+);
 
 describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
   const load = (rel: string) => new Uint8Array(zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, rel))));
   it('encrypted contents are refused with UNSUPPORTED_FEATURE naming encrypt', () => {
     const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk1.bin.gz')));
     const ino = r.lookup('/encrypted_dir');
-    expect(() => r.readDir(ino)).toThrowError(expect.objectContaining({ code: 'UNSUPPORTED_FEATURE', message: expect.stringContaining('encrypt') }));
+    expect(() => r.readDir(ino)).toThrowError(
+      expect.objectContaining({ code: 'UNSUPPORTED_FEATURE', message: expect.stringContaining('encrypt') }),
+    );
   });
   it('an image whose journal needs recovery is read as it is on disk, with a warning', () => {
     const warnings: string[] = [];
-    const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk_4k_block_journal.bin.gz')), { onWarning: (m) => warnings.push(m) });
+    const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk_4k_block_journal.bin.gz')), {
+      onWarning: (m) => warnings.push(m),
+    });
     expect(warnings.join()).toMatch(/needs_recovery/);
     expect(walkImage(r).entries).toBeGreaterThan(0);
   });
@@ -166,7 +189,11 @@ describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
         const r = Ext4Reader.open(new BufferDevice(new Uint8Array(bytes)));
         let files: { name: string; ino: number }[] = [];
         try {
-          files = r.readDir(2).filter((e) => e.fileType === 1).slice(0, 3).map((e) => ({ name: Buffer.from(e.name).toString('latin1'), ino: e.inode }));
+          files = r
+            .readDir(2)
+            .filter((e) => e.fileType === 1)
+            .slice(0, 3)
+            .map((e) => ({ name: Buffer.from(e.name).toString('latin1'), ino: e.inode }));
         } catch {
           continue;
         }
@@ -178,10 +205,15 @@ describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
           } catch {
             continue;
           }
-          const theirs = spawnSync('timeout', ['20', 'debugfs', '-R', `cat /${f.name}`, file], { maxBuffer: 64 << 20 }).stdout;
+          const theirs = spawnSync('timeout', ['20', 'debugfs', '-R', `cat /${f.name}`, file], {
+            maxBuffer: 64 << 20,
+          }).stdout;
           // debugfs prints the whole inline area of inline-data files; compare the file's own bytes.
           expect(Buffer.compare(Buffer.from(ours), theirs.subarray(0, ours.length)), `${img.name}:/${f.name}`).toBe(0);
-          expect(theirs.length === ours.length || (theirs.length === 60 && ours.length < 60), `${img.name}:/${f.name} length`).toBe(true);
+          expect(
+            theirs.length === ours.length || (theirs.length === 60 && ours.length < 60),
+            `${img.name}:/${f.name} length`,
+          ).toBe(true);
           compared++;
         }
       }
@@ -192,49 +224,60 @@ describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
   });
 });
 
-describe.runIf((have || IN_CI) && oracleAvailable('journal replay comparison', HAVE_E2FSPROGS))('journal replay (in memory) equals e2fsck -fy recovery', () => {
-  const cases: [string, string[]][] = [
-    ['e2fsprogs/f_clear_orphan_file/image.gz', []],
-    ['e2fsprogs/f_jnl_32bit/image.gz', []],
-    ['e2fsprogs/f_jnl_64bit/image.gz', []],
-    ['e2fsprogs/j_recover_csum2_32bit/image.gz', []],
-    ['e2fsprogs/j_recover_csum2_64bit/image.gz', []],
-    ['e2fsprogs/j_recover_csum3_64bit/image.gz', []],
-    ['ext4-view/test_disk_4k_block_journal.bin.gz', []],
-    // Its journal inode is zeroed: replay goes through the superblock's backup of the journal's map.
-    // e2fsck also removes a stray /journal file there, which is a repair, not recovery.
-    ['e2fsprogs/f_journal/image.gz', ['journal']],
-  ];
-  for (const [rel, extraOurs] of cases) {
-    it(rel, () => {
-      const dir = scratchDir('ext4wd-replay');
-      try {
-        const bytes = new Uint8Array(zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, rel))));
-        const file = path.join(dir, 'img');
-        fs.writeFileSync(file, bytes);
-        run('e2fsck', ['-fy', file]);
-        const theirs = path.join(dir, 'theirs');
-        const ours = path.join(dir, 'ours');
-        fs.mkdirSync(theirs);
-        fs.mkdirSync(ours);
-        expect(run('timeout', ['60', 'debugfs', '-R', `rdump / ${theirs}`, file]).status).toBe(0);
-        const warnings: string[] = [];
-        const r = Ext4Reader.open(new BufferDevice(bytes), { replayJournal: true, onWarning: (m) => warnings.push(m) });
-        expect(warnings.join()).toMatch(/replayed \d+ journal transaction/);
-        extract(r, '/', ours, { owners: false });
-        for (const x of extraOurs) fs.rmSync(path.join(ours, x), { recursive: true, force: true });
-        const norm = (root: string) => new Map([...snapshot(root)].filter(([, v]) => ['file', 'dir', 'symlink'].includes(v.type)).map(([k, v]) => [k, JSON.stringify([v.type, v.size ?? null, v.sha ?? null, v.target ?? null])]));
-        const a = norm(ours);
-        const b = norm(theirs);
-        expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
-        for (const [k, v] of b) expect(a.get(k), k).toBe(v);
-        // Without replay the same image reads as it is on disk, with the warning.
-        const plain: string[] = [];
-        Ext4Reader.open(new BufferDevice(bytes), { onWarning: (m) => plain.push(m) });
-        expect(plain.join()).toMatch(/needs_recovery/);
-      } finally {
-        fs.rmSync(dir, { recursive: true, force: true });
-      }
-    });
-  }
-});
+describe.runIf((have || IN_CI) && oracleAvailable('journal replay comparison', HAVE_E2FSPROGS))(
+  'journal replay (in memory) equals e2fsck -fy recovery',
+  () => {
+    const cases: [string, string[]][] = [
+      ['e2fsprogs/f_clear_orphan_file/image.gz', []],
+      ['e2fsprogs/f_jnl_32bit/image.gz', []],
+      ['e2fsprogs/f_jnl_64bit/image.gz', []],
+      ['e2fsprogs/j_recover_csum2_32bit/image.gz', []],
+      ['e2fsprogs/j_recover_csum2_64bit/image.gz', []],
+      ['e2fsprogs/j_recover_csum3_64bit/image.gz', []],
+      ['ext4-view/test_disk_4k_block_journal.bin.gz', []],
+      // Its journal inode is zeroed: replay goes through the superblock's backup of the journal's map.
+      // e2fsck also removes a stray /journal file there, which is a repair, not recovery.
+      ['e2fsprogs/f_journal/image.gz', ['journal']],
+    ];
+    for (const [rel, extraOurs] of cases) {
+      it(rel, () => {
+        const dir = scratchDir('ext4wd-replay');
+        try {
+          const bytes = new Uint8Array(zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, rel))));
+          const file = path.join(dir, 'img');
+          fs.writeFileSync(file, bytes);
+          run('e2fsck', ['-fy', file]);
+          const theirs = path.join(dir, 'theirs');
+          const ours = path.join(dir, 'ours');
+          fs.mkdirSync(theirs);
+          fs.mkdirSync(ours);
+          expect(run('timeout', ['60', 'debugfs', '-R', `rdump / ${theirs}`, file]).status).toBe(0);
+          const warnings: string[] = [];
+          const r = Ext4Reader.open(new BufferDevice(bytes), {
+            replayJournal: true,
+            onWarning: (m) => warnings.push(m),
+          });
+          expect(warnings.join()).toMatch(/replayed \d+ journal transaction/);
+          extract(r, '/', ours, { owners: false });
+          for (const x of extraOurs) fs.rmSync(path.join(ours, x), { recursive: true, force: true });
+          const norm = (root: string) =>
+            new Map(
+              [...snapshot(root)]
+                .filter(([, v]) => ['file', 'dir', 'symlink'].includes(v.type))
+                .map(([k, v]) => [k, JSON.stringify([v.type, v.size ?? null, v.sha ?? null, v.target ?? null])]),
+            );
+          const a = norm(ours);
+          const b = norm(theirs);
+          expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+          for (const [k, v] of b) expect(a.get(k), k).toBe(v);
+          // Without replay the same image reads as it is on disk, with the warning.
+          const plain: string[] = [];
+          Ext4Reader.open(new BufferDevice(bytes), { onWarning: (m) => plain.push(m) });
+          expect(plain.join()).toMatch(/needs_recovery/);
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+      });
+    }
+  },
+);

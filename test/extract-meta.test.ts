@@ -31,7 +31,8 @@ const perms = [0o000, 0o400, 0o444, 0o600, 0o644, 0o664, 0o666, 0o700, 0o755, 0o
 
 describe('extract metadata', () => {
   const files: Record<string, MemoryEntry> = {};
-  for (const p of perms) files[`m${p.toString(8)}`] = { data: `mode ${p.toString(8)}\n`, perm: p, uid: 1234, gid: 5678 };
+  for (const p of perms)
+    files[`m${p.toString(8)}`] = { data: `mode ${p.toString(8)}\n`, perm: p, uid: 1234, gid: 5678 };
   // A file whose data ends before its size (a trailing hole), and one that is all hole.
   const holeTail = new Uint8Array(3 * 4096 + 100);
   holeTail.set([1, 2, 3], 0);
@@ -72,7 +73,11 @@ describe('extract metadata', () => {
     fs.chmodSync(dest, 0o2775);
     const r = image({ d: { children: { f: { data: 'x', perm: 0o2755 } } }, g: { data: 'y', perm: 0o644 } });
     extract(r, '/', dest, { owners: true });
-    for (const [rel, mode] of [['d', 0o755], ['d/f', 0o2755], ['g', 0o644]] as const) {
+    for (const [rel, mode] of [
+      ['d', 0o755],
+      ['d/f', 0o2755],
+      ['g', 0o644],
+    ] as const) {
       const st = fs.lstatSync(path.join(dest, rel));
       expect([st.uid, st.gid, st.mode & 0o7777], rel).toEqual([0, 0, mode]);
     }
@@ -85,9 +90,19 @@ describe('extract metadata', () => {
     fs.mkdirSync(dest);
     const set = spawnSync('setfacl', ['-d', '-m', 'u::rwx,g::r-x,o::---', dest], { encoding: 'utf8' });
     expect(set.status, set.stderr).toBe(0);
-    const r = image({ a: { data: 'a', perm: 0o644 }, x: { data: 'x', perm: 0o755 }, w: { data: 'w', perm: 0o666 }, sub: { children: {}, perm: 0o755 } });
+    const r = image({
+      a: { data: 'a', perm: 0o644 },
+      x: { data: 'x', perm: 0o755 },
+      w: { data: 'w', perm: 0o666 },
+      sub: { children: {}, perm: 0o755 },
+    });
     extract(r, '/', dest);
-    for (const [rel, mode] of [['a', 0o644], ['x', 0o755], ['w', 0o666], ['sub', 0o755]] as const)
+    for (const [rel, mode] of [
+      ['a', 0o644],
+      ['x', 0o755],
+      ['w', 0o666],
+      ['sub', 0o755],
+    ] as const)
       expect(fs.lstatSync(path.join(dest, rel)).mode & 0o7777, rel).toBe(mode);
   });
 
@@ -97,7 +112,7 @@ describe('extract metadata', () => {
     for (let d = 0; d < 8; d++) {
       const kids: Record<string, MemoryEntry> = {};
       for (let i = 0; i < 60; i++) {
-        const b = Buffer.alloc(4 + ((d * 60 + i) * 997) % 9000, (d * 60 + i) & 0xff);
+        const b = Buffer.alloc(4 + (((d * 60 + i) * 997) % 9000), (d * 60 + i) & 0xff);
         b.writeUInt32LE(d * 1000 + i, 0);
         kids[`f${i}`] = { data: b };
         want.set(`d${d}/f${i}`, b);
@@ -110,8 +125,11 @@ describe('extract metadata', () => {
     extract(r, '/', dest);
     for (const [rel, b] of want) expect(Buffer.compare(fs.readFileSync(path.join(dest, rel)), b), rel).toBe(0);
     // Random-order reads through the same reader still return the right bytes.
-    const keys = [...want.keys()].sort((a, b) => (a.length * 31 + b.charCodeAt(3)) % 7 - (b.length * 31 + a.charCodeAt(3)) % 7);
-    for (const rel of keys.slice(0, 50)) expect(Buffer.compare(Buffer.from(r.readFileBytes(r.lookup('/' + rel))), want.get(rel)!), rel).toBe(0);
+    const keys = [...want.keys()].sort(
+      (a, b) => ((a.length * 31 + b.charCodeAt(3)) % 7) - ((b.length * 31 + a.charCodeAt(3)) % 7),
+    );
+    for (const rel of keys.slice(0, 50))
+      expect(Buffer.compare(Buffer.from(r.readFileBytes(r.lookup('/' + rel))), want.get(rel)!), rel).toBe(0);
   });
 });
 

@@ -59,7 +59,20 @@ describe('extract stays inside its destination', () => {
 
   it('a symlink and a directory with the same name: the directory is not created through the link', () => {
     const link = node('dupA', { kind: 'symlink', size: outside.length, readLink: () => enc.encode(outside) });
-    const dir = node('dupB', { kind: 'dir', perm: 0o755, children: () => [node('payload', { size: 4, openData: () => ({ read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4), verifyUnchanged: () => {}, close: () => {} }) })] });
+    const dir = node('dupB', {
+      kind: 'dir',
+      perm: 0o755,
+      children: () => [
+        node('payload', {
+          size: 4,
+          openData: () => ({
+            read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4),
+            verifyUnchanged: () => {},
+            close: () => {},
+          }),
+        }),
+      ],
+    });
     const img = patch(image([link, dir]), 'dupB', 'dupA');
     const dest = fresh('dup');
     expect(() => extract(reader(img), '/', dest)).toThrowError(expect.objectContaining({ code: 'IO_ERROR' }));
@@ -69,7 +82,14 @@ describe('extract stays inside its destination', () => {
   it('a file whose name matches an earlier symlink is not written through it', () => {
     const target = path.join(outside, 'victim');
     const link = node('sameA', { kind: 'symlink', size: target.length, readLink: () => enc.encode(target) });
-    const file = node('sameB', { size: 4, openData: () => ({ read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4), verifyUnchanged: () => {}, close: () => {} }) });
+    const file = node('sameB', {
+      size: 4,
+      openData: () => ({
+        read: (b: Uint8Array) => (b.set(enc.encode('pwnd')), 4),
+        verifyUnchanged: () => {},
+        close: () => {},
+      }),
+    });
     const img = patch(image([link, file]), 'sameB', 'sameA');
     expect(() => extract(reader(img), '/', fresh('same'))).toThrowError(expect.objectContaining({ code: 'IO_ERROR' }));
     expect(fs.existsSync(target)).toBe(false);
@@ -84,7 +104,10 @@ describe('extract stays inside its destination', () => {
   });
 
   it('symlinks pointing anywhere are recreated as links, never followed', () => {
-    const img = image([node('up', { kind: 'symlink', size: 5, readLink: () => enc.encode('../..') }), node('abs', { kind: 'symlink', size: outside.length, readLink: () => enc.encode(outside) })]);
+    const img = image([
+      node('up', { kind: 'symlink', size: 5, readLink: () => enc.encode('../..') }),
+      node('abs', { kind: 'symlink', size: outside.length, readLink: () => enc.encode(outside) }),
+    ]);
     const dest = fresh('links');
     extract(reader(img), '/', dest);
     expect(fs.readlinkSync(path.join(dest, 'up'))).toBe('../..');
@@ -108,7 +131,8 @@ describe('extract stays inside its destination', () => {
 });
 
 describe('path lookup inside an image', () => {
-  const sym = (name: string, target: string) => node(name, { kind: 'symlink', size: target.length, readLink: () => enc.encode(target) });
+  const sym = (name: string, target: string) =>
+    node(name, { kind: 'symlink', size: target.length, readLink: () => enc.encode(target) });
   const img = image([
     node('real', { kind: 'dir', perm: 0o755, children: () => [node('x')] }),
     sym('rel', 'real'),

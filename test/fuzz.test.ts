@@ -37,7 +37,13 @@ function smallTree(): TreeSource {
     {
       children: {
         small: { data: 'hello' },
-        medium: { data: new Uint8Array(20_000).fill(3), xattrs: [{ name: 'user.k', value: new TextEncoder().encode('v') }, { name: 'trusted.big', value: new Uint8Array(300).fill(1) }] },
+        medium: {
+          data: new Uint8Array(20_000).fill(3),
+          xattrs: [
+            { name: 'user.k', value: new TextEncoder().encode('v') },
+            { name: 'trusted.big', value: new Uint8Array(300).fill(1) },
+          ],
+        },
         sparse: { data: sparse },
         'fast-link': { target: 'target/of/the/link' },
         'slow-link': { target: 'a'.repeat(100) },
@@ -50,9 +56,19 @@ function smallTree(): TreeSource {
 
 function bases(): [string, Uint8Array][] {
   const out: [string, Uint8Array][] = [];
-  for (const [name, bs] of [['ours-1k', 1024], ['ours-4k', 4096]] as [string, number][]) {
+  for (const [name, bs] of [
+    ['ours-1k', 1024],
+    ['ours-4k', 4096],
+  ] as [string, number][]) {
     const dev = new MemoryDevice(4 * 2 ** 20);
-    formatDevice(dev, { sizeBytes: 4 * 2 ** 20, blockSize: bs, source: smallTree(), uuid: '11111111-2222-3333-4444-555555555555', hashSeed: '66666666-7777-8888-9999-aaaaaaaaaaaa', timestamp: 1_700_000_000 });
+    formatDevice(dev, {
+      sizeBytes: 4 * 2 ** 20,
+      blockSize: bs,
+      source: smallTree(),
+      uuid: '11111111-2222-3333-4444-555555555555',
+      hashSeed: '66666666-7777-8888-9999-aaaaaaaaaaaa',
+      timestamp: 1_700_000_000,
+    });
     out.push([name, dev.read(0, 4 * 2 ** 20)]);
   }
   const corpus = path.resolve(__dirname, '../../shared/corpus/e2fsprogs');
@@ -78,7 +94,10 @@ describe('mutation fuzz: corrupt metadata never crashes or hangs the reader', ()
           const t0 = Date.now();
           let outcome = 'ok';
           try {
-            const st = walkImage(Ext4Reader.open(new BufferDevice(m), { verifyChecksums: verify }), { entries: 20_000, bytes: 64 << 20 });
+            const st = walkImage(Ext4Reader.open(new BufferDevice(m), { verifyChecksums: verify }), {
+              entries: 20_000,
+              bytes: 64 << 20,
+            });
             if (st.errors.size) outcome = [...st.errors.keys()].join(',');
           } catch (e) {
             if (!(e instanceof Ext4Error)) throw new Error(`round ${round} (verify ${verify}): ${(e as Error).stack}`);

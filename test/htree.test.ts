@@ -23,11 +23,24 @@ describe('half_md4 directory hash', () => {
       const dir = scratchDir('ext4wd-hash');
       const img = path.join(dir, 'h.img');
       formatImage(img, { sizeBytes: 8 * 2 ** 20, sync: false });
-      const names = ['a', 'lost+found', 'x'.repeat(31), 'y'.repeat(32), 'z'.repeat(33), 'n'.repeat(255), 'ünïcödé-名前', 'file-12345.txt', '\u00ff\u0080'];
+      const names = [
+        'a',
+        'lost+found',
+        'x'.repeat(31),
+        'y'.repeat(32),
+        'z'.repeat(33),
+        'n'.repeat(255),
+        'ünïcödé-名前',
+        'file-12345.txt',
+        '\u00ff\u0080',
+      ];
       for (const seedText of [SEED, '00000000-0000-0000-0000-000000000000']) {
         const cmds = names.map((n) => `dx_hash -s ${seedText} -h half_md4 ${n}`).join('\n');
         const out = run('debugfs', ['-f', '-', img], { input: cmds + '\n' }).stdout;
-        const got = [...out.matchAll(/Hash of (.*) is 0x([0-9a-f]+) \(minor 0x([0-9a-f]+)\)/g)].map((m) => [parseInt(m[2]!, 16), parseInt(m[3]!, 16)]);
+        const got = [...out.matchAll(/Hash of (.*) is 0x([0-9a-f]+) \(minor 0x([0-9a-f]+)\)/g)].map((m) => [
+          parseInt(m[2]!, 16),
+          parseInt(m[3]!, 16),
+        ]);
         expect(got.length).toBe(names.length);
         names.forEach((n, i) => {
           const h = halfMd4Hash(enc.encode(n), parseUuid(seedText)!);
@@ -41,9 +54,20 @@ describe('half_md4 directory hash', () => {
 
 describe('htree builder', () => {
   it('indexes leaves in hash order with a checksummed dx_root', () => {
-    const entries = Array.from({ length: 2000 }, (_, i) => ({ inode: 100 + i, name: enc.encode(`name-${i}`), fileType: FT_REG_FILE }));
+    const entries = Array.from({ length: 2000 }, (_, i) => ({
+      inode: 100 + i,
+      name: enc.encode(`name-${i}`),
+      fileType: FT_REG_FILE,
+    }));
     const seed = parseUuid(SEED)!;
-    const blocks = buildHtree({ dirIno: 12, parentIno: 2, entries, blockSize: 4096, inodeSeed: 0x1234, hashSeed: seed });
+    const blocks = buildHtree({
+      dirIno: 12,
+      parentIno: 2,
+      entries,
+      blockSize: 4096,
+      inodeSeed: 0x1234,
+      hashSeed: seed,
+    });
     const root = blocks[0]!;
     expect(root[30]).toBe(0); // one level
     const count = u16(root, 34);

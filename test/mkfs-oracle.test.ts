@@ -77,10 +77,21 @@ describe.runIf(runIt)('formatter vs mkfs.ext4 (e2fsprogs oracle)', () => {
       if (c.blockSize) args.push('-b', String(c.blockSize));
       if (c.inodeSize) args.push('-I', String(c.inodeSize));
       if (c.label) args.push('-L', c.label);
-      const mk = run('mkfs.ext4', [...args, theirs], { env: { E2FSPROGS_FAKE_TIME: String(TS), MKE2FS_CONFIG: '/etc/mke2fs.conf' } });
+      const mk = run('mkfs.ext4', [...args, theirs], {
+        env: { E2FSPROGS_FAKE_TIME: String(TS), MKE2FS_CONFIG: '/etc/mke2fs.conf' },
+      });
       expect(mk.status, mk.stderr).toBe(0);
 
-      formatImage(ours, { sizeBytes: c.size, blockSize: c.blockSize, inodeSize: c.inodeSize, label: c.label, uuid: UUID, hashSeed: SEED, timestamp: TS, sync: false });
+      formatImage(ours, {
+        sizeBytes: c.size,
+        blockSize: c.blockSize,
+        inodeSize: c.inodeSize,
+        label: c.label,
+        uuid: UUID,
+        hashSeed: SEED,
+        timestamp: TS,
+        sync: false,
+      });
       expect(fs.statSync(ours).size).toBe(c.size);
 
       const f = fsck(ours);

@@ -9,12 +9,26 @@ import { formatImage } from '../src/image.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { hostDirectorySource } from '../src/source/host.js';
 import type { SourceNode, TreeSource, FileData } from '../src/source/types.js';
-import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, fsck, scratchDir, haveTool, cli, allocatedBytes, IN_CI } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  oracleAvailable,
+  run,
+  fsck,
+  scratchDir,
+  haveTool,
+  cli,
+  allocatedBytes,
+  IN_CI,
+} from './helpers/oracle.js';
 import { makeVariedTree, snapshot, contents, type NodeInfo } from './helpers/tree.js';
 import { stubNode } from './helpers/source.js';
 
 const haveOracles = oracleAvailable('populate oracle suite', HAVE_E2FSPROGS);
-const canMount = oracleAvailable('populate kernel-mount suite (needs root)', IS_ROOT && HAVE_E2FSPROGS && haveTool('mount'));
+const canMount = oracleAvailable(
+  'populate kernel-mount suite (needs root)',
+  IS_ROOT && HAVE_E2FSPROGS && haveTool('mount'),
+);
 
 const work = scratchDir('ext4wd-pop');
 const src = path.join(work, 'src');
@@ -56,7 +70,12 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
   it('passes e2fsck -fn, indexes the big directory, and the kernel sees the source exactly', () => {
     const img = path.join(work, 'tree.img');
     const before = snapshot(src, { read: false });
-    const r = formatImage(img, { sizeBytes: 512 * 2 ** 20, blockSize: 4096, source: hostDirectorySource(src), sync: false });
+    const r = formatImage(img, {
+      sizeBytes: 512 * 2 ** 20,
+      blockSize: 4096,
+      source: hostDirectorySource(src),
+      sync: false,
+    });
     expect(r.inodesUsed).toBeGreaterThan(2500);
     const f = fsck(img);
     expect(f.status, f.output).toBe(0);
@@ -72,7 +91,19 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
   it('--owner 0:0 makes every entry, / included, root:root and keeps modes', () => {
     const img = path.join(work, 'owned.img');
     const before = snapshot(src, { read: false, owner: [0, 0] });
-    const r = cli(['mkfs', img, '--size', '256M', '--block-size', '4096', '--from', src, '--owner', '0:0', '--no-sync']);
+    const r = cli([
+      'mkfs',
+      img,
+      '--size',
+      '256M',
+      '--block-size',
+      '4096',
+      '--from',
+      src,
+      '--owner',
+      '0:0',
+      '--no-sync',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(fsck(img).status).toBe(0);
     if (canMount) withMount(img, (mnt) => compareTrees(before, snapshot(mnt), src));
@@ -98,7 +129,8 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
     if (canMount)
       withMount(img, (mnt) => {
         expect(fs.readdirSync(path.join(mnt, 'd')).length).toBe(100_000);
-        for (let i = 0; i < names.length; i += 7) expect(fs.statSync(path.join(mnt, 'd', names[i]!)).isFile()).toBe(true);
+        for (let i = 0; i < names.length; i += 7)
+          expect(fs.statSync(path.join(mnt, 'd', names[i]!)).isFile()).toBe(true);
         expect(fs.existsSync(path.join(mnt, 'd', 'not-there'))).toBe(false);
       });
     fs.rmSync(big, { recursive: true, force: true });
@@ -110,7 +142,8 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
     const file = path.join(s, 'disk.raw');
     const fd = fs.openSync(file, 'w');
     const island = Buffer.alloc(1 << 20, 0x5a);
-    for (const at of [0, 2 ** 30, 3 * 2 ** 30 + 12345, 6 * 2 ** 30 - (1 << 20)]) fs.writeSync(fd, island, 0, island.length, at);
+    for (const at of [0, 2 ** 30, 3 * 2 ** 30 + 12345, 6 * 2 ** 30 - (1 << 20)])
+      fs.writeSync(fd, island, 0, island.length, at);
     fs.closeSync(fd);
     const img = path.join(work, 'sparse.img');
     const r = formatImage(img, { sizeBytes: 8 * 2 ** 30, source: hostDirectorySource(s), sync: false });
@@ -150,7 +183,19 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
       for (let i = 0; i < 24; i++) fs.writeSync(fd, chunk);
       fs.closeSync(fd);
       const img = path.join(dir, 'big.img');
-      const r = run('/usr/bin/time', ['-f', '%M', process.execPath, path.resolve(__dirname, '../dist/cli.js'), 'mkfs', img, '--size', '4G', '--from', s, '--no-sync']);
+      const r = run('/usr/bin/time', [
+        '-f',
+        '%M',
+        process.execPath,
+        path.resolve(__dirname, '../dist/cli.js'),
+        'mkfs',
+        img,
+        '--size',
+        '4G',
+        '--from',
+        s,
+        '--no-sync',
+      ]);
       expect(r.status, r.stderr).toBe(0);
       const peakKiB = Number(r.stderr.trim().split('\n').pop());
       expect(peakKiB).toBeLessThan(200 * 1024);
@@ -164,7 +209,9 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
     const img = path.join(work, 'nofit.img');
     const r = cli(['mkfs', img, '--size', '8M', '--from', src]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/^ext4-workdisk: error \[NO_SPACE\]: the source needs about \d+ blocks .* and \d+ inodes; .* has \d+ blocks and \d+ inodes free\n$/);
+    expect(r.stderr).toMatch(
+      /^ext4-workdisk: error \[NO_SPACE\]: the source needs about \d+ blocks .* and \d+ inodes; .* has \d+ blocks and \d+ inodes free\n$/,
+    );
     expect(fs.existsSync(img)).toBe(false);
   });
 });
@@ -172,7 +219,12 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
 /** An in-memory tree source for cases the host cannot produce. */
 function memorySource(children: Partial<SourceNode>[], file?: Partial<FileData>): TreeSource {
   const node = (p: Partial<SourceNode>): SourceNode =>
-    stubNode({ kind: 'dir', perm: 0o755, openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {}, ...file }), ...p });
+    stubNode({
+      kind: 'dir',
+      perm: 0o755,
+      openData: () => ({ read: () => 0, verifyUnchanged: () => {}, close: () => {}, ...file }),
+      ...p,
+    });
   const root = node({ children: () => children.map(node) });
   return { root: () => root };
 }
@@ -181,23 +233,34 @@ describe('bad sources give clear errors and no image', () => {
   const img = path.join(work, 'bad.img');
   it('a name longer than 255 bytes', () => {
     const s = memorySource([{ name: new Uint8Array(256).fill(0x61), displayPath: '/aaa…', kind: 'file' }]);
-    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: s })).toThrowError(expect.objectContaining({ code: 'NAME_TOO_LONG' }));
+    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: s })).toThrowError(
+      expect.objectContaining({ code: 'NAME_TOO_LONG' }),
+    );
     expect(fs.existsSync(img)).toBe(false);
   });
   it('a file that changes while being read', () => {
-    const s = memorySource([{ name: new TextEncoder().encode('grows'), displayPath: '/grows', kind: 'file', size: 10 }], {
-      read: (buf: Uint8Array, len: number) => (buf.fill(1, 0, len), len),
-      verifyUnchanged: () => {
-        throw new Ext4Error('SOURCE_CHANGED', '/grows changed');
+    const s = memorySource(
+      [{ name: new TextEncoder().encode('grows'), displayPath: '/grows', kind: 'file', size: 10 }],
+      {
+        read: (buf: Uint8Array, len: number) => (buf.fill(1, 0, len), len),
+        verifyUnchanged: () => {
+          throw new Ext4Error('SOURCE_CHANGED', '/grows changed');
+        },
       },
-    });
-    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: s })).toThrowError(expect.objectContaining({ code: 'SOURCE_CHANGED' }));
+    );
+    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: s })).toThrowError(
+      expect.objectContaining({ code: 'SOURCE_CHANGED' }),
+    );
     expect(fs.existsSync(img)).toBe(false);
   });
   it('a source path that is not a directory, or missing', () => {
-    expect(() => hostDirectorySource(path.join(work, 'nope'))).toThrowError(expect.objectContaining({ code: 'SOURCE_ERROR' }));
+    expect(() => hostDirectorySource(path.join(work, 'nope'))).toThrowError(
+      expect.objectContaining({ code: 'SOURCE_ERROR' }),
+    );
     fs.writeFileSync(path.join(work, 'plain'), 'x');
-    expect(() => hostDirectorySource(path.join(work, 'plain'))).toThrowError(expect.objectContaining({ code: 'SOURCE_ERROR' }));
+    expect(() => hostDirectorySource(path.join(work, 'plain'))).toThrowError(
+      expect.objectContaining({ code: 'SOURCE_ERROR' }),
+    );
   });
 });
 
@@ -209,20 +272,31 @@ describe.runIf(IN_CI || (IS_ROOT && setpriv && HAVE_E2FSPROGS))('as a non-root u
     const s = path.join(dir, 'src');
     makeVariedTree(s);
     run('chown', ['-R', '65534:65534', dir]);
-    const asNobody = (args: string[]) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.resolve(__dirname, '../dist/cli.js'), ...args]);
+    const asNobody = (args: string[]) =>
+      run('setpriv', [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        path.resolve(__dirname, '../dist/cli.js'),
+        ...args,
+      ]);
     const img = path.join(dir, 'out.img');
     const r = asNobody(['mkfs', img, '--size', '256M', '--block-size', '4096', '--from', s, '--owner', '0:0']);
     expect(r.status, r.stderr).toBe(0);
     expect(fs.statSync(img).uid).toBe(65534);
     expect(fsck(img).status).toBe(0);
-    if (canMount) withMount(img, (mnt) => {
-      const snap = snapshot(mnt);
-      for (const info of snap.values()) expect([info.uid, info.gid]).toEqual([0, 0]);
-    });
+    if (canMount)
+      withMount(img, (mnt) => {
+        const snap = snapshot(mnt);
+        for (const info of snap.values()) expect([info.uid, info.gid]).toEqual([0, 0]);
+      });
     fs.chmodSync(path.join(s, 'small.txt'), 0o000);
     const bad = asNobody(['mkfs', path.join(dir, 'bad.img'), '--size', '256M', '--block-size', '4096', '--from', s]);
     expect(bad.status).toBe(1);
-    expect(bad.stderr).toMatch(/^ext4-workdisk: error \[SOURCE_ERROR\]: cannot read .*(small\.txt|hardlink-\d): permission denied\n$/);
+    expect(bad.stderr).toMatch(
+      /^ext4-workdisk: error \[SOURCE_ERROR\]: cannot read .*(small\.txt|hardlink-\d): permission denied\n$/,
+    );
     expect(fs.existsSync(path.join(dir, 'bad.img'))).toBe(false);
     fs.rmSync(dir, { recursive: true, force: true });
   });

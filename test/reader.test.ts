@@ -31,10 +31,20 @@ beforeAll(() => {
 function canon(v: unknown): string {
   if (v === undefined) return 'undefined';
   const o = v as Record<string, unknown>;
-  return JSON.stringify(Object.fromEntries(Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => [k, o[k]])));
+  return JSON.stringify(
+    Object.fromEntries(
+      Object.keys(o)
+        .sort()
+        .filter((k) => o[k] !== undefined)
+        .map((k) => [k, o[k]]),
+    ),
+  );
 }
 
-function comparable(m: Map<string, NodeInfo>, opts: { links?: boolean; dirSeconds?: boolean } = {}): Map<string, unknown> {
+function comparable(
+  m: Map<string, NodeInfo>,
+  opts: { links?: boolean; dirSeconds?: boolean } = {},
+): Map<string, unknown> {
   const out = new Map<string, unknown>();
   for (const [k, v] of m) {
     if (!['file', 'dir', 'symlink'].includes(v.type)) continue;
@@ -45,7 +55,11 @@ function comparable(m: Map<string, NodeInfo>, opts: { links?: boolean; dirSecond
     // mkfs.ext4 -d keeps only whole seconds, and only the 32-bit range (it drops the epoch bits).
     if (opts.dirSeconds) us = floorDiv(us, 1_000_000n) * 1_000_000n;
     const outOfRange = opts.dirSeconds && (us < -(2n ** 31n) * 1_000_000n || us >= 2n ** 31n * 1_000_000n);
-    out.set(k, { ...rest, mtimeUs: v.type === 'symlink' || k === '/' || outOfRange ? undefined : us.toString(), nlink: opts.links && v.type !== 'dir' ? nlink : undefined });
+    out.set(k, {
+      ...rest,
+      mtimeUs: v.type === 'symlink' || k === '/' || outOfRange ? undefined : us.toString(),
+      nlink: opts.links && v.type !== 'dir' ? nlink : undefined,
+    });
   }
   return out;
 }
@@ -99,13 +113,19 @@ describe.runIf(runIt)('reading images mkfs.ext4 -d wrote', () => {
       // Hard links stay hard links.
       expect(fs.statSync(path.join(out, 'hardlink-1')).ino).toBe(fs.statSync(path.join(out, 'small.txt')).ino);
       // cat equals debugfs cat.
-      for (const f of ['small.txt', 'multi-block.bin', 'sparse.bin', 'many/file-77-ppppppppppppppppppppppppppppppppppppp'.slice(0, 100)]) {
+      for (const f of [
+        'small.txt',
+        'multi-block.bin',
+        'sparse.bin',
+        'many/file-77-ppppppppppppppppppppppppppppppppppppp'.slice(0, 100),
+      ]) {
         const p = '/' + f;
         if (!fs.existsSync(path.join(src, f))) continue;
         const ours = cli(['cat', img, p]);
         expect(ours.stdout === fs.readFileSync(path.join(src, f), 'utf8'), f).toBe(true);
         // debugfs 1.47 cat prints the whole 60-byte inline area of inline-data files, past i_size.
-        if (name !== 'inline_data') expect(ours.stdout === run('debugfs', ['-R', `cat ${p}`, img]).stdout, f).toBe(true);
+        if (name !== 'inline_data')
+          expect(ours.stdout === run('debugfs', ['-R', `cat ${p}`, img]).stdout, f).toBe(true);
       }
       fs.rmSync(out, { recursive: true, force: true });
       fs.rmSync(img);
@@ -113,7 +133,9 @@ describe.runIf(runIt)('reading images mkfs.ext4 -d wrote', () => {
   }
 });
 
-describe.runIf(oracleAvailable('reader vs kernel-written images (root)', IS_ROOT && HAVE_E2FSPROGS && haveTool('mount')))('reading images the kernel wrote', () => {
+describe.runIf(
+  oracleAvailable('reader vs kernel-written images (root)', IS_ROOT && HAVE_E2FSPROGS && haveTool('mount')),
+)('reading images the kernel wrote', () => {
   it('create, append in interleaved pieces, delete, rename: extract equals the kernel view', () => {
     const img = path.join(work, 'kernel.img');
     formatImage(img, { sizeBytes: 256 * 2 ** 20, blockSize: 4096, source: hostDirectorySource(src), sync: false });
@@ -133,7 +155,8 @@ describe.runIf(oracleAvailable('reader vs kernel-written images (root)', IS_ROOT
       }
       fs.closeSync(a);
       fs.closeSync(b);
-      for (let k = 0; k < 2500; k += 3) fs.rmSync(path.join(mnt, 'many', fs.readdirSync(path.join(mnt, 'many')).sort()[0]!));
+      for (let k = 0; k < 2500; k += 3)
+        fs.rmSync(path.join(mnt, 'many', fs.readdirSync(path.join(mnt, 'many')).sort()[0]!));
       fs.renameSync(path.join(mnt, 'deep'), path.join(mnt, 'renamed-deep'));
       fs.mkdirSync(path.join(mnt, 'new-dir'));
       for (let k = 0; k < 300; k++) fs.writeFileSync(path.join(mnt, 'new-dir', `n${k}`), 'z'.repeat(k));

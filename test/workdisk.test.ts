@@ -7,10 +7,25 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { workSeedPath, workSeedSizeBytes } from '../src/workdisk/paths.js';
-import { buildWorkSeedImage, materializeWorkDisk, readNormalizedLines, copyFilePreferClone } from '../src/workdisk/job.js';
+import {
+  buildWorkSeedImage,
+  materializeWorkDisk,
+  readNormalizedLines,
+  copyFilePreferClone,
+} from '../src/workdisk/job.js';
 import { formatImage } from '../src/image.js';
 import { hostDirectorySource } from '../src/source/host.js';
-import { HAVE_E2FSPROGS, IS_ROOT, IN_CI, haveTool, oracleAvailable, run, fsck, scratchDir, allocatedBytes } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  IN_CI,
+  haveTool,
+  oracleAvailable,
+  run,
+  fsck,
+  scratchDir,
+  allocatedBytes,
+} from './helpers/oracle.js';
 import { snapshot } from './helpers/tree.js';
 
 const MiB = 2 ** 20;
@@ -37,7 +52,9 @@ describe('naming, sizing, list files, copies', () => {
     fs.writeFileSync(f, '# header\r\n  alpha  \r\n\r\nbeta # trailing comment\n   # only comment\n\tgamma\n');
     expect(readNormalizedLines(f)).toEqual(['alpha', 'beta', 'gamma']);
     fs.writeFileSync(f, '# nothing\n\n  \r\n');
-    expect(() => readNormalizedLines(f)).toThrowError(expect.objectContaining({ code: 'BAD_OPTION', message: expect.stringContaining(f) }));
+    expect(() => readNormalizedLines(f)).toThrowError(
+      expect.objectContaining({ code: 'BAD_OPTION', message: expect.stringContaining(f) }),
+    );
   });
   it('copyFilePreferClone keeps content, holes and mode, and refuses to overwrite', () => {
     const a = path.join(work, 'a.bin');
@@ -106,7 +123,9 @@ describe.runIf(oracles)('seed and materialize', () => {
       expect(run('debugfs', ['-R', `rdump /root ${rd}`, rootfs]).status).toBe(0);
       const ours = path.join(work, `ours-${maker.length}`);
       fs.mkdirSync(ours);
-      expect(run(process.execPath, [path.resolve(__dirname, '../dist/cli.js'), 'extract', seed, '/', ours]).status).toBe(0);
+      expect(
+        run(process.execPath, [path.resolve(__dirname, '../dist/cli.js'), 'extract', seed, '/', ours]).status,
+      ).toBe(0);
       fs.rmSync(path.join(ours, 'lost+found'), { recursive: true });
       const want = snapshot(path.join(rd, 'root'));
       const got = snapshot(ours);
@@ -134,7 +153,15 @@ describe.runIf(oracles)('seed and materialize', () => {
           for (const [k, v] of want) {
             if (k === '/') continue;
             const g = view.get(k)!;
-            expect([k, g.type, g.mode, g.sha, g.target, g.uid, g.gid]).toEqual([k, v.type, v.mode, v.sha, v.target, 0, 0]);
+            expect([k, g.type, g.mode, g.sha, g.target, g.uid, g.gid]).toEqual([
+              k,
+              v.type,
+              v.mode,
+              v.sha,
+              v.target,
+              0,
+              0,
+            ]);
           }
           expect(view.get('.ssh')!.mode).toBe(0o700);
           expect(view.get('.ssh/authorized_keys')!.mode).toBe(0o600);
@@ -171,12 +198,18 @@ describe.runIf(oracles)('seed and materialize', () => {
     const bigSeed = path.join(work, 'big.work-seed.ext4');
     buildWorkSeedImage(bigRootfs, bigSeed, { sync: false });
     const target = path.join(work, 'small-disk.ext4');
-    expect(() => materializeWorkDisk(bigSeed, target, 32 * MiB)).toThrowError(expect.objectContaining({ code: 'NO_SPACE' }));
+    expect(() => materializeWorkDisk(bigSeed, target, 32 * MiB)).toThrowError(
+      expect.objectContaining({ code: 'NO_SPACE' }),
+    );
     expect(fs.existsSync(target)).toBe(false);
     // An output that is the input is refused before anything is written.
     const before = fs.readFileSync(bigSeed).subarray(0, 4096);
-    expect(() => materializeWorkDisk(bigSeed, bigSeed, 1 << 30)).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
-    expect(() => buildWorkSeedImage(bigRootfs, bigRootfs)).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
+    expect(() => materializeWorkDisk(bigSeed, bigSeed, 1 << 30)).toThrowError(
+      expect.objectContaining({ code: 'BAD_OPTION' }),
+    );
+    expect(() => buildWorkSeedImage(bigRootfs, bigRootfs)).toThrowError(
+      expect.objectContaining({ code: 'BAD_OPTION' }),
+    );
     expect(Buffer.compare(fs.readFileSync(bigSeed).subarray(0, 4096), before)).toBe(0);
   });
 });
@@ -192,7 +225,10 @@ describe.runIf(IN_CI || (IS_ROOT && haveTool('setpriv')))('CLI as a non-root use
     run('chown', ['-R', '65534:65534', dir]);
     const cliPath = path.resolve(__dirname, '../dist/cli.js');
     const setpriv = run('sh', ['-c', 'command -v setpriv']).stdout.trim();
-    const as = (args: string[]) => run(setpriv, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cliPath, ...args], { env: { PATH: '/nonexistent' } });
+    const as = (args: string[]) =>
+      run(setpriv, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cliPath, ...args], {
+        env: { PATH: '/nonexistent' },
+      });
     const s = as(['seed', rootfs]);
     expect(s.status, s.stderr).toBe(0);
     expect(s.stdout.trim()).toBe(path.join(dir, 'rootfs.work-seed.ext4'));
@@ -208,15 +244,22 @@ describe('the packed package', () => {
   it('npm pack, install the tarball elsewhere, npx ext4-workdisk materialize', () => {
     const dir = scratchDir('ext4wd-pack');
     try {
-      const pack = run('npm', ['pack', '--pack-destination', dir, '--silent'], { env: { npm_config_ignore_scripts: 'true' } });
+      const pack = run('npm', ['pack', '--pack-destination', dir, '--silent'], {
+        env: { npm_config_ignore_scripts: 'true' },
+      });
       expect(pack.status, pack.stderr).toBe(0);
       const tgz = path.join(dir, pack.stdout.trim().split('\n').pop()!);
       const app = path.join(dir, 'app');
       fs.mkdirSync(app);
       fs.writeFileSync(path.join(app, 'package.json'), '{"name":"app","version":"1.0.0","private":true}');
-      const inst = run('sh', ['-c', `cd ${app} && npm install --offline --no-audit --no-fund ${tgz}`], { timeoutMs: 120_000 });
+      const inst = run('sh', ['-c', `cd ${app} && npm install --offline --no-audit --no-fund ${tgz}`], {
+        timeoutMs: 120_000,
+      });
       expect(inst.status, inst.stderr).toBe(0);
-      const r = run('sh', ['-c', `cd ${app} && npx --no-install ext4-workdisk materialize ${path.join(dir, 'w.ext4')} --size 1G --json`]);
+      const r = run('sh', [
+        '-c',
+        `cd ${app} && npx --no-install ext4-workdisk materialize ${path.join(dir, 'w.ext4')} --size 1G --json`,
+      ]);
       expect(r.status, r.stderr).toBe(0);
       expect(fs.statSync(path.join(dir, 'w.ext4')).size).toBe(2 ** 30);
     } finally {
@@ -233,7 +276,18 @@ describe.runIf(oracles)('mkfs --from an image subtree, and the progress line', (
     formatImage(rootfs, { sizeBytes: 64 * MiB, source: hostDirectorySource(tree), sync: false });
     const out = path.join(work, 'from-img-out.ext4');
     const cliPath = path.resolve(__dirname, '../dist/cli.js');
-    const r = run(process.execPath, [cliPath, 'mkfs', out, '--size', '32M', '--from', `${rootfs}:/root`, '--owner', '0:0', '--no-sync']);
+    const r = run(process.execPath, [
+      cliPath,
+      'mkfs',
+      out,
+      '--size',
+      '32M',
+      '--from',
+      `${rootfs}:/root`,
+      '--owner',
+      '0:0',
+      '--no-sync',
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(fsck(out).status).toBe(0);
     const ls = run(process.execPath, [cliPath, 'ls', out, '/']).stdout.trim().split('\n');

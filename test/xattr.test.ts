@@ -2,26 +2,47 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { aclToDisk, aclFromDisk, toDisk, entryHash, encodeXattrBlock, sealXattrBlock, xattrSpace } from '../src/ext4/xattr.js';
+import {
+  aclToDisk,
+  aclFromDisk,
+  toDisk,
+  entryHash,
+  encodeXattrBlock,
+  sealXattrBlock,
+  xattrSpace,
+} from '../src/ext4/xattr.js';
 import { parseXattrDump } from '../src/source/xattr-dump.js';
 import { HAVE_E2FSPROGS, IS_ROOT, haveTool, oracleAvailable, run, fsck, scratchDir, cli } from './helpers/oracle.js';
 
-const ACL = Buffer.from('0200000001000600ffffffff02000700e803000004000400ffffffff10000700ffffffff20000400ffffffff', 'hex');
+const ACL = Buffer.from(
+  '0200000001000600ffffffff02000700e803000004000400ffffffff10000700ffffffff20000400ffffffff',
+  'hex',
+);
 
 describe('xattr codecs', () => {
   it('converts POSIX ACLs between the VFS and ext4 formats', () => {
     const disk = aclToDisk(ACL, 'system.posix_acl_access');
     // version 1, three short entries, one long (named user), two short.
-    expect(Buffer.from(disk).toString('hex')).toBe('01000000' + '01000600' + '02000700e8030000' + '04000400' + '10000700' + '20000400');
+    expect(Buffer.from(disk).toString('hex')).toBe(
+      '01000000' + '01000600' + '02000700e8030000' + '04000400' + '10000700' + '20000400',
+    );
     expect(Buffer.from(aclFromDisk(disk))).toEqual(ACL);
     expect(() => aclToDisk(new Uint8Array(3), 'x')).toThrowError(expect.objectContaining({ code: 'SOURCE_ERROR' }));
   });
   it('maps name prefixes to indexes and refuses unknown namespaces', () => {
-    expect(toDisk({ name: 'user.color', value: new Uint8Array(1) })).toMatchObject({ index: 1, name: new TextEncoder().encode('color') });
+    expect(toDisk({ name: 'user.color', value: new Uint8Array(1) })).toMatchObject({
+      index: 1,
+      name: new TextEncoder().encode('color'),
+    });
     expect(toDisk({ name: 'security.capability', value: new Uint8Array(1) }).index).toBe(6);
     expect(toDisk({ name: 'trusted.x', value: new Uint8Array(1) }).index).toBe(4);
-    expect(toDisk({ name: 'system.posix_acl_default', value: ACL })).toMatchObject({ index: 3, name: new Uint8Array(0) });
-    expect(() => toDisk({ name: 'weird.x', value: new Uint8Array(1) })).toThrowError(expect.objectContaining({ code: 'UNSUPPORTED_FEATURE' }));
+    expect(toDisk({ name: 'system.posix_acl_default', value: ACL })).toMatchObject({
+      index: 3,
+      name: new Uint8Array(0),
+    });
+    expect(() => toDisk({ name: 'weird.x', value: new Uint8Array(1) })).toThrowError(
+      expect.objectContaining({ code: 'UNSUPPORTED_FEATURE' }),
+    );
   });
   it('hashes names and values, builds blocks with the block hash and checksum', () => {
     const a = toDisk({ name: 'user.a', value: new Uint8Array([1, 2, 3, 4, 5]) });
@@ -33,7 +54,17 @@ describe('xattr codecs', () => {
     expect(xattrSpace([a])).toBe(4 + 20 + 8);
   });
   it('reads getfattr dumps: hex, base64 and quoted values, escapes, relative paths', () => {
-    const text = ['# file: rootfs/etc/x\\040y', 'user.hex=0x6869', 'user.b64=0saGk=', 'user.text="a\\"b\\012c"', 'user.empty', '', '# file: /abs/p', 'security.capability=0x01', ''].join('\n');
+    const text = [
+      '# file: rootfs/etc/x\\040y',
+      'user.hex=0x6869',
+      'user.b64=0saGk=',
+      'user.text="a\\"b\\012c"',
+      'user.empty',
+      '',
+      '# file: /abs/p',
+      'security.capability=0x01',
+      '',
+    ].join('\n');
     const m = parseXattrDump(text, '/work');
     expect([...m.keys()]).toEqual(['/work/rootfs/etc/x y', '/abs/p']);
     const e = m.get('/work/rootfs/etc/x y')!;
@@ -44,59 +75,85 @@ describe('xattr codecs', () => {
       ['user.empty', ''],
     ]);
     expect(() => parseXattrDump('user.x=0x1\n')).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
-    expect(() => parseXattrDump('# file: a\nuser.x=zz\n')).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
+    expect(() => parseXattrDump('# file: a\nuser.x=zz\n')).toThrowError(
+      expect.objectContaining({ code: 'BAD_OPTION' }),
+    );
   });
 });
 
-const tools = HAVE_E2FSPROGS && IS_ROOT && haveTool('setfattr') && haveTool('getfattr') && haveTool('setfacl') && haveTool('mount');
-describe.runIf(oracleAvailable('xattr kernel suite (root, attr, acl)', tools))('xattrs through mkfs --from --xattrs', () => {
-  const work = scratchDir('ext4wd-xattr');
-  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+const tools =
+  HAVE_E2FSPROGS && IS_ROOT && haveTool('setfattr') && haveTool('getfattr') && haveTool('setfacl') && haveTool('mount');
+describe.runIf(oracleAvailable('xattr kernel suite (root, attr, acl)', tools))(
+  'xattrs through mkfs --from --xattrs',
+  () => {
+    const work = scratchDir('ext4wd-xattr');
+    afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-  /** getfattr output parsed into path -> sorted "name=value" lines. */
-  function attrs(dir: string): Map<string, string[]> {
-    const out = run('sh', ['-c', `cd "${dir}" && getfattr -R -d -m - -e hex . 2>/dev/null`]).stdout;
-    const m = new Map<string, string[]>();
-    let cur: string[] = [];
-    for (const line of out.split('\n')) {
-      if (line.startsWith('# file: ')) m.set(line.slice(8), (cur = []));
-      else if (line.trim()) cur.push(line);
-    }
-    for (const v of m.values()) v.sort();
-    return m;
-  }
-
-  for (const [label, blockSize, inodeSize] of [
-    ['4 KiB blocks, 256-byte inodes', 4096, 256],
-    ['1 KiB blocks, 128-byte inodes (everything in blocks)', 1024, 128],
-  ] as [string, number, number][]) {
-    it(label, () => {
-      const src = path.join(work, `src-${blockSize}`);
-      fs.mkdirSync(path.join(src, 'dir'), { recursive: true });
-      for (const f of ['small', 'big1', 'big2', 'acl', 'cap']) fs.writeFileSync(path.join(src, f), f);
-      const sh = (cmd: string) => expect(run('sh', ['-c', cmd]).status, cmd).toBe(0);
-      sh(`cd ${src} && setfattr -n user.color -v blue small && setfattr -n user.rootattr -v 1 .`);
-      const big = 'x'.repeat(700);
-      // Two files with the same large set share one attribute block.
-      sh(`cd ${src} && setfattr -n trusted.big -v ${big} big1 && setfattr -n trusted.big -v ${big} big2 && setfattr -n user.more -v ${'y'.repeat(120)} big2`);
-      sh(`cd ${src} && setfacl -m u:1000:rwx,g:50:r acl && setfacl -d -m u:7:rx dir && setfattr -n user.dirattr -v "hello world" dir`);
-      sh(`cd ${src} && setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 cap`);
-      const dump = path.join(work, `x-${blockSize}.dump`);
-      sh(`getfattr -R -d -m - -e hex --absolute-names ${src} > ${dump}`);
-      const img = path.join(work, `x-${blockSize}.img`);
-      const r = cli(['mkfs', img, '--size', '64M', '--block-size', String(blockSize), '--inode-size', String(inodeSize), '--from', src, '--xattrs', dump, '--no-sync']);
-      expect(r.status, r.stderr).toBe(0);
-      const f = fsck(img);
-      expect(f.status, f.output).toBe(0);
-      const mnt = path.join(work, `mnt-${blockSize}`);
-      fs.mkdirSync(mnt);
-      expect(run('mount', ['-o', 'loop,ro', img, mnt]).status).toBe(0);
-      try {
-        expect(attrs(mnt)).toEqual(attrs(src));
-        expect(run('getfacl', ['-c', path.join(mnt, 'acl')]).stdout).toBe(run('getfacl', ['-c', path.join(src, 'acl')]).stdout);
-      } finally {
-        run('umount', [mnt]);
+    /** getfattr output parsed into path -> sorted "name=value" lines. */
+    function attrs(dir: string): Map<string, string[]> {
+      const out = run('sh', ['-c', `cd "${dir}" && getfattr -R -d -m - -e hex . 2>/dev/null`]).stdout;
+      const m = new Map<string, string[]>();
+      let cur: string[] = [];
+      for (const line of out.split('\n')) {
+        if (line.startsWith('# file: ')) m.set(line.slice(8), (cur = []));
+        else if (line.trim()) cur.push(line);
       }
-    });
-  }
-});
+      for (const v of m.values()) v.sort();
+      return m;
+    }
+
+    for (const [label, blockSize, inodeSize] of [
+      ['4 KiB blocks, 256-byte inodes', 4096, 256],
+      ['1 KiB blocks, 128-byte inodes (everything in blocks)', 1024, 128],
+    ] as [string, number, number][]) {
+      it(label, () => {
+        const src = path.join(work, `src-${blockSize}`);
+        fs.mkdirSync(path.join(src, 'dir'), { recursive: true });
+        for (const f of ['small', 'big1', 'big2', 'acl', 'cap']) fs.writeFileSync(path.join(src, f), f);
+        const sh = (cmd: string) => expect(run('sh', ['-c', cmd]).status, cmd).toBe(0);
+        sh(`cd ${src} && setfattr -n user.color -v blue small && setfattr -n user.rootattr -v 1 .`);
+        const big = 'x'.repeat(700);
+        // Two files with the same large set share one attribute block.
+        sh(
+          `cd ${src} && setfattr -n trusted.big -v ${big} big1 && setfattr -n trusted.big -v ${big} big2 && setfattr -n user.more -v ${'y'.repeat(120)} big2`,
+        );
+        sh(
+          `cd ${src} && setfacl -m u:1000:rwx,g:50:r acl && setfacl -d -m u:7:rx dir && setfattr -n user.dirattr -v "hello world" dir`,
+        );
+        sh(`cd ${src} && setfattr -n security.capability -v 0x0100000200200000000000000000000000000000 cap`);
+        const dump = path.join(work, `x-${blockSize}.dump`);
+        sh(`getfattr -R -d -m - -e hex --absolute-names ${src} > ${dump}`);
+        const img = path.join(work, `x-${blockSize}.img`);
+        const r = cli([
+          'mkfs',
+          img,
+          '--size',
+          '64M',
+          '--block-size',
+          String(blockSize),
+          '--inode-size',
+          String(inodeSize),
+          '--from',
+          src,
+          '--xattrs',
+          dump,
+          '--no-sync',
+        ]);
+        expect(r.status, r.stderr).toBe(0);
+        const f = fsck(img);
+        expect(f.status, f.output).toBe(0);
+        const mnt = path.join(work, `mnt-${blockSize}`);
+        fs.mkdirSync(mnt);
+        expect(run('mount', ['-o', 'loop,ro', img, mnt]).status).toBe(0);
+        try {
+          expect(attrs(mnt)).toEqual(attrs(src));
+          expect(run('getfacl', ['-c', path.join(mnt, 'acl')]).stdout).toBe(
+            run('getfacl', ['-c', path.join(src, 'acl')]).stdout,
+          );
+        } finally {
+          run('umount', [mnt]);
+        }
+      });
+    }
+  },
+);

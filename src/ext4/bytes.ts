@@ -36,7 +36,7 @@ export function join64(lo: number, hi: number): number {
   return hi * TWO32 + lo;
 }
 export function lo32(v: number): number {
-  return v % TWO32 >>> 0;
+  return (v % TWO32) >>> 0;
 }
 export function hi32(v: number): number {
   return Math.floor(v / TWO32) >>> 0;
@@ -48,7 +48,11 @@ export function hi32(v: number): number {
  */
 export type Field<K extends string> = readonly [name: K, offset: number, width: 1 | 2 | 4];
 
-export function readFields<K extends string>(b: Uint8Array, base: number, table: readonly Field<K>[]): Record<K, number> {
+export function readFields<K extends string>(
+  b: Uint8Array,
+  base: number,
+  table: readonly Field<K>[],
+): Record<K, number> {
   const out = {} as Record<K, number>;
   for (const [name, off, w] of table) {
     const o = base + off;

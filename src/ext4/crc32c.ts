@@ -23,7 +23,16 @@ const TABLES: Uint32Array[] = (() => {
   }
   return t;
 })();
-const [T0, T1, T2, T3, T4, T5, T6, T7] = TABLES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
+const [T0, T1, T2, T3, T4, T5, T6, T7] = TABLES as [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
 
 /** Continues a raw CRC32C over `data[start, end)` from register value `crc`. */
 export function crc32c(crc: number, data: Uint8Array, start = 0, end = data.length): number {

@@ -57,15 +57,23 @@ export function decodeDirBlock(b: Uint8Array, blockSize: number, withFileType = 
   const out: RawDirent[] = [];
   let off = 0;
   while (off < blockSize) {
-    if (off + 8 > blockSize) throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off}`, { offset: off });
+    if (off + 8 > blockSize)
+      throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off}`, { offset: off });
     const recLen = decodeRecLen(u16(b, off + 4), blockSize);
     const nameLen = b[off + 6]!;
-    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > blockSize || (recLen < 8 + nameLen))
+    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > blockSize || recLen < 8 + nameLen)
       throw new Ext4Error('CORRUPT', `bad directory entry rec_len ${recLen} at ${off}`, { offset: off });
     const inode = u32(b, off);
     const ft = withFileType ? b[off + 7]! : FT_UNKNOWN;
     const isTail = inode === 0 && recLen === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
-    if (!isTail) out.push({ inode, name: b.slice(off + 8, off + 8 + (withFileType ? nameLen : u16(b, off + 6) & 0xff)), fileType: ft, offset: off, recLen });
+    if (!isTail)
+      out.push({
+        inode,
+        name: b.slice(off + 8, off + 8 + (withFileType ? nameLen : u16(b, off + 6) & 0xff)),
+        fileType: ft,
+        offset: off,
+        recLen,
+      });
     off += recLen;
   }
   return out;
@@ -85,7 +93,11 @@ export function setDirBlockTail(b: Uint8Array, blockSize: number, inodeSeed: num
  * Packs entries into as many blocks as needed, each entry fully inside one block, the last entry of a
  * block stretched to its end (or to the tail when `csum`). Returns whole blocks.
  */
-export function packDirBlocks(entries: readonly DirEntry[], blockSize: number, inodeSeed: number | undefined): Uint8Array[] {
+export function packDirBlocks(
+  entries: readonly DirEntry[],
+  blockSize: number,
+  inodeSeed: number | undefined,
+): Uint8Array[] {
   const usable = blockSize - (inodeSeed !== undefined ? DIR_TAIL_SIZE : 0);
   const blocks: Uint8Array[] = [];
   let cur: Uint8Array | undefined;

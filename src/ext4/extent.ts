@@ -33,7 +33,13 @@ export interface ExtentIndex {
 }
 
 export function decodeExtentHeader(b: Uint8Array, off: number): ExtentHeader {
-  return { magic: u16(b, off), entries: u16(b, off + 2), max: u16(b, off + 4), depth: u16(b, off + 6), generation: u32(b, off + 8) };
+  return {
+    magic: u16(b, off),
+    entries: u16(b, off + 2),
+    max: u16(b, off + 4),
+    depth: u16(b, off + 6),
+    generation: u32(b, off + 8),
+  };
 }
 export function encodeExtentHeader(b: Uint8Array, off: number, h: ExtentHeader): void {
   put16(b, off, h.magic);
@@ -45,7 +51,12 @@ export function encodeExtentHeader(b: Uint8Array, off: number, h: ExtentHeader):
 export function decodeExtent(b: Uint8Array, off: number): Extent {
   const rawLen = u16(b, off + 4);
   const uninit = rawLen > MAX_INIT_EXTENT_LEN;
-  return { lblk: u32(b, off), len: uninit ? rawLen - MAX_INIT_EXTENT_LEN : rawLen, pblk: u16(b, off + 6) * 0x1_0000_0000 + u32(b, off + 8), uninit };
+  return {
+    lblk: u32(b, off),
+    len: uninit ? rawLen - MAX_INIT_EXTENT_LEN : rawLen,
+    pblk: u16(b, off + 6) * 0x1_0000_0000 + u32(b, off + 8),
+    uninit,
+  };
 }
 export function encodeExtent(b: Uint8Array, off: number, e: Extent): void {
   put32(b, off, e.lblk);
@@ -99,15 +110,27 @@ export interface BuiltExtentTree {
  * (exactly extentTreeBlockCount(extents.length) of them). `inodeSeed` (the inode's checksum seed) adds
  * the metadata_csum tail to each tree block.
  */
-export function buildExtentTree(extents: readonly Extent[], blockSize: number, treeBlocks: readonly number[], inodeSeed?: number): BuiltExtentTree {
+export function buildExtentTree(
+  extents: readonly Extent[],
+  blockSize: number,
+  treeBlocks: readonly number[],
+  inodeSeed?: number,
+): BuiltExtentTree {
   const need = extentTreeBlockCount(extents.length, blockSize);
-  if (treeBlocks.length !== need) throw new Ext4Error('CORRUPT', `extent tree needs ${need} blocks, given ${treeBlocks.length}`);
+  if (treeBlocks.length !== need)
+    throw new Ext4Error('CORRUPT', `extent tree needs ${need} blocks, given ${treeBlocks.length}`);
   const per = blockMaxEntries(blockSize);
   const out: BuiltExtentTree['blocks'] = [];
   if (extents.length <= ROOT_MAX_ENTRIES) {
     // The common case: everything fits in i_block.
     const iBlock = new Uint8Array(60);
-    encodeExtentHeader(iBlock, 0, { magic: EXTENT_MAGIC, entries: extents.length, max: ROOT_MAX_ENTRIES, depth: 0, generation: 0 });
+    encodeExtentHeader(iBlock, 0, {
+      magic: EXTENT_MAGIC,
+      entries: extents.length,
+      max: ROOT_MAX_ENTRIES,
+      depth: 0,
+      generation: 0,
+    });
     extents.forEach((e, k) => encodeExtent(iBlock, EXTENT_HEADER_SIZE + k * EXTENT_ENTRY_SIZE, e));
     return { iBlock, blocks: out, depth: 0 };
   }
@@ -138,7 +161,13 @@ export function buildExtentTree(extents: readonly Extent[], blockSize: number, t
     depth++;
   }
   const iBlock = new Uint8Array(60);
-  encodeExtentHeader(iBlock, 0, { magic: EXTENT_MAGIC, entries: entries.length, max: ROOT_MAX_ENTRIES, depth, generation: 0 });
+  encodeExtentHeader(iBlock, 0, {
+    magic: EXTENT_MAGIC,
+    entries: entries.length,
+    max: ROOT_MAX_ENTRIES,
+    depth,
+    generation: 0,
+  });
   entries.forEach((c, k) => c.put(iBlock, EXTENT_HEADER_SIZE + k * EXTENT_ENTRY_SIZE));
   return { iBlock, blocks: out, depth };
 }

@@ -8,14 +8,7 @@ import { Ext4Error } from './errors.js';
 import { put32, parseUuid, formatUuid, lo32, hi32 } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 import { COMPAT } from './features.js';
-import {
-  type Layout,
-  type LayoutOptions,
-  planLayout,
-  groupFirstBlock,
-  groupBlockCount,
-  takeRuns,
-} from './layout.js';
+import { type Layout, type LayoutOptions, planLayout, groupFirstBlock, groupBlockCount, takeRuns } from './layout.js';
 import {
   emptySuperblock,
   encodeSuperblock,
@@ -30,15 +23,44 @@ import {
   EXT4_MAGIC,
   type Superblock,
 } from './superblock.js';
-import { encodeGroupDesc, groupDescChecksum, putGroupDescChecksum, BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED, type GroupDesc } from './group-desc.js';
-import { emptyInode, encodeInode, setInodeChecksum, type Inode, S_IFDIR, S_IFREG, FL_EXTENTS, I_BLOCK_SIZE } from './inode.js';
+import {
+  encodeGroupDesc,
+  groupDescChecksum,
+  putGroupDescChecksum,
+  BG_BLOCK_UNINIT,
+  BG_INODE_UNINIT,
+  BG_INODE_ZEROED,
+  type GroupDesc,
+} from './group-desc.js';
+import {
+  emptyInode,
+  encodeInode,
+  setInodeChecksum,
+  type Inode,
+  S_IFDIR,
+  S_IFREG,
+  FL_EXTENTS,
+  I_BLOCK_SIZE,
+} from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
-import { InodeStore, populate, estimateTree, writerBuffers, type TreeEstimate, runsToExtents, ROOT_INO, LOST_FOUND_INO, FIRST_INO, type Owner, type WriterContext } from './writer.js';
+import {
+  InodeStore,
+  populate,
+  estimateTree,
+  writerBuffers,
+  type TreeEstimate,
+  runsToExtents,
+  ROOT_INO,
+  LOST_FOUND_INO,
+  FIRST_INO,
+  type Owner,
+  type WriterContext,
+} from './writer.js';
 
 export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
 export const RESIZE_INO = 7;
@@ -94,12 +116,14 @@ function uuidOption(v: string | Uint8Array | undefined, what: string): Uint8Arra
 /** Resolves the creation time: explicit option, then SOURCE_DATE_EPOCH, then the clock. */
 export function resolveTimestamp(t: number | undefined): number {
   if (t !== undefined) {
-    if (!Number.isSafeInteger(t) || t < 0 || t > 0x3_ffff_ffff) throw new Ext4Error('BAD_OPTION', `timestamp ${t} is not a UNIX time ext4 can store`);
+    if (!Number.isSafeInteger(t) || t < 0 || t > 0x3_ffff_ffff)
+      throw new Ext4Error('BAD_OPTION', `timestamp ${t} is not a UNIX time ext4 can store`);
     return t;
   }
   const env = process.env.SOURCE_DATE_EPOCH;
   if (env !== undefined && env !== '') {
-    if (!/^\d+$/.test(env)) throw new Ext4Error('BAD_OPTION', `SOURCE_DATE_EPOCH="${env}" is not a whole number of seconds`);
+    if (!/^\d+$/.test(env))
+      throw new Ext4Error('BAD_OPTION', `SOURCE_DATE_EPOCH="${env}" is not a whole number of seconds`);
     return resolveTimestamp(Number(env));
   }
   return Math.floor(Date.now() / 1000);
@@ -174,7 +198,11 @@ function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: 
     let j = i + 1;
     let end = writes[i]!.pos + writes[i]!.data.length;
     while (j < writes.length && writes[j]!.pos === end) end += writes[j++]!.data.length;
-    writeParts(dev, writes[i]!.pos, writes.slice(i, j).map((w) => w.data));
+    writeParts(
+      dev,
+      writes[i]!.pos,
+      writes.slice(i, j).map((w) => w.data),
+    );
     i = j;
   }
 }
@@ -208,7 +236,10 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   // The plan is consumed (allocations are added to it), so a caller's plan is used once.
   const l = layout ?? planLayout(opts);
   if (dev.size < l.sizeBytes && dev.size < l.blocksCount * l.blockSize)
-    throw new Ext4Error('BAD_SIZE', `device holds ${dev.size} bytes, the file system needs ${l.blocksCount * l.blockSize}`);
+    throw new Ext4Error(
+      'BAD_SIZE',
+      `device holds ${dev.size} bytes, the file system needs ${l.blocksCount * l.blockSize}`,
+    );
   const bs = l.blockSize;
   const uuid = uuidOption(opts.uuid, 'uuid');
   const hashSeed = uuidOption(opts.hashSeed, 'hash seed');
@@ -227,7 +258,9 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   const lpfCount = Math.min(12, Math.max(2, 16384 / bs));
   const lpfBlocks: number[] = [];
   for (let i = 0; i < lpfCount; i++) lpfBlocks.push(allocOne(l, i === 0 ? g0 : lpfBlocks[i - 1]! + 1));
-  const dindBlock = hasResize ? allocOne(l, l.firstDataBlock + l.descBlocks + l.reservedGdtBlocks + 2 + l.inodeBlocksPerGroup) : 0;
+  const dindBlock = hasResize
+    ? allocOne(l, l.firstDataBlock + l.descBlocks + l.reservedGdtBlocks + 2 + l.inodeBlocksPerGroup)
+    : 0;
   let journalExtents: Extent[] = [];
   let journalTree: number[] = [];
   if (hasJournal) {
@@ -237,7 +270,9 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     const first = runs[0]!.start;
     for (let i = 0; i < treeCount; i++) {
       const prefer = first - 1 - i;
-      journalTree.push(prefer >= l.firstDataBlock && l.used.isFree(prefer, 1) ? (l.used.add(prefer, 1), prefer) : allocOne(l, first));
+      journalTree.push(
+        prefer >= l.firstDataBlock && l.used.isFree(prefer, 1) ? (l.used.add(prefer, 1), prefer) : allocOne(l, first),
+      );
     }
   }
 
@@ -471,7 +506,13 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   sb.s_volume_name.set(label);
   if (hasJournal) {
     const jb: number[] = [];
-    for (let i = 0; i < 15; i++) jb.push(journalIBlock[i * 4]! | (journalIBlock[i * 4 + 1]! << 8) | (journalIBlock[i * 4 + 2]! << 16) | (journalIBlock[i * 4 + 3]! * 0x1000000));
+    for (let i = 0; i < 15; i++)
+      jb.push(
+        journalIBlock[i * 4]! |
+          (journalIBlock[i * 4 + 1]! << 8) |
+          (journalIBlock[i * 4 + 2]! << 16) |
+          (journalIBlock[i * 4 + 3]! * 0x1000000),
+      );
     jb.push(hi32(l.journalBlocks * bs), lo32(l.journalBlocks * bs));
     sb.s_jnl_blocks = jb;
   }

@@ -73,7 +73,10 @@ export function decodeGroupDesc(b: Uint8Array, off: number, descSize: number): G
 }
 
 /** Offsets by name, from the tables above (the encoder runs once per group, so it avoids the generic walker). */
-const O = Object.fromEntries([...LO, ...HI].map(([n, o]) => [n, o])) as Record<(typeof LO)[number][0] | (typeof HI)[number][0], number>;
+const O = Object.fromEntries([...LO, ...HI].map(([n, o]) => [n, o])) as Record<
+  (typeof LO)[number][0] | (typeof HI)[number][0],
+  number
+>;
 
 /** Writes `d` at `off` (descSize bytes); the checksum field is written as given (see groupDescChecksum). */
 export function encodeGroupDesc(b: Uint8Array, off: number, descSize: number, d: GroupDesc): void {
@@ -106,7 +109,13 @@ export function encodeGroupDesc(b: Uint8Array, off: number, descSize: number, d:
  * metadata_csum descriptor checksum: crc32c(fs seed, le32 group, descriptor with bg_checksum as zero),
  * low 16 bits (kernel doc: checksums.rst / group_descr.rst).
  */
-export function groupDescChecksum(csumSeed: number, group: number, b: Uint8Array, off: number, descSize: number): number {
+export function groupDescChecksum(
+  csumSeed: number,
+  group: number,
+  b: Uint8Array,
+  off: number,
+  descSize: number,
+): number {
   let c = crc32cU32(csumSeed, group);
   c = crc32c(c, b, off, off + CHECKSUM_OFFSET);
   c = crc32c(c, ZERO2, 0, 2);

@@ -139,7 +139,12 @@ function setDxTail(b: Uint8Array, countOffset: number, limit: number, count: num
 }
 
 /** Writes a dx entry array: count/limit then the first block, then (hash, block) pairs. */
-function putDxEntries(b: Uint8Array, countOffset: number, limit: number, items: { hash: number; block: number }[]): void {
+function putDxEntries(
+  b: Uint8Array,
+  countOffset: number,
+  limit: number,
+  items: { hash: number; block: number }[],
+): void {
   put16(b, countOffset, limit);
   put16(b, countOffset + 2, items.length);
   put32(b, countOffset + 4, items[0]!.block);
@@ -198,9 +203,15 @@ export function buildHtree(inp: HtreeInput): Uint8Array[] {
   const levels = leaves.length <= rootLimit ? 0 : 1;
   const nodeCount = levels ? Math.ceil(leaves.length / nodeLimit) : 0;
   if (nodeCount > rootLimit)
-    throw new Ext4Error('TOO_LARGE', `directory ${inp.dirIno} needs ${leaves.length} leaf blocks, more than a two-level htree holds (large_dir is not enabled)`);
+    throw new Ext4Error(
+      'TOO_LARGE',
+      `directory ${inp.dirIno} needs ${leaves.length} leaf blocks, more than a two-level htree holds (large_dir is not enabled)`,
+    );
   const firstLeaf = 1 + nodeCount;
-  const leafItems = leaves.map((lf, i) => ({ hash: i === 0 ? 0 : (lf.first | (lf.continued ? 1 : 0)) >>> 0, block: firstLeaf + i }));
+  const leafItems = leaves.map((lf, i) => ({
+    hash: i === 0 ? 0 : (lf.first | (lf.continued ? 1 : 0)) >>> 0,
+    block: firstLeaf + i,
+  }));
 
   const root = new Uint8Array(bs);
   encodeDirent(root, 0, { inode: inp.dirIno, name: new Uint8Array([0x2e]), fileType: FT_DIR }, 12);

@@ -93,9 +93,24 @@ export interface Inode {
 export function emptyInode(): Inode {
   const t = { sec: 0, nsec: 0 };
   return {
-    mode: 0, uid: 0, gid: 0, size: 0, atime: t, ctime: t, mtime: t, crtime: t, dtime: 0,
-    linksCount: 0, blocks: 0, flags: 0, version: 0, block: new Uint8Array(I_BLOCK_SIZE),
-    generation: 0, fileAcl: 0, extraIsize: 0, projid: 0,
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    atime: t,
+    ctime: t,
+    mtime: t,
+    crtime: t,
+    dtime: 0,
+    linksCount: 0,
+    blocks: 0,
+    flags: 0,
+    version: 0,
+    block: new Uint8Array(I_BLOCK_SIZE),
+    generation: 0,
+    fileAcl: 0,
+    extraIsize: 0,
+    projid: 0,
   };
 }
 
@@ -113,7 +128,7 @@ export function encodeTime(t: Timestamp): { lo: number; extra: number } {
   const lo = lo32(sec);
   const signedLo = lo | 0;
   const epoch = Math.round((sec - signedLo) / 0x1_0000_0000) & 3;
-  return { lo, extra: ((epoch | (t.nsec << 2)) >>> 0) };
+  return { lo, extra: (epoch | (t.nsec << 2)) >>> 0 };
 }
 
 /** True when the extra field `name` lies inside i_extra_isize. */
@@ -191,7 +206,10 @@ export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: 
   if (fits('i_projid')) put32(b, off + O.i_projid, ino.projid);
 }
 
-const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Record<(typeof BASE)[number][0] | ExtraName, number>;
+const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Record<
+  (typeof BASE)[number][0] | ExtraName,
+  number
+>;
 const timeLo = (t: Timestamp) => encodeTime(t).lo;
 const timeExtra = (t: Timestamp) => encodeTime(t).extra;
 

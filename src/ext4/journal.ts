@@ -35,14 +35,22 @@ export type JournalSuperblock = Record<Name, number> & {
 
 /** jbd2 feature bits, for dumpe2fs-style names. */
 export const JBD2_COMPAT_CHECKSUM = 0x1;
-export const JBD2_INCOMPAT = { revoke: 0x1, '64bit': 0x2, async_commit: 0x4, csum_v2: 0x8, csum_v3: 0x10, fast_commit: 0x20 } as const;
+export const JBD2_INCOMPAT = {
+  revoke: 0x1,
+  '64bit': 0x2,
+  async_commit: 0x4,
+  csum_v2: 0x8,
+  csum_v3: 0x10,
+  fast_commit: 0x20,
+} as const;
 
 export function decodeJournalSuperblock(b: Uint8Array, off = 0): JournalSuperblock {
   const j = {} as JournalSuperblock;
   for (const [n, o] of FIELDS) j[n] = be32(b, off + o);
   j.s_uuid = b.slice(off + 0x30, off + 0x40);
   j.s_checksum_type = b[off + 0x50]!;
-  if (j.h_magic !== JBD2_MAGIC) throw new Ext4Error('BAD_MAGIC', `journal superblock magic 0x${j.h_magic.toString(16)} is not jbd2's`);
+  if (j.h_magic !== JBD2_MAGIC)
+    throw new Ext4Error('BAD_MAGIC', `journal superblock magic 0x${j.h_magic.toString(16)} is not jbd2's`);
   return j;
 }
 

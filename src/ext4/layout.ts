@@ -117,7 +117,10 @@ export interface Layout {
 export function groupFirstBlock(l: Pick<Layout, 'firstDataBlock' | 'blocksPerGroup'>, g: number): number {
   return l.firstDataBlock + g * l.blocksPerGroup;
 }
-export function groupBlockCount(l: Pick<Layout, 'firstDataBlock' | 'blocksPerGroup' | 'blocksCount' | 'groupCount'>, g: number): number {
+export function groupBlockCount(
+  l: Pick<Layout, 'firstDataBlock' | 'blocksPerGroup' | 'blocksCount' | 'groupCount'>,
+  g: number,
+): number {
   if (g < l.groupCount - 1) return l.blocksPerGroup;
   return l.blocksCount - l.firstDataBlock - g * l.blocksPerGroup;
 }
@@ -125,11 +128,15 @@ export function groupBlockCount(l: Pick<Layout, 'firstDataBlock' | 'blocksPerGro
 /** Parses a whole number of bytes with an optional K, M, G, T or P suffix (powers of 1024; "KiB" style accepted). */
 export function parseSize(s: string): number {
   const m = /^\s*(\d+)\s*([kKmMgGtTpP]?)(i?[bB])?\s*$/.exec(s);
-  if (!m) throw new Ext4Error('BAD_SIZE', `bad size "${s}": use bytes or a number with K, M, G, T or P (powers of 1024)`);
+  if (!m)
+    throw new Ext4Error('BAD_SIZE', `bad size "${s}": use bytes or a number with K, M, G, T or P (powers of 1024)`);
   const n = BigInt(m[1]!);
-  const mult = { '': 1n, k: 1n << 10n, m: 1n << 20n, g: 1n << 30n, t: 1n << 40n, p: 1n << 50n }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't' | 'p'];
+  const mult = { '': 1n, k: 1n << 10n, m: 1n << 20n, g: 1n << 30n, t: 1n << 40n, p: 1n << 50n }[
+    m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't' | 'p'
+  ];
   const bytes = n * mult;
-  if (bytes > BigInt(MAX_SIZE_BYTES)) throw new Ext4Error('TOO_LARGE', `size ${s} is larger than this tool supports (8 PiB)`);
+  if (bytes > BigInt(MAX_SIZE_BYTES))
+    throw new Ext4Error('TOO_LARGE', `size ${s} is larger than this tool supports (8 PiB)`);
   return Number(bytes);
 }
 
@@ -143,7 +150,8 @@ function isPow2(n: number): boolean {
  */
 export function planLayout(opts: LayoutOptions): Layout {
   const sizeBytes = opts.sizeBytes;
-  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new Ext4Error('BAD_SIZE', `size must be a positive whole number of bytes`);
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0)
+    throw new Ext4Error('BAD_SIZE', `size must be a positive whole number of bytes`);
   const sizeType = sizeTypeFor(sizeBytes);
   const st = SIZE_TYPES[sizeType];
   const blockSize = opts.blockSize ?? st.blockSize;
@@ -161,7 +169,8 @@ export function planLayout(opts: LayoutOptions): Layout {
   let blocksCount = Math.floor(sizeBytes / blockSize);
   if (blockSize < PAGE_SIZE) blocksCount -= blocksCount % (PAGE_SIZE / blockSize);
   const requestedBlocks = blocksCount;
-  if (blocksCount > 2 ** 48) throw new Ext4Error('TOO_LARGE', `${blocksCount} blocks is more than ext4 can address (2^48)`);
+  if (blocksCount > 2 ** 48)
+    throw new Ext4Error('TOO_LARGE', `${blocksCount} blocks is more than ext4 can address (2^48)`);
 
   // Inode count from the ratio, capped to 32 bits.
   let inodesWanted = Math.floor((blocksCount * blockSize) / inodeRatio);
@@ -178,7 +187,8 @@ export function planLayout(opts: LayoutOptions): Layout {
   if (blocksCount > 0xffffffff) features.compat &= ~COMPAT.resize_inode;
 
   for (;;) {
-    if (blocksCount <= firstDataBlock) throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
+    if (blocksCount <= firstDataBlock)
+      throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
     const groupCount = ceilDiv(blocksCount - firstDataBlock, blocksPerGroup);
     const descBlocks = ceilDiv(groupCount, descPerBlock);
     let reservedGdtBlocks = 0;
@@ -224,7 +234,10 @@ export function planLayout(opts: LayoutOptions): Layout {
       continue;
     }
     if (ipg * groupCount < FIRST_INO + 1)
-      throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system (needs at least ${FIRST_INO + 1} inodes)`);
+      throw new Ext4Error(
+        'TOO_SMALL',
+        `size ${sizeBytes} bytes is too small for an ext4 file system (needs at least ${FIRST_INO + 1} inodes)`,
+      );
 
     const journalBlocks = defaultJournalBlocks(blocksCount);
     if (journalBlocks === 0) features.compat &= ~COMPAT.has_journal;
@@ -272,14 +285,19 @@ export function planLayout(opts: LayoutOptions): Layout {
 function reservedBlocksFor(requested: number, final: number): number {
   const r = Math.floor((5.0 * requested) / 100.0);
   if (final === requested) return r;
-  return Math.floor(((100.0 * r) / requested) * final / 100.0);
+  return Math.floor((((100.0 * r) / requested) * final) / 100.0);
 }
 
 /**
  * Finds `num` free blocks in a row, searching forward from `start` up to (not including) `finish`.
  * Returns -1 when there are none. Used blocks are skipped a range at a time.
  */
-export function findFreeRun(l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataBlock'>, start: number, finish: number, num: number): number {
+export function findFreeRun(
+  l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataBlock'>,
+  start: number,
+  finish: number,
+  num: number,
+): number {
   let b = start === 0 ? l.firstDataBlock : start;
   let wrapped = false;
   for (;;) {
@@ -300,7 +318,12 @@ export function findFreeRun(l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataB
  * Marks `n` blocks used, taking free runs from the first free block at or after `goal` onwards (and,
  * with `wrap`, from the start of the file system after that). Runs are as long as the free space allows.
  */
-export function takeRuns(l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataBlock'>, goal: number, n: number, wrap = false): { start: number; len: number }[] {
+export function takeRuns(
+  l: Pick<Layout, 'used' | 'blocksCount' | 'firstDataBlock'>,
+  goal: number,
+  n: number,
+  wrap = false,
+): { start: number; len: number }[] {
   const runs: { start: number; len: number }[] = [];
   let b = goal;
   let wrapped = !wrap;

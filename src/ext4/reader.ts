@@ -9,8 +9,33 @@ import { crc32c, crc32cU32 } from './crc32c.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, blocksCount, type Superblock } from './superblock.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
 import { decodeGroupDesc, groupDescChecksum, groupDescCrc16, type GroupDesc } from './group-desc.js';
-import { decodeInode, inodeChecksum, storedInodeChecksum, type Inode, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, FL_INLINE_DATA, FL_HUGE_FILE, FL_INDEX, GOOD_OLD_INODE_SIZE } from './inode.js';
-import { decodeExtentHeader, decodeExtent, decodeExtentIndex, EXTENT_MAGIC, extentBlockChecksumOffset, blockMaxEntries } from './extent.js';
+import {
+  decodeInode,
+  inodeChecksum,
+  storedInodeChecksum,
+  type Inode,
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  S_IFLNK,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  S_IFSOCK,
+  FL_EXTENTS,
+  FL_INLINE_DATA,
+  FL_HUGE_FILE,
+  FL_INDEX,
+  GOOD_OLD_INODE_SIZE,
+} from './inode.js';
+import {
+  decodeExtentHeader,
+  decodeExtent,
+  decodeExtentIndex,
+  EXTENT_MAGIC,
+  extentBlockChecksumOffset,
+  blockMaxEntries,
+} from './extent.js';
 import { decodeRecLen, DIR_TAIL_SIZE, FT_DIR_CSUM } from './dirent.js';
 import { XATTR_MAGIC, aclFromDisk } from './xattr.js';
 import { groupHasSuper } from './layout.js';
@@ -76,8 +101,19 @@ export function fileTypeOf(mode: number): FileType | undefined {
 }
 
 const KNOWN_INCOMPAT =
-  INCOMPAT.filetype | INCOMPAT.needs_recovery | INCOMPAT.meta_bg | INCOMPAT.extent | INCOMPAT['64bit'] | INCOMPAT.mmp | INCOMPAT.flex_bg |
-  INCOMPAT.ea_inode | INCOMPAT.metadata_csum_seed | INCOMPAT.large_dir | INCOMPAT.inline_data | INCOMPAT.encrypt | INCOMPAT.casefold;
+  INCOMPAT.filetype |
+  INCOMPAT.needs_recovery |
+  INCOMPAT.meta_bg |
+  INCOMPAT.extent |
+  INCOMPAT['64bit'] |
+  INCOMPAT.mmp |
+  INCOMPAT.flex_bg |
+  INCOMPAT.ea_inode |
+  INCOMPAT.metadata_csum_seed |
+  INCOMPAT.large_dir |
+  INCOMPAT.inline_data |
+  INCOMPAT.encrypt |
+  INCOMPAT.casefold;
 
 export class Ext4Reader {
   readonly sb: Superblock;
@@ -91,34 +127,52 @@ export class Ext4Reader {
   private readonly verify: boolean;
   private readonly gdCache = new Map<number, GroupDesc>();
 
-  private constructor(readonly dev: BlockDevice, opts: ReaderOptions) {
+  private constructor(
+    readonly dev: BlockDevice,
+    opts: ReaderOptions,
+  ) {
     this.verify = opts.verifyChecksums !== false;
-    if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) throw new Ext4Error('BAD_MAGIC', 'image is too small to hold an ext2/3/4 superblock');
+    if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
+      throw new Ext4Error('BAD_MAGIC', 'image is too small to hold an ext2/3/4 superblock');
     const sb = decodeSuperblock(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE), { verify: this.verify });
     if (!this.verify && sb.s_magic !== 0xef53) throw new Ext4Error('BAD_MAGIC', 'not an ext2/3/4 file system');
     this.sb = sb;
-    if (sb.s_log_block_size > 6) throw new Ext4Error('CORRUPT', `block size 2^(10+${sb.s_log_block_size}) is not valid`);
+    if (sb.s_log_block_size > 6)
+      throw new Ext4Error('CORRUPT', `block size 2^(10+${sb.s_log_block_size}) is not valid`);
     this.blockSize = 1024 << sb.s_log_block_size;
     const unknown = sb.s_feature_incompat & ~KNOWN_INCOMPAT;
-    if (sb.s_feature_incompat & INCOMPAT.journal_dev) throw new Ext4Error('UNSUPPORTED_FEATURE', 'this is an external journal device (journal_dev), not a file system');
-    if (sb.s_feature_incompat & INCOMPAT.compression) throw new Ext4Error('UNSUPPORTED_FEATURE', 'compression is not supported');
-    if (sb.s_feature_incompat & INCOMPAT.dirdata) throw new Ext4Error('UNSUPPORTED_FEATURE', 'dirdata is not supported');
+    if (sb.s_feature_incompat & INCOMPAT.journal_dev)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', 'this is an external journal device (journal_dev), not a file system');
+    if (sb.s_feature_incompat & INCOMPAT.compression)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', 'compression is not supported');
+    if (sb.s_feature_incompat & INCOMPAT.dirdata)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', 'dirdata is not supported');
     if (unknown) throw new Ext4Error('UNSUPPORTED_FEATURE', `unknown incompatible features 0x${unknown.toString(16)}`);
     const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;
     if (dirty && !opts.replayJournal)
-      opts.onWarning?.('the journal needs recovery (needs_recovery): reading the file system as it is on disk, without replaying the journal');
+      opts.onWarning?.(
+        'the journal needs recovery (needs_recovery): reading the file system as it is on disk, without replaying the journal',
+      );
     this.blocksCount = blocksCount(sb);
     if (sb.s_blocks_per_group === 0 || sb.s_inodes_per_group === 0 || this.blocksCount <= sb.s_first_data_block)
       throw new Ext4Error('CORRUPT', 'superblock geometry is invalid (zero blocks or inodes per group)');
     this.groupCount = Math.ceil((this.blocksCount - sb.s_first_data_block) / sb.s_blocks_per_group);
     const is64 = (sb.s_feature_incompat & INCOMPAT['64bit']) !== 0;
     this.descSize = is64 ? sb.s_desc_size : 32;
-    if (this.descSize < 32 || this.descSize > this.blockSize || (this.descSize & (this.descSize - 1))) throw new Ext4Error('CORRUPT', `bad descriptor size ${this.descSize}`);
+    if (this.descSize < 32 || this.descSize > this.blockSize || this.descSize & (this.descSize - 1))
+      throw new Ext4Error('CORRUPT', `bad descriptor size ${this.descSize}`);
     this.inodeSize = sb.s_rev_level === 0 ? GOOD_OLD_INODE_SIZE : sb.s_inode_size;
-    if (this.inodeSize < GOOD_OLD_INODE_SIZE || this.inodeSize > this.blockSize || (this.inodeSize & (this.inodeSize - 1))) throw new Ext4Error('CORRUPT', `bad inode size ${this.inodeSize}`);
-    if (sb.s_inodes_count > sb.s_inodes_per_group * this.groupCount) throw new Ext4Error('CORRUPT', 'inode count exceeds the groups');
+    if (
+      this.inodeSize < GOOD_OLD_INODE_SIZE ||
+      this.inodeSize > this.blockSize ||
+      this.inodeSize & (this.inodeSize - 1)
+    )
+      throw new Ext4Error('CORRUPT', `bad inode size ${this.inodeSize}`);
+    if (sb.s_inodes_count > sb.s_inodes_per_group * this.groupCount)
+      throw new Ext4Error('CORRUPT', 'inode count exceeds the groups');
     this.csum = (sb.s_feature_ro_compat & RO_COMPAT.metadata_csum) !== 0;
-    this.csumSeed = sb.s_feature_incompat & INCOMPAT.metadata_csum_seed ? sb.s_checksum_seed : crc32c(0xffffffff, sb.s_uuid);
+    this.csumSeed =
+      sb.s_feature_incompat & INCOMPAT.metadata_csum_seed ? sb.s_checksum_seed : crc32c(0xffffffff, sb.s_uuid);
     if (dirty && opts.replayJournal) this.replay(opts);
   }
 
@@ -128,7 +182,9 @@ export class Ext4Reader {
   private replay(opts: ReaderOptions): void {
     const sb = this.sb;
     if (!(sb.s_feature_compat & COMPAT.has_journal) || !sb.s_journal_inum) {
-      opts.onWarning?.('the journal needs recovery but is external (journal_dev): reading the file system as it is on disk');
+      opts.onWarning?.(
+        'the journal needs recovery but is external (journal_dev): reading the file system as it is on disk',
+      );
       return;
     }
     const ino = sb.s_journal_inum;
@@ -136,11 +192,20 @@ export class Ext4Reader {
     if ((jinode.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
       // A damaged journal inode: the superblock keeps a copy of its block map and size (s_jnl_blocks).
       const block = new Uint8Array(60);
-      for (let k = 0; k < 15; k++) block.set([sb.s_jnl_blocks[k]! & 0xff, (sb.s_jnl_blocks[k]! >>> 8) & 0xff, (sb.s_jnl_blocks[k]! >>> 16) & 0xff, sb.s_jnl_blocks[k]! >>> 24], k * 4);
+      for (let k = 0; k < 15; k++)
+        block.set(
+          [
+            sb.s_jnl_blocks[k]! & 0xff,
+            (sb.s_jnl_blocks[k]! >>> 8) & 0xff,
+            (sb.s_jnl_blocks[k]! >>> 16) & 0xff,
+            sb.s_jnl_blocks[k]! >>> 24,
+          ],
+          k * 4,
+        );
       const size = sb.s_jnl_blocks[15]! * 0x1_0000_0000 + sb.s_jnl_blocks[16]!;
       const extents = block[0] === 0x0a && block[1] === 0xf3;
       jinode = { ...jinode, mode: S_IFREG | 0o600, size, block, flags: extents ? FL_EXTENTS : 0 };
-      opts.onWarning?.('the journal inode is damaged: using the superblock\'s backup of its block map');
+      opts.onWarning?.("the journal inode is damaged: using the superblock's backup of its block map");
     }
     const runs = this.blockRuns(ino, jinode);
     const map = (n: number) => {
@@ -153,8 +218,13 @@ export class Ext4Reader {
     // What was read to find the journal came from before recovery.
     this.cache.clear();
     this.gdCache.clear();
-    opts.onWarning?.(`replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`);
-    if (res.fastCommit) opts.onWarning?.('the journal has fast-commit blocks, which are not replayed: the most recent changes may be missing');
+    opts.onWarning?.(
+      `replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`,
+    );
+    if (res.fastCommit)
+      opts.onWarning?.(
+        'the journal has fast-commit blocks, which are not replayed: the most recent changes may be missing',
+      );
   }
 
   static open(dev: BlockDevice, opts: ReaderOptions = {}): Ext4Reader {
@@ -166,7 +236,11 @@ export class Ext4Reader {
 
   private checkRange(block: number, count: number): void {
     if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
-      throw new Ext4Error('CORRUPT', `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`, { block });
+      throw new Ext4Error(
+        'CORRUPT',
+        `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`,
+        { block },
+      );
   }
 
   /** Reads whole blocks, checking they lie inside the file system. Callers must not modify the result. */
@@ -224,7 +298,8 @@ export class Ext4Reader {
 
   private hasSuper(g: number): boolean {
     const sb = this.sb;
-    if (sb.s_feature_compat & COMPAT.sparse_super2) return g === 0 || g === sb.s_backup_bgs_0 || g === sb.s_backup_bgs_1;
+    if (sb.s_feature_compat & COMPAT.sparse_super2)
+      return g === 0 || g === sb.s_backup_bgs_0 || g === sb.s_backup_bgs_1;
     if (!(sb.s_feature_ro_compat & RO_COMPAT.sparse_super)) return true;
     return groupHasSuper(g);
   }
@@ -276,7 +351,8 @@ export class Ext4Reader {
    */
   private inodeRecord(ino: number): { buf: Uint8Array; off: number } {
     const sb = this.sb;
-    if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.s_inodes_count) throw new Ext4Error('CORRUPT', `inode number ${ino} is out of range`, { inode: ino });
+    if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.s_inodes_count)
+      throw new Ext4Error('CORRUPT', `inode number ${ino} is out of range`, { inode: ino });
     const g = Math.floor((ino - 1) / sb.s_inodes_per_group);
     const idx = (ino - 1) % sb.s_inodes_per_group;
     const gd = this.groupDesc(g);
@@ -289,7 +365,8 @@ export class Ext4Reader {
       const n = this.overlay.size ? 1 : Math.max(1, Math.min(16, tableBlocks - k, this.blocksCount - block));
       if (n > 1) {
         const run = this.readBlocks(block, n);
-        for (let j = n - 1; j >= 0; j--) this.remember(block + j, run.subarray(j * this.blockSize, (j + 1) * this.blockSize));
+        for (let j = n - 1; j >= 0; j--)
+          this.remember(block + j, run.subarray(j * this.blockSize, (j + 1) * this.blockSize));
         b = run.subarray(0, this.blockSize);
       } else b = this.readBlocks(block);
     }
@@ -306,13 +383,16 @@ export class Ext4Reader {
     const i = decodeInode(buf, off, this.inodeSize);
     if (this.inodeSize > GOOD_OLD_INODE_SIZE && i.extraIsize > this.inodeSize - GOOD_OLD_INODE_SIZE)
       throw new Ext4Error('CORRUPT', `inode ${ino} has i_extra_isize ${i.extraIsize} past the inode`, { inode: ino });
-    if (!(this.sb.s_feature_ro_compat & RO_COMPAT.large_file) && (i.mode & S_IFMT) === S_IFDIR) i.size = i.size % 0x1_0000_0000;
+    if (!(this.sb.s_feature_ro_compat & RO_COMPAT.large_file) && (i.mode & S_IFMT) === S_IFDIR)
+      i.size = i.size % 0x1_0000_0000;
     return i;
   }
 
   /** 512-byte units to bytes, honouring huge_file. */
   allocatedBytes(i: Inode): number {
-    return i.flags & FL_HUGE_FILE && this.sb.s_feature_ro_compat & RO_COMPAT.huge_file ? i.blocks * this.blockSize : i.blocks * 512;
+    return i.flags & FL_HUGE_FILE && this.sb.s_feature_ro_compat & RO_COMPAT.huge_file
+      ? i.blocks * this.blockSize
+      : i.blocks * 512;
   }
 
   private inodeSeed(ino: number, gen: number): number {
@@ -331,27 +411,44 @@ export class Ext4Reader {
       const seen = new Set<number>();
       const walk = (node: Uint8Array, depth: number, expectDepth: number | undefined, capacity: number) => {
         const h = decodeExtentHeader(node, 0);
-        if (h.magic !== EXTENT_MAGIC) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header magic`, { inode: ino });
-        if (h.entries > h.max || h.max > capacity) throw new Ext4Error('CORRUPT', `inode ${ino}: extent node claims ${h.entries}/${h.max} entries`, { inode: ino });
-        if (h.depth > MAX_READ_DEPTH || (expectDepth !== undefined && h.depth !== expectDepth)) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent tree depth ${h.depth}`, { inode: ino });
+        if (h.magic !== EXTENT_MAGIC)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header magic`, { inode: ino });
+        if (h.entries > h.max || h.max > capacity)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: extent node claims ${h.entries}/${h.max} entries`, {
+            inode: ino,
+          });
+        if (h.depth > MAX_READ_DEPTH || (expectDepth !== undefined && h.depth !== expectDepth))
+          throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent tree depth ${h.depth}`, { inode: ino });
         for (let k = 0; k < h.entries; k++) {
           const off = 12 + k * 12;
           if (h.depth === 0) {
             const e = decodeExtent(node, off);
             if (e.len === 0) continue;
             if (e.pblk + e.len > this.blocksCount || e.pblk < this.sb.s_first_data_block)
-              throw new Ext4Error('CORRUPT', `inode ${ino}: extent maps blocks ${e.pblk}..${e.pblk + e.len - 1} outside the file system`, { inode: ino, block: e.pblk });
+              throw new Ext4Error(
+                'CORRUPT',
+                `inode ${ino}: extent maps blocks ${e.pblk}..${e.pblk + e.len - 1} outside the file system`,
+                { inode: ino, block: e.pblk },
+              );
             runs.push({ lblk: e.lblk, pblk: e.pblk, len: e.len, uninit: !!e.uninit });
           } else {
             const x = decodeExtentIndex(node, off);
-            if (seen.has(x.leaf)) throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree loop at block ${x.leaf}`, { inode: ino, block: x.leaf });
+            if (seen.has(x.leaf))
+              throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree loop at block ${x.leaf}`, {
+                inode: ino,
+                block: x.leaf,
+              });
             seen.add(x.leaf);
-            if (seen.size > 1_000_000) throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree too large`, { inode: ino });
+            if (seen.size > 1_000_000)
+              throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree too large`, { inode: ino });
             const child = this.readBlocks(x.leaf);
             if (this.verify && this.csum) {
               const t = extentBlockChecksumOffset(this.blockSize);
               if (crc32c(this.inodeSeed(ino, i.generation), child, 0, t) !== u32(child, t))
-                throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extent block ${x.leaf} checksum mismatch`, { inode: ino, block: x.leaf });
+                throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extent block ${x.leaf} checksum mismatch`, {
+                  inode: ino,
+                  block: x.leaf,
+                });
             }
             walk(child, depth + 1, h.depth - 1, blockMaxEntries(this.blockSize));
           }
@@ -360,14 +457,19 @@ export class Ext4Reader {
       walk(i.block, 0, undefined, 4);
       runs.sort((a, b) => a.lblk - b.lblk);
       for (let k = 1; k < runs.length; k++)
-        if (runs[k]!.lblk < runs[k - 1]!.lblk + runs[k - 1]!.len) throw new Ext4Error('CORRUPT', `inode ${ino}: overlapping extents`, { inode: ino });
+        if (runs[k]!.lblk < runs[k - 1]!.lblk + runs[k - 1]!.len)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: overlapping extents`, { inode: ino });
       return runs;
     }
     // Classic block map: 12 direct pointers, then single, double and triple indirect blocks.
     const apb = this.blockSize / 4;
     const push = (lblk: number, pblk: number) => {
       if (pblk === 0 || lblk >= maxLblk) return;
-      if (pblk >= this.blocksCount || pblk < this.sb.s_first_data_block) throw new Ext4Error('CORRUPT', `inode ${ino}: block pointer ${pblk} outside the file system`, { inode: ino, block: pblk });
+      if (pblk >= this.blocksCount || pblk < this.sb.s_first_data_block)
+        throw new Ext4Error('CORRUPT', `inode ${ino}: block pointer ${pblk} outside the file system`, {
+          inode: ino,
+          block: pblk,
+        });
       const last = runs[runs.length - 1];
       if (last && last.lblk + last.len === lblk && last.pblk + last.len === pblk) last.len++;
       else runs.push({ lblk, pblk, len: 1, uninit: false });
@@ -376,7 +478,8 @@ export class Ext4Reader {
     const indirect = (blk: number, level: number, base: number) => {
       if (blk === 0 || base >= maxLblk) return;
       // A file of maxLblk blocks needs about maxLblk / apb indirect blocks; more means garbage pointers.
-      if (++visited > maxLblk / apb + 3 * apb + 3) throw new Ext4Error('CORRUPT', `inode ${ino}: indirect block map larger than the file`, { inode: ino });
+      if (++visited > maxLblk / apb + 3 * apb + 3)
+        throw new Ext4Error('CORRUPT', `inode ${ino}: indirect block map larger than the file`, { inode: ino });
       const b = this.readBlocks(blk);
       const span = apb ** (level - 1);
       for (let k = 0; k < apb; k++) {
@@ -393,8 +496,12 @@ export class Ext4Reader {
   }
 
   private checkReadable(ino: number, i: Inode): void {
-    if (i.flags & FL_ENCRYPT) throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is encrypted (encrypt): its contents cannot be read`, { inode: ino });
-    if (i.flags & FL_COMPR) throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is compressed (compression)`, { inode: ino });
+    if (i.flags & FL_ENCRYPT)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is encrypted (encrypt): its contents cannot be read`, {
+        inode: ino,
+      });
+    if (i.flags & FL_COMPR)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is compressed (compression)`, { inode: ino });
   }
 
   /** Inline data: i_block then the system.data attribute. */
@@ -412,12 +519,17 @@ export class Ext4Reader {
    * come as `undefined` with their length so callers can keep them sparse. The bytes handed to `sink`
    * are only valid during the call (they may be a view of a reused read-ahead buffer).
    */
-  readFile(ino: number, sink: (data: Uint8Array | undefined, offset: number, length: number) => void, i = this.inode(ino)): void {
+  readFile(
+    ino: number,
+    sink: (data: Uint8Array | undefined, offset: number, length: number) => void,
+    i = this.inode(ino),
+  ): void {
     this.checkReadable(ino, i);
     const size = i.size;
     if (i.flags & FL_INLINE_DATA) {
       const d = this.inlineData(ino, i);
-      if (size > d.length) throw new Ext4Error('CORRUPT', `inode ${ino}: inline data shorter than the file size`, { inode: ino });
+      if (size > d.length)
+        throw new Ext4Error('CORRUPT', `inode ${ino}: inline data shorter than the file size`, { inode: ino });
       if (size) sink(d.subarray(0, size), 0, size);
       return;
     }
@@ -449,7 +561,10 @@ export class Ext4Reader {
   /** The whole content of a file, for small reads (capped). */
   readFileBytes(ino: number, max = 256 << 20): Uint8Array {
     const i = this.inode(ino);
-    if (i.size > max) throw new Ext4Error('TOO_LARGE', `inode ${ino} is ${i.size} bytes, more than ${max} to read into memory`, { inode: ino });
+    if (i.size > max)
+      throw new Ext4Error('TOO_LARGE', `inode ${ino} is ${i.size} bytes, more than ${max} to read into memory`, {
+        inode: ino,
+      });
     const out = new Uint8Array(i.size);
     this.readFile(ino, (d, off) => d && out.set(d, off), i);
     return out;
@@ -462,7 +577,8 @@ export class Ext4Reader {
 
   readLink(ino: number, i = this.inode(ino)): Uint8Array {
     this.checkReadable(ino, i);
-    if (i.size <= 0 || i.size >= EXT4_MAX_SYMLINK) throw new Ext4Error('CORRUPT', `symlink inode ${ino} has size ${i.size}`, { inode: ino });
+    if (i.size <= 0 || i.size >= EXT4_MAX_SYMLINK)
+      throw new Ext4Error('CORRUPT', `symlink inode ${ino} has size ${i.size}`, { inode: ino });
     if (i.flags & FL_INLINE_DATA) return this.inlineData(ino, i).slice(0, i.size);
     if (this.isFastSymlink(i)) return i.block.slice(0, i.size);
     return this.readFileBytes(ino).slice(0, i.size);
@@ -478,18 +594,27 @@ export class Ext4Reader {
 
   /** Directory entries other than . and .., in on-disk order. */
   readDir(ino: number, i = this.inode(ino)): DirEntryInfo[] {
-    if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('NOT_FOUND', `inode ${ino} is not a directory`, { inode: ino });
+    if ((i.mode & S_IFMT) !== S_IFDIR)
+      throw new Ext4Error('NOT_FOUND', `inode ${ino} is not a directory`, { inode: ino });
     this.checkReadable(ino, i);
     const out: DirEntryInfo[] = [];
     const hasFt = (this.sb.s_feature_incompat & INCOMPAT.filetype) !== 0;
     const parse = (b: Uint8Array, start: number, end: number, blockNo?: number) => {
       let off = start;
       while (off < end) {
-        if (off + 8 > end) throw new Ext4Error('CORRUPT', `directory ${ino}: entry header crosses the block end`, { inode: ino, block: blockNo });
+        if (off + 8 > end)
+          throw new Ext4Error('CORRUPT', `directory ${ino}: entry header crosses the block end`, {
+            inode: ino,
+            block: blockNo,
+          });
         const rec = decodeRecLen(u16(b, off + 4), this.blockSize);
         const nameLen = b[off + 6]!;
         if (rec < 8 || rec % 4 || off + rec > end || (u32(b, off) && 8 + nameLen > rec))
-          throw new Ext4Error('CORRUPT', `directory ${ino}: bad entry length ${rec} at offset ${off - start}`, { inode: ino, block: blockNo, offset: off });
+          throw new Ext4Error('CORRUPT', `directory ${ino}: bad entry length ${rec} at offset ${off - start}`, {
+            inode: ino,
+            block: blockNo,
+            offset: off,
+          });
         const child = u32(b, off);
         const isTail = child === 0 && rec === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
         if (child && !isTail) {
@@ -507,7 +632,8 @@ export class Ext4Reader {
       if (d.length > 60) parse(d, 60, d.length);
       return out;
     }
-    if (i.size > MAX_DIR_BYTES) throw new Ext4Error('CORRUPT', `directory ${ino} claims ${i.size} bytes`, { inode: ino });
+    if (i.size > MAX_DIR_BYTES)
+      throw new Ext4Error('CORRUPT', `directory ${ino} claims ${i.size} bytes`, { inode: ino });
     const bs = this.blockSize;
     const seed = this.inodeSeed(ino, i.generation);
     for (const r of this.blockRuns(ino, i)) {
@@ -520,10 +646,19 @@ export class Ext4Reader {
         // spanning the block) keep a dx_tail, not a dirent tail.
         const isRoot = (i.flags & FL_INDEX) !== 0 && r.lblk + k === 0;
         const dxBlock = isRoot || (u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs);
-        if (dxBlock && this.csum && this.verify && i.flags & FL_INDEX) this.verifyDxTail(ino, b, isRoot, seed, r.pblk + k);
-        const hasTail = !dxBlock && this.csum && u32(b, tail) === 0 && u16(b, tail + 4) === DIR_TAIL_SIZE && b[tail + 7] === FT_DIR_CSUM;
+        if (dxBlock && this.csum && this.verify && i.flags & FL_INDEX)
+          this.verifyDxTail(ino, b, isRoot, seed, r.pblk + k);
+        const hasTail =
+          !dxBlock &&
+          this.csum &&
+          u32(b, tail) === 0 &&
+          u16(b, tail + 4) === DIR_TAIL_SIZE &&
+          b[tail + 7] === FT_DIR_CSUM;
         if (hasTail && this.verify && crc32c(seed, b, 0, tail) !== u32(b, tail + 8))
-          throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${r.pblk + k} checksum mismatch`, { inode: ino, block: r.pblk + k });
+          throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${r.pblk + k} checksum mismatch`, {
+            inode: ino,
+            block: r.pblk + k,
+          });
         parse(b, 0, bs, r.pblk + k);
       }
     }
@@ -536,7 +671,8 @@ export class Ext4Reader {
    */
   private verifyDxTail(ino: number, b: Uint8Array, isRoot: boolean, seed: number, block: number): void {
     const countOffset = isRoot ? 0x18 + b[0x1d]! : 8;
-    if (countOffset + 4 > b.length) throw new Ext4Error('CORRUPT', `directory ${ino}: bad htree root`, { inode: ino, block });
+    if (countOffset + 4 > b.length)
+      throw new Ext4Error('CORRUPT', `directory ${ino}: bad htree root`, { inode: ino, block });
     const limit = u16(b, countOffset);
     const count = u16(b, countOffset + 2);
     const tail = countOffset + limit * 8;
@@ -544,7 +680,11 @@ export class Ext4Reader {
     let c = crc32c(seed, b, 0, countOffset + count * 8);
     c = crc32c(c, b, tail, tail + 4);
     c = crc32c(c, ZERO4, 0, 4);
-    if (c !== u32(b, tail + 4)) throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: htree block ${block} checksum mismatch`, { inode: ino, block });
+    if (c !== u32(b, tail + 4))
+      throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: htree block ${block} checksum mismatch`, {
+        inode: ino,
+        block,
+      });
   }
 
   /** In-inode attributes then block attributes, as stored (index, name suffix, value). */
@@ -556,32 +696,42 @@ export class Ext4Reader {
       let e = first;
       let n = 0;
       while (e + 4 <= end && u32(b, e) !== 0) {
-        if (e + 16 > end || ++n > 10_000) throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute entries overrun`, { inode: ino });
+        if (e + 16 > end || ++n > 10_000)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute entries overrun`, { inode: ino });
         const nameLen = b[e]!;
         const index = b[e + 1]!;
         const voff = u16(b, e + 2);
         const vino = u32(b, e + 4);
         const vsize = u32(b, e + 8);
-        if (e + 16 + nameLen > end) throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute name overruns`, { inode: ino });
+        if (e + 16 + nameLen > end)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute name overruns`, { inode: ino });
         const name = b.slice(e + 16, e + 16 + nameLen);
         let value: Uint8Array;
         if (vino) {
-          if (vsize > 64 << 20) throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value of ${vsize} bytes`, { inode: ino });
-          if (vino === ino) throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value inode refers to itself`, { inode: ino });
+          if (vsize > 64 << 20)
+            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value of ${vsize} bytes`, { inode: ino });
+          if (vino === ino)
+            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value inode refers to itself`, { inode: ino });
           value = this.readFileBytes(vino, 64 << 20).slice(0, vsize);
         } else {
-          if (valueBase + voff + vsize > valueEnd) throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value outside its area`, { inode: ino });
+          if (valueBase + voff + vsize > valueEnd)
+            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value outside its area`, { inode: ino });
           value = b.slice(valueBase + voff, valueBase + voff + vsize);
         }
         out.push({ index, name, value });
         e += (16 + nameLen + 3) & ~3;
       }
     };
-    if (ibody + 4 <= this.inodeSize && u32(raw, ibody) === XATTR_MAGIC) parseEntries(raw, ibody + 4, this.inodeSize, ibody + 4, this.inodeSize);
+    if (ibody + 4 <= this.inodeSize && u32(raw, ibody) === XATTR_MAGIC)
+      parseEntries(raw, ibody + 4, this.inodeSize, ibody + 4, this.inodeSize);
     const i = decodeInode(raw, 0, this.inodeSize);
     if (i.fileAcl) {
       const b = this.readBlocks(i.fileAcl);
-      if (u32(b, 0) !== XATTR_MAGIC || u32(b, 8) !== 1) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extended attribute block ${i.fileAcl}`, { inode: ino, block: i.fileAcl });
+      if (u32(b, 0) !== XATTR_MAGIC || u32(b, 8) !== 1)
+        throw new Ext4Error('CORRUPT', `inode ${ino}: bad extended attribute block ${i.fileAcl}`, {
+          inode: ino,
+          block: i.fileAcl,
+        });
       if (this.verify && this.csum) {
         const nr = new Uint8Array(8);
         nr.set([i.fileAcl & 0xff, (i.fileAcl >>> 8) & 0xff, (i.fileAcl >>> 16) & 0xff, (i.fileAcl >>> 24) & 0xff]);
@@ -590,7 +740,10 @@ export class Ext4Reader {
         const copy = b.slice();
         copy.fill(0, 16, 20);
         if (crc32c(crc32c(this.csumSeed, nr), copy) !== u32(b, 16))
-          throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extended attribute block ${i.fileAcl} checksum mismatch`, { inode: ino, block: i.fileAcl });
+          throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extended attribute block ${i.fileAcl} checksum mismatch`, {
+            inode: ino,
+            block: i.fileAcl,
+          });
       }
       parseEntries(b, 32, this.blockSize, 0, this.blockSize);
     }
@@ -599,7 +752,15 @@ export class Ext4Reader {
 
   /** Extended attributes with full names, ACLs in the VFS format; inline-data storage is hidden. */
   xattrs(ino: number): XattrEntry[] {
-    const PREFIX: Record<number, string> = { 1: 'user.', 2: 'system.posix_acl_access', 3: 'system.posix_acl_default', 4: 'trusted.', 6: 'security.', 7: 'system.', 8: 'system.richacl' };
+    const PREFIX: Record<number, string> = {
+      1: 'user.',
+      2: 'system.posix_acl_access',
+      3: 'system.posix_acl_default',
+      4: 'trusted.',
+      6: 'security.',
+      7: 'system.',
+      8: 'system.richacl',
+    };
     const out: XattrEntry[] = [];
     for (const x of this.rawXattrs(ino)) {
       const suffix = Buffer.from(x.name).toString('utf8');
@@ -631,9 +792,12 @@ export class Ext4Reader {
         }
         const dir = stack[stack.length - 1]!;
         const i = this.inode(dir);
-        if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('NOT_FOUND', `${path}: a component is not a directory`, { path });
+        if ((i.mode & S_IFMT) !== S_IFDIR)
+          throw new Ext4Error('NOT_FOUND', `${path}: a component is not a directory`, { path });
         const want = Buffer.from(part, 'utf8');
-        const hit = this.readDir(dir, i).find((e) => e.name.length === want.length && Buffer.compare(Buffer.from(e.name), want) === 0);
+        const hit = this.readDir(dir, i).find(
+          (e) => e.name.length === want.length && Buffer.compare(Buffer.from(e.name), want) === 0,
+        );
         if (!hit) throw new Ext4Error('NOT_FOUND', `${path}: no such file or directory`, { path });
         const last = k === parts.length - 1;
         const child = this.inode(hit.inode);
@@ -653,7 +817,5 @@ export class Ext4Reader {
 }
 
 const ZERO4 = new Uint8Array(4);
-
-
 
 export { join64 };

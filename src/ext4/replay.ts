@@ -5,7 +5,13 @@
  */
 import { be32 } from './bytes.js';
 import { Ext4Error } from './errors.js';
-import { JBD2_MAGIC, decodeJournalSuperblock, JBD2_SUPERBLOCK_V1 as SUPERBLOCK_V1, JBD2_SUPERBLOCK_V2 as SUPERBLOCK_V2, JBD2_INCOMPAT } from './journal.js';
+import {
+  JBD2_MAGIC,
+  decodeJournalSuperblock,
+  JBD2_SUPERBLOCK_V1 as SUPERBLOCK_V1,
+  JBD2_SUPERBLOCK_V2 as SUPERBLOCK_V2,
+  JBD2_INCOMPAT,
+} from './journal.js';
 
 const DESCRIPTOR = 1;
 const COMMIT = 2;
@@ -40,7 +46,8 @@ export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult 
   // The superblock through its codec (which also checks the magic).
   const sb = decodeJournalSuperblock(j.read(0));
   const type = sb.h_blocktype;
-  if (type !== SUPERBLOCK_V1 && type !== SUPERBLOCK_V2) throw new Ext4Error('CORRUPT', `journal superblock type ${type}`);
+  if (type !== SUPERBLOCK_V1 && type !== SUPERBLOCK_V2)
+    throw new Ext4Error('CORRUPT', `journal superblock type ${type}`);
   const bs = sb.s_blocksize;
   if (bs !== j.blockSize) throw new Ext4Error('CORRUPT', `journal block size ${bs} differs from the file system's`);
   const maxlen = sb.s_maxlen;
@@ -52,7 +59,8 @@ export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult 
   const overlay = new Map<number, Uint8Array>();
   const fastCommit = (incompat & JBD2_INCOMPAT.fast_commit) !== 0;
   if (start === 0) return { overlay, transactions: 0, fastCommit: false };
-  if (first < 1 || first >= maxlen || start < first || start >= maxlen) throw new Ext4Error('CORRUPT', 'journal log bounds are invalid');
+  if (first < 1 || first >= maxlen || start < first || start >= maxlen)
+    throw new Ext4Error('CORRUPT', 'journal log bounds are invalid');
   const is64 = (incompat & INCOMPAT_64BIT) !== 0;
   const csum3 = (incompat & INCOMPAT_CSUM_V3) !== 0;
   const csum2 = (incompat & INCOMPAT_CSUM_V2) !== 0;
@@ -105,7 +113,7 @@ export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult 
       pos = wrap(pos + 1);
     } else break;
   }
-  const isCommitted = (s: number) => ((s - startSeq) >>> 0) < ((committed - startSeq) >>> 0);
+  const isCommitted = (s: number) => (s - startSeq) >>> 0 < (committed - startSeq) >>> 0;
 
   // Pass 2: revokes of committed transactions.
   const revoked = new Map<number, number>();
@@ -118,7 +126,7 @@ export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult 
       for (let off = 16; off + rec <= count; off += rec) {
         const blk = is64 ? be32(b, off) * 0x1_0000_0000 + be32(b, off + 4) : be32(b, off);
         const prev = revoked.get(blk);
-        if (prev === undefined || ((st.seq - prev) >>> 0) < 0x8000_0000) revoked.set(blk, st.seq);
+        if (prev === undefined || (st.seq - prev) >>> 0 < 0x8000_0000) revoked.set(blk, st.seq);
       }
     }
 
@@ -133,8 +141,11 @@ export function replayJournal(j: JournalAccess, fsBlocks: number): ReplayResult 
     }
     for (const t of st.tags!) {
       const r = revoked.get(t.fsBlock);
-      if (r !== undefined && ((r - st.seq) >>> 0) < 0x8000_0000) continue;
-      if (t.fsBlock >= fsBlocks) throw new Ext4Error('CORRUPT', `journal replays block ${t.fsBlock} outside the file system`, { block: t.fsBlock });
+      if (r !== undefined && (r - st.seq) >>> 0 < 0x8000_0000) continue;
+      if (t.fsBlock >= fsBlocks)
+        throw new Ext4Error('CORRUPT', `journal replays block ${t.fsBlock} outside the file system`, {
+          block: t.fsBlock,
+        });
       const data = j.read(t.logBlock).slice();
       // An escaped block began with the jbd2 magic, which the journal stored as zeros.
       if (t.escaped) data.set([0xc0, 0x3b, 0x39, 0x98], 0);

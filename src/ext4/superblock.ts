@@ -141,20 +141,27 @@ export interface DecodeSuperblockOptions {
 
 /** Decodes the 1024 superblock bytes `b` (not the whole volume). */
 export function decodeSuperblock(b: Uint8Array, opts: DecodeSuperblockOptions = {}): Superblock {
-  if (b.length < SUPERBLOCK_SIZE) throw new Ext4Error('CORRUPT', `superblock needs ${SUPERBLOCK_SIZE} bytes, got ${b.length}`);
+  if (b.length < SUPERBLOCK_SIZE)
+    throw new Ext4Error('CORRUPT', `superblock needs ${SUPERBLOCK_SIZE} bytes, got ${b.length}`);
   const sb = readFields(b, 0, NUMERIC) as Superblock;
   for (const [name, off, len] of BYTES) sb[name] = b.slice(off, off + len);
   sb.s_jnl_blocks = [];
   for (let i = 0; i < JNL_BLOCKS_COUNT; i++) sb.s_jnl_blocks.push(u32(b, JNL_BLOCKS_OFFSET + i * 4));
   if (opts.verify !== false) {
     if (sb.s_magic !== EXT4_MAGIC)
-      throw new Ext4Error('BAD_MAGIC', `not an ext2/3/4 file system (magic 0x${sb.s_magic.toString(16)})`, { offset: SUPERBLOCK_OFFSET + 0x38 });
+      throw new Ext4Error('BAD_MAGIC', `not an ext2/3/4 file system (magic 0x${sb.s_magic.toString(16)})`, {
+        offset: SUPERBLOCK_OFFSET + 0x38,
+      });
     if (sb.s_feature_ro_compat & 0x400) {
       const want = superblockChecksum(b);
       if (want !== sb.s_checksum)
-        throw new Ext4Error('BAD_CHECKSUM', `superblock checksum 0x${sb.s_checksum.toString(16)} != computed 0x${want.toString(16)}`, {
-          offset: SUPERBLOCK_OFFSET + CHECKSUM_OFFSET,
-        });
+        throw new Ext4Error(
+          'BAD_CHECKSUM',
+          `superblock checksum 0x${sb.s_checksum.toString(16)} != computed 0x${want.toString(16)}`,
+          {
+            offset: SUPERBLOCK_OFFSET + CHECKSUM_OFFSET,
+          },
+        );
     }
   }
   return sb;

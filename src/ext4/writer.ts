@@ -6,9 +6,36 @@
 import { Ext4Error } from './errors.js';
 import { put32 } from './bytes.js';
 import { type Layout, takeRuns } from './layout.js';
-import { type Inode, type Timestamp, emptyInode, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, FL_EXTENTS, I_BLOCK_SIZE, FL_INDEX } from './inode.js';
+import {
+  type Inode,
+  type Timestamp,
+  emptyInode,
+  S_IFDIR,
+  S_IFREG,
+  S_IFLNK,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  S_IFSOCK,
+  FL_EXTENTS,
+  I_BLOCK_SIZE,
+  FL_INDEX,
+} from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
-import { packDirBlocks, direntSize, type DirEntry, FT_DIR, FT_REG_FILE, FT_SYMLINK, FT_CHRDEV, FT_BLKDEV, FT_FIFO, FT_SOCK, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
+import {
+  packDirBlocks,
+  direntSize,
+  type DirEntry,
+  FT_DIR,
+  FT_REG_FILE,
+  FT_SYMLINK,
+  FT_CHRDEV,
+  FT_BLKDEV,
+  FT_FIFO,
+  FT_SOCK,
+  MAX_NAME_LEN,
+  DIR_TAIL_SIZE,
+} from './dirent.js';
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
 import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
@@ -80,12 +107,16 @@ export interface WriterContext {
 }
 
 /** Creates the per-run buffers of a writer context. */
-export function writerBuffers(withData: boolean, est?: { dataBytes: number; largestFile: number }): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
+export function writerBuffers(
+  withData: boolean,
+  est?: { dataBytes: number; largestFile: number },
+): Pick<WriterContext, 'readBuffer' | 'pending' | 'xattrBlocks'> {
   // Sized to the tree: reads need the largest file (up to CHUNK), combining small files needs at most
   // the data (up to PENDING). A dotfile tree then takes KiB, not MiB, of buffers. Whole 64 KiB units
   // keep reads block-aligned for every block size.
   const unit = 65536;
-  const fit = (bytes: number, cap: number) => (withData ? Math.min(cap, Math.max(unit, Math.ceil(bytes / unit) * unit)) : 0);
+  const fit = (bytes: number, cap: number) =>
+    withData ? Math.min(cap, Math.max(unit, Math.ceil(bytes / unit) * unit)) : 0;
   return {
     readBuffer: Buffer.allocUnsafe(fit(est?.largestFile ?? CHUNK, CHUNK)),
     pending: { pos: 0, len: 0, buf: Buffer.allocUnsafe(fit(est?.dataBytes ?? PENDING, PENDING)) },
@@ -104,7 +135,11 @@ function placeXattrs(ctx: WriterContext, inode: Inode, node: SourceNode): DiskXa
   if (xattrSpace(xs) <= inodeXattrSpace(ctx.l.inodeSize, ctx.extraIsize)) return xs;
   const bs = ctx.l.blockSize;
   if (xattrSpace(xs) > bs - 32)
-    throw new Ext4Error('NO_SPACE', `extended attributes of ${node.displayPath} need ${xattrSpace(xs)} bytes; one ${bs}-byte block holds ${bs - 32} (ea_inode is not enabled)`, { path: node.displayPath });
+    throw new Ext4Error(
+      'NO_SPACE',
+      `extended attributes of ${node.displayPath} need ${xattrSpace(xs)} bytes; one ${bs}-byte block holds ${bs - 32} (ea_inode is not enabled)`,
+      { path: node.displayPath },
+    );
   const data = encodeXattrBlock(bs, xs);
   const key = Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1');
   let shared = ctx.xattrBlocks.get(key);
@@ -192,7 +227,11 @@ export function runsToExtents(runs: { lblk: number; pblk: number; len: number }[
 }
 
 /** Builds the extent tree for `extents`, allocating and queueing its blocks; returns i_block and tree block count. */
-export function mapExtents(ctx: WriterContext, ino: number, extents: Extent[]): { iBlock: Uint8Array; treeBlocks: number } {
+export function mapExtents(
+  ctx: WriterContext,
+  ino: number,
+  extents: Extent[],
+): { iBlock: Uint8Array; treeBlocks: number } {
   const bs = ctx.l.blockSize;
   const count = extentTreeBlockCount(extents.length, bs);
   const tree: number[] = [];
@@ -210,7 +249,8 @@ function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBl
   const bs = ctx.l.blockSize;
   if (node.size === 0) return { ...mapExtents(ctx, ino, []), blocks: 0 };
   const maxBlocks = 2 ** 32;
-  if (Math.ceil(node.size / bs) > maxBlocks) throw new Ext4Error('TOO_LARGE', `${node.displayPath} is larger than an ext4 file can be with ${bs}-byte blocks`);
+  if (Math.ceil(node.size / bs) > maxBlocks)
+    throw new Ext4Error('TOO_LARGE', `${node.displayPath} is larger than an ext4 file can be with ${bs}-byte blocks`);
   const data = node.openData();
   const buf = ctx.readBuffer;
   const runs: { lblk: number; pblk: number; len: number }[] = [];
@@ -308,7 +348,13 @@ function baseInode(ctx: WriterContext, node: SourceNode): Inode {
  * whose first block is the dx_root. `fixedBlocks` are blocks already allocated for it (the formatter's
  * root and lost+found blocks), used first.
  */
-export function writeDirectory(ctx: WriterContext, ino: number, parent: number, entries: DirEntry[], fixedBlocks: number[] = []): { iBlock: Uint8Array; blocks: number; size: number; flags: number } {
+export function writeDirectory(
+  ctx: WriterContext,
+  ino: number,
+  parent: number,
+  entries: DirEntry[],
+  fixedBlocks: number[] = [],
+): { iBlock: Uint8Array; blocks: number; size: number; flags: number } {
   const bs = ctx.l.blockSize;
   const seed = inodeSeed(ctx.csumSeed, ino);
   const enc = new TextEncoder();
@@ -322,13 +368,21 @@ export function writeDirectory(ctx: WriterContext, ino: number, parent: number, 
   if (bytes <= usable) {
     blocks = packDirBlocks([dot, dotdot, ...entries], bs, seed);
   } else {
-    blocks = buildHtree({ dirIno: ino, parentIno: parent, entries, blockSize: bs, inodeSeed: seed, hashSeed: ctx.hashSeed });
+    blocks = buildHtree({
+      dirIno: ino,
+      parentIno: parent,
+      entries,
+      blockSize: bs,
+      inodeSeed: seed,
+      hashSeed: ctx.hashSeed,
+    });
     flags |= FL_INDEX;
   }
   // Keep preallocated blocks (lost+found's) even when fewer are needed.
   while (blocks.length < fixedBlocks.length) blocks.push(packDirBlocks([], bs, seed)[0]!);
   const phys: number[] = [...fixedBlocks];
-  if (blocks.length > phys.length) for (const r of allocData(ctx, blocks.length - phys.length)) for (let i = 0; i < r.len; i++) phys.push(r.start + i);
+  if (blocks.length > phys.length)
+    for (const r of allocData(ctx, blocks.length - phys.length)) for (let i = 0; i < r.len; i++) phys.push(r.start + i);
   blocks.forEach((b, i) => ctx.put(phys[i]!, b));
   const runs = phys.map((p, i) => ({ lblk: i, pblk: p, len: 1 }));
   const m = mapExtents(ctx, ino, runsToExtents(runs));
@@ -345,7 +399,11 @@ type LinkMap = Map<string, number>;
 
 function checkName(node: SourceNode): void {
   if (node.name.length > MAX_NAME_LEN)
-    throw new Ext4Error('NAME_TOO_LONG', `name of ${node.displayPath} is ${node.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`, { path: node.displayPath });
+    throw new Ext4Error(
+      'NAME_TOO_LONG',
+      `name of ${node.displayPath} is ${node.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`,
+      { path: node.displayPath },
+    );
   if (node.name.length === 0 || node.name.includes(0x2f) || node.name.includes(0))
     throw new Ext4Error('SOURCE_ERROR', `invalid entry name in ${node.displayPath}`, { path: node.displayPath });
 }
@@ -372,7 +430,11 @@ function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number
     // The target and its terminating NUL must fit one block (kernel: ext4_symlink).
     const max = Math.min(4095, ctx.l.blockSize - 1);
     if (target.length === 0 || target.length > max)
-      throw new Ext4Error('NAME_TOO_LONG', `symlink ${node.displayPath} has a ${target.length}-byte target; with ${ctx.l.blockSize}-byte blocks at most ${max} bytes fit`, { path: node.displayPath });
+      throw new Ext4Error(
+        'NAME_TOO_LONG',
+        `symlink ${node.displayPath} has a ${target.length}-byte target; with ${ctx.l.blockSize}-byte blocks at most ${max} bytes fit`,
+        { path: node.displayPath },
+      );
     inode.size = target.length;
     if (target.length < I_BLOCK_SIZE) {
       // Fast symlink: the target lives in i_block itself.
@@ -401,7 +463,14 @@ function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number
 }
 
 /** Depth-first: a directory's children, then the directory's own blocks. */
-function writeChildren(ctx: WriterContext, dir: SourceNode, dirIno: number, links: LinkMap, depth: number, skip?: (n: SourceNode) => boolean): DirResult {
+function writeChildren(
+  ctx: WriterContext,
+  dir: SourceNode,
+  dirIno: number,
+  links: LinkMap,
+  depth: number,
+  skip?: (n: SourceNode) => boolean,
+): DirResult {
   if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
   const entries: DirEntry[] = [];
   let subdirs = 0;
@@ -409,7 +478,12 @@ function writeChildren(ctx: WriterContext, dir: SourceNode, dirIno: number, link
   for (const child of dir.children()) {
     checkName(child);
     const key = Buffer.from(child.name).toString('latin1');
-    if (names.has(key)) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath} lists the name ${JSON.stringify(Buffer.from(child.name).toString('utf8'))} twice`, { path: dir.displayPath });
+    if (names.has(key))
+      throw new Ext4Error(
+        'SOURCE_ERROR',
+        `${dir.displayPath} lists the name ${JSON.stringify(Buffer.from(child.name).toString('utf8'))} twice`,
+        { path: dir.displayPath },
+      );
     names.add(key);
     if (skip?.(child)) continue;
     if (child.kind === 'dir') {
@@ -434,12 +508,19 @@ function writeDir(ctx: WriterContext, node: SourceNode, parent: number, links: L
   ctx.inodes.set(ino, inode, true, placeXattrs(ctx, inode, node));
   const r = writeChildren(ctx, node, ino, links, depth);
   const d = writeDirectory(ctx, ino, parent, r.entries);
-  Object.assign(inode, { size: d.size, flags: d.flags, block: d.iBlock, blocks: inode.blocks + (d.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(r.subdirs) });
+  Object.assign(inode, {
+    size: d.size,
+    flags: d.flags,
+    block: d.iBlock,
+    blocks: inode.blocks + (d.blocks * ctx.l.blockSize) / 512,
+    linksCount: dirLinks(r.subdirs),
+  });
   return ino;
 }
 
 const LOST_FOUND = new TextEncoder().encode('lost+found');
-const isLostFound = (n: SourceNode) => n.name.length === LOST_FOUND.length && n.name.every((c, i) => c === LOST_FOUND[i]);
+const isLostFound = (n: SourceNode) =>
+  n.name.length === LOST_FOUND.length && n.name.every((c, i) => c === LOST_FOUND[i]);
 
 export interface RootResult {
   root: Inode;
@@ -452,33 +533,76 @@ export interface RootResult {
  * Writes `source` under the root directory. The root inode takes the source root's mode, owner and
  * times (like mkfs.ext4 -d); a `lost+found` directory in the source becomes the file system's own.
  */
-export function populate(ctx: WriterContext, source: TreeSource | undefined, rootBlock: number, lpfBlocks: number[]): RootResult {
+export function populate(
+  ctx: WriterContext,
+  source: TreeSource | undefined,
+  rootBlock: number,
+  lpfBlocks: number[],
+): RootResult {
   const links: LinkMap = new Map();
   const src = source?.root();
   if (src && src.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${src.displayPath} is not a directory`);
   const rootInode: Inode = src
     ? { ...baseInode(ctx, src), mode: S_IFDIR | (src.perm & 0o7777) }
-    : { ...emptyInode(), mode: S_IFDIR | 0o755, atime: ctx.now, mtime: ctx.now, ctime: ctx.now, crtime: ctx.now, extraIsize: ctx.extraIsize, uid: ctx.owner?.uid ?? 0, gid: ctx.owner?.gid ?? 0 };
+    : {
+        ...emptyInode(),
+        mode: S_IFDIR | 0o755,
+        atime: ctx.now,
+        mtime: ctx.now,
+        ctime: ctx.now,
+        crtime: ctx.now,
+        extraIsize: ctx.extraIsize,
+        uid: ctx.owner?.uid ?? 0,
+        gid: ctx.owner?.gid ?? 0,
+      };
   let lpfNode: SourceNode | undefined;
-  const rootChildren = src ? writeChildren(ctx, src, ROOT_INO, links, 0, (n) => {
-    if (!isLostFound(n)) return false;
-    if (n.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${n.displayPath} must be a directory: ext4 keeps lost+found for fsck`);
-    lpfNode = n;
-    return true;
-  }) : { entries: [], subdirs: 0 };
+  const rootChildren = src
+    ? writeChildren(ctx, src, ROOT_INO, links, 0, (n) => {
+        if (!isLostFound(n)) return false;
+        if (n.kind !== 'dir')
+          throw new Ext4Error('SOURCE_ERROR', `${n.displayPath} must be a directory: ext4 keeps lost+found for fsck`);
+        lpfNode = n;
+        return true;
+      })
+    : { entries: [], subdirs: 0 };
 
   const lpfInode: Inode = lpfNode
     ? baseInode(ctx, lpfNode)
-    : { ...emptyInode(), mode: S_IFDIR | 0o700, atime: ctx.now, mtime: ctx.now, ctime: ctx.now, crtime: ctx.now, extraIsize: ctx.extraIsize, uid: ctx.owner?.uid ?? 0, gid: ctx.owner?.gid ?? 0 };
+    : {
+        ...emptyInode(),
+        mode: S_IFDIR | 0o700,
+        atime: ctx.now,
+        mtime: ctx.now,
+        ctime: ctx.now,
+        crtime: ctx.now,
+        extraIsize: ctx.extraIsize,
+        uid: ctx.owner?.uid ?? 0,
+        gid: ctx.owner?.gid ?? 0,
+      };
   const rootXattrs = src ? placeXattrs(ctx, rootInode, src) : undefined;
   const lostFoundXattrs = lpfNode ? placeXattrs(ctx, lpfInode, lpfNode) : undefined;
   const lpfChildren = lpfNode ? writeChildren(ctx, lpfNode, LOST_FOUND_INO, links, 1) : { entries: [], subdirs: 0 };
   const lpf = writeDirectory(ctx, LOST_FOUND_INO, ROOT_INO, lpfChildren.entries, lpfBlocks);
-  Object.assign(lpfInode, { size: lpf.size, flags: lpf.flags, block: lpf.iBlock, blocks: lpfInode.blocks + (lpf.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(lpfChildren.subdirs) });
+  Object.assign(lpfInode, {
+    size: lpf.size,
+    flags: lpf.flags,
+    block: lpf.iBlock,
+    blocks: lpfInode.blocks + (lpf.blocks * ctx.l.blockSize) / 512,
+    linksCount: dirLinks(lpfChildren.subdirs),
+  });
 
-  const rootEntries: DirEntry[] = [{ inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR }, ...rootChildren.entries];
+  const rootEntries: DirEntry[] = [
+    { inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR },
+    ...rootChildren.entries,
+  ];
   const root = writeDirectory(ctx, ROOT_INO, ROOT_INO, rootEntries, [rootBlock]);
-  Object.assign(rootInode, { size: root.size, flags: root.flags, block: root.iBlock, blocks: rootInode.blocks + (root.blocks * ctx.l.blockSize) / 512, linksCount: dirLinks(rootChildren.subdirs + 1) });
+  Object.assign(rootInode, {
+    size: root.size,
+    flags: root.flags,
+    block: root.iBlock,
+    blocks: rootInode.blocks + (root.blocks * ctx.l.blockSize) / 512,
+    linksCount: dirLinks(rootChildren.subdirs + 1),
+  });
   flushData(ctx);
   sealXattrBlocks(ctx);
   return { root: rootInode, lostFound: lpfInode, rootXattrs, lostFoundXattrs };
@@ -520,7 +644,10 @@ export function estimateTree(source: TreeSource, blockSize: number): TreeEstimat
         est.files++;
         if (c.size > est.largestFile) est.largestFile = c.size;
         const full = Math.ceil(c.size / blockSize);
-        const stored = c.allocatedBytes === undefined || c.allocatedBytes >= c.size ? full : Math.min(full, Math.ceil(c.allocatedBytes / blockSize) + 1);
+        const stored =
+          c.allocatedBytes === undefined || c.allocatedBytes >= c.size
+            ? full
+            : Math.min(full, Math.ceil(c.allocatedBytes / blockSize) + 1);
         est.dataBytes += stored * blockSize;
         // Extents hold at most 32768 blocks; holes split them further, at worst one per stored block run.
         const extents = Math.ceil(full / MAX_INIT_EXTENT_LEN) + (stored < full ? stored : 0);

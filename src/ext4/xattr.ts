@@ -42,7 +42,10 @@ export function toDisk(x: XattrEntry): DiskXattr {
       return { index, name, value: index === 2 || index === 3 ? aclToDisk(x.value, x.name) : x.value };
     }
   }
-  throw new Ext4Error('UNSUPPORTED_FEATURE', `extended attribute namespace of "${x.name}" is not one ext4 stores (user., trusted., security., system.)`);
+  throw new Ext4Error(
+    'UNSUPPORTED_FEATURE',
+    `extended attribute namespace of "${x.name}" is not one ext4 stores (user., trusted., security., system.)`,
+  );
 }
 
 const ACL_USER_OBJ = 0x01;
@@ -54,7 +57,8 @@ const ACL_OTHER = 0x20;
 
 /** VFS POSIX ACL (version 2, 8-byte entries) -> ext4 ACL (version 1, 4-byte short entries where no id). */
 export function aclToDisk(v: Uint8Array, name: string): Uint8Array {
-  if (v.length < 4 || (v.length - 4) % 8 !== 0 || u32(v, 0) !== 2) throw new Ext4Error('SOURCE_ERROR', `${name}: not a POSIX ACL in the xattr format (version 2)`);
+  if (v.length < 4 || (v.length - 4) % 8 !== 0 || u32(v, 0) !== 2)
+    throw new Ext4Error('SOURCE_ERROR', `${name}: not a POSIX ACL in the xattr format (version 2)`);
   const n = (v.length - 4) / 8;
   const out: number[] = [1, 0, 0, 0];
   for (let i = 0; i < n; i++) {
@@ -140,7 +144,13 @@ export function inodeXattrSpace(inodeSize: number, extraIsize: number): number {
 }
 
 /** Writes the in-inode attribute area into the inode bytes at `off`. */
-export function encodeInodeXattrs(b: Uint8Array, off: number, inodeSize: number, extraIsize: number, xs: DiskXattr[]): void {
+export function encodeInodeXattrs(
+  b: Uint8Array,
+  off: number,
+  inodeSize: number,
+  extraIsize: number,
+  xs: DiskXattr[],
+): void {
   const start = off + 128 + extraIsize;
   put32(b, start, XATTR_MAGIC);
   layOut(b, start + 4, 0, inodeSize - 128 - extraIsize - 4, start + 4, sortXattrs(xs));

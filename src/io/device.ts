@@ -267,7 +267,8 @@ export class BufferDevice implements BlockDevice {
   }
   read(position: number, length: number): Uint8Array {
     const out = new Uint8Array(length);
-    if (position < this.bytes.length) out.set(this.bytes.subarray(position, Math.min(this.bytes.length, position + length)));
+    if (position < this.bytes.length)
+      out.set(this.bytes.subarray(position, Math.min(this.bytes.length, position + length)));
     return out;
   }
   write(): void {

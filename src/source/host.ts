@@ -22,7 +22,12 @@ function kindOf(st: fs.BigIntStats): NodeKind {
 
 function sourceError(p: string, e: unknown): Ext4Error {
   const err = e as NodeJS.ErrnoException;
-  const why = err.code === 'EACCES' ? 'permission denied' : err.code === 'ENOENT' ? 'it disappeared while being read' : (err.message ?? String(e));
+  const why =
+    err.code === 'EACCES'
+      ? 'permission denied'
+      : err.code === 'ENOENT'
+        ? 'it disappeared while being read'
+        : (err.message ?? String(e));
   return new Ext4Error('SOURCE_ERROR', `cannot read ${p}: ${why}`, { path: p, cause: e });
 }
 
@@ -54,7 +59,12 @@ class HostNode implements SourceNode {
   private readonly mtimeAtStat: bigint;
 
   /** Buffer paths keep names that are not valid UTF-8 exact. */
-  constructor(readonly hostPath: Buffer, name: Uint8Array, st: fs.BigIntStats, private readonly xattrMap?: Map<string, XattrEntry[]>) {
+  constructor(
+    readonly hostPath: Buffer,
+    name: Uint8Array,
+    st: fs.BigIntStats,
+    private readonly xattrMap?: Map<string, XattrEntry[]>,
+  ) {
     this.name = name;
     this.displayPath = hostPath.toString('utf8');
     this.sizeAtStat = st.size;
@@ -107,7 +117,9 @@ class HostNode implements SourceNode {
       verifyUnchanged(bytesRead) {
         const now = fs.fstatSync(fd, { bigint: true });
         if (now.size !== size || now.mtimeNs !== mtime || BigInt(bytesRead) !== size)
-          throw new Ext4Error('SOURCE_CHANGED', `${p} changed while it was being read (size ${size} -> ${now.size})`, { path: p });
+          throw new Ext4Error('SOURCE_CHANGED', `${p} changed while it was being read (size ${size} -> ${now.size})`, {
+            path: p,
+          });
       },
       close() {
         fs.closeSync(fd);

@@ -4,7 +4,15 @@ import { Ext4Reader, fileTypeOf } from '../ext4/reader.js';
 import { S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
 import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
 
-const KIND: Record<string, NodeKind> = { file: 'file', dir: 'dir', symlink: 'symlink', chardev: 'chardev', blockdev: 'blockdev', fifo: 'fifo', socket: 'socket' };
+const KIND: Record<string, NodeKind> = {
+  file: 'file',
+  dir: 'dir',
+  symlink: 'symlink',
+  chardev: 'chardev',
+  blockdev: 'blockdev',
+  fifo: 'fifo',
+  socket: 'socket',
+};
 
 class ImageNode implements SourceNode {
   readonly kind: NodeKind;
@@ -30,7 +38,12 @@ class ImageNode implements SourceNode {
     private readonly depth: number,
   ) {
     const t = fileTypeOf(i.mode);
-    if (!t) throw new Ext4Error('CORRUPT', `${displayPath}: inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`, { inode: ino });
+    if (!t)
+      throw new Ext4Error(
+        'CORRUPT',
+        `${displayPath}: inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`,
+        { inode: ino },
+      );
     this.kind = KIND[t]!;
     this.perm = i.mode & 0o7777;
     this.uid = i.uid;
@@ -99,7 +112,8 @@ class ImageNode implements SourceNode {
 
   children(): SourceNode[] {
     if (this.kind !== 'dir') return [];
-    if (this.depth > 4096) throw new Ext4Error('CORRUPT', `${this.displayPath}: directory tree deeper than 4096 levels`);
+    if (this.depth > 4096)
+      throw new Ext4Error('CORRUPT', `${this.displayPath}: directory tree deeper than 4096 levels`);
     const entries = this.r.readDir(this.ino, this.i);
     const out: SourceNode[] = [];
     for (const e of entries) {
@@ -107,9 +121,20 @@ class ImageNode implements SourceNode {
       const isDir = (child.mode & S_IFMT) === S_IFDIR;
       // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
       if (isDir && (e.inode === this.ino || this.ancestors().has(e.inode)))
-        throw new Ext4Error('CORRUPT', `${this.displayPath}: directory loop through inode ${e.inode}`, { inode: e.inode });
+        throw new Ext4Error('CORRUPT', `${this.displayPath}: directory loop through inode ${e.inode}`, {
+          inode: e.inode,
+        });
       const p = this.displayPath.endsWith('/') ? this.displayPath : this.displayPath + '/';
-      out.push(new ImageNode(this.r, e.inode, e.name, p + Buffer.from(e.name).toString('utf8'), child, this.depth + 1).withParent(this));
+      out.push(
+        new ImageNode(
+          this.r,
+          e.inode,
+          e.name,
+          p + Buffer.from(e.name).toString('utf8'),
+          child,
+          this.depth + 1,
+        ).withParent(this),
+      );
     }
     out.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
     return out;
@@ -137,7 +162,8 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   // A source path that is a symlink to a directory (/root -> /var/root) is followed, inside the image.
   const ino = reader.lookup(path, { followLast: true });
   const i = reader.inode(ino);
-  if ((i.mode & S_IFMT) !== S_IFDIR) throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
+  if ((i.mode & S_IFMT) !== S_IFDIR)
+    throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
   const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0);
   const skip = new Set(opts.skipRootNames ?? []);
   if (!skip.size) return { root: () => root };

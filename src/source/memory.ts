@@ -25,12 +25,16 @@ export interface MemoryEntry {
 const enc = new TextEncoder();
 
 /** A tree source from a nested description; children are written in byte order of their names. */
-export function memoryTreeSource(root: MemoryEntry, now: Timestamp = { sec: Math.floor(Date.now() / 1000), nsec: 0 }): TreeSource {
+export function memoryTreeSource(
+  root: MemoryEntry,
+  now: Timestamp = { sec: Math.floor(Date.now() / 1000), nsec: 0 },
+): TreeSource {
   const make = (name: string, e: MemoryEntry, where: string): SourceNode => {
     const kind: NodeKind = e.kind ?? (e.children ? 'dir' : e.target !== undefined ? 'symlink' : 'file');
     const data = typeof e.data === 'string' ? enc.encode(e.data) : (e.data ?? new Uint8Array(0));
     const target = enc.encode(e.target ?? '');
-    if (kind === 'symlink' && e.target === undefined) throw new Ext4Error('SOURCE_ERROR', `${where}: a symlink needs a target`);
+    if (kind === 'symlink' && e.target === undefined)
+      throw new Ext4Error('SOURCE_ERROR', `${where}: a symlink needs a target`);
     const t = e.time ?? now;
     return {
       name: enc.encode(name),

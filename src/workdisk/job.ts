@@ -113,7 +113,11 @@ const emptySource = (): TreeSource => memoryTreeSource({ kind: 'dir', perm: 0o70
  * Builds the work seed: the `path` directory (default /root) of the rootfs image, root-owned, modes
  * kept, in an image sized by workSeedSizeBytes. A rootfs without that directory gives an empty seed.
  */
-export function buildWorkSeedImage(rootfsPath: string, outPath: string, options: JobOptions & { path?: string } = {}): SeedResult {
+export function buildWorkSeedImage(
+  rootfsPath: string,
+  outPath: string,
+  options: JobOptions & { path?: string } = {},
+): SeedResult {
   distinct(rootfsPath, outPath);
   options.onProgress?.('reading rootfs');
   const reader = openImage(rootfsPath, options);
@@ -147,14 +151,22 @@ export interface MaterializeResult {
  * contents (not its lost+found), every entry root:root with modes kept and `/` 0755 (what sshd wants
  * of /root). Without a seed the disk is empty. Written atomically beside the target.
  */
-export function materializeWorkDisk(seedPath: string | undefined, workDiskPath: string, sizeBytes: number, options: JobOptions = {}): MaterializeResult {
+export function materializeWorkDisk(
+  seedPath: string | undefined,
+  workDiskPath: string,
+  sizeBytes: number,
+  options: JobOptions = {},
+): MaterializeResult {
   let src: TreeSource | undefined;
   let entries = 0;
   if (seedPath) {
     distinct(seedPath, workDiskPath);
     options.onProgress?.('reading rootfs');
     const reader = openImage(seedPath, options);
-    src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), { regularOnly: options.regularOnly, rootPerm: 0o755 });
+    src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), {
+      regularOnly: options.regularOnly,
+      rootPerm: 0o755,
+    });
   }
   options.onProgress?.(src ? 'applying work seed' : 'formatting');
   const r = writeRootOwned(workDiskPath, sizeBytes, src, options);
@@ -181,7 +193,8 @@ export function readNormalizedLines(path: string): string[] {
       return (hash >= 0 ? l.slice(0, hash) : l).trim();
     })
     .filter((l) => l !== '');
-  if (!lines.length) throw new Ext4Error('BAD_OPTION', `${path} has no entries (only blank lines or comments)`, { path });
+  if (!lines.length)
+    throw new Ext4Error('BAD_OPTION', `${path} has no entries (only blank lines or comments)`, { path });
   return lines;
 }
 
@@ -197,14 +210,16 @@ export function copyFilePreferClone(src: string, dst: string): 'clone' | 'copy' 
   } catch (e) {
     throw new Ext4Error('IO_ERROR', `cannot read ${src}: ${(e as Error).message}`, { path: src, cause: e });
   }
-  if (fs.existsSync(dst) || fs.lstatSync(dst, { throwIfNoEntry: false })) throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
+  if (fs.existsSync(dst) || fs.lstatSync(dst, { throwIfNoEntry: false }))
+    throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
   try {
     fs.copyFileSync(src, dst, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE_FORCE);
     fs.chmodSync(dst, st.mode & 0o7777);
     return 'clone';
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
+    if (code === 'EEXIST')
+      throw new Ext4Error('IO_ERROR', `${dst} already exists; refusing to overwrite it`, { path: dst });
     // No reflinks here (ENOTSUP, EXDEV, EINVAL, ...): fall back to a durable copy.
   }
   let out: number | undefined;

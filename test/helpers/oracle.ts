@@ -24,7 +24,11 @@ export function oracleAvailable(what: string, ok: boolean): boolean {
 
 export const HAVE_E2FSPROGS = ['mkfs.ext4', 'e2fsck', 'dumpe2fs', 'debugfs'].every(haveTool);
 
-export function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): SpawnSyncReturns<string> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): SpawnSyncReturns<string> {
   const r = spawnSync(cmd, args, {
     encoding: 'utf8',
     env: { ...process.env, ...opts.env },

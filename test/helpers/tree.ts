@@ -52,7 +52,10 @@ export function makeVariedTree(root: string): void {
   fs.linkSync(path.join(root, 'small.txt'), path.join(root, 'deep/hardlink-2'));
   fs.linkSync(path.join(root, 'fast-link'), path.join(root, 'hardlinked-symlink'));
   run('mkfifo', [path.join(root, 'fifo')]);
-  run('python3', ['-c', `import socket; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path.join(root, 'socket'))})`]);
+  run('python3', [
+    '-c',
+    `import socket; s=socket.socket(socket.AF_UNIX); s.bind(${JSON.stringify(path.join(root, 'socket'))})`,
+  ]);
   const many = path.join(root, 'many');
   fs.mkdirSync(many);
   for (let i = 0; i < 2500; i++) fs.writeFileSync(path.join(many, `file-${i}-${'p'.repeat(i % 37)}`), `${i}\n`);
@@ -89,7 +92,19 @@ export interface NodeInfo {
 }
 
 function typeOf(st: fs.BigIntStats): string {
-  return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'chr' : st.isBlockDevice() ? 'blk' : st.isFIFO() ? 'fifo' : 'sock';
+  return st.isFile()
+    ? 'file'
+    : st.isDirectory()
+      ? 'dir'
+      : st.isSymbolicLink()
+        ? 'symlink'
+        : st.isCharacterDevice()
+          ? 'chr'
+          : st.isBlockDevice()
+            ? 'blk'
+            : st.isFIFO()
+              ? 'fifo'
+              : 'sock';
 }
 
 /**
@@ -140,7 +155,8 @@ export function snapshot(root: string, opts: { owner?: [number, number]; read?: 
     if (type === 'symlink' && read) info.target = fs.readlinkSync(p);
     if (type === 'chr' || type === 'blk') info.rdev = st.rdev;
     out.set(rel || '/', info);
-    if (type === 'dir') for (const n of fs.readdirSync(p).sort()) if (!(rel === '' && n === 'lost+found')) walk(path.join(rel, n));
+    if (type === 'dir')
+      for (const n of fs.readdirSync(p).sort()) if (!(rel === '' && n === 'lost+found')) walk(path.join(rel, n));
   };
   walk('');
   return out;

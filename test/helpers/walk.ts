@@ -39,11 +39,15 @@ export function walkImage(r: Ext4Reader, limits = { entries: 200_000, bytes: 512
         else if (t === 'symlink') r.readLink(e.inode, i);
         else if (t === 'file' && st.bytes < limits.bytes) {
           st.files++;
-          r.readFile(e.inode, (d, _o, len) => {
-            st.bytes += len;
-            if (st.bytes > limits.bytes) throw new Ext4Error('TOO_LARGE', 'walk byte budget used');
-            void d;
-          }, i);
+          r.readFile(
+            e.inode,
+            (d, _o, len) => {
+              st.bytes += len;
+              if (st.bytes > limits.bytes) throw new Ext4Error('TOO_LARGE', 'walk byte budget used');
+              void d;
+            },
+            i,
+          );
         }
       } catch (err) {
         note(err);
