@@ -19,7 +19,7 @@ export { hostDirectorySource, type HostSourceOptions } from './source/host.js';
 export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
-export { halfMd4Hash } from './ext4/htree.js';
+export { halfMd4Hash, dirHash } from './ext4/dirhash.js';
 export {
   Ext4Reader,
   fileTypeOf,

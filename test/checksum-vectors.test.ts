@@ -15,7 +15,7 @@ import { bitmapChecksum } from '../src/ext4/bitmap.js';
 import { crc32c } from '../src/ext4/crc32c.js';
 import { u32 } from '../src/ext4/bytes.js';
 import { decodeExtentHeader, decodeExtentIndex, extentBlockChecksumOffset } from '../src/ext4/extent.js';
-import { inodeCsumSeed } from '../src/ext4/format.js';
+import { inodeCsumSeed } from '../src/ext4/inode.js';
 
 const runIt = oracleAvailable('checksum vectors from mkfs.ext4 images', HAVE_E2FSPROGS);
 

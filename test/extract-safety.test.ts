@@ -155,6 +155,6 @@ describe('path lookup inside an image', () => {
     const r = reader(img);
     expect(() => r.lookup('/loop/x')).toThrowError(expect.objectContaining({ code: 'CORRUPT' }));
     expect(() => r.lookup('/real/missing')).toThrowError(expect.objectContaining({ code: 'NOT_FOUND' }));
-    expect(() => r.lookup('/real/x/deeper')).toThrowError(expect.objectContaining({ code: 'NOT_FOUND' }));
+    expect(() => r.lookup('/real/x/deeper')).toThrowError(expect.objectContaining({ code: 'NOT_A_DIRECTORY' }));
   });
 });

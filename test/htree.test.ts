@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { halfMd4Hash, buildHtree } from '../src/ext4/htree.js';
+import { buildHtree } from '../src/ext4/htree.js';
+import { halfMd4Hash } from '../src/ext4/dirhash.js';
 import { parseUuid } from '../src/ext4/bytes.js';
 import { decodeDirBlock, FT_REG_FILE } from '../src/ext4/dirent.js';
 import { u16, u32 } from '../src/ext4/bytes.js';

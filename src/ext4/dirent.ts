@@ -1,7 +1,7 @@
 /** Linear directory blocks (kernel doc: directory.rst, "Linear (Classic) Directories"). */
 import { u16, u32, put16, put32 } from './bytes.js';
 import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { Ext4Error, type Ext4ErrorContext } from './errors.js';
 
 /** ext4_dir_entry_2 file_type values. */
 export const FT_UNKNOWN = 0;
@@ -52,31 +52,64 @@ export interface RawDirent extends DirEntry {
   recLen: number;
 }
 
-/** Decodes the entries of one linear block, validating rec_len bounds; the csum tail is skipped. */
-export function decodeDirBlock(b: Uint8Array, blockSize: number, withFileType = true): RawDirent[] {
+/**
+ * Parses the entries in [start, end) of a directory block (or of an inline directory's area), checking
+ * every rec_len against the area. Unused entries (inode 0) are included; the metadata_csum tail is not.
+ * Without the filetype feature, `fileType` is 0.
+ */
+export function parseDirEntries(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  blockSize: number,
+  hasFileType = true,
+  where: Ext4ErrorContext = {},
+): RawDirent[] {
   const out: RawDirent[] = [];
-  let off = 0;
-  while (off < blockSize) {
-    if (off + 8 > blockSize)
-      throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off}`, { offset: off });
+  let off = start;
+  while (off < end) {
+    if (off + 8 > end)
+      throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off - start}`, {
+        ...where,
+        offset: off,
+      });
     const recLen = decodeRecLen(u16(b, off + 4), blockSize);
     const nameLen = b[off + 6]!;
-    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > blockSize || recLen < 8 + nameLen)
-      throw new Ext4Error('CORRUPT', `bad directory entry rec_len ${recLen} at ${off}`, { offset: off });
     const inode = u32(b, off);
-    const ft = withFileType ? b[off + 7]! : FT_UNKNOWN;
+    // An unused entry's name length means nothing; a live one's name must fit its record.
+    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > end || (inode !== 0 && 8 + nameLen > recLen))
+      throw new Ext4Error('CORRUPT', `bad directory entry length ${recLen} at offset ${off - start}`, {
+        ...where,
+        offset: off,
+      });
     const isTail = inode === 0 && recLen === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
     if (!isTail)
       out.push({
         inode,
-        name: b.slice(off + 8, off + 8 + (withFileType ? nameLen : u16(b, off + 6) & 0xff)),
-        fileType: ft,
+        name: b.slice(off + 8, off + 8 + (inode !== 0 ? nameLen : 0)),
+        fileType: hasFileType ? b[off + 7]! : FT_UNKNOWN,
         offset: off,
         recLen,
       });
     off += recLen;
   }
   return out;
+}
+
+/** The entries of one whole linear block (see parseDirEntries). */
+export function decodeDirBlock(b: Uint8Array, blockSize: number, withFileType = true): RawDirent[] {
+  return parseDirEntries(b, 0, blockSize, blockSize, withFileType);
+}
+
+/** True when the block ends with a metadata_csum tail entry. */
+export function hasDirTail(b: Uint8Array, blockSize: number): boolean {
+  const t = blockSize - DIR_TAIL_SIZE;
+  return u32(b, t) === 0 && u16(b, t + 4) === DIR_TAIL_SIZE && b[t + 6] === 0 && b[t + 7] === FT_DIR_CSUM;
+}
+
+/** The checksum a directory leaf block's tail holds: crc32c(inode seed, the block before the tail). */
+export function dirBlockChecksum(inodeSeed: number, b: Uint8Array, blockSize: number): number {
+  return crc32c(inodeSeed, b, 0, blockSize - DIR_TAIL_SIZE);
 }
 
 /** Writes the 12-byte checksum tail at the end of `b` (one block) and its checksum. */
@@ -86,7 +119,7 @@ export function setDirBlockTail(b: Uint8Array, blockSize: number, inodeSeed: num
   put16(b, t + 4, DIR_TAIL_SIZE);
   b[t + 6] = 0;
   b[t + 7] = FT_DIR_CSUM;
-  put32(b, t + 8, crc32c(inodeSeed, b, 0, t));
+  put32(b, t + 8, dirBlockChecksum(inodeSeed, b, blockSize));
 }
 
 /**

@@ -15,7 +15,25 @@ export type Ext4ErrorCode =
   | 'SOURCE_ERROR'
   | 'SOURCE_CHANGED'
   | 'NAME_TOO_LONG'
-  | 'USAGE';
+  | 'USAGE'
+  /** A path component that must be a directory is not one (ENOTDIR). */
+  | 'NOT_A_DIRECTORY'
+  /** A directory where something else is needed (EISDIR). */
+  | 'IS_A_DIRECTORY'
+  /** The name exists already (EEXIST). */
+  | 'EXISTS'
+  /** A directory that must be empty is not (ENOTEMPTY). */
+  | 'NOT_EMPTY'
+  /** An inode would pass the link count limit (EMLINK). */
+  | 'TOO_MANY_LINKS'
+  /** An operation that makes no sense on its arguments: moving a directory into itself, removing '/'. */
+  | 'INVALID_ARGUMENT'
+  /** The journal holds changes not yet applied (needs_recovery): recover the image first. */
+  | 'NEEDS_RECOVERY'
+  /** The image is mounted or in use by another program (or was not cleanly unmounted). */
+  | 'IN_USE'
+  /** The file system is marked as having errors, or has orphan inodes: check it first. */
+  | 'NEEDS_CHECK';
 
 /** Context that locates an error on disk, where known. */
 export interface Ext4ErrorContext {

@@ -17,10 +17,10 @@ import {
   FLAG_SIGNED_HASH,
   DEFM_ACL,
   DEFM_XATTR_USER,
-  HASH_HALF_MD4,
   JNL_BACKUP_BLOCKS,
   CHECKSUM_TYPE_CRC32C,
   EXT4_MAGIC,
+  jnlBlocksOf,
   type Superblock,
 } from './superblock.js';
 import {
@@ -33,6 +33,7 @@ import {
   type GroupDesc,
 } from './group-desc.js';
 import {
+  inodeCsumSeed,
   emptyInode,
   encodeInode,
   setInodeChecksum,
@@ -45,6 +46,7 @@ import {
 import { buildExtentTree, extentTreeBlockCount, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
+import { DX_HASH_HALF_MD4 } from './dirhash.js';
 import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
@@ -166,11 +168,6 @@ function journalGoal(l: Layout): number {
 function extentsOf(runs: { start: number; len: number }[]): Extent[] {
   let lblk = 0;
   return runsToExtents(runs.map((r) => ({ lblk: (lblk += r.len) - r.len, pblk: r.start, len: r.len })));
-}
-
-/** The checksum seed of one inode: crc32c(crc32c(fs seed, le32 number), le32 generation). */
-export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): number {
-  return crc32cU32(crc32cU32(fsSeed, ino), generation);
 }
 
 /**
@@ -486,7 +483,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     s_feature_ro_compat: l.features.roCompat,
     s_reserved_gdt_blocks: l.reservedGdtBlocks,
     s_journal_inum: hasJournal ? JOURNAL_INO : 0,
-    s_def_hash_version: HASH_HALF_MD4,
+    s_def_hash_version: DX_HASH_HALF_MD4,
     s_jnl_backup_type: hasJournal ? JNL_BACKUP_BLOCKS : 0,
     s_desc_size: l.descSize,
     s_default_mount_opts: DEFM_XATTR_USER | DEFM_ACL,
@@ -504,18 +501,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   sb.s_hash_seed = hashSeed;
   sb.s_volume_name = new Uint8Array(16);
   sb.s_volume_name.set(label);
-  if (hasJournal) {
-    const jb: number[] = [];
-    for (let i = 0; i < 15; i++)
-      jb.push(
-        journalIBlock[i * 4]! |
-          (journalIBlock[i * 4 + 1]! << 8) |
-          (journalIBlock[i * 4 + 2]! << 16) |
-          (journalIBlock[i * 4 + 3]! * 0x1000000),
-      );
-    jb.push(hi32(l.journalBlocks * bs), lo32(l.journalBlocks * bs));
-    sb.s_jnl_blocks = jb;
-  }
+  if (hasJournal) sb.s_jnl_blocks = jnlBlocksOf(journalIBlock, l.journalBlocks * bs);
 
   let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024 + ctx.dataBytes + earlyBytes;
   set({ s_kbytes_written_lo: lo32(Math.ceil(total / 1024)), s_kbytes_written_hi: hi32(Math.ceil(total / 1024)) });

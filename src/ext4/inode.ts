@@ -213,6 +213,11 @@ const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Rec
 const timeLo = (t: Timestamp) => encodeTime(t).lo;
 const timeExtra = (t: Timestamp) => encodeTime(t).extra;
 
+/** The checksum seed of one inode: crc32c(crc32c(fs seed, le32 number), le32 generation). */
+export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): number {
+  return crc32cU32(crc32cU32(fsSeed, ino), generation);
+}
+
 /**
  * metadata_csum inode checksum: crc32c over the whole inode (checksum fields as zero), seeded with
  * crc32c(crc32c(fs seed, le32 inode number), le32 generation). Only the low 16 bits are stored unless
@@ -220,7 +225,7 @@ const timeExtra = (t: Timestamp) => encodeTime(t).extra;
  */
 export function inodeChecksum(csumSeed: number, inum: number, b: Uint8Array, off: number, inodeSize: number): number {
   const gen = b[off + 0x64]! | (b[off + 0x65]! << 8) | (b[off + 0x66]! << 16) | (b[off + 0x67]! << 24);
-  let c = crc32cU32(crc32cU32(csumSeed, inum), gen >>> 0);
+  let c = inodeCsumSeed(csumSeed, inum, gen >>> 0);
   c = crc32c(c, b, off, off + CSUM_LO);
   c = crc32c(c, ZERO2, 0, 2);
   c = crc32c(c, b, off + CSUM_LO + 2, off + GOOD_OLD_INODE_SIZE);

@@ -1,17 +1,29 @@
 /**
- * The reader: opens an ext2/3/4 image read-only and resolves paths, directories, file data, symlinks,
- * devices and extended attributes. Corrupt images are data: every structure is bounds-checked, walks
- * are depth-limited and loop-checked, and failures are Ext4Errors with a code and a location.
+ * The reader: opens an ext2/3/4 image and resolves paths, directories, file data, symlinks, devices and
+ * extended attributes. Corrupt images are data: every structure is bounds-checked, walks are
+ * depth-limited and loop-checked, and failures are Ext4Errors with a code and a location.
+ *
+ * Every block goes through a BlockCache, which the editor shares: what the reader returns is the image
+ * as it currently is, including an open edit's changes and a replayed journal.
  */
 import { Ext4Error } from './errors.js';
-import { u16, u32, join64, isZero } from './bytes.js';
-import { crc32c, crc32cU32 } from './crc32c.js';
-import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, blocksCount, type Superblock } from './superblock.js';
+import { u16, u32, isZero } from './bytes.js';
+import { crc32c } from './crc32c.js';
+import {
+  decodeSuperblock,
+  SUPERBLOCK_OFFSET,
+  SUPERBLOCK_SIZE,
+  blocksCount,
+  journalBackupOf,
+  FLAG_UNSIGNED_HASH,
+  type Superblock,
+} from './superblock.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
 import { decodeGroupDesc, groupDescChecksum, groupDescCrc16, type GroupDesc } from './group-desc.js';
 import {
   decodeInode,
   inodeChecksum,
+  inodeCsumSeed,
   storedInodeChecksum,
   type Inode,
   S_IFMT,
@@ -36,20 +48,42 @@ import {
   extentBlockChecksumOffset,
   blockMaxEntries,
 } from './extent.js';
-import { decodeRecLen, DIR_TAIL_SIZE, FT_DIR_CSUM } from './dirent.js';
-import { XATTR_MAGIC, aclFromDisk } from './xattr.js';
+import { parseDirEntries, hasDirTail, dirBlockChecksum, decodeRecLen, type RawDirent } from './dirent.js';
+import {
+  XATTR_MAGIC,
+  XATTR_BLOCK_HEADER,
+  aclFromDisk,
+  decodeXattrEntries,
+  xattrBlockChecksum,
+  type RawXattr,
+} from './xattr.js';
+import {
+  dxRootCountOffset,
+  dxTailChecksum,
+  readDxEntries,
+  dxLimit,
+  DX_NODE_COUNT_OFFSET,
+  DX_ROOT_INFO_OFFSET,
+  type DxEntry,
+} from './htree.js';
+import { dirHash, DX_HASH_TEA, DX_HASH_UNSIGNED_DELTA } from './dirhash.js';
 import { groupHasSuper } from './layout.js';
 import { replayJournal } from './replay.js';
+import { BlockCache } from '../io/cache.js';
 import type { BlockDevice } from '../io/device.js';
 import type { XattrEntry } from '../source/types.js';
 
 export const FL_ENCRYPT = 0x800;
+export const FL_CASEFOLD = 0x40000000;
+export const FL_VERITY = 0x100000;
 /** Deepest extent tree read; the kernel writes at most 5 levels but e2fsck accepts deeper ones. */
 const MAX_READ_DEPTH = 32;
 const FL_COMPR = 0x4;
 const EXT4_MAX_SYMLINK = 4096;
 /** Directory and xattr sizes read into memory are capped: a corrupt size must not exhaust memory. */
 const MAX_DIR_BYTES = 1 << 30;
+/** i_block of an inline directory starts with the parent's inode number. */
+export const INLINE_DIR_PARENT_SIZE = 4;
 
 export interface ReaderOptions {
   /** Verify metadata checksums (default true). False reads on through mismatches (salvage). */
@@ -61,6 +95,8 @@ export interface ReaderOptions {
    * and read the file system as the kernel would after mounting it. Default false: read it as it is.
    */
   replayJournal?: boolean;
+  /** Open the device's cache for an editor (used by Ext4Editor; the reader itself never writes). */
+  cache?: BlockCache;
 }
 
 export interface DirEntryInfo {
@@ -75,6 +111,46 @@ export interface BlockRun {
   pblk: number;
   len: number;
   uninit: boolean;
+}
+
+/** Everything a file's block map holds: its data runs and the blocks of the map itself. */
+export interface FileMapping {
+  runs: BlockRun[];
+  /** Extent tree blocks (index and leaf nodes) or indirect blocks. */
+  metaBlocks: number[];
+}
+
+/** One block of a directory as read: its entries, or none for htree index blocks. */
+export interface DirBlock {
+  lblk: number;
+  pblk: number;
+  buf: Uint8Array;
+  /** Live and unused entries in block order (the csum tail excluded). */
+  entries: RawDirent[];
+  /** An htree index block (dx_root or dx_node). */
+  dx: boolean;
+  /** The block ends with a metadata_csum tail. */
+  tail: boolean;
+}
+
+/** Where a name was found in a directory. */
+export interface DirSlot {
+  inode: number;
+  fileType: number;
+  /** The directory block (logical and physical) and the entry's offset in it; inline dirs: lblk -1. */
+  lblk: number;
+  pblk: number;
+  offset: number;
+}
+
+/** One level of an htree walk: the index block and the entry taken. */
+export interface DxFrame {
+  lblk: number;
+  pblk: number;
+  countOffset: number;
+  limit: number;
+  entries: DxEntry[];
+  at: number;
 }
 
 export type FileType = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
@@ -115,6 +191,24 @@ const KNOWN_INCOMPAT =
   INCOMPAT.encrypt |
   INCOMPAT.casefold;
 
+/** Name prefixes of the xattr name indexes (kernel doc: attributes.rst). */
+const XATTR_PREFIX: Record<number, string> = {
+  1: 'user.',
+  2: 'system.posix_acl_access',
+  3: 'system.posix_acl_default',
+  4: 'trusted.',
+  6: 'security.',
+  7: 'system.',
+  8: 'system.richacl',
+};
+/** The name index and name of the attribute that holds inline data past i_block. */
+export const INLINE_DATA_INDEX = 7;
+export const INLINE_DATA_NAME = new TextEncoder().encode('data');
+
+export function isInlineDataAttr(x: { index: number; name: Uint8Array }): boolean {
+  return x.index === INLINE_DATA_INDEX && x.name.length === 4 && Buffer.from(x.name).toString('latin1') === 'data';
+}
+
 export class Ext4Reader {
   readonly sb: Superblock;
   readonly blockSize: number;
@@ -124,10 +218,13 @@ export class Ext4Reader {
   readonly inodeSize: number;
   readonly csum: boolean;
   readonly csumSeed: number;
-  private readonly verify: boolean;
+  /** Every block read goes through here (shared with an editor). */
+  readonly cache: BlockCache;
+  protected readonly verify: boolean;
   private readonly gdCache = new Map<number, GroupDesc>();
+  private gdVersion = -1;
 
-  private constructor(
+  protected constructor(
     readonly dev: BlockDevice,
     opts: ReaderOptions,
   ) {
@@ -173,11 +270,9 @@ export class Ext4Reader {
     this.csum = (sb.s_feature_ro_compat & RO_COMPAT.metadata_csum) !== 0;
     this.csumSeed =
       sb.s_feature_incompat & INCOMPAT.metadata_csum_seed ? sb.s_checksum_seed : crc32c(0xffffffff, sb.s_uuid);
+    this.cache = opts.cache ?? new BlockCache(dev, this.blockSize, this.blocksCount);
     if (dirty && opts.replayJournal) this.replay(opts);
   }
-
-  /** Blocks as they are after journal recovery (empty unless replayJournal found a dirty journal). */
-  private overlay = new Map<number, Uint8Array>();
 
   private replay(opts: ReaderOptions): void {
     const sb = this.sb;
@@ -191,20 +286,15 @@ export class Ext4Reader {
     let jinode = this.inode(ino);
     if ((jinode.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
       // A damaged journal inode: the superblock keeps a copy of its block map and size (s_jnl_blocks).
-      const block = new Uint8Array(60);
-      for (let k = 0; k < 15; k++)
-        block.set(
-          [
-            sb.s_jnl_blocks[k]! & 0xff,
-            (sb.s_jnl_blocks[k]! >>> 8) & 0xff,
-            (sb.s_jnl_blocks[k]! >>> 16) & 0xff,
-            sb.s_jnl_blocks[k]! >>> 24,
-          ],
-          k * 4,
-        );
-      const size = sb.s_jnl_blocks[15]! * 0x1_0000_0000 + sb.s_jnl_blocks[16]!;
-      const extents = block[0] === 0x0a && block[1] === 0xf3;
-      jinode = { ...jinode, mode: S_IFREG | 0o600, size, block, flags: extents ? FL_EXTENTS : 0 };
+      const backup = journalBackupOf(sb);
+      const extents = backup.iBlock[0] === 0x0a && backup.iBlock[1] === 0xf3;
+      jinode = {
+        ...jinode,
+        mode: S_IFREG | 0o600,
+        size: backup.size,
+        block: backup.iBlock,
+        flags: extents ? FL_EXTENTS : 0,
+      };
       opts.onWarning?.("the journal inode is damaged: using the superblock's backup of its block map");
     }
     const runs = this.blockRuns(ino, jinode);
@@ -214,10 +304,8 @@ export class Ext4Reader {
       return r.pblk + (n - r.lblk);
     };
     const res = replayJournal({ blockSize: this.blockSize, read: (n) => this.readBlocks(map(n)) }, this.blocksCount);
-    this.overlay = res.overlay;
-    // What was read to find the journal came from before recovery.
-    this.cache.clear();
-    this.gdCache.clear();
+    for (const [block, data] of res.overlay) this.cache.overlay.set(block, data);
+    this.cache.version++;
     opts.onWarning?.(
       `replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`,
     );
@@ -231,45 +319,9 @@ export class Ext4Reader {
     return new Ext4Reader(dev, opts);
   }
 
-  /** Recently read single blocks (inode tables, directories, index blocks are read again and again). */
-  private readonly cache = new Map<number, Uint8Array>();
-
-  private checkRange(block: number, count: number): void {
-    if (!Number.isSafeInteger(block) || block < 0 || block + count > this.blocksCount)
-      throw new Ext4Error(
-        'CORRUPT',
-        `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`,
-        { block },
-      );
-  }
-
   /** Reads whole blocks, checking they lie inside the file system. Callers must not modify the result. */
   readBlocks(block: number, count = 1): Uint8Array {
-    this.checkRange(block, count);
-    if (this.overlay.size) {
-      const out = this.dev.read(block * this.blockSize, count * this.blockSize);
-      for (let k = 0; k < count; k++) {
-        const o = this.overlay.get(block + k);
-        if (o) out.set(o, k * this.blockSize);
-      }
-      return out;
-    }
-    if (count !== 1) return this.dev.read(block * this.blockSize, count * this.blockSize);
-    const hit = this.cache.get(block);
-    if (hit) {
-      this.cache.delete(block);
-      this.cache.set(block, hit);
-      return hit;
-    }
-    const b = this.dev.read(block * this.blockSize, this.blockSize);
-    this.remember(block, b);
-    return b;
-  }
-
-  private remember(block: number, b: Uint8Array): void {
-    this.cache.delete(block);
-    this.cache.set(block, b);
-    if (this.cache.size > 256) this.cache.delete(this.cache.keys().next().value!);
+    return this.cache.read(block, count);
   }
 
   /** Read-ahead window for file data (consecutive small files usually sit in adjacent blocks). */
@@ -283,9 +335,13 @@ export class Ext4Reader {
   private readData(block: number, count: number): Uint8Array {
     const bs = this.blockSize;
     const span = Math.max(1, Math.floor(131072 / bs));
-    // Devices that can only hand out new buffers (memory-backed ones) gain nothing from a window.
-    if (this.overlay.size || count * 2 > span || !this.dev.readInto) return this.readBlocks(block, count);
-    this.checkRange(block, count);
+    // An edit's pending data and a replayed journal live in the cache; devices that can only hand out
+    // new buffers (memory-backed ones) gain nothing from a window.
+    if (this.cache.changed || count * 2 > span || !this.dev.readInto) {
+      this.win = undefined;
+      return this.cache.readData(block, count);
+    }
+    this.cache.checkRange(block, count);
     let w = this.win;
     if (!w || block < w.start || block + count > w.start + w.count) {
       const n = Math.min(span, this.blocksCount - block);
@@ -305,7 +361,7 @@ export class Ext4Reader {
   }
 
   /** The block holding descriptor block `i` (meta_bg moves later ones next to their groups). */
-  private descBlockLoc(i: number): number {
+  descBlockLoc(i: number): number {
     const sb = this.sb;
     const dpb = this.blockSize / this.descSize;
     // The superblock sits at byte 1024: block 1 with 1 KiB blocks even when bigalloc makes the first
@@ -317,14 +373,23 @@ export class Ext4Reader {
     return first + (this.hasSuper(g) ? 1 : 0);
   }
 
+  /** Where descriptor `g` lies: the block and the byte offset in it. */
+  descLocation(g: number): { block: number; offset: number } {
+    if (!Number.isSafeInteger(g) || g < 0 || g >= this.groupCount)
+      throw new Ext4Error('CORRUPT', `group ${g} does not exist`, { group: g });
+    const dpb = this.blockSize / this.descSize;
+    return { block: this.descBlockLoc(Math.floor(g / dpb)), offset: (g % dpb) * this.descSize };
+  }
+
   groupDesc(g: number): GroupDesc {
+    if (this.gdVersion !== this.cache.version) {
+      this.gdCache.clear();
+      this.gdVersion = this.cache.version;
+    }
     const cached = this.gdCache.get(g);
     if (cached) return cached;
-    if (g < 0 || g >= this.groupCount) throw new Ext4Error('CORRUPT', `group ${g} does not exist`, { group: g });
-    const dpb = this.blockSize / this.descSize;
-    const blockIdx = Math.floor(g / dpb);
-    const raw = this.readBlocks(this.descBlockLoc(blockIdx));
-    const off = (g % dpb) * this.descSize;
+    const { block, offset: off } = this.descLocation(g);
+    const raw = this.readBlocks(block);
     const d = decodeGroupDesc(raw, off, this.descSize);
     if (this.verify) {
       if (this.csum) {
@@ -345,32 +410,32 @@ export class Ext4Reader {
     return buf.slice(off, off + this.inodeSize);
   }
 
+  /** Where inode `ino` lies: its inode table block and byte offset. */
+  inodeLocation(ino: number): { block: number; offset: number; group: number; index: number } {
+    const sb = this.sb;
+    if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.s_inodes_count)
+      throw new Ext4Error('CORRUPT', `inode number ${ino} is out of range`, { inode: ino });
+    const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
+    const index = (ino - 1) % sb.s_inodes_per_group;
+    const perBlock = this.blockSize / this.inodeSize;
+    const block = this.groupDesc(group).inodeTable + Math.floor(index / perBlock);
+    return { block, offset: (index % perBlock) * this.inodeSize, group, index };
+  }
+
   /**
    * Where inode `ino` lies in the block cache, checked. Inode table blocks are read 16 at a time
    * (within the group's table), so walking a tree does not cost a host read per table block.
    */
   private inodeRecord(ino: number): { buf: Uint8Array; off: number } {
-    const sb = this.sb;
-    if (!Number.isSafeInteger(ino) || ino < 1 || ino > sb.s_inodes_count)
-      throw new Ext4Error('CORRUPT', `inode number ${ino} is out of range`, { inode: ino });
-    const g = Math.floor((ino - 1) / sb.s_inodes_per_group);
-    const idx = (ino - 1) % sb.s_inodes_per_group;
-    const gd = this.groupDesc(g);
-    const perBlock = this.blockSize / this.inodeSize;
-    const k = Math.floor(idx / perBlock);
-    const block = gd.inodeTable + k;
-    let b = this.overlay.size ? undefined : this.cache.get(block);
-    if (!b) {
-      const tableBlocks = Math.ceil(sb.s_inodes_per_group / perBlock);
-      const n = this.overlay.size ? 1 : Math.max(1, Math.min(16, tableBlocks - k, this.blocksCount - block));
-      if (n > 1) {
-        const run = this.readBlocks(block, n);
-        for (let j = n - 1; j >= 0; j--)
-          this.remember(block + j, run.subarray(j * this.blockSize, (j + 1) * this.blockSize));
-        b = run.subarray(0, this.blockSize);
-      } else b = this.readBlocks(block);
+    const { block, offset: off, index } = this.inodeLocation(ino);
+    if (!this.cache.has(block)) {
+      const perBlock = this.blockSize / this.inodeSize;
+      const k = Math.floor(index / perBlock);
+      const tableBlocks = Math.ceil(this.sb.s_inodes_per_group / perBlock);
+      const n = Math.max(1, Math.min(16, tableBlocks - k, this.blocksCount - block));
+      if (n > 1 && !this.cache.changed) this.cache.prefetch(block, n);
     }
-    const off = (idx % perBlock) * this.inodeSize;
+    const b = this.readBlocks(block);
     if (this.verify && this.csum && !isZero(b, off, this.inodeSize)) {
       if (inodeChecksum(this.csumSeed, ino, b, off, this.inodeSize) !== storedInodeChecksum(b, off, this.inodeSize))
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
@@ -395,21 +460,36 @@ export class Ext4Reader {
       : i.blocks * 512;
   }
 
-  private inodeSeed(ino: number, gen: number): number {
-    return crc32cU32(crc32cU32(this.csumSeed, ino), gen);
+  /** The checksum seed of inode `ino` with generation `gen`. */
+  inodeSeed(ino: number, gen: number): number {
+    return inodeCsumSeed(this.csumSeed, ino, gen);
+  }
+
+  /** True when the inode keeps a block map in i_block (not inline data, a fast symlink or a device). */
+  hasBlockMap(i: Inode): boolean {
+    if (i.flags & FL_INLINE_DATA || this.isFastSymlink(i)) return false;
+    // Device numbers, FIFOs and sockets keep no blocks; their i_block is not a map.
+    const t = i.mode & S_IFMT;
+    return !(t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK);
   }
 
   /** The block map of a file, sorted by logical block, bounded by the file's size. */
   blockRuns(ino: number, i: Inode): BlockRun[] {
-    if (i.flags & FL_INLINE_DATA || this.isFastSymlink(i)) return [];
-    // Device numbers, FIFOs and sockets keep no blocks; their i_block is not a map.
-    const t = i.mode & S_IFMT;
-    if (t === S_IFCHR || t === S_IFBLK || t === S_IFIFO || t === S_IFSOCK) return [];
-    const maxLblk = Math.ceil(i.size / this.blockSize);
+    return this.mapping(ino, i, false).runs;
+  }
+
+  /**
+   * The whole mapping of a file: data runs sorted by logical block and the blocks of the map itself.
+   * With `all` false, block-map pointers past the file's size are ignored (what a reader needs); with
+   * `all` true every mapped block is listed (what freeing a file needs).
+   */
+  mapping(ino: number, i: Inode, all: boolean): FileMapping {
     const runs: BlockRun[] = [];
+    const metaBlocks: number[] = [];
+    if (!this.hasBlockMap(i)) return { runs, metaBlocks };
     if (i.flags & FL_EXTENTS) {
       const seen = new Set<number>();
-      const walk = (node: Uint8Array, depth: number, expectDepth: number | undefined, capacity: number) => {
+      const walk = (node: Uint8Array, expectDepth: number | undefined, capacity: number) => {
         const h = decodeExtentHeader(node, 0);
         if (h.magic !== EXTENT_MAGIC)
           throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header magic`, { inode: ino });
@@ -450,19 +530,25 @@ export class Ext4Reader {
                   block: x.leaf,
                 });
             }
-            walk(child, depth + 1, h.depth - 1, blockMaxEntries(this.blockSize));
+            metaBlocks.push(x.leaf);
+            walk(child, h.depth - 1, blockMaxEntries(this.blockSize));
           }
         }
       };
-      walk(i.block, 0, undefined, 4);
+      walk(i.block, undefined, 4);
       runs.sort((a, b) => a.lblk - b.lblk);
       for (let k = 1; k < runs.length; k++)
         if (runs[k]!.lblk < runs[k - 1]!.lblk + runs[k - 1]!.len)
           throw new Ext4Error('CORRUPT', `inode ${ino}: overlapping extents`, { inode: ino });
-      return runs;
+      return { runs, metaBlocks };
     }
     // Classic block map: 12 direct pointers, then single, double and triple indirect blocks.
     const apb = this.blockSize / 4;
+    const maxLblk = all ? Infinity : Math.ceil(i.size / this.blockSize);
+    // A map can need no more blocks than the inode says it holds (plus slack for the map itself).
+    const maxVisits = all
+      ? Math.ceil(this.allocatedBytes(i) / this.blockSize) + 3
+      : Math.ceil(i.size / this.blockSize) / apb + 3 * apb + 3;
     const push = (lblk: number, pblk: number) => {
       if (pblk === 0 || lblk >= maxLblk) return;
       if (pblk >= this.blocksCount || pblk < this.sb.s_first_data_block)
@@ -477,9 +563,14 @@ export class Ext4Reader {
     let visited = 0;
     const indirect = (blk: number, level: number, base: number) => {
       if (blk === 0 || base >= maxLblk) return;
-      // A file of maxLblk blocks needs about maxLblk / apb indirect blocks; more means garbage pointers.
-      if (++visited > maxLblk / apb + 3 * apb + 3)
+      if (++visited > maxVisits)
         throw new Ext4Error('CORRUPT', `inode ${ino}: indirect block map larger than the file`, { inode: ino });
+      if (blk >= this.blocksCount || blk < this.sb.s_first_data_block)
+        throw new Ext4Error('CORRUPT', `inode ${ino}: indirect block ${blk} outside the file system`, {
+          inode: ino,
+          block: blk,
+        });
+      metaBlocks.push(blk);
       const b = this.readBlocks(blk);
       const span = apb ** (level - 1);
       for (let k = 0; k < apb; k++) {
@@ -492,7 +583,7 @@ export class Ext4Reader {
     indirect(u32(i.block, 48), 1, 12);
     indirect(u32(i.block, 52), 2, 12 + apb);
     indirect(u32(i.block, 56), 3, 12 + apb + apb * apb);
-    return runs;
+    return { runs, metaBlocks };
   }
 
   private checkReadable(ino: number, i: Inode): void {
@@ -505,8 +596,8 @@ export class Ext4Reader {
   }
 
   /** Inline data: i_block then the system.data attribute. */
-  private inlineData(ino: number, i: Inode): Uint8Array {
-    const x = this.rawXattrs(ino).find((e) => e.index === 7 && Buffer.from(e.name).toString('latin1') === 'data');
+  inlineData(ino: number, i: Inode): Uint8Array {
+    const x = this.rawXattrs(ino).find(isInlineDataAttr);
     const extra = x?.value ?? new Uint8Array(0);
     const all = new Uint8Array(60 + extra.length);
     all.set(i.block);
@@ -592,139 +683,300 @@ export class Ext4Reader {
     return [(b & 0xfff00) >> 8, (b & 0xff) | ((b >> 12) & 0xfff00)];
   }
 
+  private get hasFileType(): boolean {
+    return (this.sb.s_feature_incompat & INCOMPAT.filetype) !== 0;
+  }
+
+  /**
+   * One directory block, checked: htree index blocks (the dx_root at logical block 0 of an indexed
+   * directory, dx_nodes that start with an empty entry spanning the block) keep a dx_tail and list no
+   * entries; leaf blocks are parsed and their csum tail verified.
+   */
+  dirBlock(ino: number, i: Inode, lblk: number, pblk: number, leaf = false): DirBlock {
+    const bs = this.blockSize;
+    const b = this.readBlocks(pblk);
+    const indexed = (i.flags & FL_INDEX) !== 0;
+    const isRoot = indexed && lblk === 0;
+    // An emptied leaf of a directory without csum tails looks like a dx_node; the htree walk knows which
+    // blocks are leaves (`leaf`), a linear read cannot tell and finds no entries in either.
+    const dx = !leaf && (isRoot || (indexed && u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs));
+    const where = { inode: ino, block: pblk };
+    if (dx) {
+      if (this.csum && this.verify) this.verifyDxTail(ino, i, b, isRoot, pblk);
+      // The dx_root keeps '.' and '..' in front of its index ('..' spans the rest of the block).
+      const entries = isRoot ? parseDirEntries(b, 0, bs, bs, this.hasFileType, where) : [];
+      return { lblk, pblk, buf: b, entries, dx: true, tail: false };
+    }
+    const tail = this.csum && hasDirTail(b, bs);
+    if (tail && this.verify && dirBlockChecksum(this.inodeSeed(ino, i.generation), b, bs) !== u32(b, bs - 4))
+      throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${pblk} checksum mismatch`, where);
+    return { lblk, pblk, buf: b, entries: parseDirEntries(b, 0, bs, bs, this.hasFileType, where), dx: false, tail };
+  }
+
+  /** The blocks of a directory in logical order (holes and uninitialized extents skipped). */
+  *dirBlocks(ino: number, i: Inode): Generator<DirBlock> {
+    if (i.size > MAX_DIR_BYTES)
+      throw new Ext4Error('CORRUPT', `directory ${ino} claims ${i.size} bytes`, { inode: ino });
+    const bs = this.blockSize;
+    for (const r of this.blockRuns(ino, i)) {
+      if (r.uninit) continue;
+      for (let k = 0; k < r.len; k++) {
+        if ((r.lblk + k) * bs >= i.size) return;
+        yield this.dirBlock(ino, i, r.lblk + k, r.pblk + k);
+      }
+    }
+  }
+
+  /**
+   * An inline directory's areas: i_block after the parent number, then the system.data value. Each is
+   * parsed on its own (entries never span the two).
+   */
+  inlineDir(ino: number, i: Inode): { parent: number; areas: { data: Uint8Array; entries: RawDirent[] }[] } {
+    const d = this.inlineData(ino, i);
+    const where = { inode: ino };
+    const first = d.subarray(0, 60);
+    const areas = [
+      { data: first, entries: parseDirEntries(first, INLINE_DIR_PARENT_SIZE, 60, 60, this.hasFileType, where) },
+    ];
+    if (d.length > 60) {
+      const rest = d.subarray(60);
+      areas.push({ data: rest, entries: parseDirEntries(rest, 0, rest.length, rest.length, this.hasFileType, where) });
+    }
+    return { parent: u32(d, 0), areas };
+  }
+
   /** Directory entries other than . and .., in on-disk order. */
   readDir(ino: number, i = this.inode(ino)): DirEntryInfo[] {
     if ((i.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_FOUND', `inode ${ino} is not a directory`, { inode: ino });
     this.checkReadable(ino, i);
     const out: DirEntryInfo[] = [];
-    const hasFt = (this.sb.s_feature_incompat & INCOMPAT.filetype) !== 0;
-    const parse = (b: Uint8Array, start: number, end: number, blockNo?: number) => {
-      let off = start;
-      while (off < end) {
-        if (off + 8 > end)
-          throw new Ext4Error('CORRUPT', `directory ${ino}: entry header crosses the block end`, {
-            inode: ino,
-            block: blockNo,
-          });
-        const rec = decodeRecLen(u16(b, off + 4), this.blockSize);
-        const nameLen = b[off + 6]!;
-        if (rec < 8 || rec % 4 || off + rec > end || (u32(b, off) && 8 + nameLen > rec))
-          throw new Ext4Error('CORRUPT', `directory ${ino}: bad entry length ${rec} at offset ${off - start}`, {
-            inode: ino,
-            block: blockNo,
-            offset: off,
-          });
-        const child = u32(b, off);
-        const isTail = child === 0 && rec === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
-        if (child && !isTail) {
-          const name = b.slice(off + 8, off + 8 + nameLen);
-          const dot = nameLen === 1 && name[0] === 0x2e;
-          const dotdot = nameLen === 2 && name[0] === 0x2e && name[1] === 0x2e;
-          if (!dot && !dotdot) out.push({ name, inode: child, fileType: hasFt ? b[off + 7]! : 0 });
-        }
-        off += rec;
-      }
+    const take = (entries: RawDirent[]) => {
+      for (const e of entries)
+        if (e.inode && !isDotOrDotDot(e.name)) out.push({ name: e.name, inode: e.inode, fileType: e.fileType });
     };
     if (i.flags & FL_INLINE_DATA) {
-      const d = this.inlineData(ino, i);
-      parse(d, 4, 60);
-      if (d.length > 60) parse(d, 60, d.length);
+      for (const a of this.inlineDir(ino, i).areas) take(a.entries);
       return out;
     }
-    if (i.size > MAX_DIR_BYTES)
-      throw new Ext4Error('CORRUPT', `directory ${ino} claims ${i.size} bytes`, { inode: ino });
-    const bs = this.blockSize;
-    const seed = this.inodeSeed(ino, i.generation);
-    for (const r of this.blockRuns(ino, i)) {
-      if (r.uninit) continue;
-      for (let k = 0; k < r.len; k++) {
-        if ((r.lblk + k) * bs >= i.size) break;
-        const b = this.readBlocks(r.pblk + k);
-        const tail = bs - DIR_TAIL_SIZE;
-        // htree interior blocks (the dx_root at logical block 0, dx_nodes that start with an empty entry
-        // spanning the block) keep a dx_tail, not a dirent tail.
-        const isRoot = (i.flags & FL_INDEX) !== 0 && r.lblk + k === 0;
-        const dxBlock = isRoot || (u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs);
-        if (dxBlock && this.csum && this.verify && i.flags & FL_INDEX)
-          this.verifyDxTail(ino, b, isRoot, seed, r.pblk + k);
-        const hasTail =
-          !dxBlock &&
-          this.csum &&
-          u32(b, tail) === 0 &&
-          u16(b, tail + 4) === DIR_TAIL_SIZE &&
-          b[tail + 7] === FT_DIR_CSUM;
-        if (hasTail && this.verify && crc32c(seed, b, 0, tail) !== u32(b, tail + 8))
-          throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${r.pblk + k} checksum mismatch`, {
-            inode: ino,
-            block: r.pblk + k,
-          });
-        parse(b, 0, bs, r.pblk + k);
-      }
-    }
+    for (const b of this.dirBlocks(ino, i)) if (!b.dx) take(b.entries);
     return out;
   }
 
-  /**
-   * htree interior blocks carry a dx_tail after `limit` entries: crc32c(inode seed, the header and used
-   * entries, the tail's reserved word, a zero checksum). Blocks without room for the tail have none.
-   */
-  private verifyDxTail(ino: number, b: Uint8Array, isRoot: boolean, seed: number, block: number): void {
-    const countOffset = isRoot ? 0x18 + b[0x1d]! : 8;
+  /** Verifies an htree block's dx_tail; blocks without room for the tail have none. */
+  private verifyDxTail(ino: number, i: Inode, b: Uint8Array, isRoot: boolean, block: number): void {
+    const countOffset = isRoot ? dxRootCountOffset(b) : DX_NODE_COUNT_OFFSET;
     if (countOffset + 4 > b.length)
       throw new Ext4Error('CORRUPT', `directory ${ino}: bad htree root`, { inode: ino, block });
     const limit = u16(b, countOffset);
     const count = u16(b, countOffset + 2);
     const tail = countOffset + limit * 8;
     if (count > limit || tail + 8 > b.length) return;
-    let c = crc32c(seed, b, 0, countOffset + count * 8);
-    c = crc32c(c, b, tail, tail + 4);
-    c = crc32c(c, ZERO4, 0, 4);
-    if (c !== u32(b, tail + 4))
+    if (dxTailChecksum(this.inodeSeed(ino, i.generation), b, countOffset, limit, count) !== u32(b, tail + 4))
       throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: htree block ${block} checksum mismatch`, {
         inode: ino,
         block,
       });
   }
 
-  /** In-inode attributes then block attributes, as stored (index, name suffix, value). */
-  rawXattrs(ino: number, raw = this.inodeBytes(ino)): { index: number; name: Uint8Array; value: Uint8Array }[] {
-    const out: { index: number; name: Uint8Array; value: Uint8Array }[] = [];
-    const extra = this.inodeSize > GOOD_OLD_INODE_SIZE ? u16(raw, 128) : 0;
-    const ibody = GOOD_OLD_INODE_SIZE + extra;
-    const parseEntries = (b: Uint8Array, first: number, end: number, valueBase: number, valueEnd: number) => {
-      let e = first;
-      let n = 0;
-      while (e + 4 <= end && u32(b, e) !== 0) {
-        if (e + 16 > end || ++n > 10_000)
-          throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute entries overrun`, { inode: ino });
-        const nameLen = b[e]!;
-        const index = b[e + 1]!;
-        const voff = u16(b, e + 2);
-        const vino = u32(b, e + 4);
-        const vsize = u32(b, e + 8);
-        if (e + 16 + nameLen > end)
-          throw new Ext4Error('CORRUPT', `inode ${ino}: extended attribute name overruns`, { inode: ino });
-        const name = b.slice(e + 16, e + 16 + nameLen);
-        let value: Uint8Array;
-        if (vino) {
-          if (vsize > 64 << 20)
-            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value of ${vsize} bytes`, { inode: ino });
-          if (vino === ino)
-            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value inode refers to itself`, { inode: ino });
-          value = this.readFileBytes(vino, 64 << 20).slice(0, vsize);
-        } else {
-          if (valueBase + voff + vsize > valueEnd)
-            throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value outside its area`, { inode: ino });
-          value = b.slice(valueBase + voff, valueBase + voff + vsize);
-        }
-        out.push({ index, name, value });
-        e += (16 + nameLen + 3) & ~3;
+  /** The physical block of logical block `lblk` of a file (undefined in a hole). */
+  physicalBlock(runs: readonly BlockRun[], lblk: number): number | undefined {
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = runs[mid]!;
+      if (lblk < r.lblk) hi = mid - 1;
+      else if (lblk >= r.lblk + r.len) lo = mid + 1;
+      else return r.pblk + (lblk - r.lblk);
+    }
+    return undefined;
+  }
+
+  /** The hash version names of an indexed directory are hashed with (the root's, + 3 when unsigned). */
+  dirHashVersion(root: Uint8Array): number {
+    const v = root[DX_ROOT_INFO_OFFSET + 4]!;
+    return v <= DX_HASH_TEA && this.sb.s_flags & FLAG_UNSIGNED_HASH ? v + DX_HASH_UNSIGNED_DELTA : v;
+  }
+
+  /** Whether lookups in this directory can go through its htree index. */
+  usesIndex(i: Inode): boolean {
+    return (
+      (i.flags & FL_INDEX) !== 0 &&
+      (this.sb.s_feature_compat & COMPAT.dir_index) !== 0 &&
+      !(i.flags & (FL_INLINE_DATA | FL_CASEFOLD | FL_ENCRYPT))
+    );
+  }
+
+  /**
+   * Walks the htree of directory `ino` down to the leaf for `hash` (kernel: dx_probe). Returns the index
+   * frames from the root down and the logical block of the leaf. A malformed index is CORRUPT.
+   */
+  dxProbe(ino: number, i: Inode, hash: number, runs: readonly BlockRun[]): { frames: DxFrame[]; leaf: number } {
+    const bs = this.blockSize;
+    const where = { inode: ino };
+    const rootP = this.physicalBlock(runs, 0);
+    if (rootP === undefined) throw new Ext4Error('CORRUPT', `directory ${ino}: htree root is a hole`, where);
+    const root = this.dirBlock(ino, i, 0, rootP).buf;
+    const info = DX_ROOT_INFO_OFFSET;
+    const levels = root[info + 6]!;
+    const maxLevels = this.sb.s_feature_incompat & INCOMPAT.large_dir ? 3 : 2;
+    if (u32(root, info) !== 0 || root[info + 5] !== 8 || levels >= maxLevels || root[info + 4]! > DX_HASH_TEA)
+      throw new Ext4Error('CORRUPT', `directory ${ino}: bad htree root info`, where);
+    const frames: DxFrame[] = [];
+    let buf = root;
+    let countOffset = dxRootCountOffset(root);
+    let lblk = 0;
+    let pblk = rootP;
+    const blocks = Math.ceil(i.size / bs);
+    for (let level = 0; ; level++) {
+      const { limit, count, entries } = readDxEntries(buf, countOffset);
+      if (count === 0 || limit !== dxLimit(bs, countOffset, this.csum))
+        throw new Ext4Error(
+          'CORRUPT',
+          `directory ${ino}: htree block ${lblk} has count ${count}, limit ${limit}`,
+          where,
+        );
+      let lo = 1;
+      let hi = count - 1;
+      while (lo <= hi) {
+        const m = (lo + hi) >> 1;
+        if (entries[m]!.hash > hash) hi = m - 1;
+        else lo = m + 1;
       }
-    };
-    if (ibody + 4 <= this.inodeSize && u32(raw, ibody) === XATTR_MAGIC)
-      parseEntries(raw, ibody + 4, this.inodeSize, ibody + 4, this.inodeSize);
+      const at = lo - 1;
+      frames.push({ lblk, pblk, countOffset, limit, entries, at });
+      const next = entries[at]!.block;
+      if (next === 0 || next >= blocks)
+        throw new Ext4Error('CORRUPT', `directory ${ino}: htree points at block ${next} of ${blocks}`, where);
+      if (level === levels) return { frames, leaf: next };
+      const p = this.physicalBlock(runs, next);
+      if (p === undefined) throw new Ext4Error('CORRUPT', `directory ${ino}: htree node ${next} is a hole`, where);
+      const node = this.dirBlock(ino, i, next, p);
+      if (!node.dx) throw new Ext4Error('CORRUPT', `directory ${ino}: htree node ${next} is not an index block`, where);
+      buf = node.buf;
+      countOffset = DX_NODE_COUNT_OFFSET;
+      lblk = next;
+      pblk = p;
+    }
+  }
+
+  /** The htree walk for `name`: its hash (with the directory's hash version) and the leaf it leads to. */
+  dxFind(
+    ino: number,
+    i: Inode,
+    name: Uint8Array,
+    runs: readonly BlockRun[],
+  ): { frames: DxFrame[]; leaf: number; hash: number } {
+    const rootP = this.physicalBlock(runs, 0);
+    if (rootP === undefined) throw new Ext4Error('CORRUPT', `directory ${ino}: htree root is a hole`, { inode: ino });
+    const hash = dirHash(name, this.dirHashVersion(this.readBlocks(rootP)), this.sb.s_hash_seed).hash;
+    return { ...this.dxProbe(ino, i, hash, runs), hash };
+  }
+
+  /**
+   * Moves an htree walk to the next leaf (kernel: ext4_htree_next_block). Returns the hash the new leaf
+   * starts at, or undefined at the end of the index.
+   */
+  dxNextLeaf(
+    ino: number,
+    i: Inode,
+    frames: DxFrame[],
+    runs: readonly BlockRun[],
+  ): { hash: number; leaf: number } | undefined {
+    let level = frames.length - 1;
+    while (level >= 0 && frames[level]!.at + 1 >= frames[level]!.entries.length) level--;
+    if (level < 0) return undefined;
+    const f = frames[level]!;
+    f.at++;
+    const hash = f.entries[f.at]!.hash;
+    let next = f.entries[f.at]!.block;
+    for (let l = level + 1; l < frames.length; l++) {
+      const p = this.physicalBlock(runs, next);
+      if (p === undefined)
+        throw new Ext4Error('CORRUPT', `directory ${ino}: htree node ${next} is a hole`, { inode: ino });
+      const node = this.dirBlock(ino, i, next, p);
+      const { limit, entries } = readDxEntries(node.buf, DX_NODE_COUNT_OFFSET);
+      if (!entries.length) throw new Ext4Error('CORRUPT', `directory ${ino}: empty htree node ${next}`, { inode: ino });
+      frames[l] = { lblk: next, pblk: p, countOffset: DX_NODE_COUNT_OFFSET, limit, entries, at: 0 };
+      next = entries[0]!.block;
+    }
+    return { hash, leaf: next };
+  }
+
+  /**
+   * Finds `name` in directory `ino`: through the htree index when it has one (a malformed index falls
+   * back to reading every block), else by reading the blocks in order.
+   */
+  findEntry(ino: number, name: Uint8Array, i = this.inode(ino)): DirSlot | undefined {
+    if ((i.mode & S_IFMT) !== S_IFDIR)
+      throw new Ext4Error('NOT_A_DIRECTORY', `inode ${ino} is not a directory`, { inode: ino });
+    this.checkReadable(ino, i);
+    const match = (e: RawDirent) =>
+      e.inode !== 0 && e.name.length === name.length && Buffer.compare(Buffer.from(e.name), Buffer.from(name)) === 0;
+    if (i.flags & FL_INLINE_DATA) {
+      const { areas } = this.inlineDir(ino, i);
+      for (let a = 0; a < areas.length; a++)
+        for (const e of areas[a]!.entries)
+          if (match(e)) return { inode: e.inode, fileType: e.fileType, lblk: -1, pblk: a, offset: e.offset };
+      return undefined;
+    }
+    if (this.usesIndex(i)) {
+      const runs = this.blockRuns(ino, i);
+      let probe: { frames: DxFrame[]; leaf: number; hash: number } | undefined;
+      try {
+        probe = this.dxFind(ino, i, name, runs);
+      } catch (e) {
+        if (!(e instanceof Ext4Error) || e.code !== 'CORRUPT') throw e;
+      }
+      if (probe) {
+        let leaf: number | undefined = probe.leaf;
+        for (let guard = 0; leaf !== undefined && guard < 1_000_000; guard++) {
+          const p = this.physicalBlock(runs, leaf);
+          if (p === undefined)
+            throw new Ext4Error('CORRUPT', `directory ${ino}: htree leaf ${leaf} is a hole`, { inode: ino });
+          const b = this.dirBlock(ino, i, leaf, p, true);
+          for (const e of b.entries)
+            if (match(e)) return { inode: e.inode, fileType: e.fileType, lblk: leaf, pblk: p, offset: e.offset };
+          // Names with the same hash may continue in the next leaf.
+          const next = this.dxNextLeaf(ino, i, probe.frames, runs);
+          leaf = next && (next.hash & ~1) >>> 0 === probe.hash ? next.leaf : undefined;
+        }
+        return undefined;
+      }
+    }
+    for (const b of this.dirBlocks(ino, i))
+      for (const e of b.entries)
+        if (match(e)) return { inode: e.inode, fileType: e.fileType, lblk: b.lblk, pblk: b.pblk, offset: e.offset };
+    return undefined;
+  }
+
+  /** The attribute area inside an inode's bytes: [start, end) after i_extra_isize, when it has one. */
+  inodeXattrArea(raw: Uint8Array): { start: number; end: number } | undefined {
+    if (this.inodeSize <= GOOD_OLD_INODE_SIZE) return undefined;
+    const start = GOOD_OLD_INODE_SIZE + u16(raw, 128);
+    if (start + 4 > this.inodeSize) return undefined;
+    return { start, end: this.inodeSize };
+  }
+
+  /**
+   * An inode's attributes as stored: in-inode entries, then those of its attribute block. Values kept
+   * in EA inodes are read unless `withInodeValues` is false.
+   */
+  storedXattrs(
+    ino: number,
+    raw = this.inodeBytes(ino),
+    withInodeValues = true,
+  ): { inInode: RawXattr[]; block: RawXattr[]; blockNr: number; refcount: number } {
+    const where = { inode: ino };
+    const area = this.inodeXattrArea(raw);
+    const inInode =
+      area && u32(raw, area.start) === XATTR_MAGIC
+        ? decodeXattrEntries(raw, area.start + 4, area.end, area.start + 4, area.end, where)
+        : [];
     const i = decodeInode(raw, 0, this.inodeSize);
+    let block: RawXattr[] = [];
+    let refcount = 0;
     if (i.fileAcl) {
       const b = this.readBlocks(i.fileAcl);
       if (u32(b, 0) !== XATTR_MAGIC || u32(b, 8) !== 1)
@@ -732,43 +984,43 @@ export class Ext4Reader {
           inode: ino,
           block: i.fileAcl,
         });
-      if (this.verify && this.csum) {
-        const nr = new Uint8Array(8);
-        nr.set([i.fileAcl & 0xff, (i.fileAcl >>> 8) & 0xff, (i.fileAcl >>> 16) & 0xff, (i.fileAcl >>> 24) & 0xff]);
-        const hi = Math.floor(i.fileAcl / 2 ** 32);
-        nr.set([hi & 0xff, (hi >>> 8) & 0xff], 4);
-        const copy = b.slice();
-        copy.fill(0, 16, 20);
-        if (crc32c(crc32c(this.csumSeed, nr), copy) !== u32(b, 16))
-          throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extended attribute block ${i.fileAcl} checksum mismatch`, {
-            inode: ino,
-            block: i.fileAcl,
-          });
-      }
-      parseEntries(b, 32, this.blockSize, 0, this.blockSize);
+      if (this.verify && this.csum && xattrBlockChecksum(this.csumSeed, i.fileAcl, b) !== u32(b, 16))
+        throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extended attribute block ${i.fileAcl} checksum mismatch`, {
+          inode: ino,
+          block: i.fileAcl,
+        });
+      block = decodeXattrEntries(b, XATTR_BLOCK_HEADER, this.blockSize, 0, this.blockSize, {
+        ...where,
+        block: i.fileAcl,
+      });
+      refcount = u32(b, 4);
     }
-    return out;
+    if (withInodeValues)
+      for (const x of [...inInode, ...block]) {
+        if (!x.valueInum) continue;
+        if (x.valueSize > 64 << 20)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value of ${x.valueSize} bytes`, where);
+        if (x.valueInum === ino)
+          throw new Ext4Error('CORRUPT', `inode ${ino}: attribute value inode refers to itself`, where);
+        x.value = this.readFileBytes(x.valueInum, 64 << 20).slice(0, x.valueSize);
+      }
+    return { inInode, block, blockNr: i.fileAcl, refcount };
+  }
+
+  /** In-inode attributes then block attributes, as stored (index, name suffix, value). */
+  rawXattrs(ino: number, raw = this.inodeBytes(ino)): { index: number; name: Uint8Array; value: Uint8Array }[] {
+    const s = this.storedXattrs(ino, raw);
+    return [...s.inInode, ...s.block];
   }
 
   /** Extended attributes with full names, ACLs in the VFS format; inline-data storage is hidden. */
   xattrs(ino: number): XattrEntry[] {
-    const PREFIX: Record<number, string> = {
-      1: 'user.',
-      2: 'system.posix_acl_access',
-      3: 'system.posix_acl_default',
-      4: 'trusted.',
-      6: 'security.',
-      7: 'system.',
-      8: 'system.richacl',
-    };
     const out: XattrEntry[] = [];
     for (const x of this.rawXattrs(ino)) {
-      const suffix = Buffer.from(x.name).toString('utf8');
-      if (x.index === 7 && suffix === 'data') continue;
-      const prefix = PREFIX[x.index];
-      if (prefix === undefined) continue;
-      const name = x.index === 2 || x.index === 3 || x.index === 8 ? prefix : prefix + suffix;
-      out.push({ name, value: x.index === 2 || x.index === 3 ? aclFromDisk(x.value) : x.value });
+      if (isInlineDataAttr(x)) continue;
+      const full = xattrFullName(x);
+      if (full === undefined) continue;
+      out.push({ name: full, value: x.index === 2 || x.index === 3 ? aclFromDisk(x.value) : x.value });
     }
     return out;
   }
@@ -779,43 +1031,59 @@ export class Ext4Reader {
    * leave it); the last component is followed only with `followLast`. At most 40 links are followed.
    */
   lookup(path: string, opts: { followLast?: boolean } = {}): number {
+    const chain = this.resolve(path, opts);
+    return chain[chain.length - 1]!;
+  }
+
+  /**
+   * Like `lookup`, returning the chain of inodes from the root to the result (the directories walked
+   * through, after `..` and symlinks are applied).
+   */
+  resolve(path: string, opts: { followLast?: boolean } = {}): number[] {
     let budget = 40;
-    const resolve = (base: number[], p: string, followLast: boolean): number[] => {
+    const walk = (base: number[], p: string, followLast: boolean): number[] => {
       // `stack` is the chain of directory inodes from the root; its last element is the current inode.
       let stack = p.startsWith('/') ? [2] : [...base];
       const parts = p.split('/').filter((x) => x !== '' && x !== '.');
       for (let k = 0; k < parts.length; k++) {
         const part = parts[k]!;
         if (part === '..') {
+          const i = this.inode(stack[stack.length - 1]!);
+          if ((i.mode & S_IFMT) !== S_IFDIR)
+            throw new Ext4Error('NOT_A_DIRECTORY', `${path}: a component is not a directory`, { path });
           if (stack.length > 1) stack.pop();
           continue;
         }
         const dir = stack[stack.length - 1]!;
         const i = this.inode(dir);
         if ((i.mode & S_IFMT) !== S_IFDIR)
-          throw new Ext4Error('NOT_FOUND', `${path}: a component is not a directory`, { path });
-        const want = Buffer.from(part, 'utf8');
-        const hit = this.readDir(dir, i).find(
-          (e) => e.name.length === want.length && Buffer.compare(Buffer.from(e.name), want) === 0,
-        );
+          throw new Ext4Error('NOT_A_DIRECTORY', `${path}: a component is not a directory`, { path });
+        const hit = this.findEntry(dir, Buffer.from(part, 'utf8'), i);
         if (!hit) throw new Ext4Error('NOT_FOUND', `${path}: no such file or directory`, { path });
         const last = k === parts.length - 1;
         const child = this.inode(hit.inode);
         if ((child.mode & S_IFMT) === S_IFLNK && (!last || followLast)) {
           if (--budget < 0) throw new Ext4Error('CORRUPT', `${path}: too many levels of symbolic links`, { path });
           const target = Buffer.from(this.readLink(hit.inode, child)).toString('utf8');
-          stack = resolve(stack, target, true);
+          stack = walk(stack, target, true);
           continue;
         }
         stack = [...stack, hit.inode];
       }
       return stack;
     };
-    const chain = resolve([2], path.startsWith('/') ? path : '/' + path, opts.followLast ?? false);
-    return chain[chain.length - 1]!;
+    return walk([2], path.startsWith('/') ? path : '/' + path, opts.followLast ?? false);
   }
 }
 
-const ZERO4 = new Uint8Array(4);
+function isDotOrDotDot(name: Uint8Array): boolean {
+  return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
+}
 
-export { join64 };
+/** The full name of a stored attribute (prefix + suffix), or undefined for an unknown index. */
+export function xattrFullName(x: { index: number; name: Uint8Array }): string | undefined {
+  const prefix = XATTR_PREFIX[x.index];
+  if (prefix === undefined) return undefined;
+  const exact = x.index === 2 || x.index === 3 || x.index === 8;
+  return exact ? prefix : prefix + Buffer.from(x.name).toString('utf8');
+}

@@ -122,10 +122,6 @@ export const FLAG_UNSIGNED_HASH = 0x2;
 /** s_default_mount_opts bits. */
 export const DEFM_XATTR_USER = 0x4;
 export const DEFM_ACL = 0x8;
-/** s_def_hash_version values. */
-export const HASH_LEGACY = 0;
-export const HASH_HALF_MD4 = 1;
-export const HASH_TEA = 2;
 export const JNL_BACKUP_BLOCKS = 1;
 export const CHECKSUM_TYPE_CRC32C = 1;
 
@@ -201,4 +197,19 @@ export function blockSize(sb: Superblock): number {
 export function cString(b: Uint8Array): string {
   const end = b.indexOf(0);
   return Buffer.from(b.subarray(0, end < 0 ? b.length : end)).toString('utf8');
+}
+
+/** s_jnl_blocks for a journal inode: its i_block words, then the size's high and low halves. */
+export function jnlBlocksOf(iBlock: Uint8Array, size: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < 15; i++) out.push(u32(iBlock, i * 4));
+  out.push(Math.floor(size / 0x1_0000_0000) >>> 0, (size % 0x1_0000_0000) >>> 0);
+  return out;
+}
+
+/** The journal inode's i_block and size as the superblock's backup (s_jnl_blocks) keeps them. */
+export function journalBackupOf(sb: Superblock): { iBlock: Uint8Array; size: number } {
+  const iBlock = new Uint8Array(60);
+  for (let k = 0; k < 15; k++) put32(iBlock, k * 4, sb.s_jnl_blocks[k] ?? 0);
+  return { iBlock, size: join64(sb.s_jnl_blocks[16] ?? 0, sb.s_jnl_blocks[15] ?? 0) };
 }

@@ -20,6 +20,7 @@ import {
   FL_EXTENTS,
   I_BLOCK_SIZE,
   FL_INDEX,
+  inodeCsumSeed,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import {
@@ -39,7 +40,6 @@ import {
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
 import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
-import { crc32cU32 } from './crc32c.js';
 import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;
@@ -204,10 +204,6 @@ export function allocData(ctx: WriterContext, n: number): { start: number; len: 
   return runs;
 }
 
-function inodeSeed(csumSeed: number, ino: number): number {
-  return crc32cU32(crc32cU32(csumSeed, ino), 0);
-}
-
 /** Merges logically and physically contiguous runs and splits them at the extent length limit. */
 export function runsToExtents(runs: { lblk: number; pblk: number; len: number }[]): Extent[] {
   const out: Extent[] = [];
@@ -236,7 +232,7 @@ export function mapExtents(
   const count = extentTreeBlockCount(extents.length, bs);
   const tree: number[] = [];
   for (const r of count ? allocData(ctx, count) : []) for (let i = 0; i < r.len; i++) tree.push(r.start + i);
-  const built = buildExtentTree(extents, bs, tree, inodeSeed(ctx.csumSeed, ino));
+  const built = buildExtentTree(extents, bs, tree, inodeCsumSeed(ctx.csumSeed, ino, 0));
   for (const b of built.blocks) ctx.put(b.block, b.data);
   return { iBlock: built.iBlock, treeBlocks: count };
 }
@@ -356,7 +352,7 @@ export function writeDirectory(
   fixedBlocks: number[] = [],
 ): { iBlock: Uint8Array; blocks: number; size: number; flags: number } {
   const bs = ctx.l.blockSize;
-  const seed = inodeSeed(ctx.csumSeed, ino);
+  const seed = inodeCsumSeed(ctx.csumSeed, ino, 0);
   const enc = new TextEncoder();
   const dot: DirEntry = { inode: ino, name: enc.encode('.'), fileType: FT_DIR };
   const dotdot: DirEntry = { inode: parent, name: enc.encode('..'), fileType: FT_DIR };

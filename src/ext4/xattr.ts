@@ -5,12 +5,13 @@
  */
 import { put16, put32, u16, u32 } from './bytes.js';
 import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { Ext4Error, type Ext4ErrorContext } from './errors.js';
 import type { XattrEntry } from '../source/types.js';
 
 export const XATTR_MAGIC = 0xea020000;
 const ENTRY_HEADER = 16;
-const BLOCK_HEADER = 32;
+export const XATTR_BLOCK_HEADER = 32;
+const BLOCK_HEADER = XATTR_BLOCK_HEADER;
 
 /** Name prefixes by index; longer prefixes first so the most specific one wins. */
 const PREFIXES: [string, number][] = [
@@ -174,14 +175,66 @@ export function encodeXattrBlock(blockSize: number, xs: DiskXattr[]): Uint8Array
   return b;
 }
 
-/** Sets the reference count and the metadata_csum checksum (fs seed, le64 block number, block). */
-export function sealXattrBlock(b: Uint8Array, block: number, refcount: number, csumSeed: number): void {
-  put32(b, 4, refcount);
-  put32(b, 16, 0);
+/** metadata_csum checksum of an attribute block: crc32c(fs seed, le64 block number, the block with h_checksum zero). */
+export function xattrBlockChecksum(csumSeed: number, block: number, b: Uint8Array): number {
   const nr = new Uint8Array(8);
   put32(nr, 0, block % 0x1_0000_0000);
   put32(nr, 4, Math.floor(block / 0x1_0000_0000));
   let c = crc32c(csumSeed, nr);
-  c = crc32c(c, b, 0, b.length);
-  put32(b, 16, c);
+  c = crc32c(c, b, 0, 16);
+  c = crc32c(c, ZERO4, 0, 4);
+  return crc32c(c, b, 20, b.length);
+}
+const ZERO4 = new Uint8Array(4);
+
+/** Sets the reference count and the metadata_csum checksum (fs seed, le64 block number, block). */
+export function sealXattrBlock(b: Uint8Array, block: number, refcount: number, csumSeed: number): void {
+  put32(b, 4, refcount);
+  put32(b, 16, 0);
+  put32(b, 16, xattrBlockChecksum(csumSeed, block, b));
+}
+
+/** An attribute as stored: a value in place, or (ea_inode) in inode `valueInum` of `valueSize` bytes. */
+export interface RawXattr extends DiskXattr {
+  valueInum: number;
+  valueSize: number;
+  hash: number;
+}
+
+/**
+ * Decodes the entries that start at `first` and end at the zero word before `end`; value offsets are
+ * relative to `valueBase` and must stay inside [valueBase, valueEnd). Values kept in an EA inode are
+ * returned with their inode number and an empty `value`.
+ */
+export function decodeXattrEntries(
+  b: Uint8Array,
+  first: number,
+  end: number,
+  valueBase: number,
+  valueEnd: number,
+  where: Ext4ErrorContext,
+): RawXattr[] {
+  const out: RawXattr[] = [];
+  let e = first;
+  while (e + 4 <= end && u32(b, e) !== 0) {
+    if (e + ENTRY_HEADER > end || out.length >= 10_000)
+      throw new Ext4Error('CORRUPT', 'extended attribute entries overrun their area', where);
+    const nameLen = b[e]!;
+    const index = b[e + 1]!;
+    const voff = u16(b, e + 2);
+    const valueInum = u32(b, e + 4);
+    const valueSize = u32(b, e + 8);
+    if (e + ENTRY_HEADER + nameLen > end)
+      throw new Ext4Error('CORRUPT', 'extended attribute name overruns its area', where);
+    const name = b.slice(e + ENTRY_HEADER, e + ENTRY_HEADER + nameLen);
+    let value = new Uint8Array(0);
+    if (!valueInum) {
+      if (valueBase + voff + valueSize > valueEnd)
+        throw new Ext4Error('CORRUPT', 'extended attribute value lies outside its area', where);
+      value = b.slice(valueBase + voff, valueBase + voff + valueSize);
+    }
+    out.push({ index, name, value, valueInum, valueSize, hash: u32(b, e + 12) });
+    e += entrySize(nameLen);
+  }
+  return out;
 }

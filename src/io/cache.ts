@@ -1,0 +1,230 @@
+/**
+ * The block cache every image access goes through. It holds three things:
+ * - clean blocks recently read from the device (evicted oldest first);
+ * - the overlay: blocks whose current content is not the device's, either a replayed journal's blocks
+ *   or the metadata blocks an open edit changed; the overlay always wins over the device;
+ * - pending file data of an open edit: new data for blocks that were free, kept apart from the
+ *   metadata because it is written first (and never journaled).
+ *
+ * An edit is made of operations; changes made during one can be rolled back (`beginOp` / `rollbackOp`)
+ * so a failed operation leaves the earlier ones of the batch intact.
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import type { BlockDevice } from './device.js';
+
+/** A run of new file data: `data.length` is a whole number of blocks, starting at block `block`. */
+export interface DataPiece {
+  block: number;
+  data: Uint8Array;
+}
+
+const CLEAN_MAX = 256;
+
+export class BlockCache {
+  /** Blocks whose current content differs from the device. */
+  readonly overlay = new Map<number, Uint8Array>();
+  private readonly clean = new Map<number, Uint8Array>();
+  /** Pending file data, sorted by block, never overlapping. */
+  private pieces: DataPiece[] = [];
+  /** Bytes of pending file data. */
+  pendingDataBytes = 0;
+  /** Bumped on every change, so views derived from blocks (decoded descriptors) know to drop. */
+  version = 0;
+  private undo: Map<number, Uint8Array | undefined> | undefined;
+  private undoPieces: DataPiece[] | undefined;
+
+  constructor(
+    readonly dev: BlockDevice,
+    readonly blockSize: number,
+    /** Blocks in the file system; every access is checked against it. */
+    public blocksCount: number,
+  ) {}
+
+  checkRange(block: number, count: number): void {
+    if (!Number.isSafeInteger(block) || block < 0 || count < 0 || block + count > this.blocksCount)
+      throw new Ext4Error(
+        'CORRUPT',
+        `block ${block} (+${count}) is outside the file system (${this.blocksCount} blocks)`,
+        { block },
+      );
+  }
+
+  /** True when the overlay or pending data hold anything. */
+  get changed(): boolean {
+    return this.overlay.size > 0 || this.pieces.length > 0;
+  }
+
+  /**
+   * Whole blocks as they currently are (overlay first, then clean cache, then the device). The result
+   * must not be modified; use `modify` for that.
+   */
+  read(block: number, count = 1): Uint8Array {
+    this.checkRange(block, count);
+    const bs = this.blockSize;
+    if (count !== 1) {
+      const out = this.dev.read(block * bs, count * bs);
+      if (this.overlay.size)
+        for (let k = 0; k < count; k++) {
+          const o = this.overlay.get(block + k);
+          if (o) out.set(o, k * bs);
+        }
+      return out;
+    }
+    const o = this.overlay.get(block);
+    if (o) return o;
+    const hit = this.clean.get(block);
+    if (hit) {
+      this.clean.delete(block);
+      this.clean.set(block, hit);
+      return hit;
+    }
+    const b = this.dev.read(block * bs, bs);
+    this.remember(block, b);
+    return b;
+  }
+
+  /** Reads `count` blocks from the device into the clean cache in one request (inode tables). */
+  prefetch(block: number, count: number): void {
+    this.checkRange(block, count);
+    const bs = this.blockSize;
+    const run = this.dev.read(block * bs, count * bs);
+    for (let j = count - 1; j >= 0; j--) this.remember(block + j, run.subarray(j * bs, (j + 1) * bs));
+  }
+
+  /** True when block `block` is in the clean cache or the overlay (no device read needed). */
+  has(block: number): boolean {
+    return this.overlay.has(block) || this.clean.has(block);
+  }
+
+  private remember(block: number, b: Uint8Array): void {
+    this.clean.delete(block);
+    this.clean.set(block, b);
+    if (this.clean.size > CLEAN_MAX) this.clean.delete(this.clean.keys().next().value!);
+  }
+
+  /** File data blocks: like `read`, with pending new data patched in. */
+  readData(block: number, count: number): Uint8Array {
+    const out = count === 1 && !this.pieces.length ? this.read(block, 1) : this.read(block, count).slice();
+    if (!this.pieces.length) return out;
+    const bs = this.blockSize;
+    const end = block + count;
+    let i = this.pieceAfter(block) - 1;
+    if (i < 0) i = 0;
+    for (; i < this.pieces.length; i++) {
+      const p = this.pieces[i]!;
+      const pEnd = p.block + p.data.length / bs;
+      if (p.block >= end) break;
+      if (pEnd <= block) continue;
+      const s = Math.max(block, p.block);
+      const e = Math.min(end, pEnd);
+      out.set(p.data.subarray((s - p.block) * bs, (e - p.block) * bs), (s - block) * bs);
+    }
+    return out;
+  }
+
+  /** Index of the first piece starting after `block`. */
+  private pieceAfter(block: number): number {
+    let lo = 0;
+    let hi = this.pieces.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.pieces[mid]!.block <= block) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private noteUndo(block: number): void {
+    if (this.undo && !this.undo.has(block)) this.undo.set(block, this.overlay.get(block)?.slice());
+  }
+
+  /** A mutable copy of a block that becomes its current content (read first when not in the overlay). */
+  modify(block: number): Uint8Array {
+    this.checkRange(block, 1);
+    this.version++;
+    const o = this.overlay.get(block);
+    if (o) {
+      this.noteUndo(block);
+      return o;
+    }
+    const copy = this.read(block).slice();
+    this.noteUndo(block);
+    this.overlay.set(block, copy);
+    return copy;
+  }
+
+  /** Sets a block's whole new content (a newly allocated metadata block). `data` is kept, not copied. */
+  put(block: number, data: Uint8Array): void {
+    this.checkRange(block, 1);
+    if (data.length !== this.blockSize)
+      throw new Ext4Error('CORRUPT', `block ${block}: ${data.length} bytes is not one block`);
+    this.version++;
+    this.noteUndo(block);
+    this.overlay.set(block, data);
+  }
+
+  /** Adds new file data for blocks that were free before the edit. */
+  addData(block: number, data: Uint8Array): void {
+    const bs = this.blockSize;
+    if (data.length % bs) throw new Ext4Error('CORRUPT', 'file data piece is not whole blocks');
+    this.checkRange(block, data.length / bs);
+    const piece = { block, data };
+    const at = this.pieceAfter(block);
+    this.pieces.splice(at, 0, piece);
+    this.pendingDataBytes += data.length;
+    this.undoPieces?.push(piece);
+  }
+
+  /** Hands out the pending data, sorted by block, and forgets it. */
+  takeData(): DataPiece[] {
+    const out = this.pieces;
+    this.pieces = [];
+    this.pendingDataBytes = 0;
+    if (this.undoPieces) this.undoPieces = [];
+    return out;
+  }
+
+  /** Starts recording what the next operation changes, so it can be rolled back. */
+  beginOp(): void {
+    this.undo = new Map();
+    this.undoPieces = [];
+  }
+
+  /** The operation succeeded: its changes stay. */
+  endOp(): void {
+    this.undo = undefined;
+    this.undoPieces = undefined;
+  }
+
+  /** The operation failed: the overlay and pending data are as they were before `beginOp`. */
+  rollbackOp(): void {
+    if (!this.undo) return;
+    this.version++;
+    for (const [block, before] of this.undo) {
+      if (before) this.overlay.set(block, before);
+      else this.overlay.delete(block);
+    }
+    const added = new Set(this.undoPieces);
+    if (added.size) {
+      this.pieces = this.pieces.filter((p) => !added.has(p));
+      this.pendingDataBytes = this.pieces.reduce((a, p) => a + p.data.length, 0);
+    }
+    this.endOp();
+  }
+
+  /** Drops every change (overlay and pending data): the device content is current again. */
+  discard(): void {
+    this.version++;
+    this.overlay.clear();
+    this.pieces = [];
+    this.pendingDataBytes = 0;
+    this.endOp();
+  }
+
+  /** The overlay has been written to the device: its blocks become clean. */
+  overlayWritten(): void {
+    this.version++;
+    for (const [block, data] of this.overlay) this.remember(block, data);
+    this.overlay.clear();
+  }
+}
