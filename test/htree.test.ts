@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildHtree } from '../src/ext4/htree.js';
-import { halfMd4Hash } from '../src/ext4/dirhash.js';
+import { halfMd4Hash, dirHash } from '../src/ext4/dirhash.js';
 import { parseUuid } from '../src/ext4/bytes.js';
 import { decodeDirBlock, FT_REG_FILE } from '../src/ext4/dirent.js';
 import { u16, u32 } from '../src/ext4/bytes.js';
@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 const SEED = '66666666-7777-8888-9999-aaaaaaaaaaaa';
 const enc = new TextEncoder();
 
-describe('half_md4 directory hash', () => {
+describe('directory hashes', () => {
   it('known values (computed by debugfs dx_hash, e2fsprogs 1.47)', () => {
     const seed = parseUuid(SEED)!;
     expect(halfMd4Hash(enc.encode('hello'), seed)).toEqual({ hash: 0xffd0ed2e, minor: 0x1dfcde86 });
@@ -20,7 +20,7 @@ describe('half_md4 directory hash', () => {
   });
 
   describe.runIf(oracleAvailable('dx_hash comparison with debugfs', HAVE_E2FSPROGS))('against debugfs dx_hash', () => {
-    it('matches for short, long (> 32 bytes), non-ASCII and seedless names', () => {
+    it('legacy, half_md4 and tea, signed and unsigned, match for short, long, non-ASCII and seedless names', () => {
       const dir = scratchDir('ext4wd-hash');
       const img = path.join(dir, 'h.img');
       formatImage(img, { sizeBytes: 8 * 2 ** 20, sync: false });
@@ -35,19 +35,23 @@ describe('half_md4 directory hash', () => {
         'file-12345.txt',
         '\u00ff\u0080',
       ];
-      for (const seedText of [SEED, '00000000-0000-0000-0000-000000000000']) {
-        const cmds = names.map((n) => `dx_hash -s ${seedText} -h half_md4 ${n}`).join('\n');
-        const out = run('debugfs', ['-f', '-', img], { input: cmds + '\n' }).stdout;
-        const got = [...out.matchAll(/Hash of (.*) is 0x([0-9a-f]+) \(minor 0x([0-9a-f]+)\)/g)].map((m) => [
-          parseInt(m[2]!, 16),
-          parseInt(m[3]!, 16),
-        ]);
-        expect(got.length).toBe(names.length);
-        names.forEach((n, i) => {
-          const h = halfMd4Hash(enc.encode(n), parseUuid(seedText)!);
-          expect([h.hash, h.minor]).toEqual(got[i]);
+      // By number: debugfs 1.47 reads the name legacy_unsigned as legacy.
+      const versions = ['legacy', 'half_md4', 'tea', 'legacy_unsigned', 'half_md4_unsigned', 'tea_unsigned'];
+      for (const seedText of [SEED, '00000000-0000-0000-0000-000000000000'])
+        versions.forEach((hashName, version) => {
+          const cmds = names.map((n) => `dx_hash -s ${seedText} -h ${version} ${n}`).join('\n');
+          const out = run('debugfs', ['-f', '-', img], { input: cmds + '\n' }).stdout;
+          const got = [...out.matchAll(/Hash of (.*) is 0x([0-9a-f]+) \(minor 0x([0-9a-f]+)\)/g)].map((m) => [
+            parseInt(m[2]!, 16),
+            parseInt(m[3]!, 16),
+          ]);
+          expect(got.length).toBe(names.length);
+          names.forEach((n, i) => {
+            const h = dirHash(enc.encode(n), version, parseUuid(seedText)!);
+            expect([h.hash, h.minor], `${hashName} ${n}`).toEqual(got[i]);
+            if (hashName === 'half_md4') expect(halfMd4Hash(enc.encode(n), parseUuid(seedText)!)).toEqual(h);
+          });
         });
-      }
       fs.rmSync(dir, { recursive: true, force: true });
     });
   });
