@@ -41,3 +41,14 @@ export {
   type Stage,
 } from './workdisk/job.js';
 export { memoryTreeSource, type MemoryEntry } from './source/memory.js';
+export {
+  Ext4Editor,
+  editImage,
+  type EditorOptions,
+  type NewEntryOptions,
+  type WriteFileOptions,
+  type FileContent,
+  type CopyInOptions,
+  type CopyInResult,
+} from './edit/editor.js';
+export { mkdirExt4, writeExt4FileOwned } from './edit/toolkit.js';

@@ -222,7 +222,6 @@ export class Ext4Reader {
   readonly cache: BlockCache;
   protected readonly verify: boolean;
   private readonly gdCache = new Map<number, GroupDesc>();
-  private gdVersion = -1;
 
   protected constructor(
     readonly dev: BlockDevice,
@@ -305,7 +304,7 @@ export class Ext4Reader {
     };
     const res = replayJournal({ blockSize: this.blockSize, read: (n) => this.readBlocks(map(n)) }, this.blocksCount);
     for (const [block, data] of res.overlay) this.cache.overlay.set(block, data);
-    this.cache.version++;
+    this.forgetGroupDesc();
     opts.onWarning?.(
       `replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`,
     );
@@ -352,7 +351,8 @@ export class Ext4Reader {
     return w.buf.subarray((block - w.start) * bs, (block - w.start + count) * bs);
   }
 
-  private hasSuper(g: number): boolean {
+  /** Whether group `g` holds a superblock copy (sparse_super, sparse_super2 or every group). */
+  groupHasSuperblock(g: number): boolean {
     const sb = this.sb;
     if (sb.s_feature_compat & COMPAT.sparse_super2)
       return g === 0 || g === sb.s_backup_bgs_0 || g === sb.s_backup_bgs_1;
@@ -370,7 +370,7 @@ export class Ext4Reader {
     if (!(sb.s_feature_incompat & INCOMPAT.meta_bg) || i < sb.s_first_meta_bg) return sbBlock + 1 + i;
     const g = i * dpb;
     const first = g === 0 ? sbBlock : sb.s_first_data_block + g * sb.s_blocks_per_group;
-    return first + (this.hasSuper(g) ? 1 : 0);
+    return first + (this.groupHasSuperblock(g) ? 1 : 0);
   }
 
   /** Where descriptor `g` lies: the block and the byte offset in it. */
@@ -381,11 +381,13 @@ export class Ext4Reader {
     return { block: this.descBlockLoc(Math.floor(g / dpb)), offset: (g % dpb) * this.descSize };
   }
 
+  /** Forgets decoded descriptors (one group, or all) after their blocks changed. */
+  forgetGroupDesc(g?: number): void {
+    if (g === undefined) this.gdCache.clear();
+    else this.gdCache.delete(g);
+  }
+
   groupDesc(g: number): GroupDesc {
-    if (this.gdVersion !== this.cache.version) {
-      this.gdCache.clear();
-      this.gdVersion = this.cache.version;
-    }
     const cached = this.gdCache.get(g);
     if (cached) return cached;
     const { block, offset: off } = this.descLocation(g);

@@ -28,8 +28,6 @@ export class BlockCache {
   private pieces: DataPiece[] = [];
   /** Bytes of pending file data. */
   pendingDataBytes = 0;
-  /** Bumped on every change, so views derived from blocks (decoded descriptors) know to drop. */
-  version = 0;
   private undo: Map<number, Uint8Array | undefined> | undefined;
   private undoPieces: DataPiece[] | undefined;
 
@@ -141,7 +139,6 @@ export class BlockCache {
   /** A mutable copy of a block that becomes its current content (read first when not in the overlay). */
   modify(block: number): Uint8Array {
     this.checkRange(block, 1);
-    this.version++;
     const o = this.overlay.get(block);
     if (o) {
       this.noteUndo(block);
@@ -158,7 +155,6 @@ export class BlockCache {
     this.checkRange(block, 1);
     if (data.length !== this.blockSize)
       throw new Ext4Error('CORRUPT', `block ${block}: ${data.length} bytes is not one block`);
-    this.version++;
     this.noteUndo(block);
     this.overlay.set(block, data);
   }
@@ -175,9 +171,18 @@ export class BlockCache {
     this.undoPieces?.push(piece);
   }
 
-  /** Hands out the pending data, sorted by block, and forgets it. */
+  /** The pending data piece holding block `block`, with the block's byte offset in it. */
+  pendingPiece(block: number): { piece: DataPiece; offset: number } | undefined {
+    const i = this.pieceAfter(block) - 1;
+    const p = this.pieces[i];
+    if (!p || block >= p.block + p.data.length / this.blockSize) return undefined;
+    return { piece: p, offset: (block - p.block) * this.blockSize };
+  }
+
+  /** Hands out the pending data, sorted by block, and forgets it (and any clean copy of those blocks). */
   takeData(): DataPiece[] {
     const out = this.pieces;
+    for (const p of out) for (let k = 0; k < p.data.length / this.blockSize; k++) this.clean.delete(p.block + k);
     this.pieces = [];
     this.pendingDataBytes = 0;
     if (this.undoPieces) this.undoPieces = [];
@@ -199,7 +204,6 @@ export class BlockCache {
   /** The operation failed: the overlay and pending data are as they were before `beginOp`. */
   rollbackOp(): void {
     if (!this.undo) return;
-    this.version++;
     for (const [block, before] of this.undo) {
       if (before) this.overlay.set(block, before);
       else this.overlay.delete(block);
@@ -214,7 +218,6 @@ export class BlockCache {
 
   /** Drops every change (overlay and pending data): the device content is current again. */
   discard(): void {
-    this.version++;
     this.overlay.clear();
     this.pieces = [];
     this.pendingDataBytes = 0;
@@ -223,7 +226,6 @@ export class BlockCache {
 
   /** The overlay has been written to the device: its blocks become clean. */
   overlayWritten(): void {
-    this.version++;
     for (const [block, data] of this.overlay) this.remember(block, data);
     this.overlay.clear();
   }

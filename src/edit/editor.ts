@@ -1,0 +1,1181 @@
+/**
+ * The editor: changes an existing ext2/3/4 image in place, by path, like the tools people use on a
+ * mounted file system (cp, mkdir, ln, rm, mv, chmod, chown, touch, truncate, setfattr, cp -a).
+ *
+ * Operations collect their changes in memory; `commit()` writes them (new file data first, then the
+ * metadata). An operation that fails leaves the edit as it was before it, so a batch can go on or be
+ * discarded; nothing reaches the image before `commit()`.
+ */
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
+import { Ext4Error } from '../ext4/errors.js';
+import { u16, put16 } from '../ext4/bytes.js';
+import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import {
+  emptyInode,
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  S_IFLNK,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  S_IFSOCK,
+  FL_EXTENTS,
+  FL_INLINE_DATA,
+  FL_INDEX,
+  I_BLOCK_SIZE,
+  MIN_TIME,
+  MAX_TIME,
+  type Inode,
+  type Timestamp,
+} from '../ext4/inode.js';
+import {
+  FT_DIR,
+  FT_REG_FILE,
+  FT_SYMLINK,
+  FT_CHRDEV,
+  FT_BLKDEV,
+  FT_FIFO,
+  FT_SOCK,
+  MAX_NAME_LEN,
+} from '../ext4/dirent.js';
+import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
+import { toDisk } from '../ext4/xattr.js';
+import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
+import type { BlockDevice } from '../io/device.js';
+import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
+import { estimateTree } from '../ext4/writer.js';
+import { hostDirectorySource } from '../source/host.js';
+import { Volume, type VolumeOptions } from './volume.js';
+import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
+import { writeContent, truncateFile, freeMap, bytesSource, type DataSource } from './filemap.js';
+import { listXattrs, writeXattrs, releaseXattrs, sameXattr } from './xattrs.js';
+
+/** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
+const LINK_MAX = 65000;
+const ROOT_INO = 2;
+
+export interface EditorOptions extends VolumeOptions {
+  /**
+   * The time stamped on new and changed inodes: a fixed UNIX time (seconds, or a Timestamp with
+   * nanoseconds) for reproducible images; default the clock at each operation, or SOURCE_DATE_EPOCH.
+   */
+  timestamp?: number | Timestamp;
+}
+
+/** Owner and permissions for a new entry; unset fields take the defaults (root:root, 0644/0755). */
+export interface NewEntryOptions {
+  /** Permission bits (0o7777 range). */
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+export interface WriteFileOptions extends NewEntryOptions {
+  /** Modification time (default: now); atime follows it unless given. */
+  mtime?: Timestamp;
+  atime?: Timestamp;
+}
+
+/** New file content: bytes, text (UTF-8), pieces in order, or a host file to copy. */
+export type FileContent = Uint8Array | string | Iterable<Uint8Array> | { hostPath: string };
+
+export interface CopyInOptions {
+  /** Owner of every copied entry (and of an existing destination directory merged into). */
+  owner?: { uid: number; gid: number };
+}
+
+export interface CopyInResult {
+  files: number;
+  dirs: number;
+  other: number;
+  bytes: number;
+}
+
+type Kind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
+const MODE_OF: Record<Kind, number> = {
+  file: S_IFREG,
+  dir: S_IFDIR,
+  symlink: S_IFLNK,
+  chardev: S_IFCHR,
+  blockdev: S_IFBLK,
+  fifo: S_IFIFO,
+  socket: S_IFSOCK,
+};
+const FT_OF_MODE: Record<number, number> = {
+  [S_IFREG]: FT_REG_FILE,
+  [S_IFDIR]: FT_DIR,
+  [S_IFLNK]: FT_SYMLINK,
+  [S_IFCHR]: FT_CHRDEV,
+  [S_IFBLK]: FT_BLKDEV,
+  [S_IFIFO]: FT_FIFO,
+  [S_IFSOCK]: FT_SOCK,
+};
+
+const enc = new TextEncoder();
+
+export class Ext4Editor {
+  private readonly v: Volume;
+  private readonly fixedTime: Timestamp | undefined;
+  private readonly warn: (m: string) => void;
+  private opNow: Timestamp = { sec: 0, nsec: 0 };
+
+  private constructor(v: Volume, opts: EditorOptions) {
+    this.v = v;
+    this.warn = opts.onWarning ?? (() => {});
+    let t = opts.timestamp;
+    if (t === undefined && process.env.SOURCE_DATE_EPOCH && /^\d+$/.test(process.env.SOURCE_DATE_EPOCH))
+      t = Number(process.env.SOURCE_DATE_EPOCH);
+    this.fixedTime = t === undefined ? undefined : typeof t === 'number' ? { sec: Math.floor(t), nsec: 0 } : t;
+  }
+
+  /** Opens an image file for editing (see Volume.open for what is refused before anything is written). */
+  static open(imagePath: string, opts: EditorOptions = {}): Ext4Editor {
+    return new Ext4Editor(Volume.open(imagePath, opts), opts);
+  }
+
+  /** Edits an image on an already open device (in-memory images). */
+  static openDevice(dev: BlockDevice, opts: EditorOptions = {}): Ext4Editor {
+    return new Ext4Editor(Volume.openDevice(dev, opts), opts);
+  }
+
+  /** A reader of the image as edited so far (uncommitted changes included). */
+  get reader(): Ext4Reader {
+    return this.v.r;
+  }
+
+  /** True when there are changes not yet committed. */
+  get changed(): boolean {
+    return this.v.changed;
+  }
+
+  // ---- plumbing ----
+
+  private now(): Timestamp {
+    return this.opNow;
+  }
+
+  /** Runs one operation: all of it, or (on any error) none of it. */
+  private op<T>(fn: () => T): T {
+    if (this.fixedTime) this.opNow = this.fixedTime;
+    else {
+      const ns = process.hrtime.bigint();
+      const ms = Date.now();
+      this.opNow = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 + Number(ns % 1_000_000n) };
+    }
+    this.v.beginOp();
+    try {
+      const out = fn();
+      this.v.endOp();
+      return out;
+    } catch (e) {
+      this.v.rollbackOp();
+      if (e instanceof Ext4Error) throw e;
+      throw new Ext4Error('IO_ERROR', `${(e as Error).message ?? String(e)}`, { cause: e });
+    }
+  }
+
+  /** Splits a path into its parent directory (resolved, symlinks followed) and last name. */
+  private parentOf(path: string): { parent: number; name: Uint8Array; display: string } {
+    const display = normalize(path);
+    if (display === '/')
+      throw new Ext4Error('INVALID_ARGUMENT', `${path}: the root directory has no name to use here`, { path });
+    const cut = display.lastIndexOf('/');
+    const dirPath = display.slice(0, cut) || '/';
+    const nameText = display.slice(cut + 1);
+    const name = enc.encode(nameText);
+    if (nameText === '.' || nameText === '..')
+      throw new Ext4Error('INVALID_ARGUMENT', `${path}: '.' and '..' cannot be used here`, { path });
+    if (name.length > MAX_NAME_LEN)
+      throw new Ext4Error('NAME_TOO_LONG', `${path}: the name is ${name.length} bytes; ext4 allows ${MAX_NAME_LEN}`, {
+        path,
+      });
+    if (name.includes(0)) throw new Ext4Error('INVALID_ARGUMENT', `${path}: names cannot contain NUL`, { path });
+    const parent = this.v.r.lookup(dirPath, { followLast: true });
+    const pi = this.v.readInode(parent);
+    if ((pi.mode & S_IFMT) !== S_IFDIR)
+      throw new Ext4Error('NOT_A_DIRECTORY', `${dirPath} is not a directory`, { path });
+    this.checkEditable(parent, pi, dirPath);
+    return { parent, name, display };
+  }
+
+  private checkEditable(ino: number, i: Inode, path: string): void {
+    if (i.flags & FL_ENCRYPT)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `${path} is encrypted; it cannot be edited`, { path, inode: ino });
+    if (i.flags & FL_VERITY)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `${path} is protected by verity; it cannot be changed`, {
+        path,
+        inode: ino,
+      });
+  }
+
+  /** The inode a path names (symlinks in the middle followed; the last one only with `follow`). */
+  private resolve(path: string, follow: boolean): { ino: number; inode: Inode } {
+    const ino = this.v.r.lookup(normalize(path), { followLast: follow });
+    const inode = this.v.readInode(ino);
+    return { ino, inode };
+  }
+
+  private touchDir(dir: number): void {
+    const i = this.v.readInode(dir);
+    i.mtime = i.ctime = this.now();
+    this.v.writeInode(dir, i);
+  }
+
+  private newInode(kind: Kind, o: NewEntryOptions, parentIno: number): { ino: number; inode: Inode } {
+    const isDir = kind === 'dir';
+    const ino = this.v.allocInode(parentIno, isDir);
+    const t = this.now();
+    const perm = o.mode ?? (isDir ? 0o755 : kind === 'symlink' ? 0o777 : 0o644);
+    if (!Number.isInteger(perm) || perm < 0 || perm > 0o7777)
+      throw new Ext4Error('BAD_OPTION', `mode ${perm} is not a permission value (0 to 07777)`);
+    const inode: Inode = {
+      ...emptyInode(),
+      mode: MODE_OF[kind] | perm,
+      uid: checkId(o.uid ?? 0, 'uid'),
+      gid: checkId(o.gid ?? 0, 'gid'),
+      atime: t,
+      mtime: t,
+      ctime: t,
+      crtime: t,
+      linksCount: isDir ? 2 : 1,
+      extraIsize: this.v.newExtraIsize,
+      generation: this.v.nextGeneration(ino),
+    };
+    if (kind === 'file' || kind === 'dir' || kind === 'symlink') {
+      if (this.v.sb.s_feature_incompat & INCOMPAT.extent) {
+        // An empty extent tree, as the kernel starts every file.
+        inode.flags |= FL_EXTENTS;
+        inode.block = new Uint8Array(I_BLOCK_SIZE);
+        encodeExtentHeader(inode.block, 0, {
+          magic: EXTENT_MAGIC,
+          entries: 0,
+          max: ROOT_MAX_ENTRIES,
+          depth: 0,
+          generation: 0,
+        });
+      }
+    }
+    return { ino, inode };
+  }
+
+  /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
+  private linkNew(parent: number, name: Uint8Array, ino: number, mode: number): void {
+    addEntry(this.v, parent, name, ino, FT_OF_MODE[mode & S_IFMT] ?? 0);
+    const p = this.v.readInode(parent);
+    if ((mode & S_IFMT) === S_IFDIR) this.incDirLinks(p);
+    p.mtime = p.ctime = this.now();
+    this.v.writeInode(parent, p);
+  }
+
+  /**
+   * One more subdirectory: an indexed directory past the link limit keeps 1 (dir_nlink, as the kernel's
+   * ext4_inc_count does); a linear one cannot pass it.
+   */
+  private incDirLinks(p: Inode): void {
+    if (p.linksCount === 1) return;
+    if (p.linksCount + 1 < LINK_MAX) {
+      p.linksCount++;
+      return;
+    }
+    if (!(p.flags & FL_INDEX))
+      throw new Ext4Error('TOO_MANY_LINKS', `a directory can hold at most ${LINK_MAX - 2} subdirectories here`);
+    this.v.needRoCompat(RO_COMPAT.dir_nlink);
+    p.linksCount = 1;
+  }
+
+  private decDirLinks(p: Inode): void {
+    if (p.linksCount > 2) p.linksCount--;
+  }
+
+  /** Drops one link of a non-directory; the inode and its blocks go when it was the last. */
+  private dropLink(ino: number): void {
+    const i = this.v.readInode(ino);
+    if (i.linksCount > 1) {
+      i.linksCount--;
+      i.ctime = this.now();
+      this.v.writeInode(ino, i);
+      return;
+    }
+    this.deleteInode(ino, i);
+  }
+
+  /** Releases an inode that nothing links any more: its attributes, blocks and number. */
+  private deleteInode(ino: number, i: Inode): void {
+    releaseXattrs(this.v, ino, i);
+    if (!(i.flags & FL_INLINE_DATA) && this.v.r.hasBlockMap(i)) freeMap(this.v, ino, i);
+    const isDir = (i.mode & S_IFMT) === S_IFDIR;
+    const dead: Inode = { ...i, linksCount: 0, size: 0, blocks: 0, fileAcl: 0, dtime: this.now().sec >>> 0 };
+    dead.flags &= ~FL_INLINE_DATA;
+    dead.block = new Uint8Array(I_BLOCK_SIZE);
+    if (i.flags & FL_EXTENTS)
+      encodeExtentHeader(dead.block, 0, {
+        magic: EXTENT_MAGIC,
+        entries: 0,
+        max: ROOT_MAX_ENTRIES,
+        depth: 0,
+        generation: 0,
+      });
+    this.v.initInode(ino, dead);
+    this.v.freeInode(ino, isDir);
+  }
+
+  // ---- files ----
+
+  /**
+   * Creates or replaces a regular file. Replacing keeps the inode (its hard links and attributes), like
+   * `cp` over an existing file; all-zero blocks of the content stay holes. A symlink at the path is
+   * followed. New files are root:root 0644 unless `opts` say otherwise.
+   */
+  writeFile(path: string, content: FileContent, opts: WriteFileOptions = {}): void {
+    this.op(() => {
+      const { parent, name, display } = this.parentOf(path);
+      const slot = this.v.r.findEntry(parent, name);
+      let target: { ino: number; inode: Inode } | undefined;
+      if (slot) {
+        target = this.resolve(display, true);
+        const t = target.inode.mode & S_IFMT;
+        if (t === S_IFDIR) throw new Ext4Error('IS_A_DIRECTORY', `${display} is a directory`, { path: display });
+        if (t !== S_IFREG)
+          throw new Ext4Error('INVALID_ARGUMENT', `${display} is not a regular file`, { path: display });
+        this.checkEditable(target.ino, target.inode, display);
+      }
+      const src = sourceOf(content);
+      try {
+        if (target) {
+          const { ino, inode } = target;
+          writeContent(this.v, ino, inode, src);
+          if (opts.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | checkMode(opts.mode);
+          if (opts.uid !== undefined) inode.uid = checkId(opts.uid, 'uid');
+          if (opts.gid !== undefined) inode.gid = checkId(opts.gid, 'gid');
+          inode.mtime = opts.mtime ?? this.now();
+          inode.atime = opts.atime ?? opts.mtime ?? inode.atime;
+          inode.ctime = this.now();
+          this.v.writeInode(ino, inode);
+          return;
+        }
+        const { ino, inode } = this.newInode('file', opts, parent);
+        if (opts.mtime) inode.mtime = opts.mtime;
+        inode.atime = opts.atime ?? inode.mtime;
+        this.v.initInode(ino, inode);
+        writeContent(this.v, ino, inode, src);
+        this.v.writeInode(ino, inode);
+        this.linkNew(parent, name, ino, inode.mode);
+      } finally {
+        src.close?.();
+      }
+    });
+  }
+
+  /** Sets a regular file's size: shorter frees blocks past the end, longer adds a hole. */
+  truncate(path: string, size: number): void {
+    if (!Number.isSafeInteger(size) || size < 0) throw new Ext4Error('BAD_OPTION', `size ${size} is not a byte count`);
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, true);
+      if ((inode.mode & S_IFMT) === S_IFDIR) throw new Ext4Error('IS_A_DIRECTORY', `${path} is a directory`, { path });
+      if ((inode.mode & S_IFMT) !== S_IFREG)
+        throw new Ext4Error('INVALID_ARGUMENT', `${path} is not a regular file`, { path });
+      this.checkEditable(ino, inode, path);
+      truncateFile(this.v, ino, inode, size);
+      inode.mtime = inode.ctime = this.now();
+      this.v.writeInode(ino, inode);
+    });
+  }
+
+  // ---- directories ----
+
+  /** Creates a directory (root:root 0755 by default); `parents` creates missing ones and accepts existing ones. */
+  mkdir(path: string, opts: NewEntryOptions & { parents?: boolean } = {}): void {
+    this.op(() => {
+      if (opts.parents) {
+        const parts = normalize(path).split('/').filter(Boolean);
+        let cur = '';
+        for (let k = 0; k < parts.length; k++) {
+          cur += '/' + parts[k];
+          const { parent, name, display } = this.parentOf(cur);
+          const hit = this.v.r.findEntry(parent, name);
+          if (hit) {
+            const { inode } = this.resolve(display, true);
+            if ((inode.mode & S_IFMT) !== S_IFDIR)
+              throw new Ext4Error('NOT_A_DIRECTORY', `${display} exists and is not a directory`, { path: display });
+            continue;
+          }
+          this.makeDir(parent, name, k === parts.length - 1 ? opts : { uid: opts.uid, gid: opts.gid });
+        }
+        return;
+      }
+      const { parent, name, display } = this.parentOf(path);
+      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+      this.makeDir(parent, name, opts);
+    });
+  }
+
+  private makeDir(parent: number, name: Uint8Array, o: NewEntryOptions): number {
+    const { ino, inode } = this.newInode('dir', o, parent);
+    initDir(this.v, ino, inode, parent);
+    this.v.writeInode(ino, inode);
+    this.linkNew(parent, name, ino, inode.mode);
+    return ino;
+  }
+
+  // ---- links and special files ----
+
+  /** Creates a symbolic link at `path` pointing at `target` (any text; it is not checked). */
+  symlink(target: string, path: string, opts: NewEntryOptions = {}): void {
+    this.op(() => {
+      const t = enc.encode(target);
+      const max = Math.min(4095, this.v.bs - 1);
+      if (t.length === 0) throw new Ext4Error('INVALID_ARGUMENT', 'a symlink target cannot be empty');
+      if (t.includes(0)) throw new Ext4Error('INVALID_ARGUMENT', 'a symlink target cannot contain NUL');
+      if (t.length > max)
+        throw new Ext4Error('NAME_TOO_LONG', `symlink targets hold at most ${max} bytes here, got ${t.length}`);
+      const { parent, name, display } = this.parentOf(path);
+      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+      this.makeSymlink(parent, name, t, opts);
+    });
+  }
+
+  private makeSymlink(parent: number, name: Uint8Array, t: Uint8Array, o: NewEntryOptions): number {
+    const { ino, inode } = this.newInode('symlink', { ...o, mode: o.mode ?? 0o777 }, parent);
+    if (t.length < I_BLOCK_SIZE) {
+      // A fast symlink: the target lives in i_block, with no extents flag.
+      inode.flags &= ~FL_EXTENTS;
+      inode.block = new Uint8Array(I_BLOCK_SIZE);
+      inode.block.set(t);
+      inode.size = t.length;
+      this.v.initInode(ino, inode);
+    } else {
+      this.v.initInode(ino, inode);
+      writeContent(this.v, ino, inode, bytesSource(t), { inline: false });
+      this.v.writeInode(ino, inode);
+    }
+    this.linkNew(parent, name, ino, inode.mode);
+    return ino;
+  }
+
+  /** A hard link `newPath` to the non-directory at `existing` (a symlink there is linked itself). */
+  link(existing: string, newPath: string): void {
+    this.op(() => {
+      const { ino, inode } = this.resolve(existing, false);
+      if ((inode.mode & S_IFMT) === S_IFDIR)
+        throw new Ext4Error('IS_A_DIRECTORY', `${existing} is a directory; directories cannot be hard-linked`, {
+          path: existing,
+        });
+      if (inode.linksCount >= LINK_MAX)
+        throw new Ext4Error('TOO_MANY_LINKS', `${existing} has ${inode.linksCount} links already`, { path: existing });
+      const { parent, name, display } = this.parentOf(newPath);
+      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+      addEntry(this.v, parent, name, ino, FT_OF_MODE[inode.mode & S_IFMT] ?? 0);
+      const i = this.v.readInode(ino);
+      i.linksCount++;
+      i.ctime = this.now();
+      this.v.writeInode(ino, i);
+      this.touchDir(parent);
+    });
+  }
+
+  /** Creates a device node, FIFO or socket. */
+  mknod(
+    path: string,
+    kind: 'chardev' | 'blockdev' | 'fifo' | 'socket',
+    opts: NewEntryOptions & { rdev?: [number, number] } = {},
+  ): void {
+    this.op(() => {
+      const { parent, name, display } = this.parentOf(path);
+      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+      this.makeNode(parent, name, kind, opts, opts.rdev);
+    });
+  }
+
+  private makeNode(parent: number, name: Uint8Array, kind: Kind, o: NewEntryOptions, rdev?: [number, number]): number {
+    const { ino, inode } = this.newInode(kind, o, parent);
+    inode.block = new Uint8Array(I_BLOCK_SIZE);
+    if (kind === 'chardev' || kind === 'blockdev') {
+      const [major, minor] = rdev ?? [0, 0];
+      if (!(major >= 0 && major < 4096 && minor >= 0 && minor < 1 << 20))
+        throw new Ext4Error('BAD_OPTION', `device number ${major}:${minor} is out of range`);
+      // Old encoding when it fits (kernel: old_valid_dev), else the new one in the second word.
+      if (major < 256 && minor < 256) put16(inode.block, 0, (major << 8) | minor);
+      else {
+        const w = ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
+        inode.block.set([w & 0xff, (w >>> 8) & 0xff, (w >>> 16) & 0xff, w >>> 24], 4);
+      }
+    }
+    this.v.initInode(ino, inode);
+    this.linkNew(parent, name, ino, inode.mode);
+    return ino;
+  }
+
+  // ---- removal and renaming ----
+
+  /** Removes a file, link or (with `recursive`) a directory tree; `force` ignores a missing path. */
+  rm(path: string, opts: { recursive?: boolean; force?: boolean } = {}): void {
+    this.op(() => {
+      if (normalize(path) === '/')
+        throw new Ext4Error('INVALID_ARGUMENT', 'refusing to remove the root directory', { path });
+      let where: { parent: number; name: Uint8Array; display: string };
+      let slot;
+      try {
+        where = this.parentOf(path);
+        slot = this.v.r.findEntry(where.parent, where.name);
+      } catch (e) {
+        if (opts.force && e instanceof Ext4Error && e.code === 'NOT_FOUND') return;
+        throw e;
+      }
+      if (!slot) {
+        if (opts.force) return;
+        throw new Ext4Error('NOT_FOUND', `${where.display}: no such file or directory`, { path: where.display });
+      }
+      const i = this.v.readInode(slot.inode);
+      this.checkEditable(slot.inode, i, where.display);
+      if ((i.mode & S_IFMT) === S_IFDIR) {
+        if (!opts.recursive && !isEmptyDir(this.v, slot.inode))
+          throw new Ext4Error('IS_A_DIRECTORY', `${where.display} is a directory (use recursive removal)`, {
+            path: where.display,
+          });
+        this.removeTree(slot.inode);
+        removeEntry(this.v, where.parent, where.name);
+        this.deleteInode(slot.inode, this.v.readInode(slot.inode));
+        const p = this.v.readInode(where.parent);
+        this.decDirLinks(p);
+        p.mtime = p.ctime = this.now();
+        this.v.writeInode(where.parent, p);
+        return;
+      }
+      removeEntry(this.v, where.parent, where.name);
+      this.dropLink(slot.inode);
+      this.touchDir(where.parent);
+    });
+  }
+
+  /** Removes everything inside directory `dir` (depth first). */
+  private removeTree(dir: number): void {
+    type Frame = { dir: number; name?: Uint8Array; entries: { name: Uint8Array; inode: number }[] };
+    const stack: Frame[] = [{ dir, entries: this.v.r.readDir(dir) }];
+    while (stack.length) {
+      const top = stack[stack.length - 1]!;
+      const e = top.entries.pop();
+      if (!e) {
+        stack.pop();
+        const parent = stack[stack.length - 1];
+        if (parent) {
+          // The directory is empty now: unlink it from its parent and release it.
+          removeEntry(this.v, parent.dir, top.name!);
+          this.deleteInode(top.dir, this.v.readInode(top.dir));
+          const p = this.v.readInode(parent.dir);
+          this.decDirLinks(p);
+          this.v.writeInode(parent.dir, p);
+        }
+        continue;
+      }
+      const i = this.v.readInode(e.inode);
+      if ((i.mode & S_IFMT) === S_IFDIR) {
+        if (stack.length > 4096) throw new Ext4Error('CORRUPT', 'directory tree deeper than 4096 levels');
+        if (stack.some((f) => f.dir === e.inode))
+          throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
+        stack.push({ dir: e.inode, name: e.name, entries: this.v.r.readDir(e.inode) });
+        continue;
+      }
+      removeEntry(this.v, top.dir, e.name);
+      this.dropLink(e.inode);
+    }
+  }
+
+  /**
+   * Renames like rename(2): an existing non-directory target is replaced, an existing empty directory
+   * is replaced by a directory; a directory moves with its subtree ('..' and link counts follow); moving
+   * a directory into itself is refused.
+   */
+  rename(from: string, to: string): void {
+    this.op(() => {
+      if (normalize(from) === '/' || normalize(to) === '/')
+        throw new Ext4Error('INVALID_ARGUMENT', 'the root directory cannot be renamed or replaced', { path: from });
+      const src = this.parentOf(from);
+      const srcSlot = this.v.r.findEntry(src.parent, src.name);
+      if (!srcSlot)
+        throw new Ext4Error('NOT_FOUND', `${src.display}: no such file or directory`, { path: src.display });
+      const dst = this.parentOf(to);
+      const srcIno = srcSlot.inode;
+      const si = this.v.readInode(srcIno);
+      const srcIsDir = (si.mode & S_IFMT) === S_IFDIR;
+      this.checkEditable(srcIno, si, src.display);
+      const dstSlot = this.v.r.findEntry(dst.parent, dst.name);
+      if (dstSlot && dstSlot.inode === srcIno) return;
+      if (srcIsDir) {
+        const chain = this.v.r.resolve(dst.display.slice(0, dst.display.lastIndexOf('/')) || '/', { followLast: true });
+        if (chain.includes(srcIno))
+          throw new Ext4Error('INVALID_ARGUMENT', `cannot move ${src.display} into itself (${dst.display})`, {
+            path: dst.display,
+          });
+      }
+      let replacedDir = false;
+      if (dstSlot) {
+        const di = this.v.readInode(dstSlot.inode);
+        const dstIsDir = (di.mode & S_IFMT) === S_IFDIR;
+        if (srcIsDir && !dstIsDir)
+          throw new Ext4Error('NOT_A_DIRECTORY', `${dst.display} is not a directory`, { path: dst.display });
+        if (!srcIsDir && dstIsDir)
+          throw new Ext4Error('IS_A_DIRECTORY', `${dst.display} is a directory`, { path: dst.display });
+        this.checkEditable(dstSlot.inode, di, dst.display);
+        if (dstIsDir) {
+          if (!isEmptyDir(this.v, dstSlot.inode))
+            throw new Ext4Error('NOT_EMPTY', `${dst.display} is not empty`, { path: dst.display });
+          retarget(this.v, dst.parent, dst.name, srcIno, FT_DIR);
+          this.deleteInode(dstSlot.inode, di);
+          replacedDir = true;
+        } else {
+          retarget(this.v, dst.parent, dst.name, srcIno, FT_OF_MODE[si.mode & S_IFMT] ?? 0);
+          this.dropLink(dstSlot.inode);
+        }
+      } else addEntry(this.v, dst.parent, dst.name, srcIno, FT_OF_MODE[si.mode & S_IFMT] ?? 0);
+      removeEntry(this.v, src.parent, src.name);
+      if (srcIsDir && src.parent !== dst.parent) {
+        setDotDot(this.v, srcIno, dst.parent);
+        const sp = this.v.readInode(src.parent);
+        this.decDirLinks(sp);
+        this.v.writeInode(src.parent, sp);
+        if (!replacedDir) {
+          const dp = this.v.readInode(dst.parent);
+          this.incDirLinks(dp);
+          this.v.writeInode(dst.parent, dp);
+        }
+      } else if (srcIsDir && replacedDir) {
+        // Same parent: the replaced directory's '..' link is gone.
+        const p = this.v.readInode(dst.parent);
+        this.decDirLinks(p);
+        this.v.writeInode(dst.parent, p);
+      }
+      const moved = this.v.readInode(srcIno);
+      moved.ctime = this.now();
+      this.v.writeInode(srcIno, moved);
+      this.touchDir(src.parent);
+      if (dst.parent !== src.parent) this.touchDir(dst.parent);
+    });
+  }
+
+  // ---- metadata ----
+
+  /** Sets permission bits (symlinks are followed; an access ACL's entries follow the new bits). */
+  chmod(path: string, mode: number, opts: { noFollow?: boolean } = {}): void {
+    const perm = checkMode(mode);
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, !opts.noFollow);
+      if ((inode.mode & S_IFMT) === S_IFLNK)
+        throw new Ext4Error('INVALID_ARGUMENT', `${path} is a symlink; its mode cannot change`, { path });
+      inode.mode = (inode.mode & S_IFMT) | perm;
+      inode.ctime = this.now();
+      this.v.writeInode(ino, inode);
+      const list = listXattrs(this.v, ino);
+      const acl = list.find((x) => x.index === 2);
+      if (acl) {
+        acl.value = chmodAcl(acl.value, perm);
+        writeXattrs(this.v, ino, this.v.readInode(ino), list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+      }
+    });
+  }
+
+  /**
+   * Sets the owner (undefined keeps one of the two). Like chown(2) on Linux, even for root, a regular
+   * file loses its setuid bit, and its setgid bit when group-executable.
+   */
+  chown(path: string, uid: number | undefined, gid: number | undefined, opts: { noFollow?: boolean } = {}): void {
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, !opts.noFollow);
+      if (uid !== undefined) inode.uid = checkId(uid, 'uid');
+      if (gid !== undefined) inode.gid = checkId(gid, 'gid');
+      if ((inode.mode & S_IFMT) === S_IFREG && (uid !== undefined || gid !== undefined)) {
+        inode.mode &= ~0o4000;
+        if (inode.mode & 0o010) inode.mode &= ~0o2000;
+      }
+      inode.ctime = this.now();
+      this.v.writeInode(ino, inode);
+    });
+  }
+
+  /** Sets access and modification times (nanoseconds kept); undefined keeps one of them. */
+  utimes(
+    path: string,
+    atime: Timestamp | undefined,
+    mtime: Timestamp | undefined,
+    opts: { noFollow?: boolean } = {},
+  ): void {
+    for (const t of [atime, mtime]) if (t) checkTime(t);
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, !opts.noFollow);
+      if (atime) inode.atime = atime;
+      if (mtime) inode.mtime = mtime;
+      inode.ctime = this.now();
+      this.v.writeInode(ino, inode);
+    });
+  }
+
+  /**
+   * Sets an extended attribute (user., trusted., security., system.posix_acl_access/default). ACL
+   * values are in the xattr format getfattr shows; setting an access ACL updates the mode like the
+   * kernel does (and one equal to the mode is not stored). `flag` create/replace as setxattr(2).
+   */
+  setXattr(
+    path: string,
+    name: string,
+    value: Uint8Array | string,
+    opts: { noFollow?: boolean; flag?: 'create' | 'replace' } = {},
+  ): void {
+    const bytes = typeof value === 'string' ? enc.encode(value) : value;
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, !opts.noFollow);
+      this.checkEditable(ino, inode, path);
+      const x = toDisk({ name, value: bytes });
+      if (isInlineDataAttr(x))
+        throw new Ext4Error('INVALID_ARGUMENT', 'system.data holds inline data and cannot be set', { path });
+      if (x.index === 3 && (inode.mode & S_IFMT) !== S_IFDIR)
+        throw new Ext4Error('INVALID_ARGUMENT', `${path}: default ACLs apply to directories only`, { path });
+      const list = listXattrs(this.v, ino);
+      const at = list.findIndex((y) => sameXattr(x, y));
+      if (at >= 0 && opts.flag === 'create') throw new Ext4Error('EXISTS', `${path} has ${name} already`, { path });
+      if (at < 0 && opts.flag === 'replace')
+        throw new Ext4Error('NOT_FOUND', `${path} has no attribute ${name}`, { path });
+      let store = true;
+      if (x.index === 2) {
+        const r = aclMode(x.value, inode.mode);
+        inode.mode = r.mode;
+        store = !r.equivalent;
+      }
+      if (at >= 0) list.splice(at, 1);
+      if (store) list.push(x);
+      inode.ctime = this.now();
+      writeXattrs(this.v, ino, inode, list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+    });
+  }
+
+  /** Removes an extended attribute (NOT_FOUND when there is none by that name). */
+  removeXattr(path: string, name: string, opts: { noFollow?: boolean } = {}): void {
+    this.op(() => {
+      const { ino, inode } = this.resolve(path, !opts.noFollow);
+      this.checkEditable(ino, inode, path);
+      const x = toDisk({
+        name,
+        value: name.startsWith('system.posix_acl') ? new Uint8Array([2, 0, 0, 0]) : new Uint8Array(0),
+      });
+      if (isInlineDataAttr(x))
+        throw new Ext4Error('INVALID_ARGUMENT', 'system.data holds inline data and cannot be removed', { path });
+      const list = listXattrs(this.v, ino);
+      const at = list.findIndex((y) => sameXattr(x, y));
+      if (at < 0) throw new Ext4Error('NOT_FOUND', `${path} has no attribute ${name}`, { path });
+      list.splice(at, 1);
+      inode.ctime = this.now();
+      writeXattrs(this.v, ino, inode, list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+    });
+  }
+
+  /** The extended attributes of a path as stored now (full names, ACLs in the xattr format). */
+  getXattrs(path: string, opts: { noFollow?: boolean } = {}): XattrEntry[] {
+    return this.v.r.xattrs(this.resolve(path, !opts.noFollow).ino);
+  }
+
+  // ---- copying trees in ----
+
+  /**
+   * Copies a tree into the image like `cp -a`: a directory source is merged into `dest` (created when
+   * missing; existing directories are merged, existing files replaced in place, entries of another
+   * type replaced), keeping modes, owners (or `owner`), times, hard links, symlinks, devices and
+   * extended attributes. A host path that is a file (or symlink) is copied to `dest`, or into it when
+   * `dest` is a directory. Space is checked before anything is written.
+   */
+  copyIn(source: string | TreeSource, dest: string, opts: CopyInOptions = {}): CopyInResult {
+    return this.op(() => {
+      const tree = typeof source === 'string' ? hostSource(source) : source;
+      const root = tree.root();
+      const est = estimateTree(
+        root.kind === 'dir' ? tree : { root: () => ({ ...root, kind: 'dir', children: () => [root] }) as SourceNode },
+        this.v.bs,
+      );
+      if (est.blocks > this.v.freeBlocks || est.inodes > this.v.freeInodes)
+        throw new Ext4Error(
+          'NO_SPACE',
+          `the source needs about ${est.blocks} blocks and ${est.inodes} inodes; the image has ${this.v.freeBlocks} blocks and ${this.v.freeInodes} inodes free`,
+        );
+      const res: CopyInResult = { files: 0, dirs: 0, other: 0, bytes: 0 };
+      const links = new Map<string, number>();
+      const target = normalize(dest);
+      if (root.kind !== 'dir') {
+        // A single entry: into an existing directory, or at the path itself.
+        let at = target;
+        try {
+          const { inode } = this.resolve(target, true);
+          if ((inode.mode & S_IFMT) === S_IFDIR)
+            at = (target === '/' ? '' : target) + '/' + Buffer.from(root.name).toString('utf8');
+        } catch (e) {
+          if (!(e instanceof Ext4Error) || e.code !== 'NOT_FOUND') throw e;
+        }
+        const { parent, name } = this.parentOf(at);
+        this.copyNode(parent, name, root, opts, links, res, 0);
+        return res;
+      }
+      let dirIno: number;
+      if (target === '/') dirIno = ROOT_INO;
+      else {
+        const { parent, name, display } = this.parentOf(target);
+        const slot = this.v.r.findEntry(parent, name);
+        if (slot) {
+          const { ino, inode } = this.resolve(display, true);
+          if ((inode.mode & S_IFMT) !== S_IFDIR)
+            throw new Ext4Error('NOT_A_DIRECTORY', `${display} is not a directory`, { path: display });
+          dirIno = ino;
+        } else {
+          dirIno = this.makeDir(parent, name, { mode: root.perm, uid: root.uid, gid: root.gid });
+          res.dirs++;
+        }
+      }
+      this.copyChildren(dirIno, root, opts, links, res, 0);
+      this.applyMeta(dirIno, root, opts);
+      return res;
+    });
+  }
+
+  private copyChildren(
+    dir: number,
+    node: SourceNode,
+    opts: CopyInOptions,
+    links: Map<string, number>,
+    res: CopyInResult,
+    depth: number,
+  ): void {
+    if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${node.displayPath}: tree deeper than 4096 levels`);
+    for (const child of node.children()) {
+      if (child.name.length > MAX_NAME_LEN)
+        throw new Ext4Error(
+          'NAME_TOO_LONG',
+          `${child.displayPath}: the name is ${child.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`,
+        );
+      if (!child.name.length || child.name.includes(0x2f) || child.name.includes(0))
+        throw new Ext4Error('SOURCE_ERROR', `invalid entry name in ${child.displayPath}`);
+      this.copyNode(dir, child.name, child, opts, links, res, depth + 1);
+    }
+  }
+
+  private copyNode(
+    parent: number,
+    name: Uint8Array,
+    node: SourceNode,
+    opts: CopyInOptions,
+    links: Map<string, number>,
+    res: CopyInResult,
+    depth: number,
+  ): void {
+    const slot = this.v.r.findEntry(parent, name);
+    const existing = slot ? this.v.readInode(slot.inode) : undefined;
+    const existingType = existing ? existing.mode & S_IFMT : 0;
+    const display = node.displayPath;
+    if (node.kind === 'dir') {
+      let ino: number;
+      if (slot) {
+        if (existingType !== S_IFDIR)
+          throw new Ext4Error('NOT_A_DIRECTORY', `cannot overwrite non-directory with directory ${display}`, {
+            path: display,
+          });
+        ino = slot.inode;
+      } else {
+        ino = this.makeDir(parent, name, { mode: node.perm, uid: node.uid, gid: node.gid });
+        res.dirs++;
+      }
+      this.copyChildren(ino, node, opts, links, res, depth);
+      this.applyMeta(ino, node, opts);
+      return;
+    }
+    if (existingType === S_IFDIR)
+      throw new Ext4Error('IS_A_DIRECTORY', `cannot overwrite directory with non-directory ${display}`, {
+        path: display,
+      });
+    // A hard link to something already copied: link to it.
+    const linked = node.linkKey !== undefined ? links.get(node.linkKey) : undefined;
+    if (linked !== undefined) {
+      if (slot) {
+        if (slot.inode === linked) return;
+        removeEntry(this.v, parent, name);
+        this.dropLink(slot.inode);
+      }
+      addEntry(this.v, parent, name, linked, FT_OF_MODE[this.v.readInode(linked).mode & S_IFMT] ?? 0);
+      const li = this.v.readInode(linked);
+      li.linksCount++;
+      this.v.writeInode(linked, li);
+      return;
+    }
+    let ino: number;
+    if (node.kind === 'file' && existingType === S_IFREG) {
+      ino = slot!.inode;
+      const i = this.v.readInode(ino);
+      writeContent(this.v, ino, i, nodeSource(node));
+      this.v.writeInode(ino, i);
+    } else {
+      if (slot) {
+        removeEntry(this.v, parent, name);
+        this.dropLink(slot.inode);
+      }
+      const o = { mode: node.perm, uid: node.uid, gid: node.gid };
+      if (node.kind === 'file') {
+        const n = this.newInode('file', o, parent);
+        ino = n.ino;
+        this.v.initInode(ino, n.inode);
+        writeContent(this.v, ino, n.inode, nodeSource(node));
+        this.v.writeInode(ino, n.inode);
+        this.linkNew(parent, name, ino, n.inode.mode);
+      } else if (node.kind === 'symlink') {
+        const t = node.readLink();
+        const max = Math.min(4095, this.v.bs - 1);
+        if (!t.length || t.length > max)
+          throw new Ext4Error('NAME_TOO_LONG', `symlink ${display} has a ${t.length}-byte target; at most ${max} fit`, {
+            path: display,
+          });
+        ino = this.makeSymlink(parent, name, t, o);
+      } else
+        ino = this.makeNode(
+          parent,
+          name,
+          node.kind,
+          o,
+          node.rdevMajor !== undefined ? [node.rdevMajor, node.rdevMinor ?? 0] : undefined,
+        );
+    }
+    if (node.kind === 'file') {
+      res.files++;
+      res.bytes += node.size;
+    } else res.other++;
+    if (node.linkKey !== undefined) links.set(node.linkKey, ino);
+    this.applyMeta(ino, node, opts);
+  }
+
+  /** Mode, owner, times and attributes of a copied entry, as `cp -a` sets them. */
+  private applyMeta(ino: number, node: SourceNode, opts: CopyInOptions): void {
+    const i = this.v.readInode(ino);
+    if ((i.mode & S_IFMT) !== S_IFLNK) i.mode = (i.mode & S_IFMT) | (node.perm & 0o7777);
+    i.uid = opts.owner?.uid ?? node.uid;
+    i.gid = opts.owner?.gid ?? node.gid;
+    i.atime = node.atime;
+    i.mtime = node.mtime;
+    i.ctime = this.now();
+    this.v.writeInode(ino, i);
+    const xs = node.xattrs();
+    if (!xs.length) return;
+    const list = listXattrs(this.v, ino);
+    for (const x of xs) {
+      const d = toDisk(x);
+      const at = list.findIndex((y) => sameXattr(d, y));
+      if (at >= 0) list[at] = d;
+      else list.push(d);
+    }
+    writeXattrs(this.v, ino, this.v.readInode(ino), list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+  }
+
+  // ---- batch ----
+
+  /** Writes every change made since opening (or the last commit): file data first, then metadata. */
+  commit(): void {
+    if (!this.v.changed) return;
+    if (!(this.v.sb.s_feature_compat & COMPAT.has_journal))
+      this.warn('this image has no journal: a crash while writing can leave it needing a check (e2fsck)');
+    this.v.commit();
+  }
+
+  /** Drops every change not yet committed. */
+  discard(): void {
+    this.v.discard();
+  }
+
+  /** Closes the image; changes not committed are dropped. */
+  close(): void {
+    this.v.close();
+  }
+}
+
+/**
+ * Opens an image, runs `fn` on an editor, commits and closes. When `fn` throws, nothing is written and
+ * the error is passed on.
+ */
+export function editImage<T>(imagePath: string, fn: (e: Ext4Editor) => T, opts: EditorOptions = {}): T {
+  const ed = Ext4Editor.open(imagePath, opts);
+  try {
+    const out = fn(ed);
+    ed.commit();
+    return out;
+  } finally {
+    ed.close();
+  }
+}
+
+// ---- helpers ----
+
+/** An absolute path with '.' and empty components removed ('..' is kept for the lookup). */
+function normalize(p: string): string {
+  const parts = p.split('/').filter((x) => x !== '' && x !== '.');
+  return '/' + parts.join('/');
+}
+
+function checkId(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+    throw new Ext4Error('BAD_OPTION', `${what} ${v} is not a 32-bit id`);
+  return v;
+}
+
+function checkMode(m: number): number {
+  if (!Number.isInteger(m) || m < 0 || m > 0o7777)
+    throw new Ext4Error('BAD_OPTION', `mode ${m} is not a permission value (0 to 07777)`);
+  return m;
+}
+
+function checkTime(t: Timestamp): void {
+  if (
+    !Number.isInteger(t.sec) ||
+    t.sec < MIN_TIME ||
+    t.sec > MAX_TIME ||
+    !Number.isInteger(t.nsec) ||
+    t.nsec < 0 ||
+    t.nsec > 999_999_999
+  )
+    throw new Ext4Error('BAD_OPTION', `time ${t.sec}.${t.nsec} is outside what ext4 stores (1901 to 2446)`);
+}
+
+const CHUNK = 4 << 20;
+
+function sourceOf(c: FileContent): DataSource & { close?: () => void } {
+  if (typeof c === 'string') return bytesSource(enc.encode(c));
+  if (c instanceof Uint8Array) return bytesSource(c);
+  if ('hostPath' in c) return hostFileSource(c.hostPath);
+  const it = (c as Iterable<Uint8Array>)[Symbol.iterator]();
+  return {
+    next: () => {
+      const r = it.next();
+      return r.done ? undefined : r.value;
+    },
+  };
+}
+
+function hostFileSource(p: string): DataSource & { close: () => void } {
+  let fd: number;
+  try {
+    fd = fs.openSync(p, 'r');
+  } catch (e) {
+    throw new Ext4Error(
+      'SOURCE_ERROR',
+      `cannot read ${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+      { path: p },
+    );
+  }
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) {
+    fs.closeSync(fd);
+    throw new Ext4Error('SOURCE_ERROR', `${p} is not a regular file`, { path: p });
+  }
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let pos = 0;
+  return {
+    size: st.size,
+    next: () => {
+      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+      if (!n) return undefined;
+      pos += n;
+      return buf.subarray(0, n);
+    },
+    close: () => fs.closeSync(fd),
+  };
+}
+
+/** A tree source's file as content (streamed, checked for changes while read). */
+function nodeSource(node: SourceNode): DataSource {
+  const data = node.openData();
+  const buf = new Uint8Array(Math.min(CHUNK, Math.max(4096, node.size)));
+  let pos = 0;
+  let done = false;
+  return {
+    size: node.size,
+    next: () => {
+      if (done) return undefined;
+      if (pos >= node.size) {
+        done = true;
+        data.verifyUnchanged(pos);
+        data.close();
+        return undefined;
+      }
+      const n = data.read(buf, Math.min(buf.length, node.size - pos), pos);
+      if (n === 0) {
+        done = true;
+        data.verifyUnchanged(pos);
+        data.close();
+        return undefined;
+      }
+      pos += n;
+      return buf.subarray(0, n);
+    },
+  };
+}
+
+/** A host path as a tree source (a directory tree, or a single file, symlink or special file). */
+function hostSource(p: string): TreeSource {
+  const st = fs.lstatSync(p, { throwIfNoEntry: false });
+  if (!st) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
+  if (st.isDirectory()) return hostDirectorySource(p);
+  const parent = hostDirectorySource(nodePath.dirname(p));
+  const base = Buffer.from(nodePath.basename(p));
+  const node = parent
+    .root()
+    .children()
+    .find((c) => Buffer.compare(Buffer.from(c.name), base) === 0);
+  if (!node) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
+  return { root: () => node };
+}
+
+// ---- POSIX ACLs and the mode (kernel: posix_acl_update_mode, posix_acl_chmod) ----
+
+const ACL_USER_OBJ = 0x01;
+const ACL_USER = 0x02;
+const ACL_GROUP_OBJ = 0x04;
+const ACL_GROUP = 0x08;
+const ACL_MASK = 0x10;
+const ACL_OTHER = 0x20;
+
+/** Entries of an ext4 ACL value (version 1; short entries without an id). */
+function aclEntries(v: Uint8Array): { tag: number; perm: number; off: number }[] {
+  const out: { tag: number; perm: number; off: number }[] = [];
+  let o = 4;
+  while (o + 4 <= v.length) {
+    const tag = u16(v, o);
+    out.push({ tag, perm: u16(v, o + 2), off: o });
+    o += tag === ACL_USER || tag === ACL_GROUP ? 8 : 4;
+  }
+  return out;
+}
+
+/** The mode an access ACL implies, and whether the ACL says nothing beyond the mode. */
+function aclMode(disk: Uint8Array, mode: number): { mode: number; equivalent: boolean } {
+  let user = 0;
+  let group = 0;
+  let other = 0;
+  let mask: number | undefined;
+  let extended = false;
+  for (const e of aclEntries(disk)) {
+    if (e.tag === ACL_USER_OBJ) user = e.perm & 7;
+    else if (e.tag === ACL_GROUP_OBJ) group = e.perm & 7;
+    else if (e.tag === ACL_OTHER) other = e.perm & 7;
+    else if (e.tag === ACL_MASK) {
+      mask = e.perm & 7;
+      extended = true;
+    } else extended = true;
+  }
+  const g = mask ?? group;
+  return { mode: (mode & ~0o777) | (user << 6) | (g << 3) | other, equivalent: !extended };
+}
+
+/** An access ACL after chmod: owner, group class (mask, else group) and other follow the mode. */
+function chmodAcl(disk: Uint8Array, perm: number): Uint8Array {
+  const out = disk.slice();
+  const entries = aclEntries(out);
+  const hasMask = entries.some((e) => e.tag === ACL_MASK);
+  for (const e of entries) {
+    let p: number | undefined;
+    if (e.tag === ACL_USER_OBJ) p = (perm >> 6) & 7;
+    else if (e.tag === ACL_OTHER) p = perm & 7;
+    else if (e.tag === ACL_MASK || (e.tag === ACL_GROUP_OBJ && !hasMask)) p = (perm >> 3) & 7;
+    if (p !== undefined) put16(out, e.off + 2, p);
+  }
+  return out;
+}

@@ -1,0 +1,141 @@
+/**
+ * Changing an inode's extended attributes (kernel doc: attributes.rst): the whole set is placed again
+ * on every change, in the inode's own area when it fits and in an attribute block for the rest. A block
+ * shared with other inodes (refcount above one) is never changed in place: this inode gets its own copy.
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { u32 } from '../ext4/bytes.js';
+import {
+  XATTR_MAGIC,
+  encodeInodeXattrs,
+  encodeXattrBlock,
+  sealXattrBlock,
+  xattrSpace,
+  type DiskXattr,
+} from '../ext4/xattr.js';
+import { decodeInode, encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
+import { isInlineDataAttr } from '../ext4/reader.js';
+import type { Volume } from './volume.js';
+
+/** An attribute as the editor handles it; `valueInum` marks a value kept in an EA inode (not editable). */
+export interface StoredXattr extends DiskXattr {
+  valueInum?: number;
+}
+
+/** Room for attributes inside an inode: after i_extra_isize, less the 4-byte magic. */
+export function inodeAreaCapacity(v: Volume, extraIsize: number): number {
+  if (v.inodeSize <= GOOD_OLD_INODE_SIZE) return 0;
+  return Math.max(0, v.inodeSize - GOOD_OLD_INODE_SIZE - extraIsize - 4);
+}
+
+/** The inode's attributes, in-inode ones first (values of EA inodes are not read). */
+export function listXattrs(v: Volume, ino: number): StoredXattr[] {
+  const s = v.r.storedXattrs(ino, undefined, false);
+  return [...s.inInode, ...s.block].map((x) => ({
+    index: x.index,
+    name: x.name,
+    value: x.value,
+    ...(x.valueInum ? { valueInum: x.valueInum } : {}),
+  }));
+}
+
+/** Same attribute (index and name)? */
+export function sameXattr(a: { index: number; name: Uint8Array }, b: { index: number; name: Uint8Array }): boolean {
+  return a.index === b.index && Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)) === 0;
+}
+
+/**
+ * Stores `list` as the inode's whole attribute set. `inode` is the caller's current view of the inode
+ * (its i_file_acl and i_blocks are updated here and the record written). Throws NO_SPACE, before
+ * changing anything, when the set fits neither the inode nor one block.
+ */
+export function writeXattrs(v: Volume, ino: number, inode: Inode, list: StoredXattr[], goal: number): void {
+  if (list.some((x) => x.valueInum))
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `inode ${ino} keeps an attribute value in its own inode (ea_inode), which the editor cannot change`,
+      { inode: ino },
+    );
+  const cap = inodeAreaCapacity(v, inode.extraIsize);
+  const inInode: DiskXattr[] = [];
+  const inBlock: DiskXattr[] = [];
+  const data = list.find(isInlineDataAttr);
+  if (xattrSpace(list) <= cap) inInode.push(...list);
+  else {
+    // Inline data must stay in the inode; the others go in while they fit, the rest to the block.
+    if (data) inInode.push(data);
+    for (const x of list) {
+      if (x === data) continue;
+      if (xattrSpace([...inInode, x]) <= cap) inInode.push(x);
+      else inBlock.push(x);
+    }
+    if (data && xattrSpace(inInode) > cap)
+      throw new Ext4Error('NO_SPACE', `inode ${ino}: inline data does not fit its inode`, { inode: ino });
+  }
+  const bs = v.bs;
+  if (xattrSpace(inBlock) > bs - 32)
+    throw new Ext4Error(
+      'NO_SPACE',
+      `inode ${ino}: extended attributes need ${xattrSpace(inBlock)} bytes outside the inode; one ${bs}-byte block holds ${bs - 32}`,
+      { inode: ino },
+    );
+
+  // The attribute block: changed in place when only this inode uses it, else a new one.
+  const old = inode.fileAcl;
+  const oldRefs = old ? u32(v.r.readBlocks(old), 4) : 0;
+  if (!inBlock.length) {
+    if (old) dropXattrBlock(v, old, oldRefs);
+    if (old) v.addBlocks512(inode, -bs / 512);
+    inode.fileAcl = 0;
+  } else {
+    const b = encodeXattrBlock(bs, inBlock);
+    let target = old;
+    if (!old || oldRefs !== 1) {
+      if (old) dropXattrBlock(v, old, oldRefs);
+      else v.addBlocks512(inode, bs / 512);
+      target = v.allocBlock(goal);
+    }
+    sealXattrBlock(b, target, 1, v.csumSeed);
+    v.r.cache.put(target, b);
+    inode.fileAcl = target;
+  }
+
+  // The inode's own area, then its fields.
+  const { buf, offset } = v.inodeRecordForWrite(ino);
+  if (v.inodeSize > GOOD_OLD_INODE_SIZE) {
+    const start = offset + GOOD_OLD_INODE_SIZE + inode.extraIsize;
+    if (start < offset + v.inodeSize) buf.fill(0, start, offset + v.inodeSize);
+    if (inInode.length) encodeInodeXattrs(buf, offset, v.inodeSize, inode.extraIsize, inInode);
+  } else if (inInode.length) throw new Ext4Error('NO_SPACE', `inode ${ino} has no room for attributes`, { inode: ino });
+  encodeInode(buf, offset, v.inodeSize, inode);
+  v.sealInode(ino);
+}
+
+/** Drops one reference to an attribute block: freed when it was the last. */
+export function dropXattrBlock(v: Volume, block: number, refs: number): void {
+  if (refs <= 1) {
+    v.freeLater(block, 1);
+    return;
+  }
+  const b = v.r.cache.modify(block);
+  if (u32(b, 0) !== XATTR_MAGIC) throw new Ext4Error('CORRUPT', `bad extended attribute block ${block}`, { block });
+  sealXattrBlock(b, block, refs - 1, v.csumSeed);
+}
+
+/** Releases everything an inode's attributes hold (when the inode is deleted). */
+export function releaseXattrs(v: Volume, ino: number, inode: Inode): void {
+  const s = v.r.storedXattrs(ino, undefined, false);
+  if ([...s.inInode, ...s.block].some((x) => x.valueInum))
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `inode ${ino} keeps an attribute value in its own inode (ea_inode); deleting it is not supported`,
+      { inode: ino },
+    );
+  if (inode.fileAcl) dropXattrBlock(v, inode.fileAcl, s.refcount);
+}
+
+/** The inode as recorded now (for callers that only hold its number). */
+export function currentInode(v: Volume, ino: number): Inode {
+  const { block, offset } = v.r.inodeLocation(ino);
+  return decodeInode(v.r.readBlocks(block), offset, v.inodeSize);
+}
