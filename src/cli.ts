@@ -15,6 +15,8 @@ import * as fs from 'node:fs';
 import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';
 import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
+import { COMMANDS, UsageError, parseCommand, parseScript, parseTime, type RunContext } from './edit/commands.js';
+import { Ext4Editor } from './edit/editor.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
@@ -38,11 +40,16 @@ commands:
   materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root
 
-  image commands take --no-verify to read past checksum mismatches (salvage) and --replay to
+editing (each also takes --json, --no-sync, --timestamp T and --help; nothing is written on error):
+${Object.values(COMMANDS)
+  .map((c) => `  ${c.usage}\n      ${c.summary}`)
+  .join('\n')}
+  edit <image> --script FILE|-
+      run editing commands, one per line (without the image), as one change: all or nothing
+
+  reading commands take --no-verify to read past checksum mismatches (salvage) and --replay to
   replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)
 `;
-
-class UsageError extends Error {}
 
 function intOption(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
@@ -395,6 +402,89 @@ function cmdInfo(args: string[]): void {
   process.stdout.write(values.json ? JSON.stringify(info, null, 2) + '\n' : formatInfo(info));
 }
 
+const EDIT_OPTIONS = {
+  json: { type: 'boolean' as const },
+  'no-sync': { type: 'boolean' as const },
+  timestamp: { type: 'string' as const },
+  help: { type: 'boolean' as const },
+};
+
+/** Set by an editing command run with --json, so a failure is reported on stdout too. */
+let jsonErrors = false;
+
+function openEditor(image: string, values: Record<string, unknown>): Ext4Editor {
+  return Ext4Editor.open(image, {
+    sync: !values['no-sync'],
+    timestamp: typeof values.timestamp === 'string' ? parseTime(values.timestamp) : undefined,
+    onWarning: warn,
+  });
+}
+
+function cmdEditOne(name: string, args: string[]): void {
+  if (args.includes('--help')) {
+    process.stdout.write(
+      `usage: ext4-workdisk ${COMMANDS[name]!.usage} [--json] [--no-sync] [--timestamp T]\n  ${COMMANDS[name]!.summary}\n`,
+    );
+    return;
+  }
+  const p = parseCommand(name, args, true, EDIT_OPTIONS);
+  jsonErrors = !!p.values.json;
+  const ed = openEditor(p.image!, p.values);
+  const ctx: RunContext = { stdinFree: true, result: {} };
+  try {
+    p.cmd.run(ed, p.positionals, p.values, ctx);
+    ed.commit();
+  } finally {
+    ed.close();
+  }
+  if (p.values.json)
+    process.stdout.write(JSON.stringify({ ok: true, command: name, image: p.image, ...ctx.result }) + '\n');
+}
+
+function cmdEdit(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { script: { type: 'string' }, ...EDIT_OPTIONS },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: ext4-workdisk edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T]\n  run editing commands, one per line (without the image), as one change: all or nothing\n',
+    );
+    return;
+  }
+  jsonErrors = !!values.json;
+  if (positionals.length !== 1) throw new UsageError('edit needs exactly one <image>');
+  if (values.script === undefined) throw new UsageError('edit needs --script FILE or --script -');
+  const fromStdin = values.script === '-';
+  let text: string;
+  try {
+    text = fs.readFileSync(fromStdin ? 0 : values.script, 'utf8');
+  } catch (e) {
+    throw new Ext4Error('SOURCE_ERROR', `cannot read the script: ${(e as Error).message}`);
+  }
+  const lines = parseScript(text);
+  const ed = openEditor(positionals[0]!, values);
+  try {
+    for (const l of lines) {
+      try {
+        l.cmd.run(ed, l.positionals, l.values, { stdinFree: !fromStdin, result: {} });
+      } catch (e) {
+        if (e instanceof Ext4Error) throw new Ext4Error(e.code, `line ${l.line} (${l.name}): ${e.message}`, e.context);
+        if (e instanceof UsageError) throw new UsageError(`line ${l.line} (${l.name}): ${e.message}`);
+        throw e;
+      }
+    }
+    ed.commit();
+  } finally {
+    ed.close();
+  }
+  if (values.json)
+    process.stdout.write(
+      JSON.stringify({ ok: true, command: 'edit', image: positionals[0], commands: lines.length }) + '\n',
+    );
+}
+
 export function main(argv: string[]): number {
   const [cmd, ...rest] = argv;
   try {
@@ -429,12 +519,20 @@ export function main(argv: string[]): number {
       case 'help':
         process.stdout.write(USAGE);
         return cmd === undefined ? 2 : 0;
+      case 'edit':
+        cmdEdit(rest);
+        return 0;
       default:
+        if (cmd in COMMANDS) {
+          cmdEditOne(cmd, rest);
+          return 0;
+        }
         throw new UsageError(`unknown command "${cmd}"`);
     }
   } catch (e) {
     if (e instanceof Ext4Error) {
       process.stderr.write(`ext4-workdisk: error [${e.code}]: ${e.message}\n`);
+      if (jsonErrors) process.stdout.write(JSON.stringify({ ok: false, code: e.code, message: e.message }) + '\n');
       return 1;
     }
     const code = (e as { code?: string }).code;

@@ -230,11 +230,15 @@ export class Ext4Editor {
     const perm = o.mode ?? (isDir ? 0o755 : kind === 'symlink' ? 0o777 : 0o644);
     if (!Number.isInteger(perm) || perm < 0 || perm > 0o7777)
       throw new Ext4Error('BAD_OPTION', `mode ${perm} is not a permission value (0 to 07777)`);
+    // A setgid directory hands its group to new entries, and its setgid bit to new directories
+    // (kernel: inode_init_owner).
+    const p = this.v.readInode(parentIno);
+    const sgid = (p.mode & 0o2000) !== 0;
     const inode: Inode = {
       ...emptyInode(),
-      mode: MODE_OF[kind] | perm,
+      mode: MODE_OF[kind] | perm | (sgid && isDir ? 0o2000 : 0),
       uid: checkId(o.uid ?? 0, 'uid'),
-      gid: checkId(o.gid ?? 0, 'gid'),
+      gid: checkId(o.gid ?? (sgid ? p.gid : 0), 'gid'),
       atime: t,
       mtime: t,
       ctime: t,
