@@ -177,27 +177,35 @@ export class Ext4Editor {
   }
 
   /** Splits a path into its parent directory (resolved, symlinks followed) and last name. */
-  private parentOf(path: string): { parent: number; name: Uint8Array; display: string } {
+  private parentOf(path: string, checkName = true): { parent: number; name: Uint8Array; display: string } {
     const display = normalize(path);
     if (display === '/')
       throw new Ext4Error('INVALID_ARGUMENT', `${path}: the root directory has no name to use here`, { path });
     const cut = display.lastIndexOf('/');
     const dirPath = display.slice(0, cut) || '/';
-    const nameText = display.slice(cut + 1);
-    const name = enc.encode(nameText);
-    if (nameText === '.' || nameText === '..')
-      throw new Ext4Error('INVALID_ARGUMENT', `${path}: '.' and '..' cannot be used here`, { path });
-    if (name.length > MAX_NAME_LEN)
-      throw new Ext4Error('NAME_TOO_LONG', `${path}: the name is ${name.length} bytes; ext4 allows ${MAX_NAME_LEN}`, {
-        path,
-      });
-    if (name.includes(0)) throw new Ext4Error('INVALID_ARGUMENT', `${path}: names cannot contain NUL`, { path });
+    const name = enc.encode(display.slice(cut + 1));
+    // The parent first, as the kernel walks a path: its errors come before the last name's.
     const parent = this.v.r.lookup(dirPath, { followLast: true });
     const pi = this.v.readInode(parent);
     if ((pi.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_A_DIRECTORY', `${dirPath} is not a directory`, { path });
+    const where = { parent, name, display };
+    if (checkName) this.checkName(where);
     this.checkEditable(parent, pi, dirPath);
-    return { parent, name, display };
+    return where;
+  }
+
+  /** A last path component that can be created or looked up (kernel: at its lookup). */
+  private checkName(w: { name: Uint8Array; display: string }): void {
+    const path = w.display;
+    const text = path.slice(path.lastIndexOf('/') + 1);
+    if (text === '.' || text === '..')
+      throw new Ext4Error('INVALID_ARGUMENT', `${path}: '.' and '..' cannot be used here`, { path });
+    if (w.name.length > MAX_NAME_LEN)
+      throw new Ext4Error('NAME_TOO_LONG', `${path}: the name is ${w.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`, {
+        path,
+      });
+    if (w.name.includes(0)) throw new Ext4Error('INVALID_ARGUMENT', `${path}: names cannot contain NUL`, { path });
   }
 
   private checkEditable(ino: number, i: Inode, path: string): void {
@@ -400,7 +408,15 @@ export class Ext4Editor {
           const { parent, name, display } = this.parentOf(cur);
           const hit = this.v.r.findEntry(parent, name);
           if (hit) {
-            const { inode } = this.resolve(display, true);
+            let inode: Inode;
+            try {
+              inode = this.resolve(display, true).inode;
+            } catch (e) {
+              // A dangling symlink is in the way, as mkdir -p reports it.
+              if (e instanceof Ext4Error && e.code === 'NOT_FOUND')
+                throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+              throw e;
+            }
             if ((inode.mode & S_IFMT) !== S_IFDIR)
               throw new Ext4Error('NOT_A_DIRECTORY', `${display} exists and is not a directory`, { path: display });
             continue;
@@ -461,15 +477,16 @@ export class Ext4Editor {
   /** A hard link `newPath` to the non-directory at `existing` (a symlink there is linked itself). */
   link(existing: string, newPath: string): void {
     this.op(() => {
+      // In the kernel's order: both paths resolve, the new name must be free, then the inode is checked.
       const { ino, inode } = this.resolve(existing, false);
+      const { parent, name, display } = this.parentOf(newPath);
+      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
       if ((inode.mode & S_IFMT) === S_IFDIR)
         throw new Ext4Error('IS_A_DIRECTORY', `${existing} is a directory; directories cannot be hard-linked`, {
           path: existing,
         });
       if (inode.linksCount >= LINK_MAX)
         throw new Ext4Error('TOO_MANY_LINKS', `${existing} has ${inode.linksCount} links already`, { path: existing });
-      const { parent, name, display } = this.parentOf(newPath);
-      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
       addEntry(this.v, parent, name, ino, FT_OF_MODE[inode.mode & S_IFMT] ?? 0);
       const i = this.v.readInode(ino);
       i.linksCount++;
@@ -595,11 +612,13 @@ export class Ext4Editor {
     this.op(() => {
       if (normalize(from) === '/' || normalize(to) === '/')
         throw new Ext4Error('INVALID_ARGUMENT', 'the root directory cannot be renamed or replaced', { path: from });
+      // Both parents resolve before either name is looked up (kernel: do_renameat2).
       const src = this.parentOf(from);
+      const dst = this.parentOf(to, false);
       const srcSlot = this.v.r.findEntry(src.parent, src.name);
       if (!srcSlot)
         throw new Ext4Error('NOT_FOUND', `${src.display}: no such file or directory`, { path: src.display });
-      const dst = this.parentOf(to);
+      this.checkName(dst);
       const srcIno = srcSlot.inode;
       const si = this.v.readInode(srcIno);
       const srcIsDir = (si.mode & S_IFMT) === S_IFDIR;
@@ -732,6 +751,14 @@ export class Ext4Editor {
       const x = toDisk({ name, value: bytes });
       if (isInlineDataAttr(x))
         throw new Ext4Error('INVALID_ARGUMENT', 'system.data holds inline data and cannot be set', { path });
+      const t = inode.mode & S_IFMT;
+      // As the VFS has it: user attributes only on regular files and directories.
+      if (x.index === 1 && t !== S_IFREG && t !== S_IFDIR)
+        throw new Ext4Error(
+          'INVALID_ARGUMENT',
+          `${path}: user attributes apply to regular files and directories only`,
+          { path },
+        );
       if (x.index === 3 && (inode.mode & S_IFMT) !== S_IFDIR)
         throw new Ext4Error('INVALID_ARGUMENT', `${path}: default ACLs apply to directories only`, { path });
       const list = listXattrs(this.v, ino);

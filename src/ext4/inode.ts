@@ -176,9 +176,12 @@ export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: 
   put16(b, off + O.i_mode, ino.mode);
   put16(b, off + O.i_uid, ino.uid & 0xffff);
   put32(b, off + O.i_size_lo, lo32(ino.size));
-  put32(b, off + O.i_atime, timeLo(ino.atime));
-  put32(b, off + O.i_ctime, timeLo(ino.ctime));
-  put32(b, off + O.i_mtime, timeLo(ino.mtime));
+  // Without its _extra word a time is a signed 32-bit count of seconds: clamped, as the kernel does.
+  const x0 = inodeSize > GOOD_OLD_INODE_SIZE ? ino.extraIsize : 0;
+  const lo = (t: Timestamp, extra: ExtraName) => (EXTRA_END[extra] <= GOOD_OLD_INODE_SIZE + x0 ? timeLo(t) : time32(t));
+  put32(b, off + O.i_atime, lo(ino.atime, 'i_atime_extra'));
+  put32(b, off + O.i_ctime, lo(ino.ctime, 'i_ctime_extra'));
+  put32(b, off + O.i_mtime, lo(ino.mtime, 'i_mtime_extra'));
   put32(b, off + O.i_dtime, ino.dtime);
   put16(b, off + O.i_gid, ino.gid & 0xffff);
   put16(b, off + O.i_links_count, ino.linksCount);
@@ -201,7 +204,7 @@ export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: 
   if (fits('i_ctime_extra')) put32(b, off + O.i_ctime_extra, timeExtra(ino.ctime));
   if (fits('i_mtime_extra')) put32(b, off + O.i_mtime_extra, timeExtra(ino.mtime));
   if (fits('i_atime_extra')) put32(b, off + O.i_atime_extra, timeExtra(ino.atime));
-  if (fits('i_crtime')) put32(b, off + O.i_crtime, timeLo(ino.crtime));
+  if (fits('i_crtime')) put32(b, off + O.i_crtime, fits('i_crtime_extra') ? timeLo(ino.crtime) : time32(ino.crtime));
   if (fits('i_crtime_extra')) put32(b, off + O.i_crtime_extra, timeExtra(ino.crtime));
   if (fits('i_projid')) put32(b, off + O.i_projid, ino.projid);
 }
@@ -211,6 +214,7 @@ const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Rec
   number
 >;
 const timeLo = (t: Timestamp) => encodeTime(t).lo;
+const time32 = (t: Timestamp) => lo32(Math.min(0x7fffffff, Math.max(-0x80000000, Math.floor(t.sec))));
 const timeExtra = (t: Timestamp) => encodeTime(t).extra;
 
 /** The checksum seed of one inode: crc32c(crc32c(fs seed, le32 number), le32 generation). */

@@ -1060,7 +1060,10 @@ export class Ext4Reader {
         const i = this.inode(dir);
         if ((i.mode & S_IFMT) !== S_IFDIR)
           throw new Ext4Error('NOT_A_DIRECTORY', `${path}: a component is not a directory`, { path });
-        const hit = this.findEntry(dir, Buffer.from(part, 'utf8'), i);
+        const want = Buffer.from(part, 'utf8');
+        if (want.length > 255)
+          throw new Ext4Error('NAME_TOO_LONG', `${path}: a name is longer than 255 bytes`, { path });
+        const hit = this.findEntry(dir, want, i);
         if (!hit) throw new Ext4Error('NOT_FOUND', `${path}: no such file or directory`, { path });
         const last = k === parts.length - 1;
         const child = this.inode(hit.inode);
