@@ -138,7 +138,7 @@ function appendDirBlock(v: Volume, dir: number, i: Inode, data: Uint8Array): { l
  * an empty area, like the kernel on inline_data file systems) or one block with '.' and '..'.
  */
 export function initDir(v: Volume, ino: number, i: Inode, parent: number): void {
-  const emptyData = [{ index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: new Uint8Array(0) }];
+  const emptyData = [emptyInlineData()];
   if (v.sb.s_feature_incompat & INCOMPAT.inline_data && inodeAreaCapacity(v, i.extraIsize) >= xattrSpace(emptyData)) {
     const block = new Uint8Array(I_BLOCK_SIZE);
     put32(block, 0, parent);
@@ -217,27 +217,41 @@ function writeInlineDir(v: Volume, dir: number, i: Inode, lay: InlineLayout): bo
     } else rest.push(e);
   }
   const restBytes = rest.reduce((a, e) => a + direntSize(e.name.length), 0);
-  let extra = Math.max(lay.extra, restBytes);
   const others = listXattrs(v, dir).filter((x) => !isInlineDataAttr(x));
-  const room =
-    inodeAreaCapacity(v, i.extraIsize) -
-    xattrSpace([...others, { index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: new Uint8Array(0) }]);
+  // system.data may take the whole attribute area: other attributes move to the block if need be.
+  const room = (inodeAreaCapacity(v, i.extraIsize) - xattrSpace([emptyInlineData()])) & ~3;
   if (restBytes > room) return false;
-  if (extra > room) extra = restBytes;
-  extra = (extra + 3) & ~3;
+  const extra = (Math.min(Math.max(lay.extra, restBytes), room) + 3) & ~3;
   const block = new Uint8Array(I_BLOCK_SIZE);
   put32(block, 0, lay.parent);
   block.set(packArea(first, area0), INLINE_DIR_PARENT_SIZE);
   i.block = block;
   i.size = I_BLOCK_SIZE + extra;
-  writeXattrs(
-    v,
-    dir,
-    i,
-    [{ index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: packArea(rest, extra) }, ...others],
-    inodeGoal(v, dir),
-  );
+  try {
+    writeXattrs(
+      v,
+      dir,
+      i,
+      [{ index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: packArea(rest, extra) }, ...others],
+      inodeGoal(v, dir),
+    );
+  } catch (e) {
+    // The other attributes do not fit beside it: the directory moves to a block instead.
+    if (e instanceof Ext4Error && e.code === 'NO_SPACE') return false;
+    throw e;
+  }
   return true;
+}
+
+function emptyInlineData(): { index: number; name: Uint8Array; value: Uint8Array } {
+  return { index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: new Uint8Array(0) };
+}
+
+/** Stores an inline directory's entries, moving it to a block when they no longer fit the inode. */
+function storeInline(v: Volume, dir: number, i: Inode, lay: InlineLayout): void {
+  if (writeInlineDir(v, dir, i, lay)) return;
+  inlineToBlock(v, dir, i, lay);
+  v.writeInode(dir, i);
 }
 
 /** Moves an inline directory into a block of its own (kernel: ext4_convert_inline_dir). */
@@ -518,8 +532,7 @@ export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
     lay.entries = lay.entries.filter(
       (x) => !(x.name.length === name.length && Buffer.compare(Buffer.from(x.name), Buffer.from(name)) === 0),
     );
-    if (!writeInlineDir(v, dir, i, lay))
-      throw new Ext4Error('CORRUPT', `inline directory ${dir} cannot be rewritten`, { inode: dir });
+    storeInline(v, dir, i, lay);
     return slot.inode;
   }
   const b = v.r.cache.modify(slot.pblk);
@@ -543,8 +556,7 @@ export function retarget(v: Volume, dir: number, name: Uint8Array, ino: number, 
         x.inode = ino;
         x.fileType = entryType(v, fileType);
       }
-    if (!writeInlineDir(v, dir, i, lay))
-      throw new Ext4Error('CORRUPT', `inline directory ${dir} cannot be rewritten`, { inode: dir });
+    storeInline(v, dir, i, lay);
     return;
   }
   const b = v.r.cache.modify(slot.pblk);
@@ -559,8 +571,7 @@ export function setDotDot(v: Volume, dir: number, parent: number): void {
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
     lay.parent = parent;
-    if (!writeInlineDir(v, dir, i, lay))
-      throw new Ext4Error('CORRUPT', `inline directory ${dir} cannot be rewritten`, { inode: dir });
+    storeInline(v, dir, i, lay);
     return;
   }
   const runs = v.r.blockRuns(dir, i);

@@ -49,7 +49,7 @@ import { estimateTree } from '../ext4/writer.js';
 import { hostDirectorySource } from '../source/host.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
-import { writeContent, truncateFile, freeMap, bytesSource, type DataSource } from './filemap.js';
+import { writeContent, truncateFile, freeMap, bytesSource, type DataSource, type Hole } from './filemap.js';
 import { listXattrs, writeXattrs, releaseXattrs, sameXattr } from './xattrs.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
@@ -78,8 +78,11 @@ export interface WriteFileOptions extends NewEntryOptions {
   atime?: Timestamp;
 }
 
-/** New file content: bytes, text (UTF-8), pieces in order, or a host file to copy. */
-export type FileContent = Uint8Array | string | Iterable<Uint8Array> | { hostPath: string };
+/**
+ * New file content: bytes, text (UTF-8), pieces in order (`{ hole: n }` pieces are n zero bytes left
+ * unallocated, for sparse files), or a host file to copy.
+ */
+export type FileContent = Uint8Array | string | Iterable<Uint8Array | Hole> | { hostPath: string };
 
 export interface CopyInOptions {
   /** Owner of every copied entry (and of an existing destination directory merged into). */
@@ -412,8 +415,8 @@ export class Ext4Editor {
             try {
               inode = this.resolve(display, true).inode;
             } catch (e) {
-              // A dangling symlink is in the way, as mkdir -p reports it.
-              if (e instanceof Ext4Error && e.code === 'NOT_FOUND')
+              // A symlink that leads nowhere is in the way, as mkdir -p reports it.
+              if (e instanceof Ext4Error && ['NOT_FOUND', 'NAME_TOO_LONG', 'NOT_A_DIRECTORY'].includes(e.code))
                 throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
               throw e;
             }
@@ -613,8 +616,9 @@ export class Ext4Editor {
       if (normalize(from) === '/' || normalize(to) === '/')
         throw new Ext4Error('INVALID_ARGUMENT', 'the root directory cannot be renamed or replaced', { path: from });
       // Both parents resolve before either name is looked up (kernel: do_renameat2).
-      const src = this.parentOf(from);
+      const src = this.parentOf(from, false);
       const dst = this.parentOf(to, false);
+      this.checkName(src);
       const srcSlot = this.v.r.findEntry(src.parent, src.name);
       if (!srcSlot)
         throw new Ext4Error('NOT_FOUND', `${src.display}: no such file or directory`, { path: src.display });
@@ -631,6 +635,12 @@ export class Ext4Editor {
           throw new Ext4Error('INVALID_ARGUMENT', `cannot move ${src.display} into itself (${dst.display})`, {
             path: dst.display,
           });
+      }
+      // The target may not be an ancestor of the source (the kernel answers ENOTEMPTY).
+      if (dstSlot) {
+        const chain = this.v.r.resolve(src.display.slice(0, src.display.lastIndexOf('/')) || '/', { followLast: true });
+        if (chain.includes(dstSlot.inode))
+          throw new Ext4Error('NOT_EMPTY', `${dst.display} contains ${src.display}`, { path: dst.display });
       }
       let replacedDir = false;
       if (dstSlot) {
@@ -1072,7 +1082,7 @@ function sourceOf(c: FileContent): DataSource & { close?: () => void } {
   if (typeof c === 'string') return bytesSource(enc.encode(c));
   if (c instanceof Uint8Array) return bytesSource(c);
   if ('hostPath' in c) return hostFileSource(c.hostPath);
-  const it = (c as Iterable<Uint8Array>)[Symbol.iterator]();
+  const it = (c as Iterable<Uint8Array | Hole>)[Symbol.iterator]();
   return {
     next: () => {
       const r = it.next();

@@ -41,12 +41,17 @@ export interface Run {
 const CHUNK = 4 << 20;
 const EARLY_WRITE = 64 << 20;
 
+/** A run of zero bytes the caller knows about: left as a hole without being scanned. */
+export interface Hole {
+  hole: number;
+}
+
 /** Sequential access to new file content. */
 export interface DataSource {
   /** Total bytes when known up front (used to check for space before anything is written). */
   size?: number;
-  /** The next piece of content (any length), or undefined at the end. */
-  next(): Uint8Array | undefined;
+  /** The next piece of content (any length; `{ hole: n }` is n zero bytes left unallocated), or undefined at the end. */
+  next(): Uint8Array | Hole | undefined;
 }
 
 /** A source over bytes in memory. */
@@ -286,7 +291,7 @@ export function writeContent(
 
   // Small content may go inline: read up to one byte past what fits before deciding.
   const inlineMax = opts.inline === false ? 0 : inlineCapacity(v, ino, inode);
-  const head: Uint8Array[] = [];
+  const head: (Uint8Array | Hole)[] = [];
   let headBytes = 0;
   let ended = false;
   if (inlineMax) {
@@ -295,6 +300,17 @@ export function writeContent(
       if (!c) {
         ended = true;
         break;
+      }
+      if (!(c instanceof Uint8Array)) {
+        // A hole: short ones can still be inline content; a long one keeps the file out of the inode.
+        if (headBytes + c.hole > inlineMax) {
+          head.push(c);
+          headBytes = inlineMax + 1;
+          break;
+        }
+        head.push(new Uint8Array(c.hole));
+        headBytes += c.hole;
+        continue;
       }
       if (c.length) {
         head.push(c);
@@ -350,13 +366,31 @@ export function writeContent(
       }
     }
   };
-  for (const c of head) take(c);
-  if (!ended)
-    for (let c = src.next(); c; c = src.next()) {
-      take(c);
-      if (size > 2 ** 32 * bs)
-        throw new Ext4Error('TOO_LARGE', `inode ${ino}: content larger than an ext4 file can be`);
+  const zeros = new Uint8Array(bs);
+  const skip = (n: number) => {
+    // Zeros up to a block boundary go through the buffer; whole blocks of hole are only counted.
+    const pad = Math.min(n, (bs - (fill % bs)) % bs);
+    if (pad) take(zeros.subarray(0, pad));
+    n -= pad;
+    if (n >= bs) {
+      if (fill) emit(fill);
+      fill = 0;
+      const whole = Math.floor(n / bs) * bs;
+      size += whole;
+      n -= whole;
     }
+    if (n) take(zeros.subarray(0, n));
+  };
+  const feed = (c: Uint8Array | Hole) => {
+    if (c instanceof Uint8Array) take(c);
+    else {
+      if (!Number.isSafeInteger(c.hole) || c.hole < 0) throw new Ext4Error('BAD_OPTION', `hole of ${c.hole} bytes`);
+      skip(c.hole);
+    }
+    if (size > 2 ** 32 * bs) throw new Ext4Error('TOO_LARGE', `inode ${ino}: content larger than an ext4 file can be`);
+  };
+  for (const c of head) feed(c);
+  if (!ended) for (let c = src.next(); c; c = src.next()) feed(c);
   if (fill) emit(fill);
   const mapBlocks = buildMap(v, ino, inode, runs, runs.length ? runs[0]!.pblk : inodeGoal(v, ino), extents);
   setSize(v, inode, size);
@@ -373,13 +407,12 @@ function chunkBuffer(bytes: number): Uint8Array {
   return new Uint8Array(bytes);
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
+function concat(parts: (Uint8Array | Hole)[], total: number): Uint8Array {
   const out = new Uint8Array(total);
   let o = 0;
   for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
+    if (p instanceof Uint8Array) out.set(p, o);
+    o += p instanceof Uint8Array ? p.length : p.hole;
   }
   return out;
 }

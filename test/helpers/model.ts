@@ -141,6 +141,8 @@ export interface ModelOptions {
   /** The image keeps times in whole 32-bit seconds (128-byte inodes). */
   seconds32?: boolean;
   log?: (m: string) => void;
+  /** Called with the open editor when an operation's outcomes differ (for debugging a seed). */
+  inspect?: (ed: Ext4Editor) => void;
 }
 
 /** Runs the model; throws with the seed and the operation on the first difference. */
@@ -248,15 +250,24 @@ export function runModel(o: ModelOptions): { ops: number; errors: number; checkp
         what: `mkdir${parents ? ' -p' : ''} ${deep} ${mode.toString(8)}`,
         host: () => {
           if (parents) {
-            // mkdir -p: existing directories are fine, anything else in the way is an error.
+            // mkdir -p, all or nothing like the editor's: the first problem in path order wins
+            // (a non-directory in the way, a dangling symlink, a name too long), then the rest is made.
             const parts = deep.split('/');
+            let missing = false;
             for (let k = 1; k <= parts.length; k++) {
               const q = parts.slice(0, k).join('/');
-              const s = quiet(() => fs.statSync(H(q)));
-              if (!s && quiet(() => fs.lstatSync(H(q)))) throw Object.assign(new Error('dangling'), { code: 'EEXIST' });
-              if (s?.isDirectory()) continue;
-              if (s) throw Object.assign(new Error('exists'), { code: 'ENOTDIR' });
-              fs.mkdirSync(H(q), { mode: k === parts.length ? mode : 0o755 });
+              if (Buffer.byteLength(parts[k - 1]!) > 255)
+                throw Object.assign(new Error('long'), { code: 'ENAMETOOLONG' });
+              if (missing) continue;
+              const st = quiet(() => fs.statSync(H(q)));
+              if (st?.isDirectory()) continue;
+              if (st || quiet(() => fs.lstatSync(H(q))))
+                throw Object.assign(new Error('in the way'), { code: st ? 'ENOTDIR' : 'EEXIST' });
+              missing = true;
+            }
+            for (let k = 1; k <= parts.length; k++) {
+              const q = parts.slice(0, k).join('/');
+              if (!quiet(() => fs.statSync(H(q)))) fs.mkdirSync(H(q), { mode: k === parts.length ? mode : 0o755 });
             }
           } else fs.mkdirSync(H(deep), { mode });
         },
@@ -492,10 +503,13 @@ export function runModel(o: ModelOptions): { ops: number; errors: number; checkp
       op.image();
     } catch (e) {
       imgErr = codeOf(e);
+      if (imgErr === 'CORRUPT' || imgErr === 'BAD_CHECKSUM') o.log?.(`image error: ${(e as Error).stack}`);
     }
     o.log?.(`${k}: ${op.what} -> ${hostErr ?? 'ok'}`);
-    if ((hostErr === undefined) !== (imgErr === undefined) || (hostErr && imgErr && !sameFailure(hostErr, imgErr)))
+    if ((hostErr === undefined) !== (imgErr === undefined) || (hostErr && imgErr && !sameFailure(hostErr, imgErr))) {
+      o.inspect?.(ed);
       throw new Error(`seed ${o.seed}, op ${k} (${op.what}): host ${hostErr ?? 'ok'}, image ${imgErr ?? 'ok'}`);
+    }
     if (hostErr) errors++;
     else {
       // A change through one name changes the inode every hard link shares.
