@@ -22,7 +22,7 @@ const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice('--only='.length).split(',')) : undefined;
 const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk') => !only || only.has(section);
 const REPS = quick ? 3 : 9;
-const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
+const CLI = path.resolve(import.meta.dirname, '../dist/cli.cjs');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4wd-bench-'));
 
 function median(xs: number[]): number {

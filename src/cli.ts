@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /** ext4-workdisk command line: parse, call the library, print. Every failure is one line and exit 1. */
 import { parseArgs } from 'node:util';
 import { Ext4Error } from './ext4/errors.js';

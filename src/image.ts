@@ -1,8 +1,8 @@
 /** File-level entry points: format an image file atomically, read its summary. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Ext4Error } from './ext4/errors.js';
+import { randomBytes } from './ext4/bytes.js';
 import { FileDevice } from './io/device.js';
 import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
 import { planLayout } from './ext4/layout.js';
@@ -26,7 +26,10 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
     throw new Ext4Error('IO_ERROR', `${target} is not a regular file; this tool writes image files, not devices`, {
       path: target,
     });
-  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(target)}.${process.pid}.${Buffer.from(randomBytes(4)).toString('hex')}.tmp`,
+  );
   const dev = FileDevice.create(tmp, 0o644, target);
   dev.earlyFlush = opts.sync !== false;
   try {

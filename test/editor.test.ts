@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { formatImage } from '../src/image.js';
 import { Ext4Editor, editImage } from '../src/edit/editor.js';
 import { mkdirExt4, writeExt4FileOwned } from '../src/edit/toolkit.js';
@@ -137,6 +138,26 @@ describe.runIf(runIt)('editing by path', () => {
     expect(bytes[4999]).toBe(7);
     expect(Buffer.from(bytes.subarray(bytes.length - 3)).toString()).toBe('end');
     ed.close();
+  });
+
+  it('writeFileStream takes a Node.js stream; nothing else runs until it settles', async () => {
+    const img = ours();
+    const ed = Ext4Editor.open(img);
+    const chunks = [Buffer.from('a'.repeat(3000)), Buffer.alloc(70_000), Buffer.from('tail')];
+    const p = ed.writeFileStream('/streamed', Readable.from(chunks), { mode: 0o640 });
+    expect(code(() => ed.mkdir('/meanwhile'))).toBe('INVALID_ARGUMENT');
+    await p;
+    await expect(ed.writeFileStream('/nope/x', Readable.from([Buffer.from('x')]))).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
+    ed.commit();
+    ed.close();
+    clean(img);
+    const r = Ext4Editor.open(img);
+    const bytes = r.reader.readFileBytes(r.reader.lookup('/streamed'));
+    expect(Buffer.compare(Buffer.from(bytes), Buffer.concat(chunks))).toBe(0);
+    expect(r.reader.inode(r.reader.lookup('/streamed')).mode & 0o777).toBe(0o640);
+    r.close();
   });
 
   it('rename(2) semantics: replace a file, move directories with .. and link counts, same-inode no-op', () => {

@@ -187,7 +187,7 @@ describe.runIf(haveOracles)('mkfs --from a host directory', () => {
         '-f',
         '%M',
         process.execPath,
-        path.resolve(__dirname, '../dist/cli.js'),
+        path.resolve(__dirname, '../dist/cli.cjs'),
         'mkfs',
         img,
         '--size',
@@ -278,7 +278,7 @@ describe.runIf(IN_CI || (IS_ROOT && setpriv && HAVE_E2FSPROGS))('as a non-root u
         '--regid=65534',
         '--clear-groups',
         process.execPath,
-        path.resolve(__dirname, '../dist/cli.js'),
+        path.resolve(__dirname, '../dist/cli.cjs'),
         ...args,
       ]);
     const img = path.join(dir, 'out.img');

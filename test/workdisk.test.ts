@@ -124,7 +124,7 @@ describe.runIf(oracles)('seed and materialize', () => {
       const ours = path.join(work, `ours-${maker.length}`);
       fs.mkdirSync(ours);
       expect(
-        run(process.execPath, [path.resolve(__dirname, '../dist/cli.js'), 'extract', seed, '/', ours]).status,
+        run(process.execPath, [path.resolve(__dirname, '../dist/cli.cjs'), 'extract', seed, '/', ours]).status,
       ).toBe(0);
       fs.rmSync(path.join(ours, 'lost+found'), { recursive: true });
       const want = snapshot(path.join(rd, 'root'));
@@ -223,7 +223,7 @@ describe.runIf(IN_CI || (IS_ROOT && haveTool('setpriv')))('CLI as a non-root use
     const rootfs = path.join(dir, 'rootfs.ext4');
     formatImage(rootfs, { sizeBytes: 64 * MiB, source: hostDirectorySource(tree), sync: false });
     run('chown', ['-R', '65534:65534', dir]);
-    const cliPath = path.resolve(__dirname, '../dist/cli.js');
+    const cliPath = path.resolve(__dirname, '../dist/cli.cjs');
     const setpriv = run('sh', ['-c', 'command -v setpriv']).stdout.trim();
     const as = (args: string[]) =>
       run(setpriv, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, cliPath, ...args], {
@@ -275,7 +275,7 @@ describe.runIf(oracles)('mkfs --from an image subtree, and the progress line', (
     const rootfs = path.join(work, 'from-img.ext4');
     formatImage(rootfs, { sizeBytes: 64 * MiB, source: hostDirectorySource(tree), sync: false });
     const out = path.join(work, 'from-img-out.ext4');
-    const cliPath = path.resolve(__dirname, '../dist/cli.js');
+    const cliPath = path.resolve(__dirname, '../dist/cli.cjs');
     const r = run(process.execPath, [
       cliPath,
       'mkfs',
@@ -297,7 +297,7 @@ describe.runIf(oracles)('mkfs --from an image subtree, and the progress line', (
   });
 
   it.runIf(haveTool('script'))('shows the stage on a terminal and stays quiet otherwise', () => {
-    const cliPath = path.resolve(__dirname, '../dist/cli.js');
+    const cliPath = path.resolve(__dirname, '../dist/cli.cjs');
     const disk = path.join(work, 'tty.ext4');
     const cmd = `${process.execPath} ${cliPath} materialize ${disk} --size 1G --no-sync`;
     const tty = run('script', ['-qec', cmd, '/dev/null']);

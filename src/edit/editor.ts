@@ -49,7 +49,15 @@ import { estimateTree } from '../ext4/writer.js';
 import { hostDirectorySource } from '../source/host.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
-import { writeContent, truncateFile, freeMap, bytesSource, type DataSource, type Hole } from './filemap.js';
+import {
+  writeContent,
+  truncateFile,
+  freeMap,
+  bytesSource,
+  ContentWriter,
+  type DataSource,
+  type Hole,
+} from './filemap.js';
 import { listXattrs, writeXattrs, releaseXattrs, sameXattr } from './xattrs.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
@@ -159,8 +167,11 @@ export class Ext4Editor {
     return this.opNow;
   }
 
-  /** Runs one operation: all of it, or (on any error) none of it. */
-  private op<T>(fn: () => T): T {
+  /** An asynchronous write is under way: nothing else may change the edit until it settles. */
+  private busy = false;
+
+  private startOp(): void {
+    if (this.busy) throw new Ext4Error('INVALID_ARGUMENT', 'an asynchronous write to this image is still under way');
     if (this.fixedTime) this.opNow = this.fixedTime;
     else {
       const ns = process.hrtime.bigint();
@@ -168,14 +179,37 @@ export class Ext4Editor {
       this.opNow = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 + Number(ns % 1_000_000n) };
     }
     this.v.beginOp();
+  }
+
+  private failOp(e: unknown): Ext4Error {
+    this.v.rollbackOp();
+    if (e instanceof Ext4Error) return e;
+    return new Ext4Error('IO_ERROR', `${(e as Error).message ?? String(e)}`, { cause: e });
+  }
+
+  /** Runs one operation: all of it, or (on any error) none of it. */
+  private op<T>(fn: () => T): T {
+    this.startOp();
     try {
       const out = fn();
       this.v.endOp();
       return out;
     } catch (e) {
-      this.v.rollbackOp();
-      if (e instanceof Ext4Error) throw e;
-      throw new Ext4Error('IO_ERROR', `${(e as Error).message ?? String(e)}`, { cause: e });
+      throw this.failOp(e);
+    }
+  }
+
+  private async opAsync<T>(fn: () => Promise<T>): Promise<T> {
+    this.startOp();
+    this.busy = true;
+    try {
+      const out = await fn();
+      this.v.endOp();
+      return out;
+    } catch (e) {
+      throw this.failOp(e);
+    } finally {
+      this.busy = false;
     }
   }
 
@@ -345,42 +379,74 @@ export class Ext4Editor {
    */
   writeFile(path: string, content: FileContent, opts: WriteFileOptions = {}): void {
     this.op(() => {
-      const { parent, name, display } = this.parentOf(path);
-      const slot = this.v.r.findEntry(parent, name);
-      let target: { ino: number; inode: Inode } | undefined;
-      if (slot) {
-        target = this.resolve(display, true);
-        const t = target.inode.mode & S_IFMT;
-        if (t === S_IFDIR) throw new Ext4Error('IS_A_DIRECTORY', `${display} is a directory`, { path: display });
-        if (t !== S_IFREG)
-          throw new Ext4Error('INVALID_ARGUMENT', `${display} is not a regular file`, { path: display });
-        this.checkEditable(target.ino, target.inode, display);
-      }
+      const t = this.fileTarget(path, opts);
       const src = sourceOf(content);
       try {
-        if (target) {
-          const { ino, inode } = target;
-          writeContent(this.v, ino, inode, src);
-          if (opts.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | checkMode(opts.mode);
-          if (opts.uid !== undefined) inode.uid = checkId(opts.uid, 'uid');
-          if (opts.gid !== undefined) inode.gid = checkId(opts.gid, 'gid');
-          inode.mtime = opts.mtime ?? this.now();
-          inode.atime = opts.atime ?? opts.mtime ?? inode.atime;
-          inode.ctime = this.now();
-          this.v.writeInode(ino, inode);
-          return;
-        }
-        const { ino, inode } = this.newInode('file', opts, parent);
-        if (opts.mtime) inode.mtime = opts.mtime;
-        inode.atime = opts.atime ?? inode.mtime;
-        this.v.initInode(ino, inode);
-        writeContent(this.v, ino, inode, src);
-        this.v.writeInode(ino, inode);
-        this.linkNew(parent, name, ino, inode.mode);
+        const w = new ContentWriter(this.v, t.ino, t.inode, { size: src.size });
+        for (let c = src.next(); c; c = src.next()) w.push(c);
+        w.finish();
       } finally {
         src.close?.();
       }
+      this.fileDone(t, opts);
     });
+  }
+
+  /**
+   * `writeFile` for content that arrives asynchronously (a Node.js stream, any async iterable of
+   * bytes or `{ hole: n }` pieces), with memory bounded by the pieces, not by the file. No other
+   * operation may run on this editor until it settles.
+   */
+  async writeFileStream(
+    path: string,
+    stream: AsyncIterable<Uint8Array | Hole>,
+    opts: WriteFileOptions = {},
+  ): Promise<void> {
+    await this.opAsync(async () => {
+      const t = this.fileTarget(path, opts);
+      const w = new ContentWriter(this.v, t.ino, t.inode);
+      for await (const c of stream) w.push(typeof c === 'string' ? enc.encode(c) : c);
+      w.finish();
+      this.fileDone(t, opts);
+    });
+  }
+
+  /** The regular file a write goes to: the existing one (a symlink there followed), or a new inode. */
+  private fileTarget(
+    path: string,
+    opts: WriteFileOptions,
+  ): { ino: number; inode: Inode; parent?: number; name?: Uint8Array } {
+    const { parent, name, display } = this.parentOf(path);
+    if (this.v.r.findEntry(parent, name)) {
+      const target = this.resolve(display, true);
+      const t = target.inode.mode & S_IFMT;
+      if (t === S_IFDIR) throw new Ext4Error('IS_A_DIRECTORY', `${display} is a directory`, { path: display });
+      if (t !== S_IFREG) throw new Ext4Error('INVALID_ARGUMENT', `${display} is not a regular file`, { path: display });
+      this.checkEditable(target.ino, target.inode, display);
+      return target;
+    }
+    const { ino, inode } = this.newInode('file', opts, parent);
+    if (opts.mtime) inode.mtime = opts.mtime;
+    inode.atime = opts.atime ?? inode.mtime;
+    this.v.initInode(ino, inode);
+    return { ino, inode, parent, name };
+  }
+
+  /** After new content: a new file is linked in; a replaced one gets what the options ask and new times. */
+  private fileDone(t: { ino: number; inode: Inode; parent?: number; name?: Uint8Array }, opts: WriteFileOptions): void {
+    const { ino, inode } = t;
+    if (t.parent !== undefined) {
+      this.v.writeInode(ino, inode);
+      this.linkNew(t.parent, t.name!, ino, inode.mode);
+      return;
+    }
+    if (opts.mode !== undefined) inode.mode = (inode.mode & S_IFMT) | checkMode(opts.mode);
+    if (opts.uid !== undefined) inode.uid = checkId(opts.uid, 'uid');
+    if (opts.gid !== undefined) inode.gid = checkId(opts.gid, 'gid');
+    inode.mtime = opts.mtime ?? this.now();
+    inode.atime = opts.atime ?? opts.mtime ?? inode.atime;
+    inode.ctime = this.now();
+    this.v.writeInode(ino, inode);
   }
 
   /** Sets a regular file's size: shorter frees blocks past the end, longer adds a hole. */
@@ -1012,6 +1078,7 @@ export class Ext4Editor {
 
   /** Writes every change made since opening (or the last commit): file data first, then metadata. */
   commit(): void {
+    if (this.busy) throw new Ext4Error('INVALID_ARGUMENT', 'an asynchronous write to this image is still under way');
     if (!this.v.changed) return;
     if (!(this.v.sb.s_feature_compat & COMPAT.has_journal))
       this.warn('this image has no journal: a crash while writing can leave it needing a check (e2fsck)');

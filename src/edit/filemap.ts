@@ -276,61 +276,98 @@ export function writeContent(
   src: DataSource,
   opts: { inline?: boolean } = {},
 ): void {
-  const bs = v.bs;
-  if (src.size !== undefined && Math.ceil(src.size / bs) > v.freeBlocks)
-    throw new Ext4Error(
-      'NO_SPACE',
-      `${v.name}: ${src.size} bytes need up to ${Math.ceil(src.size / bs)} blocks, ${v.freeBlocks} are free`,
-    );
-  // Release what the file holds now.
-  if (inode.flags & FL_INLINE_DATA) clearInline(v, ino, inode);
-  else if (v.r.hasBlockMap(inode)) freeMap(v, ino, inode);
-  const extents = usesExtents(v, inode);
-  inode.block = new Uint8Array(I_BLOCK_SIZE);
-  if (extents) inode.flags |= FL_EXTENTS;
+  const w = new ContentWriter(v, ino, inode, { ...opts, size: src.size });
+  for (let c = src.next(); c; c = src.next()) w.push(c);
+  w.finish();
+}
 
-  // Small content may go inline: read up to one byte past what fits before deciding.
-  const inlineMax = opts.inline === false ? 0 : inlineCapacity(v, ino, inode);
-  const head: (Uint8Array | Hole)[] = [];
-  let headBytes = 0;
-  let ended = false;
-  if (inlineMax) {
-    while (headBytes <= inlineMax) {
-      const c = src.next();
-      if (!c) {
-        ended = true;
-        break;
-      }
-      if (!(c instanceof Uint8Array)) {
-        // A hole: short ones can still be inline content; a long one keeps the file out of the inode.
-        if (headBytes + c.hole > inlineMax) {
-          head.push(c);
-          headBytes = inlineMax + 1;
-          break;
-        }
-        head.push(new Uint8Array(c.hole));
-        headBytes += c.hole;
-        continue;
-      }
-      if (c.length) {
-        head.push(c);
-        headBytes += c.length;
-      }
-    }
-    if (ended && headBytes > 0) {
-      writeInline(v, ino, inode, concat(head, headBytes));
-      return;
-    }
+/**
+ * The content of one file as it arrives, piece by piece (`writeContent` pulls the pieces; a stream
+ * pushes them). The inode's old content is released when the writer is made; `finish` maps the new.
+ */
+export class ContentWriter {
+  private readonly bs: number;
+  private readonly extents: boolean;
+  /** Inline data is possible up to this many bytes (0: never); pieces wait in `head` until decided. */
+  private inlineMax: number;
+  private head: (Uint8Array | Hole)[] = [];
+  private headBytes = 0;
+  private readonly runs: Run[] = [];
+  private goal: number;
+  private size = 0;
+  private buf: Uint8Array;
+  private fill = 0;
+  private readonly zeros: Uint8Array;
+
+  constructor(
+    private readonly v: Volume,
+    private readonly ino: number,
+    private readonly inode: Inode,
+    opts: { inline?: boolean; size?: number } = {},
+  ) {
+    const bs = (this.bs = v.bs);
+    if (opts.size !== undefined && Math.ceil(opts.size / bs) > v.freeBlocks)
+      throw new Ext4Error(
+        'NO_SPACE',
+        `${v.name}: ${opts.size} bytes need up to ${Math.ceil(opts.size / bs)} blocks, ${v.freeBlocks} are free`,
+      );
+    // Release what the file holds now.
+    if (inode.flags & FL_INLINE_DATA) clearInline(v, ino, inode);
+    else if (v.r.hasBlockMap(inode)) freeMap(v, ino, inode);
+    this.extents = usesExtents(v, inode);
+    inode.block = new Uint8Array(I_BLOCK_SIZE);
+    // Nothing mapped any more: i_blocks counts only an attribute block until the new content is in.
+    setFileBlocks(v, inode, 0);
+    if (this.extents) inode.flags |= FL_EXTENTS;
+    this.inlineMax = opts.inline === false ? 0 : inlineCapacity(v, ino, inode);
+    this.goal = inodeGoal(v, ino);
+    this.buf = chunkBuffer(opts.size === undefined ? CHUNK : Math.min(CHUNK, Math.ceil(opts.size / bs) * bs || bs));
+    this.zeros = new Uint8Array(bs);
   }
 
-  const runs: Run[] = [];
-  let goal = inodeGoal(v, ino);
-  let size = 0;
-  const buf = chunkBuffer(src.size === undefined ? CHUNK : Math.min(CHUNK, Math.ceil(src.size / bs) * bs || bs));
-  let fill = 0;
-  const emit = (upto: number) => {
-    // Blocks [0, upto/bs) of buf, at logical block (size - fill) / bs.
-    const base = (size - fill) / bs;
+  push(c: Uint8Array | Hole): void {
+    if (!(c instanceof Uint8Array) && (!Number.isSafeInteger(c.hole) || c.hole < 0))
+      throw new Ext4Error('BAD_OPTION', `hole of ${c.hole} bytes`);
+    if (this.inlineMax) {
+      // Small content may go inline: pieces wait until one byte more than fits has come.
+      const n = c instanceof Uint8Array ? c.length : c.hole;
+      // A copy: sources may hand out views of a buffer they reuse.
+      this.head.push(c instanceof Uint8Array ? c.slice() : c);
+      this.headBytes += n;
+      if (this.headBytes <= this.inlineMax) return;
+      this.inlineMax = 0;
+      const head = this.head;
+      this.head = [];
+      for (const h of head) this.feed(h);
+      return;
+    }
+    this.feed(c);
+  }
+
+  finish(): void {
+    const { v, ino, inode } = this;
+    if (this.inlineMax && this.headBytes > 0) {
+      writeInline(v, ino, inode, concat(this.head, this.headBytes));
+      return;
+    }
+    if (this.fill) this.emit(this.fill);
+    const runs = this.runs;
+    const mapBlocks = buildMap(v, ino, inode, runs, runs.length ? runs[0]!.pblk : inodeGoal(v, ino), this.extents);
+    setSize(v, inode, this.size);
+    setFileBlocks(v, inode, runs.reduce((a, r) => a + r.len, 0) + mapBlocks);
+  }
+
+  private feed(c: Uint8Array | Hole): void {
+    if (c instanceof Uint8Array) this.take(c);
+    else this.skip(c.hole);
+    if (this.size > 2 ** 32 * this.bs)
+      throw new Ext4Error('TOO_LARGE', `inode ${this.ino}: content larger than an ext4 file can be`);
+  }
+
+  /** Blocks [0, upto/bs) of the buffer, at logical block (size - fill) / bs: zero blocks become holes. */
+  private emit(upto: number): void {
+    const { v, bs, buf } = this;
+    const base = (this.size - this.fill) / bs;
     const nb = Math.ceil(upto / bs);
     if (upto % bs) buf.fill(0, upto, nb * bs);
     let k = 0;
@@ -342,59 +379,48 @@ export function writeContent(
       let j = k + 1;
       while (j < nb && !isZero(buf, j * bs, bs)) j++;
       let off = k;
-      for (const r of v.allocBlocks(goal, j - k)) {
+      for (const r of v.allocBlocks(this.goal, j - k)) {
         v.r.cache.addData(r.start, buf.slice(off * bs, (off + r.len) * bs));
-        runs.push({ lblk: base + off, pblk: r.start, len: r.len });
+        this.runs.push({ lblk: base + off, pblk: r.start, len: r.len });
         off += r.len;
-        goal = r.start + r.len;
+        this.goal = r.start + r.len;
       }
       k = j;
     }
     if (v.r.cache.pendingDataBytes >= EARLY_WRITE) v.writeDataEarly();
-  };
-  const take = (c: Uint8Array) => {
+  }
+
+  private take(c: Uint8Array): void {
+    const buf = this.buf;
     let o = 0;
     while (o < c.length) {
-      const n = Math.min(c.length - o, buf.length - fill);
-      buf.set(c.subarray(o, o + n), fill);
-      fill += n;
-      size += n;
+      const n = Math.min(c.length - o, buf.length - this.fill);
+      buf.set(c.subarray(o, o + n), this.fill);
+      this.fill += n;
+      this.size += n;
       o += n;
-      if (fill === buf.length) {
-        emit(fill);
-        fill = 0;
+      if (this.fill === buf.length) {
+        this.emit(this.fill);
+        this.fill = 0;
       }
     }
-  };
-  const zeros = new Uint8Array(bs);
-  const skip = (n: number) => {
-    // Zeros up to a block boundary go through the buffer; whole blocks of hole are only counted.
-    const pad = Math.min(n, (bs - (fill % bs)) % bs);
-    if (pad) take(zeros.subarray(0, pad));
+  }
+
+  /** Zeros up to a block boundary go through the buffer; whole blocks of hole are only counted. */
+  private skip(n: number): void {
+    const bs = this.bs;
+    const pad = Math.min(n, (bs - (this.fill % bs)) % bs);
+    if (pad) this.take(this.zeros.subarray(0, pad));
     n -= pad;
     if (n >= bs) {
-      if (fill) emit(fill);
-      fill = 0;
+      if (this.fill) this.emit(this.fill);
+      this.fill = 0;
       const whole = Math.floor(n / bs) * bs;
-      size += whole;
+      this.size += whole;
       n -= whole;
     }
-    if (n) take(zeros.subarray(0, n));
-  };
-  const feed = (c: Uint8Array | Hole) => {
-    if (c instanceof Uint8Array) take(c);
-    else {
-      if (!Number.isSafeInteger(c.hole) || c.hole < 0) throw new Ext4Error('BAD_OPTION', `hole of ${c.hole} bytes`);
-      skip(c.hole);
-    }
-    if (size > 2 ** 32 * bs) throw new Ext4Error('TOO_LARGE', `inode ${ino}: content larger than an ext4 file can be`);
-  };
-  for (const c of head) feed(c);
-  if (!ended) for (let c = src.next(); c; c = src.next()) feed(c);
-  if (fill) emit(fill);
-  const mapBlocks = buildMap(v, ino, inode, runs, runs.length ? runs[0]!.pblk : inodeGoal(v, ino), extents);
-  setSize(v, inode, size);
-  setFileBlocks(v, inode, runs.reduce((a, r) => a + r.len, 0) + mapBlocks);
+    if (n) this.take(this.zeros.subarray(0, n));
+  }
 }
 
 let shared: Uint8Array | undefined;

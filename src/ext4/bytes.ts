@@ -101,3 +101,11 @@ export function isZero(b: Uint8Array, off = 0, len = b.length - off): boolean {
   for (let i = off; i < off + len; i++) if (b[i] !== 0) return false;
   return true;
 }
+
+/**
+ * Random bytes from the Web Crypto global: no module to load at start-up (importing node:crypto costs
+ * every CLI command a few milliseconds, and most never need randomness).
+ */
+export function randomBytes(n: number): Uint8Array {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}

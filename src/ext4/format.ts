@@ -3,9 +3,8 @@
  * Everything not written reads as zeros: uninitialized groups' bitmaps, inode tables (ITABLE_ZEROED is
  * honest on a fresh sparse file) and the journal body.
  */
-import { randomBytes } from 'node:crypto';
 import { Ext4Error } from './errors.js';
-import { put32, parseUuid, formatUuid, lo32, hi32 } from './bytes.js';
+import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
 import { COMPAT } from './features.js';
 import { type Layout, type LayoutOptions, planLayout, groupFirstBlock, groupBlockCount, takeRuns } from './layout.js';

@@ -65,7 +65,7 @@ export function scratchDir(prefix: string, huge = false): string {
   return fs.mkdtempSync(path.join(base, `${prefix}-`));
 }
 
-export const CLI = path.resolve(__dirname, '../../dist/cli.js');
+export const CLI = path.resolve(__dirname, '../../dist/cli.cjs');
 
 export function cli(args: string[], env?: NodeJS.ProcessEnv): SpawnSyncReturns<string> {
   return run(process.execPath, [CLI, ...args], { env });
