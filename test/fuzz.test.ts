@@ -14,17 +14,7 @@ import { Ext4Error } from '../src/ext4/errors.js';
 import type { TreeSource } from '../src/source/types.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
 import { walkImage } from './helpers/walk.js';
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './helpers/rng.js';
 
 /** A small tree in memory: files of several sizes, a sparse file, symlinks, an indexed directory, xattrs. */
 function smallTree(): TreeSource {
@@ -82,7 +72,7 @@ function bases(): [string, Uint8Array][] {
 describe('mutation fuzz: corrupt metadata never crashes or hangs the reader', () => {
   for (const [name, image] of bases()) {
     it(name, () => {
-      const rnd = prng(name.length * 7919 + image.length);
+      const rnd = rng(name.length * 7919 + image.length);
       // Metadata lives in the first blocks (superblock, descriptors, bitmaps, inode tables, directories).
       const span = Math.min(image.length, 1 << 20);
       const outcomes = new Map<string, number>();

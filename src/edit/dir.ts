@@ -40,6 +40,7 @@ import {
   INLINE_DIR_PARENT_SIZE,
   isInlineDataAttr,
   type DxFrame,
+  type DirSlot,
 } from '../ext4/reader.js';
 import { xattrSpace } from '../ext4/xattr.js';
 import { appendBlock, buildMap, clearInline, inodeGoal, setFileBlocks, setSize } from './filemap.js';
@@ -280,6 +281,38 @@ function inlineToBlock(v: Volume, dir: number, i: Inode, lay: InlineLayout): voi
 
 // ---- htree ----
 
+/**
+ * Splits entries that no longer fit one leaf into two, by hash: the upper ones move until more than half
+ * a block has moved (the kernel's do_split). `hash2` starts the upper leaf; `continued` (the index
+ * entry's low bit) says names with that hash stand in the lower leaf too.
+ */
+function splitLeaf(
+  v: Volume,
+  entries: DirEntry[],
+  version: number,
+  seed: number | undefined,
+  dir: number,
+): { lower: Uint8Array; upper: Uint8Array; hash2: number; continued: number } {
+  const sorted = entries.map((x) => ({ e: x, h: dirHash(x.name, version, v.sb.s_hash_seed) }));
+  sorted.sort((a, b) => a.h.hash - b.h.hash || a.h.minor - b.h.minor);
+  const split = splitPoint(v, sorted);
+  const hash2 = sorted[split]!.h.hash;
+  const continued = hash2 === sorted[split - 1]!.h.hash ? 1 : 0;
+  const lower = packLeaf(
+    v,
+    sorted.slice(0, split).map((x) => x.e),
+    seed,
+  );
+  const upper = packLeaf(
+    v,
+    sorted.slice(split).map((x) => x.e),
+    seed,
+  );
+  if (!lower || !upper)
+    throw new Ext4Error('CORRUPT', `directory ${dir}: a split leaf does not fit a block`, { inode: dir });
+  return { lower, upper, hash2, continued };
+}
+
 /** The kernel's split point of a full leaf: entries from the end until more than half the block moves. */
 function splitPoint(v: Volume, sorted: { e: DirEntry }[]): number {
   let size = 0;
@@ -388,23 +421,7 @@ function dxAdd(v: Volume, dir: number, i: Inode, e: DirEntry): void {
     .filter((x) => x.inode)
     .map((x) => ({ inode: x.inode, name: x.name, fileType: x.fileType }) as DirEntry);
   all.push(e);
-  const sorted = all.map((x) => ({ e: x, h: dirHash(x.name, version, v.sb.s_hash_seed) }));
-  sorted.sort((a, b2) => a.h.hash - b2.h.hash || a.h.minor - b2.h.minor);
-  const split = splitPoint(v, sorted);
-  const hash2 = sorted[split]!.h.hash;
-  const continued = hash2 === sorted[split - 1]!.h.hash ? 1 : 0;
-  const lower = packLeaf(
-    v,
-    sorted.slice(0, split).map((x) => x.e),
-    seed,
-  );
-  const upper = packLeaf(
-    v,
-    sorted.slice(split).map((x) => x.e),
-    seed,
-  );
-  if (!lower || !upper)
-    throw new Ext4Error('CORRUPT', `directory ${dir}: a split leaf does not fit a block`, { inode: dir });
+  const { lower, upper, hash2, continued } = splitLeaf(v, all, version, seed, dir);
   b.set(lower);
   const c: DxContext = {
     v,
@@ -438,24 +455,8 @@ function makeIndexed(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   root[DX_ROOT_INFO_OFFSET + 4] = stored;
   root[DX_ROOT_INFO_OFFSET + 5] = 8;
   const version = v.r.dirHashVersion(root);
-  const sorted = entries.map((x) => ({ e: x, h: dirHash(x.name, version, v.sb.s_hash_seed) as DirHash }));
-  sorted.sort((a, b) => a.h.hash - b.h.hash || a.h.minor - b.h.minor);
-  const split = splitPoint(v, sorted);
-  const hash2 = sorted[split]!.h.hash;
-  const continued = hash2 === sorted[split - 1]!.h.hash ? 1 : 0;
   const seed = seedOf(v, dir, i);
-  const lower = packLeaf(
-    v,
-    sorted.slice(0, split).map((x) => x.e),
-    seed,
-  );
-  const upper = packLeaf(
-    v,
-    sorted.slice(split).map((x) => x.e),
-    seed,
-  );
-  if (!lower || !upper)
-    throw new Ext4Error('CORRUPT', `directory ${dir}: its entries do not fit two blocks`, { inode: dir });
+  const { lower, upper, hash2, continued } = splitLeaf(v, entries, version, seed, dir);
   i.flags |= FL_INDEX;
   const l1 = appendDirBlock(v, dir, i, lower);
   const l2 = appendDirBlock(v, dir, i, upper);
@@ -519,19 +520,27 @@ export function addEntry(v: Volume, dir: number, name: Uint8Array, ino: number, 
   return i;
 }
 
-/** Removes `name` from directory `dir`; returns the entry's inode number. */
-export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
+function sameName(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
+}
+
+/** Directory `dir` and where `name` stands in it (NOT_FOUND when it does not). */
+function slotOf(v: Volume, dir: number, name: Uint8Array): { i: Inode; slot: DirSlot } {
   const i = v.readInode(dir);
   const slot = v.r.findEntry(dir, name, i);
   if (!slot)
     throw new Ext4Error('NOT_FOUND', `no entry ${Buffer.from(name).toString('utf8')} in directory ${dir}`, {
       inode: dir,
     });
+  return { i, slot };
+}
+
+/** Removes `name` from directory `dir`; returns the entry's inode number. */
+export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
+  const { i, slot } = slotOf(v, dir, name);
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
-    lay.entries = lay.entries.filter(
-      (x) => !(x.name.length === name.length && Buffer.compare(Buffer.from(x.name), Buffer.from(name)) === 0),
-    );
+    lay.entries = lay.entries.filter((x) => !sameName(x.name, name));
     storeInline(v, dir, i, lay);
     return slot.inode;
   }
@@ -543,16 +552,11 @@ export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
 
 /** Points the existing entry `name` of `dir` at another inode (rename over an existing name). */
 export function retarget(v: Volume, dir: number, name: Uint8Array, ino: number, fileType: number): void {
-  const i = v.readInode(dir);
-  const slot = v.r.findEntry(dir, name, i);
-  if (!slot)
-    throw new Ext4Error('NOT_FOUND', `no entry ${Buffer.from(name).toString('utf8')} in directory ${dir}`, {
-      inode: dir,
-    });
+  const { i, slot } = slotOf(v, dir, name);
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
     for (const x of lay.entries)
-      if (x.name.length === name.length && Buffer.compare(Buffer.from(x.name), Buffer.from(name)) === 0) {
+      if (sameName(x.name, name)) {
         x.inode = ino;
         x.fileType = entryType(v, fileType);
       }

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import { u16, put16 } from '../ext4/bytes.js';
+import { put16 } from '../ext4/bytes.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import {
   emptyInode,
@@ -41,11 +41,11 @@ import {
   MAX_NAME_LEN,
 } from '../ext4/dirent.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
-import { toDisk } from '../ext4/xattr.js';
+import { toDisk, aclMode, chmodAcl } from '../ext4/xattr.js';
 import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
 import type { BlockDevice } from '../io/device.js';
 import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
-import { estimateTree } from '../ext4/writer.js';
+import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
 import { hostDirectorySource } from '../source/host.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
@@ -214,7 +214,7 @@ export class Ext4Editor {
   }
 
   /** Splits a path into its parent directory (resolved, symlinks followed) and last name. */
-  private parentOf(path: string, checkName = true): { parent: number; name: Uint8Array; display: string } {
+  private parentOf(path: string, nameCheck = true): { parent: number; name: Uint8Array; display: string } {
     const display = normalize(path);
     if (display === '/')
       throw new Ext4Error('INVALID_ARGUMENT', `${path}: the root directory has no name to use here`, { path });
@@ -227,7 +227,7 @@ export class Ext4Editor {
     if ((pi.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_A_DIRECTORY', `${dirPath} is not a directory`, { path });
     const where = { parent, name, display };
-    if (checkName) this.checkName(where);
+    if (nameCheck) this.checkName(where);
     this.checkEditable(parent, pi, dirPath);
     return where;
   }
@@ -950,13 +950,7 @@ export class Ext4Editor {
   ): void {
     if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${node.displayPath}: tree deeper than 4096 levels`);
     for (const child of node.children()) {
-      if (child.name.length > MAX_NAME_LEN)
-        throw new Ext4Error(
-          'NAME_TOO_LONG',
-          `${child.displayPath}: the name is ${child.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`,
-        );
-      if (!child.name.length || child.name.includes(0x2f) || child.name.includes(0))
-        throw new Ext4Error('SOURCE_ERROR', `invalid entry name in ${child.displayPath}`);
+      checkSourceName(child);
       this.copyNode(dir, child.name, child, opts, links, res, depth + 1);
     }
   }
@@ -1230,60 +1224,4 @@ function hostSource(p: string): TreeSource {
     .find((c) => Buffer.compare(Buffer.from(c.name), base) === 0);
   if (!node) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
   return { root: () => node };
-}
-
-// ---- POSIX ACLs and the mode (kernel: posix_acl_update_mode, posix_acl_chmod) ----
-
-const ACL_USER_OBJ = 0x01;
-const ACL_USER = 0x02;
-const ACL_GROUP_OBJ = 0x04;
-const ACL_GROUP = 0x08;
-const ACL_MASK = 0x10;
-const ACL_OTHER = 0x20;
-
-/** Entries of an ext4 ACL value (version 1; short entries without an id). */
-function aclEntries(v: Uint8Array): { tag: number; perm: number; off: number }[] {
-  const out: { tag: number; perm: number; off: number }[] = [];
-  let o = 4;
-  while (o + 4 <= v.length) {
-    const tag = u16(v, o);
-    out.push({ tag, perm: u16(v, o + 2), off: o });
-    o += tag === ACL_USER || tag === ACL_GROUP ? 8 : 4;
-  }
-  return out;
-}
-
-/** The mode an access ACL implies, and whether the ACL says nothing beyond the mode. */
-function aclMode(disk: Uint8Array, mode: number): { mode: number; equivalent: boolean } {
-  let user = 0;
-  let group = 0;
-  let other = 0;
-  let mask: number | undefined;
-  let extended = false;
-  for (const e of aclEntries(disk)) {
-    if (e.tag === ACL_USER_OBJ) user = e.perm & 7;
-    else if (e.tag === ACL_GROUP_OBJ) group = e.perm & 7;
-    else if (e.tag === ACL_OTHER) other = e.perm & 7;
-    else if (e.tag === ACL_MASK) {
-      mask = e.perm & 7;
-      extended = true;
-    } else extended = true;
-  }
-  const g = mask ?? group;
-  return { mode: (mode & ~0o777) | (user << 6) | (g << 3) | other, equivalent: !extended };
-}
-
-/** An access ACL after chmod: owner, group class (mask, else group) and other follow the mode. */
-function chmodAcl(disk: Uint8Array, perm: number): Uint8Array {
-  const out = disk.slice();
-  const entries = aclEntries(out);
-  const hasMask = entries.some((e) => e.tag === ACL_MASK);
-  for (const e of entries) {
-    let p: number | undefined;
-    if (e.tag === ACL_USER_OBJ) p = (perm >> 6) & 7;
-    else if (e.tag === ACL_OTHER) p = perm & 7;
-    else if (e.tag === ACL_MASK || (e.tag === ACL_GROUP_OBJ && !hasMask)) p = (perm >> 3) & 7;
-    if (p !== undefined) put16(out, e.off + 2, p);
-  }
-  return out;
 }

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { u32, put32, lo32, hi32, isZero } from '../ext4/bytes.js';
 import { crc32c } from '../ext4/crc32c.js';
-import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import { COMPAT, INCOMPAT, RO_COMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
 import {
   encodeSuperblock,
   freeBlocksCount,
@@ -50,30 +50,6 @@ const MMP_SEQ_CLEAN = 0xff4d4d50;
 const MMP_SEQ_FSCK = 0xe24d4d50;
 const MMP_CHECKSUM_OFFSET = 0x3fc;
 
-/** Features an edit can keep consistent; anything else set in the image is refused before writing. */
-const WRITABLE_INCOMPAT =
-  INCOMPAT.filetype |
-  INCOMPAT.meta_bg |
-  INCOMPAT.extent |
-  INCOMPAT['64bit'] |
-  INCOMPAT.mmp |
-  INCOMPAT.flex_bg |
-  INCOMPAT.ea_inode |
-  INCOMPAT.metadata_csum_seed |
-  INCOMPAT.large_dir |
-  INCOMPAT.inline_data |
-  INCOMPAT.needs_recovery;
-const WRITABLE_RO_COMPAT =
-  RO_COMPAT.sparse_super |
-  RO_COMPAT.large_file |
-  RO_COMPAT.btree_dir |
-  RO_COMPAT.huge_file |
-  RO_COMPAT.gdt_csum |
-  RO_COMPAT.dir_nlink |
-  RO_COMPAT.extra_isize |
-  RO_COMPAT.metadata_csum |
-  RO_COMPAT.project |
-  RO_COMPAT.orphan_present;
 const FEATURE_WHY: Record<string, string> = {
   bigalloc: 'allocation in clusters (bigalloc)',
   casefold: 'case-insensitive directories (casefold)',
@@ -191,8 +167,8 @@ export class Volume {
       Object.entries(word)
         .filter(([, b]) => bits & b)
         .map(([n]) => n);
-    const badIncompat = sb.s_feature_incompat & ~WRITABLE_INCOMPAT;
-    const badRo = sb.s_feature_ro_compat & ~WRITABLE_RO_COMPAT;
+    const badIncompat = sb.s_feature_incompat & ~WRITE_INCOMPAT;
+    const badRo = sb.s_feature_ro_compat & ~WRITE_RO_COMPAT;
     const bad = [...names(INCOMPAT, badIncompat), ...names(RO_COMPAT, badRo)];
     if (badIncompat || badRo) {
       const what = bad.length ? bad.map((n) => FEATURE_WHY[n] ?? n).join(', ') : 'unknown features';

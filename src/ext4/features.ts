@@ -87,3 +87,36 @@ export const MKFS_EXT4_FEATURES: FeatureSet = {
     RO_COMPAT.extra_isize |
     RO_COMPAT.metadata_csum,
 };
+
+/** Incompatible features the reader understands (anything else: UNSUPPORTED_FEATURE). */
+export const READ_INCOMPAT =
+  INCOMPAT.filetype |
+  INCOMPAT.needs_recovery |
+  INCOMPAT.meta_bg |
+  INCOMPAT.extent |
+  INCOMPAT['64bit'] |
+  INCOMPAT.mmp |
+  INCOMPAT.flex_bg |
+  INCOMPAT.ea_inode |
+  INCOMPAT.metadata_csum_seed |
+  INCOMPAT.large_dir |
+  INCOMPAT.inline_data |
+  INCOMPAT.encrypt |
+  INCOMPAT.casefold;
+
+/**
+ * Features the editor keeps consistent; an image with any other incompatible or read-only-compatible
+ * feature is refused before anything is written (encrypt, casefold, bigalloc, quota, verity...).
+ */
+export const WRITE_INCOMPAT = READ_INCOMPAT & ~(INCOMPAT.encrypt | INCOMPAT.casefold);
+export const WRITE_RO_COMPAT =
+  RO_COMPAT.sparse_super |
+  RO_COMPAT.large_file |
+  RO_COMPAT.btree_dir |
+  RO_COMPAT.huge_file |
+  RO_COMPAT.gdt_csum |
+  RO_COMPAT.dir_nlink |
+  RO_COMPAT.extra_isize |
+  RO_COMPAT.metadata_csum |
+  RO_COMPAT.project |
+  RO_COMPAT.orphan_present;

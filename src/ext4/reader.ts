@@ -18,7 +18,7 @@ import {
   FLAG_UNSIGNED_HASH,
   type Superblock,
 } from './superblock.js';
-import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
+import { COMPAT, INCOMPAT, RO_COMPAT, READ_INCOMPAT } from './features.js';
 import { decodeGroupDesc, groupDescChecksum, groupDescCrc16, type GroupDesc } from './group-desc.js';
 import {
   decodeInode,
@@ -176,21 +176,6 @@ export function fileTypeOf(mode: number): FileType | undefined {
   }
 }
 
-const KNOWN_INCOMPAT =
-  INCOMPAT.filetype |
-  INCOMPAT.needs_recovery |
-  INCOMPAT.meta_bg |
-  INCOMPAT.extent |
-  INCOMPAT['64bit'] |
-  INCOMPAT.mmp |
-  INCOMPAT.flex_bg |
-  INCOMPAT.ea_inode |
-  INCOMPAT.metadata_csum_seed |
-  INCOMPAT.large_dir |
-  INCOMPAT.inline_data |
-  INCOMPAT.encrypt |
-  INCOMPAT.casefold;
-
 /** Name prefixes of the xattr name indexes (kernel doc: attributes.rst). */
 const XATTR_PREFIX: Record<number, string> = {
   1: 'user.',
@@ -236,7 +221,7 @@ export class Ext4Reader {
     if (sb.s_log_block_size > 6)
       throw new Ext4Error('CORRUPT', `block size 2^(10+${sb.s_log_block_size}) is not valid`);
     this.blockSize = 1024 << sb.s_log_block_size;
-    const unknown = sb.s_feature_incompat & ~KNOWN_INCOMPAT;
+    const unknown = sb.s_feature_incompat & ~READ_INCOMPAT;
     if (sb.s_feature_incompat & INCOMPAT.journal_dev)
       throw new Ext4Error('UNSUPPORTED_FEATURE', 'this is an external journal device (journal_dev), not a file system');
     if (sb.s_feature_incompat & INCOMPAT.compression)

@@ -393,7 +393,8 @@ interface DirResult {
 /** Where hard-linked inodes already written live, by the source's link key. */
 type LinkMap = Map<string, number>;
 
-function checkName(node: SourceNode): void {
+/** A source entry's name must be one ext4 can store: 1 to 255 bytes, no '/' or NUL. */
+export function checkName(node: SourceNode): void {
   if (node.name.length > MAX_NAME_LEN)
     throw new Ext4Error(
       'NAME_TOO_LONG',

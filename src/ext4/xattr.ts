@@ -238,3 +238,52 @@ export function decodeXattrEntries(
   }
   return out;
 }
+
+// POSIX ACLs and the mode (kernel: posix_acl_update_mode, posix_acl_chmod).
+
+/** Entries of an ext4 ACL value (version 1; short entries without an id). */
+function aclEntries(v: Uint8Array): { tag: number; perm: number; off: number }[] {
+  const out: { tag: number; perm: number; off: number }[] = [];
+  let o = 4;
+  while (o + 4 <= v.length) {
+    const tag = u16(v, o);
+    out.push({ tag, perm: u16(v, o + 2), off: o });
+    o += tag === ACL_USER || tag === ACL_GROUP ? 8 : 4;
+  }
+  return out;
+}
+
+/** The mode an access ACL implies, and whether the ACL says nothing beyond the mode. */
+export function aclMode(disk: Uint8Array, mode: number): { mode: number; equivalent: boolean } {
+  let user = 0;
+  let group = 0;
+  let other = 0;
+  let mask: number | undefined;
+  let extended = false;
+  for (const e of aclEntries(disk)) {
+    if (e.tag === ACL_USER_OBJ) user = e.perm & 7;
+    else if (e.tag === ACL_GROUP_OBJ) group = e.perm & 7;
+    else if (e.tag === ACL_OTHER) other = e.perm & 7;
+    else if (e.tag === ACL_MASK) {
+      mask = e.perm & 7;
+      extended = true;
+    } else extended = true;
+  }
+  const g = mask ?? group;
+  return { mode: (mode & ~0o777) | (user << 6) | (g << 3) | other, equivalent: !extended };
+}
+
+/** An access ACL after chmod: owner, group class (mask, else group) and other follow the mode. */
+export function chmodAcl(disk: Uint8Array, perm: number): Uint8Array {
+  const out = disk.slice();
+  const entries = aclEntries(out);
+  const hasMask = entries.some((e) => e.tag === ACL_MASK);
+  for (const e of entries) {
+    let p: number | undefined;
+    if (e.tag === ACL_USER_OBJ) p = (perm >> 6) & 7;
+    else if (e.tag === ACL_OTHER) p = perm & 7;
+    else if (e.tag === ACL_MASK || (e.tag === ACL_GROUP_OBJ && !hasMask)) p = (perm >> 3) & 7;
+    if (p !== undefined) put16(out, e.off + 2, p);
+  }
+  return out;
+}

@@ -11,18 +11,8 @@ import { Ext4Editor } from '../../src/edit/editor.js';
 import { Ext4Error } from '../../src/ext4/errors.js';
 import { parseXattrDump } from '../../src/source/xattr-dump.js';
 import { run, fsck } from './oracle.js';
-
-/** A small seeded generator (mulberry32), so a failing run can be replayed from its seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './rng.js';
+export { rng };
 
 const ERRNO: Record<string, string> = {
   ENOENT: 'NOT_FOUND',
