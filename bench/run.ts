@@ -2,7 +2,7 @@
  * Benchmarks, each against e2fsprogs in the same run, reported as ratios. Writes BENCHMARKS.md.
  *   npm run bench            (all)
  *   npm run bench -- --quick (fewer repetitions)
- *   npm run bench -- --only=workdisk,extract  (some sections; prints, does not write BENCHMARKS.md)
+ *   npm run bench -- --only=workdisk,edit  (some sections; prints, does not write BENCHMARKS.md)
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,11 +16,12 @@ import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/extract.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
+import { Ext4Editor } from '../src/edit/editor.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice('--only='.length).split(',')) : undefined;
-const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk') => !only || only.has(section);
+const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk' | 'edit') => !only || only.has(section);
 const REPS = quick ? 3 : 9;
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.cjs');
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4wd-bench-'));
@@ -355,6 +356,134 @@ if (want('workdisk')) {
     '',
     `Medians of ${REPS} rounds after a warm-up, each round running every variant once (order rotating), every output new; the previous output is removed and that removal committed, untimed. Every variant but "no fsync" makes its disk durable (mkfs.ext4 and debugfs fsync on close).`,
   );
+}
+
+// ---- the editor: a batch of 100 files and 10 directories ----
+/**
+ * A Debian root file system (debootstrap --variant=minbase), made once and kept in bench/out: the
+ * shape of tree users edit. Undefined when debootstrap or the mirror is not there.
+ */
+function debianTree(): string | undefined {
+  const dir = path.resolve(import.meta.dirname, 'out/debian-minbase');
+  if (fs.existsSync(path.join(dir, 'etc/debian_version'))) return dir;
+  const have = spawnSync('sh', ['-c', 'command -v debootstrap'], { encoding: 'utf8' }).status === 0;
+  if (!have) return undefined;
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.dirname(dir), { recursive: true });
+  const r = spawnSync('debootstrap', ['--variant=minbase', 'bookworm', dir, 'http://deb.debian.org/debian'], {
+    encoding: 'utf8',
+  });
+  return r.status === 0 ? dir : undefined;
+}
+if (want('edit')) {
+  rows.push('', '## Editor: 100 files and 10 directories into an image, vs `debugfs -w -f` and `e2cp`', '');
+  rows.push(
+    '| image | ours in-process (ms) | ours CLI, one `edit` script (ms) | debugfs -w -f batch (ms) | e2cp + e2mkdir per entry (ms) | in-process vs debugfs | CLI vs debugfs | in-process vs e2cp | floor: cp -a of the files (ms) |',
+    '|---|---|---|---|---|---|---|---|---|',
+  );
+  const files = path.join(work, 'edit-src');
+  for (let d = 0; d < 10; d++) {
+    fs.mkdirSync(path.join(files, `d${d}`), { recursive: true });
+    for (let k = 0; k < 10; k++)
+      fs.writeFileSync(path.join(files, `d${d}`, `f${k}`), randomBytes(100 + (((d * 10 + k) * 397) % 4000)));
+  }
+  const entries: [string, string][] = [];
+  for (let d = 0; d < 10; d++)
+    for (let k = 0; k < 10; k++) entries.push([path.join(files, `d${d}`, `f${k}`), `/bench/d${d}/f${k}`]);
+  const script = path.join(work, 'edit.script');
+  fs.writeFileSync(
+    script,
+    [
+      'mkdir /bench',
+      ...Array.from({ length: 10 }, (_, d) => `mkdir /bench/d${d}`),
+      ...entries.map(([h, i]) => `write ${i} --from ${h}`),
+    ].join('\n') + '\n',
+  );
+  const dbg = path.join(work, 'debugfs.script');
+  fs.writeFileSync(
+    dbg,
+    [
+      'mkdir /bench',
+      ...Array.from({ length: 10 }, (_, d) => `mkdir /bench/d${d}`),
+      ...entries.map(([h, i]) => `write ${h} ${i}`),
+    ].join('\n') + '\n',
+  );
+  const haveE2cp = spawnSync('sh', ['-c', 'command -v e2cp'], { encoding: 'utf8' }).status === 0;
+  const bases: [string, string][] = [];
+  const empty = path.join(work, 'edit-8g.img');
+  formatImage(empty, { sizeBytes: 8 * 2 ** 30 });
+  bases.push(['empty 8 GiB', empty]);
+  const debian = debianTree();
+  if (debian) {
+    const rootfs = path.join(work, 'edit-rootfs.img');
+    sh('truncate', ['-s', '1G', rootfs]);
+    sh('mkfs.ext4', ['-q', '-F', '-d', debian, rootfs]);
+    bases.push(['Debian minbase rootfs, 1 GiB', rootfs]);
+  } else rows.push('(debootstrap or its mirror was not available: the rootfs row is missing)', '');
+  const target = path.join(work, 'edit-target.img');
+  const floorOut = path.join(work, 'edit-floor');
+  for (const [label, base] of bases) {
+    // Each run edits a fresh copy of the image (made untimed: sparse copy, then committed).
+    const fresh = () => {
+      settle(target);
+      settle(floorOut);
+      sh('cp', ['--sparse=always', base, target]);
+      const fd = fs.openSync(target, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    };
+    const t = timeAll(
+      {
+        inproc: () => {
+          const ed = Ext4Editor.open(target);
+          ed.mkdir('/bench');
+          for (let d = 0; d < 10; d++) ed.mkdir(`/bench/d${d}`);
+          for (const [h, i] of entries) ed.writeFile(i, { hostPath: h });
+          ed.commit();
+          ed.close();
+        },
+        cli: () => sh(process.execPath, [CLI, 'edit', target, '--script', script]),
+        debugfs: () => sh('debugfs', ['-w', '-f', dbg, target]),
+        e2cp: () => {
+          if (!haveE2cp) return;
+          sh('e2mkdir', [`${target}:/bench`]);
+          for (let d = 0; d < 10; d++) sh('e2mkdir', [`${target}:/bench/d${d}`]);
+          for (const [h, i] of entries) sh('e2cp', [h, `${target}:${i}`]);
+        },
+        floor: () => {
+          sh('cp', ['-a', files, floorOut]);
+          sh('sync', ['-f', floorOut]);
+        },
+      },
+      REPS,
+      fresh,
+    );
+    settle(target);
+    settle(floorOut);
+    const e2 = haveE2cp ? fmt(t.e2cp) : 'n/a';
+    rows.push(
+      `| ${label} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.debugfs)} | ${e2} | ${ratio(t.inproc, t.debugfs)} | ${ratio(t.cli, t.debugfs)} | ${haveE2cp ? ratio(t.inproc, t.e2cp) : 'n/a'} | ${fmt(t.floor)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  // One file with the CLI, against node's start-up and one e2cp.
+  const one = path.join(files, 'd0', 'f0');
+  let k = 0;
+  const single = timeAll(
+    {
+      node: () => sh(process.execPath, ['-e', '0']),
+      write: () => sh(process.execPath, [CLI, 'write', empty, `/single-${k++}`, '--from', one]),
+      e2cp: () => (haveE2cp ? sh('e2cp', [one, `${empty}:/e2cp-${k++}`]) : undefined),
+    },
+    REPS * 2,
+  );
+  rows.push(
+    '',
+    `One CLI \`write\` of a small file: ${fmt(single.write)} ms, node's start-up (\`node -e 0\`) ${fmt(single.node)} ms, so ${fmt(single.write - single.node)} ms of ours (with the V8 code cache warm; target: at most 20); one \`e2cp\`: ${haveE2cp ? fmt(single.e2cp) + ' ms' : 'n/a'}.`,
+    '',
+    `Medians of ${REPS} rounds after a warm-up; every round runs each tool once on a fresh copy of the image (copied and made durable untimed). Ours and debugfs write the same 10 directories and 100 files (100 B to 4 KiB, from host files); e2cp runs once per file (e2mkdir per directory). Ours fsyncs its commit (data, then metadata); the floor is \`cp -a\` of the same files to the host disk plus \`sync -f\`.`,
+  );
+  console.log(rows[rows.length - 3]);
 }
 
 fs.rmSync(work, { recursive: true, force: true });

@@ -68,8 +68,9 @@ function leafEnd(v: Volume, b: Uint8Array): number {
   return v.csum && hasDirTail(b, v.bs) ? v.bs - DIR_TAIL_SIZE : v.bs;
 }
 
-function sealLeaf(v: Volume, dir: number, i: Inode, b: Uint8Array): void {
-  if (v.csum && hasDirTail(b, v.bs)) setDirBlockTail(b, v.bs, seedOf(v, dir, i)!);
+/** The leaf's csum tail is due (computed at commit). */
+function sealLeaf(v: Volume, dir: number, i: Inode, block: number): void {
+  if (v.csum) v.sealLeafLater(block, seedOf(v, dir, i)!);
 }
 
 /**
@@ -411,7 +412,7 @@ function dxAdd(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   const b = r.cache.modify(leafP);
   const end = leafEnd(v, b);
   if (insertInto(b, 0, end, bs, e)) {
-    sealLeaf(v, dir, i, b);
+    sealLeaf(v, dir, i, leafP);
     return;
   }
   const rootBuf = r.readBlocks(frames[0]!.pblk);
@@ -502,7 +503,7 @@ export function addEntry(v: Volume, dir: number, name: Uint8Array, ino: number, 
       if (blk.dx) continue;
       const b = v.r.cache.modify(blk.pblk);
       if (insertInto(b, 0, leafEnd(v, b), v.bs, e)) {
-        sealLeaf(v, dir, i, b);
+        sealLeaf(v, dir, i, blk.pblk);
         added = true;
         break;
       }
@@ -546,7 +547,7 @@ export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
   }
   const b = v.r.cache.modify(slot.pblk);
   removeAt(b, 0, leafEnd(v, b), v.bs, slot.offset);
-  sealLeaf(v, dir, i, b);
+  sealLeaf(v, dir, i, slot.pblk);
   return slot.inode;
 }
 
@@ -566,7 +567,7 @@ export function retarget(v: Volume, dir: number, name: Uint8Array, ino: number, 
   const b = v.r.cache.modify(slot.pblk);
   put32(b, slot.offset, ino);
   if (hasFileType(v)) b[slot.offset + 7] = fileType;
-  sealLeaf(v, dir, i, b);
+  sealLeaf(v, dir, i, slot.pblk);
 }
 
 /** Sets the '..' of directory `dir` to `parent` (after a move). */
@@ -597,7 +598,7 @@ export function setDotDot(v: Volume, dir: number, parent: number): void {
   );
   if (!dd) throw new Ext4Error('CORRUPT', `directory ${dir} has no '..' entry`, { inode: dir });
   put32(b, dd.offset, parent);
-  sealLeaf(v, dir, i, b);
+  sealLeaf(v, dir, i, p0);
 }
 
 /** The parent recorded in a directory's '..'. */

@@ -40,6 +40,7 @@ import {
   FL_HUGE_FILE,
 } from '../ext4/inode.js';
 import { setBitRange, testBit, bitmapChecksum } from '../ext4/bitmap.js';
+import { hasDirTail, setDirBlockTail } from '../ext4/dirent.js';
 import { Ext4Reader, type ReaderOptions } from '../ext4/reader.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
@@ -99,6 +100,12 @@ export class Volume {
   /** Feature bits the edit needs set (large_file, huge_file, dir_nlink). */
   private roCompatAdd = 0;
   private incompatAdd = 0;
+  /** Inodes and directory leaves whose checksums are computed at commit. */
+  private readonly pendingInodes = new Set<number>();
+  private readonly pendingLeaves = new Map<number, number>();
+  /** Per group: no free block (inode) before this bit; found lazily, forgotten when anything is freed. */
+  private readonly blockHint = new Map<number, number>();
+  private readonly inodeHint = new Map<number, number>();
   /** Groups whose bitmaps changed: their checksums are refreshed at commit. */
   private dirtyGroups: number[] = [];
   private readonly dirtySet = new Set<number>();
@@ -301,7 +308,7 @@ export class Volume {
     if (this.csum) c = groupDescChecksum(this.csumSeed, g, b, offset, ds);
     else if (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) c = groupDescCrc16(this.sb.s_uuid, g, b, offset, ds);
     putGroupDescChecksum(b, offset, c);
-    this.r.forgetGroupDesc(g);
+    this.r.rememberGroupDesc(g, { ...d, checksum: c });
   }
 
   private touchGroup(g: number): void {
@@ -404,11 +411,13 @@ export class Volume {
       if (free === 0 || (best && free <= best.len)) continue;
       const first = this.groupFirstBlock(g);
       const n = this.groupBlocks(g);
-      // The goal's group is searched from the goal first, and from its start on the last lap.
-      const from = k === 0 ? goal - first : 0;
+      // The goal's group is searched from the goal first, and from its start on the last lap; never
+      // before the group's first free block.
+      const bm = this.blockBitmap(g);
+      const low = this.firstFree(this.blockHint, g, bm, n);
+      const from = Math.max(low, k === 0 ? goal - first : 0);
       const to = k === this.groupCount ? goal - first : n;
       if (from >= to) continue;
-      const bm = this.blockBitmap(g);
       const run = scanFree(bm, from, to, want);
       if (run && (!best || run.len > best.len)) best = { start: first + run.start, len: run.len };
       if (best && best.len >= want) return best;
@@ -443,7 +452,20 @@ export class Volume {
     this.frees.push({ start, len });
   }
 
+  /** The first clear bit of a group's bitmap at or after its remembered hint (which moves up to it). */
+  private firstFree(hints: Map<number, number>, g: number, bm: Uint8Array, n: number): number {
+    let i = hints.get(g) ?? 0;
+    while (i < n) {
+      if ((i & 7) === 0 && bm[i >>> 3] === 0xff) i += 8;
+      else if (testBit(bm, i)) i++;
+      else break;
+    }
+    hints.set(g, Math.min(i, n));
+    return Math.min(i, n);
+  }
+
   private releaseFrees(): void {
+    this.blockHint.clear();
     const frees = this.frees.sort((a, b) => a.start - b.start);
     this.frees = [];
     for (let k = 1; k < frees.length; k++)
@@ -528,7 +550,7 @@ export class Volume {
 
   private takeInode(g: number, isDir: boolean): number | undefined {
     const bm = this.inodeBitmapForWrite(g);
-    const first = g === 0 ? Math.max(0, this.sb.s_first_ino - 1) : 0;
+    const first = Math.max(g === 0 ? this.sb.s_first_ino - 1 : 0, this.firstFree(this.inodeHint, g, bm, this.ipg));
     const run = scanFree(bm, first, this.ipg, 1);
     if (!run) throw new Ext4Error('CORRUPT', `group ${g} counts free inodes but its bitmap has none`, { group: g });
     const idx = run.start;
@@ -551,6 +573,7 @@ export class Volume {
     const bm = this.inodeBitmapForWrite(g);
     if (!testBit(bm, idx)) throw new Ext4Error('CORRUPT', `inode ${ino} is freed but was not in use`, { inode: ino });
     bm[idx >>> 3]! &= ~(1 << (idx & 7));
+    this.inodeHint.delete(g);
     const gd = this.gd(g);
     gd.freeInodes++;
     if (isDir) gd.usedDirs = Math.max(0, gd.usedDirs - 1);
@@ -569,7 +592,7 @@ export class Volume {
     const { block, offset } = this.r.inodeLocation(ino);
     const b = this.r.cache.modify(block);
     encodeInode(b, offset, this.inodeSize, inode);
-    if (this.csum) setInodeChecksum(this.csumSeed, ino, b, offset, this.inodeSize);
+    this.sealInode(ino);
   }
 
   /** Writes a new inode's whole record: zeros past the fields (no stale attributes), then `inode`. */
@@ -578,7 +601,7 @@ export class Volume {
     const b = this.r.cache.modify(block);
     b.fill(0, offset, offset + this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
-    if (this.csum) setInodeChecksum(this.csumSeed, ino, b, offset, this.inodeSize);
+    this.sealInode(ino);
   }
 
   /** The raw record of inode `ino` for in-place changes (in-inode xattrs); call sealInode after. */
@@ -587,10 +610,32 @@ export class Volume {
     return { buf: this.r.cache.modify(block), offset };
   }
 
+  /**
+   * The inode's checksum is due: computed once at commit, however often the inode changes before
+   * (reads of blocks this process changed are not verified, so nothing sees it stale).
+   */
   sealInode(ino: number): void {
-    if (!this.csum) return;
-    const { buf, offset } = this.inodeRecordForWrite(ino);
-    setInodeChecksum(this.csumSeed, ino, buf, offset, this.inodeSize);
+    if (this.csum) this.pendingInodes.add(ino);
+  }
+
+  /** A directory leaf block whose csum tail is due (computed at commit, like inode checksums). */
+  sealLeafLater(block: number, seed: number): void {
+    this.pendingLeaves.set(block, seed);
+  }
+
+  private sealPending(): void {
+    const cache = this.r.cache;
+    for (const ino of this.pendingInodes) {
+      const { block, offset } = this.r.inodeLocation(ino);
+      if (cache.overlay.has(block)) setInodeChecksum(this.csumSeed, ino, cache.modify(block), offset, this.inodeSize);
+    }
+    for (const [block, seed] of this.pendingLeaves)
+      if (cache.overlay.has(block)) {
+        const b = cache.modify(block);
+        if (hasDirTail(b, this.bs)) setDirBlockTail(b, this.bs, seed);
+      }
+    this.pendingInodes.clear();
+    this.pendingLeaves.clear();
   }
 
   /** i_extra_isize for new inodes: what the superblock asks for, or 32 (the kernel's size of the fields). */
@@ -665,6 +710,8 @@ export class Volume {
     const m = this.mark;
     this.r.cache.rollbackOp();
     this.r.forgetGroupDesc();
+    this.blockHint.clear();
+    this.inodeHint.clear();
     if (!m) return;
     this.freeBlocksDelta = m.freeBlocks;
     this.freeInodesDelta = m.freeInodes;
@@ -687,6 +734,7 @@ export class Volume {
    */
   seal(now: number): { data: DataPiece[]; meta: Map<number, Uint8Array> } {
     this.releaseFrees();
+    this.sealPending();
     for (const g of this.dirtyGroups) {
       const gd = this.gd(g);
       if (this.csum) {
@@ -765,6 +813,10 @@ export class Volume {
   discard(): void {
     this.r.cache.discard();
     this.r.forgetGroupDesc();
+    this.blockHint.clear();
+    this.inodeHint.clear();
+    this.pendingInodes.clear();
+    this.pendingLeaves.clear();
     this.frees = [];
     this.freeBlocksDelta = 0;
     this.freeInodesDelta = 0;

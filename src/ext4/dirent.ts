@@ -53,9 +53,45 @@ export interface RawDirent extends DirEntry {
 }
 
 /**
- * Parses the entries in [start, end) of a directory block (or of an inline directory's area), checking
- * every rec_len against the area. Unused entries (inode 0) are included; the metadata_csum tail is not.
- * Without the filetype feature, `fileType` is 0.
+ * Walks the entries in [start, end) of a directory block (or of an inline directory's area), checking
+ * every rec_len against the area; `visit(offset, inode, recLen, nameLen)` is called for each entry but
+ * the metadata_csum tail, and the walk stops when it returns true. Returns the offset it stopped at,
+ * or -1 after the last entry.
+ */
+export function walkDirEntries(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  blockSize: number,
+  where: Ext4ErrorContext,
+  visit: (off: number, inode: number, recLen: number, nameLen: number) => boolean | void,
+): number {
+  let off = start;
+  while (off < end) {
+    if (off + 8 > end)
+      throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off - start}`, {
+        ...where,
+        offset: off,
+      });
+    const recLen = decodeRecLen(b[off + 4]! | (b[off + 5]! << 8), blockSize);
+    const nameLen = b[off + 6]!;
+    const inode = u32(b, off);
+    // An unused entry's name length means nothing; a live one's name must fit its record.
+    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > end || (inode !== 0 && 8 + nameLen > recLen))
+      throw new Ext4Error('CORRUPT', `bad directory entry length ${recLen} at offset ${off - start}`, {
+        ...where,
+        offset: off,
+      });
+    const isTail = inode === 0 && recLen === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
+    if (!isTail && visit(off, inode, recLen, nameLen)) return off;
+    off += recLen;
+  }
+  return -1;
+}
+
+/**
+ * The entries in [start, end) of a directory block or inline area (see walkDirEntries). Unused entries
+ * (inode 0) are included; the metadata_csum tail is not. Without the filetype feature, `fileType` is 0.
  */
 export function parseDirEntries(
   b: Uint8Array,
@@ -66,34 +102,33 @@ export function parseDirEntries(
   where: Ext4ErrorContext = {},
 ): RawDirent[] {
   const out: RawDirent[] = [];
-  let off = start;
-  while (off < end) {
-    if (off + 8 > end)
-      throw new Ext4Error('CORRUPT', `directory entry header crosses the block end at ${off - start}`, {
-        ...where,
-        offset: off,
-      });
-    const recLen = decodeRecLen(u16(b, off + 4), blockSize);
-    const nameLen = b[off + 6]!;
-    const inode = u32(b, off);
-    // An unused entry's name length means nothing; a live one's name must fit its record.
-    if (recLen < 8 || recLen % 4 !== 0 || off + recLen > end || (inode !== 0 && 8 + nameLen > recLen))
-      throw new Ext4Error('CORRUPT', `bad directory entry length ${recLen} at offset ${off - start}`, {
-        ...where,
-        offset: off,
-      });
-    const isTail = inode === 0 && recLen === DIR_TAIL_SIZE && nameLen === 0 && b[off + 7] === FT_DIR_CSUM;
-    if (!isTail)
-      out.push({
-        inode,
-        name: b.slice(off + 8, off + 8 + (inode !== 0 ? nameLen : 0)),
-        fileType: hasFileType ? b[off + 7]! : FT_UNKNOWN,
-        offset: off,
-        recLen,
-      });
-    off += recLen;
-  }
+  walkDirEntries(b, start, end, blockSize, where, (offset, inode, recLen, nameLen) => {
+    out.push({
+      inode,
+      name: b.slice(offset + 8, offset + 8 + (inode !== 0 ? nameLen : 0)),
+      fileType: hasFileType ? b[offset + 7]! : FT_UNKNOWN,
+      offset,
+      recLen,
+    });
+  });
   return out;
+}
+
+/** The offset of the live entry named `name` in [start, end), or -1 (names compared in place). */
+export function findDirEntry(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  blockSize: number,
+  name: Uint8Array,
+  where: Ext4ErrorContext = {},
+): number {
+  const len = name.length;
+  return walkDirEntries(b, start, end, blockSize, where, (off, inode, _rec, nameLen) => {
+    if (inode === 0 || nameLen !== len) return false;
+    for (let k = 0; k < len; k++) if (b[off + 8 + k] !== name[k]) return false;
+    return true;
+  });
 }
 
 /** The entries of one whole linear block (see parseDirEntries). */

@@ -48,7 +48,7 @@ import {
   extentBlockChecksumOffset,
   blockMaxEntries,
 } from './extent.js';
-import { parseDirEntries, hasDirTail, dirBlockChecksum, decodeRecLen, type RawDirent } from './dirent.js';
+import { parseDirEntries, findDirEntry, hasDirTail, dirBlockChecksum, decodeRecLen, type RawDirent } from './dirent.js';
 import {
   XATTR_MAGIC,
   XATTR_BLOCK_HEADER,
@@ -207,6 +207,8 @@ export class Ext4Reader {
   readonly cache: BlockCache;
   protected readonly verify: boolean;
   private readonly gdCache = new Map<number, GroupDesc>();
+  /** Inodes whose checksums were verified as read from the device (bounded). */
+  private readonly verifiedInodes = new Set<number>();
 
   protected constructor(
     readonly dev: BlockDevice,
@@ -366,6 +368,11 @@ export class Ext4Reader {
     return { block: this.descBlockLoc(Math.floor(g / dpb)), offset: (g % dpb) * this.descSize };
   }
 
+  /** Keeps the decoded form of a descriptor just written (its block changed with it). */
+  rememberGroupDesc(g: number, d: GroupDesc): void {
+    this.gdCache.set(g, d);
+  }
+
   /** Forgets decoded descriptors (one group, or all) after their blocks changed. */
   forgetGroupDesc(g?: number): void {
     if (g === undefined) this.gdCache.clear();
@@ -423,9 +430,19 @@ export class Ext4Reader {
       if (n > 1 && !this.cache.changed) this.cache.prefetch(block, n);
     }
     const b = this.readBlocks(block);
-    if (this.verify && this.csum && !isZero(b, off, this.inodeSize)) {
+    if (
+      this.verify &&
+      this.csum &&
+      !this.cache.isTrusted(block) &&
+      !this.verifiedInodes.has(ino) &&
+      !isZero(b, off, this.inodeSize)
+    ) {
       if (inodeChecksum(this.csumSeed, ino, b, off, this.inodeSize) !== storedInodeChecksum(b, off, this.inodeSize))
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
+      if (!this.cache.overlay.has(block)) {
+        if (this.verifiedInodes.size >= 100_000) this.verifiedInodes.clear();
+        this.verifiedInodes.add(ino);
+      }
     }
     return { buf: b, off };
   }
@@ -509,13 +526,14 @@ export class Ext4Reader {
             if (seen.size > 1_000_000)
               throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree too large`, { inode: ino });
             const child = this.readBlocks(x.leaf);
-            if (this.verify && this.csum) {
+            if (this.verify && this.csum && !this.cache.isTrusted(x.leaf)) {
               const t = extentBlockChecksumOffset(this.blockSize);
               if (crc32c(this.inodeSeed(ino, i.generation), child, 0, t) !== u32(child, t))
                 throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extent block ${x.leaf} checksum mismatch`, {
                   inode: ino,
                   block: x.leaf,
                 });
+              this.cache.markVerified(x.leaf);
             }
             metaBlocks.push(x.leaf);
             walk(child, h.depth - 1, blockMaxEntries(this.blockSize));
@@ -681,23 +699,50 @@ export class Ext4Reader {
    */
   dirBlock(ino: number, i: Inode, lblk: number, pblk: number, leaf = false): DirBlock {
     const bs = this.blockSize;
+    const { buf, dx, tail } = this.dirBlockBuf(ino, i, lblk, pblk, leaf);
+    const where = { inode: ino, block: pblk };
+    // The dx_root keeps '.' and '..' in front of its index ('..' spans the rest of the block).
+    const entries = dx
+      ? lblk === 0
+        ? parseDirEntries(buf, 0, bs, bs, this.hasFileType, where)
+        : []
+      : parseDirEntries(buf, 0, bs, bs, this.hasFileType, where);
+    return { lblk, pblk, buf, entries, dx, tail };
+  }
+
+  /** A directory block, its kind found and its checksum verified (once), without parsing its entries. */
+  dirBlockBuf(
+    ino: number,
+    i: Inode,
+    lblk: number,
+    pblk: number,
+    leaf = false,
+  ): { buf: Uint8Array; dx: boolean; tail: boolean } {
+    const bs = this.blockSize;
     const b = this.readBlocks(pblk);
     const indexed = (i.flags & FL_INDEX) !== 0;
     const isRoot = indexed && lblk === 0;
     // An emptied leaf of a directory without csum tails looks like a dx_node; the htree walk knows which
     // blocks are leaves (`leaf`), a linear read cannot tell and finds no entries in either.
     const dx = !leaf && (isRoot || (indexed && u32(b, 0) === 0 && decodeRecLen(u16(b, 4), bs) === bs));
-    const where = { inode: ino, block: pblk };
+    const check = this.csum && this.verify && !this.cache.isTrusted(pblk);
     if (dx) {
-      if (this.csum && this.verify) this.verifyDxTail(ino, i, b, isRoot, pblk);
-      // The dx_root keeps '.' and '..' in front of its index ('..' spans the rest of the block).
-      const entries = isRoot ? parseDirEntries(b, 0, bs, bs, this.hasFileType, where) : [];
-      return { lblk, pblk, buf: b, entries, dx: true, tail: false };
+      if (check) {
+        this.verifyDxTail(ino, i, b, isRoot, pblk);
+        this.cache.markVerified(pblk);
+      }
+      return { buf: b, dx: true, tail: false };
     }
     const tail = this.csum && hasDirTail(b, bs);
-    if (tail && this.verify && dirBlockChecksum(this.inodeSeed(ino, i.generation), b, bs) !== u32(b, bs - 4))
-      throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${pblk} checksum mismatch`, where);
-    return { lblk, pblk, buf: b, entries: parseDirEntries(b, 0, bs, bs, this.hasFileType, where), dx: false, tail };
+    if (tail && check) {
+      if (dirBlockChecksum(this.inodeSeed(ino, i.generation), b, bs) !== u32(b, bs - 4))
+        throw new Ext4Error('BAD_CHECKSUM', `directory ${ino}: block ${pblk} checksum mismatch`, {
+          inode: ino,
+          block: pblk,
+        });
+      this.cache.markVerified(pblk);
+    }
+    return { buf: b, dx: false, tail };
   }
 
   /** The blocks of a directory in logical order (holes and uninitialized extents skipped). */
@@ -922,9 +967,8 @@ export class Ext4Reader {
           const p = this.physicalBlock(runs, leaf);
           if (p === undefined)
             throw new Ext4Error('CORRUPT', `directory ${ino}: htree leaf ${leaf} is a hole`, { inode: ino });
-          const b = this.dirBlock(ino, i, leaf, p, true);
-          for (const e of b.entries)
-            if (match(e)) return { inode: e.inode, fileType: e.fileType, lblk: leaf, pblk: p, offset: e.offset };
+          const hit = this.findIn(ino, i, leaf, p, name, true);
+          if (hit) return hit;
           // Names with the same hash may continue in the next leaf.
           const next = this.dxNextLeaf(ino, i, probe.frames, runs);
           leaf = next && (next.hash & ~1) >>> 0 === probe.hash ? next.leaf : undefined;
@@ -932,10 +976,33 @@ export class Ext4Reader {
         return undefined;
       }
     }
-    for (const b of this.dirBlocks(ino, i))
-      for (const e of b.entries)
-        if (match(e)) return { inode: e.inode, fileType: e.fileType, lblk: b.lblk, pblk: b.pblk, offset: e.offset };
+    if (i.size > MAX_DIR_BYTES)
+      throw new Ext4Error('CORRUPT', `directory ${ino} claims ${i.size} bytes`, { inode: ino });
+    const bs = this.blockSize;
+    for (const r of this.blockRuns(ino, i)) {
+      if (r.uninit) continue;
+      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size; k++) {
+        const hit = this.findIn(ino, i, r.lblk + k, r.pblk + k, name, false);
+        if (hit) return hit;
+      }
+    }
     return undefined;
+  }
+
+  /** Looks for `name` in one directory block (dx blocks hold no entries). */
+  private findIn(
+    ino: number,
+    i: Inode,
+    lblk: number,
+    pblk: number,
+    name: Uint8Array,
+    leaf: boolean,
+  ): DirSlot | undefined {
+    const { buf, dx } = this.dirBlockBuf(ino, i, lblk, pblk, leaf);
+    if (dx) return undefined;
+    const off = findDirEntry(buf, 0, this.blockSize, this.blockSize, name, { inode: ino, block: pblk });
+    if (off < 0) return undefined;
+    return { inode: u32(buf, off), fileType: this.hasFileType ? buf[off + 7]! : 0, lblk, pblk, offset: off };
   }
 
   /** The attribute area inside an inode's bytes: [start, end) after i_extra_isize, when it has one. */
@@ -971,7 +1038,12 @@ export class Ext4Reader {
           inode: ino,
           block: i.fileAcl,
         });
-      if (this.verify && this.csum && xattrBlockChecksum(this.csumSeed, i.fileAcl, b) !== u32(b, 16))
+      if (
+        this.verify &&
+        this.csum &&
+        !this.cache.isTrusted(i.fileAcl) &&
+        xattrBlockChecksum(this.csumSeed, i.fileAcl, b) !== u32(b, 16)
+      )
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extended attribute block ${i.fileAcl} checksum mismatch`, {
           inode: ino,
           block: i.fileAcl,

@@ -30,6 +30,12 @@ export class BlockCache {
   pendingDataBytes = 0;
   private undo: Map<number, Uint8Array | undefined> | undefined;
   private undoPieces: DataPiece[] | undefined;
+  /** Spare block buffers for undo copies (an edit makes thousands; reusing them spares the GC). */
+  private pool: Uint8Array[] = [];
+  /** Blocks this process changed: their checksums are its own to compute, not to verify. */
+  private readonly trusted = new Set<number>();
+  /** Clean blocks whose checksums have been verified once. */
+  private readonly verified = new Set<number>();
 
   constructor(
     readonly dev: BlockDevice,
@@ -97,7 +103,21 @@ export class BlockCache {
   private remember(block: number, b: Uint8Array): void {
     this.clean.delete(block);
     this.clean.set(block, b);
-    if (this.clean.size > CLEAN_MAX) this.clean.delete(this.clean.keys().next().value!);
+    if (this.clean.size > CLEAN_MAX) {
+      const old = this.clean.keys().next().value!;
+      this.clean.delete(old);
+      this.verified.delete(old);
+    }
+  }
+
+  /** True when a block's checksums need no checking: this process wrote it, or checked it already. */
+  isTrusted(block: number): boolean {
+    return this.trusted.has(block) || (this.verified.has(block) && !this.overlay.has(block));
+  }
+
+  /** Records that a clean block's checksums were verified (overlay blocks from a journal are not). */
+  markVerified(block: number): void {
+    if (!this.overlay.has(block)) this.verified.add(block);
   }
 
   /** File data blocks: like `read`, with pending new data patched in. */
@@ -133,7 +153,15 @@ export class BlockCache {
   }
 
   private noteUndo(block: number): void {
-    if (this.undo && !this.undo.has(block)) this.undo.set(block, this.overlay.get(block)?.slice());
+    if (!this.undo || this.undo.has(block)) return;
+    const o = this.overlay.get(block);
+    if (!o) {
+      this.undo.set(block, undefined);
+      return;
+    }
+    const copy = this.pool.pop() ?? new Uint8Array(this.blockSize);
+    copy.set(o);
+    this.undo.set(block, copy);
   }
 
   /** A mutable copy of a block that becomes its current content (read first when not in the overlay). */
@@ -147,6 +175,7 @@ export class BlockCache {
     const copy = this.read(block).slice();
     this.noteUndo(block);
     this.overlay.set(block, copy);
+    this.trusted.add(block);
     return copy;
   }
 
@@ -157,6 +186,7 @@ export class BlockCache {
       throw new Ext4Error('CORRUPT', `block ${block}: ${data.length} bytes is not one block`);
     this.noteUndo(block);
     this.overlay.set(block, data);
+    this.trusted.add(block);
   }
 
   /** Adds new file data for blocks that were free before the edit. */
@@ -197,6 +227,7 @@ export class BlockCache {
 
   /** The operation succeeded: its changes stay. */
   endOp(): void {
+    if (this.undo) for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
     this.undo = undefined;
     this.undoPieces = undefined;
   }
@@ -206,8 +237,13 @@ export class BlockCache {
     if (!this.undo) return;
     for (const [block, before] of this.undo) {
       if (before) this.overlay.set(block, before);
-      else this.overlay.delete(block);
+      else {
+        this.overlay.delete(block);
+        this.trusted.delete(block);
+      }
     }
+    // The copies now serve as the overlay's blocks: none goes back to the pool.
+    this.undo = undefined;
     const added = new Set(this.undoPieces);
     if (added.size) {
       this.pieces = this.pieces.filter((p) => !added.has(p));
@@ -219,6 +255,7 @@ export class BlockCache {
   /** Drops every change (overlay and pending data): the device content is current again. */
   discard(): void {
     this.overlay.clear();
+    this.trusted.clear();
     this.pieces = [];
     this.pendingDataBytes = 0;
     this.endOp();
@@ -227,6 +264,9 @@ export class BlockCache {
   /** The overlay has been written to the device: its blocks become clean. */
   overlayWritten(): void {
     for (const [block, data] of this.overlay) this.remember(block, data);
+    // Written with the checksums this process computed: correct as they stand.
+    for (const block of this.trusted) if (this.clean.has(block)) this.verified.add(block);
     this.overlay.clear();
+    this.trusted.clear();
   }
 }
