@@ -167,6 +167,12 @@ export class Ext4Editor {
     return this.opNow;
   }
 
+  /**
+   * Directories already resolved by path (the parents of a batch's paths repeat). Adding names cannot
+   * change what a path resolves to; removing, renaming and a failed operation clear it.
+   */
+  private readonly dirCache = new Map<string, number>();
+
   /** An asynchronous write is under way: nothing else may change the edit until it settles. */
   private busy = false;
 
@@ -183,6 +189,7 @@ export class Ext4Editor {
 
   private failOp(e: unknown): Ext4Error {
     this.v.rollbackOp();
+    this.dirCache.clear();
     if (e instanceof Ext4Error) return e;
     return new Ext4Error('IO_ERROR', `${(e as Error).message ?? String(e)}`, { cause: e });
   }
@@ -222,7 +229,12 @@ export class Ext4Editor {
     const dirPath = display.slice(0, cut) || '/';
     const name = enc.encode(display.slice(cut + 1));
     // The parent first, as the kernel walks a path: its errors come before the last name's.
-    const parent = this.v.r.lookup(dirPath, { followLast: true });
+    let parent = this.dirCache.get(dirPath);
+    if (parent === undefined) {
+      parent = this.v.r.lookup(dirPath, { followLast: true });
+      if (this.dirCache.size > 4096) this.dirCache.clear();
+      this.dirCache.set(dirPath, parent);
+    }
     const pi = this.v.readInode(parent);
     if ((pi.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_A_DIRECTORY', `${dirPath} is not a directory`, { path });
@@ -601,6 +613,7 @@ export class Ext4Editor {
 
   /** Removes a file, link or (with `recursive`) a directory tree; `force` ignores a missing path. */
   rm(path: string, opts: { recursive?: boolean; force?: boolean } = {}): void {
+    this.dirCache.clear();
     this.op(() => {
       if (normalize(path) === '/')
         throw new Ext4Error('INVALID_ARGUMENT', 'refusing to remove the root directory', { path });
@@ -637,6 +650,7 @@ export class Ext4Editor {
       this.dropLink(slot.inode);
       this.touchDir(where.parent);
     });
+    this.dirCache.clear();
   }
 
   /** Removes everything inside directory `dir` (depth first). */
@@ -678,6 +692,7 @@ export class Ext4Editor {
    * a directory into itself is refused.
    */
   rename(from: string, to: string): void {
+    this.dirCache.clear();
     this.op(() => {
       if (normalize(from) === '/' || normalize(to) === '/')
         throw new Ext4Error('INVALID_ARGUMENT', 'the root directory cannot be renamed or replaced', { path: from });
@@ -751,6 +766,7 @@ export class Ext4Editor {
       this.touchDir(src.parent);
       if (dst.parent !== src.parent) this.touchDir(dst.parent);
     });
+    this.dirCache.clear();
   }
 
   // ---- metadata ----
@@ -890,6 +906,15 @@ export class Ext4Editor {
    * `dest` is a directory. Space is checked before anything is written.
    */
   copyIn(source: string | TreeSource, dest: string, opts: CopyInOptions = {}): CopyInResult {
+    this.dirCache.clear();
+    try {
+      return this.copyInOp(source, dest, opts);
+    } finally {
+      this.dirCache.clear();
+    }
+  }
+
+  private copyInOp(source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
     return this.op(() => {
       const tree = typeof source === 'string' ? hostSource(source) : source;
       const root = tree.root();
@@ -1081,6 +1106,7 @@ export class Ext4Editor {
 
   /** Drops every change not yet committed. */
   discard(): void {
+    this.dirCache.clear();
     this.v.discard();
   }
 

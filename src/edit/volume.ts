@@ -100,6 +100,9 @@ export class Volume {
   /** Feature bits the edit needs set (large_file, huge_file, dir_nlink). */
   private roCompatAdd = 0;
   private incompatAdd = 0;
+  /** Descriptors the edit changed (encoded at commit), and their values before the operation. */
+  private readonly dirtyGd = new Map<number, GroupDesc>();
+  private gdUndo: Map<number, GroupDesc | undefined> | undefined;
   /** Inodes and directory leaves whose checksums are computed at commit. */
   private readonly pendingInodes = new Set<number>();
   private readonly pendingLeaves = new Map<number, number>();
@@ -295,20 +298,36 @@ export class Volume {
 
   // ---- descriptors ----
 
+  /** A copy of descriptor `g` as the edit has it. */
   gd(g: number): GroupDesc {
-    return { ...this.r.groupDesc(g) };
+    return { ...(this.dirtyGd.get(g) ?? this.r.groupDesc(g)) };
   }
 
+  /**
+   * Changes descriptor `g`. The edit keeps it decoded (and the reader sees it so); it is encoded into
+   * its block, with its checksum, once at commit.
+   */
   setGd(g: number, d: GroupDesc): void {
-    const { block, offset } = this.r.descLocation(g);
-    const b = this.r.cache.modify(block);
+    if (this.gdUndo && !this.gdUndo.has(g)) this.gdUndo.set(g, this.dirtyGd.get(g));
+    const copy = { ...d };
+    this.dirtyGd.set(g, copy);
+    this.r.rememberGroupDesc(g, copy);
+  }
+
+  /** Encodes the changed descriptors into their blocks. */
+  private flushGd(): void {
     const ds = this.r.descSize;
-    encodeGroupDesc(b, offset, ds, d);
-    let c = 0;
-    if (this.csum) c = groupDescChecksum(this.csumSeed, g, b, offset, ds);
-    else if (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) c = groupDescCrc16(this.sb.s_uuid, g, b, offset, ds);
-    putGroupDescChecksum(b, offset, c);
-    this.r.rememberGroupDesc(g, { ...d, checksum: c });
+    for (const [g, d] of [...this.dirtyGd].sort((a, b) => a[0] - b[0])) {
+      const { block, offset } = this.r.descLocation(g);
+      const b = this.r.cache.modify(block);
+      encodeGroupDesc(b, offset, ds, d);
+      let c = 0;
+      if (this.csum) c = groupDescChecksum(this.csumSeed, g, b, offset, ds);
+      else if (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) c = groupDescCrc16(this.sb.s_uuid, g, b, offset, ds);
+      putGroupDescChecksum(b, offset, c);
+      d.checksum = c;
+    }
+    this.dirtyGd.clear();
   }
 
   private touchGroup(g: number): void {
@@ -691,6 +710,7 @@ export class Volume {
 
   beginOp(): void {
     this.r.cache.beginOp();
+    this.gdUndo = new Map();
     this.mark = {
       freeBlocks: this.freeBlocksDelta,
       freeInodes: this.freeInodesDelta,
@@ -704,12 +724,19 @@ export class Volume {
   endOp(): void {
     this.r.cache.endOp();
     this.mark = undefined;
+    this.gdUndo = undefined;
   }
 
   rollbackOp(): void {
     const m = this.mark;
     this.r.cache.rollbackOp();
+    for (const [g, before] of this.gdUndo ?? []) {
+      if (before) this.dirtyGd.set(g, before);
+      else this.dirtyGd.delete(g);
+    }
+    this.gdUndo = undefined;
     this.r.forgetGroupDesc();
+    for (const [g, d] of this.dirtyGd) this.r.rememberGroupDesc(g, d);
     this.blockHint.clear();
     this.inodeHint.clear();
     if (!m) return;
@@ -724,7 +751,7 @@ export class Volume {
 
   /** True when the open edit changed anything. */
   get changed(): boolean {
-    return this.r.cache.changed || this.frees.length > 0;
+    return this.r.cache.changed || this.frees.length > 0 || this.dirtyGd.size > 0;
   }
 
   /**
@@ -747,6 +774,7 @@ export class Volume {
     }
     this.dirtyGroups = [];
     this.dirtySet.clear();
+    this.flushGd();
     const sb = this.sb;
     const free = freeBlocksCount(sb) + this.freeBlocksDelta;
     sb.s_free_blocks_count_lo = lo32(free);
@@ -812,6 +840,7 @@ export class Volume {
   /** Drops the open edit (nothing of it is written). */
   discard(): void {
     this.r.cache.discard();
+    this.dirtyGd.clear();
     this.r.forgetGroupDesc();
     this.blockHint.clear();
     this.inodeHint.clear();
