@@ -1178,6 +1178,18 @@ function sourceOf(c: FileContent): DataSource & { close?: () => void } {
   };
 }
 
+let sharedRead: Uint8Array | undefined;
+/**
+ * The buffer files are read into: one for all (sources are read one at a time and what they hand out
+ * is copied before the next read), grown to 4 MiB at most; a new one per small file costs more in GC
+ * than the copy.
+ */
+function readBuffer(size: number): Uint8Array {
+  const want = Math.min(CHUNK, Math.max(size, 65536));
+  if (!sharedRead || sharedRead.length < want) sharedRead = new Uint8Array(want);
+  return sharedRead.subarray(0, Math.min(sharedRead.length, Math.max(size, 4096)));
+}
+
 function hostFileSource(p: string): DataSource & { close: () => void } {
   let fd: number;
   try {
@@ -1194,8 +1206,7 @@ function hostFileSource(p: string): DataSource & { close: () => void } {
     fs.closeSync(fd);
     throw new Ext4Error('SOURCE_ERROR', `${p} is not a regular file`, { path: p });
   }
-  // Sized to the file: a 4 MiB buffer for every small file costs more in GC than the copy itself.
-  const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(4096, st.size)));
+  const buf = readBuffer(st.size);
   let pos = 0;
   return {
     size: st.size,
@@ -1212,7 +1223,7 @@ function hostFileSource(p: string): DataSource & { close: () => void } {
 /** A tree source's file as content (streamed, checked for changes while read). */
 function nodeSource(node: SourceNode): DataSource {
   const data = node.openData();
-  const buf = new Uint8Array(Math.min(CHUNK, Math.max(4096, node.size)));
+  const buf = readBuffer(node.size);
   let pos = 0;
   let done = false;
   return {

@@ -424,13 +424,14 @@ export class ContentWriter {
 }
 
 let shared: Uint8Array | undefined;
-/** One reusable buffer for content being cut into blocks (writeContent is not re-entered). */
+/**
+ * The buffer content is cut into blocks in: one for every writer (writers never overlap, and every
+ * block leaves it as a copy), grown to 4 MiB at most.
+ */
 function chunkBuffer(bytes: number): Uint8Array {
-  if (bytes >= CHUNK) {
-    if (!shared) shared = new Uint8Array(CHUNK);
-    return shared;
-  }
-  return new Uint8Array(bytes);
+  const want = Math.min(CHUNK, Math.max(bytes, 65536));
+  if (!shared || shared.length < want) shared = new Uint8Array(want);
+  return shared;
 }
 
 function concat(parts: (Uint8Array | Hole)[], total: number): Uint8Array {
