@@ -1,5 +1,6 @@
 /** jbd2 journal superblock (kernel doc: journal.rst). jbd2 is big-endian. */
 import { be32, putBe32 } from './bytes.js';
+import { crc32c } from './crc32c.js';
 import { Ext4Error } from './errors.js';
 
 export const JBD2_MAGIC = 0xc03b3998;
@@ -72,4 +73,172 @@ export function newJournalSuperblock(blockSize: number, blocks: number, uuid: Ui
   for (const [n, o] of FIELDS) if (v[n] !== undefined) putBe32(b, o, v[n]!);
   b.set(uuid, 0x30);
   return b;
+}
+
+/** Journal block types (the 12-byte header's h_blocktype). */
+export const JBD2_DESCRIPTOR_BLOCK = 1;
+export const JBD2_COMMIT_BLOCK = 2;
+export const JBD2_REVOKE_BLOCK = 5;
+/** Descriptor tag flags. */
+export const JBD2_TAG_ESCAPE = 0x1;
+export const JBD2_TAG_SAME_UUID = 0x2;
+export const JBD2_TAG_LAST = 0x8;
+/** s_checksum_type for crc32c, the only checksum a metadata_csum journal uses. */
+export const JBD2_CRC32C = 4;
+const SB_CHECKSUM_OFFSET = 0xfc;
+const SB_SIZE = 1024;
+
+/** How a journal writes its blocks: tag shape and checksums, from its features. */
+export interface JournalFormat {
+  blockSize: number;
+  is64: boolean;
+  csumV2: boolean;
+  csumV3: boolean;
+  uuid: Uint8Array;
+  /** crc32c(~0, uuid): the seed of every checksum but the superblock's. */
+  seed: number;
+}
+
+export function journalFormat(sb: JournalSuperblock): JournalFormat {
+  const inc = sb.h_blocktype === JBD2_SUPERBLOCK_V2 ? sb.s_feature_incompat : 0;
+  return {
+    blockSize: sb.s_blocksize,
+    is64: (inc & JBD2_INCOMPAT['64bit']) !== 0,
+    csumV2: (inc & JBD2_INCOMPAT.csum_v2) !== 0,
+    csumV3: (inc & JBD2_INCOMPAT.csum_v3) !== 0,
+    uuid: sb.s_uuid,
+    seed: crc32c(0xffffffff, sb.s_uuid),
+  };
+}
+
+/** Bytes of one descriptor tag (without the 16-byte UUID that follows a tag lacking SAME_UUID). */
+export function tagBytes(f: JournalFormat): number {
+  // The v2 tag keeps its checksum in t_checksum and is 2 bytes longer all the same (jbd2 counts it so).
+  if (f.csumV3) return 16;
+  return 12 + (f.csumV2 ? 2 : 0) - (f.is64 ? 0 : 4);
+}
+
+/** Bytes at the end of descriptor and revoke blocks taken by their checksum. */
+export function blockTailBytes(f: JournalFormat): number {
+  return f.csumV2 || f.csumV3 ? 4 : 0;
+}
+
+/** The superblock checksum (v2/v3): crc32c(~0, its 1024 bytes with s_checksum as zero). */
+export function journalSuperblockChecksum(b: Uint8Array): number {
+  let c = crc32c(0xffffffff, b, 0, SB_CHECKSUM_OFFSET);
+  c = crc32c(c, ZERO4, 0, 4);
+  return crc32c(c, b, SB_CHECKSUM_OFFSET + 4, SB_SIZE);
+}
+const ZERO4 = new Uint8Array(4);
+
+/** A data block's tag checksum: crc32c(seed, be32 tid, the block as stored in the journal). */
+export function journalTagChecksum(f: JournalFormat, tid: number, stored: Uint8Array): number {
+  const seq = new Uint8Array(4);
+  putBe32(seq, 0, tid);
+  return crc32c(crc32c(f.seed, seq), stored);
+}
+
+/** A descriptor, revoke or commit block's own checksum: crc32c(seed, the block with its checksum as zero). */
+export function journalBlockChecksum(f: JournalFormat, b: Uint8Array, at: number): number {
+  let c = crc32c(f.seed, b, 0, at);
+  c = crc32c(c, ZERO4, 0, 4);
+  return crc32c(c, b, at + 4, b.length);
+}
+
+/** Writes the dynamic fields of a journal superblock and, with checksums on, its checksum. */
+export function updateJournalSuperblock(
+  b: Uint8Array,
+  v: { s_start: number; s_sequence: number; s_feature_incompat?: number; s_checksum_type?: number },
+): void {
+  putBe32(b, 0x1c, v.s_start);
+  putBe32(b, 0x18, v.s_sequence);
+  if (v.s_feature_incompat !== undefined) putBe32(b, 0x28, v.s_feature_incompat);
+  if (v.s_checksum_type !== undefined) b[0x50] = v.s_checksum_type;
+  const inc = be32(b, 0x28);
+  if (be32(b, 4) === JBD2_SUPERBLOCK_V2 && inc & (JBD2_INCOMPAT.csum_v2 | JBD2_INCOMPAT.csum_v3))
+    putBe32(b, SB_CHECKSUM_OFFSET, journalSuperblockChecksum(b));
+}
+
+/**
+ * The blocks of one transaction as they go into the log from its first block: descriptor blocks, each
+ * followed by the copies its tags describe (a copy starting with the jbd2 magic is stored with four zero
+ * bytes and the escape flag), then the commit block.
+ */
+export function buildTransaction(
+  f: JournalFormat,
+  tid: number,
+  blocks: readonly { block: number; data: Uint8Array }[],
+  commitTime: { sec: number; nsec: number },
+): Uint8Array[] {
+  const bs = f.blockSize;
+  const tb = tagBytes(f);
+  const tail = blockTailBytes(f);
+  const out: Uint8Array[] = [];
+  let k = 0;
+  while (k < blocks.length) {
+    const desc = new Uint8Array(bs);
+    putBe32(desc, 0, JBD2_MAGIC);
+    putBe32(desc, 4, JBD2_DESCRIPTOR_BLOCK);
+    putBe32(desc, 8, tid);
+    const copies: Uint8Array[] = [];
+    let off = 12;
+    let lastTag = -1;
+    while (k < blocks.length) {
+      const first = copies.length === 0;
+      const need = tb + (first ? 16 : 0);
+      if (off + need > bs - tail) break;
+      const { block, data } = blocks[k]!;
+      if (!f.is64 && block >= 0x1_0000_0000)
+        throw new Ext4Error('UNSUPPORTED_FEATURE', `block ${block} needs a 64-bit journal`, { block });
+      let stored = data;
+      let flags = first ? 0 : JBD2_TAG_SAME_UUID;
+      if (be32(data, 0) === JBD2_MAGIC) {
+        stored = data.slice();
+        stored.fill(0, 0, 4);
+        flags |= JBD2_TAG_ESCAPE;
+      }
+      putBe32(desc, off, block % 0x1_0000_0000);
+      if (f.csumV3) {
+        putBe32(desc, off + 4, flags);
+        putBe32(desc, off + 8, Math.floor(block / 0x1_0000_0000));
+        putBe32(desc, off + 12, journalTagChecksum(f, tid, stored));
+      } else {
+        // t_checksum (the low 16 bits, with csum v2) then t_flags, then the high half of the block.
+        const c = f.csumV2 ? journalTagChecksum(f, tid, stored) : 0;
+        desc.set([(c >>> 8) & 0xff, c & 0xff, (flags >>> 8) & 0xff, flags & 0xff], off + 4);
+        if (f.is64) putBe32(desc, off + 8, Math.floor(block / 0x1_0000_0000));
+      }
+      lastTag = off;
+      off += tb;
+      if (first) {
+        desc.set(f.uuid.subarray(0, 16), off);
+        off += 16;
+      }
+      copies.push(stored);
+      k++;
+    }
+    if (lastTag < 0) throw new Ext4Error('CORRUPT', 'journal block too small for a tag');
+    // The last tag of the descriptor carries LAST_TAG (the flags' low byte is at +7 in both tag forms).
+    desc[lastTag + 7] = desc[lastTag + 7]! | JBD2_TAG_LAST;
+    if (tail) putBe32(desc, bs - 4, journalBlockChecksum(f, desc, bs - 4));
+    out.push(desc, ...copies);
+  }
+  const commit = new Uint8Array(bs);
+  putBe32(commit, 0, JBD2_MAGIC);
+  putBe32(commit, 4, JBD2_COMMIT_BLOCK);
+  putBe32(commit, 8, tid);
+  putBe32(commit, 0x30, Math.floor(commitTime.sec / 0x1_0000_0000));
+  putBe32(commit, 0x34, (commitTime.sec % 0x1_0000_0000) >>> 0);
+  putBe32(commit, 0x38, commitTime.nsec);
+  if (f.csumV2 || f.csumV3) putBe32(commit, 0x10, journalBlockChecksum(f, commit, 0x10));
+  out.push(commit);
+  return out;
+}
+
+/** Log blocks a transaction of `n` metadata blocks takes: descriptors, copies and the commit block. */
+export function transactionBlocks(f: JournalFormat, n: number): number {
+  const tb = tagBytes(f);
+  const room = f.blockSize - 12 - blockTailBytes(f) - 16;
+  const perDesc = 1 + Math.floor((room - tb) / tb);
+  return Math.ceil(n / perDesc) + n + 1;
 }
