@@ -16,6 +16,7 @@ import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
 import { COMMANDS, UsageError, parseCommand, parseScript, parseTime, type RunContext } from './edit/commands.js';
 import { Ext4Editor } from './edit/editor.js';
+import { recoverJournal } from './edit/recover.js';
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
@@ -39,12 +40,16 @@ commands:
   materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root
 
-editing (each also takes --json, --no-sync, --timestamp T and --help; nothing is written on error):
+editing (each also takes --json, --no-sync, --timestamp T, --recover and --help; nothing is written on
+error; with a journal, each change is one transaction: a crash leaves the old or the new file system;
+a tree copy or removal too big for the journal commits in several, each leaving a consistent one):
 ${Object.values(COMMANDS)
   .map((c) => `  ${c.usage}\n      ${c.summary}`)
   .join('\n')}
   edit <image> --script FILE|-
       run editing commands, one per line (without the image), as one change: all or nothing
+  recover <image> [--json]
+      replay a dirty journal into the image (a VM killed with it mounted), clean up orphan inodes
 
   reading commands take --no-verify to read past checksum mismatches (salvage) and --replay to
   replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)
@@ -403,6 +408,7 @@ function cmdInfo(args: string[]): void {
 
 const EDIT_OPTIONS = {
   json: { type: 'boolean' as const },
+  recover: { type: 'boolean' as const },
   'no-sync': { type: 'boolean' as const },
   timestamp: { type: 'string' as const },
   help: { type: 'boolean' as const },
@@ -411,8 +417,10 @@ const EDIT_OPTIONS = {
 /** Set by an editing command run with --json, so a failure is reported on stdout too. */
 let jsonErrors = false;
 
-function openEditor(image: string, values: Record<string, unknown>): Ext4Editor {
+function openEditor(image: string, values: Record<string, unknown>, atomic = false): Ext4Editor {
   return Ext4Editor.open(image, {
+    atomic,
+    recover: !!values.recover,
     sync: !values['no-sync'],
     timestamp: typeof values.timestamp === 'string' ? parseTime(values.timestamp) : undefined,
     onWarning: warn,
@@ -463,7 +471,8 @@ function cmdEdit(args: string[]): void {
     throw new Ext4Error('SOURCE_ERROR', `cannot read the script: ${(e as Error).message}`);
   }
   const lines = parseScript(text);
-  const ed = openEditor(positionals[0]!, values);
+  // A script is one change, all or nothing: one transaction, refused when the journal cannot hold it.
+  const ed = openEditor(positionals[0]!, values, true);
   try {
     for (const l of lines) {
       try {
@@ -481,6 +490,31 @@ function cmdEdit(args: string[]): void {
   if (values.json)
     process.stdout.write(
       JSON.stringify({ ok: true, command: 'edit', image: positionals[0], commands: lines.length }) + '\n',
+    );
+}
+
+function cmdRecover(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, help: { type: 'boolean' } },
+  });
+  if (values.help) {
+    process.stdout.write(
+      'usage: ext4-workdisk recover <image> [--json] [--no-sync]\n  replay a dirty journal into the image, clean up orphan inodes, clear needs_recovery\n',
+    );
+    return;
+  }
+  jsonErrors = !!values.json;
+  if (positionals.length !== 1) throw new UsageError('recover needs exactly one <image>');
+  const r = recoverJournal(positionals[0]!, { sync: !values['no-sync'], onWarning: warn });
+  if (values.json)
+    process.stdout.write(JSON.stringify({ ok: true, command: 'recover', image: positionals[0], ...r }) + '\n');
+  else
+    process.stdout.write(
+      r.recovered
+        ? `${positionals[0]}: replayed ${r.transactions} transaction(s), ${r.blocks} block(s); ${r.orphans} orphan inode(s) cleaned up\n`
+        : `${positionals[0]}: clean, nothing to recover\n`,
     );
 }
 
@@ -520,6 +554,9 @@ export function main(argv: string[]): number {
         return cmd === undefined ? 2 : 0;
       case 'edit':
         cmdEdit(rest);
+        return 0;
+      case 'recover':
+        cmdRecover(rest);
         return 0;
       default:
         if (cmd in COMMANDS) {

@@ -52,3 +52,4 @@ export {
   type CopyInResult,
 } from './edit/editor.js';
 export { mkdirExt4, writeExt4FileOwned } from './edit/toolkit.js';
+export { recoverJournal, type RecoverOptions, type RecoverResult } from './edit/recover.js';

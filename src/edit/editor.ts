@@ -9,7 +9,8 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import { put16 } from '../ext4/bytes.js';
+import { put16, put32, u32 } from '../ext4/bytes.js';
+import { crc32c } from '../ext4/crc32c.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import {
   emptyInode,
@@ -48,6 +49,7 @@ import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
 import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
 import { hostDirectorySource } from '../source/host.js';
 import { Volume, type VolumeOptions } from './volume.js';
+import { recoverJournal } from './recover.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
 import {
   writeContent,
@@ -65,6 +67,11 @@ const LINK_MAX = 65000;
 const ROOT_INO = 2;
 
 export interface EditorOptions extends VolumeOptions {
+  /**
+   * When the image's journal needs recovery, recover it first (replay, orphan clean-up) instead of
+   * refusing with NEEDS_RECOVERY.
+   */
+  recover?: boolean;
   /**
    * The time stamped on new and changed inodes: a fixed UNIX time (seconds, or a Timestamp with
    * nanoseconds) for reproducible images; default the clock at each operation, or SOURCE_DATE_EPOCH.
@@ -143,6 +150,7 @@ export class Ext4Editor {
 
   /** Opens an image file for editing (see Volume.open for what is refused before anything is written). */
   static open(imagePath: string, opts: EditorOptions = {}): Ext4Editor {
+    if (opts.recover) recoverJournal(imagePath, { sync: opts.sync, onWarning: opts.onWarning });
     return new Ext4Editor(Volume.open(imagePath, opts), opts);
   }
 
@@ -197,27 +205,31 @@ export class Ext4Editor {
   /** Runs one operation: all of it, or (on any error) none of it. */
   private op<T>(fn: () => T): T {
     this.startOp();
+    let out: T;
     try {
-      const out = fn();
+      out = fn();
       this.v.endOp();
-      return out;
     } catch (e) {
       throw this.failOp(e);
     }
+    this.v.checkpoint();
+    return out;
   }
 
   private async opAsync<T>(fn: () => Promise<T>): Promise<T> {
     this.startOp();
     this.busy = true;
+    let out: T;
     try {
-      const out = await fn();
+      out = await fn();
       this.v.endOp();
-      return out;
     } catch (e) {
       throw this.failOp(e);
     } finally {
       this.busy = false;
     }
+    this.v.checkpoint();
+    return out;
   }
 
   /** Splits a path into its parent directory (resolved, symlinks followed) and last name. */
@@ -670,6 +682,7 @@ export class Ext4Editor {
           const p = this.v.readInode(parent.dir);
           this.decDirLinks(p);
           this.v.writeInode(parent.dir, p);
+          this.v.checkpoint();
         }
         continue;
       }
@@ -683,6 +696,7 @@ export class Ext4Editor {
       }
       removeEntry(this.v, top.dir, e.name);
       this.dropLink(e.inode);
+      this.v.checkpoint();
     }
   }
 
@@ -977,6 +991,7 @@ export class Ext4Editor {
     for (const child of node.children()) {
       checkSourceName(child);
       this.copyNode(dir, child.name, child, opts, links, res, depth + 1);
+      this.v.checkpoint();
     }
   }
 
@@ -1091,6 +1106,72 @@ export class Ext4Editor {
       else list.push(d);
     }
     writeXattrs(this.v, ino, this.v.readInode(ino), list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+  }
+
+  // ---- recovery ----
+
+  /**
+   * The kernel's clean-up at mount of the orphan list (s_last_orphan, linked through i_dtime): an
+   * orphan with no links left is deleted, one still linked is cut back to its size (an interrupted
+   * truncation). Clears needs_recovery. Used by `recover`; returns the number of orphans.
+   */
+  cleanOrphans(): number {
+    return this.op(() => {
+      const sb = this.v.sb;
+      let count = 0;
+      const seen = new Set<number>();
+      const clean = (ino: number) => {
+        if (seen.has(ino) || ino < 1 || ino > sb.s_inodes_count)
+          throw new Ext4Error('CORRUPT', `orphan inode ${ino} is listed twice or lies outside the inode table`, {
+            inode: ino,
+          });
+        seen.add(ino);
+        const i = this.v.readInode(ino);
+        const next = i.dtime;
+        if (i.linksCount === 0) this.deleteInode(ino, i);
+        else {
+          const t = i.mode & S_IFMT;
+          // Encrypted contents are not cut back in place: their tail is ciphertext.
+          if ((t === S_IFREG || t === S_IFDIR || t === S_IFLNK) && !(i.flags & FL_ENCRYPT))
+            truncateFile(this.v, ino, i, i.size, true);
+          i.dtime = 0;
+          this.v.writeInode(ino, i);
+        }
+        count++;
+        return next;
+      };
+      // The classic list, linked through i_dtime.
+      for (let ino = sb.s_last_orphan; ino;) ino = clean(ino);
+      // The orphan file: blocks of inode numbers, each block with a tail (magic, checksum).
+      if (sb.s_feature_ro_compat & RO_COMPAT.orphan_present && sb.s_orphan_file_inum) {
+        const oino = sb.s_orphan_file_inum;
+        const oi = this.v.readInode(oino);
+        const bs = this.v.bs;
+        const seed = this.v.csum ? this.v.r.inodeSeed(oino, oi.generation) : undefined;
+        for (const run of this.v.r.blockRuns(oino, oi))
+          for (let k = 0; k < run.len; k++) {
+            const pblk = run.pblk + k;
+            const b = this.v.r.readBlocks(pblk);
+            if (u32(b, bs - 8) !== ORPHAN_BLOCK_MAGIC)
+              throw new Ext4Error('CORRUPT', `orphan file block ${pblk} has a bad magic number`, { block: pblk });
+            const listed: number[] = [];
+            for (let o = 0; o < bs - 8; o += 4) if (u32(b, o)) listed.push(o);
+            if (!listed.length) continue;
+            for (const o of listed) clean(u32(b, o));
+            const w = this.v.r.cache.modify(pblk);
+            for (const o of listed) put32(w, o, 0);
+            if (seed !== undefined) put32(w, bs - 4, orphanBlockChecksum(seed, pblk, w));
+          }
+        sb.s_feature_ro_compat &= ~RO_COMPAT.orphan_present;
+      }
+      sb.s_last_orphan = 0;
+      sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
+      // The kernel counts free blocks and inodes from the descriptors at mount: the superblock's were
+      // left behind by the journal (it never keeps them current).
+      this.v.recountFree();
+      this.v.sbChanged = true;
+      return count;
+    });
   }
 
   // ---- batch ----
@@ -1262,4 +1343,14 @@ function hostSource(p: string): TreeSource {
     .find((c) => Buffer.compare(Buffer.from(c.name), base) === 0);
   if (!node) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
   return { root: () => node };
+}
+
+const ORPHAN_BLOCK_MAGIC = 0x0b10ca04;
+
+/** An orphan file block's checksum: crc32c(the orphan file's inode seed, le64 block number, the entries). */
+function orphanBlockChecksum(seed: number, block: number, b: Uint8Array): number {
+  const nr = new Uint8Array(8);
+  put32(nr, 0, block % 0x1_0000_0000);
+  put32(nr, 4, Math.floor(block / 0x1_0000_0000));
+  return crc32c(crc32c(seed, nr), b, 0, b.length - 8);
 }

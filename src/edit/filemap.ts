@@ -464,10 +464,11 @@ function zeroBlockTail(v: Volume, pblk: number, from: number): void {
  * (so growing the file again reads zeros), and growing leaves a hole. Inline files stay inline while
  * they fit.
  */
-export function truncateFile(v: Volume, ino: number, inode: Inode, newSize: number): void {
+export function truncateFile(v: Volume, ino: number, inode: Inode, newSize: number, trim = false): void {
   const bs = v.bs;
   const oldSize = inode.size;
-  if (newSize === oldSize) return;
+  // `trim`: also when the size stays, free what lies past it (an orphan's interrupted truncation).
+  if (newSize === oldSize && !trim) return;
   if (newSize > 2 ** 32 * bs) throw new Ext4Error('TOO_LARGE', `size ${newSize} is more than an ext4 file can hold`);
   if (inode.flags & FL_INLINE_DATA) {
     const data = v.r.inlineData(ino, inode).subarray(0, oldSize);

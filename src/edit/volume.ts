@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { u32, put32, lo32, hi32, isZero } from '../ext4/bytes.js';
 import { crc32c } from '../ext4/crc32c.js';
-import { COMPAT, INCOMPAT, RO_COMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
+import { COMPAT, INCOMPAT, RO_COMPAT, READ_INCOMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
 import {
   encodeSuperblock,
   freeBlocksCount,
@@ -44,6 +44,7 @@ import { hasDirTail, setDirBlockTail } from '../ext4/dirent.js';
 import { Ext4Reader, type ReaderOptions } from '../ext4/reader.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
+import { JournalLog, writeBlocks } from './journal-log.js';
 
 export const STATE_ERROR = 0x2;
 const MMP_MAGIC = 0x004d4d50;
@@ -67,8 +68,19 @@ const FEATURE_WHY: Record<string, string> = {
 };
 
 export interface VolumeOptions extends Pick<ReaderOptions, 'onWarning'> {
-  /** fsync the data before the metadata and the metadata at the end (default true). */
+  /** fsync at every step the crash safety depends on (default true). */
   sync?: boolean;
+  /**
+   * Internal: opened by `recover` after the journal was replayed, to clean up orphan inodes and clear
+   * needs_recovery (which are otherwise refused).
+   */
+  recovering?: boolean;
+  /**
+   * The whole edit (until commit) as one journal transaction: an edit too large for the journal is
+   * refused at commit, nothing written. Without it an edit that grows past half the journal is
+   * committed in several transactions, each at a point where the file system is consistent.
+   */
+  atomic?: boolean;
 }
 
 /** A saved position of the volume's counters, restored when an operation fails. */
@@ -115,7 +127,15 @@ export class Volume {
   private mark: Mark | undefined;
   private readonly sync: boolean;
   private mmpBlock = 0;
+  /** The journal edits commit through (undefined: the file system has none). */
+  private readonly journal: JournalLog | undefined;
   private closed = false;
+  private readonly recovering: boolean;
+  private readonly atomic: boolean;
+  /** The superblock's own fields changed (orphan list, needs_recovery): it is written at commit. */
+  sbChanged = false;
+  /** The superblock a sealed commit writes (the volume's own is updated once it is written). */
+  private sealedSb: Superblock | undefined;
   /** Bytes written by commits (for s_kbytes_written). */
   bytesWritten = 0;
 
@@ -124,7 +144,8 @@ export class Volume {
     readonly name: string,
     opts: VolumeOptions,
   ) {
-    this.r = Ext4Reader.open(dev, { onWarning: opts.onWarning });
+    // Recovering: the journal has just been replayed; the reader's needs_recovery warning would mislead.
+    this.r = Ext4Reader.open(dev, { onWarning: opts.recovering ? undefined : opts.onWarning });
     const sb = this.r.sb;
     this.sb = sb;
     this.bs = this.r.blockSize;
@@ -136,7 +157,10 @@ export class Volume {
     this.csum = this.r.csum;
     this.csumSeed = this.r.csumSeed;
     this.sync = opts.sync !== false;
+    this.recovering = opts.recovering === true;
+    this.atomic = opts.atomic === true;
     this.checkWritable();
+    this.journal = JournalLog.open(this);
   }
 
   /**
@@ -173,22 +197,13 @@ export class Volume {
 
   private checkWritable(): void {
     const sb = this.sb;
-    const names = (word: Record<string, number>, bits: number) =>
-      Object.entries(word)
-        .filter(([, b]) => bits & b)
-        .map(([n]) => n);
-    const badIncompat = sb.s_feature_incompat & ~WRITE_INCOMPAT;
-    const badRo = sb.s_feature_ro_compat & ~WRITE_RO_COMPAT;
-    const bad = [...names(INCOMPAT, badIncompat), ...names(RO_COMPAT, badRo)];
-    if (badIncompat || badRo) {
-      const what = bad.length ? bad.map((n) => FEATURE_WHY[n] ?? n).join(', ') : 'unknown features';
-      throw new Ext4Error('UNSUPPORTED_FEATURE', `${this.name}: editing is not supported with ${what}`);
-    }
+    checkEditableFeatures(sb, this.name, this.recovering);
     if (sb.s_feature_compat & COMPAT.has_journal && !sb.s_journal_inum)
       throw new Ext4Error(
         'UNSUPPORTED_FEATURE',
         `${this.name}: the journal is on an external device, which is not supported`,
       );
+    if (this.recovering) return;
     if (sb.s_feature_incompat & INCOMPAT.needs_recovery)
       throw new Ext4Error(
         'NEEDS_RECOVERY',
@@ -706,6 +721,21 @@ export class Volume {
     if (!(this.sb.s_feature_incompat & bit)) this.incompatAdd |= bit;
   }
 
+  /** Sets the superblock's free counts to the sums of the descriptors' (as they will be at commit). */
+  recountFree(): void {
+    let blocks = 0;
+    let inodes = 0;
+    for (let g = 0; g < this.groupCount; g++) {
+      const d = this.dirtyGd.get(g) ?? this.r.groupDesc(g);
+      blocks += d.freeBlocks;
+      inodes += d.freeInodes;
+    }
+    // The deltas of this edit are in the descriptors already: the counts take the sums as they stand.
+    this.freeBlocksDelta = blocks - freeBlocksCount(this.sb);
+    this.freeInodesDelta = inodes - this.sb.s_free_inodes_count;
+    this.sbChanged = true;
+  }
+
   // ---- operations and commit ----
 
   beginOp(): void {
@@ -751,7 +781,7 @@ export class Volume {
 
   /** True when the open edit changed anything. */
   get changed(): boolean {
-    return this.r.cache.changed || this.frees.length > 0 || this.dirtyGd.size > 0;
+    return this.r.cache.changed || this.frees.length > 0 || this.dirtyGd.size > 0 || this.sbChanged;
   }
 
   /**
@@ -775,7 +805,9 @@ export class Volume {
     this.dirtyGroups = [];
     this.dirtySet.clear();
     this.flushGd();
-    const sb = this.sb;
+    // A copy: the volume's superblock takes it only once the commit is written.
+    const sb: Superblock = { ...this.sb };
+    this.sealedSb = sb;
     const free = freeBlocksCount(sb) + this.freeBlocksDelta;
     sb.s_free_blocks_count_lo = lo32(free);
     if (sb.s_feature_incompat & INCOMPAT['64bit']) sb.s_free_blocks_count_hi = hi32(free);
@@ -803,28 +835,63 @@ export class Volume {
   }
 
   /**
-   * Writes the open edit: new file data first (into blocks that were free), made durable; then every
-   * changed metadata block, made durable. Without a journal a crash between the two leaves at worst
-   * blocks marked used that nothing refers to (e2fsck reclaims them); a crash during the metadata
-   * writes can leave a mix, which e2fsck repairs.
+   * Writes the open edit. With a journal: as one jbd2 transaction (see journal-log.ts), so a crash
+   * leaves the old or the new file system. Without one: new file data first, made durable, then every
+   * changed metadata block, made durable; a crash during that second step can leave a mix that e2fsck
+   * repairs. A commit that cannot be made (a change larger than the journal) drops the edit and
+   * leaves the image as it was.
    */
-  commit(now = Math.floor(Date.now() / 1000)): void {
+  commit(now: { sec: number; nsec: number } = clock()): void {
     if (this.closed) throw new Ext4Error('IO_ERROR', `${this.name} is closed`);
     if (!this.changed) return;
-    const { data, meta } = this.seal(now);
-    writeRuns(
-      this.dev,
-      this.bs,
-      data.map((p) => ({ block: p.block, data: p.data })),
-    );
-    if (this.sync && data.length) this.dev.sync();
-    writeRuns(
-      this.dev,
-      this.bs,
-      [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d })),
-    );
-    if (this.sync) this.dev.sync();
+    const journal = this.journal;
+    const { data, meta } = this.seal(now.sec);
+    if (journal) {
+      const { need, room } = journal.fits(meta.size);
+      if (need > room) {
+        this.discard();
+        throw new Ext4Error(
+          'NO_SPACE',
+          `${this.name}: this change needs ${need} journal blocks and the journal holds ${room}; make it in smaller batches (nothing was written)`,
+        );
+      }
+      journal.commit(this.dev, data, meta, this.sync, now);
+    } else {
+      writeBlocks(this.dev, this.bs, data);
+      if (this.sync && data.length) this.dev.sync();
+      writeBlocks(
+        this.dev,
+        this.bs,
+        [...meta].map(([block, d]) => ({ block, data: d })),
+      );
+      if (this.sync) this.dev.sync();
+    }
     this.r.cache.overlayWritten();
+    if (this.sealedSb) Object.assign(this.sb, this.sealedSb);
+    this.sealedSb = undefined;
+    this.sbChanged = false;
+  }
+
+  /**
+   * Called where the file system is consistent (after an operation; between the entries of a tree copy
+   * or removal): when the open edit has grown past half the journal, it is committed now as one
+   * transaction and the edit goes on in the next, the way the kernel closes transactions. An operation
+   * that fails later rolls back to this point. Never with `atomic`, nor without a journal.
+   */
+  checkpoint(): void {
+    const journal = this.journal;
+    if (!journal || this.atomic || this.closed) return;
+    // Blocks the commit would write: the overlay, descriptor blocks, the superblock, the bitmaps of
+    // deferred frees (counted by group when the quick bound says it matters).
+    const base = this.r.cache.overlay.size + this.dirtyGd.size + 1;
+    const half = journal.fits(0).room / 2;
+    if (journal.fits(base + this.frees.length).need <= half) return;
+    const freedGroups = new Set(this.frees.map((f) => Math.floor((f.start - this.sb.s_first_data_block) / this.bpg)));
+    if (journal.fits(base + freedGroups.size).need <= half) return;
+    const inOp = this.mark !== undefined || this.gdUndo !== undefined;
+    if (inOp) this.endOp();
+    this.commit();
+    if (inOp) this.beginOp();
   }
 
   /**
@@ -833,7 +900,7 @@ export class Volume {
    */
   writeDataEarly(): void {
     const data = this.r.cache.takeData();
-    writeRuns(this.dev, this.bs, data);
+    writeBlocks(this.dev, this.bs, data);
     this.bytesWritten += data.reduce((a, p) => a + p.data.length, 0);
   }
 
@@ -913,26 +980,6 @@ export function scanFree(
   return best;
 }
 
-/** Writes blocks sorted by number, adjacent ones as one gathered write. */
-function writeRuns(dev: BlockDevice, bs: number, pieces: { block: number; data: Uint8Array }[]): void {
-  let i = 0;
-  while (i < pieces.length) {
-    const parts = [pieces[i]!.data];
-    let end = pieces[i]!.block + pieces[i]!.data.length / bs;
-    let j = i + 1;
-    while (j < pieces.length && pieces[j]!.block === end && parts.length < 1024) {
-      parts.push(pieces[j]!.data);
-      end += pieces[j]!.data.length / bs;
-      j++;
-    }
-    const pos = pieces[i]!.block * bs;
-    if (parts.length === 1) dev.write(pos, parts[0]!);
-    else if (dev.writev) dev.writev(pos, parts);
-    else for (let k = 0, p = pos; k < parts.length; p += parts[k]!.length, k++) dev.write(p, parts[k]!);
-    i = j;
-  }
-}
-
 /**
  * The loop device a host file is attached to while that device is mounted (Linux /sys and
  * /proc/self/mountinfo), else undefined. A mounted image must not be edited behind the kernel's back.
@@ -987,3 +1034,32 @@ export function mountedLoop(imagePath: string): string | undefined {
 }
 
 export { SUPERBLOCK_SIZE };
+
+function clock(): { sec: number; nsec: number } {
+  const ms = Date.now();
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+}
+
+/**
+ * Refuses features the editor cannot keep consistent. Recovery only frees orphan inodes and clears a
+ * flag, which needs no understanding of encrypted names, case-folding or verity; clusters (bigalloc) and
+ * quota usage it still cannot keep right.
+ */
+export function checkEditableFeatures(sb: Superblock, name: string, recovering = false): void {
+  const names = (word: Record<string, number>, bits: number) =>
+    Object.entries(word)
+      .filter(([, b]) => bits & b)
+      .map(([n]) => n);
+  const incompatOk = recovering ? READ_INCOMPAT : WRITE_INCOMPAT;
+  const roOk = recovering ? WRITE_RO_COMPAT | RO_COMPAT.verity : WRITE_RO_COMPAT;
+  const badIncompat = sb.s_feature_incompat & ~incompatOk;
+  const badRo = sb.s_feature_ro_compat & ~roOk;
+  if (badIncompat || badRo) {
+    const bad = [...names(INCOMPAT, badIncompat), ...names(RO_COMPAT, badRo)];
+    const what = bad.length ? bad.map((n) => FEATURE_WHY[n] ?? n).join(', ') : 'unknown features';
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `${name}: ${recovering ? 'recovery' : 'editing'} is not supported with ${what}`,
+    );
+  }
+}

@@ -39,6 +39,21 @@ function ioError(what: string, path: string, e: unknown): Ext4Error {
   return new Ext4Error('IO_ERROR', `${what} ${path}: ${msg}`, { path, cause: e });
 }
 
+/**
+ * Test-only crash hook: with EXT4_WORKDISK_CRASH_AFTER=N in the environment the process kills itself
+ * (SIGKILL, as a power cut would stop it) right after its N-th write or fsync to an image; with
+ * EXT4_WORKDISK_COUNT_IO=1 it prints how many there were when it exits. The crash tests use these to
+ * stop a commit at every step.
+ */
+const crashAfter = Number(process.env.EXT4_WORKDISK_CRASH_AFTER ?? 0);
+let ioEvents = 0;
+if (process.env.EXT4_WORKDISK_COUNT_IO === '1')
+  process.once('exit', () => process.stderr.write(`ext4-workdisk: io events: ${ioEvents}\n`));
+function ioEvent(): void {
+  ioEvents++;
+  if (crashAfter && ioEvents >= crashAfter) process.kill(process.pid, 'SIGKILL');
+}
+
 /** A host file (or block device) opened for positional I/O. */
 export class FileDevice implements BlockDevice {
   private fd: number;
@@ -114,6 +129,7 @@ export class FileDevice implements BlockDevice {
       throw ioError('cannot write', this.name, e);
     }
     if (position + data.length > this._size) this._size = position + data.length;
+    ioEvent();
   }
 
   writev(position: number, parts: readonly Uint8Array[]): void {
@@ -144,6 +160,7 @@ export class FileDevice implements BlockDevice {
       throw ioError('cannot write', this.name, e);
     }
     if (pos > this._size) this._size = pos;
+    ioEvent();
   }
 
   /** Whether startFlush() does anything (set by writers that will sync() at the end anyway). */
@@ -182,6 +199,7 @@ export class FileDevice implements BlockDevice {
     } catch (e) {
       throw ioError('cannot sync', this.name, e);
     }
+    ioEvent();
   }
 
   close(): void {

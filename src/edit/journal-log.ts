@@ -1,0 +1,227 @@
+/**
+ * Commits through the jbd2 journal (kernel doc: journal.rst): each commit of the editor is one
+ * transaction, written so that a crash at any instant leaves the old or the new file system:
+ *
+ *   1. new file data (into blocks free before the transaction), the transaction's descriptor blocks
+ *      and metadata copies, the journal superblock pointing at it, needs_recovery set: made durable;
+ *   2. the commit block, made durable: the commit point (recovery replays from here on);
+ *   3. the metadata written home (checkpoint), made durable;
+ *   4. the journal superblock emptied (s_start 0, the next sequence number), made durable;
+ *   5. needs_recovery cleared, made durable.
+ *
+ * The journal is always empty between commits, so a transaction starts at the log's first block and
+ * never needs revoke records. A journal mkfs.ext4 made without features is upgraded as the kernel
+ * does at its first mount: 64-bit tags on a 64bit file system, checksums v3 (crc32c) with metadata_csum.
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import { superblockChecksum, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
+import { put32, u32 } from '../ext4/bytes.js';
+import {
+  decodeJournalSuperblock,
+  journalFormat,
+  buildTransaction,
+  transactionBlocks,
+  updateJournalSuperblock,
+  JBD2_SUPERBLOCK_V1,
+  JBD2_SUPERBLOCK_V2,
+  JBD2_INCOMPAT,
+  JBD2_COMPAT_CHECKSUM,
+  JBD2_CRC32C,
+  type JournalFormat,
+} from '../ext4/journal.js';
+import type { BlockRun } from '../ext4/reader.js';
+import type { BlockDevice } from '../io/device.js';
+import type { DataPiece } from '../io/cache.js';
+import type { Volume } from './volume.js';
+
+/** What a journal may have for this writer to use it. */
+const KNOWN_INCOMPAT =
+  JBD2_INCOMPAT.revoke |
+  JBD2_INCOMPAT['64bit'] |
+  JBD2_INCOMPAT.async_commit |
+  JBD2_INCOMPAT.csum_v2 |
+  JBD2_INCOMPAT.csum_v3;
+const NEEDS_RECOVERY = INCOMPAT.needs_recovery;
+const INCOMPAT_OFFSET = 0x60;
+const CHECKSUM_OFFSET = 0x3fc;
+
+export class JournalLog {
+  private readonly jsb: Uint8Array;
+  private readonly format: JournalFormat;
+  private readonly incompat: number;
+  private readonly upgraded: boolean;
+  private sequence: number;
+  private readonly first: number;
+  private readonly last: number;
+
+  private constructor(
+    private readonly v: Volume,
+    private readonly runs: BlockRun[],
+  ) {
+    const bs = v.bs;
+    const jsb = v.r.readBlocks(this.map(0)).slice();
+    const sb = decodeJournalSuperblock(jsb);
+    const where = `${v.name}: journal`;
+    if (sb.h_blocktype !== JBD2_SUPERBLOCK_V1 && sb.h_blocktype !== JBD2_SUPERBLOCK_V2)
+      throw new Ext4Error('CORRUPT', `${where} superblock type ${sb.h_blocktype}`);
+    if (sb.s_blocksize !== bs)
+      throw new Ext4Error('CORRUPT', `${where} block size ${sb.s_blocksize} is not the file system's`);
+    const mapped = runs.reduce((a, r) => a + r.len, 0);
+    if (sb.s_maxlen > mapped || sb.s_first < 1 || sb.s_first >= sb.s_maxlen)
+      throw new Ext4Error(
+        'CORRUPT',
+        `${where} bounds (first ${sb.s_first}, length ${sb.s_maxlen}) do not fit its ${mapped} blocks`,
+      );
+    if (sb.s_start !== 0)
+      throw new Ext4Error(
+        'NEEDS_RECOVERY',
+        `${v.name}: the journal holds transactions not yet applied; recover it first`,
+      );
+    const v2 = sb.h_blocktype === JBD2_SUPERBLOCK_V2;
+    const inc = v2 ? sb.s_feature_incompat : 0;
+    if (inc & ~KNOWN_INCOMPAT)
+      throw new Ext4Error(
+        'UNSUPPORTED_FEATURE',
+        `${where} has features 0x${(inc & ~KNOWN_INCOMPAT).toString(16)} (fast commits?), which the editor cannot write`,
+      );
+    if (v2 && sb.s_feature_compat & JBD2_COMPAT_CHECKSUM && !(inc & (JBD2_INCOMPAT.csum_v2 | JBD2_INCOMPAT.csum_v3)))
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `${where} uses version 1 checksums, which the editor cannot write`);
+    // The kernel's upgrade at mount: 64-bit tags for a 64bit file system, checksums v3 with metadata_csum.
+    let want = inc;
+    if (v2) {
+      if (v.sb.s_feature_incompat & INCOMPAT['64bit']) want |= JBD2_INCOMPAT['64bit'];
+      if (v.sb.s_feature_ro_compat & RO_COMPAT.metadata_csum)
+        want = (want & ~JBD2_INCOMPAT.csum_v2) | JBD2_INCOMPAT.csum_v3;
+    } else if (v.blocksCount > 0xffffffff)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `${where} is version 1 and cannot address ${v.blocksCount} blocks`);
+    this.incompat = want;
+    this.upgraded = want !== inc;
+    this.jsb = jsb;
+    this.format = journalFormat({ ...sb, s_feature_incompat: want });
+    this.sequence = sb.s_sequence;
+    this.first = sb.s_first;
+    this.last = sb.s_maxlen;
+  }
+
+  /** The journal of the file system, or undefined when it has none. */
+  static open(v: Volume): JournalLog | undefined {
+    const ino = v.sb.s_journal_inum;
+    if (!ino) return undefined;
+    const i = v.r.inode(ino);
+    return new JournalLog(v, v.r.blockRuns(ino, i));
+  }
+
+  /** The physical block of journal block `n`. */
+  private map(n: number): number {
+    const p = this.v.r.physicalBlock(this.runs, n);
+    if (p === undefined) throw new Ext4Error('CORRUPT', `${this.v.name}: journal block ${n} is not mapped`);
+    return p;
+  }
+
+  /** Log blocks a transaction of `n` metadata blocks needs, and what the log holds. */
+  fits(n: number): { need: number; room: number } {
+    return { need: transactionBlocks(this.format, n), room: this.last - this.first };
+  }
+
+  /**
+   * Writes one transaction: `data` (new file data), then `meta` (every changed metadata block)
+   * through the log, in the order above. `sync` false skips the fsyncs (throwaway images).
+   */
+  commit(
+    dev: BlockDevice,
+    data: DataPiece[],
+    meta: Map<number, Uint8Array>,
+    sync: boolean,
+    now: { sec: number; nsec: number },
+  ): void {
+    const bs = this.v.bs;
+    const blocks = [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d }));
+    const { need, room } = this.fits(blocks.length);
+    if (need > room)
+      throw new Ext4Error(
+        'NO_SPACE',
+        `${this.v.name}: this change needs ${need} journal blocks and the journal holds ${room}; make it in smaller batches`,
+      );
+    const tid = this.sequence;
+    const txn = buildTransaction(this.format, tid, blocks, now);
+    const flush = () => {
+      if (sync) dev.sync();
+    };
+    const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);
+    const sbOff = SUPERBLOCK_OFFSET - sbBlock * bs;
+    const superblock = (b: Uint8Array, recovering: boolean) => {
+      const s = b.slice(sbOff, sbOff + 1024);
+      const inc = u32(s, INCOMPAT_OFFSET);
+      put32(s, INCOMPAT_OFFSET, recovering ? inc | NEEDS_RECOVERY : inc & ~NEEDS_RECOVERY);
+      if (this.v.csum) put32(s, CHECKSUM_OFFSET, superblockChecksum(s));
+      return s;
+    };
+
+    // 1. Data, the log up to the commit block, the journal superblock and needs_recovery.
+    writeBlocks(dev, bs, data);
+    writeBlocks(
+      dev,
+      bs,
+      txn.slice(0, -1).map((d, k) => ({ block: this.map(this.first + k), data: d })),
+    );
+    updateJournalSuperblock(this.jsb, {
+      s_start: this.first,
+      s_sequence: tid,
+      s_feature_incompat: this.upgraded ? this.incompat : undefined,
+      s_checksum_type: this.upgraded && this.incompat & JBD2_INCOMPAT.csum_v3 ? JBD2_CRC32C : undefined,
+    });
+    dev.write(this.map(0) * bs, this.jsb);
+    dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(sbBlock * bs, bs), true));
+    flush();
+    // 2. The commit point.
+    dev.write(this.map(this.first + txn.length - 1) * bs, txn[txn.length - 1]!);
+    flush();
+    // 3. Checkpoint: the metadata home (the superblock still saying the journal may hold something).
+    const home = blocks.map((b) =>
+      b.block === sbBlock ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, true)) } : b,
+    );
+    writeBlocks(dev, bs, home);
+    flush();
+    // 4. The journal is empty again.
+    this.sequence = (tid + 1) >>> 0;
+    updateJournalSuperblock(this.jsb, { s_start: 0, s_sequence: this.sequence });
+    dev.write(this.map(0) * bs, this.jsb);
+    flush();
+    // 5. Nothing to recover.
+    const finalSb = meta.get(sbBlock);
+    dev.write(SUPERBLOCK_OFFSET, superblock(finalSb ?? dev.read(sbBlock * bs, bs), false));
+    flush();
+  }
+}
+
+function withSuperblock(block: Uint8Array, off: number, sb: Uint8Array): Uint8Array {
+  const out = block.slice();
+  out.set(sb, off);
+  return out;
+}
+
+/** Writes blocks sorted by number, adjacent ones as one gathered write. */
+export function writeBlocks(
+  dev: BlockDevice,
+  bs: number,
+  pieces: readonly { block: number; data: Uint8Array }[],
+): void {
+  const sorted = [...pieces].sort((a, b) => a.block - b.block);
+  let i = 0;
+  while (i < sorted.length) {
+    const parts = [sorted[i]!.data];
+    let end = sorted[i]!.block + sorted[i]!.data.length / bs;
+    let j = i + 1;
+    while (j < sorted.length && sorted[j]!.block === end && parts.length < 1024) {
+      parts.push(sorted[j]!.data);
+      end += sorted[j]!.data.length / bs;
+      j++;
+    }
+    const pos = sorted[i]!.block * bs;
+    if (parts.length === 1) dev.write(pos, parts[0]!);
+    else if (dev.writev) dev.writev(pos, parts);
+    else for (let k = 0, p = pos; k < parts.length; p += parts[k]!.length, k++) dev.write(p, parts[k]!);
+    i = j;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * `recover`: what the kernel does at mount, or e2fsck first, with a dirty journal (a VM killed while it
+ * had the image mounted, an edit cut short): the committed transactions are written home (revoke
+ * records, escaped blocks, wrap-around, 32/64-bit tags and checksums v2/v3 honoured), the journal is
+ * emptied, then the orphan list is cleaned up and needs_recovery cleared, through the editor and so
+ * through the (now empty) journal again.
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import { S_IFMT, S_IFREG, FL_EXTENTS } from '../ext4/inode.js';
+import { journalBackupOf } from '../ext4/superblock.js';
+import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from '../ext4/journal.js';
+import { replayJournal } from '../ext4/replay.js';
+import { Ext4Reader } from '../ext4/reader.js';
+import { FileDevice } from '../io/device.js';
+import { Ext4Editor } from './editor.js';
+import { checkEditableFeatures, mountedLoop } from './volume.js';
+import { writeBlocks } from './journal-log.js';
+
+export interface RecoverOptions {
+  /** fsync each step (default true). */
+  sync?: boolean;
+  onWarning?: (message: string) => void;
+}
+
+export interface RecoverResult {
+  /** Anything was done (false: the image was clean). */
+  recovered: boolean;
+  /** Committed transactions replayed, and the blocks they wrote home. */
+  transactions: number;
+  blocks: number;
+  /** Orphan inodes deleted or cut back. */
+  orphans: number;
+  /** Copies with bad checksums passed over, a log cut short by one. */
+  warnings: string[];
+}
+
+/** Recovers an image whose journal needs it; an image that does not is left as it is. */
+export function recoverJournal(imagePath: string, opts: RecoverOptions = {}): RecoverResult {
+  const mounted = mountedLoop(imagePath);
+  if (mounted)
+    throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); the kernel recovers it itself`, {
+      path: imagePath,
+    });
+  const result: RecoverResult = { recovered: false, transactions: 0, blocks: 0, orphans: 0, warnings: [] };
+  const dev = FileDevice.open(imagePath, true);
+  let needsOrphans = false;
+  try {
+    const r = Ext4Reader.open(dev);
+    const sb = r.sb;
+    const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;
+    needsOrphans = dirty || sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
+    // Refuse before writing anything what the clean-up after the replay could not finish.
+    if (needsOrphans) checkEditableFeatures(sb, imagePath, true);
+    if (sb.s_feature_compat & COMPAT.has_journal) {
+      if (!sb.s_journal_inum)
+        throw new Ext4Error(
+          'UNSUPPORTED_FEATURE',
+          `${imagePath}: the journal is on an external device, which cannot be replayed here`,
+        );
+      const ino = sb.s_journal_inum;
+      let ji = r.inode(ino);
+      if ((ji.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
+        // A damaged journal inode: the superblock keeps a copy of its block map and size.
+        const backup = journalBackupOf(sb);
+        const extents = backup.iBlock[0] === 0x0a && backup.iBlock[1] === 0xf3;
+        ji = { ...ji, mode: S_IFREG | 0o600, size: backup.size, block: backup.iBlock, flags: extents ? FL_EXTENTS : 0 };
+        result.warnings.push("the journal inode is damaged: its block map was taken from the superblock's backup");
+      }
+      const runs = r.blockRuns(ino, ji);
+      const map = (n: number) => {
+        const p = r.physicalBlock(runs, n);
+        if (p === undefined) throw new Ext4Error('CORRUPT', `journal block ${n} is not mapped`, { inode: ino });
+        return p;
+      };
+      const jsbBlock = map(0);
+      const jsb = r.readBlocks(jsbBlock).slice();
+      const j = decodeJournalSuperblock(jsb);
+      if (j.s_start !== 0) {
+        if (j.h_blocktype === 4 && j.s_feature_incompat & JBD2_INCOMPAT.fast_commit)
+          throw new Ext4Error(
+            'UNSUPPORTED_FEATURE',
+            `${imagePath}: the journal uses fast commits, which cannot be replayed here; use e2fsck`,
+          );
+        const res = replayJournal({ blockSize: r.blockSize, read: (n) => r.readBlocks(map(n)) }, r.blocksCount);
+        result.transactions = res.transactions;
+        result.blocks = res.overlay.size;
+        result.warnings.push(...res.warnings);
+        writeBlocks(
+          dev,
+          r.blockSize,
+          [...res.overlay].map(([block, data]) => ({ block, data })),
+        );
+        if (opts.sync !== false) dev.sync();
+        // The journal is empty; the next transaction gets the sequence number after the last one.
+        updateJournalSuperblock(jsb, { s_start: 0, s_sequence: res.nextSequence });
+        dev.write(jsbBlock * r.blockSize, jsb);
+        if (opts.sync !== false) dev.sync();
+        result.recovered = true;
+        needsOrphans = true;
+      }
+    }
+  } finally {
+    dev.close();
+  }
+  if (needsOrphans) {
+    // What the journal held is home; the orphans and the flag go through the editor.
+    const ed = Ext4Editor.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
+    try {
+      result.orphans = ed.cleanOrphans();
+      ed.commit();
+    } finally {
+      ed.close();
+    }
+    result.recovered = true;
+  }
+  for (const w of result.warnings) opts.onWarning?.(w);
+  return result;
+}
