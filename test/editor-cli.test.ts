@@ -128,7 +128,7 @@ describe.runIf(runIt)('editing commands', () => {
     expect(r.inode(r.lookup('/etc/ssh')).mode & 0o7777).toBe(0o750);
     expect(r.xattrs(r.lookup('/etc/a'))).toEqual([{ name: 'user.note', value: new TextEncoder().encode('hi') }]);
     expect(r.inode(r.lookup('/etc/new')).mtime).toEqual({ sec: 1_700_000_000, nsec: 500_000_000 });
-    const x = cli(['setfattr', img, '-x', '-n', 'user.note', '/etc/a']);
+    const x = cli(['setfattr', img, '-x', 'user.note', '/etc/a']);
     expect(x.status).toBe(0);
     expect(reader(img).xattrs(reader(img).lookup('/etc/a'))).toEqual([]);
   });

@@ -286,22 +286,25 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
   setfattr: {
-    usage: 'setfattr <image> -n NAME [-v VALUE | -x] <path>',
-    summary: 'set (or with -x remove) an extended attribute; VALUE as setfattr takes it (0x.., 0s.., text)',
+    usage: 'setfattr <image> (-n NAME [-v VALUE] | -x NAME) [-h] <path>',
+    summary: 'set (-n) or remove (-x) an extended attribute, as setfattr(1); VALUE as it takes it (0x.., 0s.., text)',
     options: {
       name: { type: 'string', short: 'n' },
       value: { type: 'string', short: 'v' },
-      remove: { type: 'boolean', short: 'x' },
+      remove: { type: 'string', short: 'x' },
       'no-dereference': { type: 'boolean', short: 'h' },
     },
     args: [1, 1],
     run(ed, [path], values, ctx) {
-      if (typeof values.name !== 'string') throw new UsageError('setfattr needs -n NAME');
       const noFollow = !!values['no-dereference'];
-      if (values.remove) {
-        if (values.value !== undefined) throw new UsageError('setfattr takes -v or -x, not both');
-        ed.removeXattr(path!, values.name, { noFollow });
-      } else ed.setXattr(path!, values.name, parseXattrValue((values.value as string | undefined) ?? ''), { noFollow });
+      if (typeof values.remove === 'string') {
+        if (values.name !== undefined || values.value !== undefined)
+          throw new UsageError('setfattr takes -n NAME [-v VALUE] or -x NAME, not both');
+        ed.removeXattr(path!, values.remove, { noFollow });
+      } else {
+        if (typeof values.name !== 'string') throw new UsageError('setfattr needs -n NAME or -x NAME');
+        ed.setXattr(path!, values.name, parseXattrValue((values.value as string | undefined) ?? ''), { noFollow });
+      }
       ctx.result.path = path;
     },
   },

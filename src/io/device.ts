@@ -41,17 +41,23 @@ function ioError(what: string, path: string, e: unknown): Ext4Error {
 
 /**
  * Test-only crash hook: with EXT4_WORKDISK_CRASH_AFTER=N in the environment the process kills itself
- * (SIGKILL, as a power cut would stop it) right after its N-th write or fsync to an image; with
- * EXT4_WORKDISK_COUNT_IO=1 it prints how many there were when it exits. The crash tests use these to
- * stop a commit at every step.
+ * (SIGKILL) right after its N-th write or fsync to an image; with EXT4_WORKDISK_CRASH_LOSE=all (or
+ * older, random:SEED) as well, writes not yet made durable by an fsync are undone first, as a power
+ * cut could lose them. With
+ * EXT4_WORKDISK_COUNT_IO=1 it prints how many writes and fsyncs there were when it exits. The crash
+ * tests use these to stop a commit at every step.
  */
 const crashAfter = Number(process.env.EXT4_WORKDISK_CRASH_AFTER ?? 0);
+const crashLose = crashAfter > 0 ? (process.env.EXT4_WORKDISK_CRASH_LOSE ?? '') : '';
 let ioEvents = 0;
 if (process.env.EXT4_WORKDISK_COUNT_IO === '1')
   process.once('exit', () => process.stderr.write(`ext4-workdisk: io events: ${ioEvents}\n`));
-function ioEvent(): void {
+function ioEvent(dev: FileDevice): void {
   ioEvents++;
-  if (crashAfter && ioEvents >= crashAfter) process.kill(process.pid, 'SIGKILL');
+  if (crashAfter && ioEvents >= crashAfter) {
+    if (crashLose) dev.loseUnsynced();
+    process.kill(process.pid, 'SIGKILL');
+  }
 }
 
 /** A host file (or block device) opened for positional I/O. */
@@ -67,6 +73,38 @@ export class FileDevice implements BlockDevice {
     this.name = path;
     this.fd = fd;
     this._size = size;
+  }
+
+  /** What the writes since the last fsync overwrote (kept only under EXT4_WORKDISK_CRASH_LOSE). */
+  private unsynced: { position: number; old: Uint8Array }[] = [];
+
+  private keepOld(position: number, length: number): void {
+    if (!crashLose) return;
+    // By 1 KiB piece (the smallest ext4 block): a disk may reorder the blocks of one write too.
+    const old = this.read(position, length);
+    for (let at = 0; at < length; at += 1024)
+      this.unsynced.push({ position: position + at, old: old.subarray(at, Math.min(length, at + 1024)) });
+  }
+
+  /**
+   * The crash hook's power cut: the writes since the last fsync undone, newest first; all of them
+   * (`all`), all but the newest (`older`: the disk wrote them out of order) or a seeded random subset
+   * (`random:SEED`).
+   */
+  loseUnsynced(): void {
+    let lost = this.unsynced;
+    if (crashLose === 'older') lost = lost.slice(0, -1);
+    else if (crashLose.startsWith('random:')) {
+      // A seeded coin for each write (xorshift32): any subset can be what reached the disk.
+      let x = Number(crashLose.slice(7)) >>> 0 || 1;
+      lost = lost.filter(() => {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        return (x >>> 0) % 2 === 0;
+      });
+    }
+    for (const { position, old } of lost.reverse()) fs.writeSync(this.fd, old, 0, old.length, position);
   }
 
   /** Opens an existing file; `writable` opens it read-write. */
@@ -122,6 +160,7 @@ export class FileDevice implements BlockDevice {
   }
 
   write(position: number, data: Uint8Array): void {
+    this.keepOld(position, data.length);
     let done = 0;
     try {
       while (done < data.length) done += fs.writeSync(this.fd, data, done, data.length - done, position + done);
@@ -129,11 +168,15 @@ export class FileDevice implements BlockDevice {
       throw ioError('cannot write', this.name, e);
     }
     if (position + data.length > this._size) this._size = position + data.length;
-    ioEvent();
+    ioEvent(this);
   }
 
   writev(position: number, parts: readonly Uint8Array[]): void {
     const IOV_MAX = 1024;
+    this.keepOld(
+      position,
+      parts.reduce((a, b) => a + b.length, 0),
+    );
     let pos = position;
     try {
       for (let i = 0; i < parts.length; i += IOV_MAX) {
@@ -160,7 +203,7 @@ export class FileDevice implements BlockDevice {
       throw ioError('cannot write', this.name, e);
     }
     if (pos > this._size) this._size = pos;
-    ioEvent();
+    ioEvent(this);
   }
 
   /** Whether startFlush() does anything (set by writers that will sync() at the end anyway). */
@@ -199,7 +242,8 @@ export class FileDevice implements BlockDevice {
     } catch (e) {
       throw ioError('cannot sync', this.name, e);
     }
-    ioEvent();
+    this.unsynced = [];
+    ioEvent(this);
   }
 
   close(): void {
