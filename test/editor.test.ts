@@ -356,7 +356,7 @@ describe.runIf(runIt)('refusals leave the image byte for byte as it was', () => 
         return i;
       },
       (img) => editImage(img, (e) => e.mkdir('/x')),
-      'NEEDS_CHECK',
+      'NEEDS_RECOVERY',
     ],
     [
       'an ext2 file system not cleanly unmounted (or mounted)',

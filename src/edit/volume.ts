@@ -207,7 +207,7 @@ export class Volume {
     if (sb.s_feature_incompat & INCOMPAT.needs_recovery)
       throw new Ext4Error(
         'NEEDS_RECOVERY',
-        `${this.name}: the journal needs recovery (the image is mounted, or was not cleanly unmounted); recover it first`,
+        `${this.name}: the journal needs recovery (the image is mounted, or was not cleanly unmounted); recover it first (\`ext4-workdisk recover\`, or --recover)`,
       );
     if (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID)) {
       const journaled = (sb.s_feature_compat & COMPAT.has_journal) !== 0;
@@ -223,8 +223,8 @@ export class Volume {
     }
     if (sb.s_last_orphan || sb.s_feature_ro_compat & RO_COMPAT.orphan_present)
       throw new Ext4Error(
-        'NEEDS_CHECK',
-        `${this.name}: the file system has orphan inodes to clean up; check it first (e2fsck)`,
+        'NEEDS_RECOVERY',
+        `${this.name}: the file system has orphan inodes to clean up (it was not cleanly unmounted); recover it first (\`ext4-workdisk recover\`, or --recover)`,
       );
   }
 
