@@ -920,6 +920,8 @@ export class Volume {
     this.incompatAdd = 0;
     this.dirtyGroups = [];
     this.dirtySet.clear();
+    this.sbChanged = false;
+    this.sealedSb = undefined;
     // The superblock object may carry nothing of the edit: counts live in the deltas until seal().
   }
 
