@@ -6,7 +6,7 @@
  * kernel does when dir_index is on.
  */
 import { Ext4Error } from '../ext4/errors.js';
-import { put16, put32, u16, u32 } from '../ext4/bytes.js';
+import { put16, put32, u16 } from '../ext4/bytes.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import {
   parseDirEntries,
@@ -14,7 +14,6 @@ import {
   encodeRecLen,
   direntSize,
   hasDirTail,
-  setDirBlockTail,
   packDirBlocks,
   DIR_TAIL_SIZE,
   FT_DIR,
@@ -32,7 +31,7 @@ import {
   setDxTail,
   type DxEntry,
 } from '../ext4/htree.js';
-import { dirHash, DX_HASH_HALF_MD4, DX_HASH_TEA, type DirHash } from '../ext4/dirhash.js';
+import { dirHash, DX_HASH_HALF_MD4, DX_HASH_TEA } from '../ext4/dirhash.js';
 import { FL_EXTENTS, FL_INDEX, FL_INLINE_DATA, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
 import {
   INLINE_DATA_INDEX,
@@ -599,21 +598,6 @@ export function setDotDot(v: Volume, dir: number, parent: number): void {
   if (!dd) throw new Ext4Error('CORRUPT', `directory ${dir} has no '..' entry`, { inode: dir });
   put32(b, dd.offset, parent);
   sealLeaf(v, dir, i, p0);
-}
-
-/** The parent recorded in a directory's '..'. */
-export function dotDotOf(v: Volume, dir: number): number {
-  const i = v.readInode(dir);
-  if (i.flags & FL_INLINE_DATA) return v.r.inlineDir(dir, i).parent;
-  const runs = v.r.blockRuns(dir, i);
-  const p0 = v.r.physicalBlock(runs, 0);
-  if (p0 === undefined) throw new Ext4Error('CORRUPT', `directory ${dir} has no first block`, { inode: dir });
-  const b = v.r.readBlocks(p0);
-  const dd = parseDirEntries(b, 0, i.flags & FL_INDEX ? v.bs : leafEnd(v, b), v.bs, hasFileType(v)).find(
-    (x) => x.inode && x.name.length === 2 && x.name[0] === 0x2e && x.name[1] === 0x2e,
-  );
-  if (!dd) throw new Ext4Error('CORRUPT', `directory ${dir} has no '..' entry`, { inode: dir });
-  return dd.inode;
 }
 
 /** True when the directory lists nothing but '.' and '..'. */

@@ -13,7 +13,7 @@ import {
   xattrSpace,
   type DiskXattr,
 } from '../ext4/xattr.js';
-import { decodeInode, encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
+import { encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
 import { isInlineDataAttr } from '../ext4/reader.js';
 import type { Volume } from './volume.js';
 
@@ -132,10 +132,4 @@ export function releaseXattrs(v: Volume, ino: number, inode: Inode): void {
       { inode: ino },
     );
   if (inode.fileAcl) dropXattrBlock(v, inode.fileAcl, s.refcount);
-}
-
-/** The inode as recorded now (for callers that only hold its number). */
-export function currentInode(v: Volume, ino: number): Inode {
-  const { block, offset } = v.r.inodeLocation(ino);
-  return decodeInode(v.r.readBlocks(block), offset, v.inodeSize);
 }

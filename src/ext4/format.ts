@@ -5,7 +5,7 @@
  */
 import { Ext4Error } from './errors.js';
 import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.js';
-import { crc32c, crc32cU32 } from './crc32c.js';
+import { crc32c } from './crc32c.js';
 import { COMPAT } from './features.js';
 import { type Layout, type LayoutOptions, planLayout, groupFirstBlock, groupBlockCount, takeRuns } from './layout.js';
 import {
