@@ -150,8 +150,12 @@ export class JournalLog {
     };
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);
     const sbOff = SUPERBLOCK_OFFSET - sbBlock * bs;
-    const superblock = (b: Uint8Array, recovering: boolean) => {
-      const s = b.slice(sbOff, sbOff + 1024);
+    // The commit always carries the superblock (seal() updates its counts and times).
+    const newSb = meta.get(sbBlock);
+    if (!newSb) throw new Ext4Error('CORRUPT', `${this.v.name}: the transaction lacks the superblock`);
+    /** A copy of the 1024 superblock bytes at `off` in `b` with needs_recovery set or cleared. */
+    const superblock = (b: Uint8Array, off: number, recovering: boolean) => {
+      const s = b.slice(off, off + 1024);
       const inc = u32(s, INCOMPAT_OFFSET);
       put32(s, INCOMPAT_OFFSET, recovering ? inc | NEEDS_RECOVERY : inc & ~NEEDS_RECOVERY);
       if (this.v.csum) put32(s, CHECKSUM_OFFSET, superblockChecksum(s));
@@ -172,14 +176,16 @@ export class JournalLog {
       s_checksum_type: this.upgraded && this.incompat & JBD2_INCOMPAT.csum_v3 ? JBD2_CRC32C : undefined,
     });
     dev.write(this.map(0) * bs, this.jsb);
-    dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(sbBlock * bs, bs), true));
+    dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(SUPERBLOCK_OFFSET, 1024), 0, true));
     flush();
     // 2. The commit point.
     dev.write(this.map(this.first + txn.length - 1) * bs, txn[txn.length - 1]!);
     flush();
     // 3. Checkpoint: the metadata home (the superblock still saying the journal may hold something).
     const home = blocks.map((b) =>
-      b.block === sbBlock ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, true)) } : b,
+      b.block === sbBlock
+        ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, sbOff, true)) }
+        : b,
     );
     writeBlocks(dev, bs, home);
     flush();
@@ -189,8 +195,7 @@ export class JournalLog {
     dev.write(this.map(0) * bs, this.jsb);
     flush();
     // 5. Nothing to recover.
-    const finalSb = meta.get(sbBlock);
-    dev.write(SUPERBLOCK_OFFSET, superblock(finalSb ?? dev.read(sbBlock * bs, bs), false));
+    dev.write(SUPERBLOCK_OFFSET, superblock(newSb, sbOff, false));
     flush();
   }
 }
