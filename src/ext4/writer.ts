@@ -316,6 +316,22 @@ const FT_OF: Record<NodeKind, number> = {
 /** i_block of inodes that keep nothing there (FIFOs, sockets, empty files before mapping); never mutated. */
 const NO_BLOCKS = new Uint8Array(I_BLOCK_SIZE);
 
+/** A directory made without a source (the root, lost+found): now, owned by `owner` or root. */
+function newDirInode(ctx: WriterContext, perm: number): Inode {
+  const t = ctx.now;
+  return {
+    ...emptyInode(),
+    mode: S_IFDIR | perm,
+    atime: t,
+    mtime: t,
+    ctime: t,
+    crtime: t,
+    extraIsize: ctx.extraIsize,
+    uid: ctx.owner?.uid ?? 0,
+    gid: ctx.owner?.gid ?? 0,
+  };
+}
+
 function baseInode(ctx: WriterContext, node: SourceNode): Inode {
   return {
     mode: MODE_OF[node.kind] | (node.perm & 0o7777),
@@ -541,17 +557,7 @@ export function populate(
   if (src && src.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${src.displayPath} is not a directory`);
   const rootInode: Inode = src
     ? { ...baseInode(ctx, src), mode: S_IFDIR | (src.perm & 0o7777) }
-    : {
-        ...emptyInode(),
-        mode: S_IFDIR | 0o755,
-        atime: ctx.now,
-        mtime: ctx.now,
-        ctime: ctx.now,
-        crtime: ctx.now,
-        extraIsize: ctx.extraIsize,
-        uid: ctx.owner?.uid ?? 0,
-        gid: ctx.owner?.gid ?? 0,
-      };
+    : newDirInode(ctx, 0o755);
   let lpfNode: SourceNode | undefined;
   const rootChildren = src
     ? writeChildren(ctx, src, ROOT_INO, links, 0, (n) => {
@@ -563,19 +569,7 @@ export function populate(
       })
     : { entries: [], subdirs: 0 };
 
-  const lpfInode: Inode = lpfNode
-    ? baseInode(ctx, lpfNode)
-    : {
-        ...emptyInode(),
-        mode: S_IFDIR | 0o700,
-        atime: ctx.now,
-        mtime: ctx.now,
-        ctime: ctx.now,
-        crtime: ctx.now,
-        extraIsize: ctx.extraIsize,
-        uid: ctx.owner?.uid ?? 0,
-        gid: ctx.owner?.gid ?? 0,
-      };
+  const lpfInode: Inode = lpfNode ? baseInode(ctx, lpfNode) : newDirInode(ctx, 0o700);
   const rootXattrs = src ? placeXattrs(ctx, rootInode, src) : undefined;
   const lostFoundXattrs = lpfNode ? placeXattrs(ctx, lpfInode, lpfNode) : undefined;
   const lpfChildren = lpfNode ? writeChildren(ctx, lpfNode, LOST_FOUND_INO, links, 1) : { entries: [], subdirs: 0 };
