@@ -77,23 +77,23 @@ function sealLeaf(v: Volume, dir: number, i: Inode, block: number): void {
  * slack after a live entry (kernel: add_dirent_to_buf). `recBase` decodes rec_len (the block size).
  */
 function insertInto(b: Uint8Array, start: number, end: number, recBase: number, e: DirEntry): boolean {
-  const need = direntSize(e.name.length);
-  for (const x of parseDirEntries(b, start, end, recBase)) {
-    if (x.inode === 0) {
-      if (x.recLen >= need) {
-        encodeDirent(b, x.offset, e, x.recLen);
-        return true;
-      }
-      continue;
-    }
-    const used = direntSize(x.name.length);
-    if (x.recLen - used >= need) {
-      put16(b, x.offset + 4, encodeRecLen(used));
-      encodeDirent(b, x.offset + used, e, x.recLen - used);
-      return true;
-    }
-  }
-  return false;
+  const x = roomIn(parseDirEntries(b, start, end, recBase), direntSize(e.name.length));
+  if (x) putInto(b, x, e);
+  return x !== undefined;
+}
+
+/** The entry whose record has room for `need` more bytes (an unused one, or a live one's slack). */
+function roomIn(entries: Iterable<RawDirent>, need: number): RawDirent | undefined {
+  for (const x of entries) if (x.recLen - (x.inode === 0 ? 0 : direntSize(x.name.length)) >= need) return x;
+  return undefined;
+}
+
+/** Writes `e` into the room `roomIn` found at `x`: over an unused entry, or after a live one cut short. */
+function putInto(b: Uint8Array, x: RawDirent, e: DirEntry): void {
+  if (x.inode === 0) return encodeDirent(b, x.offset, e, x.recLen);
+  const used = direntSize(x.name.length);
+  put16(b, x.offset + 4, encodeRecLen(used));
+  encodeDirent(b, x.offset + used, e, x.recLen - used);
 }
 
 /** Removes the entry at `offset` of [start, end): merged into the previous entry, or marked unused. */
@@ -500,8 +500,10 @@ export function addEntry(v: Volume, dir: number, name: Uint8Array, ino: number, 
     for (const blk of v.r.dirBlocks(dir, i)) {
       blocks++;
       if (blk.dx) continue;
-      const b = v.r.cache.modify(blk.pblk);
-      if (insertInto(b, 0, leafEnd(v, b), v.bs, e)) {
+      // Only the block that takes the entry is changed (and so journaled).
+      const x = roomIn(blk.entries, direntSize(e.name.length));
+      if (x) {
+        putInto(v.r.cache.modify(blk.pblk), x, e);
         sealLeaf(v, dir, i, blk.pblk);
         added = true;
         break;
