@@ -1182,7 +1182,13 @@ export class Ext4Editor {
     if (!this.v.changed) return;
     if (!(this.v.sb.s_feature_compat & COMPAT.has_journal))
       this.warn('this image has no journal: a crash while writing can leave it needing a check (e2fsck)');
-    this.v.commit();
+    try {
+      this.v.commit();
+    } catch (e) {
+      // A commit that could not be made dropped the edit: paths resolved during it may name nothing now.
+      this.dirCache.clear();
+      throw e;
+    }
   }
 
   /** Drops every change not yet committed. */

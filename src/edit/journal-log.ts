@@ -15,8 +15,7 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { superblockChecksum, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
-import { put32, u32 } from '../ext4/bytes.js';
+import { patchIncompat, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import {
   decodeJournalSuperblock,
   journalFormat,
@@ -43,8 +42,6 @@ const KNOWN_INCOMPAT =
   JBD2_INCOMPAT.csum_v2 |
   JBD2_INCOMPAT.csum_v3;
 const NEEDS_RECOVERY = INCOMPAT.needs_recovery;
-const INCOMPAT_OFFSET = 0x60;
-const CHECKSUM_OFFSET = 0x3fc;
 
 export class JournalLog {
   private readonly jsb: Uint8Array;
@@ -136,13 +133,8 @@ export class JournalLog {
     now: { sec: number; nsec: number },
   ): void {
     const bs = this.v.bs;
+    // The caller has checked that the transaction fits (fits()).
     const blocks = [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d }));
-    const { need, room } = this.fits(blocks.length);
-    if (need > room)
-      throw new Ext4Error(
-        'NO_SPACE',
-        `${this.v.name}: this change needs ${need} journal blocks and the journal holds ${room}; make it in smaller batches`,
-      );
     const tid = this.sequence;
     const txn = buildTransaction(this.format, tid, blocks, now);
     const flush = () => {
@@ -153,14 +145,9 @@ export class JournalLog {
     // The commit always carries the superblock (seal() updates its counts and times).
     const newSb = meta.get(sbBlock);
     if (!newSb) throw new Ext4Error('CORRUPT', `${this.v.name}: the transaction lacks the superblock`);
-    /** A copy of the 1024 superblock bytes at `off` in `b` with needs_recovery set or cleared. */
-    const superblock = (b: Uint8Array, off: number, recovering: boolean) => {
-      const s = b.slice(off, off + 1024);
-      const inc = u32(s, INCOMPAT_OFFSET);
-      put32(s, INCOMPAT_OFFSET, recovering ? inc | NEEDS_RECOVERY : inc & ~NEEDS_RECOVERY);
-      if (this.v.csum) put32(s, CHECKSUM_OFFSET, superblockChecksum(s));
-      return s;
-    };
+    /** The superblock bytes at `off` in `b` with needs_recovery set or cleared. */
+    const superblock = (b: Uint8Array, off: number, recovering: boolean) =>
+      patchIncompat(b.subarray(off), recovering ? NEEDS_RECOVERY : 0, recovering ? 0 : NEEDS_RECOVERY);
 
     // 1. Data, the log up to the commit block, the journal superblock and needs_recovery.
     writeBlocks(dev, bs, data);

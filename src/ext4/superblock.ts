@@ -168,6 +168,19 @@ export function superblockChecksum(b: Uint8Array): number {
   return crc32c(0xffffffff, b, 0, CHECKSUM_OFFSET);
 }
 
+/**
+ * A copy of encoded superblock bytes with incompatible feature bits `set` and `clear` changed and the
+ * checksum (under metadata_csum) recomputed; every other byte is kept as it is.
+ */
+export function patchIncompat(b: Uint8Array, set: number, clear: number): Uint8Array {
+  const out = b.slice(0, SUPERBLOCK_SIZE);
+  const off = NUMERIC.find(([name]) => name === 's_feature_incompat')![1];
+  put32(out, off, ((u32(out, off) | set) & ~clear) >>> 0);
+  if (u32(out, NUMERIC.find(([name]) => name === 's_feature_ro_compat')![1]) & 0x400)
+    put32(out, CHECKSUM_OFFSET, superblockChecksum(out));
+  return out;
+}
+
 /** Encodes `sb` into 1024 bytes; under metadata_csum the checksum is computed and stored. */
 export function encodeSuperblock(sb: Superblock): Uint8Array {
   const b = new Uint8Array(SUPERBLOCK_SIZE);
