@@ -7,8 +7,6 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFREG, FL_EXTENTS } from '../ext4/inode.js';
-import { journalBackupOf } from '../ext4/superblock.js';
 import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from '../ext4/journal.js';
 import { replayJournal } from '../ext4/replay.js';
 import { Ext4Reader } from '../ext4/reader.js';
@@ -58,21 +56,7 @@ export function recoverJournal(imagePath: string, opts: RecoverOptions = {}): Re
           'UNSUPPORTED_FEATURE',
           `${imagePath}: the journal is on an external device, which cannot be replayed here`,
         );
-      const ino = sb.s_journal_inum;
-      let ji = r.inode(ino);
-      if ((ji.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
-        // A damaged journal inode: the superblock keeps a copy of its block map and size.
-        const backup = journalBackupOf(sb);
-        const extents = backup.iBlock[0] === 0x0a && backup.iBlock[1] === 0xf3;
-        ji = { ...ji, mode: S_IFREG | 0o600, size: backup.size, block: backup.iBlock, flags: extents ? FL_EXTENTS : 0 };
-        result.warnings.push("the journal inode is damaged: its block map was taken from the superblock's backup");
-      }
-      const runs = r.blockRuns(ino, ji);
-      const map = (n: number) => {
-        const p = r.physicalBlock(runs, n);
-        if (p === undefined) throw new Ext4Error('CORRUPT', `journal block ${n} is not mapped`, { inode: ino });
-        return p;
-      };
+      const map = r.journalMap((w) => result.warnings.push(w));
       const jsbBlock = map(0);
       const jsb = r.readBlocks(jsbBlock).slice();
       const j = decodeJournalSuperblock(jsb);

@@ -260,18 +260,15 @@ export class Ext4Reader {
     if (dirty && opts.replayJournal) this.replay(opts);
   }
 
-  private replay(opts: ReaderOptions): void {
+  /**
+   * The physical block of each block of the internal journal. A damaged journal inode is replaced by the
+   * superblock's backup of its block map and size (s_jnl_blocks), with a warning.
+   */
+  journalMap(onWarning?: (message: string) => void): (n: number) => number {
     const sb = this.sb;
-    if (!(sb.s_feature_compat & COMPAT.has_journal) || !sb.s_journal_inum) {
-      opts.onWarning?.(
-        'the journal needs recovery but is external (journal_dev): reading the file system as it is on disk',
-      );
-      return;
-    }
     const ino = sb.s_journal_inum;
     let jinode = this.inode(ino);
     if ((jinode.mode & S_IFMT) !== S_IFREG && sb.s_jnl_backup_type === 1) {
-      // A damaged journal inode: the superblock keeps a copy of its block map and size (s_jnl_blocks).
       const backup = journalBackupOf(sb);
       const extents = backup.iBlock[0] === 0x0a && backup.iBlock[1] === 0xf3;
       jinode = {
@@ -281,14 +278,25 @@ export class Ext4Reader {
         block: backup.iBlock,
         flags: extents ? FL_EXTENTS : 0,
       };
-      opts.onWarning?.("the journal inode is damaged: using the superblock's backup of its block map");
+      onWarning?.("the journal inode is damaged: using the superblock's backup of its block map");
     }
     const runs = this.blockRuns(ino, jinode);
-    const map = (n: number) => {
-      const r = runs.find((x) => n >= x.lblk && n < x.lblk + x.len);
-      if (!r) throw new Ext4Error('CORRUPT', `journal block ${n} is not mapped`, { inode: ino });
-      return r.pblk + (n - r.lblk);
+    return (n: number) => {
+      const p = this.physicalBlock(runs, n);
+      if (p === undefined) throw new Ext4Error('CORRUPT', `journal block ${n} is not mapped`, { inode: ino });
+      return p;
     };
+  }
+
+  private replay(opts: ReaderOptions): void {
+    const sb = this.sb;
+    if (!(sb.s_feature_compat & COMPAT.has_journal) || !sb.s_journal_inum) {
+      opts.onWarning?.(
+        'the journal needs recovery but is external (journal_dev): reading the file system as it is on disk',
+      );
+      return;
+    }
+    const map = this.journalMap(opts.onWarning);
     const res = replayJournal({ blockSize: this.blockSize, read: (n) => this.readBlocks(map(n)) }, this.blocksCount);
     for (const [block, data] of res.overlay) this.cache.overlay.set(block, data);
     this.forgetGroupDesc();
