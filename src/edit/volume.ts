@@ -18,7 +18,6 @@ import {
   encodeSuperblock,
   freeBlocksCount,
   SUPERBLOCK_OFFSET,
-  SUPERBLOCK_SIZE,
   STATE_VALID,
   type Superblock,
 } from '../ext4/superblock.js';
@@ -39,7 +38,7 @@ import {
   GOOD_OLD_INODE_SIZE,
   FL_HUGE_FILE,
 } from '../ext4/inode.js';
-import { setBitRange, testBit, bitmapChecksum } from '../ext4/bitmap.js';
+import { setBit, clearBit, setBitRange, testBit, countBits, bitmapChecksum } from '../ext4/bitmap.js';
 import { hasDirTail, setDirBlockTail } from '../ext4/dirent.js';
 import { Ext4Reader, type ReaderOptions } from '../ext4/reader.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
@@ -374,7 +373,7 @@ export class Volume {
     if (gd.flags & BG_BLOCK_UNINIT && this.hasGroupCsum) {
       const init = this.initialBlockBitmap(g);
       // A safety net: what the computed bitmap leaves free must be what the descriptor counts.
-      if (countFree(init, this.groupBlocks(g)) !== gd.freeBlocks)
+      if (this.groupBlocks(g) - countBits(init, this.groupBlocks(g)) !== gd.freeBlocks)
         throw new Ext4Error(
           'CORRUPT',
           `group ${g} is marked uninitialized but its free count (${gd.freeBlocks}) disagrees with its metadata`,
@@ -488,14 +487,9 @@ export class Volume {
 
   /** The first clear bit of a group's bitmap at or after its remembered hint (which moves up to it). */
   private firstFree(hints: Map<number, number>, g: number, bm: Uint8Array, n: number): number {
-    let i = hints.get(g) ?? 0;
-    while (i < n) {
-      if ((i & 7) === 0 && bm[i >>> 3] === 0xff) i += 8;
-      else if (testBit(bm, i)) i++;
-      else break;
-    }
-    hints.set(g, Math.min(i, n));
-    return Math.min(i, n);
+    const i = scanFree(bm, hints.get(g) ?? 0, n, 1)?.start ?? n;
+    hints.set(g, i);
+    return i;
   }
 
   private releaseFrees(): void {
@@ -518,7 +512,7 @@ export class Volume {
         for (let i = start - first; i < start - first + n; i++) {
           if (!testBit(bm, i))
             throw new Ext4Error('CORRUPT', `block ${first + i} is freed but was not in use`, { block: first + i });
-          bm[i >>> 3]! &= ~(1 << (i & 7));
+          clearBit(bm, i);
           // A freed block's new content (if an earlier operation changed it) is of no use any more.
           this.r.cache.overlay.delete(first + i);
         }
@@ -588,7 +582,7 @@ export class Volume {
     const run = scanFree(bm, first, this.ipg, 1);
     if (!run) throw new Ext4Error('CORRUPT', `group ${g} counts free inodes but its bitmap has none`, { group: g });
     const idx = run.start;
-    bm[idx >>> 3]! |= 1 << (idx & 7);
+    setBit(bm, idx);
     // The kernel also sets up the block bitmap of a group it starts using (ext4_new_inode).
     if (this.r.groupDesc(g).flags & BG_BLOCK_UNINIT && this.hasGroupCsum) this.blockBitmapForWrite(g);
     const gd = this.gd(g);
@@ -606,7 +600,7 @@ export class Volume {
     const idx = (ino - 1) % this.ipg;
     const bm = this.inodeBitmapForWrite(g);
     if (!testBit(bm, idx)) throw new Ext4Error('CORRUPT', `inode ${ino} is freed but was not in use`, { inode: ino });
-    bm[idx >>> 3]! &= ~(1 << (idx & 7));
+    clearBit(bm, idx);
     this.inodeHint.delete(g);
     const gd = this.gd(g);
     gd.freeInodes++;
@@ -713,9 +707,6 @@ export class Volume {
 
   needRoCompat(bit: number): void {
     if (!(this.sb.s_feature_ro_compat & bit)) this.roCompatAdd |= bit;
-  }
-  hasRoCompat(bit: number): boolean {
-    return ((this.sb.s_feature_ro_compat | this.roCompatAdd) & bit) !== 0;
   }
   needIncompat(bit: number): void {
     if (!(this.sb.s_feature_incompat & bit)) this.incompatAdd |= bit;
@@ -886,9 +877,9 @@ export class Volume {
     const base = this.r.cache.overlay.size + this.dirtyGd.size + 1;
     const half = journal.fits(0).room / 2;
     if (journal.fits(base + this.frees.length).need <= half) return;
-    const freedGroups = new Set(this.frees.map((f) => Math.floor((f.start - this.sb.s_first_data_block) / this.bpg)));
+    const freedGroups = new Set(this.frees.map((f) => this.groupOfBlock(f.start)));
     if (journal.fits(base + freedGroups.size).need <= half) return;
-    const inOp = this.mark !== undefined || this.gdUndo !== undefined;
+    const inOp = this.mark !== undefined;
     if (inOp) this.endOp();
     this.commit();
     if (inOp) this.beginOp();
@@ -940,20 +931,8 @@ export class Volume {
   }
 }
 
-/** Free bits among the first `n` of a bitmap. */
-function countFree(b: Uint8Array, n: number): number {
-  let free = 0;
-  for (let i = 0; i < n; i++) if (!testBit(b, i)) free++;
-  return free;
-}
-
 /** In bits [from, to) of a bitmap: the first run of at least `want` clear bits, else the longest one. */
-export function scanFree(
-  b: Uint8Array,
-  from: number,
-  to: number,
-  want: number,
-): { start: number; len: number } | undefined {
+function scanFree(b: Uint8Array, from: number, to: number, want: number): { start: number; len: number } | undefined {
   let best: { start: number; len: number } | undefined;
   let i = from;
   while (i < to) {
@@ -1034,8 +1013,6 @@ export function mountedLoop(imagePath: string): string | undefined {
   }
   return undefined;
 }
-
-export { SUPERBLOCK_SIZE };
 
 function clock(): { sec: number; nsec: number } {
   const ms = Date.now();

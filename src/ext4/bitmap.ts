@@ -4,6 +4,9 @@ import { crc32c } from './crc32c.js';
 export function setBit(b: Uint8Array, i: number): void {
   b[i >>> 3]! |= 1 << (i & 7);
 }
+export function clearBit(b: Uint8Array, i: number): void {
+  b[i >>> 3]! &= ~(1 << (i & 7));
+}
 export function testBit(b: Uint8Array, i: number): boolean {
   return (b[i >>> 3]! & (1 << (i & 7))) !== 0;
 }
