@@ -19,8 +19,7 @@ import {
   EXTENT_HEADER_SIZE,
   EXTENT_ENTRY_SIZE,
   MAX_INIT_EXTENT_LEN,
-  MAX_UNINIT_EXTENT_LEN,
-  type Extent,
+  runsToExtents,
 } from '../ext4/extent.js';
 import { FL_EXTENTS, FL_INLINE_DATA, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
@@ -77,32 +76,6 @@ function hasBlockPointers(i: Inode): boolean {
   return !(i.flags & (FL_EXTENTS | FL_INLINE_DATA)) && !isZero(i.block);
 }
 
-/** Extents for sorted runs: contiguous runs of the same kind merged, split at the length limits. */
-export function toExtents(runs: readonly Run[]): Extent[] {
-  const out: Extent[] = [];
-  for (const r of runs) {
-    let { lblk, pblk, len } = r;
-    const uninit = !!r.uninit;
-    const max = uninit ? MAX_UNINIT_EXTENT_LEN : MAX_INIT_EXTENT_LEN;
-    const last = out[out.length - 1];
-    if (last && !!last.uninit === uninit && last.lblk + last.len === lblk && last.pblk + last.len === pblk) {
-      const add = Math.min(len, max - last.len);
-      last.len += add;
-      lblk += add;
-      pblk += add;
-      len -= add;
-    }
-    while (len > 0) {
-      const n = Math.min(len, max);
-      out.push({ lblk, pblk, len: n, ...(uninit ? { uninit: true } : {}) });
-      lblk += n;
-      pblk += n;
-      len -= n;
-    }
-  }
-  return out;
-}
-
 /**
  * Builds a fresh map for `runs` (sorted, non-overlapping) into `inode` (i_block and the extents flag).
  * Map blocks are allocated near `goal` and written. Returns how many map blocks it took.
@@ -117,7 +90,7 @@ export function buildMap(
 ): number {
   inode.flags &= ~FL_INLINE_DATA;
   if (extents) {
-    const ex = toExtents(runs);
+    const ex = runsToExtents(runs);
     const lastLblk = ex.length ? ex[ex.length - 1]!.lblk + ex[ex.length - 1]!.len : 0;
     if (lastLblk > 2 ** 32)
       throw new Ext4Error('TOO_LARGE', `inode ${ino}: file too large for an extent tree`, { inode: ino });

@@ -173,13 +173,37 @@ export function buildExtentTree(
 }
 
 /** Splits a run of `len` blocks at `pblk` for logical block `lblk` into extents of at most 32768 blocks. */
-export function runToExtents(lblk: number, pblk: number, len: number, out: Extent[] = []): Extent[] {
-  while (len > 0) {
-    const n = Math.min(len, MAX_INIT_EXTENT_LEN);
-    out.push({ lblk, pblk, len: n });
-    lblk += n;
-    pblk += n;
-    len -= n;
+export function runToExtents(lblk: number, pblk: number, len: number): Extent[] {
+  return runsToExtents([{ lblk, pblk, len }]);
+}
+
+/**
+ * Extents for runs sorted by logical block: runs contiguous both logically and physically, of the same
+ * kind (initialized or not), are merged; each extent is split at its kind's length limit.
+ */
+export function runsToExtents(
+  runs: readonly { lblk: number; pblk: number; len: number; uninit?: boolean }[],
+): Extent[] {
+  const out: Extent[] = [];
+  for (const r of runs) {
+    let { lblk, pblk, len } = r;
+    const uninit = !!r.uninit;
+    const max = uninit ? MAX_UNINIT_EXTENT_LEN : MAX_INIT_EXTENT_LEN;
+    const last = out[out.length - 1];
+    if (last && !!last.uninit === uninit && last.lblk + last.len === lblk && last.pblk + last.len === pblk) {
+      const add = Math.min(len, max - last.len);
+      last.len += add;
+      lblk += add;
+      pblk += add;
+      len -= add;
+    }
+    while (len > 0) {
+      const n = Math.min(len, max);
+      out.push({ lblk, pblk, len: n, ...(uninit ? { uninit: true } : {}) });
+      lblk += n;
+      pblk += n;
+      len -= n;
+    }
   }
   return out;
 }

@@ -42,7 +42,7 @@ import {
   FL_EXTENTS,
   I_BLOCK_SIZE,
 } from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, type Extent } from './extent.js';
+import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
 import { newJournalSuperblock } from './journal.js';
 import { DX_HASH_HALF_MD4 } from './dirhash.js';
@@ -55,7 +55,6 @@ import {
   estimateTree,
   writerBuffers,
   type TreeEstimate,
-  runsToExtents,
   ROOT_INO,
   LOST_FOUND_INO,
   FIRST_INO,

@@ -22,7 +22,7 @@ import {
   FL_INDEX,
   inodeCsumSeed,
 } from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, runToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
+import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import {
   packDirBlocks,
   direntSize,
@@ -202,24 +202,6 @@ export function allocData(ctx: WriterContext, n: number): { start: number; len: 
   const last = runs[runs.length - 1];
   if (last) ctx.cursor = last.start + last.len;
   return runs;
-}
-
-/** Merges logically and physically contiguous runs and splits them at the extent length limit. */
-export function runsToExtents(runs: { lblk: number; pblk: number; len: number }[]): Extent[] {
-  const out: Extent[] = [];
-  for (const r of runs) {
-    let { lblk, pblk, len } = r;
-    const last = out[out.length - 1];
-    if (last && last.lblk + last.len === lblk && last.pblk + last.len === pblk && last.len < MAX_INIT_EXTENT_LEN) {
-      const add = Math.min(len, MAX_INIT_EXTENT_LEN - last.len);
-      last.len += add;
-      lblk += add;
-      pblk += add;
-      len -= add;
-    }
-    runToExtents(lblk, pblk, len, out);
-  }
-  return out;
 }
 
 /** Builds the extent tree for `extents`, allocating and queueing its blocks; returns i_block and tree block count. */
