@@ -14,7 +14,15 @@ import * as fs from 'node:fs';
 import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';
 import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
-import { COMMANDS, UsageError, parseCommand, parseScript, parseTime, type RunContext } from './edit/commands.js';
+import {
+  COMMANDS,
+  UsageError,
+  parseCommand,
+  parseScript,
+  parseTime,
+  parseOwner,
+  type RunContext,
+} from './edit/commands.js';
 import { Ext4Editor } from './edit/editor.js';
 import { recoverJournal } from './edit/recover.js';
 
@@ -61,11 +69,12 @@ function intOption(v: string | undefined, name: string): number | undefined {
   return Number(v);
 }
 
-function parseOwner(s: string): { uid: number; gid: number } {
-  const m = /^(\d+):(\d+)$/.exec(s);
-  if (!m || Number(m[1]) > 0xffffffff || Number(m[2]) > 0xffffffff)
+/** --owner of mkfs and the work-disk job: both ids, UID:GID. */
+function ownerOption(s: string): { uid: number; gid: number } {
+  const { uid, gid } = parseOwner(s);
+  if (uid === undefined || gid === undefined)
     throw new Ext4Error('BAD_OPTION', `--owner must be UID:GID (numbers), got "${s}"`);
-  return { uid: Number(m[1]), gid: Number(m[2]) };
+  return { uid, gid };
 }
 
 function cmdMkfs(args: string[]): void {
@@ -101,7 +110,7 @@ function cmdMkfs(args: string[]): void {
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
     source: values.from === undefined ? undefined : sourceFrom(values.from, values.xattrs, image),
-    owner: values.owner === undefined ? undefined : parseOwner(values.owner),
+    owner: values.owner === undefined ? undefined : ownerOption(values.owner),
   });
   const l = r.layout;
   if (values.json) {

@@ -173,6 +173,24 @@ describe.runIf(runIt)('editing commands', () => {
     expect([i.mode & 0o7777, i.uid, i.gid]).toEqual([0o640, 0, 0]);
   });
 
+  it('cp-in of a single file takes its attributes from --xattrs; touch without a time takes --timestamp', () => {
+    const img = image();
+    const f = path.join(work, `single${n++}`);
+    fs.writeFileSync(f, 'one');
+    const dump = path.join(work, `dump${n++}`);
+    fs.writeFileSync(dump, `# file: ${f}\nuser.origin="host"\n\n`);
+    const r = cli(['cp-in', img, f, '/copied', '--xattrs', dump]);
+    expect(r.status, r.stderr).toBe(0);
+    const rd = reader(img);
+    const xs = rd.xattrs(rd.lookup('/copied'));
+    expect(xs.map((x) => [x.name, Buffer.from(x.value).toString()])).toEqual([['user.origin', 'host']]);
+    const t = cli(['touch', img, '/copied', '--timestamp', '1600000000']);
+    expect(t.status, t.stderr).toBe(0);
+    const i = reader(img).inode(reader(img).lookup('/copied'));
+    expect([i.atime.sec, i.mtime.sec, i.ctime.sec]).toEqual([1600000000, 1600000000, 1600000000]);
+    expect(fsck(img).status).toBe(0);
+  });
+
   it('edit --script runs a batch as one change; a failing line leaves the image as it was', () => {
     const img = image();
     const good = path.join(work, `s${n++}.txt`);

@@ -254,6 +254,43 @@ describe.runIf(runIt)('editing by path', () => {
     ed.close();
   });
 
+  it('adding a name to a linear directory changes only the block that takes it', () => {
+    // ext2 without dir_index: the directory stays linear and grows block by block.
+    const img = mkfs(['-t', 'ext2', '-O', '^dir_index', '-b', '1024']);
+    editImage(img, (e) => {
+      e.mkdir('/d');
+      for (let k = 0; k < 200; k++) e.writeFile(`/d/a-long-enough-name-${k}`, '');
+    });
+    const ed = Ext4Editor.open(img, { onWarning: () => {} });
+    const r = ed.reader;
+    const dir = r.lookup('/d');
+    const blocks = new Set<number>();
+    for (const run of r.blockRuns(dir, r.inode(dir))) for (let k = 0; k < run.len; k++) blocks.add(run.pblk + k);
+    expect(blocks.size).toBeGreaterThan(4);
+    ed.link('/d/a-long-enough-name-0', '/d/one-more');
+    expect([...r.cache.overlay.keys()].filter((b) => blocks.has(b)).length).toBe(1);
+    ed.commit();
+    ed.close();
+    clean(img);
+  });
+
+  it('a commit refused for its size forgets the directories the dropped edit made', () => {
+    const img = mkfs(['-b', '1024', '-J', 'size=1', '-N', '4096'], '16M');
+    const ed = Ext4Editor.open(img, { atomic: true });
+    ed.mkdir('/made');
+    for (let d = 0; d < 40; d++) {
+      ed.mkdir(`/made/d${d}`);
+      for (let k = 0; k < 90; k++) ed.writeFile(`/made/d${d}/f${k}`, 'x');
+    }
+    expect(() => ed.commit()).toThrowError(expect.objectContaining({ code: 'NO_SPACE' }));
+    // /made was never written: it cannot be found now, and nothing goes into its freed inode.
+    expect(() => ed.writeFile('/made/late', 'x')).toThrowError(expect.objectContaining({ code: 'NOT_FOUND' }));
+    ed.writeFile('/kept', 'x');
+    ed.commit();
+    ed.close();
+    clean(img);
+  });
+
   it('a batch of 1,000 files writes each changed block once home and once to the journal', () => {
     const img = ours(256);
     const dev = FileDevice.open(img, true);

@@ -9,7 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, type Timestamp } from '../ext4/inode.js';
 import { readXattrDump } from '../source/xattr-dump.js';
-import { hostDirectorySource } from '../source/host.js';
+import { hostPathSource } from '../source/host.js';
 import { imageTreeSource } from '../source/image.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
@@ -153,7 +153,7 @@ function treeFrom(src: string, values: Values): string | TreeSource {
     const dev = FileDevice.open(image);
     return imageTreeSource(Ext4Reader.open(dev), src);
   }
-  if (typeof values.xattrs === 'string') return hostDirectorySource(src, { xattrs: readXattrDump(values.xattrs) });
+  if (typeof values.xattrs === 'string') return hostPathSource(src, { xattrs: readXattrDump(values.xattrs) });
   return src;
 }
 
@@ -256,14 +256,11 @@ export const COMMANDS: Record<string, Command> = {
     args: [1, 1],
     run(ed, [path], values, ctx) {
       const both = typeof values.time === 'string' ? parseTime(values.time) : undefined;
-      const now = () => {
-        const ms = Date.now();
-        return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
-      };
+      // 'now' is the edit's time: the clock, or --timestamp / SOURCE_DATE_EPOCH for reproducible images.
       const a =
-        typeof values.atime === 'string' ? parseTime(values.atime) : (both ?? (values.mtime ? undefined : now()));
+        typeof values.atime === 'string' ? parseTime(values.atime) : (both ?? (values.mtime ? undefined : 'now'));
       const m =
-        typeof values.mtime === 'string' ? parseTime(values.mtime) : (both ?? (values.atime ? undefined : now()));
+        typeof values.mtime === 'string' ? parseTime(values.mtime) : (both ?? (values.atime ? undefined : 'now'));
       try {
         ed.reader.lookup(path!, { followLast: true });
       } catch (e) {
@@ -281,7 +278,7 @@ export const COMMANDS: Record<string, Command> = {
     args: [1, 1],
     run(ed, [path], values, ctx) {
       if (typeof values.size !== 'string') throw new UsageError('truncate needs --size');
-      ed.truncate(path!, /^\d+$/.test(values.size) ? Number(values.size) : parseSize(values.size));
+      ed.truncate(path!, parseSize(values.size));
       ctx.result.path = path;
     },
   },

@@ -7,10 +7,9 @@
  * discarded; nothing reaches the image before `commit()`.
  */
 import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import { put16, put32, u32 } from '../ext4/bytes.js';
-import { crc32c } from '../ext4/crc32c.js';
+import { put32, u32 } from '../ext4/bytes.js';
+import { crc32c, crc32cU64 } from '../ext4/crc32c.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import {
   emptyInode,
@@ -25,6 +24,7 @@ import {
   FL_EXTENTS,
   FL_INLINE_DATA,
   FL_INDEX,
+  encodeDeviceNumbers,
   I_BLOCK_SIZE,
   MIN_TIME,
   MAX_TIME,
@@ -42,12 +42,12 @@ import {
   MAX_NAME_LEN,
 } from '../ext4/dirent.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
-import { toDisk, aclMode, chmodAcl } from '../ext4/xattr.js';
+import { toDisk, xattrKey, aclMode, chmodAcl } from '../ext4/xattr.js';
 import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
 import type { BlockDevice } from '../io/device.js';
 import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
 import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
-import { hostDirectorySource } from '../source/host.js';
+import { hostPathSource } from '../source/host.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
@@ -404,14 +404,7 @@ export class Ext4Editor {
   writeFile(path: string, content: FileContent, opts: WriteFileOptions = {}): void {
     this.op(() => {
       const t = this.fileTarget(path, opts);
-      const src = sourceOf(content);
-      try {
-        const w = new ContentWriter(this.v, t.ino, t.inode, { size: src.size });
-        for (let c = src.next(); c; c = src.next()) w.push(c);
-        w.finish();
-      } finally {
-        src.close?.();
-      }
+      writeContent(this.v, t.ino, t.inode, sourceOf(content));
       this.fileDone(t, opts);
     });
   }
@@ -538,15 +531,23 @@ export class Ext4Editor {
   symlink(target: string, path: string, opts: NewEntryOptions = {}): void {
     this.op(() => {
       const t = enc.encode(target);
-      const max = Math.min(4095, this.v.bs - 1);
-      if (t.length === 0) throw new Ext4Error('INVALID_ARGUMENT', 'a symlink target cannot be empty');
-      if (t.includes(0)) throw new Ext4Error('INVALID_ARGUMENT', 'a symlink target cannot contain NUL');
-      if (t.length > max)
-        throw new Ext4Error('NAME_TOO_LONG', `symlink targets hold at most ${max} bytes here, got ${t.length}`);
+      this.checkTarget(t, path);
       const { parent, name, display } = this.parentOf(path);
       if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
       this.makeSymlink(parent, name, t, opts);
     });
+  }
+
+  /** A target ext4 can hold: 1 to min(4095, block size - 1) bytes, no NUL. */
+  private checkTarget(t: Uint8Array, path: string): void {
+    const max = Math.min(4095, this.v.bs - 1);
+    if (t.length === 0) throw new Ext4Error('INVALID_ARGUMENT', `${path}: a symlink target cannot be empty`, { path });
+    if (t.includes(0))
+      throw new Ext4Error('INVALID_ARGUMENT', `${path}: a symlink target cannot contain NUL`, { path });
+    if (t.length > max)
+      throw new Ext4Error('NAME_TOO_LONG', `${path}: symlink targets hold at most ${max} bytes here, got ${t.length}`, {
+        path,
+      });
   }
 
   private makeSymlink(parent: number, name: Uint8Array, t: Uint8Array, o: NewEntryOptions): number {
@@ -609,12 +610,7 @@ export class Ext4Editor {
       const [major, minor] = rdev ?? [0, 0];
       if (!(major >= 0 && major < 4096 && minor >= 0 && minor < 1 << 20))
         throw new Ext4Error('BAD_OPTION', `device number ${major}:${minor} is out of range`);
-      // Old encoding when it fits (kernel: old_valid_dev), else the new one in the second word.
-      if (major < 256 && minor < 256) put16(inode.block, 0, (major << 8) | minor);
-      else {
-        const w = ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
-        inode.block.set([w & 0xff, (w >>> 8) & 0xff, (w >>> 16) & 0xff, w >>> 24], 4);
-      }
+      inode.block = encodeDeviceNumbers(major, minor);
     }
     this.v.initInode(ino, inode);
     this.linkNew(parent, name, ino, inode.mode);
@@ -799,7 +795,7 @@ export class Ext4Editor {
       const acl = list.find((x) => x.index === 2);
       if (acl) {
         acl.value = chmodAcl(acl.value, perm);
-        writeXattrs(this.v, ino, this.v.readInode(ino), list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+        writeXattrs(this.v, ino, this.v.readInode(ino), list);
       }
     });
   }
@@ -822,18 +818,18 @@ export class Ext4Editor {
     });
   }
 
-  /** Sets access and modification times (nanoseconds kept); undefined keeps one of them. */
+  /** Sets access and modification times (nanoseconds kept); undefined keeps one, 'now' takes the edit's time. */
   utimes(
     path: string,
-    atime: Timestamp | undefined,
-    mtime: Timestamp | undefined,
+    atime: Timestamp | 'now' | undefined,
+    mtime: Timestamp | 'now' | undefined,
     opts: { noFollow?: boolean } = {},
   ): void {
-    for (const t of [atime, mtime]) if (t) checkTime(t);
+    for (const t of [atime, mtime]) if (t && t !== 'now') checkTime(t);
     this.op(() => {
       const { ino, inode } = this.resolve(path, !opts.noFollow);
-      if (atime) inode.atime = atime;
-      if (mtime) inode.mtime = mtime;
+      if (atime) inode.atime = atime === 'now' ? this.now() : atime;
+      if (mtime) inode.mtime = mtime === 'now' ? this.now() : mtime;
       inode.ctime = this.now();
       this.v.writeInode(ino, inode);
     });
@@ -881,7 +877,7 @@ export class Ext4Editor {
       if (at >= 0) list.splice(at, 1);
       if (store) list.push(x);
       inode.ctime = this.now();
-      writeXattrs(this.v, ino, inode, list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+      writeXattrs(this.v, ino, inode, list);
     });
   }
 
@@ -890,10 +886,7 @@ export class Ext4Editor {
     this.op(() => {
       const { ino, inode } = this.resolve(path, !opts.noFollow);
       this.checkEditable(ino, inode, path);
-      const x = toDisk({
-        name,
-        value: name.startsWith('system.posix_acl') ? new Uint8Array([2, 0, 0, 0]) : new Uint8Array(0),
-      });
+      const x = xattrKey(name);
       if (isInlineDataAttr(x))
         throw new Ext4Error('INVALID_ARGUMENT', 'system.data holds inline data and cannot be removed', { path });
       const list = listXattrs(this.v, ino);
@@ -901,7 +894,7 @@ export class Ext4Editor {
       if (at < 0) throw new Ext4Error('NOT_FOUND', `${path} has no attribute ${name}`, { path });
       list.splice(at, 1);
       inode.ctime = this.now();
-      writeXattrs(this.v, ino, inode, list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+      writeXattrs(this.v, ino, inode, list);
     });
   }
 
@@ -930,7 +923,7 @@ export class Ext4Editor {
 
   private copyInOp(source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
     return this.op(() => {
-      const tree = typeof source === 'string' ? hostSource(source) : source;
+      const tree = typeof source === 'string' ? hostPathSource(source) : source;
       const root = tree.root();
       const est = estimateTree(
         root.kind === 'dir' ? tree : { root: () => ({ ...root, kind: 'dir', children: () => [root] }) as SourceNode },
@@ -1008,6 +1001,7 @@ export class Ext4Editor {
     const existing = slot ? this.v.readInode(slot.inode) : undefined;
     const existingType = existing ? existing.mode & S_IFMT : 0;
     const display = node.displayPath;
+    if (slot) this.checkEditable(slot.inode, existing!, display);
     if (node.kind === 'dir') {
       let ino: number;
       if (slot) {
@@ -1063,11 +1057,7 @@ export class Ext4Editor {
         this.linkNew(parent, name, ino, n.inode.mode);
       } else if (node.kind === 'symlink') {
         const t = node.readLink();
-        const max = Math.min(4095, this.v.bs - 1);
-        if (!t.length || t.length > max)
-          throw new Ext4Error('NAME_TOO_LONG', `symlink ${display} has a ${t.length}-byte target; at most ${max} fit`, {
-            path: display,
-          });
+        this.checkTarget(t, display);
         ino = this.makeSymlink(parent, name, t, o);
       } else
         ino = this.makeNode(
@@ -1105,7 +1095,7 @@ export class Ext4Editor {
       if (at >= 0) list[at] = d;
       else list.push(d);
     }
-    writeXattrs(this.v, ino, this.v.readInode(ino), list, this.v.groupFirstBlock(this.v.groupOfInode(ino)));
+    writeXattrs(this.v, ino, this.v.readInode(ino), list);
   }
 
   // ---- recovery ----
@@ -1252,7 +1242,7 @@ function checkTime(t: Timestamp): void {
 
 const CHUNK = 4 << 20;
 
-function sourceOf(c: FileContent): DataSource & { close?: () => void } {
+function sourceOf(c: FileContent): DataSource {
   if (typeof c === 'string') return bytesSource(enc.encode(c));
   if (c instanceof Uint8Array) return bytesSource(c);
   if ('hostPath' in c) return hostFileSource(c.hostPath);
@@ -1277,7 +1267,7 @@ function readBuffer(size: number): Uint8Array {
   return sharedRead.subarray(0, Math.min(sharedRead.length, Math.max(size, 4096)));
 }
 
-function hostFileSource(p: string): DataSource & { close: () => void } {
+function hostFileSource(p: string): DataSource {
   let fd: number;
   try {
     fd = fs.openSync(p, 'r');
@@ -1313,50 +1303,31 @@ function nodeSource(node: SourceNode): DataSource {
   const buf = readBuffer(node.size);
   let pos = 0;
   let done = false;
+  let closed = false;
   return {
     size: node.size,
     next: () => {
       if (done) return undefined;
-      if (pos >= node.size) {
-        done = true;
-        data.verifyUnchanged(pos);
-        data.close();
-        return undefined;
-      }
-      const n = data.read(buf, Math.min(buf.length, node.size - pos), pos);
+      const n = pos < node.size ? data.read(buf, Math.min(buf.length, node.size - pos), pos) : 0;
       if (n === 0) {
         done = true;
         data.verifyUnchanged(pos);
-        data.close();
         return undefined;
       }
       pos += n;
       return buf.subarray(0, n);
     },
+    // Called by writeContent however the copy ends (SOURCE_CHANGED, a full disk...).
+    close: () => {
+      if (!closed) data.close();
+      closed = true;
+    },
   };
-}
-
-/** A host path as a tree source (a directory tree, or a single file, symlink or special file). */
-function hostSource(p: string): TreeSource {
-  const st = fs.lstatSync(p, { throwIfNoEntry: false });
-  if (!st) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
-  if (st.isDirectory()) return hostDirectorySource(p);
-  const parent = hostDirectorySource(nodePath.dirname(p));
-  const base = Buffer.from(nodePath.basename(p));
-  const node = parent
-    .root()
-    .children()
-    .find((c) => Buffer.compare(Buffer.from(c.name), base) === 0);
-  if (!node) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
-  return { root: () => node };
 }
 
 const ORPHAN_BLOCK_MAGIC = 0x0b10ca04;
 
 /** An orphan file block's checksum: crc32c(the orphan file's inode seed, le64 block number, the entries). */
 function orphanBlockChecksum(seed: number, block: number, b: Uint8Array): number {
-  const nr = new Uint8Array(8);
-  put32(nr, 0, block % 0x1_0000_0000);
-  put32(nr, 4, Math.floor(block / 0x1_0000_0000));
-  return crc32c(crc32c(seed, nr), b, 0, b.length - 8);
+  return crc32c(crc32cU64(seed, block), b, 0, b.length - 8);
 }

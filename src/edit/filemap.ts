@@ -5,7 +5,6 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { u32, put32, isZero } from '../ext4/bytes.js';
-import { crc32c } from '../ext4/crc32c.js';
 import {
   buildExtentTree,
   extentTreeBlockCount,
@@ -14,7 +13,7 @@ import {
   decodeExtent,
   encodeExtent,
   decodeExtentIndex,
-  extentBlockChecksumOffset,
+  sealExtentBlock,
   EXTENT_MAGIC,
   EXTENT_HEADER_SIZE,
   EXTENT_ENTRY_SIZE,
@@ -51,6 +50,8 @@ export interface DataSource {
   size?: number;
   /** The next piece of content (any length; `{ hole: n }` is n zero bytes left unallocated), or undefined at the end. */
   next(): Uint8Array | Hole | undefined;
+  /** Releases what the source holds (a host file); called once the content is written or has failed. */
+  close?(): void;
 }
 
 /** A source over bytes in memory. */
@@ -190,12 +191,6 @@ export function setSize(v: Volume, inode: Inode, size: number): void {
   if (size > 0x7fffffff) v.needRoCompat(RO_COMPAT.large_file);
 }
 
-/** The goal block for a new inode's data: its group's start (the kernel's habit; flex_bg packs nearby). */
-export function inodeGoal(v: Volume, ino: number): number {
-  const g = v.groupOfInode(ino);
-  return v.groupFirstBlock(g);
-}
-
 // ---- inline data ----
 
 /** Whether new content of this inode may be stored inline, and how many bytes fit. */
@@ -218,7 +213,7 @@ export function writeInline(v: Volume, ino: number, inode: Inode, bytes: Uint8Ar
   const rest = bytes.length > I_BLOCK_SIZE ? bytes.slice(I_BLOCK_SIZE) : new Uint8Array(0);
   const list: StoredXattr[] = listXattrs(v, ino).filter((x) => !isInlineDataAttr(x));
   list.unshift({ index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: rest });
-  writeXattrs(v, ino, inode, list, inodeGoal(v, ino));
+  writeXattrs(v, ino, inode, list);
 }
 
 /** Drops an inode's inline data (flag, i_block and the system.data attribute). */
@@ -231,7 +226,6 @@ export function clearInline(v: Volume, ino: number, inode: Inode): void {
     ino,
     inode,
     listXattrs(v, ino).filter((x) => !isInlineDataAttr(x)),
-    inodeGoal(v, ino),
   );
 }
 
@@ -249,9 +243,13 @@ export function writeContent(
   src: DataSource,
   opts: { inline?: boolean } = {},
 ): void {
-  const w = new ContentWriter(v, ino, inode, { ...opts, size: src.size });
-  for (let c = src.next(); c; c = src.next()) w.push(c);
-  w.finish();
+  try {
+    const w = new ContentWriter(v, ino, inode, { ...opts, size: src.size });
+    for (let c = src.next(); c; c = src.next()) w.push(c);
+    w.finish();
+  } finally {
+    src.close?.();
+  }
 }
 
 /**
@@ -293,7 +291,7 @@ export class ContentWriter {
     setFileBlocks(v, inode, 0);
     if (this.extents) inode.flags |= FL_EXTENTS;
     this.inlineMax = opts.inline === false ? 0 : inlineCapacity(v, ino, inode);
-    this.goal = inodeGoal(v, ino);
+    this.goal = v.inodeGoal(ino);
     this.buf = chunkBuffer(opts.size === undefined ? CHUNK : Math.min(CHUNK, Math.ceil(opts.size / bs) * bs || bs));
     this.zeros = new Uint8Array(bs);
   }
@@ -325,7 +323,7 @@ export class ContentWriter {
     }
     if (this.fill) this.emit(this.fill);
     const runs = this.runs;
-    const mapBlocks = buildMap(v, ino, inode, runs, runs.length ? runs[0]!.pblk : inodeGoal(v, ino), this.extents);
+    const mapBlocks = buildMap(v, ino, inode, runs, runs.length ? runs[0]!.pblk : v.inodeGoal(ino), this.extents);
     setSize(v, inode, this.size);
     setFileBlocks(v, inode, runs.reduce((a, r) => a + r.len, 0) + mapBlocks);
   }
@@ -484,7 +482,7 @@ export function truncateFile(v: Volume, ino: number, inode: Inode, newSize: numb
       ino,
       inode,
       runs,
-      runs.length ? runs[runs.length - 1]!.pblk : inodeGoal(v, ino),
+      runs.length ? runs[runs.length - 1]!.pblk : v.inodeGoal(ino),
       usesExtents(v, inode),
     );
   }
@@ -530,10 +528,7 @@ export function appendBlock(v: Volume, ino: number, inode: Inode, lblk: number, 
         encodeExtent(buf, EXTENT_HEADER_SIZE + h.entries * EXTENT_ENTRY_SIZE, { lblk, pblk, len: 1 });
         encodeExtentHeader(buf, 0, { ...h, entries: h.entries + 1 });
       } else break;
-      if (nodeBlock >= 0 && seed !== undefined) {
-        const t = extentBlockChecksumOffset(v.bs);
-        put32(buf, t, crc32c(seed, buf, 0, t));
-      }
+      if (nodeBlock >= 0 && seed !== undefined) sealExtentBlock(buf, seed);
       return 0;
     }
     if (!h.entries) break;

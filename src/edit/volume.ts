@@ -253,6 +253,11 @@ export class Volume {
 
   // ---- geometry ----
 
+  /** The goal block for an inode's data: its group's start (the kernel's habit; flex_bg packs nearby). */
+  inodeGoal(ino: number): number {
+    return this.groupFirstBlock(this.groupOfInode(ino));
+  }
+
   groupOfBlock(block: number): number {
     return Math.floor((block - this.firstDataBlock) / this.bpg);
   }

@@ -11,6 +11,7 @@ import {
   encodeXattrBlock,
   sealXattrBlock,
   xattrSpace,
+  inodeXattrSpace,
   type DiskXattr,
 } from '../ext4/xattr.js';
 import { encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
@@ -24,8 +25,7 @@ export interface StoredXattr extends DiskXattr {
 
 /** Room for attributes inside an inode: after i_extra_isize, less the 4-byte magic. */
 export function inodeAreaCapacity(v: Volume, extraIsize: number): number {
-  if (v.inodeSize <= GOOD_OLD_INODE_SIZE) return 0;
-  return Math.max(0, v.inodeSize - GOOD_OLD_INODE_SIZE - extraIsize - 4);
+  return inodeXattrSpace(v.inodeSize, extraIsize);
 }
 
 /** The inode's attributes, in-inode ones first (values of EA inodes are not read). */
@@ -49,7 +49,7 @@ export function sameXattr(a: { index: number; name: Uint8Array }, b: { index: nu
  * (its i_file_acl and i_blocks are updated here and the record written). Throws NO_SPACE, before
  * changing anything, when the set fits neither the inode nor one block.
  */
-export function writeXattrs(v: Volume, ino: number, inode: Inode, list: StoredXattr[], goal: number): void {
+export function writeXattrs(v: Volume, ino: number, inode: Inode, list: StoredXattr[]): void {
   if (list.some((x) => x.valueInum))
     throw new Ext4Error(
       'UNSUPPORTED_FEATURE',
@@ -93,7 +93,7 @@ export function writeXattrs(v: Volume, ino: number, inode: Inode, list: StoredXa
     if (!old || oldRefs !== 1) {
       if (old) dropXattrBlock(v, old, oldRefs);
       else v.addBlocks512(inode, bs / 512);
-      target = v.allocBlock(goal);
+      target = v.allocBlock(v.inodeGoal(ino));
     }
     sealXattrBlock(b, target, 1, v.csumSeed);
     v.r.cache.put(target, b);

@@ -4,7 +4,7 @@
  * format, converted from the VFS format that getxattr/setxattr use.
  */
 import { put16, put32, u16, u32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
+import { crc32c, crc32cU64 } from './crc32c.js';
 import { Ext4Error, type Ext4ErrorContext } from './errors.js';
 import type { XattrEntry } from '../source/types.js';
 
@@ -33,20 +33,26 @@ export interface DiskXattr {
 const pad4 = (n: number) => (n + 3) & ~3;
 export const entrySize = (nameLen: number) => pad4(ENTRY_HEADER + nameLen);
 
-/** Splits a full attribute name into its on-disk index and suffix, converting ACL values. */
-export function toDisk(x: XattrEntry): DiskXattr {
+/** Splits a full attribute name into its on-disk index and suffix. */
+export function xattrKey(fullName: string): { index: number; name: Uint8Array } {
   for (const [prefix, index] of PREFIXES) {
     const exact = index === 2 || index === 3 || index === 8;
-    if (exact ? x.name === prefix : x.name.startsWith(prefix) && x.name.length > prefix.length) {
-      const name = new TextEncoder().encode(exact ? '' : x.name.slice(prefix.length));
-      if (name.length > 255) throw new Ext4Error('NAME_TOO_LONG', `extended attribute name ${x.name} is too long`);
-      return { index, name, value: index === 2 || index === 3 ? aclToDisk(x.value, x.name) : x.value };
+    if (exact ? fullName === prefix : fullName.startsWith(prefix) && fullName.length > prefix.length) {
+      const name = new TextEncoder().encode(exact ? '' : fullName.slice(prefix.length));
+      if (name.length > 255) throw new Ext4Error('NAME_TOO_LONG', `extended attribute name ${fullName} is too long`);
+      return { index, name };
     }
   }
   throw new Ext4Error(
     'UNSUPPORTED_FEATURE',
-    `extended attribute namespace of "${x.name}" is not one ext4 stores (user., trusted., security., system.)`,
+    `extended attribute namespace of "${fullName}" is not one ext4 stores (user., trusted., security., system.)`,
   );
+}
+
+/** An attribute as stored: its key, and ACL values converted to ext4's format. */
+export function toDisk(x: XattrEntry): DiskXattr {
+  const { index, name } = xattrKey(x.name);
+  return { index, name, value: index === 2 || index === 3 ? aclToDisk(x.value, x.name) : x.value };
 }
 
 const ACL_USER_OBJ = 0x01;
@@ -177,10 +183,7 @@ export function encodeXattrBlock(blockSize: number, xs: DiskXattr[]): Uint8Array
 
 /** metadata_csum checksum of an attribute block: crc32c(fs seed, le64 block number, the block with h_checksum zero). */
 export function xattrBlockChecksum(csumSeed: number, block: number, b: Uint8Array): number {
-  const nr = new Uint8Array(8);
-  put32(nr, 0, block % 0x1_0000_0000);
-  put32(nr, 4, Math.floor(block / 0x1_0000_0000));
-  let c = crc32c(csumSeed, nr);
+  let c = crc32cU64(csumSeed, block);
   c = crc32c(c, b, 0, 16);
   c = crc32c(c, ZERO4, 0, 4);
   return crc32c(c, b, 20, b.length);

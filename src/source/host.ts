@@ -176,3 +176,20 @@ export function hostDirectorySource(dir: string, opts: HostSourceOptions = {}): 
   const root = new HostNode(Buffer.from(path.resolve(dir)), new Uint8Array(0), st, opts.xattrs);
   return { root: () => root };
 }
+
+/**
+ * A host path as a tree source: the directory tree at `p`, or the single file, symlink or special file
+ * it names (a symlink is not followed).
+ */
+export function hostPathSource(p: string, opts: HostSourceOptions = {}): TreeSource {
+  const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
+  if (!st) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
+  if (st.isDirectory()) return hostDirectorySource(p, opts);
+  const node = new HostNode(
+    Buffer.from(path.resolve(p)),
+    new Uint8Array(Buffer.from(path.basename(p))),
+    st,
+    opts.xattrs,
+  );
+  return { root: () => node };
+}
