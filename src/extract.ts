@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { Ext4Error } from './ext4/errors.js';
 import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { S_IFMT, S_IFDIR, type Inode, type Timestamp } from './ext4/inode.js';
+import { isDotOrDotDot } from './ext4/dirent.js';
 
 export interface ExtractOptions {
   /** Restore owners (default: when running as root). */
@@ -28,13 +29,7 @@ export interface ExtractResult {
 
 function safeName(name: Uint8Array, where: string): string {
   const s = Buffer.from(name);
-  if (
-    s.length === 0 ||
-    s.includes(0x2f) ||
-    s.includes(0) ||
-    (s.length === 1 && s[0] === 0x2e) ||
-    (s.length === 2 && s[0] === 0x2e && s[1] === 0x2e)
-  )
+  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || isDotOrDotDot(s))
     throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${where}`);
   return s.toString('utf8');
 }

@@ -18,6 +18,8 @@ import {
   DIR_TAIL_SIZE,
   FT_DIR,
   type DirEntry,
+  isDotDot,
+  isDotOrDotDot,
   type RawDirent,
 } from '../ext4/dirent.js';
 import {
@@ -27,6 +29,7 @@ import {
   dxLimit,
   dxRootCountOffset,
   initDxNode,
+  newDxRoot,
   putDxEntries,
   setDxTail,
   type DxEntry,
@@ -42,7 +45,7 @@ import {
   type DirSlot,
 } from '../ext4/reader.js';
 import { xattrSpace } from '../ext4/xattr.js';
-import { appendBlock, buildMap, clearInline, inodeGoal, setFileBlocks, setSize } from './filemap.js';
+import { appendBlock, buildMap, clearInline, setFileBlocks, setSize } from './filemap.js';
 import { inodeAreaCapacity, listXattrs, writeXattrs } from './xattrs.js';
 import type { Volume } from './volume.js';
 
@@ -124,7 +127,7 @@ function appendDirBlock(v: Volume, dir: number, i: Inode, data: Uint8Array): { l
   const runs = v.r.blockRuns(dir, i);
   const last = runs[runs.length - 1];
   const lblk = Math.ceil(i.size / v.bs);
-  const pblk = v.allocBlock(last ? last.pblk + last.len : inodeGoal(v, dir));
+  const pblk = v.allocBlock(last ? last.pblk + last.len : v.inodeGoal(dir));
   v.r.cache.put(pblk, data);
   const mapAdded = appendBlock(v, dir, i, lblk, pblk);
   setSize(v, i, (lblk + 1) * v.bs);
@@ -148,26 +151,28 @@ export function initDir(v: Volume, ino: number, i: Inode, parent: number): void 
     i.flags = (i.flags & ~FL_EXTENTS) | FL_INLINE_DATA;
     i.size = I_BLOCK_SIZE;
     v.initInode(ino, i);
-    writeXattrs(v, ino, i, emptyData, inodeGoal(v, ino));
+    writeXattrs(v, ino, i, emptyData);
     return;
   }
+  setFirstBlock(v, ino, i, parent, []);
+  v.initInode(ino, i);
+}
+
+/** Gives directory `dir` its first (and only) block: '.', '..' and `entries`. */
+function setFirstBlock(v: Volume, dir: number, i: Inode, parent: number, entries: DirEntry[]): void {
   const ft = entryType(v, FT_DIR);
-  const seed = seedOf(v, ino, i);
-  const data = packDirBlocks(
-    [
-      { inode: ino, name: DOT, fileType: ft },
-      { inode: parent, name: DOTDOT, fileType: ft },
-    ],
-    v.bs,
-    seed,
-  )[0]!;
-  const pblk = v.allocBlock(inodeGoal(v, ino));
+  const data = packLeaf(
+    v,
+    [{ inode: dir, name: DOT, fileType: ft }, { inode: parent, name: DOTDOT, fileType: ft }, ...entries],
+    seedOf(v, dir, i),
+  );
+  if (!data) throw new Ext4Error('CORRUPT', `directory ${dir}: its entries do not fit one block`, { inode: dir });
+  const pblk = v.allocBlock(v.inodeGoal(dir));
   v.r.cache.put(pblk, data);
   const extents = (v.sb.s_feature_incompat & INCOMPAT.extent) !== 0;
-  const mapBlocks = buildMap(v, ino, i, [{ lblk: 0, pblk, len: 1 }], pblk, extents);
+  const mapBlocks = buildMap(v, dir, i, [{ lblk: 0, pblk, len: 1 }], pblk, extents);
   i.size = v.bs;
   setFileBlocks(v, i, 1 + mapBlocks);
-  v.initInode(ino, i);
 }
 
 // ---- inline directories ----
@@ -229,13 +234,10 @@ function writeInlineDir(v: Volume, dir: number, i: Inode, lay: InlineLayout): bo
   i.block = block;
   i.size = I_BLOCK_SIZE + extra;
   try {
-    writeXattrs(
-      v,
-      dir,
-      i,
-      [{ index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: packArea(rest, extra) }, ...others],
-      inodeGoal(v, dir),
-    );
+    writeXattrs(v, dir, i, [
+      { index: INLINE_DATA_INDEX, name: INLINE_DATA_NAME, value: packArea(rest, extra) },
+      ...others,
+    ]);
   } catch (e) {
     // The other attributes do not fit beside it: the directory moves to a block instead.
     if (e instanceof Ext4Error && e.code === 'NO_SPACE') return false;
@@ -257,26 +259,8 @@ function storeInline(v: Volume, dir: number, i: Inode, lay: InlineLayout): void 
 
 /** Moves an inline directory into a block of its own (kernel: ext4_convert_inline_dir). */
 function inlineToBlock(v: Volume, dir: number, i: Inode, lay: InlineLayout): void {
-  const ft = entryType(v, FT_DIR);
   clearInline(v, dir, i);
-  const data = packLeaf(
-    v,
-    [{ inode: dir, name: DOT, fileType: ft }, { inode: lay.parent, name: DOTDOT, fileType: ft }, ...lay.entries],
-    seedOf(v, dir, i),
-  );
-  if (!data) throw new Ext4Error('CORRUPT', `inline directory ${dir} does not fit one block`, { inode: dir });
-  const pblk = v.allocBlock(inodeGoal(v, dir));
-  v.r.cache.put(pblk, data);
-  const mapBlocks = buildMap(
-    v,
-    dir,
-    i,
-    [{ lblk: 0, pblk, len: 1 }],
-    pblk,
-    (v.sb.s_feature_incompat & INCOMPAT.extent) !== 0,
-  );
-  i.size = v.bs;
-  setFileBlocks(v, i, 1 + mapBlocks);
+  setFirstBlock(v, dir, i, lay.parent, lay.entries);
 }
 
 // ---- htree ----
@@ -441,19 +425,14 @@ function makeIndexed(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   const p0 = v.r.physicalBlock(runs, 0)!;
   const old = v.r.readBlocks(p0);
   const list = parseDirEntries(old, 0, leafEnd(v, old), bs, hasFileType(v));
-  const dotdot = list.find((x) => x.inode && x.name.length === 2 && x.name[0] === 0x2e && x.name[1] === 0x2e);
+  const dotdot = list.find((x) => x.inode && isDotDot(x.name));
   const parent = dotdot?.inode ?? 2;
   const entries: DirEntry[] = list
-    .filter((x) => x.inode && !isDot(x.name))
+    .filter((x) => x.inode && !isDotOrDotDot(x.name))
     .map((x) => ({ inode: x.inode, name: x.name, fileType: x.fileType }));
   entries.push(e);
   const stored = v.sb.s_def_hash_version <= DX_HASH_TEA ? v.sb.s_def_hash_version : DX_HASH_HALF_MD4;
-  const root = new Uint8Array(bs);
-  const ft = entryType(v, FT_DIR);
-  encodeDirent(root, 0, { inode: dir, name: DOT, fileType: ft }, 12);
-  encodeDirent(root, 12, { inode: parent, name: DOTDOT, fileType: ft }, bs - 12);
-  root[DX_ROOT_INFO_OFFSET + 4] = stored;
-  root[DX_ROOT_INFO_OFFSET + 5] = 8;
+  const root = newDxRoot(bs, dir, parent, entryType(v, FT_DIR), stored, 0);
   const version = v.r.dirHashVersion(root);
   const seed = seedOf(v, dir, i);
   const { lower, upper, hash2, continued } = splitLeaf(v, entries, version, seed, dir);
@@ -467,10 +446,6 @@ function makeIndexed(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   ]);
   if (seed !== undefined) setDxTail(root, DX_ROOT_COUNT_OFFSET, limit, 2, seed);
   v.r.cache.put(p0, root);
-}
-
-function isDot(name: Uint8Array): boolean {
-  return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
 }
 
 // ---- the operations ----
@@ -594,9 +569,7 @@ export function setDotDot(v: Volume, dir: number, parent: number): void {
     if (seed !== undefined && countOffset + limit * 8 + 8 <= v.bs) setDxTail(b, countOffset, limit, count, seed);
     return;
   }
-  const dd = parseDirEntries(b, 0, leafEnd(v, b), v.bs, hasFileType(v)).find(
-    (x) => x.inode && x.name.length === 2 && x.name[0] === 0x2e && x.name[1] === 0x2e,
-  );
+  const dd = parseDirEntries(b, 0, leafEnd(v, b), v.bs, hasFileType(v)).find((x) => x.inode && isDotDot(x.name));
   if (!dd) throw new Ext4Error('CORRUPT', `directory ${dir} has no '..' entry`, { inode: dir });
   put32(b, dd.offset, parent);
   sealLeaf(v, dir, i, p0);

@@ -15,6 +15,15 @@ export const FT_SYMLINK = 7;
 /** The fake file type that marks the metadata_csum tail entry. */
 export const FT_DIR_CSUM = 0xde;
 export const DIR_TAIL_SIZE = 12;
+
+/** The name '..'. */
+export function isDotDot(name: Uint8Array): boolean {
+  return name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
+}
+/** The names '.' and '..'. */
+export function isDotOrDotDot(name: Uint8Array): boolean {
+  return (name.length === 1 && name[0] === 0x2e) || isDotDot(name);
+}
 export const MAX_NAME_LEN = 255;
 
 export interface DirEntry {

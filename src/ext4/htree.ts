@@ -28,6 +28,27 @@ export interface HtreeInput {
 
 /** dx_root: dot and dotdot entries, then dx_root_info (8 bytes at 0x18), then the count/limit header. */
 export const DX_ROOT_INFO_OFFSET = 0x18;
+
+/**
+ * A dx_root block without its entries: '.' (12 bytes) and '..' (the rest of the block), then
+ * dx_root_info (reserved, hash version, info length 8, indirect levels, flags).
+ */
+export function newDxRoot(
+  bs: number,
+  dirIno: number,
+  parentIno: number,
+  fileType: number,
+  hashVersion: number,
+  levels: number,
+): Uint8Array {
+  const root = new Uint8Array(bs);
+  encodeDirent(root, 0, { inode: dirIno, name: new Uint8Array([0x2e]), fileType }, 12);
+  encodeDirent(root, 12, { inode: parentIno, name: new Uint8Array([0x2e, 0x2e]), fileType }, bs - 12);
+  root[DX_ROOT_INFO_OFFSET + 4] = hashVersion;
+  root[DX_ROOT_INFO_OFFSET + 5] = 8;
+  root[DX_ROOT_INFO_OFFSET + 6] = levels;
+  return root;
+}
 export const DX_ROOT_COUNT_OFFSET = 0x20;
 /** dx_node: an empty entry spanning the block, then the count/limit header. */
 export const DX_NODE_COUNT_OFFSET = 8;
@@ -169,16 +190,7 @@ export function buildHtree(inp: HtreeInput): Uint8Array[] {
     block: firstLeaf + i,
   }));
 
-  const root = new Uint8Array(bs);
-  const ft = inp.dirFileType ?? FT_DIR;
-  encodeDirent(root, 0, { inode: inp.dirIno, name: new Uint8Array([0x2e]), fileType: ft }, 12);
-  encodeDirent(root, 12, { inode: inp.parentIno, name: new Uint8Array([0x2e, 0x2e]), fileType: ft }, bs - 12);
-  // dx_root_info: reserved, hash version, info length 8, indirect levels, flags.
-  put32(root, 24, 0);
-  root[28] = stored;
-  root[29] = 8;
-  root[30] = levels;
-  root[31] = 0;
+  const root = newDxRoot(bs, inp.dirIno, inp.parentIno, inp.dirFileType ?? FT_DIR, stored, levels);
   const out: Uint8Array[] = [root];
   if (!levels) {
     putDxEntries(root, DX_ROOT_COUNT_OFFSET, rootLimit, leafItems);

@@ -38,6 +38,7 @@ import {
   FL_INLINE_DATA,
   FL_HUGE_FILE,
   FL_INDEX,
+  decodeDeviceNumbers,
   GOOD_OLD_INODE_SIZE,
 } from './inode.js';
 import {
@@ -45,10 +46,18 @@ import {
   decodeExtent,
   decodeExtentIndex,
   EXTENT_MAGIC,
-  extentBlockChecksumOffset,
+  extentBlockChecksumOk,
   blockMaxEntries,
 } from './extent.js';
-import { parseDirEntries, findDirEntry, hasDirTail, dirBlockChecksum, decodeRecLen, type RawDirent } from './dirent.js';
+import {
+  parseDirEntries,
+  findDirEntry,
+  hasDirTail,
+  dirBlockChecksum,
+  decodeRecLen,
+  isDotOrDotDot,
+  type RawDirent,
+} from './dirent.js';
 import {
   XATTR_MAGIC,
   XATTR_BLOCK_HEADER,
@@ -535,8 +544,7 @@ export class Ext4Reader {
               throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree too large`, { inode: ino });
             const child = this.readBlocks(x.leaf);
             if (this.verify && this.csum && !this.cache.isTrusted(x.leaf)) {
-              const t = extentBlockChecksumOffset(this.blockSize);
-              if (crc32c(this.inodeSeed(ino, i.generation), child, 0, t) !== u32(child, t))
+              if (!extentBlockChecksumOk(child, this.inodeSeed(ino, i.generation)))
                 throw new Ext4Error('BAD_CHECKSUM', `inode ${ino}: extent block ${x.leaf} checksum mismatch`, {
                   inode: ino,
                   block: x.leaf,
@@ -690,10 +698,7 @@ export class Ext4Reader {
 
   /** Major and minor numbers of a device inode (old or new encoding). */
   deviceNumbers(i: Inode): [number, number] {
-    const a = u32(i.block, 0);
-    if (a) return [(a >> 8) & 0xff, a & 0xff];
-    const b = u32(i.block, 4);
-    return [(b & 0xfff00) >> 8, (b & 0xff) | ((b >> 12) & 0xfff00)];
+    return decodeDeviceNumbers(i.block);
   }
 
   private get hasFileType(): boolean {
@@ -1144,10 +1149,6 @@ export class Ext4Reader {
     };
     return walk([2], path.startsWith('/') ? path : '/' + path, opts.followLast ?? false);
   }
-}
-
-function isDotOrDotDot(name: Uint8Array): boolean {
-  return (name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
 }
 
 /** The full name of a stored attribute (prefix + suffix), or undefined for an unknown index. */
