@@ -64,3 +64,8 @@ export function crc32cU32(crc: number, v: number): number {
   scratch[3] = (v >>> 24) & 0xff;
   return crc32c(crc, scratch, 0, 4);
 }
+
+/** crc32c over a little-endian 64-bit value (a block number), without allocating. */
+export function crc32cU64(crc: number, v: number): number {
+  return crc32cU32(crc32cU32(crc, v % 0x1_0000_0000), Math.floor(v / 0x1_0000_0000));
+}

@@ -97,6 +97,18 @@ export function extentBlockChecksumOffset(blockSize: number): number {
   return EXTENT_HEADER_SIZE + blockMaxEntries(blockSize) * EXTENT_ENTRY_SIZE;
 }
 
+/** Whether an extent tree block's stored checksum is right. */
+export function extentBlockChecksumOk(b: Uint8Array, inodeSeed: number): boolean {
+  const t = extentBlockChecksumOffset(b.length);
+  return crc32c(inodeSeed, b, 0, t) === u32(b, t);
+}
+
+/** Stores an extent tree block's checksum. */
+export function sealExtentBlock(b: Uint8Array, inodeSeed: number): void {
+  const t = extentBlockChecksumOffset(b.length);
+  put32(b, t, crc32c(inodeSeed, b, 0, t));
+}
+
 export interface BuiltExtentTree {
   /** The 60 bytes for i_block. */
   iBlock: Uint8Array;
@@ -149,10 +161,7 @@ export function buildExtentTree(
       const data = new Uint8Array(blockSize);
       encodeExtentHeader(data, 0, { magic: EXTENT_MAGIC, entries: chunk.length, max: per, depth, generation: 0 });
       chunk.forEach((c, k) => c.put(data, EXTENT_HEADER_SIZE + k * EXTENT_ENTRY_SIZE));
-      if (inodeSeed !== undefined) {
-        const t = extentBlockChecksumOffset(blockSize);
-        put32(data, t, crc32c(inodeSeed, data, 0, t));
-      }
+      if (inodeSeed !== undefined) sealExtentBlock(data, inodeSeed);
       out.push({ block, data });
       const first = chunk[0]!.lblk;
       up.push({ lblk: first, put: (b, off) => encodeExtentIndex(b, off, { lblk: first, leaf: block }) });

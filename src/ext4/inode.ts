@@ -262,3 +262,22 @@ export function storedInodeChecksum(b: Uint8Array, off: number, inodeSize: numbe
   const lo = u16(b, off + CSUM_LO);
   return hasCsumHi(b, off, inodeSize) ? (lo | (u16(b, off + CSUM_HI) << 16)) >>> 0 : lo;
 }
+
+/**
+ * i_block of a device node: the old 16-bit encoding in the first word when major and minor both fit a
+ * byte (kernel: old_valid_dev), else the new 32-bit one in the second word.
+ */
+export function encodeDeviceNumbers(major: number, minor: number): Uint8Array {
+  const b = new Uint8Array(I_BLOCK_SIZE);
+  if (major < 256 && minor < 256) put32(b, 0, (major << 8) | minor);
+  else put32(b, 4, ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0);
+  return b;
+}
+
+/** A device node's [major, minor] from its i_block (either encoding). */
+export function decodeDeviceNumbers(block: Uint8Array): [number, number] {
+  const a = u32(block, 0);
+  if (a) return [(a >> 8) & 0xff, a & 0xff];
+  const b = u32(block, 4);
+  return [(b & 0xfff00) >> 8, (b & 0xff) | ((b >> 12) & 0xfff00)];
+}

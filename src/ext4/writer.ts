@@ -4,7 +4,6 @@
  * directory entries are kept in memory and written by the formatter at the end.
  */
 import { Ext4Error } from './errors.js';
-import { put32 } from './bytes.js';
 import { type Layout, takeRuns } from './layout.js';
 import {
   type Inode,
@@ -20,6 +19,7 @@ import {
   FL_EXTENTS,
   I_BLOCK_SIZE,
   FL_INDEX,
+  encodeDeviceNumbers,
   inodeCsumSeed,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
@@ -446,11 +446,7 @@ function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number
       inode.blocks = ((1 + m.treeBlocks) * ctx.l.blockSize) / 512;
     }
   } else if (node.kind === 'chardev' || node.kind === 'blockdev') {
-    const major = node.rdevMajor ?? 0;
-    const minor = node.rdevMinor ?? 0;
-    inode.block = new Uint8Array(I_BLOCK_SIZE);
-    if (major < 256 && minor < 256) put32(inode.block, 0, (major << 8) | minor);
-    else put32(inode.block, 4, ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0);
+    inode.block = encodeDeviceNumbers(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
   }
   ctx.inodes.set(ino, inode, false, placeXattrs(ctx, inode, node));
   if (node.linkKey !== undefined) links.set(node.linkKey, ino);

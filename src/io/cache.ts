@@ -59,8 +59,8 @@ export class BlockCache {
   }
 
   /**
-   * Whole blocks as they currently are (overlay first, then clean cache, then the device). The result
-   * must not be modified; use `modify` for that.
+   * Whole blocks as they currently are (overlay first, then clean cache, then the device). One block may
+   * be the cached buffer itself and must not be modified (use `modify`); a run of several is a new buffer.
    */
   read(block: number, count = 1): Uint8Array {
     this.checkRange(block, count);
@@ -122,7 +122,8 @@ export class BlockCache {
 
   /** File data blocks: like `read`, with pending new data patched in. */
   readData(block: number, count: number): Uint8Array {
-    const out = count === 1 && !this.pieces.length ? this.read(block, 1) : this.read(block, count).slice();
+    // read() of one block may hand back the cached buffer itself: copied before pending data is patched in.
+    const out = count > 1 ? this.read(block, count) : this.pieces.length ? this.read(block).slice() : this.read(block);
     if (!this.pieces.length) return out;
     const bs = this.blockSize;
     const end = block + count;
