@@ -7,6 +7,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Ext4Reader } from '../../src/ext4/reader.js';
@@ -19,6 +20,12 @@ import { mount, umount } from './model.js';
 import { rng } from './rng.js';
 
 const TIME = '1700000000';
+/** Where a crashed image the three recoveries disagree on is kept for study (outside the scratch dirs). */
+const KEEP = path.join(os.tmpdir(), 'ext4wd-crash-kept');
+function keep(name: string): string {
+  fs.mkdirSync(KEEP, { recursive: true });
+  return path.join(KEEP, name);
+}
 
 /** Every entry of the image as the reader sees it: type and permissions, owner, links, size, content, xattrs. */
 export function imageState(img: string): string {
@@ -205,16 +212,23 @@ export function crashHarness(work: string, cfg: CrashConfig): { events: number; 
       const y = run('e2fsck', ['-fy', fy]);
       expect(y.status! & ~1, `e2fsck -fy, ${what}: ${y.stdout}`).toBe(0);
       expectClean(fy, `e2fsck -fy, ${what}`, n);
-      expect(imageState(fy), `e2fsck -fy, ${what}`).toBe(state);
+      const ys = imageState(fy);
+      if (ys !== state) fs.copyFileSync(crashed, keep(`e2fsck-disagrees-${n}-${lose.replace(':', '')}.img`));
+      expect(ys, `e2fsck -fy, ${what} (crashed image kept in ${KEEP})`).toBe(state);
 
       // 3. The kernel: mount (it replays), unmount: the same state.
       if (cfg.kernelRecovery) {
-        const k = path.join(work, 'kernel.img');
+        // A new file each time: the loop device of the previous mount is torn down asynchronously, and
+        // mount -o loop reuses a loop device still attached to the same file, page cache and all.
+        const k = path.join(work, `kernel-${n}-${lose.replace(':', '')}.img`);
         fs.copyFileSync(crashed, k);
         mount(k, mnt, false);
         umount(mnt);
         expectClean(k, `a kernel mount, ${what}`, n);
-        expect(imageState(k), `a kernel mount, ${what}`).toBe(state);
+        const ks = imageState(k);
+        if (ks !== state) fs.copyFileSync(crashed, keep(`kernel-disagrees-${n}-${lose.replace(':', '')}.img`));
+        expect(ks, `a kernel mount, ${what} (crashed image kept in ${KEEP})`).toBe(state);
+        fs.rmSync(k);
       }
     }
   // Both outcomes happen: crashes before the commit point keep the old state, after it the new one.
