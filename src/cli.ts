@@ -26,27 +26,38 @@ import {
 import { Ext4Editor } from './edit/editor.js';
 import { recoverJournal } from './edit/recover.js';
 
-const USAGE = `usage: ext4-workdisk <command> [options]
-
-commands:
-  mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
+/** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
+const MAIN_COMMANDS: Record<string, string> = {
+  mkfs: `mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
        [--inode-size N] [--label L] [--uuid U] [--hash-seed U]
        [--timestamp UNIX_SECONDS] [--no-sync] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
       optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID;
-      --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output
-  info <image> [--json]
-      print the superblock summary (like dumpe2fs -h)
-  ls <image> [<path>] [-l]          list a directory
-  cat <image> <path>                write a file's bytes to stdout
-  stat <image> <path> [--json]      an inode's metadata
-  extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
-      recreate <path> under the existing directory <dest> (like debugfs rdump)
+      --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output`,
+  info: `info <image> [--json]
+      print the superblock summary (like dumpe2fs -h)`,
+  ls: `ls <image> [<path>] [-l]          list a directory`,
+  cat: `cat <image> <path>                write a file's bytes to stdout`,
+  stat: `stat <image> <path> [--json]      an inode's metadata`,
+  extract: `extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
+      recreate <path> under the existing directory <dest> (like debugfs rdump)`,
+  seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--json]
+      make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path`,
+  materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
+      make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
+};
 
-  seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--json]
-      make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path
-  materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
-      make a sparse work disk of exactly <size> holding the seed's contents, root:root
+/** What the reading commands share. */
+const READ_NOTE = `reading commands take --no-verify to read past checksum mismatches (salvage) and --replay to
+replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)`;
+const READING = new Set(['info', 'ls', 'cat', 'stat', 'extract', 'seed', 'materialize']);
+
+const USAGE = `usage: ext4-workdisk <command> [options]
+
+commands:
+${['mkfs', 'info', 'ls', 'cat', 'stat', 'extract'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
+
+${['seed', 'materialize'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
 editing (each also takes --json, --no-sync, --timestamp T, --recover and --help; nothing is written on
 error; with a journal, each change is one transaction: a crash leaves the old or the new file system;
@@ -59,9 +70,14 @@ ${Object.values(COMMANDS)
   recover <image> [--json]
       replay a dirty journal into the image (a VM killed with it mounted), clean up orphan inodes
 
-  reading commands take --no-verify to read past checksum mismatches (salvage) and --replay to
-  replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)
+${READ_NOTE.replace(/^/gm, '  ')}
 `;
+
+/** `<command> --help`: the command's own usage. */
+function commandHelp(cmd: string): string {
+  const note = READING.has(cmd) ? '\n' + READ_NOTE + '\n' : '';
+  return `usage: ext4-workdisk ${MAIN_COMMANDS[cmd]}\n${note}`;
+}
 
 function intOption(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
@@ -530,6 +546,10 @@ function cmdRecover(args: string[]): void {
 export function main(argv: string[]): number {
   const [cmd, ...rest] = argv;
   try {
+    if (cmd !== undefined && Object.hasOwn(MAIN_COMMANDS, cmd) && (rest.includes('--help') || rest.includes('-h'))) {
+      process.stdout.write(commandHelp(cmd));
+      return 0;
+    }
     switch (cmd) {
       case 'mkfs':
         cmdMkfs(rest);

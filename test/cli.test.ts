@@ -190,6 +190,25 @@ describe('bad input: one line, non-zero exit, nothing left behind', () => {
     expect(cli(['info', tiny]).stderr).toMatch(/\[BAD_MAGIC\]/);
     expect(cli(['info', path.join(dir, 'missing.img')]).stderr).toMatch(/\[IO_ERROR\]/);
   });
+  it('every command prints its own usage with --help, exit 0, whatever else is on the line', () => {
+    const commands = [
+      ...['mkfs', 'info', 'ls', 'cat', 'stat', 'extract', 'seed', 'materialize', 'edit', 'recover'],
+      ...['write', 'mkdir', 'rm', 'mv', 'ln', 'chmod', 'chown', 'touch', 'truncate', 'setfattr', 'cp-in'],
+    ];
+    const all = cli(['--help']).stdout;
+    for (const c of commands) {
+      expect(all).toContain(`  ${c === 'mkdir' ? 'mkdir [-p]' : c === 'rm' ? 'rm [-r]' : c === 'ln' ? 'ln [-s]' : c} `);
+      for (const args of [
+        [c, '--help'],
+        [c, path.join(dir, 'missing.img'), '--help'],
+      ]) {
+        const r = cli(args);
+        expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+        expect(r.stderr).toBe('');
+        expect(r.stdout).toMatch(new RegExp(`^usage: ext4-workdisk ${c}[ \\[]`));
+      }
+    }
+  });
 });
 
 describe('targets that are not image files, and a full host disk', () => {
