@@ -53,6 +53,59 @@ describe('xattr codecs', () => {
     expect(b.subarray(0, 12)).toEqual(new Uint8Array([0, 0, 2, 0xea, 2, 0, 0, 0, 1, 0, 0, 0]));
     expect(xattrSpace([a])).toBe(4 + 20 + 8);
   });
+  it('refuses a dump whose paths are not in the source, naming the path, before writing anything', () => {
+    const dir = scratchDir('ext4wd-dump');
+    try {
+      fs.mkdirSync(path.join(dir, 'tree/bin'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'tree/bin/ping'), 'x');
+      fs.mkdirSync(path.join(dir, 'other'));
+      const cap = 'security.capability=0x0100000200200000000000000000000000000000';
+      const dump = (p: string) => `# file: ${p}\n${cap}\n`;
+      // Of another directory, relative to somewhere else, of a path that is not there.
+      for (const [text, named] of [
+        [dump(path.join(dir, 'other')), path.join(dir, 'other')],
+        [dump('bin/ping'), path.resolve('bin/ping')],
+        [dump(path.join(dir, 'tree/bin/pong')), path.join(dir, 'tree/bin/pong')],
+      ] as const) {
+        fs.writeFileSync(path.join(dir, 'dump'), text);
+        const img = path.join(dir, 'out.img');
+        const r = cli([
+          'mkfs',
+          img,
+          '--size',
+          '8M',
+          '--from',
+          path.join(dir, 'tree'),
+          '--xattrs',
+          path.join(dir, 'dump'),
+        ]);
+        expect(r.status).not.toBe(0);
+        expect(r.stderr).toContain('BAD_OPTION');
+        expect(r.stderr).toContain(named);
+        expect(fs.existsSync(img)).toBe(false);
+        expect(fs.readdirSync(dir).sort()).toEqual(['dump', 'other', 'tree']);
+      }
+      // The matching dump is taken.
+      fs.writeFileSync(path.join(dir, 'dump'), dump(path.join(dir, 'tree/bin/ping')));
+      const img = path.join(dir, 'ok.img');
+      const r = cli([
+        'mkfs',
+        img,
+        '--size',
+        '8M',
+        '--from',
+        path.join(dir, 'tree'),
+        '--xattrs',
+        path.join(dir, 'dump'),
+      ]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const x = cli(['stat', img, '/bin/ping', '--json']);
+      expect(JSON.parse(x.stdout).xattrs['security.capability']).toBe('0x0100000200200000000000000000000000000000');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
   it('reads getfattr dumps: hex, base64 and quoted values, escapes, relative paths', () => {
     const text = [
       '# file: rootfs/etc/x\\040y',

@@ -173,8 +173,30 @@ export function hostDirectorySource(dir: string, opts: HostSourceOptions = {}): 
     throw sourceError(dir, e);
   }
   if (!st.isDirectory()) throw new Ext4Error('SOURCE_ERROR', `${dir} is not a directory`, { path: dir });
-  const root = new HostNode(Buffer.from(path.resolve(dir)), new Uint8Array(0), st, opts.xattrs);
+  const rootPath = Buffer.from(path.resolve(dir));
+  if (opts.xattrs) checkDumpPaths(opts.xattrs, rootPath, true);
+  const root = new HostNode(rootPath, new Uint8Array(0), st, opts.xattrs);
   return { root: () => root };
+}
+
+/**
+ * Every path of an attribute dump must be in the source (the directory or below it, or the single
+ * file): a dump taken from another directory, or with paths relative to somewhere else, would
+ * otherwise lose every attribute without a word.
+ */
+function checkDumpPaths(xattrs: Map<string, XattrEntry[]>, rootPath: Buffer, isDir: boolean): void {
+  const root = rootPath.toString('latin1');
+  const prefix = root === '/' ? '/' : root + '/';
+  for (const key of xattrs.keys()) {
+    const inside = key === root || (isDir && key.startsWith(prefix));
+    const shown = Buffer.from(key, 'latin1').toString('utf8');
+    if (!inside || !fs.lstatSync(Buffer.from(key, 'latin1'), { throwIfNoEntry: false }))
+      throw new Ext4Error(
+        'BAD_OPTION',
+        `the attribute dump names ${shown}, which is not ${isDir ? 'in the source directory' : 'the source file'} ${rootPath.toString('utf8')}; dump that ${isDir ? 'directory' : 'file'} (getfattr -R -d -m - -e hex --absolute-names ${isDir ? 'DIR' : 'FILE'})`,
+        { path: shown },
+      );
+  }
 }
 
 /**
@@ -185,11 +207,8 @@ export function hostPathSource(p: string, opts: HostSourceOptions = {}): TreeSou
   const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
   if (!st) throw new Ext4Error('SOURCE_ERROR', `${p}: no such file or directory`, { path: p });
   if (st.isDirectory()) return hostDirectorySource(p, opts);
-  const node = new HostNode(
-    Buffer.from(path.resolve(p)),
-    new Uint8Array(Buffer.from(path.basename(p))),
-    st,
-    opts.xattrs,
-  );
+  const filePath = Buffer.from(path.resolve(p));
+  if (opts.xattrs) checkDumpPaths(opts.xattrs, filePath, false);
+  const node = new HostNode(filePath, new Uint8Array(Buffer.from(path.basename(p))), st, opts.xattrs);
   return { root: () => node };
 }
