@@ -6,7 +6,7 @@
  * kernel does when dir_index is on.
  */
 import { Ext4Error } from '../ext4/errors.js';
-import { put16, put32, u16 } from '../ext4/bytes.js';
+import { put16, put32, sameBytes, u16 } from '../ext4/bytes.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import {
   parseDirEntries,
@@ -497,10 +497,6 @@ export function addEntry(v: Volume, dir: number, name: Uint8Array, ino: number, 
   return i;
 }
 
-function sameName(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
-}
-
 /** Directory `dir` and where `name` stands in it (NOT_FOUND when it does not). */
 function slotOf(v: Volume, dir: number, name: Uint8Array): { i: Inode; slot: DirSlot } {
   const i = v.readInode(dir);
@@ -517,7 +513,7 @@ export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
   const { i, slot } = slotOf(v, dir, name);
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
-    lay.entries = lay.entries.filter((x) => !sameName(x.name, name));
+    lay.entries = lay.entries.filter((x) => !sameBytes(x.name, name));
     storeInline(v, dir, i, lay);
     return slot.inode;
   }
@@ -533,7 +529,7 @@ export function retarget(v: Volume, dir: number, name: Uint8Array, ino: number, 
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
     for (const x of lay.entries)
-      if (sameName(x.name, name)) {
+      if (sameBytes(x.name, name)) {
         x.inode = ino;
         x.fileType = entryType(v, fileType);
       }

@@ -233,7 +233,10 @@ export class Ext4Editor {
   }
 
   /** Splits a path into its parent directory (resolved, symlinks followed) and last name. */
-  private parentOf(path: string, nameCheck = true): { parent: number; name: Uint8Array; display: string } {
+  private parentOf(
+    path: string,
+    nameCheck = true,
+  ): { parent: number; name: Uint8Array; display: string; parentInode: Inode } {
     const display = normalize(path);
     if (display === '/')
       throw new Ext4Error('INVALID_ARGUMENT', `${path}: the root directory has no name to use here`, { path });
@@ -250,7 +253,7 @@ export class Ext4Editor {
     const pi = this.v.readInode(parent);
     if ((pi.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_A_DIRECTORY', `${dirPath} is not a directory`, { path });
-    const where = { parent, name, display };
+    const where = { parent, name, display, parentInode: pi };
     if (nameCheck) this.checkName(where);
     this.checkEditable(parent, pi, dirPath);
     return where;
@@ -292,7 +295,12 @@ export class Ext4Editor {
     this.v.writeInode(dir, i);
   }
 
-  private newInode(kind: Kind, o: NewEntryOptions, parentIno: number): { ino: number; inode: Inode } {
+  private newInode(
+    kind: Kind,
+    o: NewEntryOptions,
+    parentIno: number,
+    p: Inode = this.v.readInode(parentIno),
+  ): { ino: number; inode: Inode } {
     const isDir = kind === 'dir';
     const ino = this.v.allocInode(parentIno, isDir);
     const t = this.now();
@@ -301,7 +309,6 @@ export class Ext4Editor {
       throw new Ext4Error('BAD_OPTION', `mode ${perm} is not a permission value (0 to 07777)`);
     // A setgid directory hands its group to new entries, and its setgid bit to new directories
     // (kernel: inode_init_owner).
-    const p = this.v.readInode(parentIno);
     const sgid = (p.mode & 0o2000) !== 0;
     const inode: Inode = {
       ...emptyInode(),
@@ -335,8 +342,7 @@ export class Ext4Editor {
 
   /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
   private linkNew(parent: number, name: Uint8Array, ino: number, mode: number): void {
-    addEntry(this.v, parent, name, ino, FT_OF_MODE[mode & S_IFMT] ?? 0);
-    const p = this.v.readInode(parent);
+    const p = addEntry(this.v, parent, name, ino, FT_OF_MODE[mode & S_IFMT] ?? 0);
     if ((mode & S_IFMT) === S_IFDIR) this.incDirLinks(p);
     p.mtime = p.ctime = this.now();
     this.v.writeInode(parent, p);
@@ -433,8 +439,8 @@ export class Ext4Editor {
     path: string,
     opts: WriteFileOptions,
   ): { ino: number; inode: Inode; parent?: number; name?: Uint8Array } {
-    const { parent, name, display } = this.parentOf(path);
-    if (this.v.r.findEntry(parent, name)) {
+    const { parent, name, display, parentInode } = this.parentOf(path);
+    if (this.v.r.findEntry(parent, name, parentInode)) {
       const target = this.resolve(display, true);
       const t = target.inode.mode & S_IFMT;
       if (t === S_IFDIR) throw new Ext4Error('IS_A_DIRECTORY', `${display} is a directory`, { path: display });
@@ -442,7 +448,7 @@ export class Ext4Editor {
       this.checkEditable(target.ino, target.inode, display);
       return target;
     }
-    const { ino, inode } = this.newInode('file', opts, parent);
+    const { ino, inode } = this.newInode('file', opts, parent, parentInode);
     if (opts.mtime) inode.mtime = opts.mtime;
     inode.atime = opts.atime ?? inode.mtime;
     this.v.initInode(ino, inode);
@@ -511,14 +517,15 @@ export class Ext4Editor {
         }
         return;
       }
-      const { parent, name, display } = this.parentOf(path);
-      if (this.v.r.findEntry(parent, name)) throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
-      this.makeDir(parent, name, opts);
+      const { parent, name, display, parentInode } = this.parentOf(path);
+      if (this.v.r.findEntry(parent, name, parentInode))
+        throw new Ext4Error('EXISTS', `${display} exists`, { path: display });
+      this.makeDir(parent, name, opts, parentInode);
     });
   }
 
-  private makeDir(parent: number, name: Uint8Array, o: NewEntryOptions): number {
-    const { ino, inode } = this.newInode('dir', o, parent);
+  private makeDir(parent: number, name: Uint8Array, o: NewEntryOptions, parentInode?: Inode): number {
+    const { ino, inode } = this.newInode('dir', o, parent, parentInode);
     initDir(this.v, ino, inode, parent);
     this.v.writeInode(ino, inode);
     this.linkNew(parent, name, ino, inode.mode);

@@ -268,7 +268,6 @@ export class ContentWriter {
   private size = 0;
   private buf: Uint8Array;
   private fill = 0;
-  private readonly zeros: Uint8Array;
 
   constructor(
     private readonly v: Volume,
@@ -293,7 +292,6 @@ export class ContentWriter {
     this.inlineMax = opts.inline === false ? 0 : inlineCapacity(v, ino, inode);
     this.goal = v.inodeGoal(ino);
     this.buf = chunkBuffer(opts.size === undefined ? CHUNK : Math.min(CHUNK, Math.ceil(opts.size / bs) * bs || bs));
-    this.zeros = new Uint8Array(bs);
   }
 
   push(c: Uint8Array | Hole): void {
@@ -351,7 +349,7 @@ export class ContentWriter {
       while (j < nb && !isZero(buf, j * bs, bs)) j++;
       let off = k;
       for (const r of v.allocBlocks(this.goal, j - k)) {
-        v.r.cache.addData(r.start, buf.slice(off * bs, (off + r.len) * bs));
+        v.r.cache.addData(r.start, v.r.cache.keepData(buf.subarray(off * bs, (off + r.len) * bs)));
         this.runs.push({ lblk: base + off, pblk: r.start, len: r.len });
         off += r.len;
         this.goal = r.start + r.len;
@@ -381,7 +379,7 @@ export class ContentWriter {
   private skip(n: number): void {
     const bs = this.bs;
     const pad = Math.min(n, (bs - (this.fill % bs)) % bs);
-    if (pad) this.take(this.zeros.subarray(0, pad));
+    if (pad) this.take(ZEROS.subarray(0, pad));
     n -= pad;
     if (n >= bs) {
       if (this.fill) this.emit(this.fill);
@@ -390,9 +388,12 @@ export class ContentWriter {
       this.size += whole;
       n -= whole;
     }
-    if (n) this.take(this.zeros.subarray(0, n));
+    if (n) this.take(ZEROS.subarray(0, n));
   }
 }
+
+/** Zero bytes to pad with (never written to); as long as the largest block. */
+const ZEROS = new Uint8Array(65536);
 
 let shared: Uint8Array | undefined;
 /**

@@ -6,8 +6,11 @@
  *      and metadata copies, the journal superblock pointing at it, needs_recovery set: made durable;
  *   2. the commit block, made durable: the commit point (recovery replays from here on);
  *   3. the metadata written home (checkpoint), made durable;
- *   4. the journal superblock emptied (s_start 0, the next sequence number), made durable;
- *   5. needs_recovery cleared, made durable.
+ *   4. the journal superblock emptied (s_start 0, the next sequence number) and needs_recovery
+ *      cleared, made durable together. Either may land without the other: an empty journal with
+ *      needs_recovery set is recovered by clearing the flag; a journal still holding the transaction
+ *      without the flag is wiped by the kernel at mount, replayed again by e2fsck and `recover` (the
+ *      same blocks, already home). Both give the new file system.
  *
  * The journal is always empty between commits, so a transaction starts at the log's first block and
  * never needs revoke records. A journal mkfs.ext4 made without features is upgraded as the kernel
@@ -176,12 +179,10 @@ export class JournalLog {
     );
     writeBlocks(dev, bs, home);
     flush();
-    // 4. The journal is empty again.
+    // 4. The journal is empty again, and nothing is to be recovered.
     this.sequence = (tid + 1) >>> 0;
     updateJournalSuperblock(this.jsb, { s_start: 0, s_sequence: this.sequence });
     dev.write(this.map(0) * bs, this.jsb);
-    flush();
-    // 5. Nothing to recover.
     dev.write(SUPERBLOCK_OFFSET, superblock(newSb, sbOff, false));
     flush();
   }

@@ -862,6 +862,7 @@ export class Volume {
       );
       if (this.sync) this.dev.sync();
     }
+    this.r.cache.dataWritten();
     this.r.cache.overlayWritten();
     if (this.sealedSb) Object.assign(this.sb, this.sealedSb);
     this.sealedSb = undefined;
@@ -897,6 +898,7 @@ export class Volume {
   writeDataEarly(): void {
     const data = this.r.cache.takeData();
     writeBlocks(this.dev, this.bs, data);
+    this.r.cache.dataWritten();
     this.bytesWritten += data.reduce((a, p) => a + p.data.length, 0);
   }
 
@@ -936,23 +938,33 @@ export class Volume {
   }
 }
 
-/** In bits [from, to) of a bitmap: the first run of at least `want` clear bits, else the longest one. */
+/**
+ * In bits [from, to) of a bitmap: the first run of at least `want` clear bits (its length capped at
+ * `want`: the rest of a long free stretch is not measured), else the longest shorter one.
+ */
 function scanFree(b: Uint8Array, from: number, to: number, want: number): { start: number; len: number } | undefined {
-  let best: { start: number; len: number } | undefined;
+  let bestStart = -1;
+  let bestLen = 0;
   let i = from;
   while (i < to) {
     // Skip whole used bytes.
-    if ((i & 7) === 0 && b[i >>> 3] === 0xff) {
-      i += 8;
-      continue;
+    if ((i & 7) === 0) {
+      let byte = i >>> 3;
+      const end = to >>> 3;
+      while (byte < end && b[byte] === 0xff) byte++;
+      if (byte << 3 !== i) {
+        i = byte << 3;
+        continue;
+      }
     }
     if (testBit(b, i)) {
       i++;
       continue;
     }
     const start = i;
-    while (i < to) {
-      if ((i & 7) === 0 && b[i >>> 3] === 0 && i + 8 <= to) {
+    const stop = Math.min(to, start + want);
+    while (i < stop) {
+      if ((i & 7) === 0 && i + 8 <= stop && b[i >>> 3] === 0) {
         i += 8;
         continue;
       }
@@ -960,10 +972,13 @@ function scanFree(b: Uint8Array, from: number, to: number, want: number): { star
       i++;
     }
     const len = i - start;
-    if (!best || len > best.len) best = { start, len };
     if (len >= want) return { start, len };
+    if (len > bestLen) {
+      bestStart = start;
+      bestLen = len;
+    }
   }
-  return best;
+  return bestLen ? { start: bestStart, len: bestLen } : undefined;
 }
 
 /**
@@ -985,16 +1000,14 @@ export function mountedLoop(imagePath: string): string | undefined {
   } catch {
     return undefined;
   }
-  let mountinfo = '';
-  try {
-    mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return undefined;
-  }
+  let mountinfo: string | undefined;
   for (const loop of loops) {
+    // Detached loop devices have no backing_file: asked without an exception, which costs more.
+    const backingFile = path.join('/sys/block', loop, 'loop', 'backing_file');
+    if (!fs.existsSync(backingFile)) continue;
     let backing: string;
     try {
-      backing = fs.readFileSync(path.join('/sys/block', loop, 'loop', 'backing_file'), 'utf8').trim();
+      backing = fs.readFileSync(backingFile, 'utf8').trim();
     } catch {
       continue;
     }
@@ -1013,6 +1026,13 @@ export function mountedLoop(imagePath: string): string | undefined {
       devno = fs.readFileSync(path.join('/sys/block', loop, 'dev'), 'utf8').trim();
     } catch {
       continue;
+    }
+    if (mountinfo === undefined) {
+      try {
+        mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+      } catch {
+        return undefined;
+      }
     }
     if (mountinfo.split('\n').some((l) => l.split(' ')[2] === devno)) return `/dev/${loop}`;
   }

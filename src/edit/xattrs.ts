@@ -4,7 +4,7 @@
  * shared with other inodes (refcount above one) is never changed in place: this inode gets its own copy.
  */
 import { Ext4Error } from '../ext4/errors.js';
-import { u32 } from '../ext4/bytes.js';
+import { sameBytes, u32 } from '../ext4/bytes.js';
 import {
   XATTR_MAGIC,
   encodeInodeXattrs,
@@ -41,7 +41,7 @@ export function listXattrs(v: Volume, ino: number): StoredXattr[] {
 
 /** Same attribute (index and name)? */
 export function sameXattr(a: { index: number; name: Uint8Array }, b: { index: number; name: Uint8Array }): boolean {
-  return a.index === b.index && Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)) === 0;
+  return a.index === b.index && sameBytes(a.name, b.name);
 }
 
 /**

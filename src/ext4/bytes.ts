@@ -109,3 +109,10 @@ export function isZero(b: Uint8Array, off = 0, len = b.length - off): boolean {
 export function randomBytes(n: number): Uint8Array {
   return globalThis.crypto.getRandomValues(new Uint8Array(n));
 }
+
+/** True when two byte strings are equal (names: short, compared without allocating). */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return false;
+  return true;
+}

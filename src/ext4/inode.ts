@@ -195,7 +195,9 @@ export function encodeInode(b: Uint8Array, off: number, inodeSize: number, ino: 
   put16(b, off + O.l_i_file_acl_high, hi32(ino.fileAcl) & 0xffff);
   put16(b, off + O.l_i_uid_high, ino.uid >>> 16);
   put16(b, off + O.l_i_gid_high, ino.gid >>> 16);
-  b.set(ino.block.subarray(0, I_BLOCK_SIZE), off + I_BLOCK_OFFSET);
+  // A plain loop: a subarray plus set costs more than 60 byte stores.
+  const blk = ino.block;
+  for (let k = 0; k < I_BLOCK_SIZE; k++) b[off + I_BLOCK_OFFSET + k] = blk[k] ?? 0;
   if (inodeSize <= GOOD_OLD_INODE_SIZE) return;
   const x = ino.extraIsize;
   put16(b, off + O.i_extra_isize, x);

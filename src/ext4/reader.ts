@@ -7,7 +7,7 @@
  * as it currently is, including an open edit's changes and a replayed journal.
  */
 import { Ext4Error } from './errors.js';
-import { u16, u32, isZero } from './bytes.js';
+import { u16, u32, isZero, sameBytes } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import {
   decodeSuperblock,
@@ -957,8 +957,7 @@ export class Ext4Reader {
     if ((i.mode & S_IFMT) !== S_IFDIR)
       throw new Ext4Error('NOT_A_DIRECTORY', `inode ${ino} is not a directory`, { inode: ino });
     this.checkReadable(ino, i);
-    const match = (e: RawDirent) =>
-      e.inode !== 0 && e.name.length === name.length && Buffer.compare(Buffer.from(e.name), Buffer.from(name)) === 0;
+    const match = (e: RawDirent) => e.inode !== 0 && sameBytes(e.name, name);
     if (i.flags & FL_INLINE_DATA) {
       const { areas } = this.inlineDir(ino, i);
       for (let a = 0; a < areas.length; a++)

@@ -19,6 +19,12 @@ export interface DataPiece {
 }
 
 const CLEAN_MAX = 256;
+/** Slabs for small pieces of pending file data: their size, the largest piece they take, how many stay. */
+const SLAB = 1 << 20;
+const SLAB_PIECE_MAX = 64 << 10;
+const SLAB_KEEP = 4;
+/** Slabs no cache holds: each one is either here or owned by exactly one cache. */
+const spareSlabs: Uint8Array[] = [];
 
 export class BlockCache {
   /** Blocks whose current content differs from the device. */
@@ -36,6 +42,13 @@ export class BlockCache {
   private readonly trusted = new Set<number>();
   /** Clean blocks whose checksums have been verified once. */
   private readonly verified = new Set<number>();
+  /**
+   * Memory for small pieces of pending file data: carved out of slabs that are used again once the data
+   * is written (`dataWritten`). Fresh memory costs a page fault per page on first touch; reused does not.
+   */
+  private slabs: Uint8Array[] = [];
+  private slabAt = 0;
+  private slabUsed = 0;
 
   constructor(
     readonly dev: BlockDevice,
@@ -190,6 +203,37 @@ export class BlockCache {
     this.trusted.add(block);
   }
 
+  /**
+   * A copy of `src` (whole blocks of new file data) that stays valid until the data is written: small
+   * pieces go into the reused slabs, large ones into memory of their own.
+   */
+  keepData(src: Uint8Array): Uint8Array {
+    const n = src.length;
+    if (n > SLAB_PIECE_MAX) return src.slice();
+    let slab = this.slabs[this.slabAt];
+    if (slab && this.slabUsed + n > slab.length) {
+      slab = this.slabs[++this.slabAt];
+      this.slabUsed = 0;
+    }
+    if (!slab) this.slabs.push((slab = spareSlabs.pop() ?? new Uint8Array(SLAB)));
+    const out = slab.subarray(this.slabUsed, this.slabUsed + n);
+    out.set(src);
+    this.slabUsed += n;
+    return out;
+  }
+
+  /**
+   * The pending data handed out by `takeData` has been written and is dropped: the slabs hold nothing
+   * any more and go back to the process's spares, for this edit's next pieces or another cache's.
+   */
+  dataWritten(): void {
+    if (this.pieces.length) return;
+    for (const slab of this.slabs) if (spareSlabs.length < SLAB_KEEP) spareSlabs.push(slab);
+    this.slabs = [];
+    this.slabAt = 0;
+    this.slabUsed = 0;
+  }
+
   /** Adds new file data for blocks that were free before the edit. */
   addData(block: number, data: Uint8Array): void {
     const bs = this.blockSize;
@@ -260,6 +304,7 @@ export class BlockCache {
     this.pieces = [];
     this.pendingDataBytes = 0;
     this.endOp();
+    this.dataWritten();
   }
 
   /** The overlay has been written to the device: its blocks become clean. */
