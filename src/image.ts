@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from './ext4/errors.js';
 import { randomBytes } from './ext4/bytes.js';
-import { FileDevice } from './io/device.js';
+import { FileDevice, syncDirectory } from './io/device.js';
 import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
 import { planLayout } from './ext4/layout.js';
 
@@ -37,6 +37,9 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
     if (opts.sync !== false) dev.sync();
     dev.close();
     fs.renameSync(tmp, target);
+    // The new name is durable only once the directory is: without this a power cut can leave the old
+    // file (or none) although the command reported success.
+    if (opts.sync !== false) syncDirectory(dir);
     return out;
   } catch (e) {
     dev.close();

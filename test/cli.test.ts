@@ -14,6 +14,9 @@ import {
   IS_ROOT,
   IN_CI,
 } from './helpers/oracle.js';
+import { formatImage } from '../src/image.js';
+import { dirSyncHooks } from '../src/io/device.js';
+import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
 
 const dir = scratchDir('ext4wd-cli');
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -232,6 +235,30 @@ describe('targets that are not image files, and a full host disk', () => {
     } finally {
       run('umount', [mnt]);
       fs.rmdirSync(mnt);
+    }
+  });
+});
+
+describe('a new image is durable under its name', () => {
+  it('the directory is synced after the rename, for mkfs, seed and materialize; not with sync off', () => {
+    const seen: { dir: string; names: string[] }[] = [];
+    const hook = (d: string) => seen.push({ dir: d, names: fs.readdirSync(d).sort() });
+    dirSyncHooks.push(hook);
+    try {
+      const sub = fs.mkdtempSync(path.join(dir, 'durable-'));
+      const rootfs = path.join(sub, 'rootfs.img');
+      formatImage(rootfs, { sizeBytes: 16 << 20 });
+      buildWorkSeedImage(rootfs, path.join(sub, 'seed.img'), { path: '/' });
+      materializeWorkDisk(path.join(sub, 'seed.img'), path.join(sub, 'disk.img'), 32 << 20);
+      formatImage(path.join(sub, 'nosync.img'), { sizeBytes: 16 << 20, sync: false });
+      // Each synced once the file had its final name and the temporary one was gone.
+      expect(seen).toEqual([
+        { dir: sub, names: ['rootfs.img'] },
+        { dir: sub, names: ['rootfs.img', 'seed.img'] },
+        { dir: sub, names: ['disk.img', 'rootfs.img', 'seed.img'] },
+      ]);
+    } finally {
+      dirSyncHooks.splice(dirSyncHooks.indexOf(hook), 1);
     }
   });
 });

@@ -60,6 +60,27 @@ function ioEvent(dev: FileDevice): void {
   }
 }
 
+/** Observers of directory syncs (tests check that a renamed output's directory is made durable). */
+export const dirSyncHooks: ((dir: string) => void)[] = [];
+
+/**
+ * Makes a directory's entries durable (fsync of the directory): after a file is created or renamed
+ * into it, the name itself survives a power cut only once this returns. File systems that cannot sync
+ * a directory (EINVAL) are left as they are.
+ */
+export function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw ioError('cannot sync the directory', dir, e);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+  for (const h of dirSyncHooks) h(dir);
+}
+
 /** A host file (or block device) opened for positional I/O. */
 export class FileDevice implements BlockDevice {
   private fd: number;
