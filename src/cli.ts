@@ -11,7 +11,7 @@ import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
 import * as fs from 'node:fs';
-import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';
+import { buildWorkSeedImage, materializeWorkDisk, unreadableOption, type Stage } from './workdisk/job.js';
 import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
 import {
@@ -29,21 +29,23 @@ import { recoverJournal } from './edit/recover.js';
 /** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
 const MAIN_COMMANDS: Record<string, string> = {
   mkfs: `mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
-       [--inode-size N] [--label L] [--uuid U] [--hash-seed U]
+       [--inode-size N] [--label L] [--uuid U] [--hash-seed U] [--skip-unreadable]
        [--timestamp UNIX_SECONDS] [--no-sync] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
       optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID;
-      --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output`,
+      --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output;
+      --skip-unreadable leaves out (with a warning) entries of a source image that cannot be read`,
   info: `info <image> [--json]
       print the superblock summary (like dumpe2fs -h)`,
   ls: `ls <image> [<path>] [-l]          list a directory`,
   cat: `cat <image> <path>                write a file's bytes to stdout`,
   stat: `stat <image> <path> [--json]      an inode's metadata`,
   extract: `extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
-      recreate <path> under the existing directory <dest> (like debugfs rdump)`,
-  seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--json]
+      recreate <path> under the existing directory <dest> (like debugfs rdump); an entry that cannot
+      be read (encrypted, damaged) is named in a warning and left out, the rest extracted, exit 1`,
+  seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--json]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path`,
-  materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--json]
+  materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
 };
 
@@ -110,6 +112,7 @@ function cmdMkfs(args: string[]): void {
       from: { type: 'string', short: 'd' },
       xattrs: { type: 'string' },
       owner: { type: 'string' },
+      'skip-unreadable': { type: 'boolean' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('mkfs needs exactly one <image> path');
@@ -125,7 +128,10 @@ function cmdMkfs(args: string[]): void {
     hashSeed: values['hash-seed'],
     timestamp: intOption(values.timestamp, 'timestamp'),
     sync: !values['no-sync'],
-    source: values.from === undefined ? undefined : sourceFrom(values.from, values.xattrs, image),
+    source:
+      values.from === undefined
+        ? undefined
+        : sourceFrom(values.from, values.xattrs, image, !!values['skip-unreadable']),
     owner: values.owner === undefined ? undefined : ownerOption(values.owner),
   });
   const l = r.layout;
@@ -157,7 +163,7 @@ function cmdMkfs(args: string[]): void {
 }
 
 /** `--from` is a host directory, or an image file with an optional `:/path` inside it. */
-function sourceFrom(from: string, xattrs: string | undefined, output: string): TreeSource {
+function sourceFrom(from: string, xattrs: string | undefined, output: string, skipUnreadable: boolean): TreeSource {
   const st = fs.statSync(from, { throwIfNoEntry: false });
   if (st?.isDirectory())
     return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
@@ -177,7 +183,10 @@ function sourceFrom(from: string, xattrs: string | undefined, output: string): T
   if (b && a.dev === b.dev && a.ino === b.ino)
     throw new Ext4Error('BAD_OPTION', `the output ${output} is the source image itself`, { path: output });
   const reader = openReader(image, true);
-  return imageTreeSource(reader, inner, { skipRootNames: inner === '/' ? ['lost+found'] : [] });
+  return imageTreeSource(reader, inner, {
+    skipRootNames: inner === '/' ? ['lost+found'] : [],
+    ...unreadableOption(skipUnreadable, warn),
+  });
 }
 
 function openReader(image: string, verify: boolean, replay = false): Ext4Reader {
@@ -345,6 +354,12 @@ function cmdExtract(args: string[]): void {
     onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`),
   });
   if (values.json) process.stdout.write(JSON.stringify(res) + '\n');
+  const n = res.unreadable.length;
+  if (n)
+    throw new Ext4Error(
+      'INCOMPLETE',
+      `${n} ${n === 1 ? 'entry' : 'entries'} could not be read from the image and ${n === 1 ? 'was' : 'were'} not extracted (named above); everything else was`,
+    );
 }
 
 const warn = (m: string) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`);
@@ -368,6 +383,7 @@ function cmdSeed(args: string[]): void {
       json: { type: 'boolean' },
       'no-sync': { type: 'boolean' },
       replay: { type: 'boolean' },
+      'skip-unreadable': { type: 'boolean' },
     },
   });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
@@ -382,6 +398,7 @@ function cmdSeed(args: string[]): void {
       sync: !values['no-sync'],
       replayJournal: values.replay,
       onWarning: warn,
+      skipUnreadable: values['skip-unreadable'],
     });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
@@ -401,6 +418,7 @@ function cmdMaterialize(args: string[]): void {
       json: { type: 'boolean' },
       'no-sync': { type: 'boolean' },
       replay: { type: 'boolean' },
+      'skip-unreadable': { type: 'boolean' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
@@ -412,6 +430,7 @@ function cmdMaterialize(args: string[]): void {
       sync: !values['no-sync'],
       replayJournal: values.replay,
       onWarning: warn,
+      skipUnreadable: values['skip-unreadable'],
     });
     endProgress();
     process.stdout.write(

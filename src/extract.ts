@@ -25,7 +25,15 @@ export interface ExtractResult {
   hardlinks: number;
   specialSkipped: number;
   bytes: number;
+  /**
+   * Entries that could not be read from the image (encrypted, compressed, damaged) and were left out,
+   * with what stopped each; everything else was extracted. Empty when the extract is complete.
+   */
+  unreadable: { path: string; code: string; message: string }[];
 }
+
+/** Errors that concern one entry of the image (skipped), not the destination or the device (fatal). */
+const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
 
 function safeName(name: Uint8Array, where: string): string {
   const s = Buffer.from(name);
@@ -56,7 +64,15 @@ function hostError(what: string, p: string, e: unknown): Ext4Error {
 
 /** Extracts the image path `src` into the existing host directory `dest`. */
 export function extract(reader: Ext4Reader, src: string, dest: string, opts: ExtractOptions = {}): ExtractResult {
-  const result: ExtractResult = { files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specialSkipped: 0, bytes: 0 };
+  const result: ExtractResult = {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    specialSkipped: 0,
+    bytes: 0,
+    unreadable: [],
+  };
   let st: fs.Stats;
   try {
     st = fs.lstatSync(dest);
@@ -92,6 +108,7 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     } catch (e) {
       throw hostError('create', p, e);
     }
+    let done = false;
     try {
       let end = 0;
       reader.readFile(
@@ -114,37 +131,78 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
       if (chown) fs.fchownSync(fd, i.uid, i.gid);
       if (chown || (st.mode & 0o7777) !== (i.mode & 0o7777)) fs.fchmodSync(fd, i.mode & 0o7777);
       fs.futimesSync(fd, sec(i.atime), sec(i.mtime));
+      done = true;
     } catch (e) {
       throw e instanceof Ext4Error ? e : hostError('write or set the attributes of', p, e);
     } finally {
       fs.closeSync(fd);
+      // A file whose content could not be read is not left behind half written.
+      if (!done) fs.rmSync(p, { force: true });
     }
     result.bytes += i.size;
     result.files++;
   };
 
+  /**
+   * One entry we cannot read (encrypted, compressed, damaged) does not stop the rest, as with debugfs
+   * rdump: it is named in a warning, left out, and reported in the result. Host errors stop everything.
+   */
   const visit = (ino: number, p: string, where: string, depth: number, ancestors: Set<number>) => {
+    try {
+      visitEntry(ino, p, where, depth, ancestors);
+    } catch (e) {
+      if (!(e instanceof Ext4Error) || !ENTRY_ERRORS.has(e.code)) throw e;
+      result.unreadable.push({ path: where, code: e.code, message: e.message });
+      opts.onWarning?.(`${where}: not extracted: ${e.message}`);
+    }
+  };
+
+  /** The entries of a directory at host path `p` (image path `where`). */
+  const visitChildren = (
+    entries: { inode: number; name: Uint8Array }[],
+    p: string,
+    where: string,
+    depth: number,
+    ancestors: Set<number>,
+  ) => {
+    const inside = where === '/' ? '/' : `${where}/`;
+    const host = p === '/' ? '/' : `${p}/`;
+    for (const e of entries) {
+      let name: string;
+      try {
+        name = safeName(e.name, where);
+      } catch (err) {
+        const shown = inside + Buffer.from(e.name).toString('latin1');
+        result.unreadable.push({ path: shown, code: 'CORRUPT', message: (err as Error).message });
+        opts.onWarning?.(`${shown}: not extracted: ${(err as Error).message}`);
+        continue;
+      }
+      // Names are checked (no '/', not '.' or '..'), so plain joining is exact and cheaper than path.join.
+      visit(e.inode, host + name, inside + name, depth, ancestors);
+    }
+  };
+
+  const visitEntry = (ino: number, p: string, where: string, depth: number, ancestors: Set<number>) => {
     if (depth > 4096) throw new Ext4Error('CORRUPT', `${where}: directory tree deeper than 4096 levels`);
     const i = reader.inode(ino);
     const t = fileTypeOf(i.mode);
     const linked = t === 'file' || t === 'symlink' ? i.linksCount > 1 : false;
-    if (linked) {
-      const first = links.get(ino);
-      if (first) {
-        try {
-          fs.linkSync(first, p);
-        } catch (e) {
-          throw hostError('link', p, e);
-        }
-        result.hardlinks++;
-        return;
+    const first = linked ? links.get(ino) : undefined;
+    if (first) {
+      try {
+        fs.linkSync(first, p);
+      } catch (e) {
+        throw hostError('link', p, e);
       }
-      links.set(ino, p);
+      result.hardlinks++;
+      return;
     }
     switch (t) {
       case 'dir': {
         if (ancestors.has(ino))
           throw new Ext4Error('CORRUPT', `${where}: directory loop through inode ${ino}`, { inode: ino });
+        // Listed before it is created: a directory that cannot be listed is not made at all.
+        const entries = reader.readDir(ino, i);
         try {
           fs.mkdirSync(p, 0o700);
         } catch (e) {
@@ -152,16 +210,12 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
           if (!(ex && ex.isDirectory() && !ex.isSymbolicLink())) throw hostError('create', p, e);
         }
         result.dirs++;
-        const next = new Set(ancestors).add(ino);
-        // Names are checked (no '/', not '.' or '..'), so plain joining is exact and cheaper than path.join.
-        for (const e of reader.readDir(ino, i)) {
-          const name = safeName(e.name, where);
-          visit(e.inode, `${p}/${name}`, `${where === '/' ? '' : where}/${name}`, depth + 1, next);
-        }
+        visitChildren(entries, p, where, depth + 1, new Set(ancestors).add(ino));
         break;
       }
       case 'file':
         writeFile(ino, i, p);
+        if (linked) links.set(ino, p);
         break;
       case 'symlink': {
         const target = Buffer.from(reader.readLink(ino, i));
@@ -170,6 +224,7 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
         } catch (e) {
           throw hostError('create', p, e);
         }
+        if (linked) links.set(ino, p);
         result.symlinks++;
         break;
       }
@@ -191,11 +246,7 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
   const isRootDir = (srcInode.mode & S_IFMT) === S_IFDIR && path.posix.resolve('/', src) === '/';
   if (isRootDir) {
     // rdump of / puts the root's contents straight into dest.
-    const top = path.resolve(dest);
-    for (const e of reader.readDir(srcIno, srcInode)) {
-      const name = safeName(e.name, '/');
-      visit(e.inode, top === '/' ? `/${name}` : `${top}/${name}`, `/${name}`, 1, new Set([srcIno]));
-    }
+    visitChildren(reader.readDir(srcIno, srcInode), path.resolve(dest), '/', 1, new Set([srcIno]));
   } else {
     const base = path.posix.basename(path.posix.resolve('/', src));
     visit(srcIno, path.join(path.resolve(dest), safeName(Buffer.from(base), src)), src, 0, new Set());

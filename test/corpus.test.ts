@@ -13,7 +13,7 @@ import { readInfo } from '../src/info.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { BufferDevice } from '../src/io/device.js';
 import { walkImage } from './helpers/walk.js';
-import { IN_CI, HAVE_E2FSPROGS, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { IN_CI, HAVE_E2FSPROGS, cli, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
 import { extract } from '../src/extract.js';
 import { snapshot } from './helpers/tree.js';
 
@@ -170,6 +170,54 @@ describe.runIf(have || IN_CI)('corpus: specific behaviours', () => {
       expect.objectContaining({ code: 'UNSUPPORTED_FEATURE', message: expect.stringContaining('encrypt') }),
     );
   });
+  it.runIf(HAVE_E2FSPROGS || IN_CI)(
+    'an encrypted directory does not stop extract (debugfs rdump gives the rest), seed or mkfs --from names it',
+    () => {
+      const dir = scratchDir('ext4wd-encrypted');
+      try {
+        const img = path.join(dir, 'disk1.img');
+        fs.writeFileSync(img, load('ext4-view/test_disk1.bin.gz'));
+        // extract: everything but the encrypted directory, which is named; exit 1 (INCOMPLETE).
+        const ours = path.join(dir, 'ours');
+        const theirs = path.join(dir, 'theirs');
+        fs.mkdirSync(ours);
+        fs.mkdirSync(theirs);
+        const r = cli(['extract', img, '/', ours, '--no-owners']);
+        expect(r.status).toBe(1);
+        expect(r.stderr).toContain('warning: /encrypted_dir: not extracted');
+        expect(r.stderr).toContain('[INCOMPLETE]');
+        run('debugfs', ['-R', `rdump / ${theirs}`, img]);
+        const list = (d: string) =>
+          run('find', [d, '-mindepth', '1'], { timeoutMs: 60_000 })
+            .stdout.split('\n')
+            .filter(Boolean)
+            .map((p) => p.slice(d.length))
+            .sort();
+        const expected = list(theirs).filter((p) => !p.startsWith('/encrypted_dir'));
+        expect(list(theirs).length - expected.length).toBe(2);
+        expect(list(ours)).toEqual(expected);
+        expect(expected.length).toBeGreaterThan(11_000);
+        // seed and mkfs --from: refused, naming the entry, nothing left; --skip-unreadable leaves it out.
+        for (const args of [
+          ['seed', img, path.join(dir, 'seed.img'), '--path', '/'],
+          ['mkfs', path.join(dir, 'copy.img'), '--size', '64M', '--from', img],
+        ]) {
+          const out = args[0] === 'seed' ? args[2]! : args[1]!;
+          const refused = cli(args);
+          expect(refused.status).toBe(1);
+          expect(refused.stderr).toMatch(/\[UNSUPPORTED_FEATURE\]: \/encrypted_dir: .*encrypt/);
+          expect(fs.existsSync(out)).toBe(false);
+          const skipped = cli([...args, '--skip-unreadable']);
+          expect(skipped.status, skipped.stderr).toBe(0);
+          expect(skipped.stderr).toMatch(/warning: \/encrypted_dir: .*left out/);
+          expect(run('e2fsck', ['-fn', out]).status).toBe(0);
+          expect(cli(['ls', out, '/']).stdout).not.toContain('encrypted_dir');
+        }
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
   it('an image whose journal needs recovery is read as it is on disk, with a warning', () => {
     const warnings: string[] = [];
     const r = Ext4Reader.open(new BufferDevice(load('ext4-view/test_disk_4k_block_journal.bin.gz')), {

@@ -49,11 +49,14 @@ const fresh = (n: string) => {
 };
 
 describe('extract stays inside its destination', () => {
-  it('refuses names with a slash', () => {
-    const img = patch(image([node('evilXname')]), 'evilXname', 'evil/name');
+  it('refuses names with a slash: the entry is left out and reported, its neighbours extracted', () => {
+    const img = patch(image([node('evilXname'), node('fine')]), 'evilXname', 'evil/name');
     const dest = fresh('slash');
-    expect(() => extract(reader(img), '/', dest)).toThrowError(expect.objectContaining({ code: 'CORRUPT' }));
-    expect(fs.readdirSync(dest).filter((n) => n !== 'lost+found')).toEqual([]);
+    const warnings: string[] = [];
+    const res = extract(reader(img), '/', dest, { onWarning: (m) => warnings.push(m) });
+    expect(res.unreadable).toEqual([{ path: '/evil/name', code: 'CORRUPT', message: expect.any(String) }]);
+    expect(warnings).toEqual([expect.stringContaining('/evil/name: not extracted')]);
+    expect(fs.readdirSync(dest).sort()).toEqual(['fine', 'lost+found']);
     expect(fs.readdirSync(outside)).toEqual([]);
   });
 

@@ -33,7 +33,9 @@ export type Ext4ErrorCode =
   /** The image is mounted or in use by another program (or was not cleanly unmounted). */
   | 'IN_USE'
   /** The file system is marked as having errors, or has orphan inodes: check it first. */
-  | 'NEEDS_CHECK';
+  | 'NEEDS_CHECK'
+  /** Done except for entries that could not be read, each named in a warning (extract). */
+  | 'INCOMPLETE';
 
 /** Context that locates an error on disk, where known. */
 export interface Ext4ErrorContext {

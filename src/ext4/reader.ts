@@ -607,7 +607,8 @@ export class Ext4Reader {
     return { runs, metaBlocks };
   }
 
-  private checkReadable(ino: number, i: Inode): void {
+  /** Refuses (UNSUPPORTED_FEATURE) an inode whose contents this reader cannot give: encrypted, compressed. */
+  checkReadable(ino: number, i: Inode): void {
     if (i.flags & FL_ENCRYPT)
       throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is encrypted (encrypt): its contents cannot be read`, {
         inode: ino,

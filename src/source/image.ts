@@ -1,6 +1,6 @@
 /** A subtree of an ext4 image as a tree source: image to image, with no host directory in between. */
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader, fileTypeOf } from '../ext4/reader.js';
+import { Ext4Reader, fileTypeOf, type DirEntryInfo } from '../ext4/reader.js';
 import { S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
 import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
 
@@ -29,6 +29,9 @@ class ImageNode implements SourceNode {
   readonly rdevMinor?: number;
   readonly linkKey?: string;
 
+  /** A directory's entries, read when it was checked (see `check`), until its children are made. */
+  private listed?: DirEntryInfo[];
+
   constructor(
     private readonly r: Ext4Reader,
     readonly ino: number,
@@ -36,6 +39,7 @@ class ImageNode implements SourceNode {
     readonly displayPath: string,
     private readonly i: Inode,
     private readonly depth: number,
+    private readonly opts: ImageSourceOptions & { reported: Set<string> },
   ) {
     const t = fileTypeOf(i.mode);
     if (!t)
@@ -56,6 +60,20 @@ class ImageNode implements SourceNode {
     this.allocatedBytes = r.allocatedBytes(i);
     if (this.kind === 'chardev' || this.kind === 'blockdev') [this.rdevMajor, this.rdevMinor] = r.deviceNumbers(i);
     if (this.kind !== 'dir' && i.linksCount > 1) this.linkKey = `ino:${ino}`;
+  }
+
+  /**
+   * Reads what the copy will need of this entry (its mapping, link target or directory listing) so
+   * that an entry that cannot be read fails here, by its path, before anything of it is written.
+   */
+  check(): void {
+    const { r, ino, i } = this;
+    if (this.kind === 'file' || this.kind === 'dir' || this.kind === 'symlink') r.checkReadable(ino, i);
+    if (this.kind === 'file') {
+      if (i.flags & 0x10000000) r.readFileBytes(ino);
+      else r.blockRuns(ino, i);
+    } else if (this.kind === 'symlink') r.readLink(ino, i);
+    else if (this.kind === 'dir') this.listed = r.readDir(ino, i);
   }
 
   xattrs(): XattrEntry[] {
@@ -114,27 +132,41 @@ class ImageNode implements SourceNode {
     if (this.kind !== 'dir') return [];
     if (this.depth > 4096)
       throw new Ext4Error('CORRUPT', `${this.displayPath}: directory tree deeper than 4096 levels`);
-    const entries = this.r.readDir(this.ino, this.i);
-    const out: SourceNode[] = [];
-    for (const e of entries) {
-      const child = this.r.inode(e.inode);
-      const isDir = (child.mode & S_IFMT) === S_IFDIR;
-      // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
-      if (isDir && (e.inode === this.ino || this.ancestors().has(e.inode)))
-        throw new Ext4Error('CORRUPT', `${this.displayPath}: directory loop through inode ${e.inode}`, {
-          inode: e.inode,
+    let entries = this.listed;
+    if (!entries)
+      try {
+        entries = this.r.readDir(this.ino, this.i);
+      } catch (err) {
+        if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
+        throw new Ext4Error(err.code, `${this.displayPath}: ${err.message}`, {
+          ...err.context,
+          path: this.displayPath,
         });
-      const p = this.displayPath.endsWith('/') ? this.displayPath : this.displayPath + '/';
-      out.push(
-        new ImageNode(
-          this.r,
-          e.inode,
-          e.name,
-          p + Buffer.from(e.name).toString('utf8'),
-          child,
-          this.depth + 1,
-        ).withParent(this),
-      );
+      }
+    this.listed = undefined;
+    const out: SourceNode[] = [];
+    const dir = this.displayPath.endsWith('/') ? this.displayPath : this.displayPath + '/';
+    for (const e of entries) {
+      const p = dir + Buffer.from(e.name).toString('utf8');
+      try {
+        const child = this.r.inode(e.inode);
+        const isDir = (child.mode & S_IFMT) === S_IFDIR;
+        // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
+        if (isDir && (e.inode === this.ino || this.ancestors().has(e.inode)))
+          throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
+        const node = new ImageNode(this.r, e.inode, e.name, p, child, this.depth + 1, this.opts).withParent(this);
+        node.check();
+        out.push(node);
+      } catch (err) {
+        if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
+        const named = new Ext4Error(err.code, `${p}: ${err.message}`, { ...err.context, path: p });
+        if (!this.opts.onUnreadable) throw named;
+        // Reported once, however often the tree is walked (sizing, then copying).
+        if (!this.opts.reported.has(p)) {
+          this.opts.reported.add(p);
+          this.opts.onUnreadable(p, named);
+        }
+      }
     }
     out.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
     return out;
@@ -155,7 +187,15 @@ class ImageNode implements SourceNode {
 export interface ImageSourceOptions {
   /** Skip entries with these names directly under the source root (e.g. lost+found). */
   skipRootNames?: string[];
+  /**
+   * Entries that cannot be read (encrypted, compressed, damaged) are left out, each reported here
+   * once. Without it such an entry fails the walk with an error naming its path.
+   */
+  onUnreadable?: (path: string, error: Ext4Error) => void;
 }
+
+/** Errors that concern one entry (it can be left out), not the image as a whole. */
+const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
 
 /** The subtree at `path` (default `/`) of an opened image. */
 export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourceOptions = {}): TreeSource {
@@ -164,7 +204,7 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   const i = reader.inode(ino);
   if ((i.mode & S_IFMT) !== S_IFDIR)
     throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
-  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0);
+  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0, { ...opts, reported: new Set() });
   const skip = new Set(opts.skipRootNames ?? []);
   if (!skip.size) return { root: () => root };
   const filtered: SourceNode = Object.create(root);

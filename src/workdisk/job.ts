@@ -9,7 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
 import { formatImage } from '../image.js';
-import { imageTreeSource } from '../source/image.js';
+import { imageTreeSource, type ImageSourceOptions } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
 import { memoryTreeSource } from '../source/memory.js';
 import { workSeedSizeBytes } from './paths.js';
@@ -29,8 +29,22 @@ export interface JobOptions {
   sync?: boolean;
   /** Replay a dirty journal of the input image in memory (the input is not changed). */
   replayJournal?: boolean;
-  /** Warnings about the input (a dirty journal read as it is, ...). */
+  /** Warnings about the input (a dirty journal read as it is, an entry left out, ...). */
   onWarning?: (message: string) => void;
+  /**
+   * Leave out entries of the input that cannot be read (encrypted, compressed, damaged), each named in
+   * a warning. Default: such an entry fails the job, naming it (a silently missing entry would change
+   * what the output holds).
+   */
+  skipUnreadable?: boolean;
+}
+
+/** The image source options that carry out `skipUnreadable`. */
+export function unreadableOption(
+  skip: boolean | undefined,
+  onWarning: ((message: string) => void) | undefined,
+): Pick<ImageSourceOptions, 'onUnreadable'> {
+  return skip ? { onUnreadable: (_p, e) => onWarning?.(`${e.message}: left out (skip unreadable entries)`) } : {};
 }
 
 export interface SeedResult {
@@ -125,7 +139,7 @@ export function buildWorkSeedImage(
   let src: TreeSource;
   let found = true;
   try {
-    src = imageTreeSource(reader, inner);
+    src = imageTreeSource(reader, inner, unreadableOption(options.skipUnreadable, options.onWarning));
   } catch (e) {
     if (!(e instanceof Ext4Error) || e.code !== 'NOT_FOUND') throw e;
     src = emptySource();
@@ -163,7 +177,8 @@ export function materializeWorkDisk(
     distinct(seedPath, workDiskPath);
     options.onProgress?.('reading rootfs');
     const reader = openImage(seedPath, options);
-    src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'] }), {
+    const skip = unreadableOption(options.skipUnreadable, options.onWarning);
+    src = filtered(imageTreeSource(reader, '/', { skipRootNames: ['lost+found'], ...skip }), {
       regularOnly: options.regularOnly,
       rootPerm: 0o755,
     });
