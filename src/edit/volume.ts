@@ -12,7 +12,6 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { u32, put32, lo32, hi32, isZero } from '../ext4/bytes.js';
-import { crc32c } from '../ext4/crc32c.js';
 import { COMPAT, INCOMPAT, RO_COMPAT, READ_INCOMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
 import {
   encodeSuperblock,
@@ -44,12 +43,9 @@ import { Ext4Reader, type ReaderOptions } from '../ext4/reader.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
 import { JournalLog, writeBlocks } from './journal-log.js';
+import { MMP_MAGIC, MMP_SEQ_CLEAN, MMP_SEQ_FSCK, MMP_CHECKSUM_OFFSET, mmpBlock, mmpChecksum } from '../ext4/mmp.js';
 
 export const STATE_ERROR = 0x2;
-const MMP_MAGIC = 0x004d4d50;
-const MMP_SEQ_CLEAN = 0xff4d4d50;
-const MMP_SEQ_FSCK = 0xe24d4d50;
-const MMP_CHECKSUM_OFFSET = 0x3fc;
 
 const FEATURE_WHY: Record<string, string> = {
   bigalloc: 'allocation in clusters (bigalloc)',
@@ -230,7 +226,7 @@ export class Volume {
   /** MMP: refuse an image another node (or fsck) holds, and mark it held while editing. */
   private claimMmp(): void {
     if (!(this.sb.s_feature_incompat & INCOMPAT.mmp)) return;
-    const blk = this.sb.s_mmp_block_lo + this.sb.s_mmp_block_hi * 0x1_0000_0000;
+    const blk = mmpBlock(this.sb);
     const b = this.r.readBlocks(blk).slice();
     if (u32(b, 0) !== MMP_MAGIC) throw new Ext4Error('CORRUPT', `${this.name}: bad MMP block ${blk}`, { block: blk });
     if (u32(b, 4) !== MMP_SEQ_CLEAN)
@@ -246,7 +242,7 @@ export class Volume {
     put32(b, 12, hi32(now));
     b.fill(0, 0x10, 0x50);
     b.set(new TextEncoder().encode(os.hostname()).subarray(0, 63), 0x10);
-    if (this.csum) put32(b, MMP_CHECKSUM_OFFSET, crc32c(this.csumSeed, b, 0, MMP_CHECKSUM_OFFSET));
+    if (this.csum) put32(b, MMP_CHECKSUM_OFFSET, mmpChecksum(this.csumSeed, b));
     this.dev.write(blk * this.bs, b);
     this.dev.sync();
   }
@@ -281,38 +277,6 @@ export class Volume {
   }
   get freeInodes(): number {
     return this.sb.s_free_inodes_count + this.freeInodesDelta;
-  }
-
-  /** The blocks of group `g` that hold the file system's own metadata (what an uninitialized bitmap marks). */
-  groupMetaRanges(g: number): [number, number][] {
-    const sb = this.sb;
-    const first = this.groupFirstBlock(g);
-    const n = this.groupBlocks(g);
-    const out: [number, number][] = [];
-    const dpb = this.bs / this.r.descSize;
-    const descBlocks = Math.ceil(this.groupCount / dpb);
-    const metaBg = (sb.s_feature_incompat & INCOMPAT.meta_bg) !== 0;
-    const hasSuper = this.r.groupHasSuperblock(g);
-    if (hasSuper) {
-      // Block 0 of a 1 KiB-block file system is the boot block, outside every group.
-      out.push([first, 1]);
-      const old = metaBg ? sb.s_first_meta_bg : descBlocks + sb.s_reserved_gdt_blocks;
-      if (old) out.push([first + 1, old]);
-    }
-    if (metaBg) {
-      const mbg = Math.floor(g / dpb);
-      const k = g % dpb;
-      if (mbg >= sb.s_first_meta_bg && (k === 0 || k === 1 || k === dpb - 1)) out.push([first + (hasSuper ? 1 : 0), 1]);
-    }
-    const gd = this.r.groupDesc(g);
-    const tableBlocks = Math.ceil((this.ipg * this.inodeSize) / this.bs);
-    for (const [s, len] of [
-      [gd.blockBitmap, 1],
-      [gd.inodeBitmap, 1],
-      [gd.inodeTable, tableBlocks],
-    ] as [number, number][])
-      if (s >= first && s < first + n) out.push([s, Math.min(len, first + n - s)]);
-    return out;
   }
 
   // ---- descriptors ----
@@ -367,7 +331,7 @@ export class Volume {
   private initialBlockBitmap(g: number): Uint8Array {
     const b = new Uint8Array(this.bs);
     const first = this.groupFirstBlock(g);
-    for (const [s, len] of this.groupMetaRanges(g)) setBitRange(b, s - first, s - first + len);
+    for (const [s, len] of this.r.groupMetaRanges(g).all) setBitRange(b, s - first, s - first + len);
     setBitRange(b, this.groupBlocks(g), this.bs * 8);
     return b;
   }

@@ -329,6 +329,8 @@ export class Ext4Reader {
 
   /** Read-ahead window for file data (consecutive small files usually sit in adjacent blocks). */
   private win: { start: number; count: number; buf: Uint8Array } | undefined;
+  /** The buffer large file data is read into, reused from read to read. */
+  private big: Uint8Array | undefined;
 
   /**
    * Reads file data blocks. Small reads are served from a read-ahead window of about 128 KiB, so a tree
@@ -338,11 +340,17 @@ export class Ext4Reader {
   private readData(block: number, count: number): Uint8Array {
     const bs = this.blockSize;
     const span = Math.max(1, Math.floor(131072 / bs));
-    // An edit's pending data and a replayed journal live in the cache; devices that can only hand out
-    // new buffers (memory-backed ones) gain nothing from a window.
-    if (this.cache.changed || count * 2 > span || !this.dev.readInto) {
+    // Devices that can only hand out new buffers (memory-backed ones) gain nothing from reuse.
+    if (!this.dev.readInto) return this.cache.readData(block, count);
+    if (count * 2 > span || this.cache.changed) {
+      // Large reads (and any read while an edit or a replayed journal is in the cache, which patches
+      // its blocks in) go into one reused buffer: fresh memory for every 8 MiB costs page faults.
       this.win = undefined;
-      return this.cache.readData(block, count);
+      const n = count * bs;
+      if (!this.big || this.big.length < n) this.big = new Uint8Array(Math.max(n, 65536));
+      const out = this.big.subarray(0, n);
+      this.cache.readDataInto(block, out);
+      return out;
     }
     this.cache.checkRange(block, count);
     let w = this.win;
@@ -353,6 +361,45 @@ export class Ext4Reader {
       w = this.win = { start: block, count: n, buf };
     }
     return w.buf.subarray((block - w.start) * bs, (block - w.start + count) * bs);
+  }
+
+  /**
+   * The fixed metadata group `g` holds: `fixed`, its superblock copy and descriptor blocks (reserved
+   * ones included; meta_bg's per-group descriptor block), and `all`, those plus the group's own block
+   * bitmap, inode bitmap and inode table where they lie inside the group (what the kernel marks in
+   * use when it sets up a BLOCK_UNINIT group's bitmap).
+   */
+  groupMetaRanges(g: number): { fixed: [number, number][]; all: [number, number][] } {
+    const sb = this.sb;
+    const first = sb.s_first_data_block + g * sb.s_blocks_per_group;
+    const n = Math.min(sb.s_blocks_per_group, this.blocksCount - first);
+    const fixed: [number, number][] = [];
+    const dpb = this.blockSize / this.descSize;
+    const descBlocks = Math.ceil(this.groupCount / dpb);
+    const metaBg = (sb.s_feature_incompat & INCOMPAT.meta_bg) !== 0;
+    const hasSuper = this.groupHasSuperblock(g);
+    if (hasSuper) {
+      // Block 0 of a 1 KiB-block file system is the boot block, outside every group.
+      fixed.push([first, 1]);
+      const old = metaBg ? sb.s_first_meta_bg : descBlocks + sb.s_reserved_gdt_blocks;
+      if (old) fixed.push([first + 1, Math.min(old, n - 1)]);
+    }
+    if (metaBg) {
+      const mbg = Math.floor(g / dpb);
+      const k = g % dpb;
+      if (mbg >= sb.s_first_meta_bg && (k === 0 || k === 1 || k === dpb - 1))
+        fixed.push([first + (hasSuper ? 1 : 0), 1]);
+    }
+    const all = [...fixed];
+    const gd = this.groupDesc(g);
+    const tableBlocks = Math.ceil((sb.s_inodes_per_group * this.inodeSize) / this.blockSize);
+    for (const [s, len] of [
+      [gd.blockBitmap, 1],
+      [gd.inodeBitmap, 1],
+      [gd.inodeTable, tableBlocks],
+    ] as [number, number][])
+      if (s >= first && s < first + n) all.push([s, Math.min(len, first + n - s)]);
+    return { fixed, all };
   }
 
   /** Whether group `g` holds a superblock copy (sparse_super, sparse_super2 or every group). */

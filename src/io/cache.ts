@@ -133,11 +133,38 @@ export class BlockCache {
     if (!this.overlay.has(block)) this.verified.add(block);
   }
 
+  /**
+   * File data blocks into `out` (whole blocks, from `block` on) as they currently are: the device's
+   * bytes with the overlay and pending new data patched in. Nothing is allocated or cached.
+   */
+  readDataInto(block: number, out: Uint8Array): void {
+    const bs = this.blockSize;
+    const count = out.length / bs;
+    this.checkRange(block, count);
+    if (!this.dev.readInto) {
+      out.set(this.readData(block, count));
+      return;
+    }
+    this.dev.readInto(block * bs, out);
+    if (this.overlay.size)
+      for (let k = 0; k < count; k++) {
+        const o = this.overlay.get(block + k);
+        if (o) out.set(o, k * bs);
+      }
+    this.patchPending(block, count, out);
+  }
+
   /** File data blocks: like `read`, with pending new data patched in. */
   readData(block: number, count: number): Uint8Array {
     // read() of one block may hand back the cached buffer itself: copied before pending data is patched in.
     const out = count > 1 ? this.read(block, count) : this.pieces.length ? this.read(block).slice() : this.read(block);
-    if (!this.pieces.length) return out;
+    this.patchPending(block, count, out);
+    return out;
+  }
+
+  /** Copies pending new data for blocks [block, block + count) into `out` (which holds those blocks). */
+  private patchPending(block: number, count: number, out: Uint8Array): void {
+    if (!this.pieces.length) return;
     const bs = this.blockSize;
     const end = block + count;
     let i = this.pieceAfter(block) - 1;
@@ -151,7 +178,6 @@ export class BlockCache {
       const e = Math.min(end, pEnd);
       out.set(p.data.subarray((s - p.block) * bs, (e - p.block) * bs), (s - block) * bs);
     }
-    return out;
   }
 
   /** Index of the first piece starting after `block`. */
