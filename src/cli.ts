@@ -25,6 +25,7 @@ import {
 } from './edit/commands.js';
 import { Ext4Editor } from './edit/editor.js';
 import { recoverJournal } from './edit/recover.js';
+import { checkImage, type CheckResult } from './check/check.js';
 
 /** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
 const MAIN_COMMANDS: Record<string, string> = {
@@ -45,6 +46,8 @@ const MAIN_COMMANDS: Record<string, string> = {
       be read (encrypted, damaged) is named in a warning and left out, the rest extracted, exit 1`,
   seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--json]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path`,
+  check: `check <image> [--json]
+      check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable`,
   materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
 };
@@ -57,7 +60,7 @@ const READING = new Set(['info', 'ls', 'cat', 'stat', 'extract', 'seed', 'materi
 const USAGE = `usage: ext4-workdisk <command> [options]
 
 commands:
-${['mkfs', 'info', 'ls', 'cat', 'stat', 'extract'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
+${['mkfs', 'info', 'ls', 'cat', 'stat', 'extract', 'check'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
 ${['seed', 'materialize'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
@@ -562,6 +565,50 @@ function cmdRecover(args: string[]): void {
     );
 }
 
+/** `check`: exit 0 clean, 4 problems found (e2fsck's "errors left uncorrected"), 8 could not check. */
+function cmdCheck(args: string[]): number {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' } },
+  });
+  if (positionals.length !== 1) throw new UsageError('check needs exactly one <image>');
+  const image = positionals[0]!;
+  let res: CheckResult;
+  try {
+    res = checkImage(image);
+  } catch (e) {
+    if (!(e instanceof Ext4Error)) throw e;
+    process.stderr.write(`ext4-workdisk: error [${e.code}]: ${e.message}\n`);
+    if (values.json)
+      process.stdout.write(JSON.stringify({ image, checked: false, code: e.code, message: e.message }) + '\n');
+    return 8;
+  }
+  if (values.json)
+    process.stdout.write(
+      JSON.stringify({
+        image,
+        checked: true,
+        clean: res.clean,
+        problemCount: res.problemCount,
+        problems: res.problems,
+        warnings: res.warnings,
+      }) + '\n',
+    );
+  else {
+    for (const w of res.warnings) process.stdout.write(`warning: ${w.code}: ${w.text}\n`);
+    for (const pr of res.problems) process.stdout.write(`${pr.code}: ${pr.text}\n`);
+    if (res.problemCount > res.problems.length)
+      process.stdout.write(`... and ${res.problemCount - res.problems.length} more\n`);
+    process.stdout.write(
+      res.clean
+        ? `${image}: clean, ${res.inodesInUse} inodes in use, ${res.groups} groups\n`
+        : `${image}: ${res.problemCount} problem(s) found\n`,
+    );
+  }
+  return res.clean ? 0 : 4;
+}
+
 export function main(argv: string[]): number {
   const [cmd, ...rest] = argv;
   try {
@@ -606,6 +653,8 @@ export function main(argv: string[]): number {
       case 'recover':
         cmdRecover(rest);
         return 0;
+      case 'check':
+        return cmdCheck(rest);
       default:
         if (cmd in COMMANDS) {
           cmdEditOne(cmd, rest);

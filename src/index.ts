@@ -53,3 +53,11 @@ export {
 } from './edit/editor.js';
 export { mkdirExt4, writeExt4FileOwned } from './edit/toolkit.js';
 export { recoverJournal, type RecoverOptions, type RecoverResult } from './edit/recover.js';
+export {
+  checkImage,
+  checkDevice,
+  type CheckResult,
+  type CheckOptions,
+  type Problem,
+  type ProblemCode,
+} from './check/check.js';

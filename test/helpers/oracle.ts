@@ -2,6 +2,7 @@
  * Helpers for the oracle suites (e2fsprogs, the kernel). Locally a suite skips with a printed reason
  * when a tool or root is missing; under CI=true nothing skips, so a missing tool fails the run.
  */
+import { checkImage, type CheckResult } from '../../src/check/check.js';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -40,10 +41,25 @@ export function run(
   return r;
 }
 
-/** Runs `e2fsck -fn` and returns its exit code and output. */
+/**
+ * Runs `e2fsck -fn` and returns its exit code and output; our own `check` runs beside it on every
+ * image, and where e2fsck finds the image clean but check does not, the status is 104 with check's
+ * problems in the output (a second judge that must agree).
+ */
 export function fsck(image: string): { status: number; output: string } {
   const r = run('e2fsck', ['-fn', image]);
-  return { status: r.status ?? -1, output: r.stdout + r.stderr };
+  const status = r.status ?? -1;
+  const output = r.stdout + r.stderr;
+  if (status !== 0) return { status, output };
+  let ours: CheckResult;
+  try {
+    ours = checkImage(image);
+  } catch (e) {
+    return { status: 104, output: `${output}\ncheck could not check what e2fsck finds clean: ${(e as Error).message}` };
+  }
+  if (ours.clean) return { status, output };
+  const listed = ours.problems.slice(0, 20).map((p) => `  ${p.code}: ${p.text}`);
+  return { status: 104, output: `${output}\ncheck finds problems where e2fsck finds none:\n${listed.join('\n')}` };
 }
 
 /** `dumpe2fs` (full or -h) with the lines that legitimately differ between two mkfs runs removed. */

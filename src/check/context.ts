@@ -1,0 +1,217 @@
+/**
+ * What the passes of `check` share: two readers over one block cache (one verifying checksums, whose
+ * errors become problems; one not, to read on past them), the file system's geometry, where its fixed
+ * metadata lies, and which blocks the inodes claim.
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import type { GroupDesc } from '../ext4/group-desc.js';
+import { Ext4Reader } from '../ext4/reader.js';
+import type { BlockDevice } from '../io/device.js';
+import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
+import { Problems } from './problems.js';
+
+/** What pass 1 learns about an inode in use. */
+export interface InodeInfo {
+  mode: number;
+  links: number;
+  /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
+  refs: number;
+  /** Its mapping could be read (directories: their blocks can be listed). */
+  mapped: boolean;
+  /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
+  system?: boolean;
+  /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
+  parent?: number;
+  dotdot?: number;
+}
+
+/** A run of fixed metadata (superblock, descriptors, reserved descriptors, bitmaps, inode tables). */
+export interface MetaRun {
+  start: number;
+  len: number;
+  /** The group whose metadata it is, and what it is. */
+  group: number;
+  what: string;
+}
+
+export class CheckContext {
+  readonly problems = new Problems();
+  readonly r: Ext4Reader;
+  readonly raw: Ext4Reader;
+  readonly bs: number;
+  readonly bpg: number;
+  readonly ipg: number;
+  readonly groupCount: number;
+  readonly blocksCount: number;
+  readonly firstData: number;
+  readonly inodesCount: number;
+  readonly firstIno: number;
+  /** Blocks per allocation cluster (bigalloc), else 1. */
+  readonly ratio: number;
+  readonly groupCsum: boolean;
+  readonly inodes = new Map<number, InodeInfo>();
+  /** Inodes on the orphan list (their dtime is the next one's number). */
+  readonly orphans = new Set<number>();
+  /** Fixed metadata, sorted by start. */
+  meta: MetaRun[] = [];
+  /** Per group, a bitmap of the clusters the inodes claim (made when first needed). */
+  private readonly claims = new Map<number, Uint8Array>();
+  /** Attribute blocks and how many inodes name each. */
+  readonly xattrRefs = new Map<number, number>();
+
+  constructor(dev: BlockDevice, sbChecksumOk: boolean) {
+    const raw = Ext4Reader.open(dev, { verifyChecksums: false });
+    this.raw = raw;
+    // The verifying reader shares the cache; a superblock whose checksum fails is read without checks.
+    this.r = sbChecksumOk ? Ext4Reader.open(dev, { cache: raw.cache }) : raw;
+    const sb = raw.sb;
+    this.bs = raw.blockSize;
+    this.bpg = sb.s_blocks_per_group;
+    this.ipg = sb.s_inodes_per_group;
+    this.groupCount = raw.groupCount;
+    this.blocksCount = raw.blocksCount;
+    this.firstData = sb.s_first_data_block;
+    this.inodesCount = sb.s_inodes_count;
+    this.firstIno = sb.s_rev_level === 0 ? 11 : sb.s_first_ino;
+    this.ratio = sb.s_feature_ro_compat & RO_COMPAT.bigalloc ? 2 ** (sb.s_log_cluster_size - sb.s_log_block_size) : 1;
+    this.groupCsum = (sb.s_feature_ro_compat & (RO_COMPAT.metadata_csum | RO_COMPAT.gdt_csum)) !== 0;
+  }
+
+  get sb() {
+    return this.raw.sb;
+  }
+  has(incompat: number): boolean {
+    return (this.sb.s_feature_incompat & incompat) !== 0;
+  }
+  hasRo(ro: number): boolean {
+    return (this.sb.s_feature_ro_compat & ro) !== 0;
+  }
+  get flexBg(): boolean {
+    return this.has(INCOMPAT.flex_bg);
+  }
+
+  /** Descriptor `g` as stored (read once, without checksum checks: pass 0 reports those). */
+  gd(g: number): GroupDesc {
+    return this.raw.groupDesc(g);
+  }
+
+  groupFirstBlock(g: number): number {
+    return this.firstData + g * this.bpg;
+  }
+  groupBlocks(g: number): number {
+    return Math.min(this.bpg, this.blocksCount - this.groupFirstBlock(g));
+  }
+  groupOfBlock(b: number): number {
+    return Math.floor((b - this.firstData) / this.bpg);
+  }
+  inodeTableBlocks(): number {
+    return Math.ceil((this.ipg * this.raw.inodeSize) / this.bs);
+  }
+
+  /** The fixed metadata run holding block `b`, if any (binary search). */
+  metaAt(b: number): MetaRun | undefined {
+    let lo = 0;
+    let hi = this.meta.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.meta[mid]!.start <= b) lo = mid + 1;
+      else hi = mid;
+    }
+    const m = this.meta[lo - 1];
+    return m && b < m.start + m.len ? m : undefined;
+  }
+
+  /** The first fixed metadata run overlapping [b, b + len), if any. */
+  metaOverlapping(b: number, len: number): MetaRun | undefined {
+    const at = this.metaAt(b);
+    if (at) return at;
+    let lo = 0;
+    let hi = this.meta.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.meta[mid]!.start < b) lo = mid + 1;
+      else hi = mid;
+    }
+    const next = this.meta[lo];
+    return next && next.start < b + len ? next : undefined;
+  }
+
+  /**
+   * Records that inode `ino` uses blocks [start, start + len): out of range, fixed metadata or already
+   * claimed by another inode is a problem (each block reported once).
+   */
+  claim(start: number, len: number, ino: number, what: string): void {
+    if (start < this.firstData || start + len > this.blocksCount || len <= 0) {
+      this.problems.add('BLOCK_RANGE', `inode ${ino}: ${what} ${start}..${start + len - 1} outside the file system`, {
+        inode: ino,
+        block: start,
+      });
+      return;
+    }
+    const m = this.metaOverlapping(start, len);
+    if (m)
+      this.problems.add(
+        'BLOCK_IS_METADATA',
+        `inode ${ino}: ${what} ${Math.max(start, m.start)} is the ${m.what} of group ${m.group}`,
+        { inode: ino, block: Math.max(start, m.start) },
+      );
+    let dup = -1;
+    let dupCount = 0;
+    // shared_blocks: files may share blocks (deduplicated images).
+    const shared = this.hasRo(RO_COMPAT.shared_blocks);
+    for (let b = start; b < start + len;) {
+      const g = this.groupOfBlock(b);
+      const first = this.groupFirstBlock(g);
+      const end = Math.min(start + len, first + this.groupBlocks(g));
+      let bm = this.claims.get(g);
+      if (!bm) this.claims.set(g, (bm = new Uint8Array(Math.ceil(this.bpg / this.ratio / 8))));
+      // Clusters: two files may not share one either (bigalloc gives each its own).
+      for (let c = Math.floor((b - first) / this.ratio); c <= Math.floor((end - 1 - first) / this.ratio); c++) {
+        const bit = 1 << (c & 7);
+        if (bm[c >>> 3]! & bit) {
+          if (!shared && (this.ratio === 1 || !this.ownClusterEdge(ino, first + c * this.ratio))) {
+            if (dup < 0) dup = first + c * this.ratio;
+            dupCount++;
+          }
+        } else bm[c >>> 3]! |= bit;
+      }
+      b = end;
+    }
+    if (dupCount)
+      this.problems.add(
+        'BLOCK_CLAIMED_TWICE',
+        `inode ${ino}: ${what} ${dup}${dupCount > 1 ? ` and ${dupCount - 1} more` : ''} already in use by another inode or by metadata`,
+        { inode: ino, block: dup },
+      );
+    this.lastClaim = { ino, cluster: Math.floor((start + len - 1 - this.firstData) / this.ratio) };
+  }
+
+  /** bigalloc: consecutive runs of one file may share the cluster where one ends and the next begins. */
+  private lastClaim: { ino: number; cluster: number } | undefined;
+  private ownClusterEdge(ino: number, clusterStart: number): boolean {
+    const c = Math.floor((clusterStart - this.firstData) / this.ratio);
+    return this.lastClaim?.ino === ino && this.lastClaim.cluster === c;
+  }
+
+  /** The clusters of group `g` the inodes claim (undefined: none). */
+  claimed(g: number): Uint8Array | undefined {
+    return this.claims.get(g);
+  }
+}
+
+/** Opens the checking context; an image that is not ext2/3/4 at all fails (the caller exits 8). */
+export function openContext(dev: BlockDevice): CheckContext {
+  let sbOk = true;
+  if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
+    throw new Ext4Error('BAD_MAGIC', 'image is too small to hold an ext2/3/4 superblock');
+  try {
+    decodeSuperblock(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE), { verify: true });
+  } catch (e) {
+    if (!(e instanceof Ext4Error) || e.code !== 'BAD_CHECKSUM') throw e;
+    sbOk = false;
+  }
+  const ctx = new CheckContext(dev, sbOk);
+  if (!sbOk) ctx.problems.add('SUPERBLOCK_CHECKSUM', 'the superblock checksum does not match its contents');
+  return ctx;
+}

@@ -1,0 +1,208 @@
+/**
+ * Pass 5 (e2fsck's): each group's block and inode bitmaps against what passes 0 and 1 found in use
+ * (an uninitialized group against what the kernel would compute for it), their padding and checksums,
+ * and the descriptor's free block, free inode and directory counts.
+ */
+import { RO_COMPAT } from '../ext4/features.js';
+import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
+import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
+import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
+import { Ext4Error } from '../ext4/errors.js';
+import type { CheckContext } from './context.js';
+
+export function checkBitmaps(ctx: CheckContext): void {
+  // In-use inodes by group, and directories among them.
+  const used = new Map<number, number[]>();
+  for (const [ino, info] of ctx.inodes) {
+    const g = Math.floor((ino - 1) / ctx.ipg);
+    let l = used.get(g);
+    if (!l) used.set(g, (l = []));
+    l.push(((ino - 1) % ctx.ipg) * 2 + ((info.mode & S_IFMT) === S_IFDIR ? 1 : 0));
+  }
+  // Reserved inodes are always in use; so are orphans (pass 1 lists those it could read).
+  for (let ino = 1; ino < ctx.firstIno && ino <= ctx.inodesCount; ino++) {
+    if (ctx.inodes.has(ino)) continue;
+    const g = Math.floor((ino - 1) / ctx.ipg);
+    (used.get(g) ?? used.set(g, []).get(g)!).push(((ino - 1) % ctx.ipg) * 2);
+  }
+  let metaAt = 0;
+  for (let g = 0; g < ctx.groupCount; g++) {
+    metaAt = checkBlockBitmap(ctx, g, metaAt);
+    checkInodeBitmap(ctx, g, used.get(g) ?? []);
+  }
+}
+
+/** Returns where the fixed metadata list stands after group `g` (the list is sorted by block). */
+function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): number {
+  const p = ctx.problems;
+  const d = ctx.gd(g);
+  const first = ctx.groupFirstBlock(g);
+  const n = ctx.groupBlocks(g);
+  const ratio = ctx.ratio;
+  const clusters = Math.ceil(n / ratio);
+  const bits = ctx.bpg / ratio;
+  // The fixed metadata runs in this group, as cluster ranges [from, to).
+  const runs: [number, number][] = [];
+  let m = metaFrom;
+  while (m < ctx.meta.length && ctx.meta[m]!.start < first + n) {
+    const run = ctx.meta[m]!;
+    const s = Math.max(run.start, first);
+    const e = Math.min(run.start + run.len, first + n);
+    runs.push([Math.floor((s - first) / ratio), Math.floor((e - 1 - first) / ratio) + 1]);
+    if (run.start + run.len > first + n) break; // it goes on into the next group
+    m++;
+  }
+  const claimed = ctx.claimed(g);
+  const uninit = ctx.groupCsum && (d.flags & BG_BLOCK_UNINIT) !== 0;
+  if (uninit) {
+    // Uninitialized: only the group's own superblock copy, descriptors, bitmaps and table may be used,
+    // and the descriptor counts what they leave free.
+    const own = new Uint8Array(Math.ceil(bits / 8));
+    for (const [s, len] of ctx.raw.groupMetaRanges(g).all)
+      setBitRange(own, Math.floor((s - first) / ratio), Math.floor((s + len - 1 - first) / ratio) + 1);
+    let extra = -1;
+    for (const [s, e] of runs) for (let c = s; c < e && extra < 0; c++) if (!testBit(own, c)) extra = c;
+    if (extra < 0 && claimed) extra = firstSet(claimed, clusters);
+    if (extra >= 0)
+      p.add('UNINIT_GROUP', `group ${g} is marked BLOCK_UNINIT but block ${first + extra * ratio} is in use`, {
+        group: g,
+        block: first + extra * ratio,
+      });
+    const free = clusters - countBits(own, clusters);
+    if (d.freeBlocks !== free)
+      p.add('FREE_BLOCKS_GROUP', `group ${g}: ${d.freeBlocks} free blocks counted, ${free} free`, { group: g });
+    return m;
+  }
+  // What is in use: the fixed metadata and the clusters inodes claim.
+  const want = new Uint8Array(Math.ceil(bits / 8));
+  for (const [s, e] of runs) setBitRange(want, s, e);
+  if (claimed) for (let k = 0; k < want.length; k++) want[k]! |= claimed[k]!;
+  const inUse = countBits(want, clusters);
+  let bm: Uint8Array | undefined;
+  try {
+    bm = ctx.raw.readBlocks(d.blockBitmap);
+  } catch (e) {
+    if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
+  }
+  if (bm && ctx.metaAt(d.blockBitmap)) {
+    const { count, first: at } = differences(bm, want, clusters);
+    if (count)
+      p.add(
+        'BLOCK_BITMAP',
+        `group ${g}: the block bitmap differs from what is in use at ${count} block(s), from block ${first + at * ratio}`,
+        { group: g, block: first + at * ratio },
+      );
+    if (g === ctx.groupCount - 1 && !paddingSet(bm, clusters, ctx.bs * 8))
+      p.add('BITMAP_PADDING', `group ${g}: the block bitmap's bits past the last block are not set`, { group: g });
+    if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
+      const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
+      if ((bitmapChecksum(ctx.raw.csumSeed, bm, bits) & mask) >>> 0 !== (d.blockBitmapCsum & mask) >>> 0)
+        p.add('BITMAP_CHECKSUM', `group ${g}: block bitmap checksum does not match`, { group: g });
+    }
+  }
+  if (d.freeBlocks !== clusters - inUse)
+    p.add('FREE_BLOCKS_GROUP', `group ${g}: ${d.freeBlocks} free blocks counted, ${clusters - inUse} free`, {
+      group: g,
+    });
+  return m;
+}
+
+/** Bits of [0, n) where `a` and `b` differ: how many, and the first (whole bytes compared first). */
+function differences(a: Uint8Array, b: Uint8Array, n: number): { count: number; first: number } {
+  let count = 0;
+  let first = -1;
+  const bytes = n >>> 3;
+  for (let k = 0; k < bytes; k++) {
+    const x = a[k]! ^ b[k]!;
+    if (!x) continue;
+    if (first < 0) first = k * 8 + (31 - Math.clz32(x & -x));
+    count += popcount8(x);
+  }
+  for (let i = bytes * 8; i < n; i++)
+    if (testBit(a, i) !== testBit(b, i)) {
+      if (first < 0) first = i;
+      count++;
+    }
+  return { count, first };
+}
+
+function popcount8(x: number): number {
+  x = x - ((x >>> 1) & 0x55);
+  x = (x & 0x33) + ((x >>> 2) & 0x33);
+  return (x + (x >>> 4)) & 0x0f;
+}
+
+function firstSet(b: Uint8Array, n: number): number {
+  for (let k = 0; k < b.length && k * 8 < n; k++)
+    if (b[k]) {
+      const i = k * 8 + (31 - Math.clz32(b[k]! & -b[k]!));
+      return i < n ? i : -1;
+    }
+  return -1;
+}
+
+/** Whether bits [from, to) are all set (a bitmap's padding past the group's end). */
+function paddingSet(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) {
+    if ((i & 7) === 0 && i + 8 <= to) {
+      if (b[i >>> 3] !== 0xff) return false;
+      i += 7;
+      continue;
+    }
+    if (!testBit(b, i)) return false;
+  }
+  return true;
+}
+
+function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
+  const p = ctx.problems;
+  const d = ctx.gd(g);
+  const ipg = ctx.ipg;
+  const want = new Uint8Array(Math.ceil(ipg / 8));
+  let dirs = 0;
+  for (const x of used) {
+    const idx = x >>> 1;
+    want[idx >>> 3]! |= 1 << (idx & 7);
+    if (x & 1) dirs++;
+  }
+  if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) {
+    if (used.length)
+      p.add('UNINIT_GROUP', `group ${g} is marked INODE_UNINIT but inode ${g * ipg + (used[0]! >>> 1) + 1} is in use`, {
+        group: g,
+      });
+  } else {
+    let bm: Uint8Array | undefined;
+    try {
+      bm = ctx.raw.readBlocks(d.inodeBitmap);
+    } catch (e) {
+      if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
+    }
+    if (bm && ctx.metaAt(d.inodeBitmap)) {
+      const { count: diff, first: firstDiff } = differences(bm, want, ipg);
+      if (diff)
+        p.add(
+          'INODE_BITMAP',
+          `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${g * ipg + firstDiff + 1}`,
+          { group: g, inode: g * ipg + firstDiff + 1 },
+        );
+      if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
+        const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
+        if ((bitmapChecksum(ctx.raw.csumSeed, bm, ipg) & mask) >>> 0 !== (d.inodeBitmapCsum & mask) >>> 0)
+          p.add('BITMAP_CHECKSUM', `group ${g}: inode bitmap checksum does not match`, { group: g });
+      }
+    }
+    if (ctx.groupCsum) {
+      const last = used.reduce((a, x) => Math.max(a, x >>> 1), -1);
+      if (last >= ipg - d.itableUnused)
+        p.add('ITABLE_UNUSED', `group ${g}: inode ${g * ipg + last + 1} is in use past the table's used part`, {
+          group: g,
+        });
+    }
+  }
+  if (d.freeInodes !== ipg - used.length)
+    p.add('FREE_INODES_GROUP', `group ${g}: ${d.freeInodes} free inodes counted, ${ipg - used.length} free`, {
+      group: g,
+    });
+  if (d.usedDirs !== dirs)
+    p.add('USED_DIRS_GROUP', `group ${g}: ${d.usedDirs} directories counted, ${dirs} found`, { group: g });
+}

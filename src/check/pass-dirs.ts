@@ -1,0 +1,241 @@
+/**
+ * Passes 2 to 4 (e2fsck's): every directory's blocks and entries (checksums, rec_len and name_len,
+ * '.' and '..', names, inode numbers, file types against the inodes, duplicates), then connectivity
+ * (every directory reached from the root, its '..' naming the directory that holds it) and link
+ * counts (every inode in use named as often as i_links_count says).
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import {
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  S_IFLNK,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  S_IFSOCK,
+  FL_INLINE_DATA,
+  type Inode,
+} from '../ext4/inode.js';
+import {
+  FT_REG_FILE,
+  FT_DIR,
+  FT_CHRDEV,
+  FT_BLKDEV,
+  FT_FIFO,
+  FT_SOCK,
+  FT_SYMLINK,
+  isDotOrDotDot,
+  type RawDirent,
+} from '../ext4/dirent.js';
+import type { CheckContext, InodeInfo } from './context.js';
+
+const ROOT_INO = 2;
+/** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
+const LINK_MAX = 65000;
+
+const FT_OF: Record<number, number> = {
+  [S_IFREG]: FT_REG_FILE,
+  [S_IFDIR]: FT_DIR,
+  [S_IFCHR]: FT_CHRDEV,
+  [S_IFBLK]: FT_BLKDEV,
+  [S_IFIFO]: FT_FIFO,
+  [S_IFSOCK]: FT_SOCK,
+  [S_IFLNK]: FT_SYMLINK,
+};
+
+export function checkDirectories(ctx: CheckContext): void {
+  for (const [ino, info] of ctx.inodes)
+    if ((info.mode & S_IFMT) === S_IFDIR && info.mapped) checkDirectory(ctx, ino, info);
+}
+
+function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
+  const p = ctx.problems;
+  let i: Inode;
+  try {
+    i = ctx.raw.inode(ino);
+  } catch {
+    return;
+  }
+  const names = new Set<string>();
+  // The Hurd keeps no file types in entries (e2fsck drops the feature for it).
+  const fileType = ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1;
+  const entry = (e: RawDirent, where: string) => {
+    if (!e.inode) return;
+    const text = Buffer.from(e.name).toString('latin1');
+    if (e.name.length === 0 || e.name.includes(0x2f) || e.name.includes(0))
+      p.add('DIR_ENTRY', `directory ${ino}${where}: entry ${JSON.stringify(text)} has a bad name`, { inode: ino });
+    if (names.has(text))
+      p.add('DIR_DUPLICATE', `directory ${ino}: the name ${JSON.stringify(text)} appears twice`, { inode: ino });
+    names.add(text);
+    if (e.inode > ctx.inodesCount || (e.inode < ctx.firstIno && e.inode !== ROOT_INO)) {
+      p.add('DIR_ENTRY_INODE', `directory ${ino}: ${JSON.stringify(text)} names inode ${e.inode}, which it cannot`, {
+        inode: ino,
+      });
+      return;
+    }
+    const target = ctx.inodes.get(e.inode);
+    if (!target) {
+      p.add(
+        'DIR_ENTRY_INODE',
+        `directory ${ino}: ${JSON.stringify(text)} names inode ${e.inode}, which is not in use`,
+        {
+          inode: ino,
+        },
+      );
+      return;
+    }
+    target.refs++;
+    if (fileType && e.fileType !== (FT_OF[target.mode & S_IFMT] ?? -1))
+      p.add(
+        'DIR_ENTRY_TYPE',
+        `directory ${ino}: ${JSON.stringify(text)} has file type ${e.fileType}, inode ${e.inode} is type ${FT_OF[target.mode & S_IFMT]}`,
+        { inode: ino },
+      );
+    if ((target.mode & S_IFMT) === S_IFDIR) {
+      if (target.parent !== undefined)
+        p.add('DIR_MULTIPLY_LINKED', `directory ${e.inode} is named in directory ${target.parent} and in ${ino}`, {
+          inode: e.inode,
+        });
+      else target.parent = ino;
+    }
+  };
+
+  if (i.flags & FL_INLINE_DATA) {
+    let dir: ReturnType<typeof ctx.r.inlineDir>;
+    try {
+      dir = ctx.r.inlineDir(ino, i);
+    } catch (e) {
+      p.fromError('DIR_BLOCK', e, { inode: ino });
+      return;
+    }
+    info.refs++; // '.' is implied
+    info.dotdot = dir.parent;
+    countDotDot(ctx, dir.parent);
+    for (const a of dir.areas)
+      for (const e of a.entries) {
+        if (e.inode && isDotOrDotDot(e.name))
+          p.add('DIR_DOT', `directory ${ino}: an inline directory holds a '.' or '..' entry`, { inode: ino });
+        else entry(e, '');
+      }
+    return;
+  }
+  let runs;
+  try {
+    runs = ctx.raw.mapping(ino, i, false).runs;
+  } catch {
+    return;
+  }
+  const bs = ctx.bs;
+  let sawFirst = false;
+  for (const r of runs) {
+    if (r.uninit) continue;
+    for (let k = 0; k < r.len; k++) {
+      const lblk = r.lblk + k;
+      if (lblk * bs >= i.size) break;
+      let entries: RawDirent[];
+      try {
+        entries = ctx.r.dirBlock(ino, i, lblk, r.pblk + k).entries;
+      } catch (e) {
+        if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
+        p.add('DIR_BLOCK', `directory ${ino}, block ${lblk}: ${e.message}`, { inode: ino, block: r.pblk + k });
+        if (lblk === 0) sawFirst = true;
+        continue;
+      }
+      let from = 0;
+      if (lblk === 0) {
+        sawFirst = true;
+        from = checkDots(ctx, ino, info, entries);
+      }
+      for (let x = from; x < entries.length; x++) {
+        const e = entries[x]!;
+        if (e.inode && isDotOrDotDot(e.name))
+          p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${Buffer.from(e.name)}' entry`, { inode: ino });
+        else entry(e, `, block ${lblk}`);
+      }
+    }
+  }
+  if (!sawFirst) p.add('DIR_BLOCK', `directory ${ino} has no first block`, { inode: ino });
+}
+
+/** '.' (itself) and '..' open a directory's first block; returns how many entries they were. */
+function checkDots(ctx: CheckContext, ino: number, info: InodeInfo, entries: RawDirent[]): number {
+  const p = ctx.problems;
+  const dot = entries[0];
+  const dotdot = entries[1];
+  let n = 0;
+  if (!dot || dot.inode !== ino || Buffer.from(dot.name).toString('latin1') !== '.')
+    p.add('DIR_DOT', `directory ${ino}: its first entry is not '.' naming itself`, { inode: ino });
+  else {
+    info.refs++;
+    n = 1;
+  }
+  if (!dotdot || !dotdot.inode || Buffer.from(dotdot.name).toString('latin1') !== '..')
+    p.add('DIR_DOT', `directory ${ino}: its second entry is not '..'`, { inode: ino });
+  else {
+    info.dotdot = dotdot.inode;
+    countDotDot(ctx, dotdot.inode);
+    n = 2;
+  }
+  return n;
+}
+
+/** A '..' counts as a link of the directory it names (when that is one). */
+function countDotDot(ctx: CheckContext, parent: number): void {
+  const t = ctx.inodes.get(parent);
+  if (t && (t.mode & S_IFMT) === S_IFDIR) t.refs++;
+}
+
+/** Passes 3 and 4: every directory connected to the root through its parent; link counts. */
+export function checkConnectivity(ctx: CheckContext): void {
+  const p = ctx.problems;
+  const root = ctx.inodes.get(ROOT_INO);
+  if (!root || (root.mode & S_IFMT) !== S_IFDIR) {
+    if (!root) p.add('ROOT', 'the root directory (inode 2) is not in use', { inode: ROOT_INO });
+    return;
+  }
+  if (root.dotdot !== undefined && root.dotdot !== ROOT_INO)
+    p.add('DIR_PARENT', `the root's '..' names inode ${root.dotdot}`, { inode: ROOT_INO });
+  // The root reaches itself; every other directory reaches the root through its parents, without a loop.
+  const reached = new Map<number, boolean>([[ROOT_INO, true]]);
+  const reaches = (start: number): boolean => {
+    const path: number[] = [];
+    let cur: number | undefined = start;
+    const onPath = new Set<number>();
+    while (cur !== undefined && !reached.has(cur) && !onPath.has(cur)) {
+      onPath.add(cur);
+      path.push(cur);
+      cur = ctx.inodes.get(cur)?.parent;
+    }
+    const ok = cur !== undefined && reached.get(cur) === true;
+    for (const x of path) reached.set(x, ok);
+    return ok;
+  };
+  for (const [ino, info] of ctx.inodes) {
+    if ((info.mode & S_IFMT) !== S_IFDIR || ino === ROOT_INO || ctx.orphans.has(ino)) continue;
+    if (ino < ctx.firstIno) continue;
+    if (info.parent === undefined) {
+      p.add('DIR_UNCONNECTED', `directory ${ino} is not named in any directory`, { inode: ino });
+      continue;
+    }
+    if (!reaches(ino)) p.add('DIR_UNCONNECTED', `directory ${ino} is not connected to the root`, { inode: ino });
+    if (info.dotdot !== undefined && info.dotdot !== info.parent)
+      p.add('DIR_PARENT', `directory ${ino}: '..' names ${info.dotdot}, its parent is ${info.parent}`, { inode: ino });
+  }
+  const dirNlink = ctx.hasRo(RO_COMPAT.dir_nlink);
+  for (const [ino, info] of ctx.inodes) {
+    if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) continue;
+    if (ctx.orphans.has(ino) && info.refs === 0) continue;
+    const isDir = (info.mode & S_IFMT) === S_IFDIR;
+    if (info.refs === 0) {
+      if (!isDir) p.add('INODE_UNATTACHED', `inode ${ino} is in use but no directory names it`, { inode: ino });
+      continue;
+    }
+    if (isDir && !info.mapped) continue;
+    // Past the limit a directory's count is 1 (dir_nlink), as e2fsck counts it.
+    const counted = isDir && info.refs > LINK_MAX && dirNlink ? 1 : info.refs;
+    if (info.links !== counted)
+      p.add('LINK_COUNT', `inode ${ino}: link count ${info.links}, named ${info.refs} time(s)`, { inode: ino });
+  }
+}

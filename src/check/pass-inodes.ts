@@ -1,0 +1,266 @@
+/**
+ * Pass 1 (e2fsck pass 1): every inode of every initialized inode table. For each in use: its checksum,
+ * mode, flags against the features, dtime, its block map or extent tree (structure, checksums, ranges),
+ * the blocks it claims (never twice, never fixed metadata), i_blocks and i_size against the map, its
+ * attribute block. Reserved inodes get their own rules (root, journal, resize inode).
+ */
+import { Ext4Error } from '../ext4/errors.js';
+import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
+import {
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  S_IFLNK,
+  FL_EXTENTS,
+  FL_INDEX,
+  FL_HUGE_FILE,
+  FL_INLINE_DATA,
+  FL_EA_INODE,
+  type Inode,
+} from '../ext4/inode.js';
+import { fileTypeOf, FL_VERITY } from '../ext4/reader.js';
+import { u16, u32 } from '../ext4/bytes.js';
+import type { CheckContext } from './context.js';
+
+const ROOT_INO = 2;
+const RESIZE_INO = 7;
+const BAD_BLOCKS_INO = 1;
+
+export function checkInodes(ctx: CheckContext): void {
+  const { raw } = ctx;
+  for (let g = 0; g < ctx.groupCount; g++) {
+    const d = ctx.gd(g);
+    if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) continue;
+    const n = ctx.groupCsum ? ctx.ipg - Math.min(ctx.ipg, d.itableUnused) : ctx.ipg;
+    // An inode table outside the file system cannot be read (pass 0 reported it).
+    if (ctx.metaAt(d.inodeTable) === undefined) continue;
+    const perBlock = ctx.bs / raw.inodeSize;
+    for (let idx = 0; idx < n; idx++) {
+      const ino = g * ctx.ipg + idx + 1;
+      if (ino > ctx.inodesCount) return;
+      // A whole stretch of the table is read at once; records with no links and no mode are unused and
+      // skipped without decoding (most of a table).
+      const tb = d.inodeTable + Math.floor(idx / perBlock);
+      if (idx % (perBlock * 64) === 0 && !raw.cache.has(tb))
+        raw.cache.prefetch(tb, Math.min(64, Math.ceil((n - idx) / perBlock), ctx.blocksCount - tb));
+      const rec = raw.readBlocks(tb);
+      const at = (idx % perBlock) * raw.inodeSize;
+      if (ino >= ctx.firstIno && !ctx.orphans.has(ino) && u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0) continue;
+      let i: Inode;
+      try {
+        i = ctx.r.inode(ino);
+      } catch (e) {
+        if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
+        if (e.code === 'BAD_CHECKSUM') {
+          ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
+          try {
+            i = raw.inode(ino);
+          } catch (e2) {
+            ctx.problems.fromError('INODE_EXTRA_SIZE', e2, { inode: ino });
+            continue;
+          }
+        } else {
+          ctx.problems.fromError('INODE_EXTRA_SIZE', e, { inode: ino });
+          continue;
+        }
+      }
+      checkInode(ctx, ino, i);
+    }
+  }
+  checkXattrRefcounts(ctx);
+}
+
+function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
+  const p = ctx.problems;
+  const reserved = ino < ctx.firstIno && ino !== ROOT_INO;
+  if (ino === BAD_BLOCKS_INO) {
+    claimMap(ctx, ino, i);
+    return;
+  }
+  if (ino === RESIZE_INO) {
+    checkResizeInode(ctx, i);
+    return;
+  }
+  const isJournal = ino === ctx.sb.s_journal_inum && !!(ctx.sb.s_feature_compat & COMPAT.has_journal);
+  const special = isJournal || isSpecialInode(ctx, ino);
+  if (reserved && !special) {
+    // Other reserved inodes keep no files, but blocks they do map are in use (a journal left behind).
+    if (i.mode && ctx.raw.hasBlockMap(i))
+      try {
+        const m = ctx.raw.mapping(ino, i, true);
+        for (const r of m.runs) ctx.claim(r.pblk, r.len, ino, 'block');
+        for (const b of m.metaBlocks) ctx.claim(b, 1, ino, 'map block');
+      } catch {
+        // Unreadable: nothing to claim.
+      }
+    return;
+  }
+  const orphan = ctx.orphans.has(ino);
+  if (i.linksCount === 0 && !orphan && !special) return;
+  const type = fileTypeOf(i.mode);
+  if (ino === ROOT_INO && (i.mode & S_IFMT) !== S_IFDIR) {
+    p.add('ROOT', `the root inode is not a directory (mode 0${i.mode.toString(8)})`, { inode: ino });
+    return;
+  }
+  if (!type) {
+    p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
+    ctx.inodes.set(ino, { mode: i.mode, links: i.linksCount, refs: 0, mapped: false });
+    return;
+  }
+  if (i.dtime && !orphan && i.linksCount)
+    p.add('INODE_DTIME', `inode ${ino} is in use but has a deletion time`, { inode: ino });
+  checkFlags(ctx, ino, i);
+  const mapped = claimMap(ctx, ino, i);
+  // An attribute value inode is named by the attribute, not by a directory.
+  ctx.inodes.set(ino, {
+    mode: i.mode,
+    links: i.linksCount,
+    refs: 0,
+    mapped,
+    system: special || !!(i.flags & FL_EA_INODE),
+  });
+  if (i.fileAcl) {
+    const refs = ctx.xattrRefs.get(i.fileAcl);
+    if (refs === undefined) ctx.claim(i.fileAcl, 1, ino, 'attribute block');
+    ctx.xattrRefs.set(i.fileAcl, (refs ?? 0) + 1);
+  }
+  try {
+    ctx.r.storedXattrs(ino, undefined, false);
+  } catch (e) {
+    p.fromError('XATTR', e, { inode: ino });
+  }
+}
+
+/** Inodes below s_first_ino that hold files: quota, orphan file, snapshots' exclude... by the superblock. */
+function isSpecialInode(ctx: CheckContext, ino: number): boolean {
+  const sb = ctx.sb;
+  return (
+    ino === sb.s_usr_quota_inum ||
+    ino === sb.s_grp_quota_inum ||
+    ino === sb.s_prj_quota_inum ||
+    ino === sb.s_orphan_file_inum ||
+    (ino === 3 && !!sb.s_usr_quota_inum) ||
+    (ino === 4 && !!sb.s_grp_quota_inum)
+  );
+}
+
+function checkFlags(ctx: CheckContext, ino: number, i: Inode): void {
+  const p = ctx.problems;
+  const flag = (text: string) => p.add('INODE_FLAGS', `inode ${ino}: ${text}`, { inode: ino });
+  if (i.flags & FL_EXTENTS && !ctx.has(INCOMPAT.extent)) flag('uses extents, which the file system does not have');
+  if (i.flags & FL_INLINE_DATA && !ctx.has(INCOMPAT.inline_data))
+    flag('has inline data, which the file system does not have');
+  if (i.flags & FL_INLINE_DATA && i.flags & FL_EXTENTS) flag('has both inline data and extents');
+  if (i.flags & FL_INDEX && (i.mode & S_IFMT) !== S_IFDIR) flag('is indexed (htree) but not a directory');
+  if (i.flags & FL_INDEX && !(ctx.sb.s_feature_compat & COMPAT.dir_index)) flag('is indexed without dir_index');
+  if (i.flags & FL_HUGE_FILE && !ctx.hasRo(RO_COMPAT.huge_file)) flag('counts blocks in huge_file units without it');
+}
+
+/**
+ * Reads the inode's map and claims its blocks; checks i_blocks and i_size against it. Returns false
+ * when the map cannot be read (the inode's problem is reported).
+ */
+function claimMap(ctx: CheckContext, ino: number, i: Inode): boolean {
+  const p = ctx.problems;
+  const bs = ctx.bs;
+  let runs: { lblk: number; pblk: number; len: number; uninit: boolean }[];
+  let metaBlocks: number[];
+  try {
+    ({ runs, metaBlocks } = ctx.r.mapping(ino, i, true));
+  } catch (e) {
+    p.fromError('INODE_MAP', e, { inode: ino });
+    return false;
+  }
+  let blocks = 0;
+  // Blocks of attribute value inodes are charged to the inode whose attributes they hold, by rules
+  // (shared blocks, zero-length values) this check does not follow: such an inode's i_blocks is not checked.
+  let eaValues = false;
+  try {
+    const x = ctx.raw.storedXattrs(ino, undefined, false);
+    eaValues = [...x.inInode, ...x.block].some((e) => e.valueInum);
+  } catch {
+    // Reported by the attribute check.
+  }
+  let lastInit = -1;
+  let last = -1;
+  for (const r of runs) {
+    ctx.claim(r.pblk, r.len, ino, 'block');
+    blocks += r.len;
+    last = Math.max(last, r.lblk + r.len - 1);
+    if (!r.uninit) lastInit = Math.max(lastInit, r.lblk + r.len - 1);
+  }
+  for (const b of metaBlocks) ctx.claim(b, 1, ino, 'map block');
+  blocks += metaBlocks.length;
+  // i_blocks: 512-byte units (file system blocks with huge_file's per-inode flag); the attribute block counts.
+  const units = i.flags & FL_HUGE_FILE && ctx.hasRo(RO_COMPAT.huge_file) ? 1 : bs / 512;
+  const want = (blocks + (i.fileAcl ? 1 : 0)) * units;
+  // (bigalloc counts clusters: not checked here.)
+  if (!ctx.hasRo(RO_COMPAT.bigalloc) && !eaValues && i.blocks !== want)
+    p.add('INODE_BLOCKS', `inode ${ino}: i_blocks is ${i.blocks}, its map holds ${want}`, { inode: ino });
+  const t = i.mode & S_IFMT;
+  if (i.flags & FL_INLINE_DATA) return true;
+  // (verity keeps its Merkle tree past the end of the file.)
+  if (t === S_IFREG && lastInit >= 0 && i.size < lastInit * bs && !(i.flags & FL_VERITY))
+    p.add('INODE_SIZE', `inode ${ino}: size ${i.size} ends before its block ${lastInit}`, { inode: ino });
+  if (t === S_IFDIR) {
+    if (i.size % bs) p.add('INODE_SIZE', `directory ${ino}: size ${i.size} is not whole blocks`, { inode: ino });
+    else if (
+      i.size / bs !== last + 1 &&
+      !(i.size / bs < last + 1 && last + 1 - i.size / bs <= ctx.sb.s_prealloc_dir_blocks)
+    )
+      p.add('INODE_SIZE', `directory ${ino}: size ${i.size} does not match its ${last + 1} block(s)`, { inode: ino });
+  }
+  if (t === S_IFLNK) {
+    const fast = ctx.r.isFastSymlink(i);
+    if (!fast && (runs.length !== 1 || runs[0]!.len !== 1 || i.size >= bs))
+      p.add('SYMLINK', `symlink ${ino}: size ${i.size} does not match its ${blocks} block(s)`, { inode: ino });
+    else
+      try {
+        const target = ctx.r.readLink(ino, i);
+        if (target.includes(0)) p.add('SYMLINK', `symlink ${ino}: its target holds a NUL byte`, { inode: ino });
+      } catch (e) {
+        p.fromError('SYMLINK', e, { inode: ino });
+      }
+  }
+  return true;
+}
+
+/**
+ * The resize inode: a double-indirect block listing the reserved descriptor blocks of group 0, each
+ * listing its backups. Only the double-indirect block is its own; the rest is fixed metadata.
+ */
+function checkResizeInode(ctx: CheckContext, i: Inode): void {
+  if (!(ctx.sb.s_feature_compat & COMPAT.resize_inode)) return;
+  const p = ctx.problems;
+  const dind = u32(i.block, 13 * 4);
+  if ((i.mode & S_IFMT) !== S_IFREG || !dind) {
+    p.add('RESIZE_INODE', 'the resize inode is not a regular file with a double-indirect block', { inode: RESIZE_INO });
+    return;
+  }
+  for (let k = 0; k < 15; k++)
+    if (k !== 13 && u32(i.block, k * 4)) {
+      p.add('RESIZE_INODE', `the resize inode has block pointer ${k} set`, { inode: RESIZE_INO });
+      return;
+    }
+  ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
+  ctx.inodes.set(RESIZE_INO, { mode: i.mode, links: i.linksCount, refs: 0, mapped: true });
+}
+
+function checkXattrRefcounts(ctx: CheckContext): void {
+  for (const [block, refs] of ctx.xattrRefs) {
+    let b: Uint8Array;
+    try {
+      b = ctx.raw.readBlocks(block);
+    } catch {
+      continue;
+    }
+    const stored = u32(b, 4);
+    if (stored !== refs)
+      ctx.problems.add(
+        'XATTR_REFCOUNT',
+        `attribute block ${block}: reference count ${stored}, ${refs} inode(s) use it`,
+        { block },
+      );
+  }
+}
