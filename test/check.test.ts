@@ -22,22 +22,11 @@ const have = fs.existsSync(path.join(CORPUS, 'e2fsprogs', 'INDEX.tsv'));
  * one clean image it cannot open (a zero inode size e2fsck replaces from a backup superblock).
  */
 const KNOWN_MISSES = new Set([
-  'd_corrupt_journal_nr_users',
-  'f_bad_fname',
-  'f_bad_local_jnl',
   'f_clear_orphan_file',
   'f_clear_xattr',
   'f_ea_inode_fast_symlink',
   'f_ea_value_crash',
-  'f_ext_zero_len',
-  'f_extent_interior_start_lblk',
-  'f_h_badnode',
-  'f_h_badroot',
-  'f_h_reindex',
-  'f_holedir3',
   'f_quota',
-  'f_short_encrypted_dirent',
-  'j_corrupt_sb_csum',
 ]);
 const KNOWN_REFUSED_CLEAN = new Set(['f_zero_inode_size']);
 
@@ -80,8 +69,8 @@ describe.runIf(have || IN_CI)('check against e2fsck -fn on the corpus', () => {
     }
     expect(falsePositives).toEqual([]);
     expect(missed).toEqual([]);
-    // The share found, for the README: 148 of 164 when this was written.
-    expect(detected / problemImages).toBeGreaterThan(0.9);
+    // The share found, for the README: 159 of 164 when this was written (the issue asks 95% at least).
+    expect(detected / problemImages).toBeGreaterThanOrEqual(0.95);
   });
   it('the known misses are still missed (a fixed one comes off the list)', () => {
     for (const name of KNOWN_MISSES) {

@@ -14,6 +14,7 @@ import { Problems } from './problems.js';
 /** What pass 1 learns about an inode in use. */
 export interface InodeInfo {
   mode: number;
+  flags: number;
   links: number;
   /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
   refs: number;

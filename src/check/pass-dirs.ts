@@ -30,6 +30,8 @@ import {
   type RawDirent,
 } from '../ext4/dirent.js';
 import type { CheckContext, InodeInfo } from './context.js';
+import { FL_CASEFOLD, FL_ENCRYPT } from '../ext4/reader.js';
+import { checkHtree } from './htree.js';
 
 const ROOT_INO = 2;
 /** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
@@ -59,6 +61,10 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
     return;
   }
   const names = new Set<string>();
+  // Case-folded directories hold UTF-8 names; encrypted ones hold ciphertext (16 bytes at least) of
+  // encrypted inodes (e2fsck's checks of both).
+  const casefold = ctx.has(INCOMPAT.casefold) && (i.flags & FL_CASEFOLD) !== 0;
+  const encrypted = (i.flags & FL_ENCRYPT) !== 0;
   // The Hurd keeps no file types in entries (e2fsck drops the feature for it).
   const fileType = ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1;
   const entry = (e: RawDirent, where: string) => {
@@ -87,6 +93,22 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
       return;
     }
     target.refs++;
+    if (casefold && !encrypted && !validUtf8(e.name))
+      p.add('DIR_ENTRY', `directory ${ino}: ${JSON.stringify(text)} is not valid UTF-8 in a case-folded directory`, {
+        inode: ino,
+      });
+    if (encrypted && e.name.length < 16)
+      p.add('DIR_ENTRY', `directory ${ino}: encrypted name ${JSON.stringify(text)} is shorter than 16 bytes`, {
+        inode: ino,
+      });
+    if (encrypted && !(target.flags & FL_ENCRYPT))
+      p.add(
+        'DIR_ENTRY',
+        `directory ${ino}: encrypted entry ${JSON.stringify(text)} names unencrypted inode ${e.inode}`,
+        {
+          inode: ino,
+        },
+      );
     if (fileType && e.fileType !== (FT_OF[target.mode & S_IFMT] ?? -1))
       p.add(
         'DIR_ENTRY_TYPE',
@@ -157,6 +179,7 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
     }
   }
   if (!sawFirst) p.add('DIR_BLOCK', `directory ${ino} has no first block`, { inode: ino });
+  else if (ctx.r.usesIndex(i)) checkHtree(ctx, ino, i, runs);
 }
 
 /** '.' (itself) and '..' open a directory's first block; returns how many entries they were. */
@@ -237,5 +260,15 @@ export function checkConnectivity(ctx: CheckContext): void {
     const counted = isDir && info.refs > LINK_MAX && dirNlink ? 1 : info.refs;
     if (info.links !== counted)
       p.add('LINK_COUNT', `inode ${ino}: link count ${info.links}, named ${info.refs} time(s)`, { inode: ino });
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+function validUtf8(b: Uint8Array): boolean {
+  try {
+    utf8.decode(b);
+    return true;
+  } catch {
+    return false;
   }
 }

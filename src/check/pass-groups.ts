@@ -7,7 +7,14 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
-import { decodeJournalSuperblock, JBD2_SUPERBLOCK_V1, JBD2_SUPERBLOCK_V2 } from '../ext4/journal.js';
+import {
+  decodeJournalSuperblock,
+  journalSuperblockChecksum,
+  JBD2_INCOMPAT,
+  JBD2_SUPERBLOCK_V1,
+  JBD2_SUPERBLOCK_V2,
+} from '../ext4/journal.js';
+import { isZero } from '../ext4/bytes.js';
 import { reservedBlocksCount } from '../ext4/superblock.js';
 import { mmpBlock, mmpBlockOk } from '../ext4/mmp.js';
 import type { BlockDevice } from '../io/device.js';
@@ -164,10 +171,21 @@ export function checkJournal(ctx: CheckContext): void {
     return;
   }
   try {
-    const j = decodeJournalSuperblock(ctx.raw.readBlocks(map(0)));
-    if (j.h_magic !== 0xc03b3998) throw new Ext4Error('CORRUPT', 'the journal superblock has a bad magic number');
+    const b = ctx.raw.readBlocks(map(0));
+    const j = decodeJournalSuperblock(b);
     if (j.h_blocktype !== JBD2_SUPERBLOCK_V1 && j.h_blocktype !== JBD2_SUPERBLOCK_V2)
       throw new Ext4Error('CORRUPT', `the journal superblock has type ${j.h_blocktype}`);
+    // A version 1 superblock ends before the feature fields: anything there is damage.
+    if (j.h_blocktype === JBD2_SUPERBLOCK_V1 && !isZero(b, 0x24, 0x400 - 0x24))
+      throw new Ext4Error('CORRUPT', 'the version 1 journal superblock has fields of version 2 set');
+    if (j.h_blocktype === JBD2_SUPERBLOCK_V2 && j.s_nr_users > 1)
+      throw new Ext4Error('CORRUPT', `the internal journal lists ${j.s_nr_users} users`);
+    if (
+      j.h_blocktype === JBD2_SUPERBLOCK_V2 &&
+      j.s_feature_incompat & (JBD2_INCOMPAT.csum_v2 | JBD2_INCOMPAT.csum_v3) &&
+      journalSuperblockChecksum(b) !== j.s_checksum
+    )
+      throw new Ext4Error('BAD_CHECKSUM', 'the journal superblock checksum does not match');
     if (j.s_blocksize !== ctx.bs)
       throw new Ext4Error('CORRUPT', `the journal block size ${j.s_blocksize} is not the file system's`);
     const size = ctx.raw.inode(sb.s_journal_inum).size;

@@ -105,7 +105,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
   }
   if (!type) {
     p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
-    ctx.inodes.set(ino, { mode: i.mode, links: i.linksCount, refs: 0, mapped: false });
+    ctx.inodes.set(ino, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0, mapped: false });
     return;
   }
   if (i.dtime && !orphan && i.linksCount)
@@ -115,6 +115,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
   // An attribute value inode is named by the attribute, not by a directory.
   ctx.inodes.set(ino, {
     mode: i.mode,
+    flags: i.flags,
     links: i.linksCount,
     refs: 0,
     mapped,
@@ -167,7 +168,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode): boolean {
   let runs: { lblk: number; pblk: number; len: number; uninit: boolean }[];
   let metaBlocks: number[];
   try {
-    ({ runs, metaBlocks } = ctx.r.mapping(ino, i, true));
+    ({ runs, metaBlocks } = ctx.r.mapping(ino, i, true, true));
   } catch (e) {
     p.fromError('INODE_MAP', e, { inode: ino });
     return false;
@@ -244,7 +245,7 @@ function checkResizeInode(ctx: CheckContext, i: Inode): void {
       return;
     }
   ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
-  ctx.inodes.set(RESIZE_INO, { mode: i.mode, links: i.linksCount, refs: 0, mapped: true });
+  ctx.inodes.set(RESIZE_INO, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0, mapped: true });
 }
 
 function checkXattrRefcounts(ctx: CheckContext): void {

@@ -549,15 +549,18 @@ export class Ext4Reader {
   /**
    * The whole mapping of a file: data runs sorted by logical block and the blocks of the map itself.
    * With `all` false, block-map pointers past the file's size are ignored (what a reader needs); with
-   * `all` true every mapped block is listed (what freeing a file needs).
+   * `all` true every mapped block is listed (what freeing a file needs). `strict` also refuses what the
+   * kernel and e2fsck refuse but a reader can pass over: zero-length extents, entries out of order in a
+   * node, an index whose logical start is not its child's.
    */
-  mapping(ino: number, i: Inode, all: boolean): FileMapping {
+  mapping(ino: number, i: Inode, all: boolean, strict = false): FileMapping {
     const runs: BlockRun[] = [];
     const metaBlocks: number[] = [];
     if (!this.hasBlockMap(i)) return { runs, metaBlocks };
     if (i.flags & FL_EXTENTS) {
       const seen = new Set<number>();
-      const walk = (node: Uint8Array, expectDepth: number | undefined, capacity: number) => {
+      const bad = (what: string) => new Ext4Error('CORRUPT', `inode ${ino}: ${what}`, { inode: ino });
+      const walk = (node: Uint8Array, expectDepth: number | undefined, capacity: number, start?: number) => {
         const h = decodeExtentHeader(node, 0);
         if (h.magic !== EXTENT_MAGIC)
           throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header magic`, { inode: ino });
@@ -567,11 +570,22 @@ export class Ext4Reader {
           });
         if (h.depth > MAX_READ_DEPTH || (expectDepth !== undefined && h.depth !== expectDepth))
           throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent tree depth ${h.depth}`, { inode: ino });
+        let prev = -1;
         for (let k = 0; k < h.entries; k++) {
           const off = 12 + k * 12;
+          if (strict) {
+            const lblk = u32(node, off);
+            if (k === 0 && start !== undefined && lblk !== start)
+              throw bad(`extent node starts at logical block ${lblk}, its index says ${start}`);
+            if (lblk <= prev && k > 0) throw bad(`extent entries out of order at logical block ${lblk}`);
+            prev = lblk;
+          }
           if (h.depth === 0) {
             const e = decodeExtent(node, off);
-            if (e.len === 0) continue;
+            if (e.len === 0) {
+              if (strict) throw bad(`zero-length extent at logical block ${e.lblk}`);
+              continue;
+            }
             if (e.pblk + e.len > this.blocksCount || e.pblk < this.sb.s_first_data_block)
               throw new Ext4Error(
                 'CORRUPT',
@@ -599,7 +613,7 @@ export class Ext4Reader {
               this.cache.markVerified(x.leaf);
             }
             metaBlocks.push(x.leaf);
-            walk(child, h.depth - 1, blockMaxEntries(this.blockSize));
+            walk(child, h.depth - 1, blockMaxEntries(this.blockSize), x.lblk);
           }
         }
       };
