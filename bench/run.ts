@@ -20,11 +20,12 @@ import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/extract.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
 import { Ext4Editor } from '../src/edit/editor.js';
+import { checkImage } from '../src/check/check.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice('--only='.length).split(',')) : undefined;
-const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk' | 'edit') => !only || only.has(section);
+const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk' | 'edit' | 'check') => !only || only.has(section);
 const REPS = quick ? 3 : 9;
 /** This directory (bench/), whether running bundled from bench/out or from source. */
 const BENCH_DIR =
@@ -505,6 +506,63 @@ if (want('edit')) {
     `Medians of ${REPS} rounds after a warm-up; every round runs each tool once on a fresh copy of the image (copied and made durable untimed). Ours and debugfs write the same 10 directories and 100 files (100 B to 4 KiB, from host files); e2cp runs once per file (e2mkdir per directory). Ours commits through the journal with four fsyncs (data and log, commit block, metadata home, journal emptied with needs_recovery cleared); "in place" is the same batch on a copy of the image whose journal \`tune2fs -O ^has_journal\` removed (two fsyncs: data, then metadata), and the journaling cost is the ratio of the two (target: at most 1.5x). "Without fsync" is the journaled batch with \`sync: false\` (\`--no-sync\`): the same writes, none waited for, so the difference to the first column is what durability costs on this disk (on a sparse image each fsync also commits the host file system's allocation of the blocks written into holes). The floor is \`cp -a\` of the same files to the host disk plus \`sync -f\`.`,
   );
   console.log(rows[rows.length - 3]);
+}
+
+// ---- check against e2fsck -fn ----
+if (want('check')) {
+  rows.push('', '## check vs `e2fsck -fn`', '');
+  rows.push(
+    '| image | ours in-process (ms) | ours CLI (ms) | e2fsck -fn (ms) | in-process vs e2fsck | CLI vs e2fsck | ours CLI peak RSS (MiB) | e2fsck peak RSS (MiB) |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  const images: [string, string][] = [];
+  // An ext4 host file system cannot hold a 16 TiB file; tmpfs can (the image is sparse: a few MiB).
+  const big = fs.existsSync('/dev/shm') ? path.join('/dev/shm', `ext4wd-bench-${process.pid}-16t.img`) : undefined;
+  if (big) {
+    formatImage(big, { sizeBytes: 16 * 2 ** 40, sync: false });
+    images.push(['empty 16 TiB', big]);
+  }
+  const tree = path.join(work, 'check-tree');
+  for (let d = 0; d < 100; d++) {
+    fs.mkdirSync(path.join(tree, `d${d}`), { recursive: true });
+    for (let k = 0; k < 100; k++)
+      fs.writeFileSync(path.join(tree, `d${d}`, `f${k}`), randomBytes(((d * 100 + k) * 7919) % 8192));
+  }
+  const eight = path.join(work, 'check-8g.img');
+  formatImage(eight, { sizeBytes: 8 * 2 ** 30, source: hostDirectorySource(tree) });
+  images.push(['8 GiB, 10,000 files in 100 directories', eight]);
+  const debian = debianTree();
+  if (debian) {
+    const rootfs = path.join(work, 'check-rootfs.img');
+    sh('truncate', ['-s', '1G', rootfs]);
+    sh('mkfs.ext4', ['-q', '-F', '-d', debian, rootfs]);
+    images.push(['Debian minbase rootfs (mkfs.ext4 -d), 1 GiB', rootfs]);
+  }
+  const peak = (cmd: string, args: string[]) => {
+    const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8' });
+    return Number(r.stderr.trim().split('\n').pop()) / 1024;
+  };
+  for (const [label, image] of images) {
+    const t = timeAll(
+      {
+        inproc: () => {
+          if (!checkImage(image).clean) throw new Error(`${label}: check finds problems`);
+        },
+        cli: () => sh(process.execPath, [CLI, 'check', image]),
+        e2fsck: () => sh('e2fsck', ['-fn', image]),
+      },
+      REPS,
+    );
+    rows.push(
+      `| ${label} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.e2fsck)} | ${ratio(t.inproc, t.e2fsck)} | ${ratio(t.cli, t.e2fsck)} | ${peak(process.execPath, [CLI, 'check', image]).toFixed(0)} | ${peak('e2fsck', ['-fn', image]).toFixed(0)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  if (big) fs.rmSync(big, { force: true });
+  rows.push(
+    '',
+    `Medians of ${REPS} rounds after a warm-up, every tool once a round, the image in the page cache. Both read the whole file system's metadata and report it clean. The CLI's time includes node's start-up (${fmt(nodeStart)} ms here).`,
+  );
 }
 
 fs.rmSync(work, { recursive: true, force: true });

@@ -31,11 +31,12 @@ import { checkImage, type CheckResult } from './check/check.js';
 const MAIN_COMMANDS: Record<string, string> = {
   mkfs: `mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
        [--inode-size N] [--label L] [--uuid U] [--hash-seed U] [--skip-unreadable]
-       [--timestamp UNIX_SECONDS] [--no-sync] [--json]
+       [--timestamp UNIX_SECONDS] [--no-sync] [--verify] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
       optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID;
       --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output;
-      --skip-unreadable leaves out (with a warning) entries of a source image that cannot be read`,
+      --skip-unreadable leaves out (with a warning) entries of a source image that cannot be read;
+      --verify checks the new image (as check does) before it is renamed into place`,
   info: `info <image> [--json]
       print the superblock summary (like dumpe2fs -h)`,
   ls: `ls <image> [<path>] [-l]          list a directory`,
@@ -44,11 +45,12 @@ const MAIN_COMMANDS: Record<string, string> = {
   extract: `extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
       recreate <path> under the existing directory <dest> (like debugfs rdump); an entry that cannot
       be read (encrypted, damaged) is named in a warning and left out, the rest extracted, exit 1`,
-  seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--json]
+  seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path`,
-  check: `check <image> [--json]
-      check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable`,
-  materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--json]
+  check: `check <image> [--replay] [--json]
+      check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
+      --replay checks it as it is once its journal is recovered (replayed in memory)`,
+  materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
 };
 
@@ -64,7 +66,7 @@ ${['mkfs', 'info', 'ls', 'cat', 'stat', 'extract', 'check'].map((c) => '  ' + MA
 
 ${['seed', 'materialize'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
-editing (each also takes --json, --no-sync, --timestamp T, --recover and --help; nothing is written on
+editing (each also takes --json, --no-sync, --timestamp T, --recover, --verify and --help; nothing is written on
 error; with a journal, each change is one transaction: a crash leaves the old or the new file system;
 a tree copy or removal too big for the journal commits in several, each leaving a consistent one):
 ${Object.values(COMMANDS)
@@ -116,6 +118,7 @@ function cmdMkfs(args: string[]): void {
       xattrs: { type: 'string' },
       owner: { type: 'string' },
       'skip-unreadable': { type: 'boolean' },
+      verify: { type: 'boolean' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('mkfs needs exactly one <image> path');
@@ -136,6 +139,7 @@ function cmdMkfs(args: string[]): void {
         ? undefined
         : sourceFrom(values.from, values.xattrs, image, !!values['skip-unreadable']),
     owner: values.owner === undefined ? undefined : ownerOption(values.owner),
+    verify: values.verify,
   });
   const l = r.layout;
   if (values.json) {
@@ -387,6 +391,7 @@ function cmdSeed(args: string[]): void {
       'no-sync': { type: 'boolean' },
       replay: { type: 'boolean' },
       'skip-unreadable': { type: 'boolean' },
+      verify: { type: 'boolean' },
     },
   });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
@@ -402,6 +407,7 @@ function cmdSeed(args: string[]): void {
       replayJournal: values.replay,
       onWarning: warn,
       skipUnreadable: values['skip-unreadable'],
+      verify: values.verify,
     });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
@@ -422,6 +428,7 @@ function cmdMaterialize(args: string[]): void {
       'no-sync': { type: 'boolean' },
       replay: { type: 'boolean' },
       'skip-unreadable': { type: 'boolean' },
+      verify: { type: 'boolean' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
@@ -434,6 +441,7 @@ function cmdMaterialize(args: string[]): void {
       replayJournal: values.replay,
       onWarning: warn,
       skipUnreadable: values['skip-unreadable'],
+      verify: values.verify,
     });
     endProgress();
     process.stdout.write(
@@ -455,6 +463,7 @@ function cmdInfo(args: string[]): void {
 
 const EDIT_OPTIONS = {
   json: { type: 'boolean' as const },
+  verify: { type: 'boolean' as const },
   recover: { type: 'boolean' as const },
   'no-sync': { type: 'boolean' as const },
   timestamp: { type: 'string' as const },
@@ -477,7 +486,7 @@ function openEditor(image: string, values: Record<string, unknown>, atomic = fal
 function cmdEditOne(name: string, args: string[]): void {
   if (args.includes('--help')) {
     process.stdout.write(
-      `usage: ext4-workdisk ${COMMANDS[name]!.usage} [--json] [--no-sync] [--timestamp T]\n  ${COMMANDS[name]!.summary}\n`,
+      `usage: ext4-workdisk ${COMMANDS[name]!.usage} [--json] [--no-sync] [--timestamp T] [--recover] [--verify]\n  ${COMMANDS[name]!.summary}\n`,
     );
     return;
   }
@@ -491,6 +500,7 @@ function cmdEditOne(name: string, args: string[]): void {
   } finally {
     ed.close();
   }
+  if (p.values.verify) verifyEdited(p.image!);
   if (p.values.json)
     process.stdout.write(JSON.stringify({ ok: true, command: name, image: p.image, ...ctx.result }) + '\n');
 }
@@ -503,7 +513,7 @@ function cmdEdit(args: string[]): void {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: ext4-workdisk edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T]\n  run editing commands, one per line (without the image), as one change: all or nothing\n',
+      'usage: ext4-workdisk edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T] [--recover] [--verify]\n  run editing commands, one per line (without the image), as one change: all or nothing\n',
     );
     return;
   }
@@ -534,6 +544,7 @@ function cmdEdit(args: string[]): void {
   } finally {
     ed.close();
   }
+  if (values.verify) verifyEdited(positionals[0]!);
   if (values.json)
     process.stdout.write(
       JSON.stringify({ ok: true, command: 'edit', image: positionals[0], commands: lines.length }) + '\n',
@@ -565,18 +576,30 @@ function cmdRecover(args: string[]): void {
     );
 }
 
+/** --verify of the editing commands: the edited image is checked (the edit itself is committed). */
+function verifyEdited(image: string): void {
+  const res = checkImage(image);
+  if (res.clean) return;
+  const first = res.problems[0]!;
+  throw new Ext4Error(
+    'CORRUPT',
+    `${image}: after the edit the image fails its check (${res.problemCount} problem(s); first: ${first.code}: ${first.text})`,
+    { path: image },
+  );
+}
+
 /** `check`: exit 0 clean, 4 problems found (e2fsck's "errors left uncorrected"), 8 could not check. */
 function cmdCheck(args: string[]): number {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { json: { type: 'boolean' } },
+    options: { json: { type: 'boolean' }, replay: { type: 'boolean' } },
   });
   if (positionals.length !== 1) throw new UsageError('check needs exactly one <image>');
   const image = positionals[0]!;
   let res: CheckResult;
   try {
-    res = checkImage(image);
+    res = checkImage(image, { replay: values.replay });
   } catch (e) {
     if (!(e instanceof Ext4Error)) throw e;
     process.stderr.write(`ext4-workdisk: error [${e.code}]: ${e.message}\n`);

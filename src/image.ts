@@ -6,12 +6,17 @@ import { randomBytes } from './ext4/bytes.js';
 import { FileDevice, syncDirectory } from './io/device.js';
 import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
 import { planLayout } from './ext4/layout.js';
+import { checkDevice } from './check/check.js';
 
 /**
  * Runs `fill` against a fresh temporary file beside `target`, then renames it over `target`. On any
  * failure the temporary file is removed, so `target` is either untouched or complete.
  */
-export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T, opts: { sync?: boolean } = {}): T {
+export function writeAtomically<T>(
+  target: string,
+  fill: (dev: FileDevice) => T,
+  opts: { sync?: boolean; verify?: boolean } = {},
+): T {
   const dir = path.dirname(path.resolve(target));
   let st: fs.Stats | undefined;
   try {
@@ -34,6 +39,7 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
   dev.earlyFlush = opts.sync !== false;
   try {
     const out = fill(dev);
+    if (opts.verify) verifyImage(dev, target);
     if (opts.sync !== false) dev.sync();
     dev.close();
     fs.renameSync(tmp, target);
@@ -56,6 +62,23 @@ export function writeAtomically<T>(target: string, fill: (dev: FileDevice) => T,
 export interface FormatImageOptions extends FormatOptions {
   /** fsync the image before it is renamed into place (default true). */
   sync?: boolean;
+  /**
+   * Check the new image (`check`, what e2fsck -fn tells) before it is renamed into place: one with
+   * problems is refused with CORRUPT and nothing is left at the target.
+   */
+  verify?: boolean;
+}
+
+/** Refuses a freshly written image that `check` finds problems in. */
+function verifyImage(dev: FileDevice, target: string): void {
+  const res = checkDevice(dev);
+  if (res.clean) return;
+  const first = res.problems[0]!;
+  throw new Ext4Error(
+    'CORRUPT',
+    `${target}: the new image fails its check (${res.problemCount} problem(s); first: ${first.code}: ${first.text}); nothing was written`,
+    { path: target },
+  );
 }
 
 /**
@@ -71,6 +94,6 @@ export function formatImage(imagePath: string, opts: FormatImageOptions): Format
       dev.truncate(opts.sizeBytes);
       return formatDevice(dev, opts, layout);
     },
-    { sync: opts.sync },
+    { sync: opts.sync, verify: opts.verify },
   );
 }

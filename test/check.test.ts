@@ -8,8 +8,10 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { checkDevice, checkImage } from '../src/check/check.js';
 import { BufferDevice } from '../src/io/device.js';
-import { formatImage } from '../src/image.js';
+import { formatImage, writeAtomically } from '../src/image.js';
+import { formatDevice } from '../src/ext4/format.js';
 import { Ext4Editor } from '../src/edit/editor.js';
+import { recoverJournal } from '../src/edit/recover.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { IN_CI, HAVE_E2FSPROGS, cli, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
@@ -72,6 +74,34 @@ describe.runIf(have || IN_CI)('check against e2fsck -fn on the corpus', () => {
     // The share found, for the README: 159 of 164 when this was written (the issue asks 95% at least).
     expect(detected / problemImages).toBeGreaterThanOrEqual(0.95);
   });
+  it.runIf(HAVE_E2FSPROGS || IN_CI)(
+    '--replay judges a dirty image as e2fsck -fn judges it once the journal is recovered',
+    () => {
+      const dirty = rows.filter(
+        (c) =>
+          c[12] === 'valid-needs-journal-replay' && c[0]!.startsWith('j_recover') && !c[0]!.includes('fast_commit'),
+      );
+      expect(dirty.length).toBeGreaterThan(2);
+      for (const c of dirty) {
+        const bytes = zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, 'e2fsprogs', c[0]!, 'image.gz')));
+        const asIs = checkDevice(new BufferDevice(new Uint8Array(bytes)));
+        expect(
+          asIs.warnings.map((w) => w.code),
+          c[0],
+        ).toContain('NEEDS_RECOVERY');
+        const replayed = checkDevice(new BufferDevice(new Uint8Array(bytes)), { replay: true });
+        expect(
+          replayed.warnings.map((w) => w.code),
+          c[0],
+        ).not.toContain('NEEDS_RECOVERY');
+        // The reference: the journal written home (recover), then e2fsck -fn.
+        const img = path.join(work, `${c[0]}.img`);
+        fs.writeFileSync(img, bytes);
+        recoverJournal(img, { sync: false });
+        expect(replayed.clean, c[0]).toBe(run('e2fsck', ['-fn', img]).status === 0);
+      }
+    },
+  );
   it('the known misses are still missed (a fixed one comes off the list)', () => {
     for (const name of KNOWN_MISSES) {
       const file = path.join(CORPUS, 'e2fsprogs', name, 'image.gz');
@@ -171,6 +201,44 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
       expect(res.clean, label).toBe(false);
       expect(res.problems.map((p) => p.code).join(' '), label).toMatch(new RegExp(codes));
     }
+  });
+
+  it('--verify: mkfs, seed and materialize check the new image before renaming it; edits are checked after', () => {
+    const src = make('verify-src.img', []);
+    for (const args of [
+      ['mkfs', path.join(work, 'v1.img'), '--size', '64M', '--from', src, '--verify'],
+      ['seed', src, path.join(work, 'v2.img'), '--path', '/a', '--verify'],
+      ['materialize', path.join(work, 'v3.img'), '--size', '1G', '--seed', path.join(work, 'v2.img'), '--verify'],
+      ['mkdir', path.join(work, 'v3.img'), '/x', '--verify'],
+    ]) {
+      const r = cli(args);
+      expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+    }
+    // A writer that leaves a broken file system: refused, nothing at the target.
+    const target = path.join(work, 'broken.img');
+    expect(() =>
+      writeAtomically(
+        target,
+        (dev) => {
+          dev.truncate(16 << 20);
+          formatDevice(dev, { sizeBytes: 16 << 20 });
+          const r = Ext4Reader.open(dev);
+          dev.write(r.groupDesc(0).inodeBitmap * r.blockSize, new Uint8Array(1));
+        },
+        { verify: true, sync: false },
+      ),
+    ).toThrowError(expect.objectContaining({ code: 'CORRUPT', message: expect.stringContaining('INODE_BITMAP') }));
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readdirSync(work).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    // An edit of an image that was already damaged: committed, then reported (exit 1, CORRUPT).
+    const damaged = path.join(work, 'v4.img');
+    const bytes = fs.readFileSync(src);
+    const r = Ext4Reader.open(new BufferDevice(new Uint8Array(bytes)));
+    bytes[r.groupDesc(0).inodeBitmap * r.blockSize + 1] = 0;
+    fs.writeFileSync(damaged, bytes);
+    const edited = cli(['mkdir', damaged, '/y', '--verify']);
+    expect(edited.status).toBe(1);
+    expect(edited.stderr).toMatch(/\[CORRUPT\].*after the edit the image fails its check/);
   });
 
   it('the CLI exits 0 clean, 4 with problems, 8 when it cannot check; --json lists them', () => {

@@ -31,6 +31,11 @@ export interface CheckResult {
 export interface CheckOptions {
   /** Called as each pass starts. */
   onPass?: (pass: string) => void;
+  /**
+   * Check the file system as it will be once its journal is recovered: committed transactions are
+   * replayed in memory first (the image is not changed), as a mount or `recover` would.
+   */
+  replay?: boolean;
 }
 
 /**
@@ -38,7 +43,7 @@ export interface CheckOptions {
  * cannot be read at all, throws an Ext4Error (e2fsck's "could not check": exit 8 in the CLI).
  */
 export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckResult {
-  const ctx = openContext(dev);
+  const ctx = openContext(dev, opts.replay);
   const pass = (name: string, fn: () => void) => {
     opts.onPass?.(name);
     fn();

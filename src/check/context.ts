@@ -61,8 +61,13 @@ export class CheckContext {
   /** Attribute blocks and how many inodes name each. */
   readonly xattrRefs = new Map<number, number>();
 
-  constructor(dev: BlockDevice, sbChecksumOk: boolean) {
-    const raw = Ext4Reader.open(dev, { verifyChecksums: false });
+  constructor(
+    dev: BlockDevice,
+    sbChecksumOk: boolean,
+    /** The journal's committed transactions are replayed in memory first (the image is not changed). */
+    readonly replayed: boolean,
+  ) {
+    const raw = Ext4Reader.open(dev, { verifyChecksums: false, replayJournal: replayed });
     this.raw = raw;
     // The verifying reader shares the cache; a superblock whose checksum fails is read without checks.
     this.r = sbChecksumOk ? Ext4Reader.open(dev, { cache: raw.cache }) : raw;
@@ -202,7 +207,7 @@ export class CheckContext {
 }
 
 /** Opens the checking context; an image that is not ext2/3/4 at all fails (the caller exits 8). */
-export function openContext(dev: BlockDevice): CheckContext {
+export function openContext(dev: BlockDevice, replay = false): CheckContext {
   let sbOk = true;
   if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
     throw new Ext4Error('BAD_MAGIC', 'image is too small to hold an ext2/3/4 superblock');
@@ -212,7 +217,7 @@ export function openContext(dev: BlockDevice): CheckContext {
     if (!(e instanceof Ext4Error) || e.code !== 'BAD_CHECKSUM') throw e;
     sbOk = false;
   }
-  const ctx = new CheckContext(dev, sbOk);
+  const ctx = new CheckContext(dev, sbOk, replay);
   if (!sbOk) ctx.problems.add('SUPERBLOCK_CHECKSUM', 'the superblock checksum does not match its contents');
   return ctx;
 }

@@ -49,7 +49,7 @@ export function checkSuperblock(ctx: CheckContext, dev: BlockDevice): void {
   if (sb.s_reserved_gdt_blocks > bs / 4) bad(`reserved descriptor blocks ${sb.s_reserved_gdt_blocks} exceed ${bs / 4}`);
   if (ctx.has(INCOMPAT.flex_bg) && sb.s_log_groups_per_flex > 31)
     bad(`groups per flex group 2^${sb.s_log_groups_per_flex} is not valid`);
-  if (sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal)
+  if (sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal && !ctx.replayed)
     p.warn(
       'NEEDS_RECOVERY',
       'the journal needs recovery: what it holds is not in the file system yet (check --replay checks the state after it)',

@@ -37,6 +37,8 @@ export interface JobOptions {
    * what the output holds).
    */
   skipUnreadable?: boolean;
+  /** Check the output (`check`) before it is renamed into place; one with problems is refused. */
+  verify?: boolean;
 }
 
 /** The image source options that carry out `skipUnreadable`. */
@@ -95,6 +97,7 @@ function writeRootOwned(path: string, sizeBytes: number, src: TreeSource | undef
     hashSeed: options.hashSeed,
     timestamp: options.timestamp,
     sync: options.sync,
+    verify: options.verify,
   });
 }
 
