@@ -21,6 +21,7 @@ import {
 } from '../ext4/inode.js';
 import { fileTypeOf, FL_VERITY } from '../ext4/reader.js';
 import { u16, u32 } from '../ext4/bytes.js';
+import { XATTR_MAGIC } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
 
 const ROOT_INO = 2;
@@ -111,7 +112,16 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
   if (i.dtime && !orphan && i.linksCount)
     p.add('INODE_DTIME', `inode ${ino} is in use but has a deletion time`, { inode: ino });
   checkFlags(ctx, ino, i);
-  const mapped = claimMap(ctx, ino, i);
+  // Attributes (read once, only when the inode has any): checked, and whether values live in EA inodes.
+  let eaValues = false;
+  if (i.fileAcl || hasInodeXattrs(ctx, ino))
+    try {
+      const x = ctx.r.storedXattrs(ino, undefined, false);
+      eaValues = x.inInode.some((e) => e.valueInum) || x.block.some((e) => e.valueInum);
+    } catch (e) {
+      p.fromError('XATTR', e, { inode: ino });
+    }
+  const mapped = claimMap(ctx, ino, i, eaValues);
   // An attribute value inode is named by the attribute, not by a directory.
   ctx.inodes.set(ino, {
     mode: i.mode,
@@ -126,11 +136,16 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
     if (refs === undefined) ctx.claim(i.fileAcl, 1, ino, 'attribute block');
     ctx.xattrRefs.set(i.fileAcl, (refs ?? 0) + 1);
   }
-  try {
-    ctx.r.storedXattrs(ino, undefined, false);
-  } catch (e) {
-    p.fromError('XATTR', e, { inode: ino });
-  }
+}
+
+/** Whether the inode's extra space starts with the in-inode attribute magic (read in place). */
+function hasInodeXattrs(ctx: CheckContext, ino: number): boolean {
+  const size = ctx.raw.inodeSize;
+  if (size <= 128) return false;
+  const { block, offset } = ctx.raw.inodeLocation(ino);
+  const b = ctx.raw.readBlocks(block);
+  const start = 128 + u16(b, offset + 128);
+  return start + 4 <= size && u32(b, offset + start) === XATTR_MAGIC;
 }
 
 /** Inodes below s_first_ino that hold files: quota, orphan file, snapshots' exclude... by the superblock. */
@@ -162,7 +177,7 @@ function checkFlags(ctx: CheckContext, ino: number, i: Inode): void {
  * Reads the inode's map and claims its blocks; checks i_blocks and i_size against it. Returns false
  * when the map cannot be read (the inode's problem is reported).
  */
-function claimMap(ctx: CheckContext, ino: number, i: Inode): boolean {
+function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): boolean {
   const p = ctx.problems;
   const bs = ctx.bs;
   let runs: { lblk: number; pblk: number; len: number; uninit: boolean }[];
@@ -174,15 +189,8 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode): boolean {
     return false;
   }
   let blocks = 0;
-  // Blocks of attribute value inodes are charged to the inode whose attributes they hold, by rules
-  // (shared blocks, zero-length values) this check does not follow: such an inode's i_blocks is not checked.
-  let eaValues = false;
-  try {
-    const x = ctx.raw.storedXattrs(ino, undefined, false);
-    eaValues = [...x.inInode, ...x.block].some((e) => e.valueInum);
-  } catch {
-    // Reported by the attribute check.
-  }
+  // Blocks of attribute value inodes (`eaValues`) are charged to the inode whose attributes they hold,
+  // by rules (shared blocks, zero-length values) this check does not follow: its i_blocks is not checked.
   let lastInit = -1;
   let last = -1;
   for (const r of runs) {
