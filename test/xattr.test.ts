@@ -61,6 +61,8 @@ describe('xattr codecs', () => {
       fs.mkdirSync(path.join(dir, 'other'));
       const cap = 'security.capability=0x0100000200200000000000000000000000000000';
       const dump = (p: string) => `# file: ${p}\n${cap}\n`;
+      const mkfsWithDump = (img: string) =>
+        cli(['mkfs', img, '--size', '8M', '--from', path.join(dir, 'tree'), '--xattrs', path.join(dir, 'dump')]);
       // Of another directory, relative to somewhere else, of a path that is not there.
       for (const [text, named] of [
         [dump(path.join(dir, 'other')), path.join(dir, 'other')],
@@ -69,16 +71,7 @@ describe('xattr codecs', () => {
       ] as const) {
         fs.writeFileSync(path.join(dir, 'dump'), text);
         const img = path.join(dir, 'out.img');
-        const r = cli([
-          'mkfs',
-          img,
-          '--size',
-          '8M',
-          '--from',
-          path.join(dir, 'tree'),
-          '--xattrs',
-          path.join(dir, 'dump'),
-        ]);
+        const r = mkfsWithDump(img);
         expect(r.status).not.toBe(0);
         expect(r.stderr).toContain('BAD_OPTION');
         expect(r.stderr).toContain(named);
@@ -88,16 +81,7 @@ describe('xattr codecs', () => {
       // The matching dump is taken.
       fs.writeFileSync(path.join(dir, 'dump'), dump(path.join(dir, 'tree/bin/ping')));
       const img = path.join(dir, 'ok.img');
-      const r = cli([
-        'mkfs',
-        img,
-        '--size',
-        '8M',
-        '--from',
-        path.join(dir, 'tree'),
-        '--xattrs',
-        path.join(dir, 'dump'),
-      ]);
+      const r = mkfsWithDump(img);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
       const x = cli(['stat', img, '/bin/ping', '--json']);

@@ -78,13 +78,8 @@ function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): numbe
   for (const [s, e] of runs) setBitRange(want, s, e);
   if (claimed) for (let k = 0; k < want.length; k++) want[k]! |= claimed[k]!;
   const inUse = countBits(want, clusters);
-  let bm: Uint8Array | undefined;
-  try {
-    bm = ctx.raw.readBlocks(d.blockBitmap);
-  } catch (e) {
-    if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
-  }
-  if (bm && ctx.metaAt(d.blockBitmap)) {
+  const bm = readBitmap(ctx, d.blockBitmap);
+  if (bm) {
     const { count, first: at } = differences(bm, want, clusters);
     if (count)
       p.add(
@@ -105,6 +100,17 @@ function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): numbe
       group: g,
     });
   return m;
+}
+
+/** A bitmap block, when the descriptor puts it where it can be (pass 0 reported it otherwise). */
+function readBitmap(ctx: CheckContext, block: number): Uint8Array | undefined {
+  if (!ctx.metaAt(block)) return undefined;
+  try {
+    return ctx.raw.readBlocks(block);
+  } catch (e) {
+    if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
+    return undefined;
+  }
 }
 
 /** Bits of [0, n) where `a` and `b` differ: how many, and the first (whole bytes compared first). */
@@ -171,13 +177,8 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
         group: g,
       });
   } else {
-    let bm: Uint8Array | undefined;
-    try {
-      bm = ctx.raw.readBlocks(d.inodeBitmap);
-    } catch (e) {
-      if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
-    }
-    if (bm && ctx.metaAt(d.inodeBitmap)) {
+    const bm = readBitmap(ctx, d.inodeBitmap);
+    if (bm) {
       const { count: diff, first: firstDiff } = differences(bm, want, ipg);
       if (diff)
         p.add(

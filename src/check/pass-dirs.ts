@@ -6,29 +6,8 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import {
-  S_IFMT,
-  S_IFDIR,
-  S_IFREG,
-  S_IFLNK,
-  S_IFCHR,
-  S_IFBLK,
-  S_IFIFO,
-  S_IFSOCK,
-  FL_INLINE_DATA,
-  type Inode,
-} from '../ext4/inode.js';
-import {
-  FT_REG_FILE,
-  FT_DIR,
-  FT_CHRDEV,
-  FT_BLKDEV,
-  FT_FIFO,
-  FT_SOCK,
-  FT_SYMLINK,
-  isDotOrDotDot,
-  type RawDirent,
-} from '../ext4/dirent.js';
+import { S_IFMT, S_IFDIR, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
+import { fileTypeOfMode, isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
 import type { CheckContext, InodeInfo } from './context.js';
 import { FL_CASEFOLD, FL_ENCRYPT } from '../ext4/reader.js';
 import { checkHtree } from './htree.js';
@@ -36,16 +15,6 @@ import { checkHtree } from './htree.js';
 const ROOT_INO = 2;
 /** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
 const LINK_MAX = 65000;
-
-const FT_OF: Record<number, number> = {
-  [S_IFREG]: FT_REG_FILE,
-  [S_IFDIR]: FT_DIR,
-  [S_IFCHR]: FT_CHRDEV,
-  [S_IFBLK]: FT_BLKDEV,
-  [S_IFIFO]: FT_FIFO,
-  [S_IFSOCK]: FT_SOCK,
-  [S_IFLNK]: FT_SYMLINK,
-};
 
 export function checkDirectories(ctx: CheckContext): void {
   for (const [ino, info] of ctx.inodes)
@@ -109,10 +78,10 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
           inode: ino,
         },
       );
-    if (fileType && e.fileType !== (FT_OF[target.mode & S_IFMT] ?? -1))
+    if (fileType && e.fileType !== fileTypeOfMode(target.mode))
       p.add(
         'DIR_ENTRY_TYPE',
-        `directory ${ino}: ${JSON.stringify(text)} has file type ${e.fileType}, inode ${e.inode} is type ${FT_OF[target.mode & S_IFMT]}`,
+        `directory ${ino}: ${JSON.stringify(text)} has file type ${e.fileType}, inode ${e.inode} is type ${fileTypeOfMode(target.mode)}`,
         { inode: ino },
       );
     if ((target.mode & S_IFMT) === S_IFDIR) {

@@ -31,16 +31,7 @@ import {
   type Inode,
   type Timestamp,
 } from '../ext4/inode.js';
-import {
-  FT_DIR,
-  FT_REG_FILE,
-  FT_SYMLINK,
-  FT_CHRDEV,
-  FT_BLKDEV,
-  FT_FIFO,
-  FT_SOCK,
-  MAX_NAME_LEN,
-} from '../ext4/dirent.js';
+import { FT_DIR, MAX_NAME_LEN, fileTypeOfMode } from '../ext4/dirent.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
 import { toDisk, xattrKey, aclMode, chmodAcl } from '../ext4/xattr.js';
 import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
@@ -120,15 +111,6 @@ const MODE_OF: Record<Kind, number> = {
   blockdev: S_IFBLK,
   fifo: S_IFIFO,
   socket: S_IFSOCK,
-};
-const FT_OF_MODE: Record<number, number> = {
-  [S_IFREG]: FT_REG_FILE,
-  [S_IFDIR]: FT_DIR,
-  [S_IFLNK]: FT_SYMLINK,
-  [S_IFCHR]: FT_CHRDEV,
-  [S_IFBLK]: FT_BLKDEV,
-  [S_IFIFO]: FT_FIFO,
-  [S_IFSOCK]: FT_SOCK,
 };
 
 const enc = new TextEncoder();
@@ -342,7 +324,7 @@ export class Ext4Editor {
 
   /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
   private linkNew(parent: number, name: Uint8Array, ino: number, mode: number): void {
-    const p = addEntry(this.v, parent, name, ino, FT_OF_MODE[mode & S_IFMT] ?? 0);
+    const p = addEntry(this.v, parent, name, ino, fileTypeOfMode(mode));
     if ((mode & S_IFMT) === S_IFDIR) this.incDirLinks(p);
     p.mtime = p.ctime = this.now();
     this.v.writeInode(parent, p);
@@ -588,7 +570,7 @@ export class Ext4Editor {
         });
       if (inode.linksCount >= LINK_MAX)
         throw new Ext4Error('TOO_MANY_LINKS', `${existing} has ${inode.linksCount} links already`, { path: existing });
-      addEntry(this.v, parent, name, ino, FT_OF_MODE[inode.mode & S_IFMT] ?? 0);
+      addEntry(this.v, parent, name, ino, fileTypeOfMode(inode.mode));
       const i = this.v.readInode(ino);
       i.linksCount++;
       i.ctime = this.now();
@@ -756,10 +738,10 @@ export class Ext4Editor {
           this.deleteInode(dstSlot.inode, di);
           replacedDir = true;
         } else {
-          retarget(this.v, dst.parent, dst.name, srcIno, FT_OF_MODE[si.mode & S_IFMT] ?? 0);
+          retarget(this.v, dst.parent, dst.name, srcIno, fileTypeOfMode(si.mode));
           this.dropLink(dstSlot.inode);
         }
-      } else addEntry(this.v, dst.parent, dst.name, srcIno, FT_OF_MODE[si.mode & S_IFMT] ?? 0);
+      } else addEntry(this.v, dst.parent, dst.name, srcIno, fileTypeOfMode(si.mode));
       removeEntry(this.v, src.parent, src.name);
       if (srcIsDir && src.parent !== dst.parent) {
         setDotDot(this.v, srcIno, dst.parent);
@@ -1037,7 +1019,7 @@ export class Ext4Editor {
         removeEntry(this.v, parent, name);
         this.dropLink(slot.inode);
       }
-      addEntry(this.v, parent, name, linked, FT_OF_MODE[this.v.readInode(linked).mode & S_IFMT] ?? 0);
+      addEntry(this.v, parent, name, linked, fileTypeOfMode(this.v.readInode(linked).mode));
       const li = this.v.readInode(linked);
       li.linksCount++;
       this.v.writeInode(linked, li);
