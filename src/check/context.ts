@@ -58,6 +58,34 @@ export class CheckContext {
   meta: MetaRun[] = [];
   /** Per group, a bitmap of the clusters the inodes claim (made when first needed). */
   private readonly claims = new Map<number, Uint8Array>();
+  /** The blocks directories keep their entries in (pass 1), read ahead in order by pass 2. */
+  dirBlocks: number[] = [];
+  private dirBlocksSorted = false;
+
+  /**
+   * Before directory block `pblk` is read: when it is not cached, it and the directory blocks that
+   * follow it closely are read in one request (a tree's directories sit near each other).
+   */
+  readAheadDir(pblk: number): void {
+    const cache = this.raw.cache;
+    if (cache.has(pblk)) return;
+    if (!this.dirBlocksSorted) {
+      this.dirBlocks.sort((a, b) => a - b);
+      this.dirBlocksSorted = true;
+    }
+    const list = this.dirBlocks;
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (list[mid]! < pblk) lo = mid + 1;
+      else hi = mid;
+    }
+    let end = pblk + 1;
+    for (let k = lo + 1; k < list.length && list[k]! - pblk < 64 && list[k]! <= end + 8; k++) end = list[k]! + 1;
+    cache.prefetch(pblk, Math.min(end, this.blocksCount) - pblk);
+  }
+
   /** Attribute blocks and how many inodes name each. */
   readonly xattrRefs = new Map<number, number>();
 

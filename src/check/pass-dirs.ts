@@ -127,6 +127,7 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
       if (lblk * bs >= i.size) break;
       let entries: RawDirent[];
       try {
+        if (r.pblk + k < ctx.blocksCount) ctx.readAheadDir(r.pblk + k);
         entries = ctx.r.dirBlock(ino, i, lblk, r.pblk + k).entries;
       } catch (e) {
         if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;

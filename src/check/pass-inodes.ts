@@ -37,15 +37,20 @@ export function checkInodes(ctx: CheckContext): void {
     // An inode table outside the file system cannot be read (pass 0 reported it).
     if (ctx.metaAt(d.inodeTable) === undefined) continue;
     const perBlock = ctx.bs / raw.inodeSize;
+    let recBlock = -1;
+    let rec: Uint8Array = new Uint8Array(0);
     for (let idx = 0; idx < n; idx++) {
       const ino = g * ctx.ipg + idx + 1;
       if (ino > ctx.inodesCount) return;
       // A whole stretch of the table is read at once; records with no links and no mode are unused and
       // skipped without decoding (most of a table).
       const tb = d.inodeTable + Math.floor(idx / perBlock);
-      if (idx % (perBlock * 64) === 0 && !raw.cache.has(tb))
-        raw.cache.prefetch(tb, Math.min(64, Math.ceil((n - idx) / perBlock), ctx.blocksCount - tb));
-      const rec = raw.readBlocks(tb);
+      if (tb !== recBlock) {
+        if (idx % (perBlock * 64) === 0 && !raw.cache.has(tb))
+          raw.cache.prefetch(tb, Math.min(64, Math.ceil((n - idx) / perBlock), ctx.blocksCount - tb));
+        rec = raw.readBlocks(tb);
+        recBlock = tb;
+      }
       const at = (idx % perBlock) * raw.inodeSize;
       if (ino >= ctx.firstIno && !ctx.orphans.has(ino) && u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0) continue;
       let i: Inode;
@@ -66,13 +71,13 @@ export function checkInodes(ctx: CheckContext): void {
           continue;
         }
       }
-      checkInode(ctx, ino, i);
+      checkInode(ctx, ino, i, hasInodeXattrs(ctx, rec, at));
     }
   }
   checkXattrRefcounts(ctx);
 }
 
-function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
+function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boolean): void {
   const p = ctx.problems;
   const reserved = ino < ctx.firstIno && ino !== ROOT_INO;
   if (ino === BAD_BLOCKS_INO) {
@@ -114,7 +119,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
   checkFlags(ctx, ino, i);
   // Attributes (read once, only when the inode has any): checked, and whether values live in EA inodes.
   let eaValues = false;
-  if (i.fileAcl || hasInodeXattrs(ctx, ino))
+  if (i.fileAcl || inInodeXattrs)
     try {
       const x = ctx.r.storedXattrs(ino, undefined, false);
       eaValues = x.inInode.some((e) => e.valueInum) || x.block.some((e) => e.valueInum);
@@ -138,12 +143,10 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode): void {
   }
 }
 
-/** Whether the inode's extra space starts with the in-inode attribute magic (read in place). */
-function hasInodeXattrs(ctx: CheckContext, ino: number): boolean {
+/** Whether the inode record at `offset` of `b` has in-inode attributes (their magic, read in place). */
+function hasInodeXattrs(ctx: CheckContext, b: Uint8Array, offset: number): boolean {
   const size = ctx.raw.inodeSize;
   if (size <= 128) return false;
-  const { block, offset } = ctx.raw.inodeLocation(ino);
-  const b = ctx.raw.readBlocks(block);
   const start = 128 + u16(b, offset + 128);
   return start + 4 <= size && u32(b, offset + start) === XATTR_MAGIC;
 }
@@ -193,9 +196,13 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): b
   // by rules (shared blocks, zero-length values) this check does not follow: its i_blocks is not checked.
   let lastInit = -1;
   let last = -1;
+  const isDir = (i.mode & S_IFMT) === S_IFDIR;
   for (const r of runs) {
     ctx.claim(r.pblk, r.len, ino, 'block');
     blocks += r.len;
+    if (isDir && !r.uninit)
+      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size && ctx.dirBlocks.length < 1 << 24; k++)
+        ctx.dirBlocks.push(r.pblk + k);
     last = Math.max(last, r.lblk + r.len - 1);
     if (!r.uninit) lastInit = Math.max(lastInit, r.lblk + r.len - 1);
   }

@@ -131,39 +131,36 @@ export function encodeTime(t: Timestamp): { lo: number; extra: number } {
   return { lo, extra: (epoch | (t.nsec << 2)) >>> 0 };
 }
 
-/** True when the extra field `name` lies inside i_extra_isize. */
-function hasExtra(extraIsize: number, name: ExtraName): boolean {
-  return EXTRA_END[name] <= GOOD_OLD_INODE_SIZE + extraIsize;
-}
+/** Where each extra field ends: it is present when i_extra_isize covers that. */
 const EXTRA_END = Object.fromEntries(EXTRA.map(([n, o, size]) => [n, o + size])) as Record<ExtraName, number>;
 
 /** Decodes the inode of `inodeSize` bytes at `off`. */
 export function decodeInode(b: Uint8Array, off: number, inodeSize: number): Inode {
-  // Read once per inode on every path walk: direct loads at the table's offsets, not the generic walker.
-  const r16 = (n: keyof typeof O) => u16(b, off + O[n]);
-  const r32 = (n: keyof typeof O) => u32(b, off + O[n]);
-  const extraIsize = inodeSize > GOOD_OLD_INODE_SIZE ? r16('i_extra_isize') : 0;
-  const ex = (n: ExtraName) => (extraIsize && hasExtra(extraIsize, n) ? r32(n) : undefined);
-  const crtime = ex('i_crtime');
+  // Read once per inode on every path walk and check: the table's offsets resolved once (below), plain
+  // loads here, no per-call closures.
+  const extraIsize = inodeSize > GOOD_OLD_INODE_SIZE ? u16(b, off + D.extraIsize) : 0;
+  const end = GOOD_OLD_INODE_SIZE + extraIsize;
+  const ex = (at: number, fieldEnd: number) => (extraIsize && fieldEnd <= end ? u32(b, off + at) : undefined);
+  const crtime = ex(D.crtime, D.crtimeEnd);
   return {
-    mode: r16('i_mode'),
-    uid: (r16('i_uid') | (r16('l_i_uid_high') << 16)) >>> 0,
-    gid: (r16('i_gid') | (r16('l_i_gid_high') << 16)) >>> 0,
-    size: join64(r32('i_size_lo'), r32('i_size_high')),
-    atime: decodeTime(r32('i_atime'), ex('i_atime_extra')),
-    ctime: decodeTime(r32('i_ctime'), ex('i_ctime_extra')),
-    mtime: decodeTime(r32('i_mtime'), ex('i_mtime_extra')),
-    crtime: crtime === undefined ? { sec: 0, nsec: 0 } : decodeTime(crtime, ex('i_crtime_extra')),
-    dtime: r32('i_dtime'),
-    linksCount: r16('i_links_count'),
-    blocks: join64(r32('i_blocks_lo'), r16('l_i_blocks_high')),
-    flags: r32('i_flags'),
-    version: r32('l_i_version'),
+    mode: u16(b, off + D.mode),
+    uid: (u16(b, off + D.uid) | (u16(b, off + D.uidHigh) << 16)) >>> 0,
+    gid: (u16(b, off + D.gid) | (u16(b, off + D.gidHigh) << 16)) >>> 0,
+    size: join64(u32(b, off + D.sizeLo), u32(b, off + D.sizeHigh)),
+    atime: decodeTime(u32(b, off + D.atime), ex(D.atimeExtra, D.atimeExtraEnd)),
+    ctime: decodeTime(u32(b, off + D.ctime), ex(D.ctimeExtra, D.ctimeExtraEnd)),
+    mtime: decodeTime(u32(b, off + D.mtime), ex(D.mtimeExtra, D.mtimeExtraEnd)),
+    crtime: crtime === undefined ? { sec: 0, nsec: 0 } : decodeTime(crtime, ex(D.crtimeExtra, D.crtimeExtraEnd)),
+    dtime: u32(b, off + D.dtime),
+    linksCount: u16(b, off + D.links),
+    blocks: join64(u32(b, off + D.blocksLo), u16(b, off + D.blocksHigh)),
+    flags: u32(b, off + D.flags),
+    version: u32(b, off + D.version),
     block: b.slice(off + I_BLOCK_OFFSET, off + I_BLOCK_OFFSET + I_BLOCK_SIZE),
-    generation: r32('i_generation'),
-    fileAcl: join64(r32('i_file_acl_lo'), r16('l_i_file_acl_high')),
+    generation: u32(b, off + D.generation),
+    fileAcl: join64(u32(b, off + D.fileAclLo), u16(b, off + D.fileAclHigh)),
     extraIsize,
-    projid: ex('i_projid') ?? 0,
+    projid: ex(D.projid, D.projidEnd) ?? 0,
   };
 }
 
@@ -215,6 +212,42 @@ const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Rec
   (typeof BASE)[number][0] | ExtraName,
   number
 >;
+
+/** The offsets decodeInode reads, resolved once from the field tables. */
+const D = {
+  mode: O.i_mode,
+  uid: O.i_uid,
+  uidHigh: O.l_i_uid_high,
+  gid: O.i_gid,
+  gidHigh: O.l_i_gid_high,
+  sizeLo: O.i_size_lo,
+  sizeHigh: O.i_size_high,
+  atime: O.i_atime,
+  ctime: O.i_ctime,
+  mtime: O.i_mtime,
+  dtime: O.i_dtime,
+  links: O.i_links_count,
+  blocksLo: O.i_blocks_lo,
+  blocksHigh: O.l_i_blocks_high,
+  flags: O.i_flags,
+  version: O.l_i_version,
+  generation: O.i_generation,
+  fileAclLo: O.i_file_acl_lo,
+  fileAclHigh: O.l_i_file_acl_high,
+  extraIsize: O.i_extra_isize,
+  atimeExtra: O.i_atime_extra,
+  atimeExtraEnd: EXTRA_END.i_atime_extra,
+  ctimeExtra: O.i_ctime_extra,
+  ctimeExtraEnd: EXTRA_END.i_ctime_extra,
+  mtimeExtra: O.i_mtime_extra,
+  mtimeExtraEnd: EXTRA_END.i_mtime_extra,
+  crtime: O.i_crtime,
+  crtimeEnd: EXTRA_END.i_crtime,
+  crtimeExtra: O.i_crtime_extra,
+  crtimeExtraEnd: EXTRA_END.i_crtime_extra,
+  projid: O.i_projid,
+  projidEnd: EXTRA_END.i_projid,
+};
 const timeLo = (t: Timestamp) => encodeTime(t).lo;
 const time32 = (t: Timestamp) => lo32(Math.min(0x7fffffff, Math.max(-0x80000000, Math.floor(t.sec))));
 const timeExtra = (t: Timestamp) => encodeTime(t).extra;
