@@ -151,16 +151,14 @@ function hasInodeXattrs(ctx: CheckContext, b: Uint8Array, offset: number): boole
   return start + 4 <= size && u32(b, offset + start) === XATTR_MAGIC;
 }
 
-/** Inodes below s_first_ino that hold files: quota, orphan file, snapshots' exclude... by the superblock. */
+/** Files of the file system itself that the superblock names: quota files, the orphan file. */
 function isSpecialInode(ctx: CheckContext, ino: number): boolean {
   const sb = ctx.sb;
   return (
     ino === sb.s_usr_quota_inum ||
     ino === sb.s_grp_quota_inum ||
     ino === sb.s_prj_quota_inum ||
-    ino === sb.s_orphan_file_inum ||
-    (ino === 3 && !!sb.s_usr_quota_inum) ||
-    (ino === 4 && !!sb.s_grp_quota_inum)
+    ino === sb.s_orphan_file_inum
   );
 }
 
