@@ -6,7 +6,8 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import type { GroupDesc } from '../ext4/group-desc.js';
-import { Ext4Reader } from '../ext4/reader.js';
+import { Ext4Reader, type BlockRun } from '../ext4/reader.js';
+import type { Inode } from '../ext4/inode.js';
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
 import { Problems } from './problems.js';
@@ -22,6 +23,8 @@ export interface InodeInfo {
   mapped: boolean;
   /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
   system?: boolean;
+  /** A directory: its inode and block map as pass 1 read them. */
+  dir?: { inode: Inode; runs: BlockRun[] };
   /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
   parent?: number;
   dotdot?: number;

@@ -6,7 +6,7 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFDIR, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
+import { S_IFMT, S_IFDIR, FL_INLINE_DATA } from '../ext4/inode.js';
 import { fileTypeOfMode, isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
 import type { CheckContext, InodeInfo } from './context.js';
 import { FL_CASEFOLD, FL_ENCRYPT } from '../ext4/reader.js';
@@ -23,12 +23,8 @@ export function checkDirectories(ctx: CheckContext): void {
 
 function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
   const p = ctx.problems;
-  let i: Inode;
-  try {
-    i = ctx.raw.inode(ino);
-  } catch {
-    return;
-  }
+  if (!info.dir) return;
+  const { inode: i, runs } = info.dir;
   const names = new Set<string>();
   // Case-folded directories hold UTF-8 names; encrypted ones hold ciphertext (16 bytes at least) of
   // encrypted inodes (e2fsck's checks of both).
@@ -38,7 +34,7 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
   const fileType = ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1;
   const entry = (e: RawDirent, where: string) => {
     if (!e.inode) return;
-    const text = Buffer.from(e.name).toString('latin1');
+    const text = Buffer.from(e.name.buffer, e.name.byteOffset, e.name.length).toString('latin1');
     if (e.name.length === 0 || e.name.includes(0x2f) || e.name.includes(0))
       p.add('DIR_ENTRY', `directory ${ino}${where}: entry ${JSON.stringify(text)} has a bad name`, { inode: ino });
     if (names.has(text))
@@ -110,12 +106,6 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
           p.add('DIR_DOT', `directory ${ino}: an inline directory holds a '.' or '..' entry`, { inode: ino });
         else entry(e, '');
       }
-    return;
-  }
-  let runs;
-  try {
-    runs = ctx.raw.mapping(ino, i, false).runs;
-  } catch {
     return;
   }
   const bs = ctx.bs;

@@ -55,6 +55,15 @@ export function checkSuperblock(ctx: CheckContext, dev: BlockDevice): void {
       'the journal needs recovery: what it holds is not in the file system yet (check --replay checks the state after it)',
     );
   if (sb.s_last_orphan) collectOrphans(ctx);
+  // Quota files are inodes of their own: never one of the other reserved inodes, never past the count.
+  const notQuota = new Set([1, 2, 5, 6, 7, 8, 9, 10]);
+  for (const [which, ino] of [
+    ['user', sb.s_usr_quota_inum],
+    ['group', sb.s_grp_quota_inum],
+    ['project', sb.s_prj_quota_inum],
+  ] as const)
+    if (ino && (notQuota.has(ino) || ino > ctx.inodesCount))
+      bad(`the ${which} quota inode ${ino} cannot be a quota file`);
 }
 
 /** The orphan list (s_last_orphan, through i_dtime): its inodes are in use but unlinked. */

@@ -4,7 +4,6 @@
  * the blocks it claims (never twice, never fixed metadata), i_blocks and i_size against the map, its
  * attribute block. Reserved inodes get their own rules (root, journal, resize inode).
  */
-import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import {
@@ -17,10 +16,12 @@ import {
   FL_HUGE_FILE,
   FL_INLINE_DATA,
   FL_EA_INODE,
+  inodeChecksum,
+  storedInodeChecksum,
   type Inode,
 } from '../ext4/inode.js';
-import { fileTypeOf, FL_VERITY } from '../ext4/reader.js';
-import { u16, u32 } from '../ext4/bytes.js';
+import { fileTypeOf, FL_VERITY, type BlockRun } from '../ext4/reader.js';
+import { isZero, u16, u32 } from '../ext4/bytes.js';
 import { XATTR_MAGIC } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
 
@@ -37,6 +38,9 @@ export function checkInodes(ctx: CheckContext): void {
     // An inode table outside the file system cannot be read (pass 0 reported it).
     if (ctx.metaAt(d.inodeTable) === undefined) continue;
     const perBlock = ctx.bs / raw.inodeSize;
+    const size = raw.inodeSize;
+    const csum = ctx.r !== raw && raw.csum;
+    const seed = raw.csumSeed;
     let recBlock = -1;
     let rec: Uint8Array = new Uint8Array(0);
     for (let idx = 0; idx < n; idx++) {
@@ -53,23 +57,19 @@ export function checkInodes(ctx: CheckContext): void {
       }
       const at = (idx % perBlock) * raw.inodeSize;
       if (ino >= ctx.firstIno && !ctx.orphans.has(ino) && u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0) continue;
+      // The record is checked and decoded where it lies (the table block is at hand).
+      if (
+        csum &&
+        !isZero(rec, at, size) &&
+        inodeChecksum(seed, ino, rec, at, size) !== storedInodeChecksum(rec, at, size)
+      )
+        ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
       let i: Inode;
       try {
-        i = ctx.r.inode(ino);
+        i = raw.decodeRecord(ino, rec, at);
       } catch (e) {
-        if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
-        if (e.code === 'BAD_CHECKSUM') {
-          ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
-          try {
-            i = raw.inode(ino);
-          } catch (e2) {
-            ctx.problems.fromError('INODE_EXTRA_SIZE', e2, { inode: ino });
-            continue;
-          }
-        } else {
-          ctx.problems.fromError('INODE_EXTRA_SIZE', e, { inode: ino });
-          continue;
-        }
+        ctx.problems.fromError('INODE_EXTRA_SIZE', e, { inode: ino });
+        continue;
       }
       checkInode(ctx, ino, i, hasInodeXattrs(ctx, rec, at));
     }
@@ -126,15 +126,17 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     } catch (e) {
       p.fromError('XATTR', e, { inode: ino });
     }
-  const mapped = claimMap(ctx, ino, i, eaValues);
+  const runs = claimMap(ctx, ino, i, eaValues);
   // An attribute value inode is named by the attribute, not by a directory.
   ctx.inodes.set(ino, {
     mode: i.mode,
     flags: i.flags,
     links: i.linksCount,
     refs: 0,
-    mapped,
+    mapped: runs !== undefined,
     system: special || !!(i.flags & FL_EA_INODE),
+    // A directory's record and map, for pass 2.
+    dir: runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
   });
   if (i.fileAcl) {
     const refs = ctx.xattrRefs.get(i.fileAcl);
@@ -175,19 +177,19 @@ function checkFlags(ctx: CheckContext, ino: number, i: Inode): void {
 }
 
 /**
- * Reads the inode's map and claims its blocks; checks i_blocks and i_size against it. Returns false
- * when the map cannot be read (the inode's problem is reported).
+ * Reads the inode's map and claims its blocks; checks i_blocks and i_size against it. Returns the map's
+ * runs, or undefined when the map cannot be read (the inode's problem is reported).
  */
-function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): boolean {
+function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): BlockRun[] | undefined {
   const p = ctx.problems;
   const bs = ctx.bs;
-  let runs: { lblk: number; pblk: number; len: number; uninit: boolean }[];
+  let runs: BlockRun[];
   let metaBlocks: number[];
   try {
     ({ runs, metaBlocks } = ctx.r.mapping(ino, i, true, true));
   } catch (e) {
     p.fromError('INODE_MAP', e, { inode: ino });
-    return false;
+    return undefined;
   }
   let blocks = 0;
   // Blocks of attribute value inodes (`eaValues`) are charged to the inode whose attributes they hold,
@@ -213,7 +215,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): b
   if (!ctx.hasRo(RO_COMPAT.bigalloc) && !eaValues && i.blocks !== want)
     p.add('INODE_BLOCKS', `inode ${ino}: i_blocks is ${i.blocks}, its map holds ${want}`, { inode: ino });
   const t = i.mode & S_IFMT;
-  if (i.flags & FL_INLINE_DATA) return true;
+  if (i.flags & FL_INLINE_DATA) return runs;
   // (verity keeps its Merkle tree past the end of the file.)
   if (t === S_IFREG && lastInit >= 0 && i.size < lastInit * bs && !(i.flags & FL_VERITY))
     p.add('INODE_SIZE', `inode ${ino}: size ${i.size} ends before its block ${lastInit}`, { inode: ino });
@@ -237,7 +239,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): b
         p.fromError('SYMLINK', e, { inode: ino });
       }
   }
-  return true;
+  return runs;
 }
 
 /**

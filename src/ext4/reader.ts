@@ -513,6 +513,11 @@ export class Ext4Reader {
 
   inode(ino: number): Inode {
     const { buf, off } = this.inodeRecord(ino);
+    return this.decodeRecord(ino, buf, off);
+  }
+
+  /** Inode `ino` from its record at `off` of `buf` (checks past the checksum: i_extra_isize). */
+  decodeRecord(ino: number, buf: Uint8Array, off: number): Inode {
     const i = decodeInode(buf, off, this.inodeSize);
     if (this.inodeSize > GOOD_OLD_INODE_SIZE && i.extraIsize > this.inodeSize - GOOD_OLD_INODE_SIZE)
       throw new Ext4Error('CORRUPT', `inode ${ino} has i_extra_isize ${i.extraIsize} past the inode`, { inode: ino });
