@@ -14,7 +14,8 @@ import {
   JBD2_SUPERBLOCK_V1,
   JBD2_SUPERBLOCK_V2,
 } from '../ext4/journal.js';
-import { isZero } from '../ext4/bytes.js';
+import { isZero, u32 } from '../ext4/bytes.js';
+import { ORPHAN_BLOCK_MAGIC, ORPHAN_TAIL_BYTES, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
 import { reservedBlocksCount } from '../ext4/superblock.js';
 import { mmpBlock, mmpBlockOk } from '../ext4/mmp.js';
 import type { BlockDevice } from '../io/device.js';
@@ -55,6 +56,7 @@ export function checkSuperblock(ctx: CheckContext, dev: BlockDevice): void {
       'the journal needs recovery: what it holds is not in the file system yet (check --replay checks the state after it)',
     );
   if (sb.s_last_orphan) collectOrphans(ctx);
+  if (sb.s_feature_compat & COMPAT.orphan_file) checkOrphanFile(ctx);
   // Quota files are inodes of their own: never one of the other reserved inodes, never past the count.
   const notQuota = new Set([1, 2, 5, 6, 7, 8, 9, 10]);
   for (const [which, ino] of [
@@ -84,6 +86,42 @@ function collectOrphans(ctx: CheckContext): void {
     ino = next;
   }
   ctx.problems.add('ORPHANS', `${ctx.orphans.size} orphan inode(s) wait for the clean-up a mount or recover does`);
+}
+
+/**
+ * The orphan file: its blocks' magic (and checksums), and orphan_present set exactly when it lists an
+ * orphan. Listed orphans are in use though unlinked, like those of the orphan list.
+ */
+function checkOrphanFile(ctx: CheckContext): void {
+  const p = ctx.problems;
+  const ino = ctx.sb.s_orphan_file_inum;
+  if (!ino || ino > ctx.inodesCount) {
+    p.add('ORPHANS', `the orphan file inode ${ino} is not valid`);
+    return;
+  }
+  let listed = 0;
+  try {
+    const i = ctx.raw.inode(ino);
+    const seed = ctx.raw.csum ? ctx.raw.inodeSeed(ino, i.generation) : undefined;
+    for (const run of ctx.raw.blockRuns(ino, i))
+      for (let k = 0; k < run.len; k++) {
+        const b = ctx.raw.readBlocks(run.pblk + k);
+        if (u32(b, ctx.bs - ORPHAN_TAIL_BYTES) !== ORPHAN_BLOCK_MAGIC)
+          throw new Ext4Error('CORRUPT', `orphan file block ${run.pblk + k} has a bad magic number`);
+        if (seed !== undefined && orphanBlockChecksum(seed, run.pblk + k, b) !== u32(b, ctx.bs - 4))
+          throw new Ext4Error('BAD_CHECKSUM', `orphan file block ${run.pblk + k} checksum does not match`);
+        for (const o of orphanEntries(b)) {
+          listed++;
+          ctx.orphans.add(u32(b, o));
+        }
+      }
+  } catch (e) {
+    p.fromError('ORPHANS', e, { inode: ino });
+    return;
+  }
+  const present = ctx.hasRo(RO_COMPAT.orphan_present);
+  if (present && !listed) p.add('ORPHANS', 'orphan_present is set but the orphan file lists no orphan');
+  if (listed) p.add('ORPHANS', `the orphan file lists ${listed} orphan inode(s) waiting for clean-up`);
 }
 
 /** Descriptors: checksums, metadata locations, counts, flags; builds the fixed metadata map. */

@@ -20,7 +20,7 @@ import {
   storedInodeChecksum,
   type Inode,
 } from '../ext4/inode.js';
-import { fileTypeOf, FL_VERITY, type BlockRun } from '../ext4/reader.js';
+import { fileTypeOf, isInlineDataAttr, FL_VERITY, type BlockRun } from '../ext4/reader.js';
 import { isZero, u16, u32 } from '../ext4/bytes.js';
 import { XATTR_MAGIC } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
@@ -119,13 +119,22 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   checkFlags(ctx, ino, i);
   // Attributes (read once, only when the inode has any): checked, and whether values live in EA inodes.
   let eaValues = false;
-  if (i.fileAcl || inInodeXattrs)
+  let inlineAttr = false;
+  if (i.fileAcl && !(ctx.sb.s_feature_compat & COMPAT.ext_attr))
+    p.add('XATTR', `inode ${ino} has attribute block ${i.fileAcl} but the file system has no ext_attr`, {
+      inode: ino,
+    });
+  else if (i.fileAcl || inInodeXattrs)
     try {
       const x = ctx.r.storedXattrs(ino, undefined, false);
       eaValues = x.inInode.some((e) => e.valueInum) || x.block.some((e) => e.valueInum);
+      inlineAttr = x.inInode.some(isInlineDataAttr);
     } catch (e) {
       p.fromError('XATTR', e, { inode: ino });
     }
+  // Inline data lives in i_block and the system.data attribute, which must be there (even empty).
+  if (i.flags & FL_INLINE_DATA && !inlineAttr)
+    p.add('INODE_FLAGS', `inode ${ino} has inline data but no system.data attribute`, { inode: ino });
   const runs = claimMap(ctx, ino, i, eaValues);
   // An attribute value inode is named by the attribute, not by a directory.
   ctx.inodes.set(ino, {

@@ -9,7 +9,6 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
 import { put32, u32 } from '../ext4/bytes.js';
-import { crc32c, crc32cU64 } from '../ext4/crc32c.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import {
   emptyInode,
@@ -33,6 +32,7 @@ import {
 } from '../ext4/inode.js';
 import { FT_DIR, MAX_NAME_LEN, fileTypeOfMode } from '../ext4/dirent.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
+import { ORPHAN_BLOCK_MAGIC, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
 import { toDisk, xattrKey, aclMode, chmodAcl } from '../ext4/xattr.js';
 import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
 import type { BlockDevice } from '../io/device.js';
@@ -1133,8 +1133,7 @@ export class Ext4Editor {
             const b = this.v.r.readBlocks(pblk);
             if (u32(b, bs - 8) !== ORPHAN_BLOCK_MAGIC)
               throw new Ext4Error('CORRUPT', `orphan file block ${pblk} has a bad magic number`, { block: pblk });
-            const listed: number[] = [];
-            for (let o = 0; o < bs - 8; o += 4) if (u32(b, o)) listed.push(o);
+            const listed = orphanEntries(b);
             if (!listed.length) continue;
             for (const o of listed) clean(u32(b, o));
             const w = this.v.r.cache.modify(pblk);
@@ -1312,11 +1311,4 @@ function nodeSource(node: SourceNode): DataSource {
       closed = true;
     },
   };
-}
-
-const ORPHAN_BLOCK_MAGIC = 0x0b10ca04;
-
-/** An orphan file block's checksum: crc32c(the orphan file's inode seed, le64 block number, the entries). */
-function orphanBlockChecksum(seed: number, block: number, b: Uint8Array): number {
-  return crc32c(crc32cU64(seed, block), b, 0, b.length - 8);
 }
