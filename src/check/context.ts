@@ -55,7 +55,7 @@ export class CheckContext {
   readonly ratio: number;
   readonly groupCsum: boolean;
   readonly inodes = new Map<number, InodeInfo>();
-  /** Inodes on the orphan list (their dtime is the next one's number). */
+  /** Orphan inodes: on the orphan list (linked through dtime) or listed in the orphan file. */
   readonly orphans = new Set<number>();
   /** Fixed metadata, sorted by start. */
   meta: MetaRun[] = [];

@@ -1,8 +1,8 @@
 /**
  * Pass 0 (e2fsck's superblock and descriptor checks): the superblock's geometry and counts, every
  * group descriptor (its checksum, where its bitmaps and inode table lie), the fixed metadata laid out
- * without overlaps, the journal's superblock, and what a read-only check cannot go past (a journal
- * that needs recovery).
+ * without overlaps, the MMP block, the journal's superblock, the orphan list and orphan file, quota
+ * inode numbers, and what a read-only check cannot go past (a journal that needs recovery).
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
@@ -27,8 +27,6 @@ export function checkSuperblock(ctx: CheckContext, dev: BlockDevice): void {
   const clusterBits = ctx.bpg / ctx.ratio;
   if (clusterBits > bs * 8 || ctx.bpg % ctx.ratio)
     bad(`${ctx.bpg} blocks per group cannot be described by one ${bs}-byte bitmap`);
-  if (!ctx.hasRo(RO_COMPAT.bigalloc) && ctx.bpg !== bs * 8 && ctx.groupCount > 1 && ctx.bpg > bs * 8)
-    bad(`blocks per group ${ctx.bpg} is more than a bitmap block holds (${bs * 8})`);
   if (ctx.ipg > bs * 8) bad(`inodes per group ${ctx.ipg} is more than a bitmap block holds (${bs * 8})`);
   if (ctx.ipg % (bs / ctx.raw.inodeSize) && ctx.ipg % 8)
     bad(`inodes per group ${ctx.ipg} does not fill whole inode table blocks`);
