@@ -420,9 +420,9 @@ function concat(parts: (Uint8Array | Hole)[], total: number): Uint8Array {
 
 /** Zeros bytes [from, bs) of data block `pblk` (pending new data is patched where it waits). */
 function zeroBlockTail(v: Volume, pblk: number, from: number): void {
-  const pending = v.r.cache.pendingPiece(pblk);
+  const pending = v.r.cache.modifyPending(pblk);
   if (pending) {
-    pending.piece.data.fill(0, pending.offset + from, pending.offset + v.bs);
+    pending.fill(0, from);
     return;
   }
   const cur = v.r.cache.readData(pblk, 1);

@@ -36,6 +36,8 @@ export class BlockCache {
   pendingDataBytes = 0;
   private undo: Map<number, Uint8Array | undefined> | undefined;
   private undoPieces: DataPiece[] | undefined;
+  /** Pending pieces an operation changed in place, with their data as it was (for rollback). */
+  private undoChanged: Map<DataPiece, Uint8Array> | undefined;
   /** Spare block buffers for undo copies (an edit makes thousands; reusing them spares the GC). */
   private pool: Uint8Array[] = [];
   /** Blocks this process changed: their checksums are its own to compute, not to verify. */
@@ -272,12 +274,20 @@ export class BlockCache {
     this.undoPieces?.push(piece);
   }
 
-  /** The pending data piece holding block `block`, with the block's byte offset in it. */
-  pendingPiece(block: number): { piece: DataPiece; offset: number } | undefined {
-    const i = this.pieceAfter(block) - 1;
-    const p = this.pieces[i];
-    if (!p || block >= p.block + p.data.length / this.blockSize) return undefined;
-    return { piece: p, offset: (block - p.block) * this.blockSize };
+  /**
+   * Block `block` of pending new data, to change in place (undefined when no pending piece holds it).
+   * A piece an earlier operation added is copied first, so rolling this operation back restores it.
+   */
+  modifyPending(block: number): Uint8Array | undefined {
+    const bs = this.blockSize;
+    const p = this.pieces[this.pieceAfter(block) - 1];
+    if (!p || block >= p.block + p.data.length / bs) return undefined;
+    if (this.undoChanged && !this.undoChanged.has(p) && !this.undoPieces?.includes(p)) {
+      this.undoChanged.set(p, p.data);
+      p.data = p.data.slice();
+    }
+    const at = (block - p.block) * bs;
+    return p.data.subarray(at, at + bs);
   }
 
   /** Hands out the pending data, sorted by block, and forgets it (and any clean copy of those blocks). */
@@ -287,6 +297,8 @@ export class BlockCache {
     this.pieces = [];
     this.pendingDataBytes = 0;
     if (this.undoPieces) this.undoPieces = [];
+    // Written (or about to be): what they held before cannot come back any more.
+    this.undoChanged?.clear();
     return out;
   }
 
@@ -294,6 +306,7 @@ export class BlockCache {
   beginOp(): void {
     this.undo = new Map();
     this.undoPieces = [];
+    this.undoChanged = new Map();
   }
 
   /** The operation succeeded: its changes stay. */
@@ -301,6 +314,7 @@ export class BlockCache {
     if (this.undo) for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
     this.undo = undefined;
     this.undoPieces = undefined;
+    this.undoChanged = undefined;
   }
 
   /** The operation failed: the overlay and pending data are as they were before `beginOp`. */
@@ -315,6 +329,7 @@ export class BlockCache {
     }
     // The copies now serve as the overlay's blocks: none goes back to the pool.
     this.undo = undefined;
+    if (this.undoChanged) for (const [p, before] of this.undoChanged) p.data = before;
     const added = new Set(this.undoPieces);
     if (added.size) {
       this.pieces = this.pieces.filter((p) => !added.has(p));
