@@ -6,7 +6,7 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
-import { openContext } from './context.js';
+import { openContext, type CheckContext } from './context.js';
 import { checkSuperblock, checkDescriptors, checkJournal } from './pass-groups.js';
 import { checkInodes } from './pass-inodes.js';
 import { checkDirectories, checkConnectivity } from './pass-dirs.js';
@@ -23,7 +23,7 @@ export interface CheckResult {
   problemCount: number;
   /** What e2fsck -n prints but does not count (a descriptor checksum it ignores, a journal to replay). */
   warnings: Problem[];
-  /** What was looked at. */
+  /** What was looked at: groups, and inodes in use as e2fsck counts them (reserved ones included). */
   groups: number;
   inodesInUse: number;
 }
@@ -62,8 +62,15 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     problemCount: p.count,
     warnings: p.warnings,
     groups: ctx.groupCount,
-    inodesInUse: ctx.inodes.size,
+    inodesInUse: inodesInUse(ctx),
   };
+}
+
+/** Inodes in use as e2fsck counts them ("N/M files"): the reserved ones always, and every one in use. */
+function inodesInUse(ctx: CheckContext): number {
+  let n = ctx.inodes.size;
+  for (let ino = 1; ino < ctx.firstIno && ino <= ctx.inodesCount; ino++) if (!ctx.inodes.has(ino)) n++;
+  return n;
 }
 
 /** Checks an image file (opened read-only). */

@@ -25,7 +25,6 @@ export type ProblemCode =
   | 'INODE_SIZE'
   | 'INODE_BLOCKS'
   | 'INODE_EXTRA_SIZE'
-  | 'RESERVED_INODE'
   | 'BLOCK_RANGE'
   | 'BLOCK_CLAIMED_TWICE'
   | 'BLOCK_IS_METADATA'
