@@ -25,7 +25,7 @@ import {
 } from './edit/commands.js';
 import { Ext4Editor } from './edit/editor.js';
 import { recoverJournal } from './edit/recover.js';
-import { checkImage, type CheckResult } from './check/check.js';
+import { checkImage, problemSummary, type CheckResult } from './check/check.js';
 
 /** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
 const MAIN_COMMANDS: Record<string, string> = {
@@ -50,6 +50,10 @@ const MAIN_COMMANDS: Record<string, string> = {
   check: `check <image> [--replay] [--json]
       check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
       --replay checks it as it is once its journal is recovered (replayed in memory)`,
+  edit: `edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T] [--recover] [--verify]
+      run editing commands, one per line (without the image), as one change: all or nothing`,
+  recover: `recover <image> [--json] [--no-sync]
+      replay a dirty journal into the image (a VM killed with it mounted), clean up orphan inodes`,
   materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
 };
@@ -72,10 +76,7 @@ a tree copy or removal too big for the journal commits in several, each leaving 
 ${Object.values(COMMANDS)
   .map((c) => `  ${c.usage}\n      ${c.summary}`)
   .join('\n')}
-  edit <image> --script FILE|-
-      run editing commands, one per line (without the image), as one change: all or nothing
-  recover <image> [--json]
-      replay a dirty journal into the image (a VM killed with it mounted), clean up orphan inodes
+${['edit', 'recover'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
 ${READ_NOTE.replace(/^/gm, '  ')}
 `;
@@ -511,12 +512,6 @@ function cmdEdit(args: string[]): void {
     allowPositionals: true,
     options: { script: { type: 'string' }, ...EDIT_OPTIONS },
   });
-  if (values.help) {
-    process.stdout.write(
-      'usage: ext4-workdisk edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T] [--recover] [--verify]\n  run editing commands, one per line (without the image), as one change: all or nothing\n',
-    );
-    return;
-  }
   jsonErrors = !!values.json;
   if (positionals.length !== 1) throw new UsageError('edit needs exactly one <image>');
   if (values.script === undefined) throw new UsageError('edit needs --script FILE or --script -');
@@ -555,14 +550,8 @@ function cmdRecover(args: string[]): void {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, 'no-sync': { type: 'boolean' }, help: { type: 'boolean' } },
+    options: { json: { type: 'boolean' }, 'no-sync': { type: 'boolean' } },
   });
-  if (values.help) {
-    process.stdout.write(
-      'usage: ext4-workdisk recover <image> [--json] [--no-sync]\n  replay a dirty journal into the image, clean up orphan inodes, clear needs_recovery\n',
-    );
-    return;
-  }
   jsonErrors = !!values.json;
   if (positionals.length !== 1) throw new UsageError('recover needs exactly one <image>');
   const r = recoverJournal(positionals[0]!, { sync: !values['no-sync'], onWarning: warn });
@@ -580,12 +569,9 @@ function cmdRecover(args: string[]): void {
 function verifyEdited(image: string): void {
   const res = checkImage(image);
   if (res.clean) return;
-  const first = res.problems[0]!;
-  throw new Ext4Error(
-    'CORRUPT',
-    `${image}: after the edit the image fails its check (${res.problemCount} problem(s); first: ${first.code}: ${first.text})`,
-    { path: image },
-  );
+  throw new Ext4Error('CORRUPT', `${image}: after the edit the image fails its check (${problemSummary(res)})`, {
+    path: image,
+  });
 }
 
 /** `check`: exit 0 clean, 4 problems found (e2fsck's "errors left uncorrected"), 8 could not check. */
