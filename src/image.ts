@@ -6,7 +6,7 @@ import { randomBytes } from './ext4/bytes.js';
 import { FileDevice, syncDirectory } from './io/device.js';
 import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
 import { planLayout } from './ext4/layout.js';
-import { checkDevice } from './check/check.js';
+import { checkDevice, problemSummary } from './check/check.js';
 
 /**
  * Runs `fill` against a fresh temporary file beside `target`, then renames it over `target`. On any
@@ -73,11 +73,12 @@ export interface FormatImageOptions extends FormatOptions {
 function verifyImage(dev: FileDevice, target: string): void {
   const res = checkDevice(dev);
   if (res.clean) return;
-  const first = res.problems[0]!;
   throw new Ext4Error(
     'CORRUPT',
-    `${target}: the new image fails its check (${res.problemCount} problem(s); first: ${first.code}: ${first.text}); nothing was written`,
-    { path: target },
+    `${target}: the new image fails its check (${problemSummary(res)}); nothing was written`,
+    {
+      path: target,
+    },
   );
 }
 

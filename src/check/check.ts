@@ -66,6 +66,12 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
   };
 }
 
+/** A failed check in a few words: how many problems, and the first. */
+export function problemSummary(res: CheckResult): string {
+  const first = res.problems[0];
+  return `${res.problemCount} problem(s)${first ? `; first: ${first.code}: ${first.text}` : ''}`;
+}
+
 /** Inodes in use as e2fsck counts them ("N/M files"): the reserved ones always, and every one in use. */
 function inodesInUse(ctx: CheckContext): number {
   let n = ctx.inodes.size;

@@ -19,11 +19,9 @@ export interface InodeInfo {
   links: number;
   /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
   refs: number;
-  /** Its mapping could be read (directories: their blocks can be listed). */
-  mapped: boolean;
   /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
   system?: boolean;
-  /** A directory: its inode and block map as pass 1 read them. */
+  /** A directory whose map could be read: its inode and block map as pass 1 read them. */
   dir?: { inode: Inode; runs: BlockRun[] };
   /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
   parent?: number;

@@ -17,8 +17,7 @@ const ROOT_INO = 2;
 const LINK_MAX = 65000;
 
 export function checkDirectories(ctx: CheckContext): void {
-  for (const [ino, info] of ctx.inodes)
-    if ((info.mode & S_IFMT) === S_IFDIR && info.mapped) checkDirectory(ctx, ino, info);
+  for (const [ino, info] of ctx.inodes) if (info.dir) checkDirectory(ctx, ino, info);
 }
 
 function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
@@ -215,7 +214,7 @@ export function checkConnectivity(ctx: CheckContext): void {
       if (!isDir) p.add('INODE_UNATTACHED', `inode ${ino} is in use but no directory names it`, { inode: ino });
       continue;
     }
-    if (isDir && !info.mapped) continue;
+    if (isDir && !info.dir) continue;
     // Past the limit a directory's count is 1 (dir_nlink), as e2fsck counts it.
     const counted = isDir && info.refs > LINK_MAX && dirNlink ? 1 : info.refs;
     if (info.links !== counted)

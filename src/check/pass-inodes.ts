@@ -111,7 +111,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   }
   if (!type) {
     p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
-    ctx.inodes.set(ino, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0, mapped: false });
+    ctx.inodes.set(ino, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
     return;
   }
   if (i.dtime && !orphan && i.linksCount)
@@ -142,7 +142,6 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     flags: i.flags,
     links: i.linksCount,
     refs: 0,
-    mapped: runs !== undefined,
     system: special || !!(i.flags & FL_EA_INODE),
     // A directory's record and map, for pass 2.
     dir: runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
@@ -269,7 +268,7 @@ function checkResizeInode(ctx: CheckContext, i: Inode): void {
       return;
     }
   ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
-  ctx.inodes.set(RESIZE_INO, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0, mapped: true });
+  ctx.inodes.set(RESIZE_INO, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
 }
 
 function checkXattrRefcounts(ctx: CheckContext): void {
