@@ -14,7 +14,7 @@ import { Ext4Editor } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { IN_CI, HAVE_E2FSPROGS, cli, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { IN_CI, HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
 
 const CORPUS = path.resolve(__dirname, '../../shared/corpus');
 const have = fs.existsSync(path.join(CORPUS, 'e2fsprogs', 'INDEX.tsv'));
@@ -208,6 +208,7 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
       const r = cli(args);
       expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
     }
+    for (const f of ['v1.img', 'v2.img', 'v3.img']) expect(fsck(path.join(work, f)).status, f).toBe(0);
     // A writer that leaves a broken file system: refused, nothing at the target.
     const target = path.join(work, 'broken.img');
     expect(() =>

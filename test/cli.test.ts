@@ -257,6 +257,9 @@ describe('a new image is durable under its name', () => {
         { dir: sub, names: ['rootfs.img', 'seed.img'] },
         { dir: sub, names: ['disk.img', 'rootfs.img', 'seed.img'] },
       ]);
+      if (HAVE_E2FSPROGS || IN_CI)
+        for (const f of ['rootfs.img', 'seed.img', 'disk.img', 'nosync.img'])
+          expect(fsck(path.join(sub, f)).status, f).toBe(0);
     } finally {
       dirSyncHooks.splice(dirSyncHooks.indexOf(hook), 1);
     }

@@ -12,7 +12,17 @@ import {
   xattrSpace,
 } from '../src/ext4/xattr.js';
 import { parseXattrDump } from '../src/source/xattr-dump.js';
-import { HAVE_E2FSPROGS, IS_ROOT, haveTool, oracleAvailable, run, fsck, scratchDir, cli } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IN_CI,
+  IS_ROOT,
+  haveTool,
+  oracleAvailable,
+  run,
+  fsck,
+  scratchDir,
+  cli,
+} from './helpers/oracle.js';
 
 const ACL = Buffer.from(
   '0200000001000600ffffffff02000700e803000004000400ffffffff10000700ffffffff20000400ffffffff',
@@ -84,6 +94,7 @@ describe('xattr codecs', () => {
       const r = mkfsWithDump(img);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
+      if (HAVE_E2FSPROGS || IN_CI) expect(fsck(img).status).toBe(0);
       const x = cli(['stat', img, '/bin/ping', '--json']);
       expect(JSON.parse(x.stdout).xattrs['security.capability']).toBe('0x0100000200200000000000000000000000000000');
     } finally {
