@@ -154,11 +154,13 @@ export class JournalLog {
 
     // 1. Data, the log up to the commit block, the journal superblock and needs_recovery.
     writeBlocks(dev, bs, data);
-    writeBlocks(
-      dev,
-      bs,
-      txn.slice(0, -1).map((d, k) => ({ block: this.map(this.first + k), data: d })),
-    );
+    // The commit block's slot is zeroed with the log: a commit block torn by a power cut then holds
+    // its header piece or nothing, never the header beside stale bytes of an older use of the journal
+    // (e2fsck and recover reject such a block for its checksum, the kernel replays it: they disagree).
+    writeBlocks(dev, bs, [
+      ...txn.slice(0, -1).map((d, k) => ({ block: this.map(this.first + k), data: d })),
+      { block: this.map(this.first + txn.length - 1), data: new Uint8Array(bs) },
+    ]);
     updateJournalSuperblock(this.jsb, {
       s_start: this.first,
       s_sequence: tid,
