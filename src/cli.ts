@@ -2,14 +2,21 @@
 import { parseArgs } from 'node:util';
 import { Ext4Error } from './ext4/errors.js';
 import { parseSize } from './ext4/layout.js';
-import { formatImage } from './image.js';
+import { autoSize, formatImage, parseSizeSlack } from './image.js';
+import type { FormatResult } from './ext4/format.js';
+import { tarTreeSource } from './source/tar.js';
+import { containerTreeSource } from './source/oci.js';
+import * as path from 'node:path';
 import { hostDirectorySource } from './source/host.js';
 import { readXattrDump } from './source/xattr-dump.js';
+import { readSpec } from './source/spec.js';
 import { imageTreeSource } from './source/image.js';
 import type { TreeSource } from './source/types.js';
 import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
+import { exportTar } from './tar/write.js';
+import { isatty } from 'node:tty';
 import * as fs from 'node:fs';
 import { buildWorkSeedImage, materializeWorkDisk, unreadableOption, type Stage } from './workdisk/job.js';
 import { workSeedPath } from './workdisk/paths.js';
@@ -29,12 +36,18 @@ import { checkImage, problemSummary, type CheckResult } from './check/check.js';
 
 /** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
 const MAIN_COMMANDS: Record<string, string> = {
-  mkfs: `mkfs <image> --size <size> [--from <dir>|<image>[:<path>] [--xattrs <getfattr-dump>]] [--owner UID:GID] [--block-size N]
-       [--inode-size N] [--label L] [--uuid U] [--hash-seed U] [--skip-unreadable]
+  mkfs: `mkfs <image> --size <size>|auto [--size-slack N%|SIZE] [--from <source>] [--platform OS/ARCH[/VARIANT]]
+       [--xattrs <getfattr-dump>] [--owner UID:GID] [--block-size N]
+       [--inode-size N] [--label L] [--uuid U] [--hash-seed U] [--skip-unreadable] [--spec <mtree>]
        [--timestamp UNIX_SECONDS] [--no-sync] [--verify] [--json]
       create a sparse ext4 image of exactly <size> bytes (K/M/G/T/P = powers of 1024),
-      optionally holding a copy of <dir>; --owner makes every entry, / included, UID:GID;
+      optionally holding a copy of <source>: a directory, <image>[:<path>], a tar archive (plain or
+      gzip; - reads stdin), oci:<dir>[:<tag>] (an OCI image layout; --platform picks from a
+      multi-platform index) or docker-archive:<file>[:<tag>] (docker save), layers applied with
+      their whiteouts; --size auto picks the smallest size that holds it plus --size-slack (10%);
+      --owner makes every entry, / included, UID:GID;
       --xattrs applies extended attributes from 'getfattr -R -d -m - -e hex <dir>' output;
+      --spec sets owner, mode, time and xattrs per path from an mtree(5) spec (after --owner);
       --skip-unreadable leaves out (with a warning) entries of a source image that cannot be read;
       --verify checks the new image (as check does) before it is renamed into place`,
   info: `info <image> [--json]
@@ -43,10 +56,17 @@ const MAIN_COMMANDS: Record<string, string> = {
   cat: `cat <image> <path>                write a file's bytes to stdout`,
   stat: `stat <image> <path> [--json]      an inode's metadata`,
   extract: `extract <image> <path> <dest> [--xattrs-dump FILE] [--no-owners]
+  extract <image> <path> --tar <out.tar>|- [--json]
       recreate <path> under the existing directory <dest> (like debugfs rdump); an entry that cannot
-      be read (encrypted, damaged) is named in a warning and left out, the rest extracted, exit 1`,
+      be read (encrypted, damaged) is named in a warning and left out, the rest extracted, exit 1;
+      --tar writes <path> as a pax archive instead (- for stdout; --json then goes to stderr) with
+      owners, nanosecond times, xattrs, ACLs, hard links, devices and holes; restore it as root with
+      tar -x --xattrs --xattrs-include='*' --acls --numeric-owner -G -f <out.tar> -C <dir>
+      (-G restores atimes too; sockets are left out, as tar does)`,
   seed: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-      make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path`,
+       [--spec <mtree>]
+      make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path;
+      --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to <path>)`,
   check: `check <image> [--replay] [--json]
       check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
       --replay checks it as it is once its journal is recovered (replayed in memory)`,
@@ -55,7 +75,9 @@ const MAIN_COMMANDS: Record<string, string> = {
   recover: `recover <image> [--json] [--no-sync]
       replay a dirty journal into the image (a VM killed with it mounted), clean up orphan inodes`,
   materialize: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-      make a sparse work disk of exactly <size> holding the seed's contents, root:root`,
+       [--spec <mtree>]
+      make a sparse work disk of exactly <size> holding the seed's contents, root:root;
+      --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to the seed's root)`,
 };
 
 /** What the reading commands share. */
@@ -101,7 +123,7 @@ function ownerOption(s: string): { uid: number; gid: number } {
   return { uid, gid };
 }
 
-function cmdMkfs(args: string[]): void {
+async function cmdMkfs(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
@@ -120,28 +142,51 @@ function cmdMkfs(args: string[]): void {
       owner: { type: 'string' },
       'skip-unreadable': { type: 'boolean' },
       verify: { type: 'boolean' },
+      'size-slack': { type: 'string' },
+      spec: { type: 'string' },
+      platform: { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('mkfs needs exactly one <image> path');
   if (values.size === undefined) throw new UsageError('mkfs needs --size');
   if (values.xattrs !== undefined && values.from === undefined) throw new UsageError('--xattrs needs --from');
+  if (values.spec !== undefined && values.from === undefined) throw new UsageError('--spec needs --from');
+  const spec = values.spec === undefined ? undefined : readSpec(values.spec);
   const image = positionals[0]!;
-  const r = formatImage(image, {
-    sizeBytes: parseSize(values.size),
-    blockSize: intOption(values['block-size'], 'block-size'),
-    inodeSize: intOption(values['inode-size'], 'inode-size'),
-    label: values.label,
-    uuid: values.uuid,
-    hashSeed: values['hash-seed'],
-    timestamp: intOption(values.timestamp, 'timestamp'),
-    sync: !values['no-sync'],
-    source:
-      values.from === undefined
-        ? undefined
-        : sourceFrom(values.from, values.xattrs, image, !!values['skip-unreadable']),
-    owner: values.owner === undefined ? undefined : ownerOption(values.owner),
-    verify: values.verify,
-  });
+  const auto = values.size === 'auto';
+  if (values['size-slack'] !== undefined && !auto) throw new UsageError('--size-slack goes with --size auto');
+  const slack = values['size-slack'] === undefined ? undefined : parseSizeSlack(values['size-slack']);
+  const sizeBytes = auto ? 0 : parseSize(values.size);
+  const timestamp = intOption(values.timestamp, 'timestamp');
+  const from =
+    values.from === undefined
+      ? undefined
+      : await sourceFrom(values.from, {
+          xattrs: values.xattrs,
+          output: image,
+          skipUnreadable: !!values['skip-unreadable'],
+          platform: values.platform,
+          timestamp,
+        });
+  let r: FormatResult;
+  try {
+    const opts = {
+      blockSize: intOption(values['block-size'], 'block-size'),
+      inodeSize: intOption(values['inode-size'], 'inode-size'),
+      label: values.label,
+      uuid: values.uuid,
+      hashSeed: values['hash-seed'],
+      timestamp,
+      sync: !values['no-sync'],
+      source: from?.source,
+      owner: values.owner === undefined ? undefined : ownerOption(values.owner),
+      spec,
+      verify: values.verify,
+    };
+    r = formatImage(image, auto ? { ...opts, ...autoSize(opts, slack) } : { ...opts, sizeBytes });
+  } finally {
+    from?.close?.();
+  }
   const l = r.layout;
   if (values.json) {
     process.stdout.write(
@@ -161,20 +206,79 @@ function cmdMkfs(args: string[]): void {
         bytesWritten: r.bytesWritten,
         inodesUsed: r.inodesUsed,
         dataBytes: r.dataBytes,
+        ...(from?.entries !== undefined ? { archiveEntries: from.entries } : {}),
       }) + '\n',
     );
   } else {
     process.stdout.write(
-      `${image}: ${l.blocksCount} blocks of ${l.blockSize} bytes, ${l.inodesCount} inodes, ${l.groupCount} groups, journal ${l.journalBlocks} blocks, UUID ${r.uuid}\n`,
+      `${image}: ${auto ? `${l.sizeBytes} bytes (--size auto), ` : ''}${l.blocksCount} blocks of ${l.blockSize} bytes, ${l.inodesCount} inodes, ${l.groupCount} groups, journal ${l.journalBlocks} blocks, UUID ${r.uuid}\n`,
     );
   }
 }
 
-/** `--from` is a host directory, or an image file with an optional `:/path` inside it. */
-function sourceFrom(from: string, xattrs: string | undefined, output: string, skipUnreadable: boolean): TreeSource {
-  const st = fs.statSync(from, { throwIfNoEntry: false });
+interface SourceOptions {
+  xattrs?: string;
+  output: string;
+  skipUnreadable: boolean;
+  platform?: string;
+  timestamp?: number;
+}
+
+interface OpenedSource {
+  source: TreeSource;
+  /** Entries read from an archive or container image. */
+  entries?: number;
+  close?: () => void;
+}
+
+/** True when `p` is a regular file holding an ext4 (or ext2/3) superblock. */
+function isExt4Image(p: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(p, 'r');
+    const b = Buffer.alloc(2);
+    return fs.readSync(fd, b, 0, 2, 1024 + 56) === 2 && b.readUInt16LE(0) === 0xef53;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/**
+ * `--from` is a host directory; an image file with an optional `:/path` inside it; a tar archive
+ * (plain or gzip; `-` is stdin); `oci:DIR[:TAG]`, an OCI image layout; or `docker-archive:FILE[:TAG]`.
+ */
+async function sourceFrom(from: string, o: SourceOptions): Promise<OpenedSource> {
+  const spoolDir = path.dirname(path.resolve(o.output));
+  const rootTime = { sec: o.timestamp ?? Math.floor(Date.now() / 1000), nsec: 0 };
+  const container = /^(oci|docker-archive):(.*)$/s.exec(from);
+  const st = container ? undefined : fs.statSync(from, { throwIfNoEntry: false });
+  if (
+    (container || from === '-' || (st?.isFile() && !isExt4Image(from)) || (st && !st.isFile() && !st.isDirectory())) &&
+    o.xattrs !== undefined
+  )
+    throw new UsageError('--xattrs applies to a host directory; archives and images carry their own attributes');
+  if (container) {
+    const c = await containerTreeSource(container[1] as 'oci' | 'docker-archive', container[2]!, {
+      platform: o.platform,
+      spoolDir,
+      rootTime,
+      onWarning: warn,
+    });
+    return { source: c.source, entries: c.entries, close: c.close };
+  }
+  if (o.platform !== undefined) throw new UsageError('--platform goes with --from oci:DIR or docker-archive:FILE');
+  if (from === '-' && process.stdin.isTTY)
+    throw new UsageError('--from - reads a tar archive from standard input, which is a terminal here');
+  if (from === '-' || (st && !st.isDirectory() && !(st.isFile() && isExt4Image(from)))) {
+    const t = await tarTreeSource(from, { spoolDir, rootTime, onWarning: warn });
+    return { source: t.source, entries: t.entries, close: t.close };
+  }
   if (st?.isDirectory())
-    return hostDirectorySource(from, { xattrs: xattrs === undefined ? undefined : readXattrDump(xattrs) });
+    return {
+      source: hostDirectorySource(from, { xattrs: o.xattrs === undefined ? undefined : readXattrDump(o.xattrs) }),
+    };
   let image = from;
   let inner = '/';
   if (!st) {
@@ -182,19 +286,21 @@ function sourceFrom(from: string, xattrs: string | undefined, output: string, sk
     if (colon > 0 && fs.statSync(from.slice(0, colon), { throwIfNoEntry: false })?.isFile()) {
       image = from.slice(0, colon);
       inner = from.slice(colon + 1) || '/';
-    } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory or image`);
+    } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory, image or archive`);
   }
-  if (xattrs !== undefined)
+  if (o.xattrs !== undefined)
     throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
   const a = fs.statSync(image);
-  const b = fs.statSync(output, { throwIfNoEntry: false });
+  const b = fs.statSync(o.output, { throwIfNoEntry: false });
   if (b && a.dev === b.dev && a.ino === b.ino)
-    throw new Ext4Error('BAD_OPTION', `the output ${output} is the source image itself`, { path: output });
+    throw new Ext4Error('BAD_OPTION', `the output ${o.output} is the source image itself`, { path: o.output });
   const reader = openReader(image, true);
-  return imageTreeSource(reader, inner, {
-    skipRootNames: inner === '/' ? ['lost+found'] : [],
-    ...unreadableOption(skipUnreadable, warn),
-  });
+  return {
+    source: imageTreeSource(reader, inner, {
+      skipRootNames: inner === '/' ? ['lost+found'] : [],
+      ...unreadableOption(o.skipUnreadable, warn),
+    }),
+  };
 }
 
 function openReader(image: string, verify: boolean, replay = false): Ext4Reader {
@@ -352,8 +458,10 @@ function cmdExtract(args: string[]): void {
       'no-verify': { type: 'boolean' },
       replay: { type: 'boolean' },
       json: { type: 'boolean' },
+      tar: { type: 'string' },
     },
   });
+  if (values.tar !== undefined) return cmdExtractTar(positionals, values.tar, values);
   if (positionals.length !== 3) throw new UsageError('extract needs <image> <path> <dest>');
   const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
   const res = extract(r, positionals[1]!, positionals[2]!, {
@@ -367,6 +475,33 @@ function cmdExtract(args: string[]): void {
     throw new Ext4Error(
       'INCOMPLETE',
       `${n} ${n === 1 ? 'entry' : 'entries'} could not be read from the image and ${n === 1 ? 'was' : 'were'} not extracted (named above); everything else was`,
+    );
+}
+
+/** `extract <image> <path> --tar OUT|-`: the subtree as a pax archive, to a file (atomically) or stdout. */
+function cmdExtractTar(
+  positionals: string[],
+  out: string,
+  values: { json?: boolean; replay?: boolean; 'no-verify'?: boolean; 'xattrs-dump'?: string; 'no-owners'?: boolean },
+): void {
+  if (positionals.length !== 2) throw new UsageError('extract --tar needs <image> <path> (no <dest>)');
+  if (values['xattrs-dump'] !== undefined || values['no-owners'])
+    throw new UsageError('--xattrs-dump and --no-owners are for extracting to a directory, not with --tar');
+  if (out === '') throw new UsageError('--tar needs a file name or - for standard output');
+  const toStdout = out === '-';
+  // As tar does: an archive is not for a terminal. (isatty, not process.stdout: that would make a pipe non-blocking.)
+  if (toStdout && isatty(1)) throw new Ext4Error('BAD_OPTION', 'refusing to write the archive to a terminal');
+  const r = openReader(positionals[0]!, !values['no-verify'], values.replay);
+  const res = exportTar(r, positionals[1]!, toStdout ? { fd: 1 } : out, {
+    onWarning: (m) => process.stderr.write(`ext4-workdisk: warning: ${m}\n`),
+  });
+  // With the archive on stdout, the result goes to stderr so it cannot corrupt the archive.
+  if (values.json) (toStdout ? process.stderr : process.stdout).write(JSON.stringify(res) + '\n');
+  const n = res.unreadable.length;
+  if (n)
+    throw new Ext4Error(
+      'INCOMPLETE',
+      `${n} ${n === 1 ? 'entry' : 'entries'} could not be read from the image and ${n === 1 ? 'was' : 'were'} left out of the archive (named above); everything else is in it`,
     );
 }
 
@@ -393,6 +528,7 @@ function cmdSeed(args: string[]): void {
       replay: { type: 'boolean' },
       'skip-unreadable': { type: 'boolean' },
       verify: { type: 'boolean' },
+      spec: { type: 'string' },
     },
   });
   if (positionals.length < 1 || positionals.length > 2) throw new UsageError('seed needs <rootfs.ext4> [<out>]');
@@ -409,6 +545,7 @@ function cmdSeed(args: string[]): void {
       onWarning: warn,
       skipUnreadable: values['skip-unreadable'],
       verify: values.verify,
+      spec: values.spec === undefined ? undefined : readSpec(values.spec),
     });
     endProgress();
     process.stdout.write(values.json ? JSON.stringify(r) + '\n' : `${r.seedPath}\n`);
@@ -430,9 +567,11 @@ function cmdMaterialize(args: string[]): void {
       replay: { type: 'boolean' },
       'skip-unreadable': { type: 'boolean' },
       verify: { type: 'boolean' },
+      spec: { type: 'string' },
     },
   });
   if (positionals.length !== 1) throw new UsageError('materialize needs exactly one <workdisk> path');
+  if (values.spec !== undefined && values.seed === undefined) throw new UsageError('--spec needs --seed');
   const size = parseSize(values.size ?? '8G');
   try {
     const r = materializeWorkDisk(values.seed, positionals[0]!, size, {
@@ -443,6 +582,7 @@ function cmdMaterialize(args: string[]): void {
       onWarning: warn,
       skipUnreadable: values['skip-unreadable'],
       verify: values.verify,
+      spec: values.spec === undefined ? undefined : readSpec(values.spec),
     });
     endProgress();
     process.stdout.write(
@@ -618,7 +758,7 @@ function cmdCheck(args: string[]): number {
   return res.clean ? 0 : 4;
 }
 
-export function main(argv: string[]): number {
+export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     if (cmd !== undefined && Object.hasOwn(MAIN_COMMANDS, cmd) && (rest.includes('--help') || rest.includes('-h'))) {
@@ -627,7 +767,7 @@ export function main(argv: string[]): number {
     }
     switch (cmd) {
       case 'mkfs':
-        cmdMkfs(rest);
+        await cmdMkfs(rest);
         return 0;
       case 'info':
         cmdInfo(rest);
@@ -687,4 +827,8 @@ export function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+// A command whose work never settles (a stream that neither ends nor fails) must not look like success.
+process.exitCode = 70;
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -33,9 +33,10 @@ export interface ExtractResult {
 }
 
 /** Errors that concern one entry of the image (skipped), not the destination or the device (fatal). */
-const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
+export const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
 
-function safeName(name: Uint8Array, where: string): string {
+/** A directory entry's name as a host name; CORRUPT for '', '.', '..' and names holding '/' or NUL. */
+export function safeName(name: Uint8Array, where: string): string {
   const s = Buffer.from(name);
   if (s.length === 0 || s.includes(0x2f) || s.includes(0) || isDotOrDotDot(s))
     throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${where}`);

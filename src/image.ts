@@ -4,8 +4,9 @@ import * as path from 'node:path';
 import { Ext4Error } from './ext4/errors.js';
 import { randomBytes } from './ext4/bytes.js';
 import { FileDevice, syncDirectory } from './io/device.js';
-import { formatDevice, type FormatOptions, type FormatResult } from './ext4/format.js';
-import { planLayout } from './ext4/layout.js';
+import { formatDevice, sourceWithMetadata, treeFits, type FormatOptions, type FormatResult } from './ext4/format.js';
+import { parseSize, planLayout } from './ext4/layout.js';
+import { estimateTree, type TreeEstimate } from './ext4/writer.js';
 import { checkDevice, problemSummary } from './check/check.js';
 
 /**
@@ -87,8 +88,9 @@ function verifyImage(dev: FileDevice, target: string): void {
  * empty ext4 file system with mkfs.ext4's features and geometry.
  */
 export function formatImage(imagePath: string, opts: FormatImageOptions): FormatResult {
-  // Validate everything before a file is created.
+  // Validate everything before a file is created: the options, and a spec against its source.
   const layout = planLayout(opts);
+  if (opts.spec) sourceWithMetadata(opts);
   return writeAtomically(
     imagePath,
     (dev) => {
@@ -97,4 +99,69 @@ export function formatImage(imagePath: string, opts: FormatImageOptions): Format
     },
     { sync: opts.sync, verify: opts.verify },
   );
+}
+
+/** How much room `--size auto` leaves beyond the smallest size the tree fits: a share or a byte count. */
+export type SizeSlack = { percent: number } | { bytes: number };
+
+/** Parses `--size-slack`: `N%` of the smallest fitting size, or a size (`64M`, `0`). */
+export function parseSizeSlack(s: string): SizeSlack {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(s);
+  if (m) return { percent: Number(m[1]) };
+  try {
+    return { bytes: parseSize(s) };
+  } catch {
+    throw new Ext4Error('BAD_OPTION', `--size-slack must be a percentage (10%) or a size (64M), got "${s}"`);
+  }
+}
+
+const MiB = 1 << 20;
+
+/**
+ * The size `--size auto` picks: the smallest whole number of MiB whose file system (mkfs geometry for
+ * that size, journal included) holds the tree by the writer's own estimate, plus `slack` (default 10%),
+ * rounded up to a MiB. Where the tree has a symlink target longer than that geometry's block (1 KiB
+ * below 512 MiB), the block size becomes 4 KiB unless one is given. Reads only metadata; computed
+ * before anything is written. Pass both results to formatImage.
+ */
+export function autoSize(
+  opts: Omit<FormatOptions, 'sizeBytes'>,
+  slack: SizeSlack = { percent: 10 },
+): { sizeBytes: number; blockSize?: number } {
+  if (!opts.source) return { sizeBytes: 16 * MiB, blockSize: opts.blockSize };
+  const estimates = new Map<number, TreeEstimate>();
+  let blockSize = opts.blockSize;
+  const estimate = (bs: number): TreeEstimate => {
+    let est = estimates.get(bs);
+    if (!est) estimates.set(bs, (est = estimateTree(opts.source!, bs)));
+    return est;
+  };
+  if (blockSize === undefined && estimate(1024).longestSymlink >= 1024) blockSize = 4096;
+  const fits = (mib: number): boolean => {
+    try {
+      const l = planLayout({ ...opts, blockSize, sizeBytes: mib * MiB });
+      return treeFits(l, estimate(l.blockSize), true).fits;
+    } catch (e) {
+      if (e instanceof Ext4Error && e.code === 'TOO_SMALL') return false;
+      throw e;
+    }
+  };
+  // Grow an upper bound, then bisect down to the smallest fitting MiB count.
+  let lo = 1;
+  let hi = 2;
+  while (!fits(hi)) {
+    lo = hi;
+    hi *= 2;
+    if (hi * MiB > 2 ** 50) throw new Ext4Error('TOO_LARGE', 'the tree does not fit any supported size');
+  }
+  while (lo + 1 < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (fits(mid)) hi = mid;
+    else lo = mid;
+  }
+  const extra = 'percent' in slack ? (hi * MiB * slack.percent) / 100 : slack.bytes;
+  let mib = Math.ceil((hi * MiB + extra) / MiB);
+  // Geometry changes between size classes: make sure the padded size still holds the tree.
+  while (!fits(mib)) mib++;
+  return { sizeBytes: mib * MiB, blockSize };
 }

@@ -17,6 +17,16 @@ export { crc32c } from './ext4/crc32c.js';
 export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';
 export { hostDirectorySource, type HostSourceOptions } from './source/host.js';
 export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
+export {
+  parseSpec,
+  readSpec,
+  checkSpec,
+  applySpec,
+  unvis,
+  type Spec,
+  type SpecEntry,
+  type SpecApplyOptions,
+} from './source/spec.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
 export { halfMd4Hash, dirHash } from './ext4/dirhash.js';
@@ -30,6 +40,7 @@ export {
 } from './ext4/reader.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
+export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tar/write.js';
 export {
   buildWorkSeedImage,
   materializeWorkDisk,

@@ -10,6 +10,7 @@ import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, type Timestamp } from '../ext4/inode.js';
 import { readXattrDump } from '../source/xattr-dump.js';
 import { hostPathSource } from '../source/host.js';
+import { readSpec } from '../source/spec.js';
 import { imageTreeSource } from '../source/image.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
@@ -306,15 +307,17 @@ export const COMMANDS: Record<string, Command> = {
     },
   },
   'cp-in': {
-    usage: 'cp-in <image> <source> <path> [--owner U:G] [--xattrs DUMP] [--image SRC.ext4]',
-    summary: 'copy a host file or tree into the image like cp -a (a directory is merged into <path>)',
-    options: { ...OWNER, xattrs: { type: 'string' }, image: { type: 'string' } },
+    usage: 'cp-in <image> <source> <path> [--owner U:G] [--xattrs DUMP] [--image SRC.ext4] [--spec MTREE]',
+    summary:
+      'copy a host file or tree into the image like cp -a (a directory is merged into <path>); --spec: per-path owner, mode, time, xattrs (mtree)',
+    options: { ...OWNER, xattrs: { type: 'string' }, image: { type: 'string' }, spec: { type: 'string' } },
     args: [2, 2],
     run(ed, [src, dest], values, ctx) {
       const o = ownerOpt(values);
       if ((o.uid === undefined) !== (o.gid === undefined)) throw new UsageError('cp-in --owner needs UID:GID');
       const r = ed.copyIn(treeFrom(src!, values), dest!, {
         owner: o.uid !== undefined ? { uid: o.uid, gid: o.gid! } : undefined,
+        spec: typeof values.spec === 'string' ? readSpec(values.spec) : undefined,
       });
       Object.assign(ctx.result, r, { path: dest });
     },

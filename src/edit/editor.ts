@@ -39,6 +39,7 @@ import type { BlockDevice } from '../io/device.js';
 import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
 import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
 import { hostPathSource } from '../source/host.js';
+import { applySpec, type Spec } from '../source/spec.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
@@ -93,6 +94,12 @@ export type FileContent = Uint8Array | string | Iterable<Uint8Array | Hole> | { 
 export interface CopyInOptions {
   /** Owner of every copied entry (and of an existing destination directory merged into). */
   owner?: { uid: number; gid: number };
+  /**
+   * Per-path metadata (an mtree spec, see `parseSpec`), paths relative to the copied tree's root (`.`
+   * is the source itself): applied after `owner`, checked against the source before anything is
+   * written. A spec's `time` sets mtime and atime; ctime is the edit's time, as for every copied entry.
+   */
+  spec?: Spec;
 }
 
 export interface CopyInResult {
@@ -912,7 +919,12 @@ export class Ext4Editor {
 
   private copyInOp(source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
     return this.op(() => {
-      const tree = typeof source === 'string' ? hostPathSource(source) : source;
+      let tree = typeof source === 'string' ? hostPathSource(source) : source;
+      if (opts.spec) {
+        // The owner goes onto the source's nodes first, so the spec's uid/gid can win over it.
+        tree = applySpec(tree, opts.spec, { owner: opts.owner });
+        opts = { ...opts, owner: undefined };
+      }
       const root = tree.root();
       const est = estimateTree(
         root.kind === 'dir' ? tree : { root: () => ({ ...root, kind: 'dir', children: () => [root] }) as SourceNode },

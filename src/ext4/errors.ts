@@ -35,7 +35,9 @@ export type Ext4ErrorCode =
   /** The file system is marked as having errors, or has orphan inodes: check it first. */
   | 'NEEDS_CHECK'
   /** Done except for entries that could not be read, each named in a warning (extract). */
-  | 'INCOMPLETE';
+  | 'INCOMPLETE'
+  /** The source is not what a metadata spec says of a path (its type, link target or size). */
+  | 'SPEC_MISMATCH';
 
 /** Context that locates an error on disk, where known. */
 export interface Ext4ErrorContext {

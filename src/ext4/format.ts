@@ -49,6 +49,7 @@ import { DX_HASH_HALF_MD4 } from './dirhash.js';
 import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
+import { applySpec, type Spec } from '../source/spec.js';
 import {
   InodeStore,
   populate,
@@ -80,6 +81,11 @@ export interface FormatOptions extends LayoutOptions {
   source?: TreeSource;
   /** Owner of every entry, the root directory included; default: the source's owners (root:root without a source). */
   owner?: Owner;
+  /**
+   * Per-path metadata for the source (an mtree spec, see `parseSpec`): applied after `owner`, so
+   * its uid/gid win for the paths it names. Checked against the source before anything is written.
+   */
+  spec?: Spec;
 }
 
 export interface FormatResult {
@@ -226,6 +232,37 @@ function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): n
   return l.reservedGdtBlocks * bs;
 }
 
+/**
+ * Whether a tree of estimate `est` fits layout `l`, and what `l` has free. `planned`: `l` is a plan
+ * whose root, lost+found, resize inode and journal are not allocated yet (they are counted here).
+ */
+export function treeFits(
+  l: Layout,
+  est: TreeEstimate,
+  planned = false,
+): { fits: boolean; freeBlocks: number; freeInodes: number } {
+  let base = 0;
+  if (planned) {
+    base = 1 + Math.min(12, Math.max(2, 16384 / l.blockSize));
+    if (l.features.compat & COMPAT.resize_inode) base += 1;
+    if (l.features.compat & COMPAT.has_journal) base += l.journalBlocks + 1;
+  }
+  const freeBlocks = l.blocksCount - l.firstDataBlock - l.used.total() - base;
+  const freeInodes = l.inodesCount - FIRST_INO;
+  return { fits: est.inodes <= freeInodes && est.blocks <= freeBlocks, freeBlocks, freeInodes };
+}
+
+/**
+ * The source as the writer is to see it: `owner` over every node, then the spec's metadata over the
+ * nodes it names (the spec is checked against the source here).
+ */
+export function sourceWithMetadata(opts: Pick<FormatOptions, 'source' | 'owner' | 'spec'>): TreeSource | undefined {
+  if (opts.spec && !opts.source)
+    throw new Ext4Error('BAD_OPTION', `the spec ${opts.spec.file} describes a source tree, and there is none`);
+  if (!opts.source || (!opts.owner && !opts.spec)) return opts.source;
+  return applySpec(opts.source, opts.spec, { owner: opts.owner });
+}
+
 /** Writes a fresh file system into `dev`, which must already have its final size (a hole). */
 export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Layout): FormatResult {
   // The plan is consumed (allocations are added to it), so a caller's plan is used once.
@@ -295,12 +332,12 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     dev.startFlush?.();
   }
   let est: TreeEstimate | undefined;
-  if (opts.source) {
+  const source = sourceWithMetadata(opts);
+  if (source) {
     // Say so up front, with the numbers, when the tree cannot fit.
-    est = estimateTree(opts.source, bs);
-    const freeBlocks = l.blocksCount - l.firstDataBlock - l.used.total();
-    const freeInodes = l.inodesCount - FIRST_INO;
-    if (est.inodes > freeInodes || est.blocks > freeBlocks)
+    est = estimateTree(source, bs);
+    const { freeBlocks, freeInodes, fits } = treeFits(l, est);
+    if (!fits)
       throw new Ext4Error(
         'NO_SPACE',
         `the source needs about ${est.blocks} blocks of ${bs} bytes and ${est.inodes} inodes; a ${l.sizeBytes}-byte file system has ${freeBlocks} blocks and ${freeInodes} inodes free`,
@@ -323,7 +360,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     // A handful of early write-backs per tree, none for small ones.
     flushEvery: est ? Math.max(32 << 20, Math.ceil(est.dataBytes / 8)) : 0,
   };
-  const tree = populate(ctx, opts.source, rootBlock, lpfBlocks);
+  const tree = populate(ctx, source, rootBlock, lpfBlocks);
   // File data is all written now: let the host disk take it while the tables are built.
   if (ctx.dataBytes >= 1 << 20) dev.startFlush?.();
   inodes.set(ROOT_INO, tree.root, true, tree.rootXattrs);

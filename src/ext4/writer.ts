@@ -85,6 +85,7 @@ export interface WriterContext {
   hashSeed: Uint8Array;
   extraIsize: number;
   now: Timestamp;
+  /** Owner of the directories made without a source node (the root without a source, lost+found). */
   owner?: Owner;
   inodes: InodeStore;
   /** Queues a metadata write (whole blocks). */
@@ -317,8 +318,10 @@ function newDirInode(ctx: WriterContext, perm: number): Inode {
 function baseInode(ctx: WriterContext, node: SourceNode): Inode {
   return {
     mode: MODE_OF[node.kind] | (node.perm & 0o7777),
-    uid: ctx.owner ? ctx.owner.uid : node.uid,
-    gid: ctx.owner ? ctx.owner.gid : node.gid,
+    // FormatOptions.owner reaches source nodes through the source wrapper (applySpec), so a spec can
+    // still give a path another owner.
+    uid: node.uid,
+    gid: node.gid,
     size: 0,
     atime: node.atime,
     mtime: node.mtime,
@@ -584,6 +587,8 @@ export interface TreeEstimate {
   dataBytes: number;
   /** The largest regular file, in bytes. */
   largestFile: number;
+  /** The longest symlink target, in bytes (it must fit one block). */
+  longestSymlink: number;
 }
 
 /**
@@ -591,7 +596,7 @@ export interface TreeEstimate {
  * for data (sparse files by what the source really stores), directories and extent trees.
  */
 export function estimateTree(source: TreeSource, blockSize: number): TreeEstimate {
-  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0, largestFile: 0 };
+  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0, largestFile: 0, longestSymlink: 0 };
   const seen = new Set<string>();
   const dirBlocks = (entryBytes: number) => {
     const leaves = Math.ceil(entryBytes / (blockSize - DIR_TAIL_SIZE));
@@ -621,7 +626,10 @@ export function estimateTree(source: TreeSource, blockSize: number): TreeEstimat
         // Extents hold at most 32768 blocks; holes split them further, at worst one per stored block run.
         const extents = Math.ceil(full / MAX_INIT_EXTENT_LEN) + (stored < full ? stored : 0);
         est.blocks += stored + extentTreeBlockCount(extents, blockSize);
-      } else if (c.kind === 'symlink' && c.size >= I_BLOCK_SIZE) est.blocks += 1;
+      } else if (c.kind === 'symlink') {
+        if (c.size >= I_BLOCK_SIZE) est.blocks += 1;
+        if (c.size > est.longestSymlink) est.longestSymlink = c.size;
+      }
     }
     est.blocks += dirBlocks(bytes);
   };

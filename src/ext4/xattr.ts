@@ -55,12 +55,13 @@ export function toDisk(x: XattrEntry): DiskXattr {
   return { index, name, value: index === 2 || index === 3 ? aclToDisk(x.value, x.name) : x.value };
 }
 
-const ACL_USER_OBJ = 0x01;
-const ACL_USER = 0x02;
-const ACL_GROUP_OBJ = 0x04;
-const ACL_GROUP = 0x08;
-const ACL_MASK = 0x10;
-const ACL_OTHER = 0x20;
+/** POSIX ACL entry tags, the same in the VFS (version 2) and ext4 (version 1) formats. */
+export const ACL_USER_OBJ = 0x01;
+export const ACL_USER = 0x02;
+export const ACL_GROUP_OBJ = 0x04;
+export const ACL_GROUP = 0x08;
+export const ACL_MASK = 0x10;
+export const ACL_OTHER = 0x20;
 
 /** VFS POSIX ACL (version 2, 8-byte entries) -> ext4 ACL (version 1, 4-byte short entries where no id). */
 export function aclToDisk(v: Uint8Array, name: string): Uint8Array {

@@ -11,6 +11,7 @@ import { FileDevice } from '../io/device.js';
 import { formatImage } from '../image.js';
 import { imageTreeSource, type ImageSourceOptions } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
+import type { Spec } from '../source/spec.js';
 import { memoryTreeSource } from '../source/memory.js';
 import { workSeedSizeBytes } from './paths.js';
 
@@ -39,6 +40,12 @@ export interface JobOptions {
   skipUnreadable?: boolean;
   /** Check the output (`check`) before it is renamed into place; one with problems is refused. */
   verify?: boolean;
+  /**
+   * Per-path metadata (an mtree spec, see `readSpec`) over the copied tree: paths relative to the seed
+   * directory (seed) or the seed's root (materialize). Every entry is root:root first; the spec may
+   * then give the paths it names other owners, modes, times and attributes.
+   */
+  spec?: Spec;
 }
 
 /** The image source options that carry out `skipUnreadable`. */
@@ -98,6 +105,7 @@ function writeRootOwned(path: string, sizeBytes: number, src: TreeSource | undef
     timestamp: options.timestamp,
     sync: options.sync,
     verify: options.verify,
+    spec: options.spec,
   });
 }
 
