@@ -573,7 +573,6 @@ if (want('check')) {
   );
 }
 
-fs.rmSync(work, { recursive: true, force: true });
 // ---- containers: a rootfs tar into an image, and an image out to a tar ----
 if (want('tar')) {
   rows.push(
@@ -667,6 +666,7 @@ if (want('tar')) {
   }
 }
 
+fs.rmSync(work, { recursive: true, force: true });
 if (only) process.exit(0); // a partial run does not replace BENCHMARKS.md
 
 const header = [
