@@ -448,6 +448,26 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
     expect(fs.existsSync(img)).toBe(false);
   });
 
+  it('libarchive and Red Hat attribute records; the last of a repeated attribute wins', async () => {
+    const a = path.join(work, 'libarchive.tar');
+    pyTar(a, [
+      {
+        name: 'f',
+        data: 'x',
+        pax: {
+          'LIBARCHIVE.xattr.user.with%3Dequals': Buffer.from([0, 1, 2, 255]).toString('base64'),
+          'RHT.security.selinux': 'system_u:object_r:bin_t:s0',
+          'SCHILY.xattr.user.plain': 'plain',
+        },
+      },
+    ]);
+    const { r } = await readTree(a);
+    const xs = new Map(r.xattrs(r.lookup('/f')).map((x) => [x.name, Buffer.from(x.value).toString('hex')]));
+    expect(xs.get('user.with=equals')).toBe('000102ff');
+    expect(xs.get('security.selinux')).toBe(Buffer.from('system_u:object_r:bin_t:s0').toString('hex'));
+    expect(xs.get('user.plain')).toBe(Buffer.from('plain').toString('hex'));
+  });
+
   it('pax times to the nanosecond, before 1970 too', async () => {
     const a = path.join(work, 'times.tar');
     pyTar(a, [
@@ -534,6 +554,17 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
         name,
       ).toEqual([]);
     }
+    // Two gzip members, each half of the archive (what concatenated .gz files are): read as one.
+    const multi = path.join(work, 'multi.tar.gz');
+    const half = Math.floor(whole.length / 2);
+    fs.writeFileSync(path.join(work, 'h1'), whole.subarray(0, half));
+    fs.writeFileSync(path.join(work, 'h2'), whole.subarray(half));
+    run('sh', ['-c', `gzip -c ${work}/h1 > ${multi} && gzip -c ${work}/h2 >> ${multi}`]);
+    const mimg = path.join(work, 'multi.img');
+    expect(mkfsFrom(multi, mimg).status).toBe(0);
+    const mr = Ext4Reader.open(FileDevice.open(mimg));
+    expect(Buffer.from(mr.readFileBytes(mr.lookup('/big'))).toString()).toBe('x'.repeat(20000));
+    expect(Buffer.from(mr.readFileBytes(mr.lookup('/after'))).toString()).toBe('y');
     const trailing = path.join(work, 'trailing.tar.gz');
     fs.writeFileSync(trailing, Buffer.concat([gzb, Buffer.from('garbage after the gzip stream\n')]));
     const img = path.join(work, 'trailing.img');
