@@ -310,30 +310,16 @@ export async function openArchive(
   }
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile()) {
-      // A pipe or device: read it once like stdin.
-      const chunks = await decompressed(
-        fs.createReadStream('', { fd, autoClose: false }) as AsyncIterable<Buffer>,
-        input,
-        onWarning,
-      );
-      return {
-        source: new StreamByteSource(chunks[Symbol.asyncIterator](), spool),
-        close: () => {
-          spool.close();
-          fs.closeSync(fd);
-        },
-      };
+    let kind: string | undefined;
+    if (st.isFile()) {
+      const head = Buffer.alloc(6);
+      fs.readSync(fd, head, 0, 6, 0);
+      kind = compressionOf(head);
     }
-    const head = Buffer.alloc(6);
-    fs.readSync(fd, head, 0, 6, 0);
-    const kind = compressionOf(head);
-    if (kind === 'gzip') {
-      const raw = fs.createReadStream('', { fd, autoClose: false, highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
-      const chunks = guarded(
-        gunzip(raw, (m) => onWarning?.(`${input}: ${m}`)),
-        input,
-      );
+    if (!st.isFile() || kind === 'gzip') {
+      // A pipe or device, or a gzip file: read once, like stdin.
+      const raw = fs.createReadStream('', { fd, autoClose: false, highWaterMark: 1 << 20 });
+      const chunks = await decompressed(raw as AsyncIterable<Buffer>, input, onWarning);
       return {
         source: new StreamByteSource(chunks[Symbol.asyncIterator](), spool),
         close: () => {

@@ -213,7 +213,7 @@ function num(h: Buffer, [off, len]: readonly [number, number], what: string, at:
 }
 
 /** A pax time: decimal seconds with an optional fraction, possibly negative. */
-export function paxTime(s: string, key: string, at: number): Timestamp {
+export function parsePaxTime(s: string, key: string, at: number): Timestamp {
   const m = /^(-?)(\d+)(?:\.(\d*))?$/.exec(s.trim());
   if (!m) throw bad(`pax ${key}=${JSON.stringify(s)} is not a time`, at);
   const whole = Number(m[2]);
@@ -403,7 +403,8 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
       kind = 'dir'; // old archives mark directories by a trailing slash only
     const numOf = (key: string, f: readonly [number, number], what: string) =>
       pax.has(key) ? paxInt(pax.get(key)!, key, at) : num(h, f, what, at);
-    const timeOf = (key: string) => (pax.has(key) ? paxTime(pax.get(key)!.toString('latin1'), key, at) : undefined);
+    const timeOf = (key: string) =>
+      pax.has(key) ? parsePaxTime(pax.get(key)!.toString('latin1'), key, at) : undefined;
     const dataSize = numOf('size', FIELD.size, 'size');
     const e: TarEntry = {
       name,
