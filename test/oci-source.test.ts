@@ -350,6 +350,34 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
       expect(imageView(img)).toEqual(imageView(path.join(work, 'oci-false.img')));
       expect(imageView(gzImg)).toEqual(imageView(img));
     }
+    // Docker 25 and later: the layers and config as blobs/sha256/HEX members (an OCI layout inside).
+    const stage2 = path.join(work, 'docker25');
+    fs.mkdirSync(path.join(stage2, 'blobs/sha256'), { recursive: true });
+    const blobNames = tars.map((t) => {
+      fs.writeFileSync(path.join(stage2, 'blobs/sha256', sha256(t)), t);
+      return `blobs/sha256/${sha256(t)}`;
+    });
+    fs.writeFileSync(path.join(stage2, 'blobs/sha256', sha256(config)), config);
+    fs.writeFileSync(
+      path.join(stage2, 'manifest.json'),
+      JSON.stringify([{ Config: `blobs/sha256/${sha256(config)}`, RepoTags: null, Layers: blobNames }]),
+    );
+    const archive2 = path.join(work, 'docker25.tar');
+    run('tar', ['-c', '-f', archive2, '-C', stage2, '.']);
+    const img2 = path.join(work, 'docker25.img');
+    expect(mkfs(`docker-archive:${archive2}`, img2).status).toBe(0);
+    expect(fsck(img2).status).toBe(0);
+    if (canMount) expect(imageView(img2)).toEqual(imageView(img));
+    // A layer member whose bytes do not match its blob name is refused.
+    const victim = path.join(stage2, blobNames[1]!);
+    const vb = fs.readFileSync(victim);
+    vb[600]! ^= 1;
+    fs.writeFileSync(victim, vb);
+    run('tar', ['-c', '-f', archive2, '-C', stage2, '.']);
+    const r2 = mkfs(`docker-archive:${archive2}`, path.join(work, 'docker25-bad.img'));
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toMatch(/does not match its (digest|diff_id)/);
+    expect(fs.existsSync(path.join(work, 'docker25-bad.img'))).toBe(false);
     const bad = mkfs(`docker-archive:${archive}:nope`, path.join(work, 'nope.img'));
     expect(bad.stderr).toMatch(/no image tagged "nope" \(tags: demo:1.0\)/);
   });

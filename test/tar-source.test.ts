@@ -269,6 +269,37 @@ describe.runIf(haveOracles)('mkfs --from a GNU tar archive', () => {
     }
   });
 
+  it('a stream is read once with memory bounded by metadata: 768 MiB of file data through stdin', () => {
+    const big = path.join(work, 'bigsrc');
+    fs.mkdirSync(big);
+    const fd = fs.openSync(path.join(big, 'big.bin'), 'w');
+    const chunk = Buffer.alloc(8 << 20, 0x5a);
+    for (let i = 0; i < 96; i++) fs.writeSync(fd, chunk);
+    fs.closeSync(fd);
+    const img = path.join(work, 'big-stdin.img');
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        'tar -c -C "$1" . | /usr/bin/time -f "%M" "$2" "$3" mkfs "$4" --size 1G --from - --no-sync',
+        'sh',
+        big,
+        process.execPath,
+        CLI,
+        img,
+      ],
+      { encoding: 'utf8' },
+    );
+    fs.rmSync(big, { recursive: true });
+    expect(r.status, r.stderr).toBe(0);
+    const peakKiB = Number(r.stderr.trim().split('\n').pop());
+    expect(peakKiB).toBeLessThan(250 * 1024);
+    expect(fsck(img).status).toBe(0);
+    const rd = Ext4Reader.open(FileDevice.open(img));
+    expect(rd.inode(rd.lookup('/big.bin')).size).toBe(768 << 20);
+    fs.rmSync(img);
+  });
+
   it('--size auto picks the smallest size that holds the tree, plus the slack', () => {
     const img = path.join(work, 'auto.img');
     const r = cli([
