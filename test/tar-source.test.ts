@@ -8,11 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import * as zlib from 'node:zlib';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { tarTreeSource } from '../src/source/tar.js';
 import { formatImage, autoSize } from '../src/image.js';
 import { Ext4Error } from '../src/ext4/errors.js';
+import { formatDevice } from '../src/ext4/format.js';
+import { MemoryDevice } from '../src/io/device.js';
+import { rng } from './helpers/rng.js';
 import {
   CLI,
   HAVE_E2FSPROGS,
@@ -659,5 +663,49 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
     } finally {
       t.close();
     }
+  });
+});
+
+const ROUNDS = Number(process.env.TAR_FUZZ_ROUNDS ?? 300);
+
+describe.runIf(haveTool('python3'))('damaged archives never crash the reader', () => {
+  it('random byte flips and cuts of pax, GNU and gzip archives: an image or an Ext4Error, nothing else', async () => {
+    const members = [
+      { name: 'd/', type: 'dir' },
+      { name: 'd/' + 'long'.repeat(40), data: 'a'.repeat(3000), pax: { 'SCHILY.xattr.user.k': 'v', mtime: '1.5' } },
+      { name: 'd/l', type: 'symlink', link: 'x'.repeat(150) },
+      { name: 'd/h', type: 'link', link: 'd/' + 'long'.repeat(40) },
+      { name: 'n', type: 'chr', major: 1, minor: 5 },
+    ];
+    const bases: [string, Buffer][] = [];
+    for (const format of ['pax', 'gnu']) {
+      const p = path.join(work, `fuzz-${format}.tar`);
+      pyTar(p, members, { format });
+      bases.push([format, fs.readFileSync(p)]);
+    }
+    bases.push(['gzip', zlib.gzipSync(bases[0]![1])]);
+    const rand = rng(20261130); // fixed: a failing round replays
+    let images = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const [, base] = bases[round % bases.length]!;
+      const b = Buffer.from(base);
+      const flips = 1 + Math.floor(rand() * 4);
+      for (let k = 0; k < flips; k++) b[Math.floor(rand() * Math.min(b.length, 4096))] = Math.floor(rand() * 256);
+      const cut = rand() < 0.2 ? b.subarray(0, Math.floor(rand() * b.length)) : b;
+      const p = path.join(work, 'fuzz.tar');
+      fs.writeFileSync(p, cut);
+      try {
+        const t = await tarTreeSource(p, { spoolDir: work, onWarning: () => {} });
+        try {
+          formatDevice(new MemoryDevice(16 << 20), { sizeBytes: 16 << 20, source: t.source });
+          images++;
+        } finally {
+          t.close();
+        }
+      } catch (e) {
+        expect(e, `round ${round}: ${(e as Error).stack}`).toBeInstanceOf(Ext4Error);
+      }
+    }
+    expect(images).toBeGreaterThan(0);
   });
 });

@@ -51,7 +51,12 @@ export function readStored(d: DataRef, size: number, buf: Uint8Array, length: nu
   const pread = (dst: number, len: number, at: number) => {
     let got = 0;
     while (got < len) {
-      const k = fs.readSync(d.fd, buf, dst + got, len - got, d.offset + at + got);
+      let k: number;
+      try {
+        k = fs.readSync(d.fd, buf, dst + got, len - got, d.offset + at + got);
+      } catch (e) {
+        throw new Ext4Error('SOURCE_ERROR', `cannot read the archive: ${(e as Error).message}`, { cause: e });
+      }
       if (!k) throw new Ext4Error('SOURCE_CHANGED', 'the archive became shorter while it was read');
       got += k;
     }

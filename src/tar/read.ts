@@ -83,7 +83,12 @@ export class FileByteSource implements ByteSource {
     const b = Buffer.allocUnsafe(want);
     let got = 0;
     while (got < want) {
-      const k = fs.readSync(this.fd, b, got, want - got, this.position + got);
+      let k: number;
+      try {
+        k = fs.readSync(this.fd, b, got, want - got, this.position + got);
+      } catch (e) {
+        throw new Ext4Error('SOURCE_ERROR', `cannot read the archive: ${(e as Error).message}`, { cause: e });
+      }
       if (!k) break;
       got += k;
     }
@@ -160,7 +165,11 @@ export class StreamByteSource implements ByteSource {
     const offset = sp.pos;
     const ok = await this.pass(n, (b) => {
       let done = 0;
-      while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done, sp.pos + done);
+      try {
+        while (done < b.length) done += fs.writeSync(fd, b, done, b.length - done, sp.pos + done);
+      } catch (e) {
+        throw new Ext4Error('IO_ERROR', `cannot spool the archive's file data: ${(e as Error).message}`, { cause: e });
+      }
       sp.pos += b.length;
     });
     return ok ? { fd, offset } : undefined;
@@ -257,8 +266,13 @@ function effective(globals: Map<string, Buffer>, local: [string, Buffer][]): Map
   return m;
 }
 
-function urlDecode(s: string): string {
-  return decodeURIComponent(s);
+/** A libarchive attribute name (percent-encoded). */
+function urlDecode(s: string, at: number): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw bad(`malformed LIBARCHIVE.xattr name ${JSON.stringify(s)}`, at);
+  }
 }
 
 /** The kind of a header type flag; undefined for unknown types (read as regular files, like tar). */
@@ -433,7 +447,7 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
     for (const [k, v] of pax) {
       if (k.startsWith('SCHILY.xattr.')) e.xattrs.push({ name: k.slice(13), value: v });
       else if (k.startsWith('LIBARCHIVE.xattr.'))
-        e.xattrs.push({ name: urlDecode(k.slice(17)), value: Buffer.from(v.toString('latin1'), 'base64') });
+        e.xattrs.push({ name: urlDecode(k.slice(17), at), value: Buffer.from(v.toString('latin1'), 'base64') });
       else if (k === 'RHT.security.selinux') e.xattrs.push({ name: 'security.selinux', value: v });
       else if (k === 'SCHILY.acl.access') e.aclAccess = v.toString('utf8');
       else if (k === 'SCHILY.acl.default') e.aclDefault = v.toString('utf8');
