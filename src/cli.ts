@@ -4,21 +4,15 @@ import { Ext4Error } from './ext4/errors.js';
 import { parseSize } from './ext4/layout.js';
 import { autoSize, formatImage, parseSizeSlack } from './image.js';
 import type { FormatResult } from './ext4/format.js';
-import { tarTreeSource } from './source/tar.js';
-import { containerTreeSource } from './source/oci.js';
-import * as path from 'node:path';
-import { hostDirectorySource } from './source/host.js';
-import { readXattrDump } from './source/xattr-dump.js';
+import { openTreeSource } from './source/open.js';
 import { readSpec } from './source/spec.js';
-import { imageTreeSource } from './source/image.js';
-import type { TreeSource } from './source/types.js';
 import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
 import { exportTar } from './tar/write.js';
 import { isatty } from 'node:tty';
 import * as fs from 'node:fs';
-import { buildWorkSeedImage, materializeWorkDisk, unreadableOption, type Stage } from './workdisk/job.js';
+import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';
 import { workSeedPath } from './workdisk/paths.js';
 import { readImageInfo, formatInfo } from './info.js';
 import {
@@ -161,12 +155,13 @@ async function cmdMkfs(args: string[]): Promise<void> {
   const from =
     values.from === undefined
       ? undefined
-      : await sourceFrom(values.from, {
+      : await openTreeSource(values.from, {
           xattrs: values.xattrs,
           output: image,
           skipUnreadable: !!values['skip-unreadable'],
           platform: values.platform,
           timestamp,
+          onWarning: warn,
         });
   let r: FormatResult;
   try {
@@ -214,93 +209,6 @@ async function cmdMkfs(args: string[]): Promise<void> {
       `${image}: ${auto ? `${l.sizeBytes} bytes (--size auto), ` : ''}${l.blocksCount} blocks of ${l.blockSize} bytes, ${l.inodesCount} inodes, ${l.groupCount} groups, journal ${l.journalBlocks} blocks, UUID ${r.uuid}\n`,
     );
   }
-}
-
-interface SourceOptions {
-  xattrs?: string;
-  output: string;
-  skipUnreadable: boolean;
-  platform?: string;
-  timestamp?: number;
-}
-
-interface OpenedSource {
-  source: TreeSource;
-  /** Entries read from an archive or container image. */
-  entries?: number;
-  close?: () => void;
-}
-
-/** True when `p` is a regular file holding an ext4 (or ext2/3) superblock. */
-function isExt4Image(p: string): boolean {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(p, 'r');
-    const b = Buffer.alloc(2);
-    return fs.readSync(fd, b, 0, 2, 1024 + 56) === 2 && b.readUInt16LE(0) === 0xef53;
-  } catch {
-    return false;
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-}
-
-/**
- * `--from` is a host directory; an image file with an optional `:/path` inside it; a tar archive
- * (plain or gzip; `-` is stdin); `oci:DIR[:TAG]`, an OCI image layout; or `docker-archive:FILE[:TAG]`.
- */
-async function sourceFrom(from: string, o: SourceOptions): Promise<OpenedSource> {
-  const spoolDir = path.dirname(path.resolve(o.output));
-  const rootTime = { sec: o.timestamp ?? Math.floor(Date.now() / 1000), nsec: 0 };
-  const container = /^(oci|docker-archive):(.*)$/s.exec(from);
-  const st = container ? undefined : fs.statSync(from, { throwIfNoEntry: false });
-  if (
-    (container || from === '-' || (st?.isFile() && !isExt4Image(from)) || (st && !st.isFile() && !st.isDirectory())) &&
-    o.xattrs !== undefined
-  )
-    throw new UsageError('--xattrs applies to a host directory; archives and images carry their own attributes');
-  if (container) {
-    const c = await containerTreeSource(container[1] as 'oci' | 'docker-archive', container[2]!, {
-      platform: o.platform,
-      spoolDir,
-      rootTime,
-      onWarning: warn,
-    });
-    return { source: c.source, entries: c.entries, close: c.close };
-  }
-  if (o.platform !== undefined) throw new UsageError('--platform goes with --from oci:DIR or docker-archive:FILE');
-  if (from === '-' && process.stdin.isTTY)
-    throw new UsageError('--from - reads a tar archive from standard input, which is a terminal here');
-  if (from === '-' || (st && !st.isDirectory() && !(st.isFile() && isExt4Image(from)))) {
-    const t = await tarTreeSource(from, { spoolDir, rootTime, onWarning: warn });
-    return { source: t.source, entries: t.entries, close: t.close };
-  }
-  if (st?.isDirectory())
-    return {
-      source: hostDirectorySource(from, { xattrs: o.xattrs === undefined ? undefined : readXattrDump(o.xattrs) }),
-    };
-  let image = from;
-  let inner = '/';
-  if (!st) {
-    const colon = from.lastIndexOf(':');
-    if (colon > 0 && fs.statSync(from.slice(0, colon), { throwIfNoEntry: false })?.isFile()) {
-      image = from.slice(0, colon);
-      inner = from.slice(colon + 1) || '/';
-    } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory, image or archive`);
-  }
-  if (o.xattrs !== undefined)
-    throw new UsageError('--xattrs applies to a host directory; images carry their own attributes');
-  const a = fs.statSync(image);
-  const b = fs.statSync(o.output, { throwIfNoEntry: false });
-  if (b && a.dev === b.dev && a.ino === b.ino)
-    throw new Ext4Error('BAD_OPTION', `the output ${o.output} is the source image itself`, { path: o.output });
-  const reader = openReader(image, true);
-  return {
-    source: imageTreeSource(reader, inner, {
-      skipRootNames: inner === '/' ? ['lost+found'] : [],
-      ...unreadableOption(o.skipUnreadable, warn),
-    }),
-  };
 }
 
 function openReader(image: string, verify: boolean, replay = false): Ext4Reader {

@@ -1,6 +1,13 @@
 /** ext4-workdisk: the public API. */
 export { Ext4Error, type Ext4ErrorCode, type Ext4ErrorContext } from './ext4/errors.js';
-export { formatImage, writeAtomically, type FormatImageOptions } from './image.js';
+export {
+  formatImage,
+  writeAtomically,
+  autoSize,
+  parseSizeSlack,
+  type FormatImageOptions,
+  type SizeSlack,
+} from './image.js';
 export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './ext4/format.js';
 export {
   planLayout,
@@ -17,6 +24,10 @@ export { crc32c } from './ext4/crc32c.js';
 export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';
 export { hostDirectorySource, type HostSourceOptions } from './source/host.js';
 export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
+export { tarTreeSource, TarTree, type TarSource, type TarSourceOptions } from './source/tar.js';
+export { containerTreeSource, type ContainerSource, type ContainerSourceOptions } from './source/oci.js';
+export { openTreeSource, isExt4Image, type OpenSourceOptions, type OpenedSource } from './source/open.js';
+export { readTar, type TarEntry, type ByteSource } from './tar/read.js';
 export {
   parseSpec,
   readSpec,

@@ -211,3 +211,11 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   filtered.children = () => root.children().filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
   return { root: () => filtered };
 }
+
+/** The image source options that carry out a "skip unreadable entries" choice, warning for each. */
+export function unreadableOption(
+  skip: boolean | undefined,
+  onWarning: ((message: string) => void) | undefined,
+): Pick<ImageSourceOptions, 'onUnreadable'> {
+  return skip ? { onUnreadable: (_p, e) => onWarning?.(`${e.message}: left out (skip unreadable entries)`) } : {};
+}

@@ -9,8 +9,9 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
 import { formatImage } from '../image.js';
-import { imageTreeSource, type ImageSourceOptions } from '../source/image.js';
+import { imageTreeSource, unreadableOption } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
+export { unreadableOption } from '../source/image.js';
 import type { Spec } from '../source/spec.js';
 import { memoryTreeSource } from '../source/memory.js';
 import { workSeedSizeBytes } from './paths.js';
@@ -46,14 +47,6 @@ export interface JobOptions {
    * then give the paths it names other owners, modes, times and attributes.
    */
   spec?: Spec;
-}
-
-/** The image source options that carry out `skipUnreadable`. */
-export function unreadableOption(
-  skip: boolean | undefined,
-  onWarning: ((message: string) => void) | undefined,
-): Pick<ImageSourceOptions, 'onUnreadable'> {
-  return skip ? { onUnreadable: (_p, e) => onWarning?.(`${e.message}: left out (skip unreadable entries)`) } : {};
 }
 
 export interface SeedResult {
