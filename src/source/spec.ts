@@ -14,6 +14,7 @@
  * when the wrapper is made, before anything is written.
  */
 import * as fs from 'node:fs';
+import { sameBytes } from '../ext4/bytes.js';
 import { Ext4Error } from '../ext4/errors.js';
 import type { Timestamp } from '../ext4/inode.js';
 import { xattrKey } from '../ext4/xattr.js';
@@ -467,8 +468,6 @@ function firstRequired(t: SpecTree): SpecEntry | undefined {
   }
   return undefined;
 }
-
-const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.compare(a, b) === 0;
 
 /** Checks an entry against the source node it names: type, link target, size. */
 function verify(node: SourceNode, e: SpecEntry, file: string): void {
