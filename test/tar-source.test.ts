@@ -566,6 +566,7 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
       ['cut-in-data.tar', whole.subarray(0, 5000), /truncated/],
       ['cut-in-header.tar', whole.subarray(0, 512 * 42 + 100), /truncated/],
       ['not-tar.bin', Buffer.from('hello, this is not an archive at all'.repeat(30)), /not a tar archive/],
+      ['empty.tar', Buffer.alloc(0), /not a tar archive \(the input is empty\)/],
     ];
     const gz = path.join(work, 'full.tar.gz');
     run('sh', ['-c', `gzip -c ${a} > ${gz}`]);
@@ -600,6 +601,10 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
     const mr = Ext4Reader.open(FileDevice.open(mimg));
     expect(Buffer.from(mr.readFileBytes(mr.lookup('/big'))).toString()).toBe('x'.repeat(20000));
     expect(Buffer.from(mr.readFileBytes(mr.lookup('/after'))).toString()).toBe('y');
+    // Only end-of-archive blocks: a valid empty archive, as tar -cf x.tar -T /dev/null makes.
+    const zeros = path.join(work, 'zeros.tar');
+    fs.writeFileSync(zeros, Buffer.alloc(10240));
+    expect(mkfsFrom(zeros, path.join(work, 'zeros.img')).status).toBe(0);
     const trailing = path.join(work, 'trailing.tar.gz');
     fs.writeFileSync(trailing, Buffer.concat([gzb, Buffer.from('garbage after the gzip stream\n')]));
     const img = path.join(work, 'trailing.img');

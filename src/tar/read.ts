@@ -341,6 +341,8 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
     const at = src.position;
     const h = await src.read(TAR_BLOCK);
     if (h.length === 0) {
+      // An empty input is no archive (a failed download piped in, say); tar refuses it too.
+      if (first) throw bad('not a tar archive (the input is empty)', at);
       if (local.length || longName || longLink) throw truncated(at);
       return; // no end-of-archive blocks: accepted, as tar does
     }
