@@ -16,7 +16,6 @@ import { Ext4Error } from '../src/ext4/errors.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { formatDevice } from '../src/ext4/format.js';
 import { memoryTreeSource } from '../src/source/memory.js';
-import { parseXattrDump } from '../src/source/xattr-dump.js';
 import { encodeMemberHeaders, exportTar } from '../src/tar/write.js';
 import { aclToText } from '../src/tar/acl.js';
 import { FIELD, TAR_BLOCK, headerChecksum, paxRecord, paxTime, xattrKeyword } from '../src/tar/header.js';
@@ -32,7 +31,7 @@ import {
   run,
   scratchDir,
 } from './helpers/oracle.js';
-import { contents, makeVariedTree, snapshot } from './helpers/tree.js';
+import { allXattrs as xattrView, contents, makeVariedTree, snapshot, type NodeInfo } from './helpers/tree.js';
 import { mount, umount } from './helpers/model.js';
 
 const scratch = scratchDir('ext4wd-tar-export');
@@ -481,24 +480,6 @@ const ROOT_TOOLS =
   ['mount', 'setfattr', 'getfattr', 'setfacl', 'mknod', 'python3'].every(haveTool);
 if (IN_CI && !ROOT_TOOLS) throw new Error('CI runs as root with e2fsprogs, tar, attr and acl: the round trip must run');
 
-/** Every attribute of a tree (ACLs included), by relative path; lost+found left out. */
-function xattrView(root: string): Map<string, string> {
-  const r = run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root]);
-  const out = new Map<string, string>();
-  for (const [p, xs] of parseXattrDump(r.stdout, '/')) {
-    const rel = path.relative(root, Buffer.from(p, 'latin1').toString('utf8')) || '/';
-    if (rel === 'lost+found') continue;
-    out.set(
-      rel,
-      xs
-        .map((x) => `${x.name}=${Buffer.from(x.value).toString('hex')}`)
-        .sort()
-        .join(','),
-    );
-  }
-  return out;
-}
-
 describe.runIf(oracleAvailable('tar round trip (root, e2fsprogs, GNU tar, attr, acl)', ROOT_TOOLS))(
   'round trip through GNU tar as root',
   () => {
@@ -636,3 +617,72 @@ describe.runIf(oracleAvailable('tar round trip (root, e2fsprogs, GNU tar, attr, 
     });
   },
 );
+
+/** Valid images of the corpus the kernel mounts: block maps, inline data, htree, EAs on special files, ext2/3. */
+const ROUND_TRIP_IMAGES = [
+  'e2fsprogs/d_inline_dump/image.gz',
+  'e2fsprogs/f_special_ea/image.gz',
+  'e2fsprogs/f_selinux/image.gz',
+  'e2fsprogs/f_uninit_ext_past_eof/image.gz',
+  'e2fsprogs/f_convert_bmap_sparse/image.gz',
+  'e2fsprogs/f_desc_size_128/image.gz',
+  'e2fsprogs/f_ea_signed_hash/image.gz',
+  'e2fsprogs/f_rehash_dir/image.gz',
+  'e2fsprogs/f_h_normal/image.gz',
+  'e2fsprogs/f_okgroup/image.gz',
+  'ext4-view/test_disk_ext2.bin.gz',
+  'ext4-view/test_disk_ext3.bin.gz',
+  'go-ext4/hierarchy_64.ext4.gz',
+  'go-ext4/tiny.ext4.gz',
+];
+const CORPUS_DIR = path.resolve(__dirname, '../../shared/corpus');
+
+describe.runIf(
+  oracleAvailable('tar round trip of corpus images (root, GNU tar)', ROOT_TOOLS && fs.existsSync(CORPUS_DIR)),
+)('round trip of images others made: extract --tar, then tar -x as root, equals the kernel view', () => {
+  for (const rel of ROUND_TRIP_IMAGES)
+    it(rel, () => {
+      const dir = scratchDir('ext4wd-tar-corpus');
+      const mounted: string[] = [];
+      try {
+        const img = path.join(dir, 'src.img');
+        fs.writeFileSync(img, zlib.gunzipSync(fs.readFileSync(path.join(CORPUS_DIR, rel))));
+        const mnt = path.join(dir, 'mnt');
+        fs.mkdirSync(mnt);
+        const m = run('mount', ['-t', 'ext4', '-o', 'ro,loop,noload', img, mnt]);
+        expect(m.status, m.stderr).toBe(0);
+        mounted.push(mnt);
+        const want = snapshot(mnt, { read: false });
+        const wantData = contents(mnt);
+        const wantX = xattrView(mnt);
+        run('umount', [mnt]);
+        mounted.pop();
+        const tarFile = path.join(dir, 'out.tar');
+        const ex = cli(['extract', img, '/', '--tar', tarFile]);
+        expect(ex.status, ex.stderr).toBe(0);
+        const dstImg = path.join(dir, 'dst.img');
+        formatImage(dstImg, { sizeBytes: 256 << 20, blockSize: 4096, sync: false });
+        const dst = path.join(dir, 'dst');
+        fs.mkdirSync(dst);
+        mount(dstImg, dst, false);
+        mounted.push(dst);
+        const x = run('tar', [...TAR_X, '--warning=no-timestamp', '-f', tarFile, '-C', dst]);
+        expect(x.status, x.stderr).toBe(0);
+        const got = snapshot(dst, { read: false });
+        // The root's link count and times belong to the directory tar extracted into.
+        for (const v of [want.get('/'), got.get('/')]) {
+          delete (v as Partial<NodeInfo>).nlink;
+          delete (v as Partial<NodeInfo>).mtimeNs;
+        }
+        for (const [k, w] of want) if (w.type === 'sock') want.delete(k);
+        expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
+        for (const [k, w] of want) expect(got.get(k), k).toEqual(w);
+        const gotData = contents(dst);
+        for (const [k, w] of wantData) if (want.has(k)) expect(gotData.get(k), k).toEqual(w);
+        expect(xattrView(dst)).toEqual(wantX);
+      } finally {
+        for (const m of mounted.reverse()) run('umount', [m]);
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    });
+});

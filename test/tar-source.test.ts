@@ -28,7 +28,7 @@ import {
   run,
   scratchDir,
 } from './helpers/oracle.js';
-import { makeVariedTree, snapshot, type NodeInfo } from './helpers/tree.js';
+import { allXattrs, makeVariedTree, snapshot, type NodeInfo } from './helpers/tree.js';
 import { mount, umount } from './helpers/model.js';
 
 const haveOracles = oracleAvailable('tar source oracle suite', HAVE_E2FSPROGS && haveTool('tar'));
@@ -42,20 +42,6 @@ afterAll(() => {
   run('sh', ['-c', `for m in $(grep -o '${work}/[^ ]*' /proc/mounts); do umount $m; done; true`]);
   fs.rmSync(work, { recursive: true, force: true });
 });
-
-/** Every attribute of a tree (all namespaces), by relative path. */
-function allXattrs(root: string): Map<string, string> {
-  const r = run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root]);
-  const out = new Map<string, string>();
-  let cur = '';
-  for (const line of r.stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      cur = path.relative(root, line.slice(8)) || '/';
-      if (cur.startsWith('lost+found')) cur = '';
-    } else if (line && cur) out.set(cur, [out.get(cur), line].filter(Boolean).join(','));
-  }
-  return out;
-}
 
 /** The kernel's view of an image (loop-mounted read-only). */
 function imageView(img: string): { tree: Map<string, unknown>; xattrs: Map<string, string> } {

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { run, IS_ROOT } from './oracle.js';
+import { parseXattrDump } from '../../src/source/xattr-dump.js';
 
 /** Sets atime/mtime with nanoseconds (Node's utimes loses them), without following symlinks. */
 export function touchNs(p: string, atime: string, mtime: string): void {
@@ -159,5 +160,23 @@ export function snapshot(root: string, opts: { owner?: [number, number]; read?: 
       for (const n of fs.readdirSync(p).sort()) if (!(rel === '' && n === 'lost+found')) walk(path.join(rel, n));
   };
   walk('');
+  return out;
+}
+
+/** Every attribute of a tree (ACLs included), by relative path; lost+found left out. */
+export function allXattrs(root: string): Map<string, string> {
+  const r = run('getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root]);
+  const out = new Map<string, string>();
+  for (const [p, xs] of parseXattrDump(r.stdout, '/')) {
+    const rel = path.relative(root, Buffer.from(p, 'latin1').toString('utf8')) || '/';
+    if (rel === 'lost+found') continue;
+    out.set(
+      rel,
+      xs
+        .map((x) => `${x.name}=${Buffer.from(x.value).toString('hex')}`)
+        .sort()
+        .join(','),
+    );
+  }
   return out;
 }
