@@ -489,6 +489,36 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
     expect(xs.get('user.plain')).toBe(Buffer.from('plain').toString('hex'));
   });
 
+  it('--spec and --owner over an archive: the spec names archive paths, its ids win over --owner', () => {
+    const a = path.join(work, 'spec-src.tar');
+    pyTar(a, [
+      { name: 'usr/bin/ping', data: 'ELF', mode: 0o755, uid: 1000 },
+      { name: 'etc/shadow', data: 'root:*:', mode: 0o600 },
+    ]);
+    const spec = path.join(work, 'archive.mtree');
+    fs.writeFileSync(
+      spec,
+      '#mtree\n./usr/bin/ping mode=04755 xattr.security.capability=0x0100000200200000000000000000000000000000\n./etc/shadow gid=42 mode=0640\n',
+    );
+    const img = path.join(work, 'spec-archive.img');
+    const r = mkfsFrom(a, img, ['--owner', '0:0', '--spec', spec]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fsck(img).status).toBe(0);
+    const rd = Ext4Reader.open(FileDevice.open(img));
+    const ping = rd.inode(rd.lookup('/usr/bin/ping'));
+    expect([ping.mode & 0o7777, ping.uid, ping.gid]).toEqual([0o4755, 0, 0]);
+    expect(rd.xattrs(rd.lookup('/usr/bin/ping')).map((x) => x.name)).toContain('security.capability');
+    const shadow = rd.inode(rd.lookup('/etc/shadow'));
+    expect([shadow.mode & 0o7777, shadow.uid, shadow.gid]).toEqual([0o640, 0, 42]);
+    // A spec path the archive does not hold fails before any image is written.
+    fs.appendFileSync(spec, './etc/missing mode=0600\n');
+    const bad = path.join(work, 'spec-missing.img');
+    const r2 = mkfsFrom(a, bad, ['--spec', spec]);
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toMatch(/NOT_FOUND.*etc\/missing/);
+    expect(fs.existsSync(bad)).toBe(false);
+  });
+
   it('pax times to the nanosecond, before 1970 too', async () => {
     const a = path.join(work, 'times.tar');
     pyTar(a, [
