@@ -9,6 +9,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Error } from '../src/ext4/errors.js';
+import { containerTreeSource } from '../src/source/oci.js';
+import { rng } from './helpers/rng.js';
 import { FileDevice } from '../src/io/device.js';
 import { HAVE_E2FSPROGS, IS_ROOT, cli, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
 import { snapshot } from './helpers/tree.js';
@@ -380,5 +383,49 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
     expect(fs.existsSync(path.join(work, 'docker25-bad.img'))).toBe(false);
     const bad = mkfs(`docker-archive:${archive}:nope`, path.join(work, 'nope.img'));
     expect(bad.stderr).toMatch(/no image tagged "nope" \(tags: demo:1.0\)/);
+  });
+});
+
+describe.runIf(haveOracles)('malformed image metadata', () => {
+  it('index, manifest and config JSON of any shape: the image or an Ext4Error, nothing else', async () => {
+    const dir = path.join(work, 'shapes');
+    const tars = layerTars('shapes', LAYERS.slice(0, 1));
+    const m = putImage(dir, { tars });
+    const manifestPath = path.join(dir, 'blobs/sha256', m.digest.slice(7));
+    const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+    const rand = rng(7); // fixed: a failing round replays
+    const odd = [null, 0, -1, 'x', [], {}, [null], [{}], true, { digest: 'sha256:zz' }];
+    /** A copy of `v` with one value somewhere inside replaced by an odd one. */
+    const mutate = (v: unknown): unknown => {
+      if (v === null || typeof v !== 'object' || rand() < 0.25) return odd[Math.floor(rand() * odd.length)];
+      const c: Record<string, unknown> | unknown[] = Array.isArray(v) ? [...v] : { ...(v as object) };
+      const keys = Object.keys(c);
+      if (!keys.length) return odd[Math.floor(rand() * odd.length)];
+      const k = keys[Math.floor(rand() * keys.length)]!;
+      (c as Record<string, unknown>)[k] = mutate((c as Record<string, unknown>)[k]);
+      return c;
+    };
+    let built = 0;
+    for (let round = 0; round < 120; round++) {
+      const which = round % 3;
+      let mdesc = m;
+      if (which === 1) mdesc = putBlob(dir, Buffer.from(JSON.stringify(mutate(manifest))), m.mediaType);
+      if (which === 2) {
+        const cfg = putBlob(dir, Buffer.from(JSON.stringify(mutate(config))), manifest.config.mediaType);
+        mdesc = putBlob(dir, Buffer.from(JSON.stringify({ ...manifest, config: cfg })), m.mediaType);
+      }
+      const index = which === 0 ? mutate([mdesc]) : [mdesc];
+      fs.writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: index }));
+      fs.writeFileSync(path.join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+      try {
+        const c = await containerTreeSource('oci', dir, { spoolDir: work, onWarning: () => {} });
+        c.close();
+        built++;
+      } catch (e) {
+        expect(e, `round ${round}: ${(e as Error).stack}`).toBeInstanceOf(Ext4Error);
+      }
+    }
+    expect(built).toBeGreaterThan(0);
   });
 });

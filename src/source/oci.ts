@@ -85,6 +85,21 @@ function parseDigest(d: unknown, where: string): { alg: string; hex: string } {
   return { alg: m[1]!, hex: m[2]! };
 }
 
+/** A list of descriptors, each an object with a digest; anything else is refused naming `where`. */
+function descriptors(x: unknown, where: string): Descriptor[] {
+  if (!Array.isArray(x)) throw bad(`${where}: no list of descriptors`);
+  for (const d of x)
+    if (d === null || typeof d !== 'object' || typeof (d as Descriptor).digest !== 'string')
+      throw bad(`${where}: a descriptor without a digest (${JSON.stringify(d)?.slice(0, 80)})`);
+  return x as Descriptor[];
+}
+
+/** A JSON object (not null, an array or a scalar), else refused naming `where`. */
+function object<T>(x: unknown, where: string): T {
+  if (x === null || typeof x !== 'object' || Array.isArray(x)) throw bad(`${where}: not a JSON object`);
+  return x as T;
+}
+
 function parseJson<T>(b: Buffer, where: string): T {
   try {
     return JSON.parse(b.toString('utf8')) as T;
@@ -138,7 +153,7 @@ interface ImageConfig {
 }
 
 function diffIdsOf(config: ImageConfig, layers: number, where: string): { alg: string; hex: string }[] {
-  const ids = config.rootfs?.diff_ids;
+  const ids = typeof config.rootfs === 'object' && config.rootfs !== null ? config.rootfs.diff_ids : undefined;
   if (!Array.isArray(ids) || ids.length !== layers)
     throw bad(`${where}: the config lists ${Array.isArray(ids) ? ids.length : 'no'} diff_ids for ${layers} layers`);
   return ids.map((d, i) => parseDigest(d, `${where} diff_ids[${i}]`));
@@ -188,15 +203,15 @@ async function ociLayout(spec: string, opts: ContainerSourceOptions, tree: TarTr
     return b;
   };
   const indexFile = path.join(dir, 'index.json');
-  const index = parseJson<{ manifests?: Descriptor[] }>(readFileOrThrow(indexFile), indexFile);
-  if (!Array.isArray(index.manifests)) throw bad(`${indexFile}: no manifests`);
-  let cands = index.manifests;
+  const index = object<{ manifests?: unknown }>(parseJson(readFileOrThrow(indexFile), indexFile), indexFile);
+  let cands = descriptors(index.manifests, `${indexFile} manifests`);
+  const all = cands;
   if (tag !== undefined) {
     cands = cands.filter(
       (d) => d.annotations?.[REF_NAME] === tag || d.annotations?.['io.containerd.image.name']?.endsWith(`:${tag}`),
     );
     if (!cands.length) {
-      const tags = index.manifests.map((d) => d.annotations?.[REF_NAME]).filter(Boolean);
+      const tags = all.map((d) => d.annotations?.[REF_NAME]).filter(Boolean);
       throw new Ext4Error('NOT_FOUND', `oci:${dir}: no image tagged "${tag}" (tags: ${tags.join(', ') || 'none'})`);
     }
   }
@@ -213,8 +228,8 @@ async function ociLayout(spec: string, opts: ContainerSourceOptions, tree: TarTr
     for (const d of list) {
       if (d.mediaType && INDEX_TYPES.has(d.mediaType)) {
         if (depth > 4) throw bad(`oci:${dir}: image indexes nested too deep`);
-        const sub = parseJson<{ manifests?: Descriptor[] }>(readBlob(d, `index ${d.digest}`), d.digest);
-        expand(sub.manifests ?? [], depth + 1);
+        const sub = object<{ manifests?: unknown }>(parseJson(readBlob(d, `index ${d.digest}`), d.digest), d.digest);
+        expand(descriptors(sub.manifests, `index ${d.digest} manifests`), depth + 1);
       } else manifests.push(d);
     }
   };
@@ -237,17 +252,21 @@ async function ociLayout(spec: string, opts: ContainerSourceOptions, tree: TarTr
   }
   if (!images.length) throw new Ext4Error('NOT_FOUND', `oci:${dir}: the index lists no image`);
   const md = images[0]!;
-  const manifest = parseJson<{ config?: Descriptor; layers?: Descriptor[]; mediaType?: string }>(
-    readBlob(md, `manifest ${md.digest}`),
+  const manifest = object<{ config?: unknown; layers?: unknown }>(
+    parseJson(readBlob(md, `manifest ${md.digest}`), `manifest ${md.digest}`),
     `manifest ${md.digest}`,
   );
-  if (!manifest.config || !Array.isArray(manifest.layers)) throw bad(`manifest ${md.digest}: no config or layers`);
-  const config = parseJson<ImageConfig>(readBlob(manifest.config, 'config'), `config ${manifest.config.digest}`);
+  const [cfgDesc] = descriptors([manifest.config ?? null], `manifest ${md.digest} config`);
+  const layerDescs = descriptors(manifest.layers, `manifest ${md.digest} layers`);
+  const config = object<ImageConfig>(
+    parseJson(readBlob(cfgDesc!, 'config'), `config ${cfgDesc!.digest}`),
+    `config ${cfgDesc!.digest}`,
+  );
   checkConfigPlatform(config, opts.platform, `oci:${dir}`);
-  const diffIds = diffIdsOf(config, manifest.layers.length, `config ${manifest.config.digest}`);
+  const diffIds = diffIdsOf(config, layerDescs.length, `config ${cfgDesc!.digest}`);
   const names: string[] = [];
-  for (let i = 0; i < manifest.layers.length; i++) {
-    const d = manifest.layers[i]!;
+  for (let i = 0; i < layerDescs.length; i++) {
+    const d = layerDescs[i]!;
     if (d.mediaType && /zstd/.test(d.mediaType))
       throw new Ext4Error(
         'UNSUPPORTED_FEATURE',
@@ -279,6 +298,10 @@ async function ociLayout(spec: string, opts: ContainerSourceOptions, tree: TarTr
   }
   return names;
 }
+
+/** The string tags of a docker manifest.json entry. */
+const tagsOf = (e: { RepoTags?: unknown }): string[] =>
+  Array.isArray(e.RepoTags) ? e.RepoTags.filter((t): t is string => typeof t === 'string') : [];
 
 /** A `docker save` archive: manifest.json naming the config and layer members. */
 async function dockerArchive(
@@ -333,29 +356,30 @@ async function dockerArchive(
       readMember('manifest.json', 'manifest'),
       `${file}: manifest.json`,
     );
-    if (!Array.isArray(entries) || !entries.length) throw bad(`${file}: manifest.json lists no image`);
+    if (!Array.isArray(entries) || !entries.length || entries.some((e) => e === null || typeof e !== 'object'))
+      throw bad(`${file}: manifest.json lists no image`);
     let pick = entries;
     if (tag !== undefined) {
-      pick = entries.filter((e) => (e.RepoTags ?? []).some((t) => t === tag || t.endsWith(`:${tag}`)));
+      pick = entries.filter((e) => tagsOf(e).some((t) => t === tag || t.endsWith(`:${tag}`)));
       if (!pick.length)
         throw new Ext4Error(
           'NOT_FOUND',
-          `docker-archive:${file}: no image tagged "${tag}" (tags: ${entries.flatMap((e) => e.RepoTags ?? []).join(', ') || 'none'})`,
+          `docker-archive:${file}: no image tagged "${tag}" (tags: ${entries.flatMap(tagsOf).join(', ') || 'none'})`,
         );
     }
     if (pick.length > 1)
       throw bad(
-        `docker-archive:${file} holds several images (${pick.map((e) => (e.RepoTags ?? []).join(' ') || e.Config).join(', ')}); name one as docker-archive:${file}:TAG`,
+        `docker-archive:${file} holds several images (${pick.map((e) => tagsOf(e).join(' ') || e.Config).join(', ')}); name one as docker-archive:${file}:TAG`,
       );
     const img = pick[0]!;
-    if (typeof img.Config !== 'string' || !Array.isArray(img.Layers))
+    if (typeof img.Config !== 'string' || !Array.isArray(img.Layers) || img.Layers.some((l) => typeof l !== 'string'))
       throw bad(`${file}: manifest.json entry without Config or Layers`);
     const cfgBytes = readMember(img.Config, 'config');
     // The config's name is its digest (hex.json, or blobs/sha256/hex).
     const m = /(?:^|\/)(?:blobs\/(sha256)\/)?([0-9a-f]{64})(?:\.json)?$/.exec(img.Config);
     if (m && createHash('sha256').update(cfgBytes).digest('hex') !== m[2])
       throw bad(`docker-archive:${file}: the config ${img.Config} does not match its digest`);
-    const config = parseJson<ImageConfig>(cfgBytes, `${file}: ${img.Config}`);
+    const config = object<ImageConfig>(parseJson(cfgBytes, `${file}: ${img.Config}`), `${file}: ${img.Config}`);
     checkConfigPlatform(config, opts.platform, `docker-archive:${file}`);
     const diffIds = diffIdsOf(config, img.Layers.length, `${file}: ${img.Config}`);
     for (let i = 0; i < img.Layers.length; i++) {
