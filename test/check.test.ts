@@ -258,3 +258,27 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
     expect(not.stderr).toMatch(/\[BAD_MAGIC\]/);
   });
 });
+
+describe.runIf(have || IN_CI)('duplicate names', () => {
+  it('names twice in a directory are DIR_DUPLICATE (f_dup_de); names whose hashes collide are not', () => {
+    const dup = path.join(work, 'f_dup_de.img');
+    fs.writeFileSync(dup, zlib.gunzipSync(fs.readFileSync(path.join(CORPUS, 'e2fsprogs/f_dup_de/image.gz'))));
+    const texts = checkImage(dup)
+      .problems.filter((p) => p.code === 'DIR_DUPLICATE')
+      .map((p) => p.text);
+    for (const n of ['mailcap.dpkg-old', 'fstab', 'localtime', 'resolv.conf'])
+      expect(
+        texts.some((t) => t.includes(`"${n}" appears twice`)),
+        n,
+      ).toBe(true);
+    // n512789 and n749192 share a 32-bit FNV-1a hash: the duplicate check must compare the bytes.
+    const img = path.join(work, 'collide.img');
+    formatImage(img, { sizeBytes: 8 << 20, sync: false });
+    const ed = Ext4Editor.open(img, { onWarning: () => {} });
+    for (const n of ['n512789', 'n749192']) ed.writeFile(`/${n}`, new TextEncoder().encode(n));
+    ed.commit();
+    ed.close();
+    expect(fsck(img).status).toBe(0);
+    expect(checkImage(img).clean).toBe(true);
+  });
+});

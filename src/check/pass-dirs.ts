@@ -4,6 +4,7 @@
  * (every directory reached from the root, its '..' naming the directory that holds it) and link
  * counts (every inode in use named as often as i_links_count says).
  */
+import { sameBytes } from '../ext4/bytes.js';
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, FL_INLINE_DATA } from '../ext4/inode.js';
@@ -20,11 +21,15 @@ export function checkDirectories(ctx: CheckContext): void {
   for (const [ino, info] of ctx.inodes) if (info.dir) checkDirectory(ctx, ino, info);
 }
 
+/** A name for a message (only made when there is something to say). */
+const nameText = (n: Uint8Array): string => Buffer.from(n.buffer, n.byteOffset, n.length).toString('latin1');
+
 function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
   const p = ctx.problems;
   if (!info.dir) return;
   const { inode: i, runs } = info.dir;
-  const names = new Set<string>();
+  // Names seen, by a hash of their bytes (no string per entry); a hit is compared byte for byte.
+  const names = new Map<number, Uint8Array | Uint8Array[]>();
   // Case-folded directories hold UTF-8 names; encrypted ones hold ciphertext (16 bytes at least) of
   // encrypted inodes (e2fsck's checks of both).
   const casefold = ctx.has(INCOMPAT.casefold) && (i.flags & FL_CASEFOLD) !== 0;
@@ -33,23 +38,47 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
   const fileType = ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1;
   const entry = (e: RawDirent, where: string) => {
     if (!e.inode) return;
-    const text = Buffer.from(e.name.buffer, e.name.byteOffset, e.name.length).toString('latin1');
-    if (e.name.length === 0 || e.name.includes(0x2f) || e.name.includes(0))
-      p.add('DIR_ENTRY', `directory ${ino}${where}: entry ${JSON.stringify(text)} has a bad name`, { inode: ino });
-    if (names.has(text))
-      p.add('DIR_DUPLICATE', `directory ${ino}: the name ${JSON.stringify(text)} appears twice`, { inode: ino });
-    names.add(text);
-    if (e.inode > ctx.inodesCount || (e.inode < ctx.firstIno && e.inode !== ROOT_INO)) {
-      p.add('DIR_ENTRY_INODE', `directory ${ino}: ${JSON.stringify(text)} names inode ${e.inode}, which it cannot`, {
+    const name = e.name;
+    // One pass: the name's hash (FNV-1a) and whether it holds a '/' or a NUL.
+    let h = 0x811c9dc5;
+    let badByte = false;
+    for (let k = 0; k < name.length; k++) {
+      const c = name[k]!;
+      if (c === 0x2f || c === 0) badByte = true;
+      h = Math.imul(h ^ c, 0x01000193);
+    }
+    if (name.length === 0 || badByte)
+      p.add('DIR_ENTRY', `directory ${ino}${where}: entry ${JSON.stringify(nameText(name))} has a bad name`, {
         inode: ino,
       });
+    const seen = names.get(h);
+    if (seen === undefined) names.set(h, name);
+    else {
+      const list = seen instanceof Uint8Array ? [seen] : seen;
+      if (list.some((n) => sameBytes(n, name)))
+        p.add('DIR_DUPLICATE', `directory ${ino}: the name ${JSON.stringify(nameText(name))} appears twice`, {
+          inode: ino,
+        });
+      else {
+        list.push(name);
+        names.set(h, list);
+      }
+    }
+    if (e.inode > ctx.inodesCount || (e.inode < ctx.firstIno && e.inode !== ROOT_INO)) {
+      p.add(
+        'DIR_ENTRY_INODE',
+        `directory ${ino}: ${JSON.stringify(nameText(name))} names inode ${e.inode}, which it cannot`,
+        {
+          inode: ino,
+        },
+      );
       return;
     }
     const target = ctx.inodes.get(e.inode);
     if (!target) {
       p.add(
         'DIR_ENTRY_INODE',
-        `directory ${ino}: ${JSON.stringify(text)} names inode ${e.inode}, which is not in use`,
+        `directory ${ino}: ${JSON.stringify(nameText(name))} names inode ${e.inode}, which is not in use`,
         {
           inode: ino,
         },
@@ -58,17 +87,25 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
     }
     target.refs++;
     if (casefold && !encrypted && !validUtf8(e.name))
-      p.add('DIR_ENTRY', `directory ${ino}: ${JSON.stringify(text)} is not valid UTF-8 in a case-folded directory`, {
-        inode: ino,
-      });
+      p.add(
+        'DIR_ENTRY',
+        `directory ${ino}: ${JSON.stringify(nameText(name))} is not valid UTF-8 in a case-folded directory`,
+        {
+          inode: ino,
+        },
+      );
     if (encrypted && e.name.length < 16)
-      p.add('DIR_ENTRY', `directory ${ino}: encrypted name ${JSON.stringify(text)} is shorter than 16 bytes`, {
-        inode: ino,
-      });
+      p.add(
+        'DIR_ENTRY',
+        `directory ${ino}: encrypted name ${JSON.stringify(nameText(name))} is shorter than 16 bytes`,
+        {
+          inode: ino,
+        },
+      );
     if (encrypted && !(target.flags & FL_ENCRYPT))
       p.add(
         'DIR_ENTRY',
-        `directory ${ino}: encrypted entry ${JSON.stringify(text)} names unencrypted inode ${e.inode}`,
+        `directory ${ino}: encrypted entry ${JSON.stringify(nameText(name))} names unencrypted inode ${e.inode}`,
         {
           inode: ino,
         },
@@ -76,7 +113,7 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
     if (fileType && e.fileType !== fileTypeOfMode(target.mode))
       p.add(
         'DIR_ENTRY_TYPE',
-        `directory ${ino}: ${JSON.stringify(text)} has file type ${e.fileType}, inode ${e.inode} is type ${fileTypeOfMode(target.mode)}`,
+        `directory ${ino}: ${JSON.stringify(nameText(name))} has file type ${e.fileType}, inode ${e.inode} is type ${fileTypeOfMode(target.mode)}`,
         { inode: ino },
       );
     if ((target.mode & S_IFMT) === S_IFDIR) {
