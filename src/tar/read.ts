@@ -323,8 +323,6 @@ function checkSegments(segs: [number, number][], realSize: number, stored: numbe
 
 export interface ReadTarOptions {
   onWarning?: (message: string) => void;
-  /** Called for every member whose data is not kept (e.g. whiteouts): default keeps every file's data. */
-  keepData?: (name: Buffer) => boolean;
 }
 
 /**
@@ -527,7 +525,7 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
         segments = segments.filter(([, n]) => n > 0);
         checkSegments(segments, realSize, storedBytes, at);
       }
-      const keep = storedBytes > 0 && (opts.keepData?.(e.name) ?? true);
+      const keep = storedBytes > 0;
       if (keep) {
         const ref = await src.keep(storedBytes);
         if (!ref) throw truncated(at);
