@@ -7,14 +7,13 @@
  * `.wh..wh..opq`) remove what lower layers hold. Only metadata is kept in memory; file data is read
  * where the archive (or its spool file) holds it.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { Readable } from 'node:stream';
 import { Ext4Error } from '../ext4/errors.js';
 import type { Timestamp } from '../ext4/inode.js';
 import { aclFromText } from '../tar/acl.js';
 import { openArchive } from '../tar/input.js';
-import { StreamByteSource, readTar, type ByteSource, type DataRef, type TarEntry } from '../tar/read.js';
+import { StreamByteSource, preadArchive, readTar, type ByteSource, type DataRef, type TarEntry } from '../tar/read.js';
 import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
 
 interface TNode {
@@ -49,17 +48,8 @@ export function readStored(d: DataRef, size: number, buf: Uint8Array, length: nu
   const n = Math.max(0, Math.min(length, size - position));
   if (n === 0) return 0;
   const pread = (dst: number, len: number, at: number) => {
-    let got = 0;
-    while (got < len) {
-      let k: number;
-      try {
-        k = fs.readSync(d.fd, buf, dst + got, len - got, d.offset + at + got);
-      } catch (e) {
-        throw new Ext4Error('SOURCE_ERROR', `cannot read the archive: ${(e as Error).message}`, { cause: e });
-      }
-      if (!k) throw new Ext4Error('SOURCE_CHANGED', 'the archive became shorter while it was read');
-      got += k;
-    }
+    if (preadArchive(d.fd, buf, dst, len, d.offset + at) < len)
+      throw new Ext4Error('SOURCE_CHANGED', 'the archive became shorter while it was read');
   };
   const segs = d.segments;
   if (!segs) {

@@ -71,6 +71,25 @@ export interface ByteSource {
   readonly position: number;
 }
 
+/**
+ * Reads `len` bytes of an archive (or its spool file) at `pos` into `buf` at `off`; fewer only where
+ * the file ends. A failing read is a SOURCE_ERROR.
+ */
+export function preadArchive(fd: number, buf: Uint8Array, off: number, len: number, pos: number): number {
+  let got = 0;
+  while (got < len) {
+    let k: number;
+    try {
+      k = fs.readSync(fd, buf, off + got, len - got, pos + got);
+    } catch (e) {
+      throw new Ext4Error('SOURCE_ERROR', `cannot read the archive: ${(e as Error).message}`, { cause: e });
+    }
+    if (!k) break;
+    got += k;
+  }
+  return got;
+}
+
 /** A tar file read by offset: data stays in the file, skipping costs nothing. */
 export class FileByteSource implements ByteSource {
   position = 0;
@@ -81,17 +100,7 @@ export class FileByteSource implements ByteSource {
   async read(n: number): Promise<Buffer> {
     const want = Math.max(0, Math.min(n, this.size - this.position));
     const b = Buffer.allocUnsafe(want);
-    let got = 0;
-    while (got < want) {
-      let k: number;
-      try {
-        k = fs.readSync(this.fd, b, got, want - got, this.position + got);
-      } catch (e) {
-        throw new Ext4Error('SOURCE_ERROR', `cannot read the archive: ${(e as Error).message}`, { cause: e });
-      }
-      if (!k) break;
-      got += k;
-    }
+    const got = preadArchive(this.fd, b, 0, want, this.position);
     this.position += got;
     return got === want ? b : b.subarray(0, got);
   }
@@ -525,8 +534,7 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
         segments = segments.filter(([, n]) => n > 0);
         checkSegments(segments, realSize, storedBytes, at);
       }
-      const keep = storedBytes > 0;
-      if (keep) {
+      if (storedBytes > 0) {
         const ref = await src.keep(storedBytes);
         if (!ref) throw truncated(at);
         e.data = { ...ref, length: storedBytes, segments };
