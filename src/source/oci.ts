@@ -10,8 +10,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import type { Timestamp } from '../ext4/inode.js';
-import { Spool, decompressed, tap } from '../tar/input.js';
-import { FileByteSource, StreamByteSource, readTar, type DataRef } from '../tar/read.js';
+import { Spool, decompressed, openArchive, tap } from '../tar/input.js';
+import { StreamByteSource, readTar, type DataRef } from '../tar/read.js';
 import { TarTree, readStored } from './tar.js';
 import type { TreeSource } from './types.js';
 
@@ -313,35 +313,15 @@ async function dockerArchive(
   const ref = splitRef(spec, (st) => st.isFile());
   if (!ref) throw bad(`docker-archive:${spec}: no such file`, spec);
   const { path: file, tag } = ref;
-  let fd: number;
+  // The outer archive's members, read in place (a gzip archive is decompressed once and spooled).
+  const outer = await openArchive(path.resolve(file), opts.spoolDir ?? os.tmpdir(), undefined, opts.onWarning);
   try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw bad(`cannot read ${file}: ${(e as Error).message}`, file);
-  }
-  try {
-    // Index the outer archive's members (read in place; a compressed archive is spooled).
-    const head = Buffer.alloc(6);
-    fs.readSync(fd, head, 0, 6, 0);
+    const memberKey = (name: string) => path.posix.normalize(name).replace(/^(\.\/)+/, '');
     const members = new Map<string, { data?: DataRef; size: number }>();
-    const src =
-      head[0] === 0x1f && head[1] === 0x8b
-        ? new StreamByteSource(
-            (await decompressed(fileChunks(fd, 0, fs.fstatSync(fd).size), file, opts.onWarning))[
-              Symbol.asyncIterator
-            ](),
-            spool,
-          )
-        : new FileByteSource(fd, fs.fstatSync(fd).size);
-    for await (const e of readTar(src)) {
-      if (e.kind !== 'file') continue;
-      members.set(path.posix.normalize(e.name.toString('utf8')).replace(/^(\.\/)+/, ''), {
-        data: e.data,
-        size: e.size,
-      });
-    }
+    for await (const e of readTar(outer.source))
+      if (e.kind === 'file') members.set(memberKey(e.name.toString('utf8')), { data: e.data, size: e.size });
     const member = (name: string, where: string): { data?: DataRef; size: number } => {
-      const m = members.get(path.posix.normalize(name).replace(/^(\.\/)+/, ''));
+      const m = members.get(memberKey(name));
       if (!m) throw bad(`docker-archive:${file}: ${where} ${name} is not in the archive`);
       return m;
     };
@@ -386,7 +366,7 @@ async function dockerArchive(
       const name = img.Layers[i]!;
       const mm = member(name, 'layer');
       const blobHex = /(?:^|\/)blobs\/sha256\/([0-9a-f]{64})$/.exec(name)?.[1];
-      const chunks = mm.data ? fileChunks(mm.data.fd, mm.data.offset, mm.size) : fileChunks(fd, 0, 0);
+      const chunks = fileChunks(mm.data?.fd ?? -1, mm.data?.offset ?? 0, mm.data ? mm.size : 0);
       await applyLayer(
         tree,
         chunks,
@@ -399,7 +379,7 @@ async function dockerArchive(
     }
     return img.Layers;
   } finally {
-    fs.closeSync(fd);
+    outer.close();
   }
 }
 
