@@ -72,14 +72,8 @@ const VALUED = new Set(['type', 'uid', 'gid', 'mode', 'time', 'link', 'size', 'u
 /** Keywords without a value. */
 const BARE = new Set(['optional', 'nochange', 'ignore']);
 
-/** One path of a spec, its keywords resolved (defaults from `/set` included). */
-export interface SpecEntry {
-  /** The path for messages: `.` for the root, else `./a/b`. */
-  path: string;
-  /** Path components as raw bytes, relative to the source's root (empty for the root itself). */
-  names: Uint8Array[];
-  /** Line of the spec where the entry (first) appears. */
-  line: number;
+/** What a spec sets or checks of an entry, by keyword. */
+interface EntryKeywords {
   /** `type`: the source's entry must be of this kind. */
   type?: NodeKind;
   uid?: number;
@@ -92,6 +86,16 @@ export interface SpecEntry {
   link?: Uint8Array;
   /** `size`: a regular file of the source must have this many bytes. */
   size?: number;
+}
+
+/** One path of a spec, its keywords resolved (defaults from `/set` included). */
+export interface SpecEntry extends EntryKeywords {
+  /** The path for messages: `.` for the root, else `./a/b`. */
+  path: string;
+  /** Path components as raw bytes, relative to the source's root (empty for the root itself). */
+  names: Uint8Array[];
+  /** Line of the spec where the entry (first) appears. */
+  line: number;
   /** `optional`: a path missing from the source is no error. */
   optional: boolean;
   /** `nochange`: the path must exist; its metadata is left as the source has it. */
@@ -108,14 +112,7 @@ export interface Spec {
 }
 
 /** Keywords in force for an entry (or as `/set` defaults). */
-interface Keywords {
-  type?: NodeKind;
-  uid?: number;
-  gid?: number;
-  mode?: number;
-  time?: Timestamp;
-  link?: Uint8Array;
-  size?: number;
+interface Keywords extends EntryKeywords {
   uname?: string;
   gname?: string;
   optional?: boolean;
