@@ -479,6 +479,8 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
           'LIBARCHIVE.xattr.user.with%3Dequals': Buffer.from([0, 1, 2, 255]).toString('base64'),
           'RHT.security.selinux': 'system_u:object_r:bin_t:s0',
           'SCHILY.xattr.user.plain': 'plain',
+          'SCHILY.xattr.user.twice': 'first',
+          'LIBARCHIVE.xattr.user.twice': Buffer.from('second').toString('base64'),
         },
       },
     ]);
@@ -487,6 +489,8 @@ describe.runIf(haveOracles && haveTool('python3'))('awkward archives', () => {
     expect(xs.get('user.with=equals')).toBe('000102ff');
     expect(xs.get('security.selinux')).toBe(Buffer.from('system_u:object_r:bin_t:s0').toString('hex'));
     expect(xs.get('user.plain')).toBe(Buffer.from('plain').toString('hex'));
+    expect(xs.get('user.twice')).toBe(Buffer.from('second').toString('hex'));
+    expect(r.xattrs(r.lookup('/f')).filter((x) => x.name === 'user.twice')).toHaveLength(1);
   });
 
   it('--spec and --owner over an archive: the spec names archive paths, its ids win over --owner', () => {
