@@ -232,6 +232,9 @@ function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): n
   return l.reservedGdtBlocks * bs;
 }
 
+/** Blocks mkfs gives lost+found: 16 KiB, at least 2 and at most 12 blocks. */
+const lostFoundBlocks = (bs: number): number => Math.min(12, Math.max(2, 16384 / bs));
+
 /**
  * Whether a tree of estimate `est` fits layout `l`, and what `l` has free. `planned`: `l` is a plan
  * whose root, lost+found, resize inode and journal are not allocated yet (they are counted here).
@@ -243,7 +246,7 @@ export function treeFits(
 ): { fits: boolean; freeBlocks: number; freeInodes: number } {
   let base = 0;
   if (planned) {
-    base = 1 + Math.min(12, Math.max(2, 16384 / l.blockSize));
+    base = 1 + lostFoundBlocks(l.blockSize);
     if (l.features.compat & COMPAT.resize_inode) base += 1;
     if (l.features.compat & COMPAT.has_journal) base += l.journalBlocks + 1;
   }
@@ -287,7 +290,7 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
   // Allocation, in mkfs's order: root, lost+found, resize inode, journal.
   const g0 = groupFirstBlock(l, 0);
   const rootBlock = allocOne(l, g0);
-  const lpfCount = Math.min(12, Math.max(2, 16384 / bs));
+  const lpfCount = lostFoundBlocks(bs);
   const lpfBlocks: number[] = [];
   for (let i = 0; i < lpfCount; i++) lpfBlocks.push(allocOne(l, i === 0 ? g0 : lpfBlocks[i - 1]! + 1));
   const dindBlock = hasResize
