@@ -269,6 +269,7 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
     if (process.arch === 'x64') {
       const host = path.join(work, 'host.img');
       expect(mkfs(`oci:${dir}:v1`, host).status).toBe(0);
+      expect(fsck(host).status).toBe(0);
       const h = Ext4Reader.open(FileDevice.open(host));
       expect(Buffer.from(h.readFileBytes(h.lookup('/etc/a'))).toString()).toBe('a1');
     }
@@ -345,6 +346,7 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
     expect(fsck(img).status).toBe(0);
     const tagged = path.join(work, 'docker-tag.img');
     expect(mkfs(`docker-archive:${archive}:demo:1.0`, tagged).status).toBe(0);
+    expect(fsck(tagged).status).toBe(0);
     run('gzip', ['-k', archive]);
     const gzImg = path.join(work, 'docker-gz.img');
     expect(mkfs(`docker-archive:${archive}.gz`, gzImg).status).toBe(0);

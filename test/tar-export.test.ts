@@ -680,6 +680,10 @@ describe.runIf(
         const gotData = contents(dst);
         for (const [k, w] of wantData) if (want.has(k)) expect(gotData.get(k), k).toEqual(w);
         expect(xattrView(dst)).toEqual(wantX);
+        // The image tar -x wrote into through the kernel is sound too.
+        expect(run('umount', [dst]).status).toBe(0);
+        mounted.pop();
+        expect(fsck(dstImg).status).toBe(0);
       } finally {
         for (const m of mounted.reverse()) run('umount', [m]);
         fs.rmSync(dir, { recursive: true, force: true });
