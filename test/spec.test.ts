@@ -29,6 +29,9 @@ afterAll(() => {
 
 /** cap_net_raw+ep as a VFS v2 capability (what `setcap cap_net_raw+ep` stores). */
 const CAP_NET_RAW = '0100000200200000000000000000000000000000';
+/** getfattr's report of a file's security.capability, in hex (read through a kernel mount). */
+const capabilityThroughKernel = (file: string) =>
+  run('getfattr', ['-n', 'security.capability', '-e', 'hex', '--absolute-names', file]).stdout;
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
 const byPath = (entries: SpecEntry[]) => Object.fromEntries(entries.map((e) => [e.path, e]));
@@ -470,15 +473,8 @@ describe.runIf(haveOracles)('mkfs --from DIR --spec', () => {
         1700000000123456789n,
         1700000000123456789n,
       ]);
-      const cap = run('getfattr', [
-        '-n',
-        'security.capability',
-        '-e',
-        'hex',
-        '--absolute-names',
-        path.join(mnt, 'bin/ping'),
-      ]);
-      expect(cap.stdout).toContain(`security.capability=0x${CAP_NET_RAW}`);
+      const cap = capabilityThroughKernel(path.join(mnt, 'bin/ping'));
+      expect(cap).toContain(`security.capability=0x${CAP_NET_RAW}`);
       if (haveTool('getcap')) expect(run('getcap', [path.join(mnt, 'bin/ping')]).stdout).toMatch(/cap_net_raw[=+]ep/);
       const ssl = fs.statSync(path.join(mnt, 'etc/ssl'));
       expect([ssl.mode & 0o7777, ssl.uid, ssl.gid]).toEqual([0o750, 0, 101]);
@@ -616,15 +612,8 @@ describe.runIf(haveOracles)('seed and materialize --spec', () => {
         const st = fs.statSync(path.join(mnt, '.ssh'));
         expect([st.mode & 0o7777, st.uid, st.gid]).toEqual([0o700, 2000, 2000]);
         expect(fs.statSync(mnt).mode & 0o7777).toBe(0o700);
-        const cap = run('getfattr', [
-          '-n',
-          'security.capability',
-          '-e',
-          'hex',
-          '--absolute-names',
-          path.join(mnt, 'agent'),
-        ]);
-        expect(cap.stdout).toContain(`security.capability=0x${CAP_NET_RAW}`);
+        const cap = capabilityThroughKernel(path.join(mnt, 'agent'));
+        expect(cap).toContain(`security.capability=0x${CAP_NET_RAW}`);
       });
   });
 });
