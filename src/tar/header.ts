@@ -191,3 +191,11 @@ export function paxTime(t: { sec: number; nsec: number }): string {
 export function xattrKeyword(name: string): string {
   return PAX.xattrPrefix + name.replace(/%/g, '%25').replace(/=/g, '%3D');
 }
+
+/**
+ * The attribute name in a `SCHILY.xattr.` keyword (the part after the prefix): `%25` and `%3D` decoded
+ * back to '%' and '=', in one pass (GNU tar decodes those two and leaves any other '%' as it is).
+ */
+export function xattrNameOfKeyword(rest: string): string {
+  return rest.replace(/%(?:25|3D)/g, (m) => (m === '%25' ? '%' : '='));
+}

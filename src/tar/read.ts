@@ -14,10 +14,12 @@ import {
   GNU_MAGIC,
   GNU_SPARSE_EXT_ENTRIES,
   GNU_SPARSE_EXT_FLAG,
+  PAX,
   TAR_BLOCK,
   TYPE,
   headerChecksum,
   padded,
+  xattrNameOfKeyword,
 } from './header.js';
 
 /** Where an entry's stored bytes can be read again. */
@@ -454,12 +456,13 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
       e.devMinor = numOf('SCHILY.devminor', FIELD.devminor, 'devminor');
     }
     for (const [k, v] of pax) {
-      if (k.startsWith('SCHILY.xattr.')) e.xattrs.push({ name: k.slice(13), value: v });
+      if (k.startsWith(PAX.xattrPrefix))
+        e.xattrs.push({ name: xattrNameOfKeyword(k.slice(PAX.xattrPrefix.length)), value: v });
       else if (k.startsWith('LIBARCHIVE.xattr.'))
         e.xattrs.push({ name: urlDecode(k.slice(17), at), value: Buffer.from(v.toString('latin1'), 'base64') });
       else if (k === 'RHT.security.selinux') e.xattrs.push({ name: 'security.selinux', value: v });
-      else if (k === 'SCHILY.acl.access') e.aclAccess = v.toString('utf8');
-      else if (k === 'SCHILY.acl.default') e.aclDefault = v.toString('utf8');
+      else if (k === PAX.aclAccess) e.aclAccess = v.toString('utf8');
+      else if (k === PAX.aclDefault) e.aclDefault = v.toString('utf8');
     }
     // The last value of a repeated attribute wins; nothing is stored twice.
     if (e.xattrs.length > 1) e.xattrs = [...new Map(e.xattrs.map((x) => [x.name, x])).values()];
