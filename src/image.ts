@@ -90,12 +90,12 @@ function verifyImage(dev: FileDevice, target: string): void {
 export function formatImage(imagePath: string, opts: FormatImageOptions): FormatResult {
   // Validate everything before a file is created: the options, and a spec against its source.
   const layout = planLayout(opts);
-  if (opts.spec) sourceWithMetadata(opts);
+  const source = sourceWithMetadata(opts);
   return writeAtomically(
     imagePath,
     (dev) => {
       dev.truncate(opts.sizeBytes);
-      return formatDevice(dev, opts, layout);
+      return formatDevice(dev, opts, layout, source);
     },
     { sync: opts.sync, verify: opts.verify },
   );
@@ -128,19 +128,22 @@ export function autoSize(
   opts: Omit<FormatOptions, 'sizeBytes'>,
   slack: SizeSlack = { percent: 10 },
 ): { sizeBytes: number; blockSize?: number } {
-  if (!opts.source) return { sizeBytes: 16 * MiB, blockSize: opts.blockSize };
-  const estimates = new Map<number, TreeEstimate>();
+  // The tree as it will be written: a spec's attributes take room too.
+  const source = sourceWithMetadata(opts);
+  if (!source) return { sizeBytes: 16 * MiB, blockSize: opts.blockSize };
+  // By block size and inode size (mkfs's geometry picks both by the file system's size).
+  const estimates = new Map<string, TreeEstimate>();
   let blockSize = opts.blockSize;
-  const estimate = (bs: number): TreeEstimate => {
-    let est = estimates.get(bs);
-    if (!est) estimates.set(bs, (est = estimateTree(opts.source!, bs)));
+  const estimate = (bs: number, isz = 256): TreeEstimate => {
+    let est = estimates.get(`${bs}/${isz}`);
+    if (!est) estimates.set(`${bs}/${isz}`, (est = estimateTree(source, bs, isz)));
     return est;
   };
   if (blockSize === undefined && estimate(1024).longestSymlink >= 1024) blockSize = 4096;
   const fits = (mib: number): boolean => {
     try {
       const l = planLayout({ ...opts, blockSize, sizeBytes: mib * MiB });
-      return treeFits(l, estimate(l.blockSize), true).fits;
+      return treeFits(l, estimate(l.blockSize, l.inodeSize), true).fits;
     } catch (e) {
       if (e instanceof Ext4Error && e.code === 'TOO_SMALL') return false;
       throw e;

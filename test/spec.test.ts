@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { applySpec, checkSpec, parseSpec, unvis, type SpecEntry } from '../src/source/spec.js';
 import { memoryTreeSource } from '../src/source/memory.js';
+import { autoSize, formatImage } from '../src/image.js';
 import { Ext4Reader } from '../src/ext4/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import type { SourceNode, TreeSource } from '../src/source/types.js';
@@ -541,6 +542,40 @@ describe.runIf(haveOracles)('mkfs --from DIR --spec', () => {
     expectClean(img);
     expect(readMeta(img, '/')).toMatchObject({ mode: 0o700, uid: 0, gid: 0 });
     expect(readMeta(img, '/ssl/key.pem')).toMatchObject({ mode: 0o400, uid: 0, gid: 0 });
+  });
+});
+
+describe.runIf(haveOracles)('--size auto with a spec', () => {
+  // 2,000 files of three 1 KiB blocks (so blocks, not inodes, set the size), each given a 600-byte
+  // attribute by the spec: too big for the inode, so each distinct value takes an attribute block that
+  // the bare tree does not need.
+  const children: Record<string, { data: string }> = {};
+  for (let i = 0; i < 2000; i++) children[`f${i}`] = { data: 'x'.repeat(3000) };
+  const source = memoryTreeSource({ children });
+  const specOf = (value: (i: number) => string) =>
+    parseSpec(
+      ['/set type=file', ...Array.from({ length: 2000 }, (_, i) => `./f${i} xattr.user.big=${value(i)}`)].join('\n'),
+    );
+  const bare = autoSize({ source }, { bytes: 0 }).sizeBytes;
+
+  it("counts the spec's attributes: the picked size holds them with no slack", () => {
+    const spec = specOf((i) => '0x' + i.toString(16).padStart(8, '0') + 'ab'.repeat(596));
+    const picked = autoSize({ source, spec }, { bytes: 0 });
+    // About 2,000 blocks of 1 KiB more.
+    expect(picked.sizeBytes - bare).toBeGreaterThanOrEqual(1 << 20);
+    const img = path.join(work, 'auto-spec.img');
+    formatImage(img, { source, spec, ...picked, sync: false });
+    expect(fsck(img).status).toBe(0);
+    const r = Ext4Reader.open(FileDevice.open(img));
+    expect(r.xattrs(r.lookup('/f1999')).map((x) => [x.name, x.value.length])).toEqual([['user.big', 600]]);
+    expect(() => formatImage(img, { source, spec, sizeBytes: picked.sizeBytes - (1 << 20), sync: false })).toThrow(
+      /NO_SPACE|needs about/,
+    );
+  });
+
+  it('counts a set every file shares once, as the writer stores it once', () => {
+    const spec = specOf(() => '0x' + 'ab'.repeat(600));
+    expect(autoSize({ source, spec }, { bytes: 0 }).sizeBytes).toBe(bare);
   });
 });
 

@@ -927,8 +927,12 @@ export class Ext4Editor {
       }
       const root = tree.root();
       const est = estimateTree(
-        root.kind === 'dir' ? tree : { root: () => ({ ...root, kind: 'dir', children: () => [root] }) as SourceNode },
+        // A single file is estimated as the one entry of a directory that is not itself written.
+        root.kind === 'dir'
+          ? tree
+          : { root: () => ({ ...root, kind: 'dir', children: () => [root], xattrs: () => [] }) as SourceNode },
         this.v.bs,
+        this.v.inodeSize,
       );
       if (est.blocks > this.v.freeBlocks || est.inodes > this.v.freeInodes)
         throw new Ext4Error(

@@ -41,6 +41,7 @@ import {
   S_IFREG,
   FL_EXTENTS,
   I_BLOCK_SIZE,
+  EXTRA_ISIZE,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from './extent.js';
 import { setBitRange, bitmapChecksum } from './bitmap.js';
@@ -66,7 +67,6 @@ import {
 export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
 export const RESIZE_INO = 7;
 export const JOURNAL_INO = 8;
-const EXTRA_ISIZE = 32;
 
 export interface FormatOptions extends LayoutOptions {
   /** Volume label, at most 16 bytes of UTF-8. */
@@ -266,8 +266,16 @@ export function sourceWithMetadata(opts: Pick<FormatOptions, 'source' | 'owner' 
   return applySpec(opts.source, opts.spec, { owner: opts.owner });
 }
 
-/** Writes a fresh file system into `dev`, which must already have its final size (a hole). */
-export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Layout): FormatResult {
+/**
+ * Writes a fresh file system into `dev`, which must already have its final size (a hole). `source` is
+ * the tree as the writer sees it: `sourceWithMetadata(opts)` unless the caller made it already.
+ */
+export function formatDevice(
+  dev: BlockDevice,
+  opts: FormatOptions,
+  layout?: Layout,
+  source: TreeSource | undefined = sourceWithMetadata(opts),
+): FormatResult {
   // The plan is consumed (allocations are added to it), so a caller's plan is used once.
   const l = layout ?? planLayout(opts);
   if (dev.size < l.sizeBytes && dev.size < l.blocksCount * l.blockSize)
@@ -335,10 +343,9 @@ export function formatDevice(dev: BlockDevice, opts: FormatOptions, layout?: Lay
     dev.startFlush?.();
   }
   let est: TreeEstimate | undefined;
-  const source = sourceWithMetadata(opts);
   if (source) {
     // Say so up front, with the numbers, when the tree cannot fit.
-    est = estimateTree(source, bs);
+    est = estimateTree(source, bs, isz);
     const { freeBlocks, freeInodes, fits } = treeFits(l, est);
     if (!fits)
       throw new Ext4Error(

@@ -38,6 +38,8 @@ const EXTRA = [
 type ExtraName = (typeof EXTRA)[number][0];
 
 export const GOOD_OLD_INODE_SIZE = 128;
+/** i_extra_isize of the inodes this project writes (mkfs.ext4's: the fields up to i_projid). */
+export const EXTRA_ISIZE = 32;
 export const I_BLOCK_OFFSET = 0x28;
 export const I_BLOCK_SIZE = 60;
 const CSUM_LO = 0x7c;

@@ -21,6 +21,8 @@ import {
   FL_INDEX,
   encodeDeviceNumbers,
   inodeCsumSeed,
+  EXTRA_ISIZE,
+  GOOD_OLD_INODE_SIZE,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import {
@@ -593,11 +595,28 @@ export interface TreeEstimate {
 
 /**
  * An upper estimate of what `source` needs, from metadata alone (no file is read): inodes, and blocks
- * for data (sparse files by what the source really stores), directories and extent trees.
+ * for data (sparse files by what the source really stores), directories, extent trees and attribute
+ * blocks (one per distinct set that does not fit inside `inodeSize`-byte inodes, shared as the writer
+ * shares them).
  */
-export function estimateTree(source: TreeSource, blockSize: number): TreeEstimate {
+export function estimateTree(source: TreeSource, blockSize: number, inodeSize = 256): TreeEstimate {
   const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0, largestFile: 0, longestSymlink: 0 };
   const seen = new Set<string>();
+  const inInode = inodeXattrSpace(inodeSize, inodeSize > GOOD_OLD_INODE_SIZE ? EXTRA_ISIZE : 0);
+  const xattrBlocks = new Set<string>();
+  const countXattrs = (n: SourceNode) => {
+    const list = n.xattrs();
+    if (!list.length) return;
+    const xs = list.map(toDisk);
+    // Too big for a block: placeXattrs refuses it when the node is written.
+    if (xattrSpace(xs) <= inInode || xattrSpace(xs) > blockSize - 32) return;
+    const data = encodeXattrBlock(blockSize, xs);
+    const key = Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1');
+    if (!xattrBlocks.has(key)) {
+      xattrBlocks.add(key);
+      est.blocks++;
+    }
+  };
   const dirBlocks = (entryBytes: number) => {
     const leaves = Math.ceil(entryBytes / (blockSize - DIR_TAIL_SIZE));
     return leaves <= 1 ? 1 : leaves + 1 + Math.ceil(leaves / ((blockSize - 8) / 8 - 1)) + Math.ceil(leaves / 2);
@@ -613,6 +632,7 @@ export function estimateTree(source: TreeSource, blockSize: number): TreeEstimat
         seen.add(c.linkKey);
       }
       est.inodes++;
+      countXattrs(c);
       if (c.kind === 'dir') walk(c, depth + 1);
       else if (c.kind === 'file') {
         est.files++;
@@ -633,6 +653,8 @@ export function estimateTree(source: TreeSource, blockSize: number): TreeEstimat
     }
     est.blocks += dirBlocks(bytes);
   };
-  walk(source.root(), 0);
+  const root = source.root();
+  countXattrs(root);
+  walk(root, 0);
   return est;
 }
