@@ -85,7 +85,8 @@ class HostNode implements SourceNode {
 
   xattrs(): XattrEntry[] {
     // Node.js has no xattr API: attributes come from a getfattr dump when one is given (see xattr-dump.ts).
-    return this.xattrMap?.get(this.hostPath.toString('latin1')) ?? [];
+    if (!this.xattrMap) return [];
+    return this.xattrMap.get(this.hostPath.toString('latin1')) ?? [];
   }
 
   readLink(): Uint8Array {
