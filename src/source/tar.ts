@@ -57,7 +57,7 @@ export function readStored(d: DataRef, size: number, buf: Uint8Array, length: nu
     return n;
   }
   buf.fill(0, 0, n);
-  // Binary search for the first segment ending after `position`; stored bytes precede it back to back.
+  // Binary search for the first segment ending after `position`.
   let lo = 0;
   let hi = segs.length;
   while (lo < hi) {
@@ -65,15 +65,12 @@ export function readStored(d: DataRef, size: number, buf: Uint8Array, length: nu
     if (segs[mid]![0] + segs[mid]![1] <= position) lo = mid + 1;
     else hi = mid;
   }
-  let stored = 0;
-  for (let i = 0; i < lo; i++) stored += segs[i]![1];
   for (let i = lo; i < segs.length; i++) {
     const [o, len] = segs[i]!;
     if (o >= position + n) break;
     const from = Math.max(o, position);
     const to = Math.min(o + len, position + n);
-    if (to > from) pread(from - position, to - from, stored + (from - o));
-    stored += len;
+    if (to > from) pread(from - position, to - from, d.storedAt![i]! + (from - o));
   }
   return n;
 }

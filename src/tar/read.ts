@@ -30,6 +30,8 @@ export interface DataRef {
   length: number;
   /** Sparse files: the (file offset, length) of each stored segment in order; the rest are holes. */
   segments?: [offset: number, length: number][];
+  /** Sparse files: where each segment's bytes start among the stored bytes (a running sum of the lengths). */
+  storedAt?: number[];
 }
 
 export type TarEntryKind = 'file' | 'hardlink' | 'symlink' | 'chardev' | 'blockdev' | 'dir' | 'fifo';
@@ -540,7 +542,9 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
       if (storedBytes > 0) {
         const ref = await src.keep(storedBytes);
         if (!ref) throw truncated(at);
-        e.data = { ...ref, length: storedBytes, segments };
+        let sum = 0;
+        const storedAt = segments?.map(([, n]) => (sum += n) - n);
+        e.data = { ...ref, length: storedBytes, segments, storedAt };
         if (!(await src.skip(padded(dataSize) - dataSize))) throw truncated(at);
       } else if (!(await src.skip(padded(dataSize) - mapBytes))) throw truncated(at);
     } else if (dataSize > 0 && !(await src.skip(padded(dataSize)))) throw truncated(at);
