@@ -92,6 +92,11 @@ const NUMERIC = [
 
 export type SuperblockNumericField = (typeof NUMERIC)[number][0];
 
+/** Where a numeric field lies in the superblock (from its table; add SUPERBLOCK_OFFSET for the device). */
+export function superblockFieldOffset(name: SuperblockNumericField): number {
+  return NUMERIC.find(([n]) => n === name)![1];
+}
+
 /** Byte-string fields: [name, offset, length]. */
 const BYTES = [
   ['s_uuid', 0x68, 16],
@@ -146,7 +151,7 @@ export function decodeSuperblock(b: Uint8Array, opts: DecodeSuperblockOptions = 
   if (opts.verify !== false) {
     if (sb.s_magic !== EXT4_MAGIC)
       throw new Ext4Error('BAD_MAGIC', `not an ext2/3/4 file system (magic 0x${sb.s_magic.toString(16)})`, {
-        offset: SUPERBLOCK_OFFSET + 0x38,
+        offset: SUPERBLOCK_OFFSET + superblockFieldOffset('s_magic'),
       });
     if (sb.s_feature_ro_compat & 0x400) {
       const want = superblockChecksum(b);

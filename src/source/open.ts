@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
+import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
@@ -43,7 +44,10 @@ export function isExt4Image(p: string): boolean {
   try {
     fd = fs.openSync(p, 'r');
     const b = Buffer.alloc(2);
-    return fs.readSync(fd, b, 0, 2, 1024 + 56) === 2 && b.readUInt16LE(0) === 0xef53;
+    return (
+      fs.readSync(fd, b, 0, 2, SUPERBLOCK_OFFSET + superblockFieldOffset('s_magic')) === 2 &&
+      b.readUInt16LE(0) === EXT4_MAGIC
+    );
   } catch {
     return false;
   } finally {
