@@ -22,6 +22,7 @@ import {
   FIELD,
   TAR_BLOCK,
   headerChecksum,
+  headerChecksums,
   paxRecord,
   paxTime,
   xattrKeyword,
@@ -123,6 +124,12 @@ describe('pax encoding', () => {
     // Read back in one pass: an encoded '%' followed by "3D" stays "%3D"; any other '%' is kept.
     expect(xattrNameOfKeyword('user.a%3Db%25c')).toBe('user.a=b%c');
     expect(xattrNameOfKeyword('user.%253D%41%')).toBe('user.%3D%41%');
+    // The header checksum, and the signed-byte sum old tars wrote, counted in one pass.
+    const h = new Uint8Array(TAR_BLOCK);
+    h[0] = 0xff;
+    h[150] = 0xff; // inside the checksum field: counted as a space
+    expect(headerChecksums(h)).toEqual({ sum: 255 + 8 * 0x20, signed: -1 + 8 * 0x20 });
+    expect(headerChecksum(h)).toBe(255 + 8 * 0x20);
     const acl = Buffer.alloc(4 + 6 * 8);
     acl.writeUInt32LE(2, 0);
     const e = [

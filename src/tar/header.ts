@@ -68,9 +68,22 @@ export const GNU_MAGIC = 'ustar ';
 
 /** The header checksum: the byte sum of the header with the checksum field counted as eight spaces. */
 export function headerChecksum(h: Uint8Array): number {
+  return headerChecksums(h).sum;
+}
+
+/**
+ * The checksum as it should be (`sum`) and as old tars computed it with signed bytes (`signed`, which
+ * readers accept too), in one pass.
+ */
+export function headerChecksums(h: Uint8Array): { sum: number; signed: number } {
   let sum = 0;
-  for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
-  return sum;
+  let signed = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) {
+    const b = i >= 148 && i < 156 ? 0x20 : h[i]!;
+    sum += b;
+    signed += (b << 24) >> 24;
+  }
+  return { sum, signed };
 }
 
 /** Rounds a byte count up to whole records. */

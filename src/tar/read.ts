@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
+import { isZero } from '../ext4/bytes.js';
 import type { Timestamp } from '../ext4/inode.js';
 import type { XattrEntry } from '../source/types.js';
 import {
@@ -17,7 +18,7 @@ import {
   PAX,
   TAR_BLOCK,
   TYPE,
-  headerChecksum,
+  headerChecksums,
   padded,
   xattrNameOfKeyword,
 } from './header.js';
@@ -358,16 +359,14 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
       return; // no end-of-archive blocks: accepted, as tar does
     }
     if (h.length < TAR_BLOCK) throw truncated(at);
-    if (h.every((x) => x === 0)) return;
+    if (isZero(h)) return;
     let stored = -1;
     try {
       stored = num(h, FIELD.chksum, 'checksum', at);
     } catch {
       // not a number: no header
     }
-    const sum = headerChecksum(h);
-    let signed = 0;
-    for (let i = 0; i < TAR_BLOCK; i++) signed += i >= 148 && i < 156 ? 0x20 : (h[i]! << 24) >> 24;
+    const { sum, signed } = headerChecksums(h);
     if (stored !== sum && stored !== signed)
       throw bad(first ? 'not a tar archive (no valid header at its start)' : 'bad tar header checksum', at);
     first = false;
