@@ -60,6 +60,14 @@ export function writeAtomically<T>(
   }
 }
 
+/** True when `a` and `b` name the same file: one path, or two names (links) of one file. */
+export function sameFile(a: string, b: string): boolean {
+  if (path.resolve(a) === path.resolve(b)) return true;
+  const sa = fs.statSync(a, { throwIfNoEntry: false });
+  const sb = fs.statSync(b, { throwIfNoEntry: false });
+  return !!sa && !!sb && sa.dev === sb.dev && sa.ino === sb.ino;
+}
+
 export interface FormatImageOptions extends FormatOptions {
   /** fsync the image before it is renamed into place (default true). */
   sync?: boolean;

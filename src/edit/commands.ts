@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Ext4Error } from '../ext4/errors.js';
 import { parseSize } from '../ext4/layout.js';
-import { S_IFMT, S_IFDIR, type Timestamp } from '../ext4/inode.js';
+import { S_IFMT, S_IFDIR, parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
 import { readXattrDump } from '../source/xattr-dump.js';
 import { hostPathSource } from '../source/host.js';
 import { readSpec } from '../source/spec.js';
@@ -103,8 +103,8 @@ export function parseXattrValue(v: string): Uint8Array {
 
 /** A time: UNIX seconds with an optional fraction (nanoseconds kept), or a date Date.parse reads. */
 export function parseTime(s: string): Timestamp {
-  const m = /^(-?\d+)(?:\.(\d{1,9}))?$/.exec(s);
-  if (m) return { sec: Number(m[1]), nsec: Number((m[2] ?? '').padEnd(9, '0')) };
+  const t = parseUnixSeconds(s);
+  if (t) return t;
   const ms = Date.parse(s);
   if (Number.isNaN(ms)) throw new Ext4Error('BAD_OPTION', `"${s}" is not a time (UNIX seconds or a date)`);
   return { sec: Math.floor(ms / 1000), nsec: (((ms % 1000) + 1000) % 1000) * 1_000_000 };

@@ -122,6 +122,16 @@ export function decodeTime(lo: number, extra: number | undefined): Timestamp {
   if (extra === undefined) return { sec: base, nsec: 0 };
   return { sec: base + (extra & 3) * 0x1_0000_0000, nsec: extra >>> 2 };
 }
+/**
+ * UNIX seconds with an optional fraction of up to 9 digits (`1700000000`, `-5.25`), nanoseconds kept;
+ * undefined when `s` is not that.
+ */
+export function parseUnixSeconds(s: string): Timestamp | undefined {
+  const m = /^(-?\d+)(?:\.(\d{1,9}))?$/.exec(s);
+  if (!m || !Number.isSafeInteger(Number(m[1]))) return undefined;
+  return { sec: Number(m[1]), nsec: Number((m[2] ?? '').padEnd(9, '0')) };
+}
+
 /** The range the encoding can hold: 1901-12-13 to 2446-05-10; times outside are clamped, like the kernel does. */
 export const MIN_TIME = -0x8000_0000;
 export const MAX_TIME = 0x3_ffff_ffff - 0x8000_0000;

@@ -9,6 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
+import { sameFile } from '../image.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
 import { containerTreeSource } from './oci.js';
@@ -98,9 +99,7 @@ export async function openTreeSource(from: string, o: OpenSourceOptions): Promis
       inner = from.slice(colon + 1) || '/';
     } else throw new Ext4Error('SOURCE_ERROR', `${from}: no such directory, image or archive`);
   }
-  const a = fs.statSync(file);
-  const b = fs.statSync(o.output, { throwIfNoEntry: false });
-  if (b && a.dev === b.dev && a.ino === b.ino)
+  if (sameFile(file, o.output))
     throw new Ext4Error('BAD_OPTION', `the output ${o.output} is the source image itself`, { path: o.output });
   const reader = Ext4Reader.open(FileDevice.open(file), { verifyChecksums: true, onWarning: o.onWarning });
   return {

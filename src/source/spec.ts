@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import { sameBytes } from '../ext4/bytes.js';
 import { Ext4Error } from '../ext4/errors.js';
-import type { Timestamp } from '../ext4/inode.js';
+import { parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
 import { xattrKey } from '../ext4/xattr.js';
 import type { NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
 
@@ -248,10 +248,9 @@ function setKeyword(kw: Keywords, word: string, where: string): void {
       return;
     }
     case 'time': {
-      const m = /^(-?\d+)(?:\.(\d{1,9}))?$/.exec(v);
-      if (!m || !Number.isSafeInteger(Number(m[1])))
-        throw bad(where, `time=${v} is not seconds[.nanoseconds] since 1970`);
-      kw.time = { sec: Number(m[1]), nsec: Number((m[2] ?? '').padEnd(9, '0')) };
+      const t = parseUnixSeconds(v);
+      if (!t) throw bad(where, `time=${v} is not seconds[.nanoseconds] since 1970`);
+      kw.time = t;
       return;
     }
     case 'link':

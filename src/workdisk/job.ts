@@ -4,11 +4,10 @@
  * Image to image, in-process: no temporary directory, no root, no e2fsprogs.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
-import { formatImage } from '../image.js';
+import { formatImage, sameFile } from '../image.js';
 import { imageTreeSource, unreadableOption } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
 export { unreadableOption } from '../source/image.js';
@@ -64,9 +63,7 @@ function openImage(p: string, options: JobOptions): Ext4Reader {
 
 /** Refuses an output that is the input itself (same path, or a link to the same file). */
 function distinct(input: string, output: string): void {
-  const a = fs.statSync(input, { throwIfNoEntry: false });
-  const b = fs.statSync(output, { throwIfNoEntry: false });
-  if (path.resolve(input) === path.resolve(output) || (a && b && a.dev === b.dev && a.ino === b.ino))
+  if (sameFile(input, output))
     throw new Ext4Error('BAD_OPTION', `the output ${output} is the input image itself`, { path: output });
 }
 
