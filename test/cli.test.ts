@@ -151,6 +151,26 @@ describe('bad input: one line, non-zero exit, nothing left behind', () => {
       fs.rmSync(img);
     });
   }
+  it('an image as its own source, by its path or through a link: BAD_OPTION, the image untouched', () => {
+    const img = path.join(dir, 'self.img');
+    formatImage(img, { sizeBytes: 16 << 20, sync: false });
+    const before = fs.readFileSync(img);
+    const link = path.join(dir, 'self-link.img');
+    fs.symlinkSync(img, link);
+    for (const [target, from] of [
+      [img, img],
+      [img, `${img}:/`],
+      [link, img],
+    ]) {
+      const r = cli(['mkfs', target!, '--size', '16M', '--from', from!, '--no-sync']);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/^ext4-workdisk: error \[BAD_OPTION\]: the output .+ is the source image itself\n$/);
+    }
+    expect(fs.readFileSync(img).equals(before)).toBe(true);
+    expect(leftovers()).toEqual([]);
+    fs.rmSync(link);
+    fs.rmSync(img);
+  });
   it('unwritable paths', () => {
     const file = path.join(dir, 'plain-file');
     fs.writeFileSync(file, 'x');
