@@ -12,6 +12,8 @@ import {
   xattrSpace,
 } from '../src/ext4/xattr.js';
 import { parseXattrDump } from '../src/source/xattr-dump.js';
+import { parseSpec } from '../src/source/spec.js';
+import { parseXattrValue } from '../src/edit/commands.js';
 import {
   HAVE_E2FSPROGS,
   IN_CI,
@@ -126,6 +128,24 @@ describe('xattr codecs', () => {
     expect(() => parseXattrDump('# file: a\nuser.x=zz\n')).toThrowError(
       expect.objectContaining({ code: 'BAD_OPTION' }),
     );
+  });
+
+  it('the dump, the spec and setfattr share one value decoder: same bytes, same refusals', () => {
+    const viaDump = (v: string) => parseXattrDump(`# file: /f\nuser.v=${v}\n`).get('/f')![0]!.value;
+    const viaSpec = (v: string) =>
+      parseSpec(`./f type=file xattr.user.v=${v}\n`).entries[0]!.xattrs.find((x) => x.name === 'user.v')!.value;
+    const viaSetfattr = (v: string) => parseXattrValue(v);
+    for (const decode of [viaDump, viaSpec, viaSetfattr]) {
+      expect(Buffer.from(decode('0x6869')).toString()).toBe('hi');
+      expect(Buffer.from(decode('0SaGk=')).toString()).toBe('hi');
+      expect(Buffer.from(decode('"hi"')).toString()).toBe('hi');
+      for (const bad of ['0x686', '0xzz', '0saGk', '0s!!!!'])
+        expect(() => decode(bad), bad).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
+    }
+    // Bare text: setfattr and the spec take it, a getfattr dump always quotes.
+    expect(Buffer.from(viaSetfattr('hi')).toString()).toBe('hi');
+    expect(Buffer.from(viaSpec('hi')).toString()).toBe('hi');
+    expect(() => viaDump('hi')).toThrowError(expect.objectContaining({ code: 'BAD_OPTION' }));
   });
 });
 

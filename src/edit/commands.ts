@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { Ext4Error } from '../ext4/errors.js';
 import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
-import { readXattrDump } from '../source/xattr-dump.js';
+import { decodeXattrValue, readXattrDump } from '../source/xattr-dump.js';
 import { hostPathSource } from '../source/host.js';
 import { readSpec } from '../source/spec.js';
 import { imageTreeSource } from '../source/image.js';
@@ -91,14 +91,11 @@ export function parseOwner(s: string): { uid?: number; gid?: number } {
 
 /** An attribute value as setfattr(1) takes it: 0x hex, 0s base64, "quoted text" or text. */
 export function parseXattrValue(v: string): Uint8Array {
-  if (/^0[xX]/.test(v)) {
-    const hex = v.slice(2);
-    if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new Ext4Error('BAD_OPTION', `"${v}" is not an even run of hex digits`);
-    return new Uint8Array(Buffer.from(hex, 'hex'));
-  }
-  if (/^0[sS]/.test(v)) return new Uint8Array(Buffer.from(v.slice(2), 'base64'));
-  if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) return new TextEncoder().encode(v.slice(1, -1));
-  return new TextEncoder().encode(v);
+  return decodeXattrValue(v, {
+    text: (s) => new TextEncoder().encode(s),
+    bare: true,
+    fail: (m) => new Ext4Error('BAD_OPTION', m),
+  });
 }
 
 /** A time: UNIX seconds with an optional fraction (nanoseconds kept), or a date Date.parse reads. */

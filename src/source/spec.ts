@@ -19,6 +19,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
 import { xattrKey } from '../ext4/xattr.js';
 import type { NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
+import { decodeXattrValue } from './xattr-dump.js';
 
 /** mtree's type names and ours. */
 const KINDS: Record<string, NodeKind> = {
@@ -185,18 +186,11 @@ export function unvis(s: string, where = 'spec'): Buffer {
 
 /** An attribute value as getfattr prints it: `0x` hex, `0s` base64, `"text"` or text, vis-decoded. */
 function xattrValue(v: string, where: string): Uint8Array {
-  if (/^0[xX]/.test(v)) {
-    const hex = v.slice(2);
-    if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw bad(where, `"${v}" is not an even run of hex digits`);
-    return new Uint8Array(Buffer.from(hex, 'hex'));
-  }
-  if (/^0[sS]/.test(v)) {
-    const b64 = v.slice(2);
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4) throw bad(where, `"${v}" is not base64`);
-    return new Uint8Array(Buffer.from(b64, 'base64'));
-  }
-  const text = v.length >= 2 && v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1) : v;
-  return new Uint8Array(unvis(text, where));
+  return decodeXattrValue(v, {
+    text: (s) => new Uint8Array(unvis(s, where)),
+    bare: true,
+    fail: (m) => bad(where, m),
+  });
 }
 
 function idValue(key: string, v: string, where: string): number {

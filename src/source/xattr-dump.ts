@@ -28,18 +28,37 @@ function unescapeOctal(s: string): Buffer {
   return Buffer.from(out);
 }
 
-function parseValue(v: string, where: string): Uint8Array {
-  if (v.startsWith('0x') || v.startsWith('0X')) {
+/**
+ * An attribute value in getfattr's and setfattr's encodings: `0x` hex, `0s` base64, or text between
+ * double quotes (bare text too where `bare` allows it), which `text` turns into bytes (each caller has
+ * its own escapes). A malformed value is the Ext4Error `fail` makes of the message.
+ */
+export function decodeXattrValue(
+  v: string,
+  opts: { text: (s: string) => Uint8Array; bare: boolean; fail: (message: string) => Ext4Error },
+): Uint8Array {
+  if (/^0[xX]/.test(v)) {
     const hex = v.slice(2);
-    if (!/^[0-9a-fA-F]*$/.test(hex) || hex.length % 2) throw new Ext4Error('BAD_OPTION', `${where}: bad hex value`);
-    return Buffer.from(hex, 'hex');
+    if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw opts.fail(`"${v}" is not an even run of hex digits`);
+    return new Uint8Array(Buffer.from(hex, 'hex'));
   }
-  if (v.startsWith('0s') || v.startsWith('0S')) return Buffer.from(v.slice(2), 'base64');
-  if (v.startsWith('"') && v.endsWith('"') && v.length >= 2) {
-    const inner = v.slice(1, -1).replace(/\\"/g, '"');
-    return unescapeOctal(inner);
+  if (/^0[sS]/.test(v)) {
+    const b64 = v.slice(2);
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) || b64.length % 4) throw opts.fail(`"${v}" is not base64`);
+    return new Uint8Array(Buffer.from(b64, 'base64'));
   }
-  throw new Ext4Error('BAD_OPTION', `${where}: value must be 0x hex, 0s base64 or "text"`);
+  if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) return opts.text(v.slice(1, -1));
+  if (opts.bare) return opts.text(v);
+  throw opts.fail('value must be 0x hex, 0s base64 or "text"');
+}
+
+/** A value in a dump: quoted text has getfattr's escapes (\ooo, \\, \"). */
+function parseValue(v: string, where: string): Uint8Array {
+  return decodeXattrValue(v, {
+    text: (s) => unescapeOctal(s.replace(/\\"/g, '"')),
+    bare: false,
+    fail: (m) => new Ext4Error('BAD_OPTION', `${where}: ${m}`),
+  });
 }
 
 /** Parses dump text into absolute host path (as bytes, latin1 string key) -> attributes. */
