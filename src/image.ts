@@ -16,7 +16,12 @@ import { checkDevice, problemSummary } from './check/check.js';
 export function writeAtomically<T>(
   target: string,
   fill: (dev: FileDevice) => T,
-  opts: { sync?: boolean; verify?: boolean } = {},
+  opts: {
+    sync?: boolean;
+    verify?: boolean;
+    /** What to say to a target that exists but is no regular file (a device, a FIFO). */
+    notAFileHint?: string;
+  } = {},
 ): T {
   const dir = path.dirname(path.resolve(target));
   let st: fs.Stats | undefined;
@@ -29,9 +34,11 @@ export function writeAtomically<T>(
   // Devices are refused: the formatter relies on a fresh sparse file reading as zeros (lazy inode
   // tables, uninitialized bitmaps, the journal), which a used device does not.
   if (st && !st.isFile())
-    throw new Ext4Error('IO_ERROR', `${target} is not a regular file; this tool writes image files, not devices`, {
-      path: target,
-    });
+    throw new Ext4Error(
+      'IO_ERROR',
+      `${target} is not a regular file; ${opts.notAFileHint ?? 'this tool writes image files, not devices'}`,
+      { path: target },
+    );
   const tmp = path.join(
     dir,
     `.${path.basename(target)}.${process.pid}.${Buffer.from(randomBytes(4)).toString('hex')}.tmp`,

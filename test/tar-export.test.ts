@@ -233,6 +233,19 @@ function memImage(): Ext4Reader {
   return Ext4Reader.open(dev);
 }
 
+describe('where the archive may go', () => {
+  it('a directory or a device path is refused with IO_ERROR, the hint naming standard output', () => {
+    const reader = memImage();
+    expect(() => exportTar(reader, '/', scratch)).toThrowError(
+      expect.objectContaining({ code: 'IO_ERROR', message: `${scratch} is a directory` }),
+    );
+    expect(() => exportTar(reader, '/', '/dev/null')).toThrowError(
+      expect.objectContaining({ code: 'IO_ERROR', message: expect.stringMatching(/standard output \(-\)/) }),
+    );
+    expect(fs.readdirSync(scratch).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
 describe.runIf(oracleAvailable('e2fsck', HAVE_E2FSPROGS))('an archive read back by mkfs --from', () => {
   it('gives every attribute its own name again (% and = in names included)', async () => {
     const reader = memImage();

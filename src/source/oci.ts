@@ -137,6 +137,8 @@ async function applyLayer(
   const raw = outer ? tap(chunks, (b) => outer!.update(b)) : chunks;
   const inner: Hash | undefined = diffId ? createHash(diffId.alg) : undefined;
   const plain = await decompressed(raw, what, (m) => tree.warn(m));
+  // File data is copied to the private spool even from a plain layer that could be read in place: the
+  // bytes written into the image are then the ones the digests verified, whatever happens to the blob.
   const src = new StreamByteSource(tap(plain, (b) => inner?.update(b))[Symbol.asyncIterator](), spool);
   await tree.read(src, layer);
   if (outer && blobDigest && outer.digest('hex') !== blobDigest.hex)

@@ -302,19 +302,6 @@ export function exportTar(
   const srcIno = reader.lookup(srcPath);
   const srcInode = reader.inode(srcIno);
   if (typeof output === 'string') {
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.statSync(output);
-    } catch {
-      st = undefined; // missing (or unreachable): creating the temporary file beside it says why
-    }
-    if (st?.isDirectory()) throw new Ext4Error('IO_ERROR', `${output} is a directory`, { path: output });
-    if (st && !st.isFile())
-      throw new Ext4Error(
-        'IO_ERROR',
-        `${output} is not a regular file; write the archive to standard output (-) to send it elsewhere`,
-        { path: output },
-      );
     return writeAtomically(
       output,
       (dev) => {
@@ -336,7 +323,7 @@ export function exportTar(
           opts,
         );
       },
-      { sync: opts.sync },
+      { sync: opts.sync, notAFileHint: 'write the archive to standard output (-) to send it elsewhere' },
     );
   }
   return writeArchive(reader, srcPath, srcIno, srcInode, fdWriter(output.fd), opts);
