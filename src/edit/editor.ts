@@ -920,11 +920,8 @@ export class Ext4Editor {
   private copyInOp(source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
     return this.op(() => {
       let tree = typeof source === 'string' ? hostPathSource(source) : source;
-      if (opts.spec) {
-        // The owner goes onto the source's nodes first, so the spec's uid/gid can win over it.
-        tree = applySpec(tree, opts.spec, { owner: opts.owner });
-        opts = { ...opts, owner: undefined };
-      }
+      // The owner goes onto the source's nodes first, so a spec's uid/gid can win over it (as mkfs does).
+      if (opts.spec || opts.owner) tree = applySpec(tree, opts.spec, { owner: opts.owner });
       const root = tree.root();
       const est = estimateTree(
         // A single file is estimated as the one entry of a directory that is not itself written.
@@ -972,7 +969,7 @@ export class Ext4Editor {
         }
       }
       this.copyChildren(dirIno, root, opts, links, res, 0);
-      this.applyMeta(dirIno, root, opts);
+      this.applyMeta(dirIno, root);
       return res;
     });
   }
@@ -1020,7 +1017,7 @@ export class Ext4Editor {
         res.dirs++;
       }
       this.copyChildren(ino, node, opts, links, res, depth);
-      this.applyMeta(ino, node, opts);
+      this.applyMeta(ino, node);
       return;
     }
     if (existingType === S_IFDIR)
@@ -1078,15 +1075,15 @@ export class Ext4Editor {
       res.bytes += node.size;
     } else res.other++;
     if (node.linkKey !== undefined) links.set(node.linkKey, ino);
-    this.applyMeta(ino, node, opts);
+    this.applyMeta(ino, node);
   }
 
   /** Mode, owner, times and attributes of a copied entry, as `cp -a` sets them. */
-  private applyMeta(ino: number, node: SourceNode, opts: CopyInOptions): void {
+  private applyMeta(ino: number, node: SourceNode): void {
     const i = this.v.readInode(ino);
     if ((i.mode & S_IFMT) !== S_IFLNK) i.mode = (i.mode & S_IFMT) | (node.perm & 0o7777);
-    i.uid = opts.owner?.uid ?? node.uid;
-    i.gid = opts.owner?.gid ?? node.gid;
+    i.uid = node.uid;
+    i.gid = node.gid;
     i.atime = node.atime;
     i.mtime = node.mtime;
     i.ctime = this.now();
