@@ -8,22 +8,23 @@ import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
 import { Ext4Error } from '../ext4/errors.js';
+import { groupOfInode, inodeIndex } from '../ext4/geometry.js';
 import type { CheckContext } from './context.js';
 
 export function checkBitmaps(ctx: CheckContext): void {
   // In-use inodes by group, and directories among them.
   const used = new Map<number, number[]>();
   for (const [ino, info] of ctx.inodes) {
-    const g = Math.floor((ino - 1) / ctx.ipg);
+    const g = groupOfInode(ctx.raw.geo, ino);
     let l = used.get(g);
     if (!l) used.set(g, (l = []));
-    l.push(((ino - 1) % ctx.ipg) * 2 + ((info.mode & S_IFMT) === S_IFDIR ? 1 : 0));
+    l.push(inodeIndex(ctx.raw.geo, ino) * 2 + ((info.mode & S_IFMT) === S_IFDIR ? 1 : 0));
   }
   // Reserved inodes are always in use; so are orphans (pass 1 lists those it could read).
   for (let ino = 1; ino < ctx.firstIno && ino <= ctx.inodesCount; ino++) {
     if (ctx.inodes.has(ino)) continue;
-    const g = Math.floor((ino - 1) / ctx.ipg);
-    (used.get(g) ?? used.set(g, []).get(g)!).push(((ino - 1) % ctx.ipg) * 2);
+    const g = groupOfInode(ctx.raw.geo, ino);
+    (used.get(g) ?? used.set(g, []).get(g)!).push(inodeIndex(ctx.raw.geo, ino) * 2);
   }
   let metaAt = 0;
   for (let g = 0; g < ctx.groupCount; g++) {

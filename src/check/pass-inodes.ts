@@ -20,7 +20,10 @@ import {
   storedInodeChecksum,
   type Inode,
 } from '../ext4/inode.js';
-import { fileTypeOf, isInlineDataAttr, FL_VERITY, type BlockRun } from '../ext4/reader.js';
+import { fileTypeOf } from '../ext4/filetype.js';
+import { isInlineDataAttr } from '../ext4/xattr.js';
+import { FL_VERITY } from '../ext4/inode.js';
+import type { BlockRun } from '../fs/blockmap.js';
 import { isZero, u16, u32 } from '../ext4/bytes.js';
 import { XATTR_MAGIC } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';

@@ -7,7 +7,8 @@ import { Ext4Error } from './errors.js';
 import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import { COMPAT } from './features.js';
-import { type Layout, type LayoutOptions, planLayout, groupFirstBlock, groupBlockCount, takeRuns } from './layout.js';
+import { type Layout, type LayoutOptions, planLayout, takeRuns } from './layout.js';
+import { groupFirstBlock, groupBlocks } from './geometry.js';
 import {
   emptySuperblock,
   encodeSuperblock,
@@ -147,7 +148,7 @@ function groupOf(l: Layout, blk: number): number {
 }
 function groupFree(l: Layout, g: number): number {
   const s = groupFirstBlock(l, g);
-  const n = groupBlockCount(l, g);
+  const n = groupBlocks(l, g);
   return n - l.used.countIn(s, s + n);
 }
 
@@ -450,7 +451,7 @@ export function formatDevice(
   const ipg = l.inodesPerGroup;
   for (let g = 0; g < l.groupCount; g++) {
     const start = groupFirstBlock(l, g);
-    const n = groupBlockCount(l, g);
+    const n = groupBlocks(l, g);
     const usedHere = l.used.countIn(start, start + n);
     const free = n - usedHere;
     freeBlocks += free;

@@ -61,6 +61,10 @@ export const FL_HUGE_FILE = 0x40000;
 export const FL_EXTENTS = 0x80000;
 export const FL_EA_INODE = 0x200000;
 export const FL_INLINE_DATA = 0x10000000;
+export const FL_COMPR = 0x4;
+export const FL_ENCRYPT = 0x800;
+export const FL_VERITY = 0x100000;
+export const FL_CASEFOLD = 0x40000000;
 
 /** Seconds (may be negative or past 2038) and nanoseconds. */
 export interface Timestamp {
