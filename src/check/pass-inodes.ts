@@ -16,19 +16,18 @@ import {
   FL_HUGE_FILE,
   FL_INLINE_DATA,
   FL_EA_INODE,
+  FL_VERITY,
+  ROOT_INO,
   inodeChecksum,
   storedInodeChecksum,
   type Inode,
 } from '../ext4/inode.js';
 import { fileTypeOf } from '../ext4/filetype.js';
-import { isInlineDataAttr } from '../ext4/xattr.js';
-import { FL_VERITY } from '../ext4/inode.js';
 import type { BlockRun } from '../fs/blockmap.js';
 import { isZero, u16, u32 } from '../ext4/bytes.js';
-import { XATTR_MAGIC } from '../ext4/xattr.js';
+import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
 
-const ROOT_INO = 2;
 const RESIZE_INO = 7;
 const BAD_BLOCKS_INO = 1;
 

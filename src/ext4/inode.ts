@@ -45,6 +45,9 @@ export const I_BLOCK_SIZE = 60;
 const CSUM_LO = 0x7c;
 const CSUM_HI = 0x82;
 
+/** The root directory's inode number (a reserved inode). */
+export const ROOT_INO = 2;
+
 /** i_mode file types. */
 export const S_IFMT = 0xf000;
 export const S_IFSOCK = 0xc000;

@@ -18,6 +18,7 @@ import {
   inodeCsumSeed,
   EXTRA_ISIZE,
   GOOD_OLD_INODE_SIZE,
+  ROOT_INO,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
@@ -27,7 +28,7 @@ import type { SourceNode, TreeSource } from '../source/types.js';
 import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;
-export const ROOT_INO = 2;
+export { ROOT_INO };
 export const LOST_FOUND_INO = 11;
 /** Directories with more subdirectories than this get link count 1 (dir_nlink). */
 const MAX_LINKS = 65000;

@@ -4,7 +4,7 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { sameBytes } from '../ext4/bytes.js';
-import { S_IFMT, S_IFDIR, S_IFLNK, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
+import { ROOT_INO, S_IFMT, S_IFDIR, S_IFLNK, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
 import { checkReadable, readInode } from './inodes.js';
 import { blockRuns } from './blockmap.js';
 import { findLinear, inlineDir, type DirSlot } from './dir.js';
@@ -12,8 +12,6 @@ import { dxLookup, usesIndex } from './htree.js';
 import { readLink } from './file.js';
 import type { XattrVolume } from './xattrs.js';
 
-/** The root directory's inode number. */
-const ROOT_INO = 2;
 /** Symlinks followed in one resolution (the kernel's limit). */
 const MAX_SYMLINKS = 40;
 
