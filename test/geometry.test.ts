@@ -11,6 +11,7 @@ import {
   groupBlocks,
   groupOfInode,
   inodeIndex,
+  groupInode,
   inodesPerBlock,
   inodeTableBlocks,
   groupHasSuperblock,
@@ -51,6 +52,8 @@ describe('geometry', () => {
     expect([0, 3, 4].map((g) => groupBlocks(small, g))).toEqual([8192, 8192, 100]);
     expect([1, 2048, 2049].map((i) => groupOfInode(small, i))).toEqual([0, 0, 1]);
     expect([1, 2048, 2049].map((i) => inodeIndex(small, i))).toEqual([0, 2047, 0]);
+    for (const ino of [1, 2048, 2049, 5000])
+      expect(groupInode(small, groupOfInode(small, ino), inodeIndex(small, ino))).toBe(ino);
     expect(inodesPerBlock(small)).toBe(4);
     expect(inodeTableBlocks(small)).toBe(512);
   });

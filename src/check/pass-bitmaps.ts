@@ -8,7 +8,7 @@ import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
 import { Ext4Error } from '../ext4/errors.js';
-import { groupOfInode, inodeIndex } from '../ext4/geometry.js';
+import { groupOfInode, groupInode, inodeIndex } from '../ext4/geometry.js';
 import type { CheckContext } from './context.js';
 
 export function checkBitmaps(ctx: CheckContext): void {
@@ -174,9 +174,13 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
   }
   if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) {
     if (used.length)
-      p.add('UNINIT_GROUP', `group ${g} is marked INODE_UNINIT but inode ${g * ipg + (used[0]! >>> 1) + 1} is in use`, {
-        group: g,
-      });
+      p.add(
+        'UNINIT_GROUP',
+        `group ${g} is marked INODE_UNINIT but inode ${groupInode(ctx.raw.geo, g, used[0]! >>> 1)} is in use`,
+        {
+          group: g,
+        },
+      );
   } else {
     const bm = readBitmap(ctx, d.inodeBitmap);
     if (bm) {
@@ -184,8 +188,8 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
       if (diff)
         p.add(
           'INODE_BITMAP',
-          `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${g * ipg + firstDiff + 1}`,
-          { group: g, inode: g * ipg + firstDiff + 1 },
+          `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${groupInode(ctx.raw.geo, g, firstDiff)}`,
+          { group: g, inode: groupInode(ctx.raw.geo, g, firstDiff) },
         );
       if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
         const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
@@ -196,9 +200,13 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
     if (ctx.groupCsum) {
       const last = used.reduce((a, x) => Math.max(a, x >>> 1), -1);
       if (last >= ipg - d.itableUnused)
-        p.add('ITABLE_UNUSED', `group ${g}: inode ${g * ipg + last + 1} is in use past the table's used part`, {
-          group: g,
-        });
+        p.add(
+          'ITABLE_UNUSED',
+          `group ${g}: inode ${groupInode(ctx.raw.geo, g, last)} is in use past the table's used part`,
+          {
+            group: g,
+          },
+        );
     }
   }
   if (d.freeInodes !== ipg - used.length)

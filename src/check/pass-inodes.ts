@@ -24,6 +24,7 @@ import {
 } from '../ext4/inode.js';
 import { fileTypeOf } from '../ext4/filetype.js';
 import type { BlockRun } from '../fs/blockmap.js';
+import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../ext4/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
@@ -46,7 +47,7 @@ export function checkInodes(ctx: CheckContext): void {
     let recBlock = -1;
     let rec: Uint8Array = new Uint8Array(0);
     for (let idx = 0; idx < n; idx++) {
-      const ino = g * ctx.ipg + idx + 1;
+      const ino = groupInode(raw.geo, g, idx);
       if (ino > ctx.inodesCount) return;
       // A whole stretch of the table is read at once; records with no links and no mode are unused and
       // skipped without decoding (most of a table).

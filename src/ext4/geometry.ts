@@ -80,6 +80,11 @@ export function inodeIndex(geo: Pick<Geometry, 'inodesPerGroup'>, ino: number): 
   return (ino - 1) % geo.inodesPerGroup;
 }
 
+/** The inode number of entry `index` of group `g`'s inode table. */
+export function groupInode(geo: Pick<Geometry, 'inodesPerGroup'>, g: number, index: number): number {
+  return g * geo.inodesPerGroup + index + 1;
+}
+
 export function inodesPerBlock(geo: Pick<Geometry, 'inodeSize' | 'blockSize'>): number {
   return geo.blockSize / geo.inodeSize;
 }
