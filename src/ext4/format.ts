@@ -8,7 +8,7 @@ import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.j
 import { crc32c } from './crc32c.js';
 import { COMPAT } from './features.js';
 import { type Layout, type LayoutOptions, planLayout, takeRuns } from './layout.js';
-import { groupFirstBlock, groupBlocks } from './geometry.js';
+import { groupFirstBlock, groupBlocks, groupOfBlock } from './geometry.js';
 import {
   emptySuperblock,
   encodeSuperblock,
@@ -143,9 +143,6 @@ function allocRuns(l: Layout, goal: number, n: number): { start: number; len: nu
 function allocOne(l: Layout, goal: number): number {
   return allocRuns(l, goal, 1)[0]!.start;
 }
-function groupOf(l: Layout, blk: number): number {
-  return Math.floor((blk - l.firstDataBlock) / l.blocksPerGroup);
-}
 function groupFree(l: Layout, g: number): number {
   const s = groupFirstBlock(l, g);
   const n = groupBlocks(l, g);
@@ -154,7 +151,7 @@ function groupFree(l: Layout, g: number): number {
 
 /** The group mkfs puts the journal in: the middle of the disk, rounded to a flex group, whichever neighbour is emptiest. */
 function journalGoal(l: Layout): number {
-  let group = groupOf(l, Math.floor((l.blocksCount - l.firstDataBlock) / 2));
+  let group = groupOfBlock(l, Math.floor((l.blocksCount - l.firstDataBlock) / 2));
   const logFlex = 1 << l.logGroupsPerFlex;
   let start: number;
   if (group > logFlex) {

@@ -37,7 +37,7 @@ export function geometryOf(
     firstDataBlock: sb.s_first_data_block,
     blocksPerGroup: sb.s_blocks_per_group,
     inodesPerGroup: sb.s_inodes_per_group,
-    groupCount: Math.ceil((g.blocksCount - sb.s_first_data_block) / sb.s_blocks_per_group),
+    groupCount: groupCountOf(g.blocksCount, sb.s_first_data_block, sb.s_blocks_per_group),
     superPolicy:
       sb.s_feature_compat & COMPAT.sparse_super2
         ? 'sparse2'
@@ -52,6 +52,11 @@ export function geometryOf(
 }
 
 type Groups = Pick<Geometry, 'firstDataBlock' | 'blocksPerGroup'>;
+
+/** Groups covering the blocks from the first data block on (the last one may be short). */
+export function groupCountOf(blocksCount: number, firstDataBlock: number, blocksPerGroup: number): number {
+  return Math.ceil((blocksCount - firstDataBlock) / blocksPerGroup);
+}
 
 export function groupOfBlock(geo: Groups, block: number): number {
   return Math.floor((block - geo.firstDataBlock) / geo.blocksPerGroup);

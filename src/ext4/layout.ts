@@ -7,7 +7,7 @@ import { Ext4Error } from './errors.js';
 import { ceilDiv } from './bytes.js';
 import { IntervalSet } from './intervals.js';
 import { type FeatureSet, MKFS_EXT4_FEATURES, COMPAT } from './features.js';
-import { groupHasSuper, superGroups, groupFirstBlock, groupBlocks } from './geometry.js';
+import { groupHasSuper, superGroups, groupFirstBlock, groupBlocks, groupCountOf } from './geometry.js';
 
 export type SizeType = 'floppy' | 'small' | 'default' | 'big' | 'huge';
 
@@ -159,7 +159,7 @@ export function planLayout(opts: LayoutOptions): Layout {
   for (;;) {
     if (blocksCount <= firstDataBlock)
       throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
-    const groupCount = ceilDiv(blocksCount - firstDataBlock, blocksPerGroup);
+    const groupCount = groupCountOf(blocksCount, firstDataBlock, blocksPerGroup);
     const descBlocks = ceilDiv(groupCount, descPerBlock);
     let reservedGdtBlocks = 0;
     if (features.compat & COMPAT.resize_inode) {
