@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { formatImage } from '../src/image.js';
 import { hostDirectorySource } from '../src/source/host.js';
 import { randomBytes } from 'node:crypto';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/extract.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from './ext4/errors.js';
-import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
+import { Ext4Reader } from './fs/reader.js';
+import { fileTypeOf } from './ext4/filetype.js';
 import { S_IFMT, S_IFDIR, type Inode, type Timestamp } from './ext4/inode.js';
 import { isDotOrDotDot } from './ext4/dirent.js';
 

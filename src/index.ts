@@ -41,14 +41,10 @@ export {
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
 export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
 export { halfMd4Hash, dirHash } from './ext4/dirhash.js';
-export {
-  Ext4Reader,
-  fileTypeOf,
-  type ReaderOptions,
-  type DirEntryInfo,
-  type BlockRun,
-  type FileType,
-} from './ext4/reader.js';
+export { Ext4Reader, type ReaderOptions } from './fs/reader.js';
+export type { DirEntryInfo } from './fs/dir.js';
+export type { BlockRun } from './fs/blockmap.js';
+export { fileTypeOf, type FileType } from './ext4/filetype.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
 export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tar/write.js';

@@ -12,7 +12,7 @@ import {
 } from './ext4/superblock.js';
 import { featureNames } from './ext4/features.js';
 import { formatUuid, join64 } from './ext4/bytes.js';
-import { Ext4Reader } from './ext4/reader.js';
+import { Ext4Reader } from './fs/reader.js';
 import { decodeJournalSuperblock, JBD2_INCOMPAT, type JournalSuperblock } from './ext4/journal.js';
 
 export interface JournalInfo {

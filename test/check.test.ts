@@ -12,7 +12,7 @@ import { formatImage, writeAtomically } from '../src/image.js';
 import { formatDevice } from '../src/ext4/format.js';
 import { Ext4Editor } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { IN_CI, HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { readInfo } from '../src/info.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { BufferDevice } from '../src/io/device.js';

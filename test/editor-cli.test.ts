@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { formatImage } from '../src/image.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { parseMode, parseOwner, parseXattrValue, parseTime, splitWords, parseScript } from '../src/edit/commands.js';
 import { HAVE_E2FSPROGS, oracleAvailable, scratchDir, fsck, cli, CLI } from './helpers/oracle.js';

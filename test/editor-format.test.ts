@@ -13,7 +13,7 @@ import { Ext4Editor, editImage } from '../src/edit/editor.js';
 import { hostDirectorySource } from '../src/source/host.js';
 import { imageTreeSource } from '../src/source/image.js';
 import { memoryTreeSource } from '../src/source/memory.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { FL_INDEX, FL_INLINE_DATA, FL_EXTENTS } from '../src/ext4/inode.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool } from './helpers/oracle.js';

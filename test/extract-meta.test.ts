@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { formatDevice } from '../src/ext4/format.js';
 import { formatImage } from '../src/image.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { extract } from '../src/extract.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
 import { scratchDir, IN_CI, IS_ROOT, fsck, run, oracleAvailable, HAVE_E2FSPROGS } from './helpers/oracle.js';

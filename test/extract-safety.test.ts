@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { formatDevice } from '../src/ext4/format.js';
 import { MemoryDevice, BufferDevice } from '../src/io/device.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { extract } from '../src/extract.js';
 import type { SourceNode, TreeSource } from '../src/source/types.js';
 import { scratchDir } from './helpers/oracle.js';

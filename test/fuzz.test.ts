@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { formatDevice } from '../src/ext4/format.js';
 import { MemoryDevice, BufferDevice } from '../src/io/device.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import type { TreeSource } from '../src/source/types.js';
 import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';

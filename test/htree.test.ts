@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { buildHtree } from '../src/ext4/htree.js';
+import {
+  buildHtree,
+  newDxRoot,
+  decodeDxRootInfo,
+  dxRootInfoValid,
+  readDxHeader,
+  DX_ROOT_COUNT_OFFSET,
+} from '../src/ext4/htree.js';
 import { halfMd4Hash, dirHash } from '../src/ext4/dirhash.js';
 import { parseUuid } from '../src/ext4/bytes.js';
 import { decodeDirBlock, FT_REG_FILE } from '../src/ext4/dirent.js';
@@ -91,5 +98,28 @@ describe('htree builder', () => {
       }
     }
     expect(total).toBe(2000);
+  });
+  it('decodes the dx_root info and the count/limit header it wrote', () => {
+    const root = newDxRoot(4096, 12, 2, 2, 1, 1);
+    const info = decodeDxRootInfo(root);
+    expect(info).toEqual({ reserved: 0, hashVersion: 1, infoLength: 8, levels: 1 });
+    expect(dxRootInfoValid(info, false)).toBe(true);
+    expect(dxRootInfoValid({ ...info, levels: 2 }, false)).toBe(false);
+    expect(dxRootInfoValid({ ...info, levels: 2 }, true)).toBe(true);
+    expect(dxRootInfoValid({ ...info, levels: 3 }, true)).toBe(false);
+    expect(dxRootInfoValid({ ...info, infoLength: 7 }, false)).toBe(false);
+    expect(dxRootInfoValid({ ...info, reserved: 1 }, false)).toBe(false);
+    expect(dxRootInfoValid({ ...info, hashVersion: 3 }, false)).toBe(false);
+    const blocks = buildHtree({
+      dirIno: 12,
+      parentIno: 2,
+      entries: Array.from({ length: 500 }, (_, i) => ({ inode: 100 + i, name: enc.encode(`n${i}`), fileType: 1 })),
+      blockSize: 1024,
+      inodeSeed: undefined,
+      hashSeed: parseUuid(SEED)!,
+    });
+    const h = readDxHeader(blocks[0]!, DX_ROOT_COUNT_OFFSET);
+    expect(h.limit).toBe((1024 - DX_ROOT_COUNT_OFFSET) / 8);
+    expect(h.count).toBe(blocks.length - 1);
   });
 });

@@ -11,7 +11,7 @@ import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { Ext4Editor, editImage } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/extract.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool, IN_CI } from './helpers/oracle.js';

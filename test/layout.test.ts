@@ -3,15 +3,8 @@
  * mke2fs.conf) for the same device sizes; test/mkfs-oracle.test.ts re-checks them against mkfs.ext4 live.
  */
 import { describe, expect, it } from 'vitest';
-import {
-  planLayout,
-  parseSize,
-  sizeTypeFor,
-  defaultJournalBlocks,
-  groupHasSuper,
-  superGroups,
-  groupFirstBlock,
-} from '../src/ext4/layout.js';
+import { planLayout, parseSize, sizeTypeFor, defaultJournalBlocks } from '../src/ext4/layout.js';
+import { groupHasSuper, superGroups, groupFirstBlock } from '../src/ext4/geometry.js';
 import { COMPAT } from '../src/ext4/features.js';
 
 const K = 1024;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { containerTreeSource } from '../src/source/oci.js';
 import { rng } from './helpers/rng.js';

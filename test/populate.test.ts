@@ -305,7 +305,7 @@ describe.runIf(IN_CI || (IS_ROOT && setpriv && HAVE_E2FSPROGS))('as a non-root u
 describe.runIf(haveOracles)('memoryTreeSource', () => {
   it('builds an image from a description in memory', async () => {
     const { memoryTreeSource } = await import('../src/source/memory.js');
-    const { Ext4Reader } = await import('../src/ext4/reader.js');
+    const { Ext4Reader } = await import('../src/fs/reader.js');
     const { FileDevice } = await import('../src/io/device.js');
     const img = path.join(work, 'memory.img');
     formatImage(img, {

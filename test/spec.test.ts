@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { applySpec, checkSpec, parseSpec, unvis, type SpecEntry } from '../src/source/spec.js';
 import { memoryTreeSource } from '../src/source/memory.js';
 import { autoSize, formatImage } from '../src/image.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import type { SourceNode, TreeSource } from '../src/source/types.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, haveTool, run, fsck, scratchDir, cli } from './helpers/oracle.js';

@@ -11,7 +11,7 @@ import * as zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { formatImage } from '../src/image.js';
 import { editImage } from '../src/edit/editor.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { Ext4Error } from '../src/ext4/errors.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { formatDevice } from '../src/ext4/format.js';

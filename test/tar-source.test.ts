@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as zlib from 'node:zlib';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { tarTreeSource } from '../src/source/tar.js';
 import { formatImage, autoSize } from '../src/image.js';

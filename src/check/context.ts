@@ -6,7 +6,9 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import type { GroupDesc } from '../ext4/group-desc.js';
-import { Ext4Reader, type BlockRun } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
+import type { BlockRun } from '../fs/blockmap.js';
+import { groupFirstBlock, groupBlocks, groupOfBlock, inodeTableBlocks } from '../ext4/geometry.js';
 import type { Inode } from '../ext4/inode.js';
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
@@ -132,16 +134,16 @@ export class CheckContext {
   }
 
   groupFirstBlock(g: number): number {
-    return this.firstData + g * this.bpg;
+    return groupFirstBlock(this.raw.geo, g);
   }
   groupBlocks(g: number): number {
-    return Math.min(this.bpg, this.blocksCount - this.groupFirstBlock(g));
+    return groupBlocks(this.raw.geo, g);
   }
   groupOfBlock(b: number): number {
-    return Math.floor((b - this.firstData) / this.bpg);
+    return groupOfBlock(this.raw.geo, b);
   }
   inodeTableBlocks(): number {
-    return Math.ceil((this.ipg * this.raw.inodeSize) / this.bs);
+    return inodeTableBlocks(this.raw.geo);
   }
 
   /** The fixed metadata run holding block `b`, if any (binary search). */

@@ -6,10 +6,16 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
 import type { Inode } from '../ext4/inode.js';
-import type { BlockRun } from '../ext4/reader.js';
-import { DX_HASH_TEA, dirHash } from '../ext4/dirhash.js';
-import { DX_ROOT_INFO_OFFSET, DX_NODE_COUNT_OFFSET, dxLimit, dxRootCountOffset, readDxEntries } from '../ext4/htree.js';
-import { u32 } from '../ext4/bytes.js';
+import type { BlockRun } from '../fs/blockmap.js';
+import { dirHash } from '../ext4/dirhash.js';
+import {
+  DX_NODE_COUNT_OFFSET,
+  decodeDxRootInfo,
+  dxRootInfoValid,
+  dxLimit,
+  dxRootCountOffset,
+  readDxEntries,
+} from '../ext4/htree.js';
 import type { CheckContext } from './context.js';
 
 /** The collision bit: the next leaf goes on with the same hash as this one ends with. */
@@ -31,10 +37,9 @@ export function checkHtree(ctx: CheckContext, ino: number, i: Inode, runs: reado
   } catch {
     return; // reported with the directory's blocks
   }
-  const info = DX_ROOT_INFO_OFFSET;
-  const levels = root[info + 6]!;
-  const maxLevels = ctx.has(INCOMPAT.large_dir) ? 3 : 2;
-  if (u32(root, info) !== 0 || root[info + 5] !== 8 || levels >= maxLevels || root[info + 4]! > DX_HASH_TEA)
+  const info = decodeDxRootInfo(root);
+  const levels = info.levels;
+  if (!dxRootInfoValid(info, ctx.has(INCOMPAT.large_dir)))
     return bad('its htree root info is not valid (hash version, info length or depth)', rootP);
   const version = r.dirHashVersion(root);
   const seed = ctx.sb.s_hash_seed;

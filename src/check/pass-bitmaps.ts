@@ -8,22 +8,23 @@ import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
 import { Ext4Error } from '../ext4/errors.js';
+import { groupOfInode, groupInode, inodeIndex } from '../ext4/geometry.js';
 import type { CheckContext } from './context.js';
 
 export function checkBitmaps(ctx: CheckContext): void {
   // In-use inodes by group, and directories among them.
   const used = new Map<number, number[]>();
   for (const [ino, info] of ctx.inodes) {
-    const g = Math.floor((ino - 1) / ctx.ipg);
+    const g = groupOfInode(ctx.raw.geo, ino);
     let l = used.get(g);
     if (!l) used.set(g, (l = []));
-    l.push(((ino - 1) % ctx.ipg) * 2 + ((info.mode & S_IFMT) === S_IFDIR ? 1 : 0));
+    l.push(inodeIndex(ctx.raw.geo, ino) * 2 + ((info.mode & S_IFMT) === S_IFDIR ? 1 : 0));
   }
   // Reserved inodes are always in use; so are orphans (pass 1 lists those it could read).
   for (let ino = 1; ino < ctx.firstIno && ino <= ctx.inodesCount; ino++) {
     if (ctx.inodes.has(ino)) continue;
-    const g = Math.floor((ino - 1) / ctx.ipg);
-    (used.get(g) ?? used.set(g, []).get(g)!).push(((ino - 1) % ctx.ipg) * 2);
+    const g = groupOfInode(ctx.raw.geo, ino);
+    (used.get(g) ?? used.set(g, []).get(g)!).push(inodeIndex(ctx.raw.geo, ino) * 2);
   }
   let metaAt = 0;
   for (let g = 0; g < ctx.groupCount; g++) {
@@ -173,9 +174,13 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
   }
   if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) {
     if (used.length)
-      p.add('UNINIT_GROUP', `group ${g} is marked INODE_UNINIT but inode ${g * ipg + (used[0]! >>> 1) + 1} is in use`, {
-        group: g,
-      });
+      p.add(
+        'UNINIT_GROUP',
+        `group ${g} is marked INODE_UNINIT but inode ${groupInode(ctx.raw.geo, g, used[0]! >>> 1)} is in use`,
+        {
+          group: g,
+        },
+      );
   } else {
     const bm = readBitmap(ctx, d.inodeBitmap);
     if (bm) {
@@ -183,8 +188,8 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
       if (diff)
         p.add(
           'INODE_BITMAP',
-          `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${g * ipg + firstDiff + 1}`,
-          { group: g, inode: g * ipg + firstDiff + 1 },
+          `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${groupInode(ctx.raw.geo, g, firstDiff)}`,
+          { group: g, inode: groupInode(ctx.raw.geo, g, firstDiff) },
         );
       if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
         const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
@@ -195,9 +200,13 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
     if (ctx.groupCsum) {
       const last = used.reduce((a, x) => Math.max(a, x >>> 1), -1);
       if (last >= ipg - d.itableUnused)
-        p.add('ITABLE_UNUSED', `group ${g}: inode ${g * ipg + last + 1} is in use past the table's used part`, {
-          group: g,
-        });
+        p.add(
+          'ITABLE_UNUSED',
+          `group ${g}: inode ${groupInode(ctx.raw.geo, g, last)} is in use past the table's used part`,
+          {
+            group: g,
+          },
+        );
     }
   }
   if (d.freeInodes !== ipg - used.length)

@@ -7,13 +7,12 @@
 import { sameBytes } from '../ext4/bytes.js';
 import { Ext4Error } from '../ext4/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFDIR, FL_INLINE_DATA } from '../ext4/inode.js';
-import { fileTypeOfMode, isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
+import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO } from '../ext4/inode.js';
+import { isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
+import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { CheckContext, InodeInfo } from './context.js';
-import { FL_CASEFOLD, FL_ENCRYPT } from '../ext4/reader.js';
 import { checkHtree } from './htree.js';
 
-const ROOT_INO = 2;
 /** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
 const LINK_MAX = 65000;
 

@@ -16,16 +16,19 @@ import {
   FL_HUGE_FILE,
   FL_INLINE_DATA,
   FL_EA_INODE,
+  FL_VERITY,
+  ROOT_INO,
   inodeChecksum,
   storedInodeChecksum,
   type Inode,
 } from '../ext4/inode.js';
-import { fileTypeOf, isInlineDataAttr, FL_VERITY, type BlockRun } from '../ext4/reader.js';
+import { fileTypeOf } from '../ext4/filetype.js';
+import type { BlockRun } from '../fs/blockmap.js';
+import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../ext4/bytes.js';
-import { XATTR_MAGIC } from '../ext4/xattr.js';
+import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
 
-const ROOT_INO = 2;
 const RESIZE_INO = 7;
 const BAD_BLOCKS_INO = 1;
 
@@ -44,7 +47,7 @@ export function checkInodes(ctx: CheckContext): void {
     let recBlock = -1;
     let rec: Uint8Array = new Uint8Array(0);
     for (let idx = 0; idx < n; idx++) {
-      const ino = g * ctx.ipg + idx + 1;
+      const ino = groupInode(raw.geo, g, idx);
       if (ino > ctx.inodesCount) return;
       // A whole stretch of the table is read at once; records with no links and no mode are unused and
       // skipped without decoding (most of a table).

@@ -12,7 +12,7 @@ import { decodeXattrValue, readXattrDump } from '../source/xattr-dump.js';
 import { hostPathSource } from '../source/host.js';
 import { readSpec } from '../source/spec.js';
 import { imageTreeSource } from '../source/image.js';
-import { Ext4Reader } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import type { TreeSource } from '../source/types.js';
 import type { Ext4Editor, FileContent } from './editor.js';

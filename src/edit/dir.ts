@@ -36,15 +36,9 @@ import {
 } from '../ext4/htree.js';
 import { dirHash, DX_HASH_HALF_MD4, DX_HASH_TEA } from '../ext4/dirhash.js';
 import { FL_EXTENTS, FL_INDEX, FL_INLINE_DATA, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
-import {
-  INLINE_DATA_INDEX,
-  INLINE_DATA_NAME,
-  INLINE_DIR_PARENT_SIZE,
-  isInlineDataAttr,
-  type DxFrame,
-  type DirSlot,
-} from '../ext4/reader.js';
-import { xattrSpace } from '../ext4/xattr.js';
+import { INLINE_DIR_PARENT_SIZE, type DirSlot } from '../fs/dir.js';
+import type { DxFrame } from '../fs/htree.js';
+import { xattrSpace, INLINE_DATA_INDEX, INLINE_DATA_NAME, isInlineDataAttr } from '../ext4/xattr.js';
 import { appendBlock, buildMap, clearInline, setFileBlocks, setSize } from './filemap.js';
 import { inodeAreaCapacity, listXattrs, writeXattrs } from './xattrs.js';
 import type { Volume } from './volume.js';

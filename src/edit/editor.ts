@@ -16,10 +16,6 @@ import {
   S_IFDIR,
   S_IFREG,
   S_IFLNK,
-  S_IFCHR,
-  S_IFBLK,
-  S_IFIFO,
-  S_IFSOCK,
   FL_EXTENTS,
   FL_INLINE_DATA,
   FL_INDEX,
@@ -30,11 +26,14 @@ import {
   type Inode,
   type Timestamp,
 } from '../ext4/inode.js';
-import { FT_DIR, MAX_NAME_LEN, fileTypeOfMode } from '../ext4/dirent.js';
+import { FT_DIR, MAX_NAME_LEN } from '../ext4/dirent.js';
+import { fileTypeOfMode, MODE_OF_TYPE, type FileType } from '../ext4/filetype.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
 import { ORPHAN_BLOCK_MAGIC, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
 import { toDisk, xattrKey, aclMode, chmodAcl } from '../ext4/xattr.js';
-import { Ext4Reader, FL_ENCRYPT, FL_VERITY, isInlineDataAttr } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { FL_ENCRYPT, FL_VERITY } from '../ext4/inode.js';
+import { isInlineDataAttr } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
 import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
@@ -109,16 +108,7 @@ export interface CopyInResult {
   bytes: number;
 }
 
-type Kind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
-const MODE_OF: Record<Kind, number> = {
-  file: S_IFREG,
-  dir: S_IFDIR,
-  symlink: S_IFLNK,
-  chardev: S_IFCHR,
-  blockdev: S_IFBLK,
-  fifo: S_IFIFO,
-  socket: S_IFSOCK,
-};
+type Kind = FileType;
 
 const enc = new TextEncoder();
 
@@ -301,7 +291,7 @@ export class Ext4Editor {
     const sgid = (p.mode & 0o2000) !== 0;
     const inode: Inode = {
       ...emptyInode(),
-      mode: MODE_OF[kind] | perm | (sgid && isDir ? 0o2000 : 0),
+      mode: MODE_OF_TYPE[kind] | perm | (sgid && isDir ? 0o2000 : 0),
       uid: checkId(o.uid ?? 0, 'uid'),
       gid: checkId(o.gid ?? (sgid ? p.gid : 0), 'gid'),
       atime: t,

@@ -22,7 +22,7 @@ import {
 } from '../ext4/extent.js';
 import { FL_EXTENTS, FL_INLINE_DATA, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { INLINE_DATA_INDEX, INLINE_DATA_NAME, isInlineDataAttr } from '../ext4/reader.js';
+import { INLINE_DATA_INDEX, INLINE_DATA_NAME, isInlineDataAttr } from '../ext4/xattr.js';
 import { xattrSpace } from '../ext4/xattr.js';
 import { inodeAreaCapacity, listXattrs, writeXattrs, type StoredXattr } from './xattrs.js';
 import type { Volume } from './volume.js';

@@ -32,7 +32,7 @@ import {
   JBD2_CRC32C,
   type JournalFormat,
 } from '../ext4/journal.js';
-import type { BlockRun } from '../ext4/reader.js';
+import type { BlockRun } from '../fs/blockmap.js';
 import type { BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
 import type { Volume } from './volume.js';

@@ -9,7 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from '../ext4/journal.js';
 import { replayJournal } from '../ext4/replay.js';
-import { Ext4Reader } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { Ext4Editor } from './editor.js';
 import { checkEditableFeatures, mountedLoop } from './volume.js';

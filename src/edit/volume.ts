@@ -39,7 +39,8 @@ import {
 } from '../ext4/inode.js';
 import { setBit, clearBit, setBitRange, testBit, countBits, bitmapChecksum } from '../ext4/bitmap.js';
 import { hasDirTail, setDirBlockTail } from '../ext4/dirent.js';
-import { Ext4Reader, type ReaderOptions } from '../ext4/reader.js';
+import { Ext4Reader, type ReaderOptions } from '../fs/reader.js';
+import { groupOfBlock, groupFirstBlock, groupBlocks, groupOfInode } from '../ext4/geometry.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
 import { JournalLog, writeBlocks } from './journal-log.js';
@@ -251,20 +252,20 @@ export class Volume {
 
   /** The goal block for an inode's data: its group's start (the kernel's habit; flex_bg packs nearby). */
   inodeGoal(ino: number): number {
-    return this.groupFirstBlock(this.groupOfInode(ino));
+    return groupFirstBlock(this.r.geo, groupOfInode(this.r.geo, ino));
   }
 
   groupOfBlock(block: number): number {
-    return Math.floor((block - this.firstDataBlock) / this.bpg);
+    return groupOfBlock(this.r.geo, block);
   }
   groupFirstBlock(g: number): number {
-    return this.firstDataBlock + g * this.bpg;
+    return groupFirstBlock(this.r.geo, g);
   }
   groupBlocks(g: number): number {
-    return Math.min(this.bpg, this.r.blocksCount - this.groupFirstBlock(g));
+    return groupBlocks(this.r.geo, g);
   }
   groupOfInode(ino: number): number {
-    return Math.floor((ino - 1) / this.ipg);
+    return groupOfInode(this.r.geo, ino);
   }
   get hasGroupCsum(): boolean {
     return this.csum || (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) !== 0;

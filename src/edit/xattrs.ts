@@ -15,7 +15,7 @@ import {
   type DiskXattr,
 } from '../ext4/xattr.js';
 import { encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
-import { isInlineDataAttr } from '../ext4/reader.js';
+import { isInlineDataAttr } from '../ext4/xattr.js';
 import type { Volume } from './volume.js';
 
 /** An attribute as the editor handles it; `valueInum` marks a value kept in an EA inode (not editable). */

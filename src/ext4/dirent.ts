@@ -15,27 +15,6 @@ export const FT_SYMLINK = 7;
 /** The fake file type that marks the metadata_csum tail entry. */
 export const FT_DIR_CSUM = 0xde;
 
-/** The entry file type of an inode mode (S_IFMT bits: regular 0x8000, directory 0x4000, ...); 0 if none. */
-export function fileTypeOfMode(mode: number): number {
-  switch (mode & 0xf000) {
-    case 0x8000:
-      return FT_REG_FILE;
-    case 0x4000:
-      return FT_DIR;
-    case 0xa000:
-      return FT_SYMLINK;
-    case 0x2000:
-      return FT_CHRDEV;
-    case 0x6000:
-      return FT_BLKDEV;
-    case 0x1000:
-      return FT_FIFO;
-    case 0xc000:
-      return FT_SOCK;
-    default:
-      return FT_UNKNOWN;
-  }
-}
 export const DIR_TAIL_SIZE = 12;
 
 /** The name '..'. */

@@ -7,7 +7,8 @@ import { Ext4Error } from './errors.js';
 import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import { COMPAT } from './features.js';
-import { type Layout, type LayoutOptions, planLayout, groupFirstBlock, groupBlockCount, takeRuns } from './layout.js';
+import { type Layout, type LayoutOptions, planLayout, takeRuns } from './layout.js';
+import { groupFirstBlock, groupBlocks, groupOfBlock } from './geometry.js';
 import {
   emptySuperblock,
   encodeSuperblock,
@@ -142,18 +143,15 @@ function allocRuns(l: Layout, goal: number, n: number): { start: number; len: nu
 function allocOne(l: Layout, goal: number): number {
   return allocRuns(l, goal, 1)[0]!.start;
 }
-function groupOf(l: Layout, blk: number): number {
-  return Math.floor((blk - l.firstDataBlock) / l.blocksPerGroup);
-}
 function groupFree(l: Layout, g: number): number {
   const s = groupFirstBlock(l, g);
-  const n = groupBlockCount(l, g);
+  const n = groupBlocks(l, g);
   return n - l.used.countIn(s, s + n);
 }
 
 /** The group mkfs puts the journal in: the middle of the disk, rounded to a flex group, whichever neighbour is emptiest. */
 function journalGoal(l: Layout): number {
-  let group = groupOf(l, Math.floor((l.blocksCount - l.firstDataBlock) / 2));
+  let group = groupOfBlock(l, Math.floor((l.blocksCount - l.firstDataBlock) / 2));
   const logFlex = 1 << l.logGroupsPerFlex;
   let start: number;
   if (group > logFlex) {
@@ -450,7 +448,7 @@ export function formatDevice(
   const ipg = l.inodesPerGroup;
   for (let g = 0; g < l.groupCount; g++) {
     const start = groupFirstBlock(l, g);
-    const n = groupBlockCount(l, g);
+    const n = groupBlocks(l, g);
     const usedHere = l.used.countIn(start, start + n);
     const free = n - usedHere;
     freeBlocks += free;

@@ -8,7 +8,7 @@ import { put16, put32, u16, u32 } from './bytes.js';
 import { crc32c } from './crc32c.js';
 import { Ext4Error } from './errors.js';
 import { packDirBlocks, encodeDirent, direntSize, DIR_TAIL_SIZE, FT_DIR, type DirEntry } from './dirent.js';
-import { dirHash, DX_HASH_HALF_MD4 } from './dirhash.js';
+import { dirHash, DX_HASH_HALF_MD4, DX_HASH_TEA } from './dirhash.js';
 
 export interface HtreeInput {
   dirIno: number;
@@ -53,6 +53,34 @@ export const DX_ROOT_COUNT_OFFSET = 0x20;
 /** dx_node: an empty entry spanning the block, then the count/limit header. */
 export const DX_NODE_COUNT_OFFSET = 8;
 
+/** dx_root_info: the hash version names are hashed with, the info's length and the index depth below the root. */
+export interface DxRootInfo {
+  reserved: number;
+  hashVersion: number;
+  infoLength: number;
+  levels: number;
+}
+
+export function decodeDxRootInfo(b: Uint8Array): DxRootInfo {
+  const o = DX_ROOT_INFO_OFFSET;
+  return { reserved: u32(b, o), hashVersion: b[o + 4]!, infoLength: b[o + 5]!, levels: b[o + 6]! };
+}
+
+/**
+ * Whether a dx_root_info is one a lookup may follow: reserved word zero, info length 8, a known hash
+ * version (legacy, half MD4 or TEA) and fewer levels than the maximum (2, or 3 with large_dir).
+ */
+export function dxRootInfoValid(info: DxRootInfo, largeDir: boolean): boolean {
+  return (
+    info.reserved === 0 && info.infoLength === 8 && info.levels < (largeDir ? 3 : 2) && info.hashVersion <= DX_HASH_TEA
+  );
+}
+
+/** The limit and count of a dx block's header at `countOffset`. */
+export function readDxHeader(b: Uint8Array, countOffset: number): { limit: number; count: number } {
+  return { limit: u16(b, countOffset), count: u16(b, countOffset + 2) };
+}
+
 /** Where a dx_root's count/limit header starts (after its info, whose length the root records). */
 export function dxRootCountOffset(b: Uint8Array): number {
   return DX_ROOT_INFO_OFFSET + b[DX_ROOT_INFO_OFFSET + 5]!;
@@ -74,8 +102,7 @@ export function readDxEntries(
   b: Uint8Array,
   countOffset: number,
 ): { limit: number; count: number; entries: DxEntry[] } {
-  const limit = u16(b, countOffset);
-  const count = u16(b, countOffset + 2);
+  const { limit, count } = readDxHeader(b, countOffset);
   const entries: DxEntry[] = [];
   if (count > limit || countOffset + count * 8 > b.length)
     throw new Ext4Error('CORRUPT', `htree index count ${count} over its limit ${limit}`);

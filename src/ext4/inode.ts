@@ -45,6 +45,9 @@ export const I_BLOCK_SIZE = 60;
 const CSUM_LO = 0x7c;
 const CSUM_HI = 0x82;
 
+/** The root directory's inode number (a reserved inode). */
+export const ROOT_INO = 2;
+
 /** i_mode file types. */
 export const S_IFMT = 0xf000;
 export const S_IFSOCK = 0xc000;
@@ -61,6 +64,10 @@ export const FL_HUGE_FILE = 0x40000;
 export const FL_EXTENTS = 0x80000;
 export const FL_EA_INODE = 0x200000;
 export const FL_INLINE_DATA = 0x10000000;
+export const FL_COMPR = 0x4;
+export const FL_ENCRYPT = 0x800;
+export const FL_VERITY = 0x100000;
+export const FL_CASEFOLD = 0x40000000;
 
 /** Seconds (may be negative or past 2038) and nanoseconds. */
 export interface Timestamp {

@@ -7,6 +7,7 @@ import { Ext4Error } from './errors.js';
 import { ceilDiv } from './bytes.js';
 import { IntervalSet } from './intervals.js';
 import { type FeatureSet, MKFS_EXT4_FEATURES, COMPAT } from './features.js';
+import { groupHasSuper, superGroups, groupFirstBlock, groupBlocks, groupCountOf } from './geometry.js';
 
 export type SizeType = 'floppy' | 'small' | 'default' | 'big' | 'huge';
 
@@ -53,26 +54,6 @@ export function defaultJournalBlocks(blocks: number): number {
   return 262144;
 }
 
-/** Groups that hold a superblock backup under sparse_super: 0, 1 and powers of 3, 5 and 7. */
-export function groupHasSuper(g: number): boolean {
-  if (g <= 1) return true;
-  if (g % 2 === 0) return false;
-  for (const base of [3, 5, 7]) {
-    let p = base;
-    while (p < g) p *= base;
-    if (p === g) return true;
-  }
-  return false;
-}
-
-/** All groups below `groupCount` that hold superblock backups, ascending. */
-export function superGroups(groupCount: number): number[] {
-  const set = new Set<number>([0]);
-  if (groupCount > 1) set.add(1);
-  for (const base of [3, 5, 7]) for (let p = base; p < groupCount; p *= base) set.add(p);
-  return [...set].filter((g) => g < groupCount).sort((a, b) => a - b);
-}
-
 export interface LayoutOptions {
   /** Size of the device in bytes; the file system covers it rounded down to whole pages. */
   sizeBytes: number;
@@ -112,17 +93,6 @@ export interface Layout {
   superGroups: number[];
   /** Every block used by superblocks, descriptors, reserved GDT, bitmaps and inode tables. */
   used: IntervalSet;
-}
-
-export function groupFirstBlock(l: Pick<Layout, 'firstDataBlock' | 'blocksPerGroup'>, g: number): number {
-  return l.firstDataBlock + g * l.blocksPerGroup;
-}
-export function groupBlockCount(
-  l: Pick<Layout, 'firstDataBlock' | 'blocksPerGroup' | 'blocksCount' | 'groupCount'>,
-  g: number,
-): number {
-  if (g < l.groupCount - 1) return l.blocksPerGroup;
-  return l.blocksCount - l.firstDataBlock - g * l.blocksPerGroup;
 }
 
 /** Parses a whole number of bytes with an optional K, M, G, T or P suffix (powers of 1024; "KiB" style accepted). */
@@ -189,7 +159,7 @@ export function planLayout(opts: LayoutOptions): Layout {
   for (;;) {
     if (blocksCount <= firstDataBlock)
       throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
-    const groupCount = ceilDiv(blocksCount - firstDataBlock, blocksPerGroup);
+    const groupCount = groupCountOf(blocksCount, firstDataBlock, blocksPerGroup);
     const descBlocks = ceilDiv(groupCount, descPerBlock);
     let reservedGdtBlocks = 0;
     if (features.compat & COMPAT.resize_inode) {
@@ -360,7 +330,7 @@ function placeGroupTables(l: Layout): void {
   for (let g = 0; g < l.groupCount; g++) {
     const lastGrp = Math.min(g | (flex - 1), l.groupCount - 1);
     const remGrps = lastGrp - g + 1;
-    const lastBlk = groupFirstBlock(l, lastGrp) + groupBlockCount(l, lastGrp) - 1;
+    const lastBlk = groupFirstBlock(l, lastGrp) + groupBlocks(l, lastGrp) - 1;
     const groupBlk = groupFirstBlock(l, g);
     const flexStart = (prev: number, elem: number): number => {
       let size = remGrps * elem;

@@ -4,18 +4,13 @@
  * directory entries are kept in memory and written by the formatter at the end.
  */
 import { Ext4Error } from './errors.js';
+import { MODE_OF_TYPE, DIRENT_TYPE_OF } from './filetype.js';
 import { type Layout, takeRuns } from './layout.js';
 import {
   type Inode,
   type Timestamp,
   emptyInode,
   S_IFDIR,
-  S_IFREG,
-  S_IFLNK,
-  S_IFCHR,
-  S_IFBLK,
-  S_IFIFO,
-  S_IFSOCK,
   FL_EXTENTS,
   I_BLOCK_SIZE,
   FL_INDEX,
@@ -23,29 +18,17 @@ import {
   inodeCsumSeed,
   EXTRA_ISIZE,
   GOOD_OLD_INODE_SIZE,
+  ROOT_INO,
 } from './inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
-import {
-  packDirBlocks,
-  direntSize,
-  type DirEntry,
-  FT_DIR,
-  FT_REG_FILE,
-  FT_SYMLINK,
-  FT_CHRDEV,
-  FT_BLKDEV,
-  FT_FIFO,
-  FT_SOCK,
-  MAX_NAME_LEN,
-  DIR_TAIL_SIZE,
-} from './dirent.js';
+import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
-import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
+import type { SourceNode, TreeSource } from '../source/types.js';
 import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;
-export const ROOT_INO = 2;
+export { ROOT_INO };
 export const LOST_FOUND_INO = 11;
 /** Directories with more subdirectories than this get link count 1 (dir_nlink). */
 const MAX_LINKS = 65000;
@@ -279,25 +262,6 @@ function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBl
   return { iBlock: m.iBlock, blocks: used + m.treeBlocks };
 }
 
-const MODE_OF: Record<NodeKind, number> = {
-  file: S_IFREG,
-  dir: S_IFDIR,
-  symlink: S_IFLNK,
-  chardev: S_IFCHR,
-  blockdev: S_IFBLK,
-  fifo: S_IFIFO,
-  socket: S_IFSOCK,
-};
-const FT_OF: Record<NodeKind, number> = {
-  file: FT_REG_FILE,
-  dir: FT_DIR,
-  symlink: FT_SYMLINK,
-  chardev: FT_CHRDEV,
-  blockdev: FT_BLKDEV,
-  fifo: FT_FIFO,
-  socket: FT_SOCK,
-};
-
 /** i_block of inodes that keep nothing there (FIFOs, sockets, empty files before mapping); never mutated. */
 const NO_BLOCKS = new Uint8Array(I_BLOCK_SIZE);
 
@@ -319,7 +283,7 @@ function newDirInode(ctx: WriterContext, perm: number): Inode {
 
 function baseInode(ctx: WriterContext, node: SourceNode): Inode {
   return {
-    mode: MODE_OF[node.kind] | (node.perm & 0o7777),
+    mode: MODE_OF_TYPE[node.kind] | (node.perm & 0o7777),
     // FormatOptions.owner reaches source nodes through the source wrapper (applySpec), so a spec can
     // still give a path another owner.
     uid: node.uid,
@@ -487,7 +451,7 @@ function writeChildren(
       subdirs++;
       entries.push({ inode: ino, name: child.name, fileType: FT_DIR });
     } else {
-      entries.push({ inode: writeLeaf(ctx, child, links), name: child.name, fileType: FT_OF[child.kind] });
+      entries.push({ inode: writeLeaf(ctx, child, links), name: child.name, fileType: DIRENT_TYPE_OF[child.kind] });
     }
   }
   return { entries, subdirs };

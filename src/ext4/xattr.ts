@@ -6,7 +6,6 @@
 import { put16, put32, u16, u32 } from './bytes.js';
 import { crc32c, crc32cU64 } from './crc32c.js';
 import { Ext4Error, type Ext4ErrorContext } from './errors.js';
-import type { XattrEntry } from '../source/types.js';
 
 export const XATTR_MAGIC = 0xea020000;
 const ENTRY_HEADER = 16;
@@ -23,6 +22,20 @@ const PREFIXES: [string, number][] = [
   ['security.', 6],
   ['system.', 7],
 ];
+
+/** An extended attribute as a tool sees it: full name with its namespace prefix, ACLs in the VFS format. */
+export interface XattrEntry {
+  name: string;
+  value: Uint8Array;
+}
+
+/** The name index and name of the attribute that holds inline data past i_block (system.data). */
+export const INLINE_DATA_INDEX = 7;
+export const INLINE_DATA_NAME = new TextEncoder().encode('data');
+
+export function isInlineDataAttr(x: { index: number; name: Uint8Array }): boolean {
+  return x.index === INLINE_DATA_INDEX && x.name.length === 4 && Buffer.from(x.name).toString('latin1') === 'data';
+}
 
 export interface DiskXattr {
   index: number;
@@ -47,6 +60,16 @@ export function xattrKey(fullName: string): { index: number; name: Uint8Array } 
     'UNSUPPORTED_FEATURE',
     `extended attribute namespace of "${fullName}" is not one ext4 stores (user., trusted., security., system.)`,
   );
+}
+
+const PREFIX_OF = new Map(PREFIXES.map(([prefix, index]) => [index, prefix]));
+
+/** The full name of a stored attribute (prefix + suffix), or undefined for an unknown index. */
+export function xattrFullName(x: { index: number; name: Uint8Array }): string | undefined {
+  const prefix = PREFIX_OF.get(x.index);
+  if (prefix === undefined) return undefined;
+  const exact = x.index === 2 || x.index === 3 || x.index === 8;
+  return exact ? prefix : prefix + Buffer.from(x.name).toString('utf8');
 }
 
 /** An attribute as stored: its key, and ACL values converted to ext4's format. */

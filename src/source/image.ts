@@ -1,18 +1,10 @@
 /** A subtree of an ext4 image as a tree source: image to image, with no host directory in between. */
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader, fileTypeOf, type DirEntryInfo } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
+import type { DirEntryInfo } from '../fs/dir.js';
+import { fileTypeOf } from '../ext4/filetype.js';
 import { S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
 import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
-
-const KIND: Record<string, NodeKind> = {
-  file: 'file',
-  dir: 'dir',
-  symlink: 'symlink',
-  chardev: 'chardev',
-  blockdev: 'blockdev',
-  fifo: 'fifo',
-  socket: 'socket',
-};
 
 class ImageNode implements SourceNode {
   readonly kind: NodeKind;
@@ -48,7 +40,7 @@ class ImageNode implements SourceNode {
         `${displayPath}: inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`,
         { inode: ino },
       );
-    this.kind = KIND[t]!;
+    this.kind = t;
     this.perm = i.mode & 0o7777;
     this.uid = i.uid;
     this.gid = i.gid;

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
 import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
 import { sameFile } from '../image.js';

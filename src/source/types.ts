@@ -3,14 +3,12 @@
  * another. The writer never touches the host file system except through this interface.
  */
 import type { Timestamp } from '../ext4/inode.js';
+import type { FileType } from '../ext4/filetype.js';
+import type { XattrEntry } from '../ext4/xattr.js';
 
-export type NodeKind = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
+export type NodeKind = FileType;
 
-/** An extended attribute as stored: full name with its namespace prefix (user., trusted., security., system.). */
-export interface XattrEntry {
-  name: string;
-  value: Uint8Array;
-}
+export type { XattrEntry };
 
 /** Sequential access to one file's bytes. */
 export interface FileData {

@@ -13,7 +13,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader, fileTypeOf, type FileType } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { fileTypeOf, type FileType } from '../ext4/filetype.js';
 import { FL_INLINE_DATA, S_IFDIR, S_IFMT, type Inode, type Timestamp } from '../ext4/inode.js';
 import { aclToText } from './acl.js';
 import { ENTRY_ERRORS, safeName } from '../extract.js';

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader } from '../ext4/reader.js';
+import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { formatImage, sameFile } from '../image.js';
 import { imageTreeSource, unreadableOption } from '../source/image.js';

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
-import { Ext4Reader } from '../../src/ext4/reader.js';
+import { Ext4Reader } from '../../src/fs/reader.js';
 import { FileDevice } from '../../src/io/device.js';
 import { editImage } from '../../src/edit/editor.js';
 import { recoverJournal } from '../../src/edit/recover.js';
