@@ -1,5 +1,6 @@
 /**
- * Image locks between our own processes: one writer at a time, readers never beside a writer.
+ * Image locks between our own processes: one writer at a time, readers never beside a writer. This
+ * module owns the protocol; the file primitives it stands on are in lock-files.ts.
  *
  * Node has no flock/fcntl, so the locks are files beside the image (the image's real path, links
  * resolved), each holding a {@link Holder} record, each created whole or not at all (written under a
@@ -28,9 +29,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Ext4Error } from '../ext4/errors.js';
-import { newHolder, defaultCommand, holderState, parseHolder, describeHolder, type Holder } from './holder.js';
+import { newHolder, defaultCommand, holderState, describeHolder, type Holder } from './holder.js';
+import { unlinkQuiet, readHolderFile, readWriter, pause, createExclusive, breakDead, collect } from './lock-files.js';
 
 export interface LockOptions {
   /**
@@ -79,90 +80,6 @@ interface Held {
 const held = new Map<string, Held>();
 let exitHook = false;
 
-function unlinkQuiet(p: string): void {
-  try {
-    fs.unlinkSync(p);
-  } catch {
-    // Gone already (a takeover, a second release).
-  }
-}
-
-function readHolderFile(p: string): Holder | undefined {
-  try {
-    return parseHolder(fs.readFileSync(p, 'utf8'));
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The writer's record; a lock file that is there but holds no record (damaged, or its maker had no
- * hard links and died before writing it) is shown as a foreign holder: never broken, named to a person.
- */
-function readWriter(base: string): Holder | undefined {
-  let st: fs.Stats | undefined;
-  for (let i = 0; i < 2; i++) {
-    const h = readHolderFile(base);
-    if (h) return h;
-    st = fs.statSync(base, { throwIfNoEntry: false });
-    if (!st) return undefined;
-    if (i === 0) pause(); // a record being written where links are missing
-  }
-  return { pid: 0, host: '?', command: 'an unreadable lock file', since: st!.mtime.toISOString(), nonce: '' };
-}
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-/** Everything is synchronous: the thread sleeps, with jitter so waiters do not retry in step. */
-function sleep(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
-}
-const pause = () => sleep(10 + Math.random() * 40);
-
-/** Creates `file` holding `h`, whole, unless it exists: true when created. */
-function createExclusive(file: string, h: Holder): boolean {
-  const tmp = `${file.slice(0, file.lastIndexOf('.lock') + 5)}.tmp.${process.pid}.${randomBytes(6).toString('hex')}`;
-  fs.writeFileSync(tmp, JSON.stringify(h) + '\n', { flag: 'wx', mode: 0o644 });
-  try {
-    fs.linkSync(tmp, file);
-    return true;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return false;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw e;
-    // No hard links here (some FUSE and FAT mounts): an exclusive create, its record written after.
-    try {
-      fs.writeFileSync(file, JSON.stringify(h) + '\n', { flag: 'wx', mode: 0o644 });
-      return true;
-    } catch (e2) {
-      if ((e2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw e2;
-    }
-  } finally {
-    unlinkQuiet(tmp);
-  }
-}
-
-/**
- * Removes `file`, whose holder `dead` is gone, or renames `replacement` over it: true when this
- * process did it (only one can, for one dead holder).
- */
-function breakDead(file: string, dead: Holder, replacement?: string): boolean {
-  const guard = `${file.replace(/\.break\..*$/, '')}.break.${dead.nonce}`;
-  if (!createExclusive(guard, newHolder('taking over a dead lock'))) {
-    const g = readHolderFile(guard);
-    if (g && holderState(g) === 'dead') breakDead(guard, g);
-    return false;
-  }
-  try {
-    if (readHolderFile(file)?.nonce !== dead.nonce) return false;
-    if (replacement) fs.renameSync(replacement, file);
-    else unlinkQuiet(file);
-    return true;
-  } finally {
-    unlinkQuiet(guard);
-  }
-}
-
 /** Where an image's lock files go (undefined: not locked, see the module comment). */
 function lockBase(image: string): string | undefined {
   let real: string;
@@ -191,10 +108,14 @@ function inUse(image: string, h: Holder, base: string, what = 'in use by'): Ext4
   );
 }
 
-function noLockDir(image: string, base: string, e: unknown): Ext4Error {
+/** A lock file that cannot be made: IO_ERROR (an Ext4Error passes through). */
+function noLockFile(image: string, base: string, e: unknown): Ext4Error {
+  if (e instanceof Ext4Error) return e;
+  const code = (e as NodeJS.ErrnoException).code;
   return new Ext4Error(
     'IO_ERROR',
-    `${image}: cannot create the lock file ${base} (${(e as NodeJS.ErrnoException).code ?? String(e)}); editing needs write access to the image's directory`,
+    `${image}: cannot create the lock file ${base} (${code ?? (e as Error).message})` +
+      (unwritableDir(e) ? "; editing needs write access to the image's directory" : ''),
     { path: image, cause: e },
   );
 }
@@ -241,25 +162,6 @@ function releaseAll(): void {
   held.clear();
 }
 
-/**
- * Removes what a process killed in the middle of locking left: a record it was writing, a takeover
- * guard whose lock is gone (one still guarding its lock is broken by the next takeover instead).
- */
-function collect(file: string, rest: string): void {
-  if (rest.startsWith('tmp.')) {
-    const pid = Number(rest.split('.')[1]);
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') unlinkQuiet(file);
-    }
-    return;
-  }
-  const g = readHolderFile(file);
-  const base = file.slice(0, file.lastIndexOf('.break.'));
-  if (g && holderState(g) === 'dead' && readHolderFile(base)?.nonce !== rest.slice(6)) unlinkQuiet(file);
-}
-
 /** The readers' files of other processes still there (dead readers' files are removed on the way). */
 function liveReaders(base: string): Holder[] {
   const dir = path.dirname(base);
@@ -304,8 +206,7 @@ export function lockForWrite(image: string, opts: LockOptions = {}): ImageLock {
   try {
     fs.writeFileSync(tmp, JSON.stringify(me) + '\n', { flag: 'wx', mode: 0o644 });
   } catch (e) {
-    if (unwritableDir(e)) throw noLockDir(image, base, e);
-    throw e;
+    throw noLockFile(image, base, e);
   }
   try {
     for (;;) {
@@ -322,6 +223,8 @@ export function lockForWrite(image: string, opts: LockOptions = {}): ImageLock {
       if (Date.now() >= until) throw inUse(image, h, base);
       pause();
     }
+  } catch (e) {
+    throw noLockFile(image, base, e);
   } finally {
     unlinkQuiet(tmp);
   }
@@ -367,7 +270,7 @@ export function lockForRead(image: string, opts: LockOptions = {}): ImageLock {
     } catch (e) {
       // Nobody can take the writer's lock in a directory nobody can write.
       if (unwritableDir(e)) return { release() {} };
-      throw e;
+      throw noLockFile(image, file, e);
     }
     const h = readWriter(base);
     if (!h || holderState(h) === 'dead') break;
