@@ -285,6 +285,8 @@ describe('a new image is durable under its name', () => {
         { dir: sub, names: ['rootfs.img', 'seed.img'] },
         { dir: sub, names: ['disk.img', 'rootfs.img', 'seed.img'] },
       ]);
+      // And the lock files are gone once the commands are done.
+      expect(fs.readdirSync(sub).filter((n) => n.includes('.lock'))).toEqual([]);
       if (HAVE_E2FSPROGS || IN_CI)
         for (const f of ['rootfs.img', 'seed.img', 'disk.img', 'nosync.img'])
           expect(fsck(path.join(sub, f)).status, f).toBe(0);
