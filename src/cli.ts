@@ -28,6 +28,7 @@ import {
 import { Ext4Editor } from './edit/editor.js';
 import { recoverJournal } from './edit/recover.js';
 import { checkImage, problemSummary, type CheckResult } from './check/check.js';
+import { lockForRead, parseWait, setLockDefaults } from './host/lock.js';
 
 /** The making and reading commands: usage line(s) and what each does (`<command> --help` prints its own). */
 const MAIN_COMMANDS: Record<string, string> = {
@@ -79,6 +80,10 @@ const MAIN_COMMANDS: Record<string, string> = {
 const READ_NOTE = `reading commands take --no-verify to read past checksum mismatches (salvage) and --replay to
 replay a dirty journal in memory (the image is not changed; default: read it as it is on disk)`;
 const READING = new Set(['info', 'ls', 'cat', 'stat', 'extract', 'seed', 'materialize']);
+/** Image locks between our processes (src/host/lock.ts); --wait is taken by takeLockOption. */
+const LOCK_NOTE = `every command takes --wait[=SECONDS]: an image another ext4-workdisk process is changing is refused
+(IN_USE, naming that process) unless --wait waits for it (no value: without limit); readers wait for a
+writer up to 60 s by default, and writers for readers up to 30 s`;
 
 const USAGE = `usage: ext4-workdisk <command> [options]
 
@@ -96,6 +101,7 @@ ${Object.values(COMMANDS)
 ${['edit', 'recover'].map((c) => '  ' + MAIN_COMMANDS[c]).join('\n')}
 
 ${READ_NOTE.replace(/^/gm, '  ')}
+${LOCK_NOTE.replace(/^/gm, '  ')}
 `;
 
 /** `<command> --help`: the command's own usage. */
@@ -213,6 +219,7 @@ async function cmdMkfs(args: string[]): Promise<void> {
 }
 
 function openReader(image: string, verify: boolean, replay = false): Ext4Reader {
+  lockForRead(image); // held until the process exits (output may still be flowing)
   const dev = FileDevice.open(image);
   return Ext4Reader.open(dev, {
     verifyChecksums: verify,
@@ -667,9 +674,23 @@ function cmdCheck(args: string[]): number {
   return res.clean ? 0 : 4;
 }
 
+/**
+ * `--wait[=SECONDS]`, taken by every command before its own options are parsed: how long to wait for
+ * another process's lock on an image (src/host/lock.ts); no value waits without limit.
+ */
+function takeLockOption(cmd: string | undefined, args: string[]): string[] {
+  const end = args.includes('--') ? args.indexOf('--') : args.length;
+  const isWait = (a: string, i: number) => i < end && (a === '--wait' || a.startsWith('--wait='));
+  const given = args.filter(isWait).pop();
+  const wait = given === undefined ? {} : { wait: parseWait(given.slice(7)) };
+  setLockDefaults({ command: `ext4-workdisk ${cmd ?? ''}`.trim(), ...wait });
+  return args.filter((a, i) => !isWait(a, i));
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  const [cmd, ...args] = argv;
   try {
+    const rest = takeLockOption(cmd, args);
     if (cmd !== undefined && Object.hasOwn(MAIN_COMMANDS, cmd) && (rest.includes('--help') || rest.includes('-h'))) {
       process.stdout.write(commandHelp(cmd));
       return 0;

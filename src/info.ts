@@ -1,5 +1,6 @@
 /** The superblock summary of an image (what `dumpe2fs -h` shows), read by our own code. */
 import { FileDevice, type BlockDevice } from './io/device.js';
+import { underReadLock, type LockOptions } from './host/lock.js';
 import { Ext4Error } from './ext4/errors.js';
 import {
   decodeSuperblock,
@@ -194,14 +195,16 @@ export function readInfo(dev: BlockDevice): ImageInfo {
   return info;
 }
 
-/** Opens `imagePath` read-only and reads its summary. */
-export function readImageInfo(imagePath: string): ImageInfo {
-  const dev = FileDevice.open(imagePath);
-  try {
-    return readInfo(dev);
-  } finally {
-    dev.close();
-  }
+/** Opens `imagePath` read-only and reads its summary (under a reader's lock). */
+export function readImageInfo(imagePath: string, lock?: LockOptions): ImageInfo {
+  return underReadLock(imagePath, lock, () => {
+    const dev = FileDevice.open(imagePath);
+    try {
+      return readInfo(dev);
+    } finally {
+      dev.close();
+    }
+  });
 }
 
 function date(t: number): string {

@@ -6,6 +6,7 @@
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
+import { lockForRead, type LockOptions } from '../host/lock.js';
 import { openContext, type CheckContext } from './context.js';
 import { checkSuperblock, checkDescriptors, checkJournal } from './pass-groups.js';
 import { checkInodes } from './pass-inodes.js';
@@ -36,6 +37,8 @@ export interface CheckOptions {
    * replayed in memory first (the image is not changed), as a mount or `recover` would.
    */
   replay?: boolean;
+  /** checkImage: the reader's lock on the image file (how long to wait for a writer). */
+  lock?: LockOptions;
 }
 
 /**
@@ -79,15 +82,18 @@ function inodesInUse(ctx: CheckContext): number {
   return n;
 }
 
-/** Checks an image file (opened read-only). */
+/** Checks an image file (opened read-only, under a reader's lock: no writer of ours changes it meanwhile). */
 export function checkImage(path: string, opts: CheckOptions = {}): CheckResult {
-  const dev = FileDevice.open(path);
+  const lock = lockForRead(path, opts.lock);
+  let dev: FileDevice | undefined;
   try {
+    dev = FileDevice.open(path);
     return checkDevice(dev, opts);
   } catch (e) {
     if (e instanceof Ext4Error) throw e;
     throw new Ext4Error('CORRUPT', `${path}: the check stopped: ${(e as Error).message}`, { cause: e });
   } finally {
-    dev.close();
+    dev?.close();
+    lock.release();
   }
 }

@@ -14,6 +14,7 @@ import { readSpec } from '../source/spec.js';
 import { imageTreeSource } from '../source/image.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
+import { lockForRead } from '../host/lock.js';
 import type { TreeSource } from '../source/types.js';
 import type { Ext4Editor, FileContent } from './editor.js';
 
@@ -148,6 +149,8 @@ function isDirAt(ed: Ext4Editor, path: string): boolean {
 function treeFrom(src: string, values: Values): string | TreeSource {
   const image = values.image;
   if (typeof image === 'string') {
+    // Read while the edit runs; the lock goes with the process (a script may name the image again).
+    lockForRead(image);
     const dev = FileDevice.open(image);
     return imageTreeSource(Ext4Reader.open(dev), src);
   }

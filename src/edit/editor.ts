@@ -41,6 +41,7 @@ import { hostPathSource } from '../source/host.js';
 import { applySpec, type Spec } from '../source/spec.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
+import { lockForWrite } from '../host/lock.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
 import {
   writeContent,
@@ -129,8 +130,16 @@ export class Ext4Editor {
 
   /** Opens an image file for editing (see Volume.open for what is refused before anything is written). */
   static open(imagePath: string, opts: EditorOptions = {}): Ext4Editor {
-    if (opts.recover) recoverJournal(imagePath, { sync: opts.sync, onWarning: opts.onWarning });
-    return new Ext4Editor(Volume.open(imagePath, opts), opts);
+    // One lock from before the recovery to the editor's close (the volume's own nests in it). A writer
+    // of ours that died holding it may have left a dirty journal: recovered as `recover` would.
+    const lock = lockForWrite(imagePath, opts.lock);
+    try {
+      if (opts.recover || lock.tookOverFrom)
+        recoverJournal(imagePath, { sync: opts.sync, onWarning: opts.onWarning, deadWriter: lock.tookOverFrom });
+      return new Ext4Editor(Volume.open(imagePath, opts), opts);
+    } finally {
+      lock.release();
+    }
   }
 
   /** Edits an image on an already open device (in-memory images). */

@@ -14,11 +14,20 @@ import { FileDevice } from '../io/device.js';
 import { Ext4Editor } from './editor.js';
 import { checkEditableFeatures, mountedLoop } from './volume.js';
 import { writeBlocks } from './journal-log.js';
+import { lockForWrite, type LockOptions } from '../host/lock.js';
+import type { Holder } from '../host/holder.js';
+import { u32, put32 } from '../ext4/bytes.js';
+import { MMP_MAGIC, MMP_SEQ_CLEAN, MMP_SEQ_FSCK, MMP_CHECKSUM_OFFSET, mmpBlock, mmpChecksum } from '../ext4/mmp.js';
+import type { BlockDevice } from '../io/device.js';
 
 export interface RecoverOptions {
   /** fsync each step (default true). */
   sync?: boolean;
   onWarning?: (message: string) => void;
+  /** The writer's lock, held for the whole recovery (how long to wait for another process). */
+  lock?: LockOptions;
+  /** Internal: the writer of ours that died holding the lock (its MMP claim is released). */
+  deadWriter?: Holder;
 }
 
 export interface RecoverResult {
@@ -40,11 +49,21 @@ export function recoverJournal(imagePath: string, opts: RecoverOptions = {}): Re
     throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); the kernel recovers it itself`, {
       path: imagePath,
     });
+  const lock = lockForWrite(imagePath, opts.lock);
+  try {
+    return recoverLocked(imagePath, opts, opts.deadWriter ?? lock.tookOverFrom);
+  } finally {
+    lock.release();
+  }
+}
+
+function recoverLocked(imagePath: string, opts: RecoverOptions, deadWriter: Holder | undefined): RecoverResult {
   const result: RecoverResult = { recovered: false, transactions: 0, blocks: 0, orphans: 0, warnings: [] };
   const dev = FileDevice.open(imagePath, true);
   let needsOrphans = false;
   try {
     const r = Ext4Reader.open(dev);
+    if (deadWriter) releaseDeadMmp(dev, r, deadWriter);
     const sb = r.sb;
     const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;
     needsOrphans = dirty || sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
@@ -100,4 +119,24 @@ export function recoverJournal(imagePath: string, opts: RecoverOptions = {}): Re
   }
   for (const w of result.warnings) opts.onWarning?.(w);
   return result;
+}
+
+/**
+ * An MMP block a dead writer of ours left claimed (fsck state): released, so the next open can claim
+ * it. Only a claim with this host's name, stamped while that writer held the lock (from its start
+ * until a minute later: the claim follows the lock at once), so an e2fsck started since is left alone.
+ */
+function releaseDeadMmp(dev: BlockDevice, r: Ext4Reader, dead: Holder): void {
+  if (!(r.sb.s_feature_incompat & INCOMPAT.mmp)) return;
+  const blk = mmpBlock(r.sb);
+  const b = r.readBlocks(blk).slice();
+  if (u32(b, 0) !== MMP_MAGIC || u32(b, 4) !== MMP_SEQ_FSCK) return;
+  const node = new TextDecoder().decode(b.subarray(0x10, 0x50)).replace(/\0.*$/s, '');
+  const stamped = u32(b, 8) + u32(b, 12) * 0x1_0000_0000;
+  const since = Date.parse(dead.since) / 1000;
+  if (node !== dead.host || !(stamped >= since - 1 && stamped <= since + 60)) return;
+  put32(b, 4, MMP_SEQ_CLEAN);
+  if (r.csum) put32(b, MMP_CHECKSUM_OFFSET, mmpChecksum(r.csumSeed, b));
+  dev.write(blk * r.blockSize, b);
+  dev.sync();
 }

@@ -45,6 +45,7 @@ import { FileDevice, type BlockDevice } from '../io/device.js';
 import type { DataPiece } from '../io/cache.js';
 import { JournalLog, writeBlocks } from './journal-log.js';
 import { MMP_MAGIC, MMP_SEQ_CLEAN, MMP_SEQ_FSCK, MMP_CHECKSUM_OFFSET, mmpBlock, mmpChecksum } from '../ext4/mmp.js';
+import { lockForWrite, type ImageLock, type LockOptions } from '../host/lock.js';
 
 export const STATE_ERROR = 0x2;
 
@@ -77,6 +78,8 @@ export interface VolumeOptions extends Pick<ReaderOptions, 'onWarning'> {
    * committed in several transactions, each at a point where the file system is consistent.
    */
   atomic?: boolean;
+  /** The writer's lock on the image file (src/host/lock.ts): how long to wait for another process. */
+  lock?: LockOptions;
 }
 
 /** A saved position of the volume's counters, restored when an operation fails. */
@@ -126,6 +129,7 @@ export class Volume {
   /** The journal edits commit through (undefined: the file system has none). */
   private readonly journal: JournalLog | undefined;
   private closed = false;
+  private lock: ImageLock | undefined;
   private readonly recovering: boolean;
   private readonly atomic: boolean;
   /** The superblock's own fields changed (orphan list, needs_recovery): it is written at commit. */
@@ -173,13 +177,17 @@ export class Volume {
       throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); unmount it before editing`, {
         path: imagePath,
       });
-    const dev = FileDevice.open(imagePath, true);
+    const lock = lockForWrite(imagePath, opts.lock);
+    let dev: FileDevice | undefined;
     try {
+      dev = FileDevice.open(imagePath, true);
       const v = new Volume(dev, imagePath, opts);
+      v.lock = lock;
       v.claimMmp();
       return v;
     } catch (e) {
-      dev.close();
+      dev?.close();
+      lock.release();
       throw e;
     }
   }
@@ -899,6 +907,7 @@ export class Volume {
       }
     } finally {
       this.dev.close();
+      this.lock?.release();
     }
   }
 }

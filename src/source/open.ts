@@ -9,6 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
+import { lockForRead, type LockOptions } from '../host/lock.js';
 import { sameFile } from '../image.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
@@ -29,13 +30,15 @@ export interface OpenSourceOptions {
   /** The root directory's time where an archive does not give it (seconds; default now). */
   timestamp?: number;
   onWarning?: (message: string) => void;
+  /** An image source is read under a reader's lock (how long to wait for a writer of ours). */
+  lock?: LockOptions;
 }
 
 export interface OpenedSource {
   source: TreeSource;
   /** Entries read from an archive or container image. */
   entries?: number;
-  /** Releases an archive's file and spool; call after the image is written. */
+  /** Releases an archive's file and spool, an image's file and lock; call after the image is written. */
   close?: () => void;
 }
 
@@ -101,11 +104,25 @@ export async function openTreeSource(from: string, o: OpenSourceOptions): Promis
   }
   if (sameFile(file, o.output))
     throw new Ext4Error('BAD_OPTION', `the output ${o.output} is the source image itself`, { path: o.output });
-  const reader = Ext4Reader.open(FileDevice.open(file), { verifyChecksums: true, onWarning: o.onWarning });
-  return {
-    source: imageTreeSource(reader, inner, {
-      skipRootNames: inner === '/' ? ['lost+found'] : [],
-      ...unreadableOption(o.skipUnreadable, o.onWarning),
-    }),
+  // Read until the new image is written (the caller's close): under a reader's lock all along.
+  const lock = lockForRead(file, o.lock);
+  let dev: FileDevice | undefined;
+  const close = () => {
+    dev?.close();
+    lock.release();
   };
+  try {
+    dev = FileDevice.open(file);
+    const reader = Ext4Reader.open(dev, { verifyChecksums: true, onWarning: o.onWarning });
+    return {
+      close,
+      source: imageTreeSource(reader, inner, {
+        skipRootNames: inner === '/' ? ['lost+found'] : [],
+        ...unreadableOption(o.skipUnreadable, o.onWarning),
+      }),
+    };
+  } catch (e) {
+    close();
+    throw e;
+  }
 }

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
+import { underReadLock, type LockOptions } from '../host/lock.js';
 import { formatImage, sameFile } from '../image.js';
 import { imageTreeSource, unreadableOption } from '../source/image.js';
 import type { SourceNode, TreeSource } from '../source/types.js';
@@ -38,6 +39,8 @@ export interface JobOptions {
    * what the output holds).
    */
   skipUnreadable?: boolean;
+  /** The reader's lock on the input image (how long to wait for a writer of ours). */
+  lock?: LockOptions;
   /** Check the output (`check`) before it is renamed into place; one with problems is refused. */
   verify?: boolean;
   /**
@@ -134,6 +137,11 @@ export function buildWorkSeedImage(
   options: JobOptions & { path?: string } = {},
 ): SeedResult {
   distinct(rootfsPath, outPath);
+  // The input is read until the output is written: one reader's lock over both.
+  return underReadLock(rootfsPath, options.lock, () => seedLocked(rootfsPath, outPath, options));
+}
+
+function seedLocked(rootfsPath: string, outPath: string, options: JobOptions & { path?: string }): SeedResult {
   options.onProgress?.('reading rootfs');
   const reader = openImage(rootfsPath, options);
   const inner = options.path ?? '/root';
@@ -172,10 +180,22 @@ export function materializeWorkDisk(
   sizeBytes: number,
   options: JobOptions = {},
 ): MaterializeResult {
+  if (seedPath) {
+    distinct(seedPath, workDiskPath);
+    return underReadLock(seedPath, options.lock, () => materializeLocked(seedPath, workDiskPath, sizeBytes, options));
+  }
+  return materializeLocked(undefined, workDiskPath, sizeBytes, options);
+}
+
+function materializeLocked(
+  seedPath: string | undefined,
+  workDiskPath: string,
+  sizeBytes: number,
+  options: JobOptions,
+): MaterializeResult {
   let src: TreeSource | undefined;
   let entries = 0;
   if (seedPath) {
-    distinct(seedPath, workDiskPath);
     options.onProgress?.('reading rootfs');
     const reader = openImage(seedPath, options);
     const skip = unreadableOption(options.skipUnreadable, options.onWarning);
