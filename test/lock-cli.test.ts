@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { formatImage } from '../src/image.js';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { editImage } from '../src/edit/editor.js';
 import { INCOMPAT } from '../src/ext4/features.js';
 import { HAVE_E2FSPROGS, oracleAvailable, scratchDir, cli, run } from './helpers/oracle.js';

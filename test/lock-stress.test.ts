@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { Ext4Reader } from '../src/ext4/reader.js';
+import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { lockForRead } from '../src/host/lock.js';
 import { formatImage } from '../src/image.js';

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { expect } from 'vitest';
-import { Ext4Reader } from '../../src/ext4/reader.js';
+import { Ext4Reader } from '../../src/fs/reader.js';
 import { FileDevice } from '../../src/io/device.js';
 import { CLI, fsck } from './oracle.js';
 
