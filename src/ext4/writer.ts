@@ -41,7 +41,7 @@ import {
 } from './dirent.js';
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
-import type { NodeKind, SourceNode, TreeSource } from '../source/types.js';
+import type { NodeKind, SourceNode, TreeSource } from '../core/types.js';
 import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;

@@ -6,7 +6,7 @@
 import { put16, put32, u16, u32 } from './bytes.js';
 import { crc32c, crc32cU64 } from './crc32c.js';
 import { Ext4Error, type Ext4ErrorContext } from './errors.js';
-import type { XattrEntry } from '../source/types.js';
+import type { XattrEntry } from '../core/types.js';
 
 export const XATTR_MAGIC = 0xea020000;
 const ENTRY_HEADER = 16;
