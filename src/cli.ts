@@ -9,7 +9,7 @@ import { readSpec } from './source/spec.js';
 import { Ext4Reader, fileTypeOf } from './ext4/reader.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
-import { exportTar } from './tar/write.js';
+import { exportTar } from './tree/tar-export.js';
 import { isatty } from 'node:tty';
 import * as fs from 'node:fs';
 import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';

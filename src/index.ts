@@ -51,7 +51,7 @@ export {
 } from './ext4/reader.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
-export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tar/write.js';
+export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tree/tar-export.js';
 export {
   buildWorkSeedImage,
   materializeWorkDisk,

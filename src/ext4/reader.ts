@@ -696,12 +696,14 @@ export class Ext4Reader {
   /**
    * Streams a file's bytes: `sink(bytes, offset)` is called in order; holes and uninitialized extents
    * come as `undefined` with their length so callers can keep them sparse. The bytes handed to `sink`
-   * are only valid during the call (they may be a view of a reused read-ahead buffer).
+   * are only valid during the call (they may be a view of a reused read-ahead buffer). `runs`: the
+   * file's block map (`blockRuns`) when the caller has it already.
    */
   readFile(
     ino: number,
     sink: (data: Uint8Array | undefined, offset: number, length: number) => void,
     i = this.inode(ino),
+    runs?: readonly BlockRun[],
   ): void {
     this.checkReadable(ino, i);
     const size = i.size;
@@ -715,7 +717,7 @@ export class Ext4Reader {
     const bs = this.blockSize;
     let pos = 0;
     const MAXRUN = Math.max(1, Math.floor((8 << 20) / bs));
-    for (const r of this.blockRuns(ino, i)) {
+    for (const r of runs ?? this.blockRuns(ino, i)) {
       const start = r.lblk * bs;
       if (start >= size) break;
       if (start > pos) {

@@ -1,8 +1,10 @@
-/** A subtree of an ext4 image as a tree source: image to image, with no host directory in between. */
+/** A subtree of an ext4 image as a tree source: image to image, or out to a directory or an archive. */
 import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader, fileTypeOf, type DirEntryInfo } from '../ext4/reader.js';
-import { S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
+import { Ext4Reader, fileTypeOf, type BlockRun, type DirEntryInfo } from '../ext4/reader.js';
+import { FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
+import { isDotOrDotDot } from '../ext4/dirent.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { ENTRY_ERRORS } from '../tree/walk.js';
 
 const KIND: Record<string, NodeKind> = {
   file: 'file',
@@ -13,6 +15,17 @@ const KIND: Record<string, NodeKind> = {
   fifo: 'fifo',
   socket: 'socket',
 };
+
+/** CORRUPT for a name no directory may hold ('', '.', '..', a '/' or a NUL): it could lead out of a destination. */
+function checkEntryName(name: Uint8Array, dir: string): void {
+  const s = Buffer.from(name.buffer, name.byteOffset, name.length);
+  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || isDotOrDotDot(s))
+    throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${dir}`);
+}
+
+interface NodeOptions extends ImageSourceOptions {
+  reported: Set<string>;
+}
 
 class ImageNode implements SourceNode {
   readonly kind: NodeKind;
@@ -28,9 +41,14 @@ class ImageNode implements SourceNode {
   readonly rdevMajor?: number;
   readonly rdevMinor?: number;
   readonly linkKey?: string;
+  readonly dirKey?: string;
 
   /** A directory's entries, read when it was checked (see `check`), until its children are made. */
   private listed?: DirEntryInfo[];
+  /** A file's block map, read once when it was checked, for its data. */
+  private runs?: BlockRun[];
+  /** A symlink's target, read when it was checked. */
+  private target?: Uint8Array;
 
   constructor(
     private readonly r: Ext4Reader,
@@ -38,16 +56,13 @@ class ImageNode implements SourceNode {
     readonly name: Uint8Array,
     readonly displayPath: string,
     private readonly i: Inode,
-    private readonly depth: number,
-    private readonly opts: ImageSourceOptions & { reported: Set<string> },
+    private readonly opts: NodeOptions,
   ) {
     const t = fileTypeOf(i.mode);
     if (!t)
-      throw new Ext4Error(
-        'CORRUPT',
-        `${displayPath}: inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`,
-        { inode: ino },
-      );
+      throw new Ext4Error('CORRUPT', `inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`, {
+        inode: ino,
+      });
     this.kind = KIND[t]!;
     this.perm = i.mode & 0o7777;
     this.uid = i.uid;
@@ -59,21 +74,23 @@ class ImageNode implements SourceNode {
     this.size = i.size;
     this.allocatedBytes = r.allocatedBytes(i);
     if (this.kind === 'chardev' || this.kind === 'blockdev') [this.rdevMajor, this.rdevMinor] = r.deviceNumbers(i);
-    if (this.kind !== 'dir' && i.linksCount > 1) this.linkKey = `ino:${ino}`;
+    if (this.kind === 'dir') this.dirKey = `inode ${ino}`;
+    else if (i.linksCount > 1) this.linkKey = `ino:${ino}`;
   }
 
   /**
-   * Reads what the copy will need of this entry (its mapping, link target or directory listing) so
+   * Reads what a copy will need of this entry (its block map, link target or directory listing) so
    * that an entry that cannot be read fails here, by its path, before anything of it is written.
    */
-  check(): void {
+  check(): this {
     const { r, ino, i } = this;
     if (this.kind === 'file' || this.kind === 'dir' || this.kind === 'symlink') r.checkReadable(ino, i);
     if (this.kind === 'file') {
-      if (i.flags & 0x10000000) r.readFileBytes(ino);
-      else r.blockRuns(ino, i);
-    } else if (this.kind === 'symlink') r.readLink(ino, i);
+      if (i.flags & FL_INLINE_DATA) r.readFileBytes(ino);
+      else this.runs = r.blockRuns(ino, i);
+    } else if (this.kind === 'symlink') this.target = r.readLink(ino, i);
     else if (this.kind === 'dir') this.listed = r.readDir(ino, i);
+    return this;
   }
 
   xattrs(): XattrEntry[] {
@@ -81,23 +98,47 @@ class ImageNode implements SourceNode {
   }
 
   readLink(): Uint8Array {
-    return this.r.readLink(this.ino, this.i);
+    return (this.target ??= this.r.readLink(this.ino, this.i));
   }
 
-  /** Reads the whole mapping once into a cursor; the writer asks for bytes in order. */
-  openData(): FileData {
-    const r = this.r;
-    const ino = this.ino;
-    const i = this.i;
+  /** The data pieces (holes and unwritten extents left out), adjacent ones joined. */
+  private segments(): [number, number][] {
+    const { r, i } = this;
     const size = i.size;
-    // Map of data pieces in order; holes are absent.
-    const pieces: { off: number; len: number; read: () => Uint8Array }[] = [];
+    if (i.flags & FL_INLINE_DATA) return size ? [[0, size]] : [];
     const bs = r.blockSize;
-    if (i.flags & 0x10000000) {
+    const segs: [number, number][] = [];
+    for (const run of this.blockMap()) {
+      const start = run.lblk * bs;
+      if (start >= size) break;
+      if (run.uninit) continue;
+      const end = Math.min(size, (run.lblk + run.len) * bs);
+      const last = segs[segs.length - 1];
+      if (last && last[0] + last[1] === start) last[1] += end - start;
+      else segs.push([start, end - start]);
+    }
+    return segs;
+  }
+
+  private blockMap(): BlockRun[] {
+    return (this.runs ??= this.r.blockRuns(this.ino, this.i));
+  }
+
+  /** The file's bytes from its block map, read once: streamed in order, or by position. */
+  openData(): FileData {
+    const { r, ino, i } = this;
+    const size = i.size;
+    const runs = i.flags & FL_INLINE_DATA ? undefined : this.blockMap();
+    const stream = (sink: (data: Uint8Array, offset: number) => void) =>
+      r.readFile(ino, (d, off) => d && sink(d, off), i, runs);
+    // By position (the image writer, copy-in): whole pieces are read through the block cache.
+    const pieces: { off: number; len: number; read: () => Uint8Array }[] = [];
+    if (!runs) {
       const all = r.readFileBytes(ino);
       pieces.push({ off: 0, len: all.length, read: () => all });
     } else {
-      for (const run of r.blockRuns(ino, i)) {
+      const bs = r.blockSize;
+      for (const run of runs) {
         if (run.uninit) continue;
         const off = run.lblk * bs;
         if (off >= size) break;
@@ -125,13 +166,13 @@ class ImageNode implements SourceNode {
       close() {
         cache = undefined;
       },
+      segments: () => this.segments(),
+      stream,
     };
   }
 
-  children(): SourceNode[] {
+  children(skip?: (path: string, error: Error) => void): SourceNode[] {
     if (this.kind !== 'dir') return [];
-    if (this.depth > 4096)
-      throw new Ext4Error('CORRUPT', `${this.displayPath}: directory tree deeper than 4096 levels`);
     let entries = this.listed;
     if (!entries)
       try {
@@ -144,21 +185,19 @@ class ImageNode implements SourceNode {
         });
       }
     this.listed = undefined;
-    const out: SourceNode[] = [];
+    const out: ImageNode[] = [];
     const dir = this.displayPath.endsWith('/') ? this.displayPath : this.displayPath + '/';
     for (const e of entries) {
       const p = dir + Buffer.from(e.name).toString('utf8');
       try {
-        const child = this.r.inode(e.inode);
-        const isDir = (child.mode & S_IFMT) === S_IFDIR;
-        // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
-        if (isDir && (e.inode === this.ino || this.ancestors().has(e.inode)))
-          throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
-        const node = new ImageNode(this.r, e.inode, e.name, p, child, this.depth + 1, this.opts).withParent(this);
-        node.check();
-        out.push(node);
+        checkEntryName(e.name, this.displayPath);
+        out.push(new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts).check());
       } catch (err) {
         if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
+        if (skip) {
+          skip(p, err);
+          continue;
+        }
         const named = new Ext4Error(err.code, `${p}: ${err.message}`, { ...err.context, path: p });
         if (!this.opts.onUnreadable) throw named;
         // Reported once, however often the tree is walked (sizing, then copying).
@@ -168,19 +207,8 @@ class ImageNode implements SourceNode {
         }
       }
     }
-    out.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+    out.sort((a, b) => Buffer.compare(a.name, b.name));
     return out;
-  }
-
-  private parent?: ImageNode;
-  withParent(p: ImageNode): this {
-    this.parent = p;
-    return this;
-  }
-  private ancestors(): Set<number> {
-    const s = new Set<number>();
-    for (let n: ImageNode | undefined = this; n; n = n.parent) s.add(n.ino);
-    return s;
   }
 }
 
@@ -194,9 +222,6 @@ export interface ImageSourceOptions {
   onUnreadable?: (path: string, error: Ext4Error) => void;
 }
 
-/** Errors that concern one entry (it can be left out), not the image as a whole. */
-const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
-
 /** The subtree at `path` (default `/`) of an opened image. */
 export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourceOptions = {}): TreeSource {
   // A source path that is a symlink to a directory (/root -> /var/root) is followed, inside the image.
@@ -204,12 +229,20 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   const i = reader.inode(ino);
   if ((i.mode & S_IFMT) !== S_IFDIR)
     throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
-  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0, { ...opts, reported: new Set() });
+  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, { ...opts, reported: new Set() });
   const skip = new Set(opts.skipRootNames ?? []);
   if (!skip.size) return { root: () => root };
   const filtered: SourceNode = Object.create(root);
-  filtered.children = () => root.children().filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
+  filtered.children = (s) => root.children(s).filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
   return { root: () => filtered };
+}
+
+/**
+ * Inode `ino` of an image, of any type, as one source node named `name` (shown as `displayPath`), with
+ * what a copy needs of it read already: an entry that cannot be read throws here.
+ */
+export function imageNode(reader: Ext4Reader, ino: number, name: Uint8Array, displayPath: string): SourceNode {
+  return new ImageNode(reader, ino, name, displayPath, reader.inode(ino), { reported: new Set() }).check();
 }
 
 /** The image source options that carry out a "skip unreadable entries" choice, warning for each. */
