@@ -9,7 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
-import { sameFile } from '../image.js';
+import { sameFile } from '../host/atomic.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
 import { containerTreeSource } from './oci.js';

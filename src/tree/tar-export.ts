@@ -9,7 +9,7 @@ import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { S_IFDIR, S_IFMT } from '../ext4/inode.js';
 import type { SourceNode, XattrEntry } from '../core/types.js';
-import { writeAtomically } from '../image.js';
+import { writeAtomically } from '../host/atomic.js';
 import { imageNode } from '../source/image.js';
 import { TAR_BLOCK, TYPE } from '../tar/header.js';
 import { ArchiveStream, encodeMemberHeaders, fdWriter, sparseMap, type TarMember } from '../tar/write.js';
