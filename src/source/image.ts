@@ -57,6 +57,7 @@ class ImageNode implements SourceNode {
     readonly displayPath: string,
     private readonly i: Inode,
     private readonly opts: NodeOptions,
+    private readonly parent?: ImageNode,
   ) {
     const t = fileTypeOf(i.mode);
     if (!t)
@@ -191,7 +192,12 @@ class ImageNode implements SourceNode {
       const p = dir + Buffer.from(e.name).toString('utf8');
       try {
         checkEntryName(e.name, this.displayPath);
-        out.push(new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts).check());
+        const child = new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts, this);
+        // The tree walk checks for loops itself (by dirKey); the writer and copy-in do not walk
+        // through it yet, and rely on this check until they do.
+        if (!skip && child.kind === 'dir' && this.hasAncestor(e.inode))
+          throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
+        out.push(child.check());
       } catch (err) {
         if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
         if (skip) {
@@ -209,6 +215,11 @@ class ImageNode implements SourceNode {
     }
     out.sort((a, b) => Buffer.compare(a.name, b.name));
     return out;
+  }
+
+  private hasAncestor(ino: number): boolean {
+    for (let n: ImageNode | undefined = this; n; n = n.parent) if (n.ino === ino) return true;
+    return false;
   }
 }
 

@@ -66,13 +66,7 @@ export class TreeWalk<H, L> {
 
   /** The entries of directory `dir`, made already as `handle`, at `depth` below the walk's top. */
   entries(dir: SourceNode, handle: H, depth = 1): void {
-    const key = dir.dirKey;
-    if (key !== undefined) this.onPath.add(key);
-    try {
-      for (const c of dir.children(this.skip)) this.visit(c, handle, depth);
-    } finally {
-      if (key !== undefined) this.onPath.delete(key);
-    }
+    this.walk(dir, handle, depth, false);
   }
 
   /** Reports an entry that cannot be read, or fails the walk with it; anything but an entry error is rethrown. */
@@ -83,25 +77,64 @@ export class TreeWalk<H, L> {
   }
 
   private visit(node: SourceNode, parent: H, depth: number): void {
-    if (node.kind === 'dir') {
-      if (depth > MAX_DEPTH)
-        return this.unreadable(
-          node.displayPath,
-          new Ext4Error('CORRUPT', `directory tree deeper than ${MAX_DEPTH} levels`),
-        );
-      // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
-      if (node.dirKey !== undefined && this.onPath.has(node.dirKey))
-        return this.unreadable(node.displayPath, new Ext4Error('CORRUPT', `directory loop through ${node.dirKey}`));
-      const h = this.sink.dir(node, parent);
-      if (h === undefined) return;
-      this.entries(node, h, depth + 1);
-      this.sink.leave?.(node, h);
-      return;
-    }
+    if (node.kind !== 'dir') return this.leaf(node, parent);
+    const h = this.enter(node, parent, depth);
+    if (h !== undefined) this.walk(node, h, depth + 1, true);
+  }
+
+  /** A directory at `depth`: refused when too deep or on its own path, else made by the sink. */
+  private enter(node: SourceNode, parent: H, depth: number): H | undefined {
+    if (depth > MAX_DEPTH)
+      return void this.unreadable(
+        node.displayPath,
+        new Ext4Error('CORRUPT', `directory tree deeper than ${MAX_DEPTH} levels`),
+      );
+    // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
+    if (node.dirKey !== undefined && this.onPath.has(node.dirKey))
+      return void this.unreadable(node.displayPath, new Ext4Error('CORRUPT', `directory loop through ${node.dirKey}`));
+    return this.sink.dir(node, parent);
+  }
+
+  private leaf(node: SourceNode, parent: H): void {
     const key = node.linkKey;
     const first = key === undefined ? undefined : this.links.get(key);
     if (first !== undefined) return this.sink.link(node, parent, first);
     const made = this.sink.leaf(node, parent);
     if (made !== undefined && key !== undefined) this.links.set(key, made);
+  }
+
+  /**
+   * Everything below `dir` (made as `handle`; its entries at `depth`), depth first with a stack of its
+   * own: thousands of levels would overflow the call stack.
+   */
+  private walk(dir: SourceNode, handle: H, depth: number, leave: boolean): void {
+    const frames: { dir: SourceNode; handle: H; depth: number; list: SourceNode[]; i: number; leave: boolean }[] = [];
+    const push = (d: SourceNode, h: H, at: number, lv: boolean) => {
+      const list = d.children(this.skip);
+      if (d.dirKey !== undefined) this.onPath.add(d.dirKey);
+      frames.push({ dir: d, handle: h, depth: at, list, i: 0, leave: lv });
+    };
+    try {
+      push(dir, handle, depth, leave);
+      while (frames.length) {
+        const f = frames[frames.length - 1]!;
+        if (f.i === f.list.length) {
+          frames.pop();
+          if (f.dir.dirKey !== undefined) this.onPath.delete(f.dir.dirKey);
+          if (f.leave) this.sink.leave?.(f.dir, f.handle);
+          continue;
+        }
+        const n = f.list[f.i++]!;
+        if (n.kind !== 'dir') {
+          this.leaf(n, f.handle);
+          continue;
+        }
+        const h = this.enter(n, f.handle, f.depth);
+        if (h !== undefined) push(n, h, f.depth + 1, true);
+      }
+    } finally {
+      // Left by an error: the walk can go on elsewhere (a sink may catch and continue).
+      for (const f of frames) if (f.dir.dirKey !== undefined) this.onPath.delete(f.dir.dirKey);
+    }
   }
 }
