@@ -2,7 +2,6 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader, fileTypeOf, type BlockRun, type DirEntryInfo } from '../ext4/reader.js';
 import { FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
-import { isDotOrDotDot } from '../ext4/dirent.js';
 import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
 import { ENTRY_ERRORS } from '../tree/walk.js';
 
@@ -18,9 +17,14 @@ const KIND: Record<string, NodeKind> = {
 
 /** CORRUPT for a name no directory may hold ('', '.', '..', a '/' or a NUL): it could lead out of a destination. */
 function checkEntryName(name: Uint8Array, dir: string): void {
-  const s = Buffer.from(name.buffer, name.byteOffset, name.length);
-  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || isDotOrDotDot(s))
-    throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${dir}`);
+  const n = name.length;
+  let bad = n === 0 || (name[0] === 0x2e && (n === 1 || (n === 2 && name[1] === 0x2e)));
+  for (let k = 0; k < n && !bad; k++) bad = name[k] === 0x2f || name[k] === 0;
+  if (bad)
+    throw new Ext4Error(
+      'CORRUPT',
+      `unsafe entry name ${JSON.stringify(Buffer.from(name).toString('latin1'))} in ${dir}`,
+    );
 }
 
 interface NodeOptions extends ImageSourceOptions {
@@ -133,27 +137,30 @@ class ImageNode implements SourceNode {
     const stream = (sink: (data: Uint8Array, offset: number) => void) =>
       r.readFile(ino, (d, off) => d && sink(d, off), i, runs);
     // By position (the image writer, copy-in): whole pieces are read through the block cache.
-    const pieces: { off: number; len: number; read: () => Uint8Array }[] = [];
-    if (!runs) {
-      const all = r.readFileBytes(ino);
-      pieces.push({ off: 0, len: all.length, read: () => all });
-    } else {
-      const bs = r.blockSize;
-      for (const run of runs) {
-        if (run.uninit) continue;
-        const off = run.lblk * bs;
-        if (off >= size) break;
-        const len = Math.min(run.len * bs, size - off);
-        pieces.push({ off, len, read: () => r.readBlocks(run.pblk, Math.ceil(len / bs)).subarray(0, len) });
+    let pieces: { off: number; len: number; read: () => Uint8Array }[] | undefined;
+    const piecesOf = (pieces: { off: number; len: number; read: () => Uint8Array }[]) => {
+      if (!runs) {
+        const all = r.readFileBytes(ino);
+        pieces.push({ off: 0, len: all.length, read: () => all });
+      } else {
+        const bs = r.blockSize;
+        for (const run of runs) {
+          if (run.uninit) continue;
+          const off = run.lblk * bs;
+          if (off >= size) break;
+          const len = Math.min(run.len * bs, size - off);
+          pieces.push({ off, len, read: () => r.readBlocks(run.pblk, Math.ceil(len / bs)).subarray(0, len) });
+        }
       }
-    }
+      return pieces;
+    };
     let cache: { off: number; data: Uint8Array } | undefined;
     return {
       read(buf, length, position) {
         if (position >= size) return 0;
         const n = Math.min(length, size - position);
         buf.fill(0, 0, n);
-        for (const p of pieces) {
+        for (const p of (pieces ??= piecesOf([]))) {
           if (p.off >= position + n) break;
           if (p.off + p.len <= position) continue;
           if (!cache || cache.off !== p.off) cache = { off: p.off, data: p.read() };
