@@ -10,7 +10,7 @@ import { Ext4Reader } from './fs/reader.js';
 import { fileTypeOf } from './ext4/filetype.js';
 import { FileDevice } from './io/device.js';
 import { extract } from './extract.js';
-import { exportTar } from './tar/write.js';
+import { exportTar } from './tree/tar-export.js';
 import { isatty } from 'node:tty';
 import * as fs from 'node:fs';
 import { buildWorkSeedImage, materializeWorkDisk, type Stage } from './workdisk/job.js';

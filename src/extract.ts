@@ -1,15 +1,16 @@
 /**
  * Extraction (like `debugfs -R "rdump PATH DEST"`): recreates an image subtree under a host directory,
- * never writing outside it: every name is checked, nothing existing is followed through a symlink, and
- * files are created exclusively.
+ * never writing outside it: every name is checked (by the image source), nothing existing is followed
+ * through a symlink, and files are created exclusively. A sink of the tree walk (tree/walk.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from './ext4/errors.js';
 import { Ext4Reader } from './fs/reader.js';
-import { fileTypeOf } from './ext4/filetype.js';
-import { S_IFMT, S_IFDIR, type Inode, type Timestamp } from './ext4/inode.js';
-import { isDotOrDotDot } from './ext4/dirent.js';
+import { S_IFMT, S_IFDIR } from './ext4/inode.js';
+import type { SourceNode, Timestamp } from './core/types.js';
+import { imageNode, imageTreeSource } from './source/image.js';
+import { TreeWalk } from './tree/walk.js';
 
 export interface ExtractOptions {
   /** Restore owners (default: when running as root). */
@@ -31,17 +32,6 @@ export interface ExtractResult {
    * with what stopped each; everything else was extracted. Empty when the extract is complete.
    */
   unreadable: { path: string; code: string; message: string }[];
-}
-
-/** Errors that concern one entry of the image (skipped), not the destination or the device (fatal). */
-export const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
-
-/** A directory entry's name as a host name; CORRUPT for '', '.', '..' and names holding '/' or NUL. */
-export function safeName(name: Uint8Array, where: string): string {
-  const s = Buffer.from(name);
-  if (s.length === 0 || s.includes(0x2f) || s.includes(0) || isDotOrDotDot(s))
-    throw new Ext4Error('CORRUPT', `unsafe entry name ${JSON.stringify(s.toString('latin1'))} in ${where}`);
-  return s.toString('utf8');
 }
 
 /**
@@ -83,13 +73,18 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
   }
   if (!st.isDirectory()) throw new Ext4Error('IO_ERROR', `${dest} is not a directory`, { path: dest });
   const owners = opts.owners ?? (typeof process.getuid === 'function' && process.getuid() === 0);
-  const links = new Map<number, string>();
   const dump: string[] = [];
-  const fixups: { p: string; i: Inode; isDir: boolean }[] = [];
+  const fixups: { p: string; n: SourceNode }[] = [];
 
-  const recordXattrs = (ino: number, p: string) => {
+  const recordXattrs = (n: SourceNode, p: string) => {
     if (!opts.xattrDump) return;
-    const xs = reader.xattrs(ino);
+    let xs;
+    try {
+      xs = n.xattrs();
+    } catch (e) {
+      // The entry is made; its attributes are what is missing, reported like any unreadable entry.
+      return walk.unreadable(n.displayPath, e);
+    }
     if (!xs.length) return;
     dump.push(
       `# file: ${p.replace(/\\/g, '\\\\').replace(/[\x00-\x1f\x7f]/g, (c) => '\\' + c.charCodeAt(0).toString(8).padStart(3, '0'))}`,
@@ -99,13 +94,13 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
   };
 
   /** Creates a regular file and sets its owner, mode and times through the open descriptor. */
-  const writeFile = (ino: number, i: Inode, p: string) => {
+  const writeFile = (n: SourceNode, p: string): boolean => {
     let fd: number;
     try {
       fd = fs.openSync(
         p,
         fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
-        i.mode & 0o777,
+        n.perm & 0o777,
       );
     } catch (e) {
       throw hostError('create', p, e);
@@ -113,98 +108,55 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
     let done = false;
     try {
       let end = 0;
-      reader.readFile(
-        ino,
-        (data, off) => {
-          if (!data) return;
-          let done = 0;
-          while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, off + done);
-          end = off + data.length;
-        },
-        i,
-      );
+      const put = (data: Uint8Array, off: number) => {
+        let done = 0;
+        while (done < data.length) done += fs.writeSync(fd, data, done, data.length - done, off + done);
+        end = off + data.length;
+      };
+      const d = n.openData();
+      try {
+        if (d.stream) d.stream(put);
+        else copyData(d, n.size, put);
+      } finally {
+        d.close();
+      }
       // A trailing hole only needs the size set.
-      if (end !== i.size) fs.ftruncateSync(fd, i.size);
+      if (end !== n.size) fs.ftruncateSync(fd, n.size);
       // What the new file got is checked, not assumed: the umask or a default ACL on the destination
       // trims the creation bits, a setgid or grpid parent gives it the parent's group. Owner before
       // mode: changing the owner clears setuid/setgid.
       const st = fs.fstatSync(fd);
-      const chown = owners && (st.uid !== i.uid || st.gid !== i.gid);
-      if (chown) fs.fchownSync(fd, i.uid, i.gid);
-      if (chown || (st.mode & 0o7777) !== (i.mode & 0o7777)) fs.fchmodSync(fd, i.mode & 0o7777);
-      fs.futimesSync(fd, sec(i.atime), sec(i.mtime));
+      const chown = owners && (st.uid !== n.uid || st.gid !== n.gid);
+      if (chown) fs.fchownSync(fd, n.uid, n.gid);
+      if (chown || (st.mode & 0o7777) !== n.perm) fs.fchmodSync(fd, n.perm);
+      fs.futimesSync(fd, sec(n.atime), sec(n.mtime));
       done = true;
     } catch (e) {
-      throw e instanceof Ext4Error ? e : hostError('write or set the attributes of', p, e);
+      // One entry we cannot read does not stop the rest (as with debugfs rdump); host errors do.
+      if (e instanceof Ext4Error) {
+        walk.unreadable(n.displayPath, e);
+        return false;
+      }
+      throw hostError('write or set the attributes of', p, e);
     } finally {
       fs.closeSync(fd);
       // A file whose content could not be read is not left behind half written.
       if (!done) fs.rmSync(p, { force: true });
     }
-    result.bytes += i.size;
+    result.bytes += n.size;
     result.files++;
+    return true;
   };
 
-  /**
-   * One entry we cannot read (encrypted, compressed, damaged) does not stop the rest, as with debugfs
-   * rdump: it is named in a warning, left out, and reported in the result. Host errors stop everything.
-   */
-  const visit = (ino: number, p: string, where: string, depth: number, ancestors: Set<number>) => {
-    try {
-      visitEntry(ino, p, where, depth, ancestors);
-    } catch (e) {
-      if (!(e instanceof Ext4Error) || !ENTRY_ERRORS.has(e.code)) throw e;
-      result.unreadable.push({ path: where, code: e.code, message: e.message });
-      opts.onWarning?.(`${where}: not extracted: ${e.message}`);
-    }
-  };
+  // Names are checked by the source (no '/', not '.' or '..'), so plain joining is exact and cheaper
+  // than path.join.
+  const hostPath = (dir: string, n: SourceNode) =>
+    (dir === '/' ? '/' : `${dir}/`) + Buffer.from(n.name.buffer, n.name.byteOffset, n.name.length).toString('utf8');
 
-  /** The entries of a directory at host path `p` (image path `where`). */
-  const visitChildren = (
-    entries: { inode: number; name: Uint8Array }[],
-    p: string,
-    where: string,
-    depth: number,
-    ancestors: Set<number>,
-  ) => {
-    const inside = where === '/' ? '/' : `${where}/`;
-    const host = p === '/' ? '/' : `${p}/`;
-    for (const e of entries) {
-      let name: string;
-      try {
-        name = safeName(e.name, where);
-      } catch (err) {
-        const shown = inside + Buffer.from(e.name).toString('latin1');
-        result.unreadable.push({ path: shown, code: 'CORRUPT', message: (err as Error).message });
-        opts.onWarning?.(`${shown}: not extracted: ${(err as Error).message}`);
-        continue;
-      }
-      // Names are checked (no '/', not '.' or '..'), so plain joining is exact and cheaper than path.join.
-      visit(e.inode, host + name, inside + name, depth, ancestors);
-    }
-  };
-
-  const visitEntry = (ino: number, p: string, where: string, depth: number, ancestors: Set<number>) => {
-    if (depth > 4096) throw new Ext4Error('CORRUPT', `${where}: directory tree deeper than 4096 levels`);
-    const i = reader.inode(ino);
-    const t = fileTypeOf(i.mode);
-    const linked = t === 'file' || t === 'symlink' ? i.linksCount > 1 : false;
-    const first = linked ? links.get(ino) : undefined;
-    if (first) {
-      try {
-        fs.linkSync(first, p);
-      } catch (e) {
-        throw hostError('link', p, e);
-      }
-      result.hardlinks++;
-      return;
-    }
-    switch (t) {
-      case 'dir': {
-        if (ancestors.has(ino))
-          throw new Ext4Error('CORRUPT', `${where}: directory loop through inode ${ino}`, { inode: ino });
-        // Listed before it is created: a directory that cannot be listed is not made at all.
-        const entries = reader.readDir(ino, i);
+  const walk: TreeWalk<string, string> = new TreeWalk(
+    {
+      dir(n, parent) {
+        const p = hostPath(parent, n);
         try {
           fs.mkdirSync(p, 0o700);
         } catch (e) {
@@ -212,58 +164,87 @@ export function extract(reader: Ext4Reader, src: string, dest: string, opts: Ext
           if (!(ex && ex.isDirectory() && !ex.isSymbolicLink())) throw hostError('create', p, e);
         }
         result.dirs++;
-        visitChildren(entries, p, where, depth + 1, new Set(ancestors).add(ino));
-        break;
-      }
-      case 'file':
-        writeFile(ino, i, p);
-        if (linked) links.set(ino, p);
-        break;
-      case 'symlink': {
-        const target = Buffer.from(reader.readLink(ino, i));
-        try {
-          fs.symlinkSync(target, p);
-        } catch (e) {
-          throw hostError('create', p, e);
+        return p;
+      },
+      // Attributes after the entries; the rest of the metadata at the very end (see below).
+      leave(n, p) {
+        recordXattrs(n, p);
+        fixups.push({ p, n });
+      },
+      leaf(n, parent) {
+        const p = hostPath(parent, n);
+        if (n.kind === 'file') {
+          if (!writeFile(n, p)) return undefined;
+          recordXattrs(n, p);
+          return p;
         }
-        if (linked) links.set(ino, p);
-        result.symlinks++;
-        break;
-      }
-      case undefined:
-        throw new Ext4Error('CORRUPT', `${where}: inode ${ino} has an unknown file type`, { inode: ino });
-      default:
+        if (n.kind === 'symlink') {
+          const target = n.readLink();
+          try {
+            fs.symlinkSync(Buffer.from(target.buffer, target.byteOffset, target.length), p);
+          } catch (e) {
+            throw hostError('create', p, e);
+          }
+          result.symlinks++;
+          recordXattrs(n, p);
+          fixups.push({ p, n });
+          return p;
+        }
         // Node.js cannot create device nodes, FIFOs or sockets.
         result.specialSkipped++;
-        opts.onWarning?.(`${where}: ${t} not created (Node.js has no mknod)`);
-        return;
-    }
-    recordXattrs(ino, p);
-    // Regular files are finished already (through their descriptor); the rest is set at the end.
-    if (t !== 'file') fixups.push({ p, i, isDir: t === 'dir' });
-  };
+        opts.onWarning?.(`${n.displayPath}: ${n.kind} not created (Node.js has no mknod)`);
+        return undefined;
+      },
+      link(n, parent, first) {
+        const p = hostPath(parent, n);
+        try {
+          fs.linkSync(first, p);
+        } catch (e) {
+          throw hostError('link', p, e);
+        }
+        result.hardlinks++;
+      },
+    },
+    {
+      onUnreadable(where, e) {
+        result.unreadable.push({ path: where, code: e.code, message: e.message });
+        opts.onWarning?.(`${where}: not extracted: ${e.message}`);
+      },
+    },
+  );
 
   const srcIno = reader.lookup(src);
   const srcInode = reader.inode(srcIno);
-  const isRootDir = (srcInode.mode & S_IFMT) === S_IFDIR && path.posix.resolve('/', src) === '/';
-  if (isRootDir) {
+  const resolved = path.posix.resolve('/', src);
+  if ((srcInode.mode & S_IFMT) === S_IFDIR && resolved === '/') {
     // rdump of / puts the root's contents straight into dest.
-    visitChildren(reader.readDir(srcIno, srcInode), path.resolve(dest), '/', 1, new Set([srcIno]));
+    walk.entries(imageTreeSource(reader, '/').root(), path.resolve(dest));
   } else {
-    const base = path.posix.basename(path.posix.resolve('/', src));
-    visit(srcIno, path.join(path.resolve(dest), safeName(Buffer.from(base), src)), src, 0, new Set());
+    const base = Buffer.from(path.posix.basename(resolved), 'utf8');
+    walk.entry(path.resolve(dest), src, () => imageNode(reader, srcIno, base, src));
   }
 
   // Metadata last, deepest first, so read-only directories do not block their own contents.
-  for (const f of fixups.reverse()) {
+  for (const { p, n } of fixups.reverse()) {
     try {
-      if (owners) fs.lchownSync(f.p, f.i.uid, f.i.gid);
-      if (fileTypeOf(f.i.mode) !== 'symlink') fs.chmodSync(f.p, f.i.mode & 0o7777);
-      fs.lutimesSync(f.p, sec(f.i.atime), sec(f.i.mtime));
+      if (owners) fs.lchownSync(p, n.uid, n.gid);
+      if (n.kind !== 'symlink') fs.chmodSync(p, n.perm);
+      fs.lutimesSync(p, sec(n.atime), sec(n.mtime));
     } catch (e) {
-      throw hostError('set attributes of', f.p, e);
+      throw hostError('set attributes of', p, e);
     }
   }
   if (opts.xattrDump) fs.writeFileSync(opts.xattrDump, dump.join('\n'));
   return result;
+}
+
+/** A file's bytes by position, for sources that cannot stream them. */
+function copyData(d: ReturnType<SourceNode['openData']>, size: number, put: (b: Uint8Array, off: number) => void) {
+  const buf = new Uint8Array(Math.min(size, 1 << 20) || 1);
+  for (let pos = 0; pos < size;) {
+    const n = d.read(buf, Math.min(buf.length, size - pos), pos);
+    if (n <= 0) break;
+    put(buf.subarray(0, n), pos);
+    pos += n;
+  }
 }

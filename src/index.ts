@@ -47,7 +47,7 @@ export type { BlockRun } from './fs/blockmap.js';
 export { fileTypeOf, type FileType } from './ext4/filetype.js';
 export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
 export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
-export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tar/write.js';
+export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tree/tar-export.js';
 export {
   buildWorkSeedImage,
   materializeWorkDisk,

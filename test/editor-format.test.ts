@@ -469,3 +469,39 @@ describe.runIf(runIt)('copying trees in', () => {
     void hostDirectorySource;
   });
 });
+
+describe.runIf(runIt)('SOURCE_DATE_EPOCH', () => {
+  const withEpoch = <T>(v: string, fn: () => T): T => {
+    const was = process.env.SOURCE_DATE_EPOCH;
+    process.env.SOURCE_DATE_EPOCH = v;
+    try {
+      return fn();
+    } finally {
+      if (was === undefined) delete process.env.SOURCE_DATE_EPOCH;
+      else process.env.SOURCE_DATE_EPOCH = was;
+    }
+  };
+
+  it('a bad value is refused as mkfs refuses it (BAD_OPTION), before the image is opened, nothing changed', () => {
+    const img = mkfs(['-b', '4096', '-O', 'mmp']);
+    const before = fs.readFileSync(img);
+    for (const bad of ['yesterday', '-5', '1.5', String(2 ** 40)])
+      withEpoch(bad, () =>
+        expect(() => editImage(img, (ed) => ed.mkdir('/d'))).toThrowError(
+          expect.objectContaining({
+            code: 'BAD_OPTION',
+            message: expect.stringMatching(/SOURCE_DATE_EPOCH|timestamp/),
+          }),
+        ),
+      );
+    expect(Buffer.compare(fs.readFileSync(img), before)).toBe(0);
+    clean(img);
+    // An explicit timestamp wins over the environment, as with mkfs.
+    withEpoch('yesterday', () => editImage(img, (ed) => ed.mkdir('/a'), { timestamp: 1234567890 }));
+    withEpoch('1500000000', () => editImage(img, (ed) => ed.mkdir('/b')));
+    clean(img);
+    const r = Ext4Reader.open(FileDevice.open(img));
+    expect(r.inode(r.lookup('/a')).mtime.sec).toBe(1234567890);
+    expect(r.inode(r.lookup('/b')).mtime.sec).toBe(1500000000);
+  });
+});

@@ -16,7 +16,8 @@ import { Ext4Error } from '../src/ext4/errors.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { formatDevice } from '../src/ext4/format.js';
 import { memoryTreeSource } from '../src/source/memory.js';
-import { encodeMemberHeaders, exportTar } from '../src/tar/write.js';
+import { encodeMemberHeaders } from '../src/tar/write.js';
+import { exportTar } from '../src/tree/tar-export.js';
 import { aclToText } from '../src/tar/acl.js';
 import {
   FIELD,

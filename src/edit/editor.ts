@@ -53,6 +53,7 @@ import {
   type Hole,
 } from './filemap.js';
 import { listXattrs, writeXattrs, releaseXattrs, sameXattr } from './xattrs.js';
+import { sourceDateEpoch } from '../core/time.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
 const LINK_MAX = 65000;
@@ -123,13 +124,14 @@ export class Ext4Editor {
     this.v = v;
     this.warn = opts.onWarning ?? (() => {});
     let t = opts.timestamp;
-    if (t === undefined && process.env.SOURCE_DATE_EPOCH && /^\d+$/.test(process.env.SOURCE_DATE_EPOCH))
-      t = Number(process.env.SOURCE_DATE_EPOCH);
+    if (t === undefined) t = sourceDateEpoch();
     this.fixedTime = t === undefined ? undefined : typeof t === 'number' ? { sec: Math.floor(t), nsec: 0 } : t;
   }
 
   /** Opens an image file for editing (see Volume.open for what is refused before anything is written). */
   static open(imagePath: string, opts: EditorOptions = {}): Ext4Editor {
+    // A bad SOURCE_DATE_EPOCH is refused before anything is recovered or claimed (MMP).
+    if (opts.timestamp === undefined) sourceDateEpoch();
     // One lock from before the recovery to the editor's close (the volume's own nests in it). A writer
     // of ours that died holding it may have left a dirty journal: recovered as `recover` would.
     const lock = lockForWrite(imagePath, opts.lock);

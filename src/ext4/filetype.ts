@@ -3,10 +3,11 @@
  * (`FileType`, also a tree source's node kind) and the directory entry's file_type byte (kernel doc:
  * inodes.rst "i_mode", directory.rst "file_type"). Every mapping between the three is read from here.
  */
+import type { FileType } from '../core/types.js';
 import { S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK } from './inode.js';
 import { FT_REG_FILE, FT_DIR, FT_SYMLINK, FT_CHRDEV, FT_BLKDEV, FT_FIFO, FT_SOCK, FT_UNKNOWN } from './dirent.js';
 
-export type FileType = 'file' | 'dir' | 'symlink' | 'chardev' | 'blockdev' | 'fifo' | 'socket';
+export type { FileType };
 
 const FILE_TYPES: readonly { type: FileType; mode: number; dirent: number }[] = [
   { type: 'file', mode: S_IFREG, dirent: FT_REG_FILE },

@@ -50,7 +50,8 @@ import { newJournalSuperblock } from './journal.js';
 import { DX_HASH_HALF_MD4 } from './dirhash.js';
 import { encodeInodeXattrs } from './xattr.js';
 import type { BlockDevice } from '../io/device.js';
-import type { TreeSource } from '../source/types.js';
+import type { TreeSource } from '../core/types.js';
+import { sourceDateEpoch, storableSeconds } from '../core/time.js';
 import { applySpec, type Spec } from '../source/spec.js';
 import {
   InodeStore,
@@ -122,18 +123,8 @@ function uuidOption(v: string | Uint8Array | undefined, what: string): Uint8Arra
 
 /** Resolves the creation time: explicit option, then SOURCE_DATE_EPOCH, then the clock. */
 export function resolveTimestamp(t: number | undefined): number {
-  if (t !== undefined) {
-    if (!Number.isSafeInteger(t) || t < 0 || t > 0x3_ffff_ffff)
-      throw new Ext4Error('BAD_OPTION', `timestamp ${t} is not a UNIX time ext4 can store`);
-    return t;
-  }
-  const env = process.env.SOURCE_DATE_EPOCH;
-  if (env !== undefined && env !== '') {
-    if (!/^\d+$/.test(env))
-      throw new Ext4Error('BAD_OPTION', `SOURCE_DATE_EPOCH="${env}" is not a whole number of seconds`);
-    return resolveTimestamp(Number(env));
-  }
-  return Math.floor(Date.now() / 1000);
+  if (t !== undefined) return storableSeconds(t);
+  return sourceDateEpoch() ?? Math.floor(Date.now() / 1000);
 }
 
 /** Lays out `n` blocks from the first free block at or after `goal`, in as many runs as needed. */

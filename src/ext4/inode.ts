@@ -1,6 +1,7 @@
 /** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
 import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from './bytes.js';
 import { crc32c, crc32cU32 } from './crc32c.js';
+import type { Timestamp } from '../core/types.js';
 
 const BASE = [
   ['i_mode', 0x0, 2],
@@ -69,11 +70,8 @@ export const FL_ENCRYPT = 0x800;
 export const FL_VERITY = 0x100000;
 export const FL_CASEFOLD = 0x40000000;
 
-/** Seconds (may be negative or past 2038) and nanoseconds. */
-export interface Timestamp {
-  sec: number;
-  nsec: number;
-}
+/** Seconds (may be negative or past 2038) and nanoseconds; shared, so defined in core. */
+export type { Timestamp };
 
 /** A decoded inode. Multi-word fields are joined; `blocks` is i_blocks in its raw unit (see FL_HUGE_FILE). */
 export interface Inode {

@@ -24,7 +24,7 @@ import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_L
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
 import { buildHtree } from './htree.js';
 import type { BlockDevice } from '../io/device.js';
-import type { SourceNode, TreeSource } from '../source/types.js';
+import type { SourceNode, TreeSource } from '../core/types.js';
 import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
 
 export const FIRST_INO = 11;

@@ -6,6 +6,7 @@
 import { put16, put32, u16, u32 } from './bytes.js';
 import { crc32c, crc32cU64 } from './crc32c.js';
 import { Ext4Error, type Ext4ErrorContext } from './errors.js';
+import type { XattrEntry } from '../core/types.js';
 
 export const XATTR_MAGIC = 0xea020000;
 const ENTRY_HEADER = 16;
@@ -23,11 +24,7 @@ const PREFIXES: [string, number][] = [
   ['system.', 7],
 ];
 
-/** An extended attribute as a tool sees it: full name with its namespace prefix, ACLs in the VFS format. */
-export interface XattrEntry {
-  name: string;
-  value: Uint8Array;
-}
+export type { XattrEntry };
 
 /** The name index and name of the attribute that holds inline data past i_block (system.data). */
 export const INLINE_DATA_INDEX = 7;

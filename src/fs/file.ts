@@ -5,7 +5,7 @@
 import { Ext4Error } from '../ext4/errors.js';
 import { FL_INLINE_DATA, decodeDeviceNumbers, type Inode } from '../ext4/inode.js';
 import { checkReadable, isFastSymlink, readInode } from './inodes.js';
-import { blockRuns } from './blockmap.js';
+import { blockRuns, type BlockRun } from './blockmap.js';
 import { inlineData, type XattrVolume } from './xattrs.js';
 
 const EXT4_MAX_SYMLINK = 4096;
@@ -13,13 +13,15 @@ const EXT4_MAX_SYMLINK = 4096;
 /**
  * Streams a file's bytes: `sink(bytes, offset)` is called in order; holes and uninitialized extents
  * come as `undefined` with their length so callers can keep them sparse. The bytes handed to `sink`
- * are only valid during the call (they may be a view of a reused read-ahead buffer).
+ * are only valid during the call (they may be a view of a reused read-ahead buffer). `runs`: the
+ * file's block map (`blockRuns`) when the caller has it already.
  */
 export function readFile(
   v: XattrVolume,
   ino: number,
   sink: (data: Uint8Array | undefined, offset: number, length: number) => void,
   i: Inode,
+  runs?: readonly BlockRun[],
 ): void {
   checkReadable(ino, i);
   const size = i.size;
@@ -33,7 +35,7 @@ export function readFile(
   const bs = v.blockSize;
   let pos = 0;
   const MAXRUN = Math.max(1, Math.floor((8 << 20) / bs));
-  for (const r of blockRuns(v, ino, i)) {
+  for (const r of runs ?? blockRuns(v, ino, i)) {
     const start = r.lblk * bs;
     if (start >= size) break;
     if (start > pos) {

@@ -85,8 +85,9 @@ export class Ext4Reader extends Ext4Volume implements xattr.XattrVolume {
     ino: number,
     sink: (data: Uint8Array | undefined, offset: number, length: number) => void,
     i = this.inode(ino),
+    runs?: readonly BlockRun[],
   ): void {
-    file.readFile(this, ino, sink, i);
+    file.readFile(this, ino, sink, i, runs);
   }
   readFileBytes(ino: number, max?: number): Uint8Array {
     return file.readFileBytes(this, ino, max);

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
 import type { Timestamp } from '../ext4/inode.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
 
 function ts(ns: bigint): Timestamp {
   const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);

@@ -1,10 +1,35 @@
-/** A subtree of an ext4 image as a tree source: image to image, with no host directory in between. */
+/** A subtree of an ext4 image as a tree source: image to image, or out to a directory or an archive. */
 import { Ext4Error } from '../ext4/errors.js';
 import { Ext4Reader } from '../fs/reader.js';
 import type { DirEntryInfo } from '../fs/dir.js';
+import type { BlockRun } from '../fs/blockmap.js';
 import { fileTypeOf } from '../ext4/filetype.js';
-import { S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
+import { FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { ENTRY_ERRORS } from '../tree/walk.js';
+
+/** CORRUPT for a name no directory may hold ('', '.', '..', a '/' or a NUL): it could lead out of a destination. */
+function checkEntryName(name: Uint8Array, dir: string): void {
+  const n = name.length;
+  let bad = n === 0 || (name[0] === 0x2e && (n === 1 || (n === 2 && name[1] === 0x2e)));
+  for (let k = 0; k < n && !bad; k++) bad = name[k] === 0x2f || name[k] === 0;
+  if (bad)
+    throw new Ext4Error(
+      'CORRUPT',
+      `unsafe entry name ${JSON.stringify(Buffer.from(name).toString('latin1'))} in ${dir}`,
+    );
+}
+
+/** Byte order of two names (Buffer.compare costs more than the comparison for short names). */
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let k = 0; k < n; k++) if (a[k] !== b[k]) return a[k]! - b[k]!;
+  return a.length - b.length;
+}
+
+interface NodeOptions extends ImageSourceOptions {
+  reported: Set<string>;
+}
 
 class ImageNode implements SourceNode {
   readonly kind: NodeKind;
@@ -20,9 +45,14 @@ class ImageNode implements SourceNode {
   readonly rdevMajor?: number;
   readonly rdevMinor?: number;
   readonly linkKey?: string;
+  readonly dirKey?: string;
 
   /** A directory's entries, read when it was checked (see `check`), until its children are made. */
   private listed?: DirEntryInfo[];
+  /** A file's block map, read once when it was checked, for its data. */
+  private runs?: BlockRun[];
+  /** A symlink's target, read when it was checked. */
+  private target?: Uint8Array;
 
   constructor(
     private readonly r: Ext4Reader,
@@ -30,16 +60,14 @@ class ImageNode implements SourceNode {
     readonly name: Uint8Array,
     readonly displayPath: string,
     private readonly i: Inode,
-    private readonly depth: number,
-    private readonly opts: ImageSourceOptions & { reported: Set<string> },
+    private readonly opts: NodeOptions,
+    private readonly parent?: ImageNode,
   ) {
     const t = fileTypeOf(i.mode);
     if (!t)
-      throw new Ext4Error(
-        'CORRUPT',
-        `${displayPath}: inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`,
-        { inode: ino },
-      );
+      throw new Ext4Error('CORRUPT', `inode ${ino} has an unknown file type (mode 0${i.mode.toString(8)})`, {
+        inode: ino,
+      });
     this.kind = t;
     this.perm = i.mode & 0o7777;
     this.uid = i.uid;
@@ -51,21 +79,23 @@ class ImageNode implements SourceNode {
     this.size = i.size;
     this.allocatedBytes = r.allocatedBytes(i);
     if (this.kind === 'chardev' || this.kind === 'blockdev') [this.rdevMajor, this.rdevMinor] = r.deviceNumbers(i);
-    if (this.kind !== 'dir' && i.linksCount > 1) this.linkKey = `ino:${ino}`;
+    if (this.kind === 'dir') this.dirKey = `inode ${ino}`;
+    else if (i.linksCount > 1) this.linkKey = `ino:${ino}`;
   }
 
   /**
-   * Reads what the copy will need of this entry (its mapping, link target or directory listing) so
+   * Reads what a copy will need of this entry (its block map, link target or directory listing) so
    * that an entry that cannot be read fails here, by its path, before anything of it is written.
    */
-  check(): void {
+  check(): this {
     const { r, ino, i } = this;
     if (this.kind === 'file' || this.kind === 'dir' || this.kind === 'symlink') r.checkReadable(ino, i);
     if (this.kind === 'file') {
-      if (i.flags & 0x10000000) r.readFileBytes(ino);
-      else r.blockRuns(ino, i);
-    } else if (this.kind === 'symlink') r.readLink(ino, i);
+      if (i.flags & FL_INLINE_DATA) r.readFileBytes(ino);
+      else this.runs = r.blockRuns(ino, i);
+    } else if (this.kind === 'symlink') this.target = r.readLink(ino, i);
     else if (this.kind === 'dir') this.listed = r.readDir(ino, i);
+    return this;
   }
 
   xattrs(): XattrEntry[] {
@@ -73,37 +103,64 @@ class ImageNode implements SourceNode {
   }
 
   readLink(): Uint8Array {
-    return this.r.readLink(this.ino, this.i);
+    return (this.target ??= this.r.readLink(this.ino, this.i));
   }
 
-  /** Reads the whole mapping once into a cursor; the writer asks for bytes in order. */
-  openData(): FileData {
-    const r = this.r;
-    const ino = this.ino;
-    const i = this.i;
+  /** The data pieces (holes and unwritten extents left out), adjacent ones joined. */
+  private segments(): [number, number][] {
+    const { r, i } = this;
     const size = i.size;
-    // Map of data pieces in order; holes are absent.
-    const pieces: { off: number; len: number; read: () => Uint8Array }[] = [];
+    if (i.flags & FL_INLINE_DATA) return size ? [[0, size]] : [];
     const bs = r.blockSize;
-    if (i.flags & 0x10000000) {
-      const all = r.readFileBytes(ino);
-      pieces.push({ off: 0, len: all.length, read: () => all });
-    } else {
-      for (const run of r.blockRuns(ino, i)) {
-        if (run.uninit) continue;
-        const off = run.lblk * bs;
-        if (off >= size) break;
-        const len = Math.min(run.len * bs, size - off);
-        pieces.push({ off, len, read: () => r.readBlocks(run.pblk, Math.ceil(len / bs)).subarray(0, len) });
-      }
+    const segs: [number, number][] = [];
+    for (const run of this.blockMap()) {
+      const start = run.lblk * bs;
+      if (start >= size) break;
+      if (run.uninit) continue;
+      const end = Math.min(size, (run.lblk + run.len) * bs);
+      const last = segs[segs.length - 1];
+      if (last && last[0] + last[1] === start) last[1] += end - start;
+      else segs.push([start, end - start]);
     }
+    return segs;
+  }
+
+  private blockMap(): BlockRun[] {
+    return (this.runs ??= this.r.blockRuns(this.ino, this.i));
+  }
+
+  /** The file's bytes from its block map, read once: streamed in order, or by position. */
+  openData(): FileData {
+    const { r, ino, i } = this;
+    const size = i.size;
+    const runs = i.flags & FL_INLINE_DATA ? undefined : this.blockMap();
+    const stream = (sink: (data: Uint8Array, offset: number) => void) =>
+      r.readFile(ino, (d, off) => d && sink(d, off), i, runs);
+    // By position (the image writer, copy-in): whole pieces are read through the block cache.
+    let pieces: { off: number; len: number; read: () => Uint8Array }[] | undefined;
+    const piecesOf = (pieces: { off: number; len: number; read: () => Uint8Array }[]) => {
+      if (!runs) {
+        const all = r.readFileBytes(ino);
+        pieces.push({ off: 0, len: all.length, read: () => all });
+      } else {
+        const bs = r.blockSize;
+        for (const run of runs) {
+          if (run.uninit) continue;
+          const off = run.lblk * bs;
+          if (off >= size) break;
+          const len = Math.min(run.len * bs, size - off);
+          pieces.push({ off, len, read: () => r.readBlocks(run.pblk, Math.ceil(len / bs)).subarray(0, len) });
+        }
+      }
+      return pieces;
+    };
     let cache: { off: number; data: Uint8Array } | undefined;
     return {
       read(buf, length, position) {
         if (position >= size) return 0;
         const n = Math.min(length, size - position);
         buf.fill(0, 0, n);
-        for (const p of pieces) {
+        for (const p of (pieces ??= piecesOf([]))) {
           if (p.off >= position + n) break;
           if (p.off + p.len <= position) continue;
           if (!cache || cache.off !== p.off) cache = { off: p.off, data: p.read() };
@@ -117,13 +174,13 @@ class ImageNode implements SourceNode {
       close() {
         cache = undefined;
       },
+      segments: () => this.segments(),
+      stream,
     };
   }
 
-  children(): SourceNode[] {
+  children(skip?: (path: string, error: Error) => void): SourceNode[] {
     if (this.kind !== 'dir') return [];
-    if (this.depth > 4096)
-      throw new Ext4Error('CORRUPT', `${this.displayPath}: directory tree deeper than 4096 levels`);
     let entries = this.listed;
     if (!entries)
       try {
@@ -136,21 +193,24 @@ class ImageNode implements SourceNode {
         });
       }
     this.listed = undefined;
-    const out: SourceNode[] = [];
+    const out: ImageNode[] = [];
     const dir = this.displayPath.endsWith('/') ? this.displayPath : this.displayPath + '/';
     for (const e of entries) {
       const p = dir + Buffer.from(e.name).toString('utf8');
       try {
-        const child = this.r.inode(e.inode);
-        const isDir = (child.mode & S_IFMT) === S_IFDIR;
-        // A directory that is its own ancestor would loop forever; a well-formed tree never does this.
-        if (isDir && (e.inode === this.ino || this.ancestors().has(e.inode)))
+        checkEntryName(e.name, this.displayPath);
+        const child = new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts, this);
+        // The tree walk checks for loops itself (by dirKey); the writer and copy-in do not walk
+        // through it yet, and rely on this check until they do.
+        if (!skip && child.kind === 'dir' && this.hasAncestor(e.inode))
           throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
-        const node = new ImageNode(this.r, e.inode, e.name, p, child, this.depth + 1, this.opts).withParent(this);
-        node.check();
-        out.push(node);
+        out.push(child.check());
       } catch (err) {
         if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
+        if (skip) {
+          skip(p, err);
+          continue;
+        }
         const named = new Ext4Error(err.code, `${p}: ${err.message}`, { ...err.context, path: p });
         if (!this.opts.onUnreadable) throw named;
         // Reported once, however often the tree is walked (sizing, then copying).
@@ -160,19 +220,15 @@ class ImageNode implements SourceNode {
         }
       }
     }
-    out.sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+    // Byte order of names; a linear directory written in that order (ours, mkfs -d) needs no sort.
+    for (let k = 1; k < out.length; k++)
+      if (compareBytes(out[k - 1]!.name, out[k]!.name) > 0) return out.sort((a, b) => compareBytes(a.name, b.name));
     return out;
   }
 
-  private parent?: ImageNode;
-  withParent(p: ImageNode): this {
-    this.parent = p;
-    return this;
-  }
-  private ancestors(): Set<number> {
-    const s = new Set<number>();
-    for (let n: ImageNode | undefined = this; n; n = n.parent) s.add(n.ino);
-    return s;
+  private hasAncestor(ino: number): boolean {
+    for (let n: ImageNode | undefined = this; n; n = n.parent) if (n.ino === ino) return true;
+    return false;
   }
 }
 
@@ -186,9 +242,6 @@ export interface ImageSourceOptions {
   onUnreadable?: (path: string, error: Ext4Error) => void;
 }
 
-/** Errors that concern one entry (it can be left out), not the image as a whole. */
-const ENTRY_ERRORS = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
-
 /** The subtree at `path` (default `/`) of an opened image. */
 export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourceOptions = {}): TreeSource {
   // A source path that is a symlink to a directory (/root -> /var/root) is followed, inside the image.
@@ -196,12 +249,20 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   const i = reader.inode(ino);
   if ((i.mode & S_IFMT) !== S_IFDIR)
     throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
-  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, 0, { ...opts, reported: new Set() });
+  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, { ...opts, reported: new Set() });
   const skip = new Set(opts.skipRootNames ?? []);
   if (!skip.size) return { root: () => root };
   const filtered: SourceNode = Object.create(root);
-  filtered.children = () => root.children().filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
+  filtered.children = (s) => root.children(s).filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
   return { root: () => filtered };
+}
+
+/**
+ * Inode `ino` of an image, of any type, as one source node named `name` (shown as `displayPath`), with
+ * what a copy needs of it read already: an entry that cannot be read throws here.
+ */
+export function imageNode(reader: Ext4Reader, ino: number, name: Uint8Array, displayPath: string): SourceNode {
+  return new ImageNode(reader, ino, name, displayPath, reader.inode(ino), { reported: new Set() }).check();
 }
 
 /** The image source options that carry out a "skip unreadable entries" choice, warning for each. */

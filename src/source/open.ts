@@ -10,7 +10,7 @@ import { Ext4Reader } from '../fs/reader.js';
 import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
 import { FileDevice } from '../io/device.js';
 import { lockForRead, type LockOptions } from '../host/lock.js';
-import { sameFile } from '../image.js';
+import { sameFile } from '../host/atomic.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
 import { containerTreeSource } from './oci.js';

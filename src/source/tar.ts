@@ -14,7 +14,7 @@ import type { Timestamp } from '../ext4/inode.js';
 import { aclFromText } from '../tar/acl.js';
 import { openArchive } from '../tar/input.js';
 import { StreamByteSource, preadArchive, readTar, type ByteSource, type DataRef, type TarEntry } from '../tar/read.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from './types.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
 
 interface TNode {
   id: number;

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../ext4/errors.js';
-import type { XattrEntry } from './types.js';
+import type { XattrEntry } from '../core/types.js';
 
 /** getfattr escapes bytes as \ooo (octal) and backslash as \\. */
 function unescapeOctal(s: string): Buffer {

@@ -86,37 +86,6 @@ export async function* tap(it: AsyncIterable<Buffer>, f: (b: Buffer) => void): A
   }
 }
 
-/** The first chunk of a stream, and the whole stream again (that chunk first). */
-export async function peek(
-  it: AsyncIterable<Buffer>,
-  bytes: number,
-): Promise<{ head: Buffer; all: AsyncIterable<Buffer> }> {
-  const iter = it[Symbol.asyncIterator]();
-  const got: Buffer[] = [];
-  let n = 0;
-  let done = false;
-  while (n < bytes) {
-    const r = await iter.next();
-    if (r.done) {
-      done = true;
-      break;
-    }
-    got.push(r.value);
-    n += r.value.length;
-  }
-  const head = Buffer.concat(got);
-  async function* all(): AsyncGenerator<Buffer> {
-    if (head.length) yield head;
-    if (done) return;
-    for (;;) {
-      const r = await iter.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  }
-  return { head, all: all() };
-}
-
 /** An async chunk stream read piecewise, with bytes put back. */
 class ChunkReader {
   private back: Buffer[] = [];
@@ -148,6 +117,10 @@ class ChunkReader {
       got += b.length;
     }
     return Buffer.concat(parts);
+  }
+  /** Everything not yet read (put-back bytes first), as a stream. */
+  async *rest(): AsyncGenerator<Buffer> {
+    for (let b = await this.next(); b; b = await this.next()) yield b;
   }
   /** Bytes up to and including the next NUL. */
   async cstring(): Promise<void> {
@@ -247,8 +220,11 @@ async function* gzipMember(r: ChunkReader): AsyncGenerator<Buffer> {
  * gzip -d). Bytes after the last member that do not start another are ignored with a warning, as
  * gzip -d does.
  */
-export async function* gunzip(it: AsyncIterable<Buffer>, onWarning?: (m: string) => void): AsyncGenerator<Buffer> {
-  const r = new ChunkReader(it[Symbol.asyncIterator]());
+export function gunzip(it: AsyncIterable<Buffer>, onWarning?: (m: string) => void): AsyncGenerator<Buffer> {
+  return gunzipFrom(new ChunkReader(it[Symbol.asyncIterator]()), onWarning);
+}
+
+async function* gunzipFrom(r: ChunkReader, onWarning?: (m: string) => void): AsyncGenerator<Buffer> {
   for (let first = true; ; first = false) {
     const head = await r.take(2);
     if (!first && head.length === 0) return;
@@ -270,15 +246,17 @@ export async function decompressed(
   what: string,
   onWarning?: (m: string) => void,
 ): Promise<AsyncIterable<Buffer>> {
-  const { head, all } = await peek(it, 6);
+  const r = new ChunkReader(it[Symbol.asyncIterator]());
+  const head = await r.take(6);
+  r.unshift(head);
   const kind = compressionOf(head);
   if (kind === 'gzip')
     return guarded(
-      gunzip(all, (m) => onWarning?.(`${what}: ${m}`)),
+      gunzipFrom(r, (m) => onWarning?.(`${what}: ${m}`)),
       what,
     );
   if (kind) throw unsupported(kind, what);
-  return guarded(all, what);
+  return guarded(r.rest(), what);
 }
 
 export interface OpenArchive {

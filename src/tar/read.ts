@@ -7,8 +7,7 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
 import { isZero } from '../ext4/bytes.js';
-import type { Timestamp } from '../ext4/inode.js';
-import type { XattrEntry } from '../source/types.js';
+import type { Timestamp, XattrEntry } from '../core/types.js';
 import {
   FIELD,
   GNU_FIELD,
