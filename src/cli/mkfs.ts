@@ -4,14 +4,14 @@ import { UsageError } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { autoSize, formatImage, parseSizeSlack } from '../image.js';
 import type { FormatResult } from '../ext4/format.js';
-import { openTreeSource } from '../source/open.js';
 import { readSpec } from '../source/spec.js';
-import { parseOwner } from '../edit/commands.js';
 import { command, intOption, printJson, warn } from './command.js';
 import { jsonOption, syncOption } from './options.js';
 
 /** --owner of mkfs: both ids, UID:GID. */
-function ownerOption(s: string): { uid: number; gid: number } {
+async function ownerOption(s: string): Promise<{ uid: number; gid: number }> {
+  // Loaded only when asked for, as the sources below: an empty image needs neither.
+  const { parseOwner } = await import('../edit/commands.js');
   const { uid, gid } = parseOwner(s);
   if (uid === undefined || gid === undefined)
     throw new Ext4Error('BAD_OPTION', `--owner must be UID:GID (numbers), got "${s}"`);
@@ -65,10 +65,13 @@ export const mkfs = command({
     const slack = values['size-slack'] === undefined ? undefined : parseSizeSlack(values['size-slack']);
     const sizeBytes = auto ? 0 : parseSize(values.size);
     const timestamp = intOption(values.timestamp, 'timestamp');
+    const owner = values.owner === undefined ? undefined : await ownerOption(values.owner);
     const from =
       values.from === undefined
         ? undefined
-        : await openTreeSource(values.from, {
+        : await (
+            await import('../source/open.js')
+          ).openTreeSource(values.from, {
             xattrs: values.xattrs,
             output: image,
             skipUnreadable: !!values['skip-unreadable'],
@@ -87,7 +90,7 @@ export const mkfs = command({
         timestamp,
         sync: !values['no-sync'],
         source: from?.source,
-        owner: values.owner === undefined ? undefined : ownerOption(values.owner),
+        owner,
         spec,
         verify: values.verify,
       };
