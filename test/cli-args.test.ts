@@ -128,6 +128,8 @@ describe('parseArgv', () => {
     expect(l!.values).toEqual({ data: 'y', mode: '600' });
     expect(() => parseScript('write /a --nope\n')).toThrow(/^line 1: write: unknown option '--nope'$/);
     expect(() => parseScript('rm\n')).toThrow(UsageError);
+    // A name Object.prototype has is no command.
+    expect(() => parseScript('toString /a\n')).toThrow(/^line 1: unknown command "toString"$/);
   });
 });
 
@@ -144,6 +146,7 @@ describe('the CLI on argument mistakes', () => {
       [['ls', img, '-x'], "ls: unknown option '-x'"],
       [['write', img, '/f', '--data'], 'write: option --data needs a value'],
       [['rm', '-rq', img, '/f'], "rm: unknown option '-q'"],
+      [['toString', img], 'unknown command "toString"'],
     ] as const) {
       const r = cli([...args]);
       expect(r.status, args.join(' ')).toBe(2);

@@ -5,7 +5,8 @@ import { UsageError, type OptionValues } from '../core/args.js';
 import { extract as extractTree } from '../extract.js';
 import { exportTar } from '../tar/write.js';
 import { command, printJson, warn } from './command.js';
-import { jsonOption, openReader, readerOptions } from './options.js';
+import { jsonOption, readerOptions } from './options.js';
+import { openReader } from './read.js';
 
 const options = {
   'xattrs-dump': { type: 'string' },

@@ -1,10 +1,20 @@
-/** `ls`, `cat`, `stat`: a directory, a file's bytes, an inode's metadata, read from an image. */
+/** `ls`, `cat`, `stat`: a directory, a file's bytes, an inode's metadata, read from an image; opening one for reading. */
 import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
-import { UsageError } from '../core/args.js';
-import { fileTypeOf } from '../ext4/reader.js';
-import { command, printJson } from './command.js';
-import { jsonOption, openReader, readerOptions } from './options.js';
+import { UsageError, type OptionValues } from '../core/args.js';
+import { Ext4Reader, fileTypeOf } from '../ext4/reader.js';
+import { FileDevice } from '../io/device.js';
+import { command, printJson, warn } from './command.js';
+import { jsonOption, readerOptions } from './options.js';
+
+/** Opens an image for reading as `readerOptions` ask. */
+export function openReader(image: string, values: OptionValues<typeof readerOptions>): Ext4Reader {
+  return Ext4Reader.open(FileDevice.open(image), {
+    verifyChecksums: !values['no-verify'],
+    replayJournal: values.replay,
+    onWarning: warn,
+  });
+}
 
 const MODE_CHARS: Record<string, string> = {
   file: '-',

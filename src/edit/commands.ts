@@ -330,7 +330,7 @@ export function parseCommand(
   withImage = false,
   extra: Command['options'] = {},
 ): { cmd: Command; positionals: string[]; values: Values; image?: string } {
-  const cmd = COMMANDS[name];
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) throw new UsageError(`unknown command "${name}"`);
   const parsed = parseArgv(args, { ...cmd.options, ...extra }, name);
   return { cmd, ...commandOperands(cmd, parsed.positionals, withImage), values: parsed.values as Values };
