@@ -1,11 +1,11 @@
 /**
- * The editing commands as the CLI and edit scripts know them: one table of commands, each parsing its
- * own arguments (node:util parseArgs) and calling the editor. A script line is a command without the
+ * The editing commands as the CLI and edit scripts know them: one table of commands, each declaring its
+ * options (parsed by core/args) and calling the editor. A script line is a command without the
  * image argument, split into words like a shell would (quotes, backslashes, # comments).
  */
 import * as fs from 'node:fs';
-import { parseArgs } from 'node:util';
 import { Ext4Error } from '../ext4/errors.js';
+import { UsageError, parseArgv, type OptionSet } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
 import { decodeXattrValue, readXattrDump } from '../source/xattr-dump.js';
@@ -18,15 +18,14 @@ import { lockForRead } from '../host/lock.js';
 import type { TreeSource } from '../source/types.js';
 import type { Ext4Editor, FileContent } from './editor.js';
 
-/** A usage mistake (exit code 2 in the CLI), not a problem with the image. */
-export class UsageError extends Error {}
+export { UsageError };
 
 type Values = Record<string, string | boolean | undefined>;
 
 interface Command {
   usage: string;
   summary: string;
-  options: Record<string, { type: 'string' | 'boolean'; short?: string }>;
+  options: OptionSet;
   /** Positional arguments after the image: [min, max]. */
   args: [number, number];
   run(ed: Ext4Editor, args: string[], values: Values, ctx: RunContext): void;
@@ -334,20 +333,24 @@ export function parseCommand(
   withImage = false,
   extra: Command['options'] = {},
 ): { cmd: Command; positionals: string[]; values: Values; image?: string } {
-  const cmd = COMMANDS[name];
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) throw new UsageError(`unknown command "${name}"`);
-  let parsed;
-  try {
-    parsed = parseArgs({ args, allowPositionals: true, options: { ...cmd.options, ...extra }, strict: true });
-  } catch (e) {
-    throw new UsageError(`${name}: ${(e as Error).message.split('\n')[0]}`);
-  }
-  const pos = parsed.positionals;
+  const parsed = parseArgv(args, { ...cmd.options, ...extra }, name);
+  return { cmd, ...commandOperands(cmd, parsed.positionals, withImage), values: parsed.values as Values };
+}
+
+/** The image (`withImage`) and the operands of a command, their count checked against its usage. */
+export function commandOperands(
+  cmd: Command,
+  positionals: string[],
+  withImage: boolean,
+): { positionals: string[]; image?: string } {
+  const pos = [...positionals];
   const image = withImage ? pos.shift() : undefined;
   const n = pos.length;
   if ((withImage && image === undefined) || n < cmd.args[0] || n > cmd.args[1])
     throw new UsageError(`usage: ${cmd.usage}`);
-  return { cmd, positionals: pos, values: parsed.values as Values, image };
+  return { positionals: pos, image };
 }
 
 /** Splits a script line into words like a POSIX shell (no expansion): quotes, backslashes, # comments. */
