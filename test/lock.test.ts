@@ -185,9 +185,19 @@ describe('stale and foreign holders', () => {
     l.release();
   });
 
-  it("another host's, another boot's or an unreadable lock is never broken, and the refusal says what to remove", () => {
+  it('a lock left by an earlier boot of this host (a power cut mid-edit) is taken over, even with a live pid', () => {
     const img = image();
-    for (const h of [{ host: 'elsewhere.example' }, { bootId: '00000000-0000-0000-0000-000000000000' }]) {
+    const rec = holderFile(img, { pid: process.pid, bootId: '00000000-0000-0000-0000-000000000000' });
+    expect(holderState(rec)).toBe('dead');
+    const l = lockForWrite(img);
+    expect(l.tookOverFrom?.nonce).toBe(rec.nonce);
+    l.release();
+    expect(fs.existsSync(`${img}.lock`)).toBe(false);
+  });
+
+  it("another host's, another pid namespace's or an unreadable lock is never broken, and the refusal says what to remove", () => {
+    const img = image();
+    for (const h of [{ host: 'elsewhere.example' }, { pid: process.pid, pidns: 'pid:[1]' }]) {
       const rec = holderFile(img, { pid: deadPid(), ...h });
       expect(holderState(rec)).toBe('foreign');
       expect(() => lockForWrite(img)).toThrowError(inUse);

@@ -4,10 +4,11 @@
  * acquisition) and the liveness test that lets a dead holder's lock be taken over and never a live one's.
  *
  * A pid alone does not name a process: pids are reused, a host reboots, a container has its own pid
- * numbers. So a holder is dead only when it is provably gone from this same host and boot: its pid no
- * longer runs, runs as a zombie, or runs a process that started at another time (/proc/PID/stat field
- * 22). A holder from another host name, another boot id, or another pid namespace is "foreign":
- * nothing here can tell whether it runs, so its lock is never broken automatically.
+ * numbers. So a holder is dead only when it is provably gone from this host: it ran in an earlier boot
+ * (another boot id), or in this boot its pid no longer runs, runs as a zombie, or runs a process that
+ * started at another time (/proc/PID/stat field 22). A holder from another host name, or from another
+ * pid namespace of this boot, is "foreign": nothing here can tell whether it runs, so its lock is
+ * never broken automatically.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -94,10 +95,11 @@ function procStat(pid: number): { state: string; start: number } | undefined {
 export function holderState(h: Holder): HolderState {
   const me = selfIdentity();
   if (h.host !== me.host) return 'foreign';
+  // Another boot of this host: every process of that boot is gone (a power cut or crash mid-edit is
+  // exactly when a lock is left behind, and the journal it may have left is recovered on takeover).
+  // Only two machines sharing one host name and one image file could fool this; that is documented.
+  if (h.bootId !== undefined && me.bootId !== undefined && h.bootId !== me.bootId) return 'dead';
   if (h.pidns !== undefined && me.pidns !== undefined && h.pidns !== me.pidns) return 'foreign';
-  // Another boot id: this host rebooted, or another machine has the same name; not telling which, the
-  // lock is left to a person (the refusal names the file to remove).
-  if (h.bootId !== undefined && me.bootId !== undefined && h.bootId !== me.bootId) return 'foreign';
   if (!Number.isInteger(h.pid) || h.pid <= 0) return 'alive';
   try {
     process.kill(h.pid, 0);
