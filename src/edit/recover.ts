@@ -2,8 +2,8 @@
  * `recover`: what the kernel does at mount, or e2fsck first, with a dirty journal (a VM killed while it
  * had the image mounted, an edit cut short): the committed transactions are written home (revoke
  * records, escaped blocks, wrap-around, 32/64-bit tags and checksums v2/v3 honoured), the journal is
- * emptied, then the orphan list is cleaned up and needs_recovery cleared, through the editor and so
- * through the (now empty) journal again.
+ * emptied, then the orphan list is cleaned up and needs_recovery cleared (orphans.ts), through the
+ * (now empty) journal again.
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
@@ -11,8 +11,11 @@ import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from 
 import { replayJournal } from '../ext4/replay.js';
 import { Ext4Reader } from '../ext4/reader.js';
 import { FileDevice } from '../io/device.js';
-import { Ext4Editor } from './editor.js';
-import { checkEditableFeatures, mountedLoop } from './volume.js';
+import { Volume } from './volume.js';
+import { checkEditableFeatures } from './guard.js';
+import { cleanOrphans } from './orphans.js';
+import { fixedTimeOf, opTime } from './inodes.js';
+import { mountedLoop } from '../host/mounts.js';
 import { writeBlocks } from './journal-log.js';
 
 export interface RecoverOptions {
@@ -88,13 +91,13 @@ export function recoverJournal(imagePath: string, opts: RecoverOptions = {}): Re
     dev.close();
   }
   if (needsOrphans) {
-    // What the journal held is home; the orphans and the flag go through the editor.
-    const ed = Ext4Editor.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
+    // What the journal held is home; the orphans and the flag go through the (now empty) journal.
+    const v = Volume.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
     try {
-      result.orphans = ed.cleanOrphans();
-      ed.commit();
+      result.orphans = v.runOp(() => cleanOrphans(v, opTime(fixedTimeOf(undefined))));
+      v.commit();
     } finally {
-      ed.close();
+      v.close();
     }
     result.recovered = true;
   }

@@ -79,6 +79,7 @@ import { dirHash, DX_HASH_TEA, DX_HASH_UNSIGNED_DELTA } from './dirhash.js';
 import { groupHasSuper } from './layout.js';
 import { replayJournal } from './replay.js';
 import { BlockCache } from '../io/cache.js';
+import { FixedLayer } from '../io/layer.js';
 import type { BlockDevice } from '../io/device.js';
 import type { XattrEntry } from '../source/types.js';
 
@@ -307,7 +308,7 @@ export class Ext4Reader {
     }
     const map = this.journalMap(opts.onWarning);
     const res = replayJournal({ blockSize: this.blockSize, read: (n) => this.readBlocks(map(n)) }, this.blocksCount);
-    for (const [block, data] of res.overlay) this.cache.overlay.set(block, data);
+    this.cache.stack(new FixedLayer(res.overlay));
     this.forgetGroupDesc();
     opts.onWarning?.(
       `replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`,
@@ -503,7 +504,7 @@ export class Ext4Reader {
     ) {
       if (inodeChecksum(this.csumSeed, ino, b, off, this.inodeSize) !== storedInodeChecksum(b, off, this.inodeSize))
         throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
-      if (!this.cache.overlay.has(block)) {
+      if (!this.cache.overlaid(block)) {
         if (this.verifiedInodes.size >= 100_000) this.verifiedInodes.clear();
         this.verifiedInodes.add(ino);
       }
