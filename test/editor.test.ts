@@ -268,7 +268,7 @@ describe.runIf(runIt)('editing by path', () => {
     for (const run of r.blockRuns(dir, r.inode(dir))) for (let k = 0; k < run.len; k++) blocks.add(run.pblk + k);
     expect(blocks.size).toBeGreaterThan(4);
     ed.link('/d/a-long-enough-name-0', '/d/one-more');
-    expect([...r.cache.overlay.keys()].filter((b) => blocks.has(b)).length).toBe(1);
+    expect([...blocks].filter((b) => r.cache.overlaid(b)).length).toBe(1);
     ed.commit();
     ed.close();
     clean(img);

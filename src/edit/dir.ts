@@ -122,7 +122,7 @@ function appendDirBlock(v: Volume, dir: number, i: Inode, data: Uint8Array): { l
   const last = runs[runs.length - 1];
   const lblk = Math.ceil(i.size / v.bs);
   const pblk = v.allocBlock(last ? last.pblk + last.len : v.inodeGoal(dir));
-  v.r.cache.put(pblk, data);
+  v.tx.put(pblk, data);
   const mapAdded = appendBlock(v, dir, i, lblk, pblk);
   setSize(v, i, (lblk + 1) * v.bs);
   v.addBlocks512(i, (1 + mapAdded) * (v.bs / 512));
@@ -162,7 +162,7 @@ function setFirstBlock(v: Volume, dir: number, i: Inode, parent: number, entries
   );
   if (!data) throw new Ext4Error('CORRUPT', `directory ${dir}: its entries do not fit one block`, { inode: dir });
   const pblk = v.allocBlock(v.inodeGoal(dir));
-  v.r.cache.put(pblk, data);
+  v.tx.put(pblk, data);
   const extents = (v.sb.s_feature_incompat & INCOMPAT.extent) !== 0;
   const mapBlocks = buildMap(v, dir, i, [{ lblk: 0, pblk, len: 1 }], pblk, extents);
   i.size = v.bs;
@@ -313,7 +313,7 @@ interface DxContext {
 }
 
 function writeDx(c: DxContext, f: DxFrame): void {
-  const b = c.v.r.cache.modify(f.pblk);
+  const b = c.v.tx.modify(f.pblk);
   putDxEntries(b, f.countOffset, f.limit, f.entries);
   if (c.seed !== undefined) setDxTail(b, f.countOffset, f.limit, f.entries.length, c.seed);
 }
@@ -346,7 +346,7 @@ function insertIndex(c: DxContext, frames: DxFrame[], level: number, hash: numbe
     return;
   }
   if (level === 0) {
-    const root = c.v.r.cache.modify(f.pblk);
+    const root = c.v.tx.modify(f.pblk);
     const levels = root[DX_ROOT_INFO_OFFSET + 6]!;
     if (levels + 1 >= c.maxLevels)
       throw new Ext4Error(
@@ -386,7 +386,7 @@ function dxAdd(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   const runs = r.blockRuns(dir, i);
   const { frames, leaf } = r.dxFind(dir, i, e.name, runs);
   const leafP = r.physicalBlock(runs, leaf)!;
-  const b = r.cache.modify(leafP);
+  const b = v.tx.modify(leafP);
   const end = leafEnd(v, b);
   if (insertInto(b, 0, end, bs, e)) {
     sealLeaf(v, dir, i, leafP);
@@ -439,7 +439,7 @@ function makeIndexed(v: Volume, dir: number, i: Inode, e: DirEntry): void {
     { hash: (hash2 | continued) >>> 0, block: l2.lblk },
   ]);
   if (seed !== undefined) setDxTail(root, DX_ROOT_COUNT_OFFSET, limit, 2, seed);
-  v.r.cache.put(p0, root);
+  v.tx.put(p0, root);
 }
 
 // ---- the operations ----
@@ -472,7 +472,7 @@ export function addEntry(v: Volume, dir: number, name: Uint8Array, ino: number, 
       // Only the block that takes the entry is changed (and so journaled).
       const x = roomIn(blk.entries, direntSize(e.name.length));
       if (x) {
-        putInto(v.r.cache.modify(blk.pblk), x, e);
+        putInto(v.tx.modify(blk.pblk), x, e);
         sealLeaf(v, dir, i, blk.pblk);
         added = true;
         break;
@@ -511,7 +511,7 @@ export function removeEntry(v: Volume, dir: number, name: Uint8Array): number {
     storeInline(v, dir, i, lay);
     return slot.inode;
   }
-  const b = v.r.cache.modify(slot.pblk);
+  const b = v.tx.modify(slot.pblk);
   removeAt(b, 0, leafEnd(v, b), v.bs, slot.offset);
   sealLeaf(v, dir, i, slot.pblk);
   return slot.inode;
@@ -530,7 +530,7 @@ export function retarget(v: Volume, dir: number, name: Uint8Array, ino: number, 
     storeInline(v, dir, i, lay);
     return;
   }
-  const b = v.r.cache.modify(slot.pblk);
+  const b = v.tx.modify(slot.pblk);
   put32(b, slot.offset, ino);
   if (hasFileType(v)) b[slot.offset + 7] = fileType;
   sealLeaf(v, dir, i, slot.pblk);
@@ -548,7 +548,7 @@ export function setDotDot(v: Volume, dir: number, parent: number): void {
   const runs = v.r.blockRuns(dir, i);
   const p0 = v.r.physicalBlock(runs, 0);
   if (p0 === undefined) throw new Ext4Error('CORRUPT', `directory ${dir} has no first block`, { inode: dir });
-  const b = v.r.cache.modify(p0);
+  const b = v.tx.modify(p0);
   if (i.flags & FL_INDEX) {
     // The dx_root keeps '..' at offset 12, covered by its dx_tail checksum.
     put32(b, 12, parent);

@@ -6,18 +6,14 @@
  * metadata). An operation that fails leaves the edit as it was before it, so a batch can go on or be
  * discarded; nothing reaches the image before `commit()`.
  */
-import * as fs from 'node:fs';
 import { Ext4Error } from '../ext4/errors.js';
-import { put32, u32 } from '../ext4/bytes.js';
-import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import { RO_COMPAT } from '../ext4/features.js';
 import {
-  emptyInode,
   S_IFMT,
   S_IFDIR,
   S_IFREG,
   S_IFLNK,
   FL_EXTENTS,
-  FL_INLINE_DATA,
   FL_INDEX,
   encodeDeviceNumbers,
   I_BLOCK_SIZE,
@@ -27,9 +23,7 @@ import {
   type Timestamp,
 } from '../ext4/inode.js';
 import { FT_DIR, MAX_NAME_LEN } from '../ext4/dirent.js';
-import { fileTypeOfMode, MODE_OF_TYPE, type FileType } from '../ext4/filetype.js';
-import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
-import { ORPHAN_BLOCK_MAGIC, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
+import { fileTypeOfMode } from '../ext4/filetype.js';
 import { toDisk, xattrKey, aclMode, chmodAcl } from '../ext4/xattr.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FL_ENCRYPT, FL_VERITY } from '../ext4/inode.js';
@@ -39,21 +33,20 @@ import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
 import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
 import { hostPathSource } from '../source/host.js';
 import { applySpec, type Spec } from '../source/spec.js';
-import { Volume, type VolumeOptions } from './volume.js';
+import { Volume, opError, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { lockForWrite } from '../host/lock.js';
 import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir, initDir } from './dir.js';
-import {
-  writeContent,
-  truncateFile,
-  freeMap,
-  bytesSource,
-  ContentWriter,
-  type DataSource,
-  type Hole,
-} from './filemap.js';
-import { listXattrs, writeXattrs, releaseXattrs, sameXattr } from './xattrs.js';
+import { writeContent, truncateFile, bytesSource, ContentWriter, type Hole } from './filemap.js';
+import { sourceOf, nodeSource, type FileContent } from './content.js';
+
+export type { FileContent } from './content.js';
+import { listXattrs, writeXattrs, sameXattr } from './xattrs.js';
+import { newInode, deleteInode, fixedTimeOf, opTime, checkId, type Kind, type NewEntryOptions } from './inodes.js';
+import { cleanOrphans } from './orphans.js';
 import { sourceDateEpoch } from '../core/time.js';
+
+export type { NewEntryOptions } from './inodes.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
 const LINK_MAX = 65000;
@@ -72,25 +65,11 @@ export interface EditorOptions extends VolumeOptions {
   timestamp?: number | Timestamp;
 }
 
-/** Owner and permissions for a new entry; unset fields take the defaults (root:root, 0644/0755). */
-export interface NewEntryOptions {
-  /** Permission bits (0o7777 range). */
-  mode?: number;
-  uid?: number;
-  gid?: number;
-}
-
 export interface WriteFileOptions extends NewEntryOptions {
   /** Modification time (default: now); atime follows it unless given. */
   mtime?: Timestamp;
   atime?: Timestamp;
 }
-
-/**
- * New file content: bytes, text (UTF-8), pieces in order (`{ hole: n }` pieces are n zero bytes left
- * unallocated, for sparse files), or a host file to copy.
- */
-export type FileContent = Uint8Array | string | Iterable<Uint8Array | Hole> | { hostPath: string };
 
 export interface CopyInOptions {
   /** Owner of every copied entry (and of an existing destination directory merged into). */
@@ -110,22 +89,16 @@ export interface CopyInResult {
   bytes: number;
 }
 
-type Kind = FileType;
-
 const enc = new TextEncoder();
 
 export class Ext4Editor {
   private readonly v: Volume;
   private readonly fixedTime: Timestamp | undefined;
-  private readonly warn: (m: string) => void;
   private opNow: Timestamp = { sec: 0, nsec: 0 };
 
   private constructor(v: Volume, opts: EditorOptions) {
     this.v = v;
-    this.warn = opts.onWarning ?? (() => {});
-    let t = opts.timestamp;
-    if (t === undefined) t = sourceDateEpoch();
-    this.fixedTime = t === undefined ? undefined : typeof t === 'number' ? { sec: Math.floor(t), nsec: 0 } : t;
+    this.fixedTime = fixedTimeOf(opts.timestamp);
   }
 
   /** Opens an image file for editing (see Volume.open for what is refused before anything is written). */
@@ -176,20 +149,14 @@ export class Ext4Editor {
 
   private startOp(): void {
     if (this.busy) throw new Ext4Error('INVALID_ARGUMENT', 'an asynchronous write to this image is still under way');
-    if (this.fixedTime) this.opNow = this.fixedTime;
-    else {
-      const ns = process.hrtime.bigint();
-      const ms = Date.now();
-      this.opNow = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 + Number(ns % 1_000_000n) };
-    }
+    this.opNow = opTime(this.fixedTime);
     this.v.beginOp();
   }
 
   private failOp(e: unknown): Ext4Error {
     this.v.rollbackOp();
     this.dirCache.clear();
-    if (e instanceof Ext4Error) return e;
-    return new Ext4Error('IO_ERROR', `${(e as Error).message ?? String(e)}`, { cause: e });
+    return opError(e);
   }
 
   /** Runs one operation: all of it, or (on any error) none of it. */
@@ -291,43 +258,7 @@ export class Ext4Editor {
     parentIno: number,
     p: Inode = this.v.readInode(parentIno),
   ): { ino: number; inode: Inode } {
-    const isDir = kind === 'dir';
-    const ino = this.v.allocInode(parentIno, isDir);
-    const t = this.now();
-    const perm = o.mode ?? (isDir ? 0o755 : kind === 'symlink' ? 0o777 : 0o644);
-    if (!Number.isInteger(perm) || perm < 0 || perm > 0o7777)
-      throw new Ext4Error('BAD_OPTION', `mode ${perm} is not a permission value (0 to 07777)`);
-    // A setgid directory hands its group to new entries, and its setgid bit to new directories
-    // (kernel: inode_init_owner).
-    const sgid = (p.mode & 0o2000) !== 0;
-    const inode: Inode = {
-      ...emptyInode(),
-      mode: MODE_OF_TYPE[kind] | perm | (sgid && isDir ? 0o2000 : 0),
-      uid: checkId(o.uid ?? 0, 'uid'),
-      gid: checkId(o.gid ?? (sgid ? p.gid : 0), 'gid'),
-      atime: t,
-      mtime: t,
-      ctime: t,
-      crtime: t,
-      linksCount: isDir ? 2 : 1,
-      extraIsize: this.v.newExtraIsize,
-      generation: this.v.nextGeneration(ino),
-    };
-    if (kind === 'file' || kind === 'dir' || kind === 'symlink') {
-      if (this.v.sb.s_feature_incompat & INCOMPAT.extent) {
-        // An empty extent tree, as the kernel starts every file.
-        inode.flags |= FL_EXTENTS;
-        inode.block = new Uint8Array(I_BLOCK_SIZE);
-        encodeExtentHeader(inode.block, 0, {
-          magic: EXTENT_MAGIC,
-          entries: 0,
-          max: ROOT_MAX_ENTRIES,
-          depth: 0,
-          generation: 0,
-        });
-      }
-    }
-    return { ino, inode };
+    return newInode(this.v, kind, o, parentIno, p, this.now());
   }
 
   /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
@@ -372,22 +303,7 @@ export class Ext4Editor {
 
   /** Releases an inode that nothing links any more: its attributes, blocks and number. */
   private deleteInode(ino: number, i: Inode): void {
-    releaseXattrs(this.v, ino, i);
-    if (!(i.flags & FL_INLINE_DATA) && this.v.r.hasBlockMap(i)) freeMap(this.v, ino, i);
-    const isDir = (i.mode & S_IFMT) === S_IFDIR;
-    const dead: Inode = { ...i, linksCount: 0, size: 0, blocks: 0, fileAcl: 0, dtime: this.now().sec >>> 0 };
-    dead.flags &= ~FL_INLINE_DATA;
-    dead.block = new Uint8Array(I_BLOCK_SIZE);
-    if (i.flags & FL_EXTENTS)
-      encodeExtentHeader(dead.block, 0, {
-        magic: EXTENT_MAGIC,
-        entries: 0,
-        max: ROOT_MAX_ENTRIES,
-        depth: 0,
-        generation: 0,
-      });
-    this.v.initInode(ino, dead);
-    this.v.freeInode(ino, isDir);
+    deleteInode(this.v, ino, i, this.now());
   }
 
   // ---- files ----
@@ -1109,61 +1025,7 @@ export class Ext4Editor {
    * truncation). Clears needs_recovery. Used by `recover`; returns the number of orphans.
    */
   cleanOrphans(): number {
-    return this.op(() => {
-      const sb = this.v.sb;
-      let count = 0;
-      const seen = new Set<number>();
-      const clean = (ino: number) => {
-        if (seen.has(ino) || ino < 1 || ino > sb.s_inodes_count)
-          throw new Ext4Error('CORRUPT', `orphan inode ${ino} is listed twice or lies outside the inode table`, {
-            inode: ino,
-          });
-        seen.add(ino);
-        const i = this.v.readInode(ino);
-        const next = i.dtime;
-        if (i.linksCount === 0) this.deleteInode(ino, i);
-        else {
-          const t = i.mode & S_IFMT;
-          // Encrypted contents are not cut back in place: their tail is ciphertext.
-          if ((t === S_IFREG || t === S_IFDIR || t === S_IFLNK) && !(i.flags & FL_ENCRYPT))
-            truncateFile(this.v, ino, i, i.size, true);
-          i.dtime = 0;
-          this.v.writeInode(ino, i);
-        }
-        count++;
-        return next;
-      };
-      // The classic list, linked through i_dtime.
-      for (let ino = sb.s_last_orphan; ino;) ino = clean(ino);
-      // The orphan file: blocks of inode numbers, each block with a tail (magic, checksum).
-      if (sb.s_feature_ro_compat & RO_COMPAT.orphan_present && sb.s_orphan_file_inum) {
-        const oino = sb.s_orphan_file_inum;
-        const oi = this.v.readInode(oino);
-        const bs = this.v.bs;
-        const seed = this.v.csum ? this.v.r.inodeSeed(oino, oi.generation) : undefined;
-        for (const run of this.v.r.blockRuns(oino, oi))
-          for (let k = 0; k < run.len; k++) {
-            const pblk = run.pblk + k;
-            const b = this.v.r.readBlocks(pblk);
-            if (u32(b, bs - 8) !== ORPHAN_BLOCK_MAGIC)
-              throw new Ext4Error('CORRUPT', `orphan file block ${pblk} has a bad magic number`, { block: pblk });
-            const listed = orphanEntries(b);
-            if (!listed.length) continue;
-            for (const o of listed) clean(u32(b, o));
-            const w = this.v.r.cache.modify(pblk);
-            for (const o of listed) put32(w, o, 0);
-            if (seed !== undefined) put32(w, bs - 4, orphanBlockChecksum(seed, pblk, w));
-          }
-        sb.s_feature_ro_compat &= ~RO_COMPAT.orphan_present;
-      }
-      sb.s_last_orphan = 0;
-      sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
-      // The kernel counts free blocks and inodes from the descriptors at mount: the superblock's were
-      // left behind by the journal (it never keeps them current).
-      this.v.recountFree();
-      this.v.sbChanged = true;
-      return count;
-    });
+    return this.op(() => cleanOrphans(this.v, this.now()));
   }
 
   // ---- batch ----
@@ -1172,8 +1034,6 @@ export class Ext4Editor {
   commit(): void {
     if (this.busy) throw new Ext4Error('INVALID_ARGUMENT', 'an asynchronous write to this image is still under way');
     if (!this.v.changed) return;
-    if (!(this.v.sb.s_feature_compat & COMPAT.has_journal))
-      this.warn('this image has no journal: a crash while writing can leave it needing a check (e2fsck)');
     try {
       this.v.commit();
     } catch (e) {
@@ -1218,12 +1078,6 @@ function normalize(p: string): string {
   return '/' + parts.join('/');
 }
 
-function checkId(v: number, what: string): number {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
-    throw new Ext4Error('BAD_OPTION', `${what} ${v} is not a 32-bit id`);
-  return v;
-}
-
 function checkMode(m: number): number {
   if (!Number.isInteger(m) || m < 0 || m > 0o7777)
     throw new Ext4Error('BAD_OPTION', `mode ${m} is not a permission value (0 to 07777)`);
@@ -1240,89 +1094,4 @@ function checkTime(t: Timestamp): void {
     t.nsec > 999_999_999
   )
     throw new Ext4Error('BAD_OPTION', `time ${t.sec}.${t.nsec} is outside what ext4 stores (1901 to 2446)`);
-}
-
-const CHUNK = 4 << 20;
-
-function sourceOf(c: FileContent): DataSource {
-  if (typeof c === 'string') return bytesSource(enc.encode(c));
-  if (c instanceof Uint8Array) return bytesSource(c);
-  if ('hostPath' in c) return hostFileSource(c.hostPath);
-  const it = (c as Iterable<Uint8Array | Hole>)[Symbol.iterator]();
-  return {
-    next: () => {
-      const r = it.next();
-      return r.done ? undefined : r.value;
-    },
-  };
-}
-
-let sharedRead: Uint8Array | undefined;
-/**
- * The buffer files are read into: one for all (sources are read one at a time and what they hand out
- * is copied before the next read), grown to 4 MiB at most; a new one per small file costs more in GC
- * than the copy.
- */
-function readBuffer(size: number): Uint8Array {
-  const want = Math.min(CHUNK, Math.max(size, 65536));
-  if (!sharedRead || sharedRead.length < want) sharedRead = new Uint8Array(want);
-  return sharedRead.subarray(0, Math.min(sharedRead.length, Math.max(size, 4096)));
-}
-
-function hostFileSource(p: string): DataSource {
-  let fd: number;
-  try {
-    fd = fs.openSync(p, 'r');
-  } catch (e) {
-    throw new Ext4Error(
-      'SOURCE_ERROR',
-      `cannot read ${p}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
-      { path: p },
-    );
-  }
-  const st = fs.fstatSync(fd);
-  if (!st.isFile()) {
-    fs.closeSync(fd);
-    throw new Ext4Error('SOURCE_ERROR', `${p} is not a regular file`, { path: p });
-  }
-  const buf = readBuffer(st.size);
-  let pos = 0;
-  return {
-    size: st.size,
-    next: () => {
-      const n = fs.readSync(fd, buf, 0, buf.length, pos);
-      if (!n) return undefined;
-      pos += n;
-      return buf.subarray(0, n);
-    },
-    close: () => fs.closeSync(fd),
-  };
-}
-
-/** A tree source's file as content (streamed, checked for changes while read). */
-function nodeSource(node: SourceNode): DataSource {
-  const data = node.openData();
-  const buf = readBuffer(node.size);
-  let pos = 0;
-  let done = false;
-  let closed = false;
-  return {
-    size: node.size,
-    next: () => {
-      if (done) return undefined;
-      const n = pos < node.size ? data.read(buf, Math.min(buf.length, node.size - pos), pos) : 0;
-      if (n === 0) {
-        done = true;
-        data.verifyUnchanged(pos);
-        return undefined;
-      }
-      pos += n;
-      return buf.subarray(0, n);
-    },
-    // Called by writeContent however the copy ends (SOURCE_CHANGED, a full disk...).
-    close: () => {
-      if (!closed) data.close();
-      closed = true;
-    },
-  };
 }

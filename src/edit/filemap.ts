@@ -99,7 +99,7 @@ export function buildMap(
     const tree: number[] = [];
     for (const r of v.allocBlocks(goal, count)) for (let k = 0; k < r.len; k++) tree.push(r.start + k);
     const built = buildExtentTree(ex, v.bs, tree, v.csum ? v.r.inodeSeed(ino, inode.generation) : undefined);
-    for (const b of built.blocks) v.r.cache.put(b.block, b.data);
+    for (const b of built.blocks) v.tx.put(b.block, b.data);
     inode.block = built.iBlock;
     inode.flags |= FL_EXTENTS;
     return count;
@@ -146,7 +146,7 @@ export function setBlockPointer(v: Volume, inode: Inode, lblk: number, pblk: num
     let b = get();
     if (!b) {
       b = v.allocBlock(goal);
-      v.r.cache.put(b, new Uint8Array(v.bs));
+      v.tx.put(b, new Uint8Array(v.bs));
       set(b);
       allocated++;
     }
@@ -162,12 +162,12 @@ export function setBlockPointer(v: Volume, inode: Inode, lblk: number, pblk: num
     rest %= span;
     const cur = blk;
     if (level === 1) {
-      put32(v.r.cache.modify(cur), idx * 4, pblk);
+      put32(v.tx.modify(cur), idx * 4, pblk);
       break;
     }
     blk = child(
       () => u32(v.r.readBlocks(cur), idx * 4),
-      (b) => put32(v.r.cache.modify(cur), idx * 4, b),
+      (b) => put32(v.tx.modify(cur), idx * 4, b),
     );
   }
   return allocated;
@@ -349,14 +349,14 @@ export class ContentWriter {
       while (j < nb && !isZero(buf, j * bs, bs)) j++;
       let off = k;
       for (const r of v.allocBlocks(this.goal, j - k)) {
-        v.r.cache.addData(r.start, v.r.cache.keepData(buf.subarray(off * bs, (off + r.len) * bs)));
+        v.tx.addData(r.start, v.tx.keepData(buf.subarray(off * bs, (off + r.len) * bs)));
         this.runs.push({ lblk: base + off, pblk: r.start, len: r.len });
         off += r.len;
         this.goal = r.start + r.len;
       }
       k = j;
     }
-    if (v.r.cache.pendingDataBytes >= EARLY_WRITE) v.writeDataEarly();
+    if (v.tx.pendingDataBytes >= EARLY_WRITE) v.writeDataEarly();
   }
 
   private take(c: Uint8Array): void {
@@ -420,15 +420,15 @@ function concat(parts: (Uint8Array | Hole)[], total: number): Uint8Array {
 
 /** Zeros bytes [from, bs) of data block `pblk` (pending new data is patched where it waits). */
 function zeroBlockTail(v: Volume, pblk: number, from: number): void {
-  const pending = v.r.cache.modifyPending(pblk);
+  const pending = v.tx.modifyPending(pblk);
   if (pending) {
     pending.fill(0, from);
     return;
   }
-  const cur = v.r.cache.readData(pblk, 1);
+  const cur = v.tx.readData(pblk, 1);
   if (isZero(cur, from, v.bs - from)) return;
   // Changed in place as a metadata block would be: it is one block, and the journal can carry it.
-  v.r.cache.modify(pblk).fill(0, from);
+  v.tx.modify(pblk).fill(0, from);
 }
 
 /**
@@ -516,7 +516,7 @@ export function appendBlock(v: Volume, ino: number, inode: Inode, lblk: number, 
     if (h.magic !== EXTENT_MAGIC) throw new Ext4Error('CORRUPT', `inode ${ino}: bad extent header`, { inode: ino });
     if (h.depth === 0) {
       const last = h.entries ? decodeExtent(node, EXTENT_HEADER_SIZE + (h.entries - 1) * EXTENT_ENTRY_SIZE) : undefined;
-      const buf = nodeBlock < 0 ? node : v.r.cache.modify(nodeBlock);
+      const buf = nodeBlock < 0 ? node : v.tx.modify(nodeBlock);
       if (
         last &&
         !last.uninit &&

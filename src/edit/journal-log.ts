@@ -33,9 +33,9 @@ import {
   type JournalFormat,
 } from '../ext4/journal.js';
 import type { BlockRun } from '../fs/blockmap.js';
+import type { Ext4Reader } from '../fs/reader.js';
 import type { BlockDevice } from '../io/device.js';
-import type { DataPiece } from '../io/cache.js';
-import type { Volume } from './volume.js';
+import type { DataPiece } from './transaction.js';
 
 /** What a journal may have for this writer to use it. */
 const KNOWN_INCOMPAT =
@@ -56,13 +56,15 @@ export class JournalLog {
   private readonly last: number;
 
   private constructor(
-    private readonly v: Volume,
+    private readonly r: Ext4Reader,
+    /** The image's name, for messages. */
+    private readonly name: string,
     private readonly runs: BlockRun[],
   ) {
-    const bs = v.bs;
-    const jsb = v.r.readBlocks(this.map(0)).slice();
+    const bs = r.blockSize;
+    const jsb = r.readBlocks(this.map(0)).slice();
     const sb = decodeJournalSuperblock(jsb);
-    const where = `${v.name}: journal`;
+    const where = `${name}: journal`;
     if (sb.h_blocktype !== JBD2_SUPERBLOCK_V1 && sb.h_blocktype !== JBD2_SUPERBLOCK_V2)
       throw new Ext4Error('CORRUPT', `${where} superblock type ${sb.h_blocktype}`);
     if (sb.s_blocksize !== bs)
@@ -76,7 +78,7 @@ export class JournalLog {
     if (sb.s_start !== 0)
       throw new Ext4Error(
         'NEEDS_RECOVERY',
-        `${v.name}: the journal holds transactions not yet applied; recover it first`,
+        `${name}: the journal holds transactions not yet applied; recover it first`,
       );
     const v2 = sb.h_blocktype === JBD2_SUPERBLOCK_V2;
     const inc = v2 ? sb.s_feature_incompat : 0;
@@ -90,11 +92,11 @@ export class JournalLog {
     // The kernel's upgrade at mount: 64-bit tags for a 64bit file system, checksums v3 with metadata_csum.
     let want = inc;
     if (v2) {
-      if (v.sb.s_feature_incompat & INCOMPAT['64bit']) want |= JBD2_INCOMPAT['64bit'];
-      if (v.sb.s_feature_ro_compat & RO_COMPAT.metadata_csum)
+      if (r.sb.s_feature_incompat & INCOMPAT['64bit']) want |= JBD2_INCOMPAT['64bit'];
+      if (r.sb.s_feature_ro_compat & RO_COMPAT.metadata_csum)
         want = (want & ~JBD2_INCOMPAT.csum_v2) | JBD2_INCOMPAT.csum_v3;
-    } else if (v.blocksCount > 0xffffffff)
-      throw new Ext4Error('UNSUPPORTED_FEATURE', `${where} is version 1 and cannot address ${v.blocksCount} blocks`);
+    } else if (r.blocksCount > 0xffffffff)
+      throw new Ext4Error('UNSUPPORTED_FEATURE', `${where} is version 1 and cannot address ${r.blocksCount} blocks`);
     this.incompat = want;
     this.upgraded = want !== inc;
     this.jsb = jsb;
@@ -104,18 +106,18 @@ export class JournalLog {
     this.last = sb.s_maxlen;
   }
 
-  /** The journal of the file system, or undefined when it has none. */
-  static open(v: Volume): JournalLog | undefined {
-    const ino = v.sb.s_journal_inum;
+  /** The journal of the file system `r` reads (named `name` in messages), or undefined when it has none. */
+  static open(r: Ext4Reader, name: string): JournalLog | undefined {
+    const ino = r.sb.s_journal_inum;
     if (!ino) return undefined;
-    const i = v.r.inode(ino);
-    return new JournalLog(v, v.r.blockRuns(ino, i));
+    const i = r.inode(ino);
+    return new JournalLog(r, name, r.blockRuns(ino, i));
   }
 
   /** The physical block of journal block `n`. */
   private map(n: number): number {
-    const p = this.v.r.physicalBlock(this.runs, n);
-    if (p === undefined) throw new Ext4Error('CORRUPT', `${this.v.name}: journal block ${n} is not mapped`);
+    const p = this.r.physicalBlock(this.runs, n);
+    if (p === undefined) throw new Ext4Error('CORRUPT', `${this.name}: journal block ${n} is not mapped`);
     return p;
   }
 
@@ -135,7 +137,7 @@ export class JournalLog {
     sync: boolean,
     now: { sec: number; nsec: number },
   ): void {
-    const bs = this.v.bs;
+    const bs = this.r.blockSize;
     // The caller has checked that the transaction fits (fits()).
     const blocks = [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d }));
     const tid = this.sequence;
@@ -147,7 +149,7 @@ export class JournalLog {
     const sbOff = SUPERBLOCK_OFFSET - sbBlock * bs;
     // The commit always carries the superblock (seal() updates its counts and times).
     const newSb = meta.get(sbBlock);
-    if (!newSb) throw new Ext4Error('CORRUPT', `${this.v.name}: the transaction lacks the superblock`);
+    if (!newSb) throw new Ext4Error('CORRUPT', `${this.name}: the transaction lacks the superblock`);
     /** The superblock bytes at `off` in `b` with needs_recovery set or cleared. */
     const superblock = (b: Uint8Array, off: number, recovering: boolean) =>
       patchIncompat(b.subarray(off), recovering ? NEEDS_RECOVERY : 0, recovering ? 0 : NEEDS_RECOVERY);

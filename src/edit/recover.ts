@@ -2,8 +2,8 @@
  * `recover`: what the kernel does at mount, or e2fsck first, with a dirty journal (a VM killed while it
  * had the image mounted, an edit cut short): the committed transactions are written home (revoke
  * records, escaped blocks, wrap-around, 32/64-bit tags and checksums v2/v3 honoured), the journal is
- * emptied, then the orphan list is cleaned up and needs_recovery cleared, through the editor and so
- * through the (now empty) journal again.
+ * emptied, then the orphan list is cleaned up and needs_recovery cleared (orphans.ts), through the
+ * (now empty) journal again.
  */
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
@@ -11,14 +11,15 @@ import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from 
 import { replayJournal } from '../ext4/replay.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
-import { Ext4Editor } from './editor.js';
-import { checkEditableFeatures, mountedLoop } from './volume.js';
+import { Volume } from './volume.js';
+import { checkEditableFeatures } from './guard.js';
+import { releaseDeadMmp } from './mmp.js';
+import { cleanOrphans } from './orphans.js';
+import { fixedTimeOf, opTime } from './inodes.js';
+import { mountedLoop } from '../host/mounts.js';
 import { writeBlocks } from './journal-log.js';
 import { lockForWrite, type LockOptions } from '../host/lock.js';
 import type { Holder } from '../host/holder.js';
-import { u32, put32 } from '../ext4/bytes.js';
-import { MMP_MAGIC, MMP_SEQ_CLEAN, MMP_SEQ_FSCK, MMP_CHECKSUM_OFFSET, mmpBlock, mmpChecksum } from '../ext4/mmp.js';
-import type { BlockDevice } from '../io/device.js';
 
 export interface RecoverOptions {
   /** fsync each step (default true). */
@@ -63,7 +64,7 @@ function recoverLocked(imagePath: string, opts: RecoverOptions, deadWriter: Hold
   let needsOrphans = false;
   try {
     const r = Ext4Reader.open(dev);
-    if (deadWriter) releaseDeadMmp(dev, r, deadWriter);
+    if (deadWriter) releaseDeadMmp(dev, r, deadWriter.host, Date.parse(deadWriter.since) / 1000);
     const sb = r.sb;
     const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;
     needsOrphans = dirty || sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
@@ -107,36 +108,16 @@ function recoverLocked(imagePath: string, opts: RecoverOptions, deadWriter: Hold
     dev.close();
   }
   if (needsOrphans) {
-    // What the journal held is home; the orphans and the flag go through the editor.
-    const ed = Ext4Editor.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
+    // What the journal held is home; the orphans and the flag go through the (now empty) journal.
+    const v = Volume.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
     try {
-      result.orphans = ed.cleanOrphans();
-      ed.commit();
+      result.orphans = v.runOp(() => cleanOrphans(v, opTime(fixedTimeOf(undefined))));
+      v.commit();
     } finally {
-      ed.close();
+      v.close();
     }
     result.recovered = true;
   }
   for (const w of result.warnings) opts.onWarning?.(w);
   return result;
-}
-
-/**
- * An MMP block a dead writer of ours left claimed (fsck state): released, so the next open can claim
- * it. Only a claim with this host's name, stamped while that writer held the lock (from its start
- * until a minute later: the claim follows the lock at once), so an e2fsck started since is left alone.
- */
-function releaseDeadMmp(dev: BlockDevice, r: Ext4Reader, dead: Holder): void {
-  if (!(r.sb.s_feature_incompat & INCOMPAT.mmp)) return;
-  const blk = mmpBlock(r.sb);
-  const b = r.readBlocks(blk).slice();
-  if (u32(b, 0) !== MMP_MAGIC || u32(b, 4) !== MMP_SEQ_FSCK) return;
-  const node = new TextDecoder().decode(b.subarray(0x10, 0x50)).replace(/\0.*$/s, '');
-  const stamped = u32(b, 8) + u32(b, 12) * 0x1_0000_0000;
-  const since = Date.parse(dead.since) / 1000;
-  if (node !== dead.host || !(stamped >= since - 1 && stamped <= since + 60)) return;
-  put32(b, 4, MMP_SEQ_CLEAN);
-  if (r.csum) put32(b, MMP_CHECKSUM_OFFSET, mmpChecksum(r.csumSeed, b));
-  dev.write(blk * r.blockSize, b);
-  dev.sync();
 }

@@ -96,7 +96,7 @@ export function writeXattrs(v: Volume, ino: number, inode: Inode, list: StoredXa
       target = v.allocBlock(v.inodeGoal(ino));
     }
     sealXattrBlock(b, target, 1, v.csumSeed);
-    v.r.cache.put(target, b);
+    v.tx.put(target, b);
     inode.fileAcl = target;
   }
 
@@ -117,7 +117,7 @@ export function dropXattrBlock(v: Volume, block: number, refs: number): void {
     v.freeLater(block, 1);
     return;
   }
-  const b = v.r.cache.modify(block);
+  const b = v.tx.modify(block);
   if (u32(b, 0) !== XATTR_MAGIC) throw new Ext4Error('CORRUPT', `bad extended attribute block ${block}`, { block });
   sealXattrBlock(b, block, refs - 1, v.csumSeed);
 }

@@ -59,7 +59,7 @@ export function inodeRecord(v: Ext4Volume, ino: number): { buf: Uint8Array; off:
   if (v.verify && v.csum && !cache.isTrusted(block) && !v.verifiedInodes.has(ino) && !isZero(b, off, v.inodeSize)) {
     if (inodeChecksum(v.csumSeed, ino, b, off, v.inodeSize) !== storedInodeChecksum(b, off, v.inodeSize))
       throw new Ext4Error('BAD_CHECKSUM', `inode ${ino} checksum mismatch`, { inode: ino, block });
-    if (!cache.overlay.has(block)) {
+    if (!cache.overlaid(block)) {
       if (v.verifiedInodes.size >= 100_000) v.verifiedInodes.clear();
       v.verifiedInodes.add(ino);
     }

@@ -4,6 +4,7 @@
  * transactions into the block cache's overlay, in memory (the jbd2 format and log walk are
  * ext4/journal.ts and ext4/replay.ts).
  */
+import { FixedLayer } from '../io/layer.js';
 import { Ext4Error } from '../ext4/errors.js';
 import { COMPAT } from '../ext4/features.js';
 import { journalBackupOf } from '../ext4/superblock.js';
@@ -50,7 +51,7 @@ export function replayInMemory(v: Ext4Volume, onWarning?: (message: string) => v
   }
   const map = journalMap(v, onWarning);
   const res = replayJournal({ blockSize: v.blockSize, read: (n) => v.readBlocks(map(n)) }, v.blocksCount);
-  for (const [block, data] of res.overlay) v.cache.overlay.set(block, data);
+  v.cache.stack(new FixedLayer(res.overlay));
   v.forgetGroupDesc();
   onWarning?.(
     `replayed ${res.transactions} journal transaction(s) in memory (${res.overlay.size} blocks); the image is unchanged`,
