@@ -1,5 +1,5 @@
 /** ext4-workdisk: the public API. */
-export { Ext4Error, type Ext4ErrorCode, type Ext4ErrorContext } from './ext4/errors.js';
+export { Ext4Error, type Ext4ErrorCode, type Ext4ErrorContext } from './core/errors.js';
 export {
   formatImage,
   writeAtomically,
@@ -7,8 +7,8 @@ export {
   parseSizeSlack,
   type FormatImageOptions,
   type SizeSlack,
-} from './image.js';
-export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './ext4/format.js';
+} from './mkfs/image.js';
+export { formatDevice, resolveTimestamp, type FormatOptions, type FormatResult } from './mkfs/format.js';
 export {
   planLayout,
   parseSize,
@@ -18,16 +18,16 @@ export {
   type LayoutOptions,
   type SizeType,
 } from './ext4/layout.js';
-export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo } from './info.js';
+export { readInfo, readImageInfo, formatInfo, type ImageInfo, type JournalInfo } from './check/info.js';
 export { FileDevice, MemoryDevice, BufferDevice, type BlockDevice } from './io/device.js';
-export { crc32c } from './ext4/crc32c.js';
+export { crc32c } from './core/crc32c.js';
 export { workSeedPath, workSeedSizeBytes } from './workdisk/paths.js';
-export { hostDirectorySource, type HostSourceOptions } from './source/host.js';
-export { parseXattrDump, readXattrDump } from './source/xattr-dump.js';
-export { tarTreeSource, TarTree, type TarSource, type TarSourceOptions } from './source/tar.js';
-export { containerTreeSource, type ContainerSource, type ContainerSourceOptions } from './source/oci.js';
-export { openTreeSource, isExt4Image, type OpenSourceOptions, type OpenedSource } from './source/open.js';
-export { readTar, type TarEntry, type ByteSource } from './tar/read.js';
+export { hostDirectorySource, type HostSourceOptions } from './tree/sources/host.js';
+export { parseXattrDump, readXattrDump } from './tree/sources/xattr-dump.js';
+export { tarTreeSource, TarTree, type TarSource, type TarSourceOptions } from './tree/sources/tar.js';
+export { containerTreeSource, type ContainerSource, type ContainerSourceOptions } from './tree/sources/oci.js';
+export { openTreeSource, isExt4Image, type OpenSourceOptions, type OpenedSource } from './tree/sources/open.js';
+export { readTar, type TarEntry, type ByteSource } from './archive/read.js';
 export {
   parseSpec,
   readSpec,
@@ -37,16 +37,16 @@ export {
   type Spec,
   type SpecEntry,
   type SpecApplyOptions,
-} from './source/spec.js';
-export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './source/types.js';
-export { estimateTree, type Owner, type TreeEstimate } from './ext4/writer.js';
+} from './tree/sources/spec.js';
+export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './core/types.js';
+export { estimateTree, type Owner, type TreeEstimate } from './mkfs/writer.js';
 export { halfMd4Hash, dirHash } from './ext4/dirhash.js';
 export { Ext4Reader, type ReaderOptions } from './fs/reader.js';
 export type { DirEntryInfo } from './fs/dir.js';
 export type { BlockRun } from './fs/blockmap.js';
 export { fileTypeOf, type FileType } from './ext4/filetype.js';
-export { imageTreeSource, type ImageSourceOptions } from './source/image.js';
-export { extract, type ExtractOptions, type ExtractResult } from './extract.js';
+export { imageTreeSource, type ImageSourceOptions } from './tree/sources/image.js';
+export { extract, type ExtractOptions, type ExtractResult } from './tree/extract.js';
 export { exportTar, type TarExportOptions, type TarExportResult, type TarOutput } from './tree/tar-export.js';
 export {
   buildWorkSeedImage,
@@ -58,7 +58,7 @@ export {
   type MaterializeResult,
   type Stage,
 } from './workdisk/job.js';
-export { memoryTreeSource, type MemoryEntry } from './source/memory.js';
+export { memoryTreeSource, type MemoryEntry } from './tree/sources/memory.js';
 export {
   Ext4Editor,
   editImage,

@@ -12,8 +12,8 @@ import { decodeSuperblock, superblockChecksum, SUPERBLOCK_OFFSET } from '../src/
 import { decodeGroupDesc, groupDescChecksum, BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../src/ext4/group-desc.js';
 import { inodeChecksum, storedInodeChecksum, decodeInode } from '../src/ext4/inode.js';
 import { bitmapChecksum } from '../src/ext4/bitmap.js';
-import { crc32c } from '../src/ext4/crc32c.js';
-import { u32 } from '../src/ext4/bytes.js';
+import { crc32c } from '../src/core/crc32c.js';
+import { u32 } from '../src/core/bytes.js';
 import { decodeExtentHeader, decodeExtentIndex, extentBlockChecksumOffset } from '../src/ext4/extent.js';
 import { inodeCsumSeed } from '../src/ext4/inode.js';
 

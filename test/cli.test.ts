@@ -14,7 +14,7 @@ import {
   IS_ROOT,
   IN_CI,
 } from './helpers/oracle.js';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { dirSyncHooks } from '../src/io/device.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
 

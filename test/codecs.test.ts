@@ -32,10 +32,10 @@ import {
 } from '../src/ext4/dirent.js';
 import { setBitRange, countBits, testBit } from '../src/ext4/bitmap.js';
 import { newJournalSuperblock, decodeJournalSuperblock, JBD2_MAGIC } from '../src/ext4/journal.js';
-import { crc32c } from '../src/ext4/crc32c.js';
+import { crc32c } from '../src/core/crc32c.js';
 import { IntervalSet } from '../src/ext4/intervals.js';
-import { parseUuid, formatUuid } from '../src/ext4/bytes.js';
-import { Ext4Error } from '../src/ext4/errors.js';
+import { parseUuid, formatUuid } from '../src/core/bytes.js';
+import { Ext4Error } from '../src/core/errors.js';
 
 describe('superblock', () => {
   it('round-trips every field and checks magic and checksum', () => {

@@ -9,12 +9,12 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { Ext4Reader } from '../src/fs/reader.js';
-import { readInfo } from '../src/info.js';
-import { Ext4Error } from '../src/ext4/errors.js';
+import { readInfo } from '../src/check/info.js';
+import { Ext4Error } from '../src/core/errors.js';
 import { BufferDevice } from '../src/io/device.js';
 import { walkImage } from './helpers/walk.js';
 import { IN_CI, HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { extract } from '../src/extract.js';
+import { extract } from '../src/tree/extract.js';
 import { snapshot } from './helpers/tree.js';
 
 const CORPUS = path.resolve(__dirname, '../../shared/corpus');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { crc32c, crc32cU32 } from '../src/ext4/crc32c.js';
+import { crc32c, crc32cU32 } from '../src/core/crc32c.js';
 
 /** Bit-at-a-time reference implementation, to check the sliced tables. */
 function reference(crc: number, data: Uint8Array): number {

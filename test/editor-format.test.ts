@@ -8,11 +8,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { Ext4Editor, editImage } from '../src/edit/editor.js';
-import { hostDirectorySource } from '../src/source/host.js';
-import { imageTreeSource } from '../src/source/image.js';
-import { memoryTreeSource } from '../src/source/memory.js';
+import { hostDirectorySource } from '../src/tree/sources/host.js';
+import { imageTreeSource } from '../src/tree/sources/image.js';
+import { memoryTreeSource } from '../src/tree/sources/memory.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { FL_INDEX, FL_INLINE_DATA, FL_EXTENTS } from '../src/ext4/inode.js';

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, haveTool, fsck } from './helpers/oracle.js';
 import { runModel, mount, umount } from './helpers/model.js';
 

@@ -7,12 +7,12 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatDevice } from '../src/ext4/format.js';
-import { formatImage } from '../src/image.js';
+import { formatDevice } from '../src/mkfs/format.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/fs/reader.js';
-import { extract } from '../src/extract.js';
-import { memoryTreeSource, type MemoryEntry } from '../src/source/memory.js';
+import { extract } from '../src/tree/extract.js';
+import { memoryTreeSource, type MemoryEntry } from '../src/tree/sources/memory.js';
 import { scratchDir, IN_CI, IS_ROOT, fsck, run, oracleAvailable, HAVE_E2FSPROGS } from './helpers/oracle.js';
 import { spawnSync } from 'node:child_process';
 

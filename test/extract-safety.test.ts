@@ -5,11 +5,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatDevice } from '../src/ext4/format.js';
+import { formatDevice } from '../src/mkfs/format.js';
 import { MemoryDevice, BufferDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/fs/reader.js';
-import { extract } from '../src/extract.js';
-import type { SourceNode, TreeSource } from '../src/source/types.js';
+import { extract } from '../src/tree/extract.js';
+import type { SourceNode, TreeSource } from '../src/core/types.js';
 import { scratchDir } from './helpers/oracle.js';
 import { stubNode } from './helpers/source.js';
 

@@ -22,7 +22,7 @@ import {
 import { fileTypeOf, fileTypeOfMode, MODE_OF_TYPE, DIRENT_TYPE_OF, type FileType } from '../src/ext4/filetype.js';
 import { S_IFSOCK } from '../src/ext4/inode.js';
 import { FT_UNKNOWN } from '../src/ext4/dirent.js';
-import { formatDevice } from '../src/ext4/format.js';
+import { formatDevice } from '../src/mkfs/format.js';
 import { MemoryDevice } from '../src/io/device.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 

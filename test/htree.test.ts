@@ -8,11 +8,11 @@ import {
   DX_ROOT_COUNT_OFFSET,
 } from '../src/ext4/htree.js';
 import { halfMd4Hash, dirHash } from '../src/ext4/dirhash.js';
-import { parseUuid } from '../src/ext4/bytes.js';
+import { parseUuid } from '../src/core/bytes.js';
 import { decodeDirBlock, FT_REG_FILE } from '../src/ext4/dirent.js';
-import { u16, u32 } from '../src/ext4/bytes.js';
+import { u16, u32 } from '../src/core/bytes.js';
 import { HAVE_E2FSPROGS, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 

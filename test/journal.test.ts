@@ -13,7 +13,7 @@ import { Ext4Editor, editImage } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { extract } from '../src/extract.js';
+import { extract } from '../src/tree/extract.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool, IN_CI } from './helpers/oracle.js';
 import { mount, umount } from './helpers/model.js';
 import { snapshot } from './helpers/tree.js';

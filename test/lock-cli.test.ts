@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { editImage } from '../src/edit/editor.js';
 import { INCOMPAT } from '../src/ext4/features.js';

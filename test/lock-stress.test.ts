@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { lockForRead } from '../src/host/lock.js';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { HAVE_E2FSPROGS, oracleAvailable, scratchDir, CLI } from './helpers/oracle.js';
 import { cliAsync, lockFiles, sha, reader, text, expectClean } from './helpers/lock.js';

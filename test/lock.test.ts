@@ -12,7 +12,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { lockForRead, lockForWrite } from '../src/host/lock.js';
 import { holderState, newHolder, type Holder } from '../src/host/holder.js';
 import { checkImage } from '../src/check/check.js';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { Ext4Editor } from '../src/edit/editor.js';
 import { IS_ROOT, run, scratchDir } from './helpers/oracle.js';
 

@@ -7,8 +7,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatImage } from '../src/image.js';
-import { readImageInfo, formatInfo } from '../src/info.js';
+import { formatImage } from '../src/mkfs/image.js';
+import { readImageInfo, formatInfo } from '../src/check/info.js';
 import { HAVE_E2FSPROGS, oracleAvailable, run, fsck, dumpe2fs, scratchDir } from './helpers/oracle.js';
 
 const UUID = '11111111-2222-3333-4444-555555555555';

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, fsck, scratchDir, haveTool } from './helpers/oracle.js';
 
 const runIt = oracleAvailable('kernel loop-mount suite (needs root)', IS_ROOT && HAVE_E2FSPROGS && haveTool('mount'));

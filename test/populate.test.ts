@@ -5,10 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatImage } from '../src/image.js';
-import { Ext4Error } from '../src/ext4/errors.js';
-import { hostDirectorySource } from '../src/source/host.js';
-import type { SourceNode, TreeSource, FileData } from '../src/source/types.js';
+import { formatImage } from '../src/mkfs/image.js';
+import { Ext4Error } from '../src/core/errors.js';
+import { hostDirectorySource } from '../src/tree/sources/host.js';
+import type { SourceNode, TreeSource, FileData } from '../src/core/types.js';
 import {
   HAVE_E2FSPROGS,
   IS_ROOT,
@@ -304,7 +304,7 @@ describe.runIf(IN_CI || (IS_ROOT && setpriv && HAVE_E2FSPROGS))('as a non-root u
 
 describe.runIf(haveOracles)('memoryTreeSource', () => {
   it('builds an image from a description in memory', async () => {
-    const { memoryTreeSource } = await import('../src/source/memory.js');
+    const { memoryTreeSource } = await import('../src/tree/sources/memory.js');
     const { Ext4Reader } = await import('../src/fs/reader.js');
     const { FileDevice } = await import('../src/io/device.js');
     const img = path.join(work, 'memory.img');

@@ -8,9 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { extract } from '../src/extract.js';
-import { formatImage } from '../src/image.js';
-import { hostDirectorySource } from '../src/source/host.js';
+import { extract } from '../src/tree/extract.js';
+import { formatImage } from '../src/mkfs/image.js';
+import { hostDirectorySource } from '../src/tree/sources/host.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, cli, haveTool } from './helpers/oracle.js';
 import { makeVariedTree, snapshot, type NodeInfo } from './helpers/tree.js';
 

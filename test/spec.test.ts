@@ -7,12 +7,12 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applySpec, checkSpec, parseSpec, unvis, type SpecEntry } from '../src/source/spec.js';
-import { memoryTreeSource } from '../src/source/memory.js';
-import { autoSize, formatImage } from '../src/image.js';
+import { applySpec, checkSpec, parseSpec, unvis, type SpecEntry } from '../src/tree/sources/spec.js';
+import { memoryTreeSource } from '../src/tree/sources/memory.js';
+import { autoSize, formatImage } from '../src/mkfs/image.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import type { SourceNode, TreeSource } from '../src/source/types.js';
+import type { SourceNode, TreeSource } from '../src/core/types.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, haveTool, run, fsck, scratchDir, cli } from './helpers/oracle.js';
 import { stubNode } from './helpers/source.js';
 

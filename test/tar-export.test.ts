@@ -9,16 +9,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
-import { formatImage } from '../src/image.js';
+import { formatImage } from '../src/mkfs/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { Ext4Reader } from '../src/fs/reader.js';
-import { Ext4Error } from '../src/ext4/errors.js';
+import { Ext4Error } from '../src/core/errors.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
-import { formatDevice } from '../src/ext4/format.js';
-import { memoryTreeSource } from '../src/source/memory.js';
-import { encodeMemberHeaders } from '../src/tar/write.js';
+import { formatDevice } from '../src/mkfs/format.js';
+import { memoryTreeSource } from '../src/tree/sources/memory.js';
+import { encodeMemberHeaders } from '../src/archive/write.js';
 import { exportTar } from '../src/tree/tar-export.js';
-import { aclToText } from '../src/tar/acl.js';
+import { aclToText } from '../src/archive/acl.js';
 import {
   FIELD,
   TAR_BLOCK,
@@ -28,8 +28,8 @@ import {
   paxTime,
   xattrKeyword,
   xattrNameOfKeyword,
-} from '../src/tar/header.js';
-import { tarTreeSource } from '../src/source/tar.js';
+} from '../src/archive/header.js';
+import { tarTreeSource } from '../src/tree/sources/tar.js';
 import {
   CLI,
   HAVE_E2FSPROGS,

@@ -11,9 +11,9 @@ import { spawnSync } from 'node:child_process';
 import * as zlib from 'node:zlib';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { tarTreeSource } from '../src/source/tar.js';
-import { formatImage, autoSize } from '../src/image.js';
-import { Ext4Error } from '../src/ext4/errors.js';
+import { tarTreeSource } from '../src/tree/sources/tar.js';
+import { formatImage, autoSize } from '../src/mkfs/image.js';
+import { Ext4Error } from '../src/core/errors.js';
 import { rng } from './helpers/rng.js';
 import {
   CLI,

@@ -13,8 +13,8 @@ import {
   readNormalizedLines,
   copyFilePreferClone,
 } from '../src/workdisk/job.js';
-import { formatImage } from '../src/image.js';
-import { hostDirectorySource } from '../src/source/host.js';
+import { formatImage } from '../src/mkfs/image.js';
+import { hostDirectorySource } from '../src/tree/sources/host.js';
 import {
   HAVE_E2FSPROGS,
   IS_ROOT,

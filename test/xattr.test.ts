@@ -11,8 +11,8 @@ import {
   sealXattrBlock,
   xattrSpace,
 } from '../src/ext4/xattr.js';
-import { parseXattrDump } from '../src/source/xattr-dump.js';
-import { parseSpec } from '../src/source/spec.js';
+import { parseXattrDump } from '../src/tree/sources/xattr-dump.js';
+import { parseSpec } from '../src/tree/sources/spec.js';
 import { parseXattrValue } from '../src/edit/commands.js';
 import {
   HAVE_E2FSPROGS,

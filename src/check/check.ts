@@ -4,7 +4,7 @@
  * counts (4), bitmaps and counts (5). Nothing is written; memory grows with what is in use (inodes
  * in use, groups with claimed blocks), not with the image's size.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { FileDevice, type BlockDevice } from '../io/device.js';
 import { lockForRead, type LockOptions } from '../host/lock.js';
 import { openContext, type CheckContext } from './context.js';

@@ -3,7 +3,7 @@
  * errors become problems; one not, to read on past them), the file system's geometry, where its fixed
  * metadata lies, and which blocks the inodes claim.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import type { GroupDesc } from '../ext4/group-desc.js';
 import { Ext4Reader } from '../fs/reader.js';

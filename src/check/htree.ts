@@ -3,7 +3,7 @@
  * count and limit, hashes in order within a node, each leaf referenced once, and every name in a leaf
  * hashing into the range its index gives that leaf. Leaves the index does not reach are reported too.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
 import type { Inode } from '../ext4/inode.js';
 import type { BlockRun } from '../fs/blockmap.js';

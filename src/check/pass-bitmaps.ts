@@ -7,7 +7,7 @@ import { RO_COMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { groupOfInode, groupInode, inodeIndex } from '../ext4/geometry.js';
 import type { CheckContext } from './context.js';
 

@@ -4,8 +4,8 @@
  * (every directory reached from the root, its '..' naming the directory that holds it) and link
  * counts (every inode in use named as often as i_links_count says).
  */
-import { sameBytes } from '../ext4/bytes.js';
-import { Ext4Error } from '../ext4/errors.js';
+import { sameBytes } from '../core/bytes.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO } from '../ext4/inode.js';
 import { isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';

@@ -4,7 +4,7 @@
  * without overlaps, the MMP block, the journal's superblock, the orphan list and orphan file, quota
  * inode numbers, and what a read-only check cannot go past (a journal that needs recovery).
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import {
@@ -14,7 +14,7 @@ import {
   JBD2_SUPERBLOCK_V1,
   JBD2_SUPERBLOCK_V2,
 } from '../ext4/journal.js';
-import { isZero, u32 } from '../ext4/bytes.js';
+import { isZero, u32 } from '../core/bytes.js';
 import { ORPHAN_BLOCK_MAGIC, ORPHAN_TAIL_BYTES, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
 import { reservedBlocksCount } from '../ext4/superblock.js';
 import { mmpBlock, mmpBlockOk } from '../ext4/mmp.js';

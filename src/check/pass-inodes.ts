@@ -25,7 +25,7 @@ import {
 import { fileTypeOf } from '../ext4/filetype.js';
 import type { BlockRun } from '../fs/blockmap.js';
 import { groupInode } from '../ext4/geometry.js';
-import { isZero, u16, u32 } from '../ext4/bytes.js';
+import { isZero, u16, u32 } from '../core/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
 

@@ -2,7 +2,7 @@
  * What `check` reports: problems with a stable code, where they are (inode, block, group, path) and one
  * line of text. A hostile image can hold millions of problems: the list is capped, the count is not.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 
 /** Stable problem codes, by the pass of e2fsck that finds the same thing. */
 export type ProblemCode =

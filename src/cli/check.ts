@@ -1,5 +1,5 @@
 /** `check`: the file system checked like e2fsck -fn, read-only. */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError } from '../core/args.js';
 import { checkImage, type CheckResult } from '../check/check.js';
 import { command, printJson } from './command.js';

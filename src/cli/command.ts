@@ -3,7 +3,7 @@
  * shares at run time: the warning callback, the progress line, number options, JSON output.
  */
 import type { OptionSet, OptionValues } from '../core/args.js';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 
 export interface CliCommand<O extends OptionSet = OptionSet> {
   name: string;

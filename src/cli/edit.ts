@@ -4,7 +4,7 @@
  * editor, --verify after the commit.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError, type OptionValues } from '../core/args.js';
 import { COMMANDS, commandOperands, parseScript, parseTime, type RunContext } from '../edit/commands.js';
 import { Ext4Editor } from '../edit/editor.js';

@@ -1,8 +1,8 @@
 /** `extract`: a subtree of an image to a host directory (like debugfs rdump) or as a pax archive. */
 import { isatty } from 'node:tty';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError, type OptionValues } from '../core/args.js';
-import { extract as extractTree } from '../extract.js';
+import { extract as extractTree } from '../tree/extract.js';
 import { exportTar } from '../tree/tar-export.js';
 import { command, printJson, warn } from './command.js';
 import { jsonOption, readerOptions } from './options.js';

@@ -1,6 +1,6 @@
 /** `info`: the superblock summary of an image (like dumpe2fs -h). */
 import { UsageError } from '../core/args.js';
-import { readImageInfo, formatInfo } from '../info.js';
+import { readImageInfo, formatInfo } from '../check/info.js';
 import { command, printJson } from './command.js';
 import { jsonOption } from './options.js';
 

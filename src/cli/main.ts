@@ -3,7 +3,7 @@
  * its message and exit 1, a usage mistake one line and exit 2, anything else exit 70, never a stack trace).
  * Each command's module is loaded when that command runs, so a command pays only for its own code.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError, parseArgv, type OptionSet } from '../core/args.js';
 import type { CliCommand } from './command.js';
 import { LOCK_NOTE, READ_NOTE, lockOption } from './options.js';

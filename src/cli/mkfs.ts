@@ -1,10 +1,10 @@
 /** `mkfs`: a new image, empty or holding a copy of a tree source. */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
-import { autoSize, formatImage, parseSizeSlack } from '../image.js';
-import type { FormatResult } from '../ext4/format.js';
-import { readSpec } from '../source/spec.js';
+import { autoSize, formatImage, parseSizeSlack } from '../mkfs/image.js';
+import type { FormatResult } from '../mkfs/format.js';
+import { readSpec } from '../tree/sources/spec.js';
 import { command, intOption, printJson, warn } from './command.js';
 import { jsonOption, syncOption } from './options.js';
 
@@ -70,7 +70,7 @@ export const mkfs = command({
       values.from === undefined
         ? undefined
         : await (
-            await import('../source/open.js')
+            await import('../tree/sources/open.js')
           ).openTreeSource(values.from, {
             xattrs: values.xattrs,
             output: image,

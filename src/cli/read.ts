@@ -1,6 +1,6 @@
 /** `ls`, `cat`, `stat`: a directory, a file's bytes, an inode's metadata, read from an image; opening one for reading. */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError, type OptionValues } from '../core/args.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { fileTypeOf } from '../ext4/filetype.js';

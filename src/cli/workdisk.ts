@@ -1,7 +1,7 @@
 /** `seed` and `materialize`: the work-seed image from a rootfs, and a fresh work disk holding a seed. */
 import { UsageError } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
-import { readSpec } from '../source/spec.js';
+import { readSpec } from '../tree/sources/spec.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../workdisk/job.js';
 import { workSeedPath } from '../workdisk/paths.js';
 import { command, endProgress, printJson, progress, warn } from './command.js';

@@ -4,7 +4,7 @@
  * is not a whole number of seconds ext4 can store is refused rather than quietly replaced by the clock.
  */
 // Ext4Error moves to core/ in the layered redesign; until then it is the one import from below.
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from './errors.js';
 
 /** The largest UNIX time an ext4 inode stores (34 bits of seconds: the year 2446). */
 const MAX_SECONDS = 0x3_ffff_ffff;

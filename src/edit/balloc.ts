@@ -5,7 +5,7 @@
  * group's full prefix by a remembered hint. Freed blocks are only released at commit, so no new data
  * lands in them before the old file system stops needing them.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { BG_BLOCK_UNINIT } from '../ext4/group-desc.js';
 import { clearBit, setBitRange, testBit, countBits } from '../ext4/bitmap.js';
 import type { EditVolume } from './groups.js';

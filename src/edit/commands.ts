@@ -4,18 +4,18 @@
  * image argument, split into words like a shell would (quotes, backslashes, # comments).
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { UsageError, parseArgv, type OptionSet } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
-import { decodeXattrValue, readXattrDump } from '../source/xattr-dump.js';
-import { hostPathSource } from '../source/host.js';
-import { readSpec } from '../source/spec.js';
-import { imageTreeSource } from '../source/image.js';
+import { decodeXattrValue, readXattrDump } from '../tree/sources/xattr-dump.js';
+import { hostPathSource } from '../tree/sources/host.js';
+import { readSpec } from '../tree/sources/spec.js';
+import { imageTreeSource } from '../tree/sources/image.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { lockForRead } from '../host/lock.js';
-import type { TreeSource } from '../source/types.js';
+import type { TreeSource } from '../core/types.js';
 import type { Ext4Editor, FileContent } from './editor.js';
 
 export { UsageError };

@@ -6,8 +6,8 @@
  * block, made durable; a crash during that second step can leave a mix that e2fsck repairs.
  * Also the checkpoints that split an edit too large for half the journal into several transactions.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { lo32, hi32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { lo32, hi32 } from '../core/bytes.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import { encodeSuperblock, freeBlocksCount, SUPERBLOCK_OFFSET, type Superblock } from '../ext4/superblock.js';
 import { setInodeChecksum } from '../ext4/inode.js';

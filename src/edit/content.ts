@@ -5,8 +5,8 @@
  * allocation per file.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
-import type { SourceNode } from '../source/types.js';
+import { Ext4Error } from '../core/errors.js';
+import type { SourceNode } from '../core/types.js';
 import { bytesSource, type DataSource, type Hole } from './filemap.js';
 
 /**

@@ -5,8 +5,8 @@
  * when they outgrow the inode). A linear directory that outgrows its one block becomes indexed, as the
  * kernel does when dir_index is on.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { put16, put32, sameBytes, u16 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { put16, put32, sameBytes, u16 } from '../core/bytes.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import {
   parseDirEntries,

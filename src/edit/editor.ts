@@ -6,7 +6,7 @@
  * metadata). An operation that fails leaves the edit as it was before it, so a batch can go on or be
  * discarded; nothing reaches the image before `commit()`.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { RO_COMPAT } from '../ext4/features.js';
 import {
   S_IFMT,
@@ -29,10 +29,10 @@ import { Ext4Reader } from '../fs/reader.js';
 import { FL_ENCRYPT, FL_VERITY } from '../ext4/inode.js';
 import { isInlineDataAttr } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
-import type { SourceNode, TreeSource, XattrEntry } from '../source/types.js';
-import { estimateTree, checkName as checkSourceName } from '../ext4/writer.js';
-import { hostPathSource } from '../source/host.js';
-import { applySpec, type Spec } from '../source/spec.js';
+import type { SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { estimateTree, checkName as checkSourceName } from '../mkfs/writer.js';
+import { hostPathSource } from '../tree/sources/host.js';
+import { applySpec, type Spec } from '../tree/sources/spec.js';
 import { Volume, opError, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { lockForWrite } from '../host/lock.js';

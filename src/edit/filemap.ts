@@ -3,8 +3,8 @@
  * classic indirect blocks on file systems without extents), freeing it, writing new data with holes
  * kept as holes, inline data, and truncation (kernel doc: ifork.rst, inlinedata.rst).
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { u32, put32, isZero } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { u32, put32, isZero } from '../core/bytes.js';
 import {
   buildExtentTree,
   extentTreeBlockCount,

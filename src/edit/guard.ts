@@ -2,7 +2,7 @@
  * What an edit refuses before it writes anything: the superblock's features and state. (Whether the
  * image is mounted is the host's to say, host/mounts.ts; whether another node holds it, MMP, mmp.ts.)
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT, READ_INCOMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
 import { STATE_VALID, type Superblock } from '../ext4/superblock.js';
 

@@ -4,7 +4,7 @@
  * parent's group when it has room; directories directly under the root are spread over the flex groups
  * with the most free inodes and blocks (the kernel's Orlov allocator).
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { setBit, clearBit, setBitRange, testBit } from '../ext4/bitmap.js';

@@ -3,7 +3,7 @@
  * tree), and the release of one nothing links any more (attributes, blocks, number). Also the time an
  * operation stamps: fixed (reproducible images, SOURCE_DATE_EPOCH) or the clock at its start.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
 import {
   emptyInode,

@@ -16,7 +16,7 @@
  * never needs revoke records. A journal mkfs.ext4 made without features is upgraded as the kernel
  * does at its first mount: 64-bit tags on a 64bit file system, checksums v3 (crc32c) with metadata_csum.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { patchIncompat, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import {

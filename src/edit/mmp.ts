@@ -3,8 +3,8 @@
  * the image is marked held (sequence "fsck") while it is edited, clean again when the editor closes.
  */
 import * as os from 'node:os';
-import { Ext4Error } from '../ext4/errors.js';
-import { u32, put32, lo32, hi32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { u32, put32, lo32, hi32 } from '../core/bytes.js';
 import { INCOMPAT } from '../ext4/features.js';
 import { MMP_MAGIC, MMP_SEQ_CLEAN, MMP_SEQ_FSCK, MMP_CHECKSUM_OFFSET, mmpBlock, mmpChecksum } from '../ext4/mmp.js';
 import type { Ext4Reader } from '../fs/reader.js';

@@ -4,8 +4,8 @@
  * (s_last_orphan, linked through i_dtime) and the orphan file. An orphan with no links left is deleted,
  * one still linked is cut back to its size (an interrupted truncation). needs_recovery is cleared.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { put32, u32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { put32, u32 } from '../core/bytes.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, type Timestamp } from '../ext4/inode.js';
 import { ORPHAN_BLOCK_MAGIC, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';

@@ -5,7 +5,7 @@
  * emptied, then the orphan list is cleaned up and needs_recovery cleared (orphans.ts), through the
  * (now empty) journal again.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { decodeJournalSuperblock, updateJournalSuperblock, JBD2_INCOMPAT } from '../ext4/journal.js';
 import { replayJournal } from '../ext4/replay.js';

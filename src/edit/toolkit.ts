@@ -2,7 +2,7 @@
  * The calls of the e2fsprogs-based seed toolkit, by their own shape, for code being ported from it:
  * each opens the image, makes one change and commits it.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { editImage, type EditorOptions } from './editor.js';
 

@@ -13,7 +13,7 @@
  * Nothing here writes to the device: the commit (commit.ts) takes the blocks and data and reports them
  * written (`written`, `dataWritten`).
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import type { BlockCache } from '../io/cache.js';
 import type { BlockLayer } from '../io/layer.js';
 

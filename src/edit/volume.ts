@@ -7,8 +7,8 @@
  * `tx` only.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
-import { isZero } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { isZero } from '../core/bytes.js';
 import { RO_COMPAT } from '../ext4/features.js';
 import { freeBlocksCount, type Superblock } from '../ext4/superblock.js';
 import { encodeInode, decodeInode, type Inode, GOOD_OLD_INODE_SIZE, FL_HUGE_FILE } from '../ext4/inode.js';

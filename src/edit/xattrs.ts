@@ -3,8 +3,8 @@
  * on every change, in the inode's own area when it fits and in an attribute block for the rest. A block
  * shared with other inodes (refcount above one) is never changed in place: this inode gets its own copy.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { sameBytes, u32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { sameBytes, u32 } from '../core/bytes.js';
 import {
   XATTR_MAGIC,
   encodeInodeXattrs,

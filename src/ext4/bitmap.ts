@@ -1,5 +1,5 @@
 /** Block and inode bitmaps (kernel doc: bitmaps.rst): bit i of byte i>>3, least significant bit first. */
-import { crc32c } from './crc32c.js';
+import { crc32c } from '../core/crc32c.js';
 
 export function setBit(b: Uint8Array, i: number): void {
   b[i >>> 3]! |= 1 << (i & 7);

@@ -1,7 +1,7 @@
 /** Linear directory blocks (kernel doc: directory.rst, "Linear (Classic) Directories"). */
-import { u16, u32, put16, put32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { Ext4Error, type Ext4ErrorContext } from './errors.js';
+import { u16, u32, put16, put32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { Ext4Error, type Ext4ErrorContext } from '../core/errors.js';
 
 /** ext4_dir_entry_2 file_type values. */
 export const FT_UNKNOWN = 0;

@@ -3,8 +3,8 @@
  * and TEA, each in a signed and an unsigned variant (how name bytes above 127 are taken), seeded with the
  * superblock's s_hash_seed.
  */
-import { u32 } from './bytes.js';
-import { Ext4Error } from './errors.js';
+import { u32 } from '../core/bytes.js';
+import { Ext4Error } from '../core/errors.js';
 
 /** dx_root hash_version values; the unsigned variants are the signed ones + 3. */
 export const DX_HASH_LEGACY = 0;

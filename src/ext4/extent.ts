@@ -1,7 +1,7 @@
 /** Extent trees (kernel doc: ifork.rst, "Extent Tree"). */
-import { u16, u32, put16, put32, hi32, lo32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { u16, u32, put16, put32, hi32, lo32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { Ext4Error } from '../core/errors.js';
 
 export const EXTENT_MAGIC = 0xf30a;
 export const EXTENT_HEADER_SIZE = 12;

@@ -1,6 +1,6 @@
 /** Block group descriptors, 32 or 64 bytes (kernel doc: group_descr.rst). */
-import { type Field, readFields, join64, lo32, hi32, put16, put32 } from './bytes.js';
-import { crc32c, crc32cU32 } from './crc32c.js';
+import { type Field, readFields, join64, lo32, hi32, put16, put32 } from '../core/bytes.js';
+import { crc32c, crc32cU32 } from '../core/crc32c.js';
 
 const LO = [
   ['bg_block_bitmap_lo', 0x0, 4],

@@ -4,9 +4,9 @@
  * Entries are sorted by hash into leaf blocks; the dx_root (logical block 0) indexes the leaves, through
  * levels of dx_node blocks when there are more leaves than the root can hold.
  */
-import { put16, put32, u16, u32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { put16, put32, u16, u32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { Ext4Error } from '../core/errors.js';
 import { packDirBlocks, encodeDirent, direntSize, DIR_TAIL_SIZE, FT_DIR, type DirEntry } from './dirent.js';
 import { dirHash, DX_HASH_HALF_MD4, DX_HASH_TEA } from './dirhash.js';
 

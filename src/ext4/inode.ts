@@ -1,6 +1,6 @@
 /** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
-import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from './bytes.js';
-import { crc32c, crc32cU32 } from './crc32c.js';
+import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from '../core/bytes.js';
+import { crc32c, crc32cU32 } from '../core/crc32c.js';
 import type { Timestamp } from '../core/types.js';
 
 const BASE = [

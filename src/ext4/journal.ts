@@ -1,7 +1,7 @@
 /** jbd2 journal superblock (kernel doc: journal.rst). jbd2 is big-endian. */
-import { be32, putBe32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { be32, putBe32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { Ext4Error } from '../core/errors.js';
 
 export const JBD2_MAGIC = 0xc03b3998;
 export const JBD2_SUPERBLOCK_V1 = 3;

@@ -3,8 +3,8 @@
  * device size, as a pure function. Facts from the kernel docs (blockgroup.rst, super.rst) and from
  * observing mkfs.ext4's output across sizes; no e2fsprogs code.
  */
-import { Ext4Error } from './errors.js';
-import { ceilDiv } from './bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { ceilDiv } from '../core/bytes.js';
 import { IntervalSet } from './intervals.js';
 import { type FeatureSet, MKFS_EXT4_FEATURES, COMPAT } from './features.js';
 import { groupHasSuper, superGroups, groupFirstBlock, groupBlocks, groupCountOf } from './geometry.js';

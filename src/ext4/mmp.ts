@@ -1,6 +1,6 @@
 /** Multiple-mount protection (kernel doc: mmp.rst): one block the holder of a file system stamps. */
-import { u32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
+import { u32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
 import type { Superblock } from './superblock.js';
 
 export const MMP_MAGIC = 0x004d4d50;

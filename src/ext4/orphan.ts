@@ -2,8 +2,8 @@
  * The orphan file (kernel doc: orphan.rst, feature orphan_file): blocks of inode numbers, each block
  * ending with a tail of magic and checksum.
  */
-import { u32 } from './bytes.js';
-import { crc32c, crc32cU64 } from './crc32c.js';
+import { u32 } from '../core/bytes.js';
+import { crc32c, crc32cU64 } from '../core/crc32c.js';
 
 export const ORPHAN_BLOCK_MAGIC = 0x0b10ca04;
 /** The tail at the end of each block: magic, then checksum. */

@@ -4,8 +4,8 @@
  * written); `recover` writes it home. With journal checksums, a transaction whose descriptor or commit
  * block fails its checksum ends the log, and a copy whose tag checksum fails is not replayed.
  */
-import { be32 } from './bytes.js';
-import { Ext4Error } from './errors.js';
+import { be32 } from '../core/bytes.js';
+import { Ext4Error } from '../core/errors.js';
 import {
   JBD2_MAGIC,
   decodeJournalSuperblock,

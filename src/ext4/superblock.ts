@@ -1,7 +1,7 @@
 /** The ext4 superblock (kernel doc: super.rst). 1024 bytes at byte offset 1024 of the volume. */
-import { type Field, readFields, writeFields, join64, u32, put32 } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { Ext4Error } from './errors.js';
+import { type Field, readFields, writeFields, join64, u32, put32 } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { Ext4Error } from '../core/errors.js';
 
 export const SUPERBLOCK_OFFSET = 1024;
 export const SUPERBLOCK_SIZE = 1024;

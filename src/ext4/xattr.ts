@@ -3,9 +3,9 @@
  * attribute block shared by every inode with the same set. POSIX ACLs are stored in ext4's compact ACL
  * format, converted from the VFS format that getxattr/setxattr use.
  */
-import { put16, put32, u16, u32 } from './bytes.js';
-import { crc32c, crc32cU64 } from './crc32c.js';
-import { Ext4Error, type Ext4ErrorContext } from './errors.js';
+import { put16, put32, u16, u32 } from '../core/bytes.js';
+import { crc32c, crc32cU64 } from '../core/crc32c.js';
+import { Ext4Error, type Ext4ErrorContext } from '../core/errors.js';
 import type { XattrEntry } from '../core/types.js';
 
 export const XATTR_MAGIC = 0xea020000;

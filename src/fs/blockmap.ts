@@ -3,8 +3,8 @@
  * ext4/extent.ts codec) or its classic direct/indirect map, as sorted runs plus the blocks of the map
  * itself. Every pointer is bounds-checked, trees are depth-limited and loop-checked.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { u32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { u32 } from '../core/bytes.js';
 import { FL_EXTENTS, type Inode } from '../ext4/inode.js';
 import {
   decodeExtentHeader,

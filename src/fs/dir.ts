@@ -4,8 +4,8 @@
  * one block or of every block for a name. Indexed lookup is fs/htree.ts; the choice between the two
  * is fs/resolve.ts.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { u16, u32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { u16, u32 } from '../core/bytes.js';
 import { FL_INDEX, FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
 import {
   parseDirEntries,

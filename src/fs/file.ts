@@ -2,7 +2,7 @@
  * File contents, read side: data streamed run by run (holes and uninitialized extents handed on as
  * gaps), inline data, whole small files, symlink targets and device numbers.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { FL_INLINE_DATA, decodeDeviceNumbers, type Inode } from '../ext4/inode.js';
 import { checkReadable, isFastSymlink, readInode } from './inodes.js';
 import { blockRuns, type BlockRun } from './blockmap.js';

@@ -3,7 +3,7 @@
  * dx_probe), moving on to the next leaf (ext4_htree_next_block), and the lookup of a name through the
  * index. The dx block formats are the ext4/htree.ts codec; the leaves are read by fs/dir.ts.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import { FLAG_UNSIGNED_HASH } from '../ext4/superblock.js';
 import { FL_INDEX, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, type Inode } from '../ext4/inode.js';

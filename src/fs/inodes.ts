@@ -3,8 +3,8 @@
  * checksum verified once, decoding with the checks past the checksum, and the per-inode facts other
  * modules ask (allocated bytes, checksum seed, whether i_block holds a block map, readable contents).
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { isZero } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { isZero } from '../core/bytes.js';
 import { RO_COMPAT } from '../ext4/features.js';
 import { groupOfInode, inodeIndex, inodesPerBlock, inodeTableBlocks } from '../ext4/geometry.js';
 import {

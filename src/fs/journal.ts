@@ -5,7 +5,7 @@
  * ext4/journal.ts and ext4/replay.ts).
  */
 import { FixedLayer } from '../io/layer.js';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { COMPAT } from '../ext4/features.js';
 import { journalBackupOf } from '../ext4/superblock.js';
 import { S_IFMT, S_IFREG, FL_EXTENTS } from '../ext4/inode.js';

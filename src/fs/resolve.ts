@@ -2,8 +2,8 @@
  * Names and paths: a name in a directory (inline, through the htree index, or block by block) and an
  * absolute path resolved to inodes, following symlinks inside the image.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { sameBytes } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { sameBytes } from '../core/bytes.js';
 import { ROOT_INO, S_IFMT, S_IFDIR, S_IFLNK, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
 import { checkReadable, readInode } from './inodes.js';
 import { blockRuns } from './blockmap.js';

@@ -4,8 +4,8 @@
  * block goes through a BlockCache, which an editor shares: what is read is the image as it currently
  * is, including an open edit's changes and a replayed journal. The other fs/ modules work on this.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { crc32c } from '../ext4/crc32c.js';
+import { Ext4Error } from '../core/errors.js';
+import { crc32c } from '../core/crc32c.js';
 import {
   decodeSuperblock,
   SUPERBLOCK_OFFSET,

@@ -3,8 +3,8 @@
  * verified), values kept in EA inodes, the VFS view (full names, ACLs converted) and inline data, which
  * is i_block followed by the system.data attribute.
  */
-import { Ext4Error } from '../ext4/errors.js';
-import { u16, u32 } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { u16, u32 } from '../core/bytes.js';
 import { decodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
 import {
   XATTR_MAGIC,

@@ -4,8 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
-import { randomBytes } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { randomBytes } from '../core/bytes.js';
 import { FileDevice, syncDirectory } from '../io/device.js';
 
 /**

@@ -29,7 +29,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { newHolder, defaultCommand, holderState, describeHolder, type Holder } from './holder.js';
 import { unlinkQuiet, readHolderFile, readWriter, pause, createExclusive, breakDead, collect } from './lock-files.js';
 

@@ -5,7 +5,7 @@
  * in memory, or an open edit's transaction); the layer always wins over the device. The cache itself
  * never changes a block.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import type { BlockDevice } from './device.js';
 import type { BlockLayer } from './layer.js';
 

@@ -1,6 +1,6 @@
 /** Block devices the library reads and writes through: a host file, or memory (tests, in-process pipelines). */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 
 /** Positional byte I/O over an image. Holes (never-written ranges) read as zeros. */
 export interface BlockDevice {

@@ -5,14 +5,14 @@
  * pieces gathered in one reused buffer), so memory does not grow with file sizes.
  */
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { S_IFDIR, S_IFMT } from '../ext4/inode.js';
 import type { SourceNode, XattrEntry } from '../core/types.js';
 import { writeAtomically } from '../host/atomic.js';
-import { imageNode } from '../source/image.js';
-import { TAR_BLOCK, TYPE } from '../tar/header.js';
-import { ArchiveStream, encodeMemberHeaders, fdWriter, sparseMap, type TarMember } from '../tar/write.js';
+import { imageNode } from './sources/image.js';
+import { TAR_BLOCK, TYPE } from '../archive/header.js';
+import { ArchiveStream, encodeMemberHeaders, fdWriter, sparseMap, type TarMember } from '../archive/write.js';
 import { TreeWalk } from './walk.js';
 
 /** Where the archive goes: a file path (written atomically) or an open descriptor (standard output: 1). */

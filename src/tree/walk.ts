@@ -4,7 +4,7 @@
  * here, once. A sink only makes what it is handed, in order: a directory before its entries, a further
  * name of a hard-linked inode as a link to what the first name made.
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import type { SourceNode } from '../core/types.js';
 
 /** Errors that concern one entry of a source (it can be left out), not the source or the sink as a whole. */

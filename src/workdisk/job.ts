@@ -4,16 +4,16 @@
  * Image to image, in-process: no temporary directory, no root, no e2fsprogs.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { underReadLock, type LockOptions } from '../host/lock.js';
-import { formatImage, sameFile } from '../image.js';
-import { imageTreeSource, unreadableOption } from '../source/image.js';
-import type { SourceNode, TreeSource } from '../source/types.js';
-export { unreadableOption } from '../source/image.js';
-import type { Spec } from '../source/spec.js';
-import { memoryTreeSource } from '../source/memory.js';
+import { formatImage, sameFile } from '../mkfs/image.js';
+import { imageTreeSource, unreadableOption } from '../tree/sources/image.js';
+import type { SourceNode, TreeSource } from '../core/types.js';
+export { unreadableOption } from '../tree/sources/image.js';
+import type { Spec } from '../tree/sources/spec.js';
+import { memoryTreeSource } from '../tree/sources/memory.js';
 import { workSeedSizeBytes } from './paths.js';
 
 export type Stage = 'reading rootfs' | 'writing work seed' | 'formatting' | 'applying work seed' | 'syncing';

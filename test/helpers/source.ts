@@ -1,5 +1,5 @@
 /** Hand-built tree-source nodes for cases neither a host directory nor memoryTreeSource can express. */
-import type { SourceNode } from '../../src/source/types.js';
+import type { SourceNode } from '../../src/core/types.js';
 
 const T = { sec: 1_700_000_000, nsec: 0 };
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import { run, IS_ROOT } from './oracle.js';
-import { parseXattrDump } from '../../src/source/xattr-dump.js';
+import { parseXattrDump } from '../../src/tree/sources/xattr-dump.js';
 
 /** Sets atime/mtime with nanoseconds (Node's utimes loses them), without following symlinks. */
 export function touchNs(p: string, atime: string, mtime: string): void {

@@ -1,7 +1,7 @@
 /** Walks a whole image through the reader, the way extract would, with bounded work. */
 import { Ext4Reader } from '../../src/fs/reader.js';
 import { fileTypeOf } from '../../src/ext4/filetype.js';
-import { Ext4Error } from '../../src/ext4/errors.js';
+import { Ext4Error } from '../../src/core/errors.js';
 
 export interface WalkStats {
   entries: number;

@@ -3,12 +3,12 @@
  * Everything not written reads as zeros: uninitialized groups' bitmaps, inode tables (ITABLE_ZEROED is
  * honest on a fresh sparse file) and the journal body.
  */
-import { Ext4Error } from './errors.js';
-import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from './bytes.js';
-import { crc32c } from './crc32c.js';
-import { COMPAT } from './features.js';
-import { type Layout, type LayoutOptions, planLayout, takeRuns } from './layout.js';
-import { groupFirstBlock, groupBlocks, groupOfBlock } from './geometry.js';
+import { Ext4Error } from '../core/errors.js';
+import { put32, parseUuid, formatUuid, lo32, hi32, randomBytes } from '../core/bytes.js';
+import { crc32c } from '../core/crc32c.js';
+import { COMPAT } from '../ext4/features.js';
+import { type Layout, type LayoutOptions, planLayout, takeRuns } from '../ext4/layout.js';
+import { groupFirstBlock, groupBlocks, groupOfBlock } from '../ext4/geometry.js';
 import {
   emptySuperblock,
   encodeSuperblock,
@@ -22,7 +22,7 @@ import {
   EXT4_MAGIC,
   jnlBlocksOf,
   type Superblock,
-} from './superblock.js';
+} from '../ext4/superblock.js';
 import {
   encodeGroupDesc,
   groupDescChecksum,
@@ -31,7 +31,7 @@ import {
   BG_INODE_UNINIT,
   BG_INODE_ZEROED,
   type GroupDesc,
-} from './group-desc.js';
+} from '../ext4/group-desc.js';
 import {
   inodeCsumSeed,
   emptyInode,
@@ -43,16 +43,16 @@ import {
   FL_EXTENTS,
   I_BLOCK_SIZE,
   EXTRA_ISIZE,
-} from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from './extent.js';
-import { setBitRange, bitmapChecksum } from './bitmap.js';
-import { newJournalSuperblock } from './journal.js';
-import { DX_HASH_HALF_MD4 } from './dirhash.js';
-import { encodeInodeXattrs } from './xattr.js';
+} from '../ext4/inode.js';
+import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
+import { setBitRange, bitmapChecksum } from '../ext4/bitmap.js';
+import { newJournalSuperblock } from '../ext4/journal.js';
+import { DX_HASH_HALF_MD4 } from '../ext4/dirhash.js';
+import { encodeInodeXattrs } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../core/types.js';
 import { sourceDateEpoch, storableSeconds } from '../core/time.js';
-import { applySpec, type Spec } from '../source/spec.js';
+import { applySpec, type Spec } from '../tree/sources/spec.js';
 import {
   InodeStore,
   populate,

@@ -10,7 +10,7 @@
  * 1.34 writes and restores were observed by running it.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import type { Timestamp, XattrEntry } from '../core/types.js';
 import { aclToText } from './acl.js';
 import {

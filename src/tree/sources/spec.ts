@@ -14,11 +14,11 @@
  * when the wrapper is made, before anything is written.
  */
 import * as fs from 'node:fs';
-import { sameBytes } from '../ext4/bytes.js';
-import { Ext4Error } from '../ext4/errors.js';
-import { parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
-import { xattrKey } from '../ext4/xattr.js';
-import type { NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { sameBytes } from '../../core/bytes.js';
+import { Ext4Error } from '../../core/errors.js';
+import { parseUnixSeconds, type Timestamp } from '../../ext4/inode.js';
+import { xattrKey } from '../../ext4/xattr.js';
+import type { NodeKind, SourceNode, TreeSource, XattrEntry } from '../../core/types.js';
 import { decodeXattrValue } from './xattr-dump.js';
 
 /** mtree's type names and ours. */

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
-import { randomBytes } from '../ext4/bytes.js';
-import { Ext4Error } from '../ext4/errors.js';
+import { randomBytes } from '../core/bytes.js';
+import { Ext4Error } from '../core/errors.js';
 import { FileByteSource, StreamByteSource, type ByteSource, type SpoolTarget } from './read.js';
 
 /** A lazily made, already unlinked temporary file in `dir`. */

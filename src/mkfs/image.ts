@@ -1,13 +1,13 @@
 /** File-level entry points: format an image file atomically, read its summary. */
-import { Ext4Error } from './ext4/errors.js';
-import type { FileDevice } from './io/device.js';
-import { formatDevice, sourceWithMetadata, treeFits, type FormatOptions, type FormatResult } from './ext4/format.js';
-import { parseSize, planLayout } from './ext4/layout.js';
-import { estimateTree, type TreeEstimate } from './ext4/writer.js';
-import { checkDevice, problemSummary } from './check/check.js';
-import { writeAtomically as writeChecked } from './host/atomic.js';
+import { Ext4Error } from '../core/errors.js';
+import type { FileDevice } from '../io/device.js';
+import { formatDevice, sourceWithMetadata, treeFits, type FormatOptions, type FormatResult } from './format.js';
+import { parseSize, planLayout } from '../ext4/layout.js';
+import { estimateTree, type TreeEstimate } from './writer.js';
+import { checkDevice, problemSummary } from '../check/check.js';
+import { writeAtomically as writeChecked } from '../host/atomic.js';
 
-export { sameFile } from './host/atomic.js';
+export { sameFile } from '../host/atomic.js';
 
 /**
  * Runs `fill` against a fresh temporary file beside `target`, then renames it over `target` (see

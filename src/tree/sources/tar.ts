@@ -9,12 +9,19 @@
  */
 import * as os from 'node:os';
 import type { Readable } from 'node:stream';
-import { Ext4Error } from '../ext4/errors.js';
-import type { Timestamp } from '../ext4/inode.js';
-import { aclFromText } from '../tar/acl.js';
-import { openArchive } from '../tar/input.js';
-import { StreamByteSource, preadArchive, readTar, type ByteSource, type DataRef, type TarEntry } from '../tar/read.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { Ext4Error } from '../../core/errors.js';
+import type { Timestamp } from '../../ext4/inode.js';
+import { aclFromText } from '../../archive/acl.js';
+import { openArchive } from '../../archive/input.js';
+import {
+  StreamByteSource,
+  preadArchive,
+  readTar,
+  type ByteSource,
+  type DataRef,
+  type TarEntry,
+} from '../../archive/read.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../../core/types.js';
 
 interface TNode {
   id: number;

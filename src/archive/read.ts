@@ -5,8 +5,8 @@
  * (stdin, gzip). Memory holds metadata only.
  */
 import * as fs from 'node:fs';
-import { Ext4Error } from '../ext4/errors.js';
-import { isZero } from '../ext4/bytes.js';
+import { Ext4Error } from '../core/errors.js';
+import { isZero } from '../core/bytes.js';
 import type { Timestamp, XattrEntry } from '../core/types.js';
 import {
   FIELD,

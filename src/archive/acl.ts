@@ -4,7 +4,7 @@
  * `system.posix_acl_*` attributes (version 2: a 4-byte header, then 8-byte entries of tag, permissions
  * and id, ordered by tag and id as the kernel requires).
  */
-import { Ext4Error } from '../ext4/errors.js';
+import { Ext4Error } from '../core/errors.js';
 import { ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ } from '../ext4/xattr.js';
 
 const TAGS: Record<string, number> = {

@@ -3,9 +3,9 @@
  * straight to its final blocks in large writes (memory does not grow with file size); inodes and
  * directory entries are kept in memory and written by the formatter at the end.
  */
-import { Ext4Error } from './errors.js';
-import { MODE_OF_TYPE, DIRENT_TYPE_OF } from './filetype.js';
-import { type Layout, takeRuns } from './layout.js';
+import { Ext4Error } from '../core/errors.js';
+import { MODE_OF_TYPE, DIRENT_TYPE_OF } from '../ext4/filetype.js';
+import { type Layout, takeRuns } from '../ext4/layout.js';
 import {
   type Inode,
   type Timestamp,
@@ -19,13 +19,26 @@ import {
   EXTRA_ISIZE,
   GOOD_OLD_INODE_SIZE,
   ROOT_INO,
-} from './inode.js';
-import { buildExtentTree, extentTreeBlockCount, runsToExtents, MAX_INIT_EXTENT_LEN, type Extent } from './extent.js';
-import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from './dirent.js';
-import { buildHtree } from './htree.js';
+} from '../ext4/inode.js';
+import {
+  buildExtentTree,
+  extentTreeBlockCount,
+  runsToExtents,
+  MAX_INIT_EXTENT_LEN,
+  type Extent,
+} from '../ext4/extent.js';
+import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from '../ext4/dirent.js';
+import { buildHtree } from '../ext4/htree.js';
 import type { BlockDevice } from '../io/device.js';
 import type { SourceNode, TreeSource } from '../core/types.js';
-import { toDisk, xattrSpace, inodeXattrSpace, encodeXattrBlock, sealXattrBlock, type DiskXattr } from './xattr.js';
+import {
+  toDisk,
+  xattrSpace,
+  inodeXattrSpace,
+  encodeXattrBlock,
+  sealXattrBlock,
+  type DiskXattr,
+} from '../ext4/xattr.js';
 
 export const FIRST_INO = 11;
 export { ROOT_INO };

@@ -5,12 +5,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from './ext4/errors.js';
-import { Ext4Reader } from './fs/reader.js';
-import { S_IFMT, S_IFDIR } from './ext4/inode.js';
-import type { SourceNode, Timestamp } from './core/types.js';
-import { imageNode, imageTreeSource } from './source/image.js';
-import { TreeWalk } from './tree/walk.js';
+import { Ext4Error } from '../core/errors.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
+import type { SourceNode, Timestamp } from '../core/types.js';
+import { imageNode, imageTreeSource } from './sources/image.js';
+import { TreeWalk } from './walk.js';
 
 export interface ExtractOptions {
   /** Restore owners (default: when running as root). */

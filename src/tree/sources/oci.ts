@@ -8,12 +8,12 @@ import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
-import type { Timestamp } from '../ext4/inode.js';
-import { Spool, decompressed, openArchive, tap } from '../tar/input.js';
-import { StreamByteSource, readTar, type DataRef } from '../tar/read.js';
+import { Ext4Error } from '../../core/errors.js';
+import type { Timestamp } from '../../ext4/inode.js';
+import { Spool, decompressed, openArchive, tap } from '../../archive/input.js';
+import { StreamByteSource, readTar, type DataRef } from '../../archive/read.js';
 import { TarTree, readStored } from './tar.js';
-import type { TreeSource } from './types.js';
+import type { TreeSource } from '../../core/types.js';
 
 export interface ContainerSourceOptions {
   /** os/arch[/variant] to pick from a multi-platform index; default the host's (linux/amd64 on x64). */

@@ -8,8 +8,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
-import type { XattrEntry } from '../core/types.js';
+import { Ext4Error } from '../../core/errors.js';
+import type { XattrEntry } from '../../core/types.js';
 
 /** getfattr escapes bytes as \ooo (octal) and backslash as \\. */
 function unescapeOctal(s: string): Buffer {

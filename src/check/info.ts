@@ -1,7 +1,7 @@
 /** The superblock summary of an image (what `dumpe2fs -h` shows), read by our own code. */
-import { FileDevice, type BlockDevice } from './io/device.js';
-import { underReadLock, type LockOptions } from './host/lock.js';
-import { Ext4Error } from './ext4/errors.js';
+import { FileDevice, type BlockDevice } from '../io/device.js';
+import { underReadLock, type LockOptions } from '../host/lock.js';
+import { Ext4Error } from '../core/errors.js';
 import {
   decodeSuperblock,
   SUPERBLOCK_OFFSET,
@@ -10,11 +10,11 @@ import {
   reservedBlocksCount,
   freeBlocksCount,
   cString,
-} from './ext4/superblock.js';
-import { featureNames } from './ext4/features.js';
-import { formatUuid, join64 } from './ext4/bytes.js';
-import { Ext4Reader } from './fs/reader.js';
-import { decodeJournalSuperblock, JBD2_INCOMPAT, type JournalSuperblock } from './ext4/journal.js';
+} from '../ext4/superblock.js';
+import { featureNames } from '../ext4/features.js';
+import { formatUuid, join64 } from '../core/bytes.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { decodeJournalSuperblock, JBD2_INCOMPAT, type JournalSuperblock } from '../ext4/journal.js';
 
 export interface JournalInfo {
   blocks: number;

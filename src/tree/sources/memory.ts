@@ -1,7 +1,7 @@
 /** A tree described in memory as a tree source: build an image from generated files, no host directory. */
-import { Ext4Error } from '../ext4/errors.js';
-import type { Timestamp } from '../ext4/inode.js';
-import type { NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { Ext4Error } from '../../core/errors.js';
+import type { Timestamp } from '../../ext4/inode.js';
+import type { NodeKind, SourceNode, TreeSource, XattrEntry } from '../../core/types.js';
 
 export interface MemoryEntry {
   /** Default: 'dir' when `children` is given, 'symlink' when `target` is, else 'file'. */

@@ -1,12 +1,12 @@
 /** A subtree of an ext4 image as a tree source: image to image, or out to a directory or an archive. */
-import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader } from '../fs/reader.js';
-import type { DirEntryInfo } from '../fs/dir.js';
-import type { BlockRun } from '../fs/blockmap.js';
-import { fileTypeOf } from '../ext4/filetype.js';
-import { FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
-import { ENTRY_ERRORS } from '../tree/walk.js';
+import { Ext4Error } from '../../core/errors.js';
+import { Ext4Reader } from '../../fs/reader.js';
+import type { DirEntryInfo } from '../../fs/dir.js';
+import type { BlockRun } from '../../fs/blockmap.js';
+import { fileTypeOf } from '../../ext4/filetype.js';
+import { FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../../ext4/inode.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../../core/types.js';
+import { ENTRY_ERRORS } from '../walk.js';
 
 /** CORRUPT for a name no directory may hold ('', '.', '..', a '/' or a NUL): it could lead out of a destination. */
 function checkEntryName(name: Uint8Array, dir: string): void {

@@ -1,9 +1,9 @@
 /** A host directory as a tree source (what `mkfs.ext4 -d DIR` reads). */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
-import type { Timestamp } from '../ext4/inode.js';
-import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../core/types.js';
+import { Ext4Error } from '../../core/errors.js';
+import type { Timestamp } from '../../ext4/inode.js';
+import type { FileData, NodeKind, SourceNode, TreeSource, XattrEntry } from '../../core/types.js';
 
 function ts(ns: bigint): Timestamp {
   const sec = ns >= 0n ? ns / 1_000_000_000n : -((-ns + 999_999_999n) / 1_000_000_000n);

@@ -5,17 +5,17 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Ext4Error } from '../ext4/errors.js';
-import { Ext4Reader } from '../fs/reader.js';
-import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../ext4/superblock.js';
-import { FileDevice } from '../io/device.js';
-import { lockForRead, type LockOptions } from '../host/lock.js';
-import { sameFile } from '../host/atomic.js';
+import { Ext4Error } from '../../core/errors.js';
+import { Ext4Reader } from '../../fs/reader.js';
+import { EXT4_MAGIC, SUPERBLOCK_OFFSET, superblockFieldOffset } from '../../ext4/superblock.js';
+import { FileDevice } from '../../io/device.js';
+import { lockForRead, type LockOptions } from '../../host/lock.js';
+import { sameFile } from '../../host/atomic.js';
 import { hostDirectorySource } from './host.js';
 import { imageTreeSource, unreadableOption } from './image.js';
 import { containerTreeSource } from './oci.js';
 import { tarTreeSource } from './tar.js';
-import type { TreeSource } from './types.js';
+import type { TreeSource } from '../../core/types.js';
 import { readXattrDump } from './xattr-dump.js';
 
 export interface OpenSourceOptions {
