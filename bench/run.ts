@@ -41,7 +41,7 @@ function median(xs: number[]): number {
 }
 /** Median of `reps` timed runs after a warm-up; `setup` runs before each, untimed (removing old outputs). */
 function time(fn: () => void, reps = REPS, setup?: () => void): number {
-  return timeAll({ fn }, reps, setup).fn!;
+  return timeAll({ fn }, reps, setup).fn;
 }
 /**
  * Medians of several tools measured in one loop: each round runs every tool once (the order rotating

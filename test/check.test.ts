@@ -54,7 +54,10 @@ describe.runIf(have || IN_CI)('check against e2fsck -fn on the corpus', () => {
         // Not checkable at all: a verdict of its own (exit 8), never a crash.
         expect((e as Error).name, `${name}: ${(e as Error).stack}`).toBe('Ext4Error');
         if (!e2fsckFinds && !KNOWN_REFUSED_CLEAN.has(name)) falsePositives.push(`${name} (refused)`);
-        if (e2fsckFinds) (problemImages++, detected++);
+        if (e2fsckFinds) {
+          problemImages++;
+          detected++;
+        }
         continue;
       }
       if (e2fsckFinds) {
@@ -222,7 +225,9 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
         },
         { verify: true, sync: false },
       ),
-    ).toThrowError(expect.objectContaining({ code: 'CORRUPT', message: expect.stringContaining('INODE_BITMAP') }));
+    ).toThrowError(
+      expect.objectContaining({ code: 'CORRUPT', message: expect.stringContaining('INODE_BITMAP') as unknown }),
+    );
     expect(fs.existsSync(target)).toBe(false);
     expect(fs.readdirSync(work).filter((n) => n.endsWith('.tmp'))).toEqual([]);
     // An edit of an image that was already damaged: committed, then reported (exit 1, CORRUPT).
@@ -248,9 +253,9 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
     fs.writeFileSync(bad, bytes);
     const found = cli(['check', bad, '--json']);
     expect(found.status).toBe(4);
-    const j = JSON.parse(found.stdout);
+    const j = JSON.parse(found.stdout) as { problems: unknown[] };
     expect(j).toMatchObject({ checked: true, clean: false });
-    expect(j.problems[0]).toMatchObject({ code: expect.any(String), text: expect.any(String) });
+    expect(j.problems[0]).toMatchObject({ code: expect.any(String) as unknown, text: expect.any(String) as unknown });
     const junk = path.join(work, 'junk.img');
     fs.writeFileSync(junk, Buffer.alloc(1 << 20, 0x41));
     const not = cli(['check', junk]);

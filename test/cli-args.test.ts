@@ -167,7 +167,7 @@ describe('the CLI on argument mistakes', () => {
       const img = path.join(dir, `s${n}.img`);
       const r = cli(['mkfs', ...args, '--json', '--no-sync', '--', img]);
       expect(r.status, r.stderr).toBe(0);
-      sizes.push(JSON.parse(r.stdout).sizeBytes);
+      sizes.push((JSON.parse(r.stdout) as { sizeBytes: number }).sizeBytes);
       expect(fs.statSync(img).size).toBe(8 << 20);
       if (oracleAvailable('e2fsck', HAVE_E2FSPROGS)) expect(fsck(img).status).toBe(0);
     }

@@ -38,7 +38,7 @@ describe('mkfs and info', () => {
     const img = path.join(dir, 'a.img');
     const r = cli(['mkfs', img, '--size', '8G', '--json', ...ID]);
     expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout);
+    const out: unknown = JSON.parse(r.stdout);
     expect(out).toMatchObject({
       blockSize: 4096,
       blocks: 2097152,
@@ -82,20 +82,20 @@ describe('mkfs and info', () => {
     expect(cli(['mkfs', c, '--size', '256M', ...noTs], env).status).toBe(0);
     expect(cli(['mkfs', d, '--size', '256M', ...noTs], env).status).toBe(0);
     expect(run('cmp', [c, d]).status).toBe(0);
-    expect(JSON.parse(cli(['info', c, '--json']).stdout).created).toBe(1234567890);
+    expect((JSON.parse(cli(['info', c, '--json']).stdout) as { created: number }).created).toBe(1234567890);
     for (const f of [a, b, c, d]) fs.rmSync(f);
   });
 
   it('writes only metadata: allocation is tiny and barely grows with the size', () => {
     const small = path.join(dir, 's8g.img');
     const big = path.join(dir, 's1t.img');
-    const r8 = JSON.parse(cli(['mkfs', small, '--size', '8G', '--json']).stdout);
+    const r8 = JSON.parse(cli(['mkfs', small, '--size', '8G', '--json']).stdout) as { bytesWritten: number };
     expect(allocatedBytes(small)).toBeLessThanOrEqual(r8.bytesWritten + 64 * 1024 * 4);
     expect(allocatedBytes(small)).toBeLessThan(8 * 2 ** 20);
     const hugeDir = scratchDir('ext4wd-cli-huge', true);
     try {
       const big2 = path.join(hugeDir, 'b.img');
-      const r1t = JSON.parse(cli(['mkfs', big2, '--size', '1T', '--json']).stdout);
+      const r1t = JSON.parse(cli(['mkfs', big2, '--size', '1T', '--json']).stdout) as { bytesWritten: number };
       // 1 TiB needs 128x the descriptors and bitmaps of 8 GiB: still a few tens of MiB at most.
       expect(allocatedBytes(big2)).toBeLessThanOrEqual(r1t.bytesWritten + 4096 * 1024);
       expect(allocatedBytes(big2)).toBeLessThan(32 * 2 ** 20);

@@ -131,7 +131,7 @@ describe.runIf(runIt)('two writers on one image', () => {
         ],
         { encoding: 'utf8' },
       ).stdout,
-    );
+    ) as Record<string, unknown>;
     const lockFile = `${img}.lock`;
     fs.writeFileSync(
       lockFile,

@@ -69,7 +69,7 @@ function child(img: string, mode: 'w' | 'r', holdMs: number, env: Record<string,
   });
   let out = '';
   const first = new Promise<Record<string, unknown>>((resolve, reject) => {
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const nl = out.indexOf('\n');
       if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as Record<string, unknown>);
@@ -83,14 +83,14 @@ function child(img: string, mode: 'w' | 'r', holdMs: number, env: Record<string,
 /** A pid that ran on this host and is gone (reaped). */
 function deadPid(): number {
   const r = spawnSync('true');
-  return r.pid!;
+  return r.pid;
 }
 function holderFile(img: string, h: Partial<Holder>): Holder {
   const rec: Holder = { ...newHolder('test holder'), ...h };
   fs.writeFileSync(`${img}.lock`, JSON.stringify(rec));
   return rec;
 }
-const inUse = expect.objectContaining({ code: 'IN_USE' });
+const inUse: unknown = expect.objectContaining({ code: 'IN_USE' });
 
 describe('the writer lock', () => {
   it('is exclusive between processes: IN_USE at once naming the holder, or after --wait', async () => {
@@ -177,7 +177,7 @@ describe('stale and foreign holders', () => {
     expect(holderState(live)).toBe('alive');
     expect(() => lockForWrite(img, { wait: 0.2 })).toThrowError(inUse);
     expect(() => Ext4Editor.open(img)).toThrowError(inUse);
-    expect(JSON.parse(fs.readFileSync(`${img}.lock`, 'utf8')).nonce).toBe(live.nonce);
+    expect((JSON.parse(fs.readFileSync(`${img}.lock`, 'utf8')) as Holder).nonce).toBe(live.nonce);
     sleeper.kill('SIGKILL');
     await new Promise((r) => sleeper.on('exit', r));
     const l = lockForWrite(img);
@@ -208,7 +208,7 @@ describe('stale and foreign holders', () => {
         msg = (e as Error).message;
       }
       expect(msg).toContain(`remove ${fs.realpathSync(img)}.lock`);
-      expect(JSON.parse(fs.readFileSync(`${img}.lock`, 'utf8')).nonce).toBe(rec.nonce);
+      expect((JSON.parse(fs.readFileSync(`${img}.lock`, 'utf8')) as Holder).nonce).toBe(rec.nonce);
     }
     fs.writeFileSync(`${img}.lock`, 'not a record');
     expect(() => lockForWrite(img)).toThrowError(inUse);

@@ -90,6 +90,15 @@ function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
+/** The parts of a manifest and a config these tests read back and change. */
+interface Manifest {
+  config: ReturnType<typeof putBlob>;
+  layers: ReturnType<typeof putBlob>[];
+}
+interface ImageConfig {
+  rootfs: { diff_ids: string[] };
+}
+
 /** Writes a blob into an OCI layout; returns its descriptor. */
 function putBlob(dir: string, bytes: Buffer, mediaType: string): { mediaType: string; digest: string; size: number } {
   const hex = sha256(bytes);
@@ -284,8 +293,8 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
     const dir = path.join(work, 'tampered');
     const m = putImage(dir, { tars, gzip: true });
     ociDir('tampered', [m]);
-    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'blobs/sha256', m.digest.slice(7)), 'utf8'));
-    const layer = path.join(dir, 'blobs/sha256', manifest.layers[1].digest.slice(7));
+    const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'blobs/sha256', m.digest.slice(7)), 'utf8')) as Manifest;
+    const layer = path.join(dir, 'blobs/sha256', manifest.layers[1]!.digest.slice(7));
     const b = fs.readFileSync(layer);
     b[4]! ^= 1; // the gzip header's time: the data still decompresses, only the digest tells
     fs.writeFileSync(layer, b);
@@ -304,8 +313,10 @@ describe.runIf(haveOracles)('mkfs --from oci: and docker-archive:', () => {
     // A config whose diff_ids do not match the layers.
     const dir2 = path.join(work, 'bad-diffid');
     const m2 = putImage(dir2, { tars: [tars[0]!, tars[2]!] });
-    const man2 = JSON.parse(fs.readFileSync(path.join(dir2, 'blobs/sha256', m2.digest.slice(7)), 'utf8'));
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir2, 'blobs/sha256', man2.config.digest.slice(7)), 'utf8'));
+    const man2 = JSON.parse(fs.readFileSync(path.join(dir2, 'blobs/sha256', m2.digest.slice(7)), 'utf8')) as Manifest;
+    const cfg = JSON.parse(
+      fs.readFileSync(path.join(dir2, 'blobs/sha256', man2.config.digest.slice(7)), 'utf8'),
+    ) as ImageConfig;
     cfg.rootfs.diff_ids.reverse();
     man2.config = putBlob(dir2, Buffer.from(JSON.stringify(cfg)), 'application/vnd.oci.image.config.v1+json');
     ociDir('bad-diffid', [
@@ -394,14 +405,16 @@ describe.runIf(haveOracles)('malformed image metadata', () => {
     const tars = layerTars('shapes', LAYERS.slice(0, 1));
     const m = putImage(dir, { tars });
     const manifestPath = path.join(dir, 'blobs/sha256', m.digest.slice(7));
-    const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8'));
-    const config = JSON.parse(fs.readFileSync(path.join(dir, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+    const manifest = JSON.parse(fs.readFileSync(manifestPath, 'utf8')) as Manifest;
+    const config: unknown = JSON.parse(
+      fs.readFileSync(path.join(dir, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'),
+    );
     const rand = rng(7); // fixed: a failing round replays
     const odd = [null, 0, -1, 'x', [], {}, [null], [{}], true, { digest: 'sha256:zz' }];
     /** A copy of `v` with one value somewhere inside replaced by an odd one. */
     const mutate = (v: unknown): unknown => {
       if (v === null || typeof v !== 'object' || rand() < 0.25) return odd[Math.floor(rand() * odd.length)];
-      const c: Record<string, unknown> | unknown[] = Array.isArray(v) ? [...v] : { ...(v as object) };
+      const c: Record<string, unknown> | unknown[] = Array.isArray(v) ? [...(v as unknown[])] : { ...v };
       const keys = Object.keys(c);
       if (!keys.length) return odd[Math.floor(rand() * odd.length)];
       const k = keys[Math.floor(rand() * keys.length)]!;

@@ -36,8 +36,8 @@ const capabilityThroughKernel = (file: string) =>
 
 const bytes = (s: string) => new Uint8Array(Buffer.from(s, 'latin1'));
 const byPath = (entries: SpecEntry[]) => Object.fromEntries(entries.map((e) => [e.path, e]));
-const err = (code: string, message?: RegExp) =>
-  expect.objectContaining({ code, ...(message ? { message: expect.stringMatching(message) } : {}) });
+const err = (code: string, message?: RegExp): unknown =>
+  expect.objectContaining({ code, ...(message ? { message: expect.stringMatching(message) as unknown } : {}) });
 
 describe('parseSpec', () => {
   it('reads the full-path form bsdtar writes, with uname/gname beside the numbers and digests ignored', () => {
@@ -249,7 +249,8 @@ function walk(src: TreeSource): Map<string, SourceNode> {
   const out = new Map<string, SourceNode>();
   const go = (n: SourceNode, p: string) => {
     out.set(p, n);
-    if (n.kind === 'dir') for (const c of n.children()) go(c, `${p === '/' ? '' : p}/${Buffer.from(c.name)}`);
+    if (n.kind === 'dir')
+      for (const c of n.children()) go(c, `${p === '/' ? '' : p}/${Buffer.from(c.name).toString()}`);
   };
   go(src.root(), '/');
   return out;

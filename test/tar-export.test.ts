@@ -80,7 +80,7 @@ for m in tarfile.open(sys.argv[1]):
 print(json.dumps(out))`;
   const r = run('python3', ['-c', script, tar]);
   if (r.status !== 0) throw new Error(r.stderr);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as ReturnType<typeof pyList>;
 }
 const hex = (s: string) => Buffer.from(s).toString('hex');
 
@@ -241,7 +241,7 @@ describe('where the archive may go', () => {
       expect.objectContaining({ code: 'IO_ERROR', message: `${scratch} is a directory` }),
     );
     expect(() => exportTar(reader, '/', '/dev/null')).toThrowError(
-      expect.objectContaining({ code: 'IO_ERROR', message: expect.stringMatching(/standard output \(-\)/) }),
+      expect.objectContaining({ code: 'IO_ERROR', message: expect.stringMatching(/standard output \(-\)/) as unknown }),
     );
     expect(fs.readdirSync(scratch).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });

@@ -73,15 +73,15 @@ function tarView(archive: string, extra: string[] = []): { tree: Map<string, unk
     ...extra,
   ]);
   if (r.status !== 0) throw new Error(`tar -x: ${r.stderr}`);
-  return { tree: snapshot(dest) as Map<string, unknown>, xattrs: allXattrs(dest) };
+  return { tree: snapshot(dest), xattrs: allXattrs(dest) };
 }
 
 /** The entries where two views differ (at most 10), for a readable failure. */
 function differences(got: Map<string, unknown>, want: Map<string, unknown>): string[] {
   const out: string[] = [];
   for (const k of new Set([...got.keys(), ...want.keys()])) {
-    const a = JSON.stringify(got.get(k), (_k, v) => (typeof v === 'bigint' ? String(v) : v));
-    const b = JSON.stringify(want.get(k), (_k, v) => (typeof v === 'bigint' ? String(v) : v));
+    const a = JSON.stringify(got.get(k), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
+    const b = JSON.stringify(want.get(k), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
     if (a !== b) out.push(`${k}: image ${a} / tar -x ${b}`);
   }
   return out.slice(0, 10);
@@ -303,7 +303,7 @@ describe.runIf(haveOracles)('mkfs --from a GNU tar archive', () => {
       '--no-sync',
     ]);
     expect(r.status).toBe(0);
-    const out = JSON.parse(r.stdout);
+    const out = JSON.parse(r.stdout) as { sizeBytes: number; blockSize: number };
     expect(out.sizeBytes).toBe(fs.statSync(img).size);
     expect(fsck(img).status).toBe(0);
     // One MiB less does not hold it (the estimate is the writer's own).
@@ -335,7 +335,9 @@ describe.runIf(haveOracles)('mkfs --from a GNU tar archive', () => {
       '--json',
       '--no-sync',
     ]);
-    expect(JSON.parse(r3.stdout).sizeBytes).toBeGreaterThanOrEqual(out.sizeBytes * 1.5 - (1 << 20));
+    expect((JSON.parse(r3.stdout) as { sizeBytes: number }).sizeBytes).toBeGreaterThanOrEqual(
+      out.sizeBytes * 1.5 - (1 << 20),
+    );
     expect(fsck(path.join(work, 'auto50.img')).status).toBe(0);
   });
 });

@@ -53,7 +53,7 @@ describe('naming, sizing, list files, copies', () => {
     expect(readNormalizedLines(f)).toEqual(['alpha', 'beta', 'gamma']);
     fs.writeFileSync(f, '# nothing\n\n  \r\n');
     expect(() => readNormalizedLines(f)).toThrowError(
-      expect.objectContaining({ code: 'BAD_OPTION', message: expect.stringContaining(f) }),
+      expect.objectContaining({ code: 'BAD_OPTION', message: expect.stringContaining(f) as unknown }),
     );
   });
   it('copyFilePreferClone keeps content, holes and mode, and refuses to overwrite', () => {
@@ -234,7 +234,7 @@ describe.runIf(IN_CI || (IS_ROOT && haveTool('setpriv')))('CLI as a non-root use
     expect(s.stdout.trim()).toBe(path.join(dir, 'rootfs.work-seed.ext4'));
     const m = as(['materialize', path.join(dir, 'disk.ext4'), '--size', '8G', '--seed', s.stdout.trim(), '--json']);
     expect(m.status, m.stderr).toBe(0);
-    expect(JSON.parse(m.stdout).sizeBytes).toBe(8 * 2 ** 30);
+    expect((JSON.parse(m.stdout) as { sizeBytes: number }).sizeBytes).toBe(8 * 2 ** 30);
     if (HAVE_E2FSPROGS) expect(fsck(path.join(dir, 'disk.ext4')).status).toBe(0);
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -292,7 +292,11 @@ describe.runIf(oracles)('mkfs --from an image subtree, and the progress line', (
     expect(fsck(out).status).toBe(0);
     const ls = run(process.execPath, [cliPath, 'ls', out, '/']).stdout.trim().split('\n');
     expect(ls).toEqual(['.bash_aliases', '.bashrc', '.profile', '.profile.hard', '.ssh', 'lost+found', 'notes']);
-    const st = JSON.parse(run(process.execPath, [cliPath, 'stat', out, '/.ssh/authorized_keys', '--json']).stdout);
+    const st = JSON.parse(run(process.execPath, [cliPath, 'stat', out, '/.ssh/authorized_keys', '--json']).stdout) as {
+      mode: string;
+      uid: number;
+      gid: number;
+    };
     expect([st.mode, st.uid, st.gid]).toEqual(['0600', 0, 0]);
   });
 

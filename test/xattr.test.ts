@@ -98,7 +98,9 @@ describe('xattr codecs', () => {
       expect(r.status).toBe(0);
       if (HAVE_E2FSPROGS || IN_CI) expect(fsck(img).status).toBe(0);
       const x = cli(['stat', img, '/bin/ping', '--json']);
-      expect(JSON.parse(x.stdout).xattrs['security.capability']).toBe('0x0100000200200000000000000000000000000000');
+      expect((JSON.parse(x.stdout) as { xattrs: Record<string, string> }).xattrs['security.capability']).toBe(
+        '0x0100000200200000000000000000000000000000',
+      );
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

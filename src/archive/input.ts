@@ -169,7 +169,7 @@ async function* gzipMember(r: ChunkReader): AsyncGenerator<Buffer> {
   if (flags & 2 && (await r.take(2)).length < 2) throw gzipError('truncated');
   const z = zlib.createInflateRaw({ chunkSize: INFLATE_CHUNK });
   const out: Buffer[] = [];
-  let err: unknown;
+  let err: Error | undefined;
   let ended = false;
   let size = 0;
   let crc = 0;

@@ -101,20 +101,23 @@ export class FileByteSource implements ByteSource {
     readonly fd: number,
     readonly size: number,
   ) {}
-  async read(n: number): Promise<Buffer> {
-    const want = Math.max(0, Math.min(n, this.size - this.position));
-    const b = Buffer.allocUnsafe(want);
-    const got = preadArchive(this.fd, b, 0, want, this.position);
-    this.position += got;
-    return got === want ? b : b.subarray(0, got);
+  // Synchronous underneath; the executor turns a failed read into a rejection, as the interface promises.
+  read(n: number): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const want = Math.max(0, Math.min(n, this.size - this.position));
+      const b = Buffer.allocUnsafe(want);
+      const got = preadArchive(this.fd, b, 0, want, this.position);
+      this.position += got;
+      resolve(got === want ? b : b.subarray(0, got));
+    });
   }
-  async skip(n: number): Promise<boolean> {
+  skip(n: number): Promise<boolean> {
     if (this.position + n > this.size) {
       this.position = this.size;
-      return false;
+      return Promise.resolve(false);
     }
     this.position += n;
-    return true;
+    return Promise.resolve(true);
   }
   async keep(n: number): Promise<{ fd: number; offset: number } | undefined> {
     const offset = this.position;

@@ -168,7 +168,9 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
       for (let x = from; x < entries.length; x++) {
         const e = entries[x]!;
         if (e.inode && isDotOrDotDot(e.name))
-          p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${Buffer.from(e.name)}' entry`, { inode: ino });
+          p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${Buffer.from(e.name).toString()}' entry`, {
+            inode: ino,
+          });
         else entry(e, `, block ${lblk}`);
       }
     }

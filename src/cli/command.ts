@@ -24,7 +24,7 @@ export interface CliCommand<O extends OptionSet = OptionSet> {
 
 /** Declares a command: types its `run` by its options. */
 export function command<O extends OptionSet>(c: CliCommand<O>): CliCommand {
-  return c as unknown as CliCommand;
+  return c;
 }
 
 /** The one warning callback: every library call that can warn gets this. */

@@ -28,7 +28,7 @@ export class IntervalSet {
     if (len <= 0) return;
     let s = start;
     let e = start + len;
-    let i = this.lowerBound(s - 1); // first range with end >= s (so adjacent ranges merge)
+    const i = this.lowerBound(s - 1); // first range with end >= s (so adjacent ranges merge)
     let j = i;
     while (j * 2 < this.r.length && this.r[j * 2]! <= e) {
       s = Math.min(s, this.r[j * 2]!);

@@ -70,7 +70,7 @@ export function newJournalSuperblock(blockSize: number, blocks: number, uuid: Ui
     s_sequence: 1,
     s_nr_users: 1,
   };
-  for (const [n, o] of FIELDS) if (v[n] !== undefined) putBe32(b, o, v[n]!);
+  for (const [n, o] of FIELDS) if (v[n] !== undefined) putBe32(b, o, v[n]);
   b.set(uuid, 0x30);
   return b;
 }

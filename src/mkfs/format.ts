@@ -294,7 +294,7 @@ export function formatDevice(
     ? allocOne(l, l.firstDataBlock + l.descBlocks + l.reservedGdtBlocks + 2 + l.inodeBlocksPerGroup)
     : 0;
   let journalExtents: Extent[] = [];
-  let journalTree: number[] = [];
+  const journalTree: number[] = [];
   if (hasJournal) {
     const runs = allocRuns(l, journalGoal(l), l.journalBlocks);
     journalExtents = extentsOf(runs);

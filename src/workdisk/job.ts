@@ -73,7 +73,7 @@ function distinct(input: string, output: string): void {
 /** Wraps a source's nodes: drops what `keep` rejects and, for regularOnly, unlinks hard links. */
 function filtered(src: TreeSource, opts: { regularOnly?: boolean; rootPerm?: number }): TreeSource {
   const wrap = (n: SourceNode, isRoot: boolean): SourceNode => {
-    const w: SourceNode = Object.create(n);
+    const w = Object.create(n) as SourceNode;
     if (isRoot && opts.rootPerm !== undefined) Object.defineProperty(w, 'perm', { value: opts.rootPerm });
     if (opts.regularOnly && n.kind !== 'dir') Object.defineProperty(w, 'linkKey', { value: undefined });
     w.children = () =>

@@ -413,7 +413,7 @@ export function runModel(o: ModelOptions): { ops: number; errors: number; checkp
   const codeOf = (e: unknown): string => {
     if (e instanceof Ext4Error) return e.code;
     const c = (e as NodeJS.ErrnoException).code;
-    if (c && ERRNO[c]) return ERRNO[c]!;
+    if (c && ERRNO[c]) return ERRNO[c];
     throw e;
   };
   /** Some errors have two honest names (ENOTDIR vs ENOENT for a path through a file, and the like). */

@@ -145,7 +145,7 @@ class HostNode implements SourceNode {
       throw sourceError(this.displayPath, e);
     }
     // Byte order, so the same tree always gives the same image.
-    names.sort(Buffer.compare);
+    names.sort((a, b) => Buffer.compare(a, b));
     const slash = Buffer.from('/');
     return names.map((n) => {
       const childPath = Buffer.concat([this.hostPath, slash, n]);

@@ -227,7 +227,8 @@ class ImageNode implements SourceNode {
   }
 
   private hasAncestor(ino: number): boolean {
-    for (let n: ImageNode | undefined = this; n; n = n.parent) if (n.ino === ino) return true;
+    if (this.ino === ino) return true;
+    for (let n = this.parent; n; n = n.parent) if (n.ino === ino) return true;
     return false;
   }
 }
@@ -252,7 +253,7 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, { ...opts, reported: new Set() });
   const skip = new Set(opts.skipRootNames ?? []);
   if (!skip.size) return { root: () => root };
-  const filtered: SourceNode = Object.create(root);
+  const filtered = Object.create(root) as SourceNode;
   filtered.children = (s) => root.children(s).filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
   return { root: () => filtered };
 }

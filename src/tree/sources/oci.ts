@@ -134,7 +134,7 @@ async function applyLayer(
 ): Promise<void> {
   let outer: Hash | undefined;
   if (blobDigest) outer = createHash(blobDigest.alg);
-  const raw = outer ? tap(chunks, (b) => outer!.update(b)) : chunks;
+  const raw = outer ? tap(chunks, (b) => outer.update(b)) : chunks;
   const inner: Hash | undefined = diffId ? createHash(diffId.alg) : undefined;
   const plain = await decompressed(raw, what, (m) => tree.warn(m));
   // File data is copied to the private spool even from a plain layer that could be read in place: the

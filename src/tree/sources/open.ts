@@ -81,13 +81,13 @@ export async function openTreeSource(from: string, o: OpenSourceOptions): Promis
       rootTime,
       onWarning: o.onWarning,
     });
-    return { source: c.source, entries: c.entries, close: c.close };
+    return { source: c.source, entries: c.entries, close: () => c.close() };
   }
   if (archive) {
     if (from === '-' && process.stdin.isTTY)
       throw new Ext4Error('BAD_OPTION', '--from - reads a tar archive from standard input, which is a terminal here');
     const t = await tarTreeSource(from, { spoolDir, rootTime, onWarning: o.onWarning });
-    return { source: t.source, entries: t.entries, close: t.close };
+    return { source: t.source, entries: t.entries, close: () => t.close() };
   }
   if (st?.isDirectory())
     return {

@@ -357,7 +357,7 @@ export async function tarTreeSource(input: string, opts: TarSourceOptions = {}):
   try {
     const tree = new TarTree(opts);
     await tree.read(a.source);
-    return { source: tree.source(), entries: tree.entries, close: a.close };
+    return { source: tree.source(), entries: tree.entries, close: () => a.close() };
   } catch (e) {
     a.close();
     throw e;
