@@ -336,7 +336,7 @@ export function parseCommand(
   const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) throw new UsageError(`unknown command "${name}"`);
   const parsed = parseArgv(args, { ...cmd.options, ...extra }, name);
-  return { cmd, ...commandOperands(cmd, parsed.positionals, withImage), values: parsed.values as Values };
+  return { cmd, ...commandOperands(cmd, parsed.positionals, withImage), values: parsed.values };
 }
 
 /** The image (`withImage`) and the operands of a command, their count checked against its usage. */

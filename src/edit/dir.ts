@@ -397,7 +397,7 @@ function dxAdd(v: Volume, dir: number, i: Inode, e: DirEntry): void {
   const seed = seedOf(v, dir, i);
   const all = parseDirEntries(b, 0, end, bs, hasFileType(v))
     .filter((x) => x.inode)
-    .map((x) => ({ inode: x.inode, name: x.name, fileType: x.fileType }) as DirEntry);
+    .map((x) => ({ inode: x.inode, name: x.name, fileType: x.fileType }));
   all.push(e);
   const { lower, upper, hash2, continued } = splitLeaf(v, all, version, seed, dir);
   b.set(lower);

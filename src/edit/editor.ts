@@ -844,7 +844,7 @@ export class Ext4Editor {
         // A single file is estimated as the one entry of a directory that is not itself written.
         root.kind === 'dir'
           ? tree
-          : { root: () => ({ ...root, kind: 'dir', children: () => [root], xattrs: () => [] }) as SourceNode },
+          : { root: () => ({ ...root, kind: 'dir', children: () => [root], xattrs: () => [] }) },
         this.v.bs,
         this.v.inodeSize,
       );
