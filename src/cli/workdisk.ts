@@ -1,8 +1,8 @@
 /** `seed` and `materialize`: the work-seed image from a rootfs, and a fresh work disk holding a seed. */
-import { UsageError } from '../core/args.js';
+import { UsageError, type OptionValues } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { readSpec } from '../tree/sources/spec.js';
-import { buildWorkSeedImage, materializeWorkDisk } from '../workdisk/job.js';
+import { buildWorkSeedImage, materializeWorkDisk, type JobOptions } from '../workdisk/job.js';
 import { workSeedPath } from '../workdisk/paths.js';
 import { command, endProgress, printJson, progress, warn } from './command.js';
 import { jsonOption, syncOption } from './options.js';
@@ -18,6 +18,20 @@ const jobOptions = {
   spec: { type: 'string' },
 } as const;
 
+/** The library options `jobOptions` stand for. */
+function jobSettings(values: OptionValues<typeof jobOptions>): JobOptions {
+  return {
+    regularOnly: values['regular-only'],
+    onProgress: progress(),
+    sync: !values['no-sync'],
+    replayJournal: values.replay,
+    onWarning: warn,
+    skipUnreadable: values['skip-unreadable'],
+    verify: values.verify,
+    spec: values.spec === undefined ? undefined : readSpec(values.spec),
+  };
+}
+
 export const seed = command({
   name: 'seed',
   usage: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
@@ -32,17 +46,7 @@ export const seed = command({
     const out = positionals[1] ?? workSeedPath(rootfs);
     if (!out) throw new UsageError('seed needs a rootfs path');
     try {
-      const r = buildWorkSeedImage(rootfs, out, {
-        path: values.path,
-        regularOnly: values['regular-only'],
-        onProgress: progress(),
-        sync: !values['no-sync'],
-        replayJournal: values.replay,
-        onWarning: warn,
-        skipUnreadable: values['skip-unreadable'],
-        verify: values.verify,
-        spec: values.spec === undefined ? undefined : readSpec(values.spec),
-      });
+      const r = buildWorkSeedImage(rootfs, out, { path: values.path, ...jobSettings(values) });
       endProgress();
       if (values.json) printJson(r);
       else process.stdout.write(`${r.seedPath}\n`);
@@ -65,16 +69,7 @@ export const materialize = command({
     if (values.spec !== undefined && values.seed === undefined) throw new UsageError('--spec needs --seed');
     const size = parseSize(values.size ?? '8G');
     try {
-      const r = materializeWorkDisk(values.seed, positionals[0]!, size, {
-        regularOnly: values['regular-only'],
-        onProgress: progress(),
-        sync: !values['no-sync'],
-        replayJournal: values.replay,
-        onWarning: warn,
-        skipUnreadable: values['skip-unreadable'],
-        verify: values.verify,
-        spec: values.spec === undefined ? undefined : readSpec(values.spec),
-      });
+      const r = materializeWorkDisk(values.seed, positionals[0]!, size, jobSettings(values));
       endProgress();
       if (values.json) printJson(r);
       else process.stdout.write(`${r.workDiskPath}: ${r.sizeBytes} bytes, ${r.entries} entries from the seed\n`);
