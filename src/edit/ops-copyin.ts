@@ -1,0 +1,201 @@
+/**
+ * `copyIn`, like `cp -a` into the image: a tree source (a host path or any TreeSource, with an owner
+ * and a spec laid over it) merged into a directory of the image, or one entry copied to a path; hard
+ * links kept, space estimated before anything is written.
+ */
+import { Ext4Error } from '../core/errors.js';
+import { S_IFMT, S_IFDIR, S_IFREG } from '../ext4/inode.js';
+import { fileTypeOfMode } from '../ext4/filetype.js';
+import type { SourceNode, TreeSource } from '../core/types.js';
+import { estimateTree, checkName as checkSourceName } from '../mkfs/writer.js';
+import { hostPathSource } from '../tree/sources/host.js';
+import { applySpec, type Spec } from '../tree/sources/spec.js';
+import { addEntry, removeEntry } from './dir.js';
+import { writeContent } from './filemap.js';
+import { nodeSource } from './content.js';
+import { linkNew, dropLink } from './ops-links.js';
+import { makeDir, makeSymlink, makeNode, checkTarget } from './ops-dirs.js';
+import { applyMeta } from './ops-meta.js';
+import { normalize, parentOf, resolve, checkEditable, newEntryInode, type OpContext } from './op-context.js';
+
+const ROOT_INO = 2;
+
+export interface CopyInOptions {
+  /** Owner of every copied entry (and of an existing destination directory merged into). */
+  owner?: { uid: number; gid: number };
+  /**
+   * Per-path metadata (an mtree spec, see `parseSpec`), paths relative to the copied tree's root (`.`
+   * is the source itself): applied after `owner`, checked against the source before anything is
+   * written. A spec's `time` sets mtime and atime; ctime is the edit's time, as for every copied entry.
+   */
+  spec?: Spec;
+}
+
+export interface CopyInResult {
+  files: number;
+  dirs: number;
+  other: number;
+  bytes: number;
+}
+
+export function copyIn(cx: OpContext, source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
+  const v = cx.v;
+  let tree = typeof source === 'string' ? hostPathSource(source) : source;
+  // The owner goes onto the source's nodes first, so a spec's uid/gid can win over it (as mkfs does).
+  if (opts.spec || opts.owner) tree = applySpec(tree, opts.spec, { owner: opts.owner });
+  const root = tree.root();
+  const est = estimateTree(
+    // A single file is estimated as the one entry of a directory that is not itself written.
+    root.kind === 'dir' ? tree : { root: () => ({ ...root, kind: 'dir', children: () => [root], xattrs: () => [] }) },
+    v.bs,
+    v.inodeSize,
+  );
+  if (est.blocks > v.freeBlocks || est.inodes > v.freeInodes)
+    throw new Ext4Error(
+      'NO_SPACE',
+      `the source needs about ${est.blocks} blocks and ${est.inodes} inodes; the image has ${v.freeBlocks} blocks and ${v.freeInodes} inodes free`,
+    );
+  const res: CopyInResult = { files: 0, dirs: 0, other: 0, bytes: 0 };
+  const links = new Map<string, number>();
+  const target = normalize(dest);
+  if (root.kind !== 'dir') {
+    // A single entry: into an existing directory, or at the path itself.
+    let at = target;
+    try {
+      const { inode } = resolve(cx, target, true);
+      if ((inode.mode & S_IFMT) === S_IFDIR)
+        at = (target === '/' ? '' : target) + '/' + Buffer.from(root.name).toString('utf8');
+    } catch (e) {
+      if (!(e instanceof Ext4Error) || e.code !== 'NOT_FOUND') throw e;
+    }
+    const { parent, name } = parentOf(cx, at);
+    copyNode(cx, parent, name, root, opts, links, res, 0);
+    return res;
+  }
+  let dirIno: number;
+  if (target === '/') dirIno = ROOT_INO;
+  else {
+    const { parent, name, display } = parentOf(cx, target);
+    const slot = v.r.findEntry(parent, name);
+    if (slot) {
+      const { ino, inode } = resolve(cx, display, true);
+      if ((inode.mode & S_IFMT) !== S_IFDIR)
+        throw new Ext4Error('NOT_A_DIRECTORY', `${display} is not a directory`, { path: display });
+      dirIno = ino;
+    } else {
+      dirIno = makeDir(cx, parent, name, { mode: root.perm, uid: root.uid, gid: root.gid });
+      res.dirs++;
+    }
+  }
+  copyChildren(cx, dirIno, root, opts, links, res, 0);
+  applyMeta(cx, dirIno, root);
+  return res;
+}
+
+function copyChildren(
+  cx: OpContext,
+  dir: number,
+  node: SourceNode,
+  opts: CopyInOptions,
+  links: Map<string, number>,
+  res: CopyInResult,
+  depth: number,
+): void {
+  if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${node.displayPath}: tree deeper than 4096 levels`);
+  for (const child of node.children()) {
+    checkSourceName(child);
+    copyNode(cx, dir, child.name, child, opts, links, res, depth + 1);
+    cx.v.checkpoint();
+  }
+}
+
+function copyNode(
+  cx: OpContext,
+  parent: number,
+  name: Uint8Array,
+  node: SourceNode,
+  opts: CopyInOptions,
+  links: Map<string, number>,
+  res: CopyInResult,
+  depth: number,
+): void {
+  const v = cx.v;
+  const slot = v.r.findEntry(parent, name);
+  const existing = slot ? v.readInode(slot.inode) : undefined;
+  const existingType = existing ? existing.mode & S_IFMT : 0;
+  const display = node.displayPath;
+  if (slot) checkEditable(slot.inode, existing!, display);
+  if (node.kind === 'dir') {
+    let ino: number;
+    if (slot) {
+      if (existingType !== S_IFDIR)
+        throw new Ext4Error('NOT_A_DIRECTORY', `cannot overwrite non-directory with directory ${display}`, {
+          path: display,
+        });
+      ino = slot.inode;
+    } else {
+      ino = makeDir(cx, parent, name, { mode: node.perm, uid: node.uid, gid: node.gid });
+      res.dirs++;
+    }
+    copyChildren(cx, ino, node, opts, links, res, depth);
+    applyMeta(cx, ino, node);
+    return;
+  }
+  if (existingType === S_IFDIR)
+    throw new Ext4Error('IS_A_DIRECTORY', `cannot overwrite directory with non-directory ${display}`, {
+      path: display,
+    });
+  // A hard link to something already copied: link to it.
+  const linked = node.linkKey !== undefined ? links.get(node.linkKey) : undefined;
+  if (linked !== undefined) {
+    if (slot) {
+      if (slot.inode === linked) return;
+      removeEntry(v, parent, name);
+      dropLink(cx, slot.inode);
+    }
+    addEntry(v, parent, name, linked, fileTypeOfMode(v.readInode(linked).mode));
+    const li = v.readInode(linked);
+    li.linksCount++;
+    v.writeInode(linked, li);
+    return;
+  }
+  let ino: number;
+  if (node.kind === 'file' && existingType === S_IFREG) {
+    ino = slot!.inode;
+    const i = v.readInode(ino);
+    writeContent(v, ino, i, nodeSource(node));
+    v.writeInode(ino, i);
+  } else {
+    if (slot) {
+      removeEntry(v, parent, name);
+      dropLink(cx, slot.inode);
+    }
+    const o = { mode: node.perm, uid: node.uid, gid: node.gid };
+    if (node.kind === 'file') {
+      const n = newEntryInode(cx, 'file', o, parent);
+      ino = n.ino;
+      v.initInode(ino, n.inode);
+      writeContent(v, ino, n.inode, nodeSource(node));
+      v.writeInode(ino, n.inode);
+      linkNew(cx, parent, name, ino, n.inode.mode);
+    } else if (node.kind === 'symlink') {
+      const t = node.readLink();
+      checkTarget(cx, t, display);
+      ino = makeSymlink(cx, parent, name, t, o);
+    } else
+      ino = makeNode(
+        cx,
+        parent,
+        name,
+        node.kind,
+        o,
+        node.rdevMajor !== undefined ? [node.rdevMajor, node.rdevMinor ?? 0] : undefined,
+      );
+  }
+  if (node.kind === 'file') {
+    res.files++;
+    res.bytes += node.size;
+  } else res.other++;
+  if (node.linkKey !== undefined) links.set(node.linkKey, ino);
+  applyMeta(cx, ino, node);
+}
