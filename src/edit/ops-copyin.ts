@@ -4,7 +4,7 @@
  * links kept, space estimated before anything is written.
  */
 import { Ext4Error } from '../core/errors.js';
-import { S_IFMT, S_IFDIR, S_IFREG } from '../ext4/inode.js';
+import { S_IFMT, S_IFDIR, S_IFREG, ROOT_INO } from '../ext4/inode.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { SourceNode, TreeSource } from '../core/types.js';
 import { estimateTree, checkName as checkSourceName } from '../mkfs/writer.js';
@@ -17,8 +17,6 @@ import { linkNew, dropLink } from './ops-links.js';
 import { makeDir, makeSymlink, makeNode, checkTarget } from './ops-dirs.js';
 import { applyMeta } from './ops-meta.js';
 import { normalize, parentOf, resolve, checkEditable, newEntryInode, type OpContext } from './op-context.js';
-
-const ROOT_INO = 2;
 
 export interface CopyInOptions {
   /** Owner of every copied entry (and of an existing destination directory merged into). */
