@@ -7,14 +7,13 @@
 import { sameBytes } from '../core/bytes.js';
 import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO } from '../ext4/inode.js';
+import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO, LINK_MAX } from '../ext4/inode.js';
 import { isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { CheckContext, InodeInfo } from './context.js';
 import { checkHtree } from './htree.js';
 
 /** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
-const LINK_MAX = 65000;
 
 export function checkDirectories(ctx: CheckContext): void {
   for (const [ino, info] of ctx.inodes) if (info.dir) checkDirectory(ctx, ino, info);

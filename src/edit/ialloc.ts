@@ -8,10 +8,9 @@ import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { setBit, clearBit, setBitRange, testBit } from '../ext4/bitmap.js';
+import { ROOT_INO } from '../ext4/inode.js';
 import type { EditVolume } from './groups.js';
 import { firstFree, scanFree, type BlockAllocator } from './balloc.js';
-
-const ROOT_INO = 2;
 
 export class InodeAllocator {
   /** Per group: no free inode before this bit; found lazily, forgotten when one is freed. */

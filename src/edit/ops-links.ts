@@ -5,14 +5,13 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFDIR, FL_INDEX, type Inode } from '../ext4/inode.js';
+import { S_IFMT, S_IFDIR, FL_INDEX, LINK_MAX, type Inode } from '../ext4/inode.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import { addEntry } from './dir.js';
 import { deleteInode } from './inodes.js';
 import { parentOf, resolve, touchDir, type OpContext } from './op-context.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
-export const LINK_MAX = 65000;
 
 /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
 export function linkNew(cx: OpContext, parent: number, name: Uint8Array, ino: number, mode: number): void {

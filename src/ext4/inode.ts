@@ -49,6 +49,12 @@ const CSUM_HI = 0x82;
 /** The root directory's inode number (a reserved inode). */
 export const ROOT_INO = 2;
 
+/**
+ * EXT4_LINK_MAX: the most links an inode counts. A directory with more subdirectories (dir_nlink)
+ * keeps i_links_count at 1, meaning "not counted" (kernel doc: directory.rst, dir_nlink).
+ */
+export const LINK_MAX = 65000;
+
 /** i_mode file types. */
 export const S_IFMT = 0xf000;
 export const S_IFSOCK = 0xc000;

@@ -19,6 +19,7 @@ import {
   EXTRA_ISIZE,
   GOOD_OLD_INODE_SIZE,
   ROOT_INO,
+  LINK_MAX,
 } from '../ext4/inode.js';
 import {
   buildExtentTree,
@@ -44,7 +45,6 @@ export const FIRST_INO = 11;
 export { ROOT_INO };
 export const LOST_FOUND_INO = 11;
 /** Directories with more subdirectories than this get link count 1 (dir_nlink). */
-const MAX_LINKS = 65000;
 /** Bytes read from a source file per write: large, block-aligned. */
 const CHUNK = 8 * 1024 * 1024;
 /** Small files are combined into writes of up to this many bytes. */
@@ -472,7 +472,7 @@ function writeChildren(
 
 function dirLinks(subdirs: number): number {
   const n = 2 + subdirs;
-  return n > MAX_LINKS ? 1 : n;
+  return n > LINK_MAX ? 1 : n;
 }
 
 function writeDir(ctx: WriterContext, node: SourceNode, parent: number, links: LinkMap, depth: number): number {
