@@ -220,10 +220,6 @@ async function* gzipMember(r: ChunkReader): AsyncGenerator<Buffer> {
  * gzip -d). Bytes after the last member that do not start another are ignored with a warning, as
  * gzip -d does.
  */
-export function gunzip(it: AsyncIterable<Buffer>, onWarning?: (m: string) => void): AsyncGenerator<Buffer> {
-  return gunzipFrom(new ChunkReader(it[Symbol.asyncIterator]()), onWarning);
-}
-
 async function* gunzipFrom(r: ChunkReader, onWarning?: (m: string) => void): AsyncGenerator<Buffer> {
   for (let first = true; ; first = false) {
     const head = await r.take(2);
