@@ -124,6 +124,36 @@ describe.runIf(oracleAvailable('allocation comparison with mkfs.ext4', HAVE_E2FS
   },
 );
 
+describe('ls -l', () => {
+  it("shows each file type's letter and the set-id and sticky bits", () => {
+    const src = path.join(dir, 'lsl-src');
+    fs.mkdirSync(path.join(src, 'd'), { recursive: true });
+    fs.chmodSync(path.join(src, 'd'), 0o1777);
+    fs.writeFileSync(path.join(src, 'f'), 'hi\n');
+    fs.chmodSync(path.join(src, 'f'), 0o4750);
+    fs.symlinkSync('f', path.join(src, 'l'));
+    expect(run('mkfifo', [path.join(src, 'p')]).status).toBe(0);
+    const img = path.join(dir, 'lsl.img');
+    expect(cli(['mkfs', img, '--size', '16M', '--from', src, '--no-sync']).status).toBe(0);
+    const r = cli(['ls', img, '/', '-l']);
+    expect(r.status, r.stderr).toBe(0);
+    const modes: Record<string, string> = {};
+    for (const line of r.stdout.trim().split('\n')) {
+      const fields = line.split(/\s+/);
+      modes[fields[7]!] = fields[0]!;
+    }
+    expect(modes).toEqual({
+      d: 'drwxrwxrwt',
+      f: '-rwsr-x---',
+      l: 'lrwxrwxrwx',
+      'lost+found': 'drwx------',
+      p: expect.stringMatching(/^prw-/) as unknown,
+    });
+    fs.rmSync(src, { recursive: true });
+    fs.rmSync(img);
+  });
+});
+
 describe('bad input: one line, non-zero exit, nothing left behind', () => {
   const cases: [string, string[], string][] = [
     ['size too small', ['--size', '10K'], 'TOO_SMALL'],

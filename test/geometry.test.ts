@@ -19,7 +19,14 @@ import {
   descLocation,
   groupFixedMeta,
 } from '../src/ext4/geometry.js';
-import { fileTypeOf, fileTypeOfMode, MODE_OF_TYPE, DIRENT_TYPE_OF, type FileType } from '../src/ext4/filetype.js';
+import {
+  fileTypeOf,
+  fileTypeOfMode,
+  typeLetterOf,
+  MODE_OF_TYPE,
+  DIRENT_TYPE_OF,
+  type FileType,
+} from '../src/ext4/filetype.js';
 import { S_IFSOCK } from '../src/ext4/inode.js';
 import { FT_UNKNOWN } from '../src/ext4/dirent.js';
 import { formatDevice } from '../src/mkfs/format.js';
@@ -122,5 +129,13 @@ describe('file types', () => {
     expect(fileTypeOfMode(0xe000)).toBe(FT_UNKNOWN);
     expect(fileTypeOf(S_IFSOCK)).toBe('socket');
     expect(DIRENT_TYPE_OF.socket).toBe(6);
+  });
+
+  it('gives the letter ls -l shows for each type', () => {
+    const letters = Object.values(MODE_OF_TYPE)
+      .map((m) => typeLetterOf(m | 0o755))
+      .join('');
+    expect(letters).toBe('-dlcbps');
+    expect(typeLetterOf(0xe000)).toBe('?');
   });
 });

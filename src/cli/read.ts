@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import { UsageError, type OptionValues } from '../core/args.js';
 import { Ext4Reader } from '../fs/reader.js';
-import { fileTypeOf } from '../ext4/filetype.js';
+import { fileTypeOf, typeLetterOf } from '../ext4/filetype.js';
 import { lockForRead } from '../host/lock.js';
 import { FileDevice } from '../io/device.js';
 import { command, printJson, warn } from './command.js';
@@ -19,19 +19,9 @@ export function openReader(image: string, values: OptionValues<typeof readerOpti
   });
 }
 
-const MODE_CHARS: Record<string, string> = {
-  file: '-',
-  dir: 'd',
-  symlink: 'l',
-  chardev: 'c',
-  blockdev: 'b',
-  fifo: 'p',
-  socket: 's',
-};
-
 /** `ls -l`'s mode column: type letter and rwx triplets with set-id and sticky bits. */
 function modeString(mode: number): string {
-  const t = MODE_CHARS[fileTypeOf(mode) ?? ''] ?? '?';
+  const t = typeLetterOf(mode);
   const rwx = (v: number, s: boolean, sc: string) =>
     (v & 4 ? 'r' : '-') + (v & 2 ? 'w' : '-') + (s ? (v & 1 ? sc : sc.toUpperCase()) : v & 1 ? 'x' : '-');
   return (
