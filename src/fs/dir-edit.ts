@@ -11,7 +11,7 @@ import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import { direntSize, parseDirEntries, FT_DIR, isDotDot, type DirEntry } from '../ext4/dirent.js';
 import { dxRootCountOffset, setDxTail } from '../ext4/htree.js';
 import { FL_INDEX, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
-import { readInode, setFileBlocks } from './inodes.js';
+import { setFileBlocks } from './inodes.js';
 import { blockRuns, buildMap, physicalBlock } from './blockmap.js';
 import {
   appendDirBlock,
@@ -81,7 +81,7 @@ function inlineToBlock(v: WritableVolume, dir: number, i: Inode, lay: InlineLayo
  * directory's inode as updated and written.
  */
 export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: number, fileType: number): Inode {
-  const i = readInode(v.r, dir);
+  const i = v.readInode(dir);
   const e: DirEntry = { inode: ino, name, fileType: entryType(v, fileType) };
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
@@ -92,7 +92,7 @@ export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: 
       v.writeInode(dir, i);
       return addEntry(v, dir, name, ino, fileType);
     }
-    return readInode(v.r, dir);
+    return v.readInode(dir);
   }
   if (usesIndex(v.r, i)) dxAdd(v, dir, i, e);
   else {
@@ -122,7 +122,7 @@ export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: 
 
 /** Directory `dir` and where `name` stands in it (NOT_FOUND when it does not). */
 function slotOf(v: WritableVolume, dir: number, name: Uint8Array): { i: Inode; slot: DirSlot } {
-  const i = readInode(v.r, dir);
+  const i = v.readInode(dir);
   const slot = findEntry(v.r, dir, name, i);
   if (!slot)
     throw new Ext4Error('NOT_FOUND', `no entry ${Buffer.from(name).toString('utf8')} in directory ${dir}`, {
@@ -167,7 +167,7 @@ export function retarget(v: WritableVolume, dir: number, name: Uint8Array, ino: 
 
 /** Sets the '..' of directory `dir` to `parent` (after a move). */
 export function setDotDot(v: WritableVolume, dir: number, parent: number): void {
-  const i = readInode(v.r, dir);
+  const i = v.readInode(dir);
   if (i.flags & FL_INLINE_DATA) {
     const lay = inlineLayout(v, dir, i);
     lay.parent = parent;
@@ -195,5 +195,5 @@ export function setDotDot(v: WritableVolume, dir: number, parent: number): void 
 
 /** True when the directory lists nothing but '.' and '..'. */
 export function isEmptyDir(v: WritableVolume, dir: number): boolean {
-  return readDir(v.r, dir, readInode(v.r, dir)).length === 0;
+  return readDir(v.r, dir, v.readInode(dir)).length === 0;
 }

@@ -59,6 +59,8 @@ export interface WritableVolume {
   /** Writes the pending new file data now (memory stays bounded). */
   writeDataEarly(): void;
 
+  /** Inode `ino` as the edit has it. */
+  readInode(ino: number): Inode;
   writeInode(ino: number, inode: Inode): void;
   /** Writes a new inode's whole record (zeros past the fields). */
   initInode(ino: number, inode: Inode): void;
