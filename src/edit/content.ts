@@ -1,13 +1,13 @@
 /**
  * Where new file content comes from: bytes, text, iterables of pieces and holes, host files, and the
- * files of a tree source, each as a DataSource that writeContent (filemap.ts) reads piece by piece.
+ * files of a tree source, each as a DataSource that writeContent (fs/content.ts) reads piece by piece.
  * Files are read into one shared buffer (see readBuffer), so a batch of small files costs no
  * allocation per file.
  */
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import type { SourceNode } from '../core/types.js';
-import { bytesSource, type DataSource, type Hole } from './filemap.js';
+import { bytesSource, type DataSource, type Hole } from '../fs/content.js';
 
 /**
  * New file content: bytes, text (UTF-8), pieces in order (`{ hole: n }` pieces are n zero bytes left

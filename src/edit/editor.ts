@@ -17,7 +17,7 @@ import type { TreeSource, XattrEntry } from '../core/types.js';
 import { Volume, opError, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { lockForWrite } from '../host/lock.js';
-import type { Hole } from './filemap.js';
+import type { Hole } from '../fs/content.js';
 import type { FileContent } from './content.js';
 import { fixedTimeOf, opTime, type NewEntryOptions } from './inodes.js';
 import { cleanOrphans } from './orphans.js';

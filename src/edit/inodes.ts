@@ -19,8 +19,8 @@ import { MODE_OF_TYPE, type FileType } from '../ext4/filetype.js';
 import { sourceDateEpoch } from '../core/time.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
 import type { Volume } from './volume.js';
-import { freeMap } from './filemap.js';
-import { releaseXattrs } from './xattrs.js';
+import { freeMap } from '../fs/blockmap.js';
+import { releaseXattrs } from '../fs/xattrs.js';
 
 /** Owner and permissions for a new entry; unset fields take the defaults (root:root, 0644/0755). */
 export interface NewEntryOptions {

@@ -5,8 +5,8 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR, FL_EXTENTS, encodeDeviceNumbers, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
-import { initDir } from './dir.js';
-import { writeContent, bytesSource } from './filemap.js';
+import { initDir } from '../fs/dir-edit.js';
+import { writeContent, bytesSource } from '../fs/content.js';
 import type { Kind, NewEntryOptions } from './inodes.js';
 import { linkNew } from './ops-links.js';
 import { enc, normalize, parentOf, resolve, newEntryInode, type OpContext } from './op-context.js';

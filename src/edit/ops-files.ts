@@ -4,7 +4,7 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR, S_IFREG, type Inode, type Timestamp } from '../ext4/inode.js';
-import { writeContent, truncateFile, ContentWriter, type Hole } from './filemap.js';
+import { writeContent, truncateFile, ContentWriter, type Hole } from '../fs/content.js';
 import { sourceOf, type FileContent } from './content.js';
 import { checkId, type NewEntryOptions } from './inodes.js';
 import { linkNew } from './ops-links.js';

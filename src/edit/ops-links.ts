@@ -7,7 +7,7 @@ import { Ext4Error } from '../core/errors.js';
 import { RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, FL_INDEX, LINK_MAX, type Inode } from '../ext4/inode.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
-import { addEntry } from './dir.js';
+import { addEntry } from '../fs/dir-edit.js';
 import { deleteInode } from './inodes.js';
 import { parentOf, resolve, touchDir, type OpContext } from './op-context.js';
 

@@ -6,7 +6,7 @@ import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, type Timestamp } from '../ext4/inode.js';
 import { toDisk, xattrKey, aclMode, chmodAcl, isInlineDataAttr } from '../ext4/xattr.js';
 import type { SourceNode, XattrEntry } from '../core/types.js';
-import { listXattrs, writeXattrs, sameXattr } from './xattrs.js';
+import { listXattrs, writeXattrs, sameXattr } from '../fs/xattrs.js';
 import { checkId } from './inodes.js';
 import { enc, resolve, checkEditable, type OpContext } from './op-context.js';
 

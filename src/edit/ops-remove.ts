@@ -4,7 +4,7 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
-import { removeEntry, isEmptyDir } from './dir.js';
+import { removeEntry, isEmptyDir } from '../fs/dir-edit.js';
 import { decDirLinks, dropLink, releaseInode } from './ops-links.js';
 import { normalize, parentOf, checkEditable, touchDir, type OpContext } from './op-context.js';
 

@@ -6,7 +6,7 @@ import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
 import { FT_DIR } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
-import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir } from './dir.js';
+import { addEntry, removeEntry, retarget, setDotDot, isEmptyDir } from '../fs/dir-edit.js';
 import { incDirLinks, decDirLinks, dropLink, releaseInode } from './ops-links.js';
 import { normalize, parentOf, checkName, checkEditable, touchDir, type OpContext } from './op-context.js';
 

@@ -11,7 +11,7 @@ import { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, type Timestamp } from '../ext4/inode
 import { ORPHAN_BLOCK_MAGIC, orphanBlockChecksum, orphanEntries } from '../ext4/orphan.js';
 import { FL_ENCRYPT } from '../ext4/inode.js';
 import type { Volume } from './volume.js';
-import { truncateFile } from './filemap.js';
+import { truncateFile } from '../fs/content.js';
 import { deleteInode } from './inodes.js';
 
 /** Cleans up every orphan of the open volume (inside an operation); returns how many there were. */

@@ -1,11 +1,13 @@
 /**
- * Directories, read side: one block read with its kind found (leaf or htree index) and its checksum
- * verified once, the blocks of a directory in order, inline directories, listing, and the search of
- * one block or of every block for a name. Indexed lookup is fs/htree.ts; the choice between the two
- * is fs/resolve.ts.
+ * Directory blocks, both ways (kernel doc: directory.rst): one block read with its kind found (leaf or
+ * htree index) and its checksum verified once, the blocks of a directory in order, listing, the search
+ * of one block or of every block for a name; an entry put into or removed from a block, a leaf packed,
+ * a block appended to a directory. Indexed lookup and insertion are fs/htree.ts and fs/htree-add.ts,
+ * inline directories fs/inline.ts, the operations on a whole directory fs/dir-edit.ts, the choice
+ * between index and linear search fs/resolve.ts.
  */
 import { Ext4Error } from '../core/errors.js';
-import { u16, u32 } from '../core/bytes.js';
+import { put16, put32, u16, u32 } from '../core/bytes.js';
 import { FL_INDEX, FL_INLINE_DATA, S_IFMT, S_IFDIR, type Inode } from '../ext4/inode.js';
 import {
   parseDirEntries,
@@ -13,17 +15,21 @@ import {
   hasDirTail,
   dirBlockChecksum,
   decodeRecLen,
+  encodeDirent,
+  encodeRecLen,
+  direntSize,
+  packDirBlocks,
   isDotOrDotDot,
+  DIR_TAIL_SIZE,
+  type DirEntry,
   type RawDirent,
 } from '../ext4/dirent.js';
 import { dxRootCountOffset, dxTailChecksum, readDxHeader, DX_NODE_COUNT_OFFSET } from '../ext4/htree.js';
-import { checkReadable, inodeSeed } from './inodes.js';
-import { blockRuns } from './blockmap.js';
-import { inlineData, type XattrVolume } from './xattrs.js';
-import type { Ext4Volume } from './volume.js';
-
-/** i_block of an inline directory starts with the parent's inode number. */
-export const INLINE_DIR_PARENT_SIZE = 4;
+import { checkReadable, inodeSeed, setSize } from './inodes.js';
+import { blockRuns, appendBlock } from './blockmap.js';
+import { inlineDir } from './inline.js';
+import type { Ext4Volume, XattrVolume } from './volume.js';
+import type { WritableVolume } from './writable.js';
 /** Directory sizes read into memory are capped: a corrupt size must not exhaust memory. */
 export const MAX_DIR_BYTES = 1 << 30;
 
@@ -137,28 +143,6 @@ export function* dirBlocks(v: Ext4Volume, ino: number, i: Inode): Generator<DirB
   }
 }
 
-/**
- * An inline directory's areas: i_block after the parent number, then the system.data value. Each is
- * parsed on its own (entries never span the two).
- */
-export function inlineDir(
-  v: XattrVolume,
-  ino: number,
-  i: Inode,
-): { parent: number; areas: { data: Uint8Array; entries: RawDirent[] }[] } {
-  const d = inlineData(v, ino, i);
-  const where = { inode: ino };
-  const first = d.subarray(0, 60);
-  const areas = [
-    { data: first, entries: parseDirEntries(first, INLINE_DIR_PARENT_SIZE, 60, 60, v.hasFileType, where) },
-  ];
-  if (d.length > 60) {
-    const rest = d.subarray(60);
-    areas.push({ data: rest, entries: parseDirEntries(rest, 0, rest.length, rest.length, v.hasFileType, where) });
-  }
-  return { parent: u32(d, 0), areas };
-}
-
 /** Looks for `name` in one directory block (dx blocks hold no entries). */
 export function findInBlock(
   v: Ext4Volume,
@@ -206,4 +190,89 @@ export function readDir(v: XattrVolume, ino: number, i: Inode): DirEntryInfo[] {
   }
   for (const b of dirBlocks(v, ino, i)) if (!b.dx) take(b.entries);
   return out;
+}
+
+// ---- writing ----
+
+/** The file type byte stored in entries (0 without the filetype feature). */
+export function entryType(v: WritableVolume, ft: number): number {
+  return v.r.hasFileType ? ft : 0;
+}
+
+/** The checksum seed of directory `dir`'s blocks (undefined without metadata_csum). */
+export function dirSeed(v: WritableVolume, dir: number, i: Inode): number | undefined {
+  return v.csum ? inodeSeed(v.r, dir, i.generation) : undefined;
+}
+
+/** Where entries may go in a leaf block: up to its csum tail when it has one. */
+export function leafEnd(v: WritableVolume, b: Uint8Array): number {
+  return v.csum && hasDirTail(b, v.bs) ? v.bs - DIR_TAIL_SIZE : v.bs;
+}
+
+/** The leaf's csum tail is due (computed at commit). */
+export function sealLeaf(v: WritableVolume, dir: number, i: Inode, block: number): void {
+  if (v.csum) v.sealLeafLater(block, dirSeed(v, dir, i)!);
+}
+
+/**
+ * Puts an entry into [start, end) of a block: into an unused entry that is large enough, or into the
+ * slack after a live entry (kernel: add_dirent_to_buf). `recBase` decodes rec_len (the block size).
+ */
+export function insertInto(b: Uint8Array, start: number, end: number, recBase: number, e: DirEntry): boolean {
+  const x = roomIn(parseDirEntries(b, start, end, recBase), direntSize(e.name.length));
+  if (x) putInto(b, x, e);
+  return x !== undefined;
+}
+
+/** The entry whose record has room for `need` more bytes (an unused one, or a live one's slack). */
+export function roomIn(entries: Iterable<RawDirent>, need: number): RawDirent | undefined {
+  for (const x of entries) if (x.recLen - (x.inode === 0 ? 0 : direntSize(x.name.length)) >= need) return x;
+  return undefined;
+}
+
+/** Writes `e` into the room `roomIn` found at `x`: over an unused entry, or after a live one cut short. */
+export function putInto(b: Uint8Array, x: RawDirent, e: DirEntry): void {
+  if (x.inode === 0) return encodeDirent(b, x.offset, e, x.recLen);
+  const used = direntSize(x.name.length);
+  put16(b, x.offset + 4, encodeRecLen(used));
+  encodeDirent(b, x.offset + used, e, x.recLen - used);
+}
+
+/** Removes the entry at `offset` of [start, end): merged into the previous entry, or marked unused. */
+export function removeAt(b: Uint8Array, start: number, end: number, recBase: number, offset: number): void {
+  let prev: RawDirent | undefined;
+  for (const x of parseDirEntries(b, start, end, recBase)) {
+    if (x.offset === offset) {
+      if (prev) put16(b, prev.offset + 4, encodeRecLen(prev.recLen + x.recLen));
+      else put32(b, x.offset, 0);
+      return;
+    }
+    prev = x;
+  }
+  throw new Ext4Error('CORRUPT', `no directory entry at offset ${offset}`);
+}
+
+/** Packs entries into one leaf block (with a csum tail when `seed` is given); undefined when they do not fit. */
+export function packLeaf(v: WritableVolume, entries: DirEntry[], seed: number | undefined): Uint8Array | undefined {
+  const usable = v.bs - (seed !== undefined ? DIR_TAIL_SIZE : 0);
+  if (entries.reduce((a, e) => a + direntSize(e.name.length), 0) > usable) return undefined;
+  return packDirBlocks(entries, v.bs, seed)[0]!;
+}
+
+/** Appends a block holding `data` to the directory, updating its map, size and i_blocks in `i`. */
+export function appendDirBlock(
+  v: WritableVolume,
+  dir: number,
+  i: Inode,
+  data: Uint8Array,
+): { lblk: number; pblk: number } {
+  const runs = blockRuns(v.r, dir, i);
+  const last = runs[runs.length - 1];
+  const lblk = Math.ceil(i.size / v.bs);
+  const pblk = v.allocBlock(last ? last.pblk + last.len : v.inodeGoal(dir));
+  v.tx.put(pblk, data);
+  const mapAdded = appendBlock(v, dir, i, lblk, pblk);
+  setSize(v, i, (lblk + 1) * v.bs);
+  v.addBlocks512(i, (1 + mapAdded) * (v.bs / 512));
+  return { lblk, pblk };
 }

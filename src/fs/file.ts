@@ -6,7 +6,8 @@ import { Ext4Error } from '../core/errors.js';
 import { FL_INLINE_DATA, decodeDeviceNumbers, type Inode } from '../ext4/inode.js';
 import { checkReadable, isFastSymlink, readInode } from './inodes.js';
 import { blockRuns, type BlockRun } from './blockmap.js';
-import { inlineData, type XattrVolume } from './xattrs.js';
+import { inlineData } from './inline.js';
+import type { XattrVolume } from './volume.js';
 
 const EXT4_MAX_SYMLINK = 4096;
 

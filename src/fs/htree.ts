@@ -1,7 +1,8 @@
 /**
- * Hash-indexed directories, read side: the walk from the dx_root down to the leaf for a hash (kernel:
- * dx_probe), moving on to the next leaf (ext4_htree_next_block), and the lookup of a name through the
- * index. The dx block formats are the ext4/htree.ts codec; the leaves are read by fs/dir.ts.
+ * Hash-indexed directories, the walk: from the dx_root down to the leaf for a hash (kernel: dx_probe),
+ * moving on to the next leaf (ext4_htree_next_block), and the lookup of a name through the index. The
+ * dx block formats are the ext4/htree.ts codec; the leaves are fs/dir.ts's; adding a name through the
+ * index (splits, a new level) is fs/htree-add.ts.
  */
 import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';

@@ -1,7 +1,8 @@
 /**
- * Inodes, read side: where an inode lies, its record read (inode table blocks prefetched) and its
- * checksum verified once, decoding with the checks past the checksum, and the per-inode facts other
- * modules ask (allocated bytes, checksum seed, whether i_block holds a block map, readable contents).
+ * Inodes: where an inode lies, its record read (inode table blocks prefetched) and its checksum verified
+ * once, decoding with the checks past the checksum, the per-inode facts other modules ask (allocated
+ * bytes, checksum seed, whether i_block holds a block map, readable contents), and the size and block
+ * count a writer sets. The records themselves are written by the edit (WritableVolume.writeInode).
  */
 import { Ext4Error } from '../core/errors.js';
 import { isZero } from '../core/bytes.js';
@@ -28,6 +29,7 @@ import {
   GOOD_OLD_INODE_SIZE,
 } from '../ext4/inode.js';
 import type { Ext4Volume } from './volume.js';
+import type { WritableVolume } from './writable.js';
 
 /** Where inode `ino` lies: its inode table block and byte offset. */
 export function inodeLocation(
@@ -121,4 +123,17 @@ export function checkReadable(ino: number, i: Inode): void {
     });
   if (i.flags & FL_COMPR)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `inode ${ino} is compressed (compression)`, { inode: ino });
+}
+
+// ---- writing ----
+
+/** Records a file size, setting large_file when it passes 2 GiB (what the kernel does). */
+export function setSize(v: WritableVolume, inode: Inode, size: number): void {
+  inode.size = size;
+  if (size > 0x7fffffff) v.needRoCompat(RO_COMPAT.large_file);
+}
+
+/** i_blocks for a file with `fsBlocks` blocks of data and map, plus its attribute block. */
+export function setFileBlocks(v: WritableVolume, inode: Inode, fsBlocks: number): void {
+  v.setBlocks512(inode, (fsBlocks + (inode.fileAcl ? 1 : 0)) * (v.bs / 512));
 }

@@ -7,13 +7,14 @@
 import type { Inode } from '../ext4/inode.js';
 import type { RawXattr, XattrEntry } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
-import { Ext4Volume, type ReaderOptions } from './volume.js';
+import { Ext4Volume, type ReaderOptions, type XattrVolume } from './volume.js';
 import * as inodes from './inodes.js';
 import * as blockmap from './blockmap.js';
 import * as file from './file.js';
 import * as xattr from './xattrs.js';
 import * as dir from './dir.js';
 import * as htree from './htree.js';
+import * as inline from './inline.js';
 import * as resolve from './resolve.js';
 import { journalMap, replayInMemory } from './journal.js';
 import type { BlockRun, FileMapping } from './blockmap.js';
@@ -23,7 +24,7 @@ import type { RawDirent } from '../ext4/dirent.js';
 
 export type { ReaderOptions };
 
-export class Ext4Reader extends Ext4Volume implements xattr.XattrVolume {
+export class Ext4Reader extends Ext4Volume implements XattrVolume {
   protected constructor(dev: BlockDevice, opts: ReaderOptions) {
     super(dev, opts);
     if (this.dirty && opts.replayJournal) replayInMemory(this, opts.onWarning);
@@ -79,7 +80,7 @@ export class Ext4Reader extends Ext4Volume implements xattr.XattrVolume {
 
   // ---- file data (fs/file.ts) ----
   inlineData(ino: number, i: Inode): Uint8Array {
-    return xattr.inlineData(this, ino, i);
+    return inline.inlineData(this, ino, i);
   }
   readFile(
     ino: number,
@@ -116,7 +117,7 @@ export class Ext4Reader extends Ext4Volume implements xattr.XattrVolume {
     return dir.dirBlocks(this, ino, i);
   }
   inlineDir(ino: number, i: Inode): { parent: number; areas: { data: Uint8Array; entries: RawDirent[] }[] } {
-    return dir.inlineDir(this, ino, i);
+    return inline.inlineDir(this, ino, i);
   }
   readDir(ino: number, i = this.inode(ino)): DirEntryInfo[] {
     return dir.readDir(this, ino, i);

@@ -7,10 +7,11 @@ import { sameBytes } from '../core/bytes.js';
 import { ROOT_INO, S_IFMT, S_IFDIR, S_IFLNK, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
 import { checkReadable, readInode } from './inodes.js';
 import { blockRuns } from './blockmap.js';
-import { findLinear, inlineDir, type DirSlot } from './dir.js';
+import { findLinear, type DirSlot } from './dir.js';
+import { inlineDir } from './inline.js';
 import { dxLookup, usesIndex } from './htree.js';
 import { readLink } from './file.js';
-import type { XattrVolume } from './xattrs.js';
+import type { XattrVolume } from './volume.js';
 
 /** Symlinks followed in one resolution (the kernel's limit). */
 const MAX_SYMLINKS = 40;

@@ -228,3 +228,11 @@ export class Ext4Volume {
     return (this.sb.s_feature_incompat & INCOMPAT.filetype) !== 0;
   }
 }
+
+/**
+ * A volume that can also read files: reading an attribute value kept in an EA inode is reading a file,
+ * which fs/file.ts does (and which itself reads attributes for inline data), so the front passes it in.
+ */
+export interface XattrVolume extends Ext4Volume {
+  readFileBytes(ino: number, max?: number): Uint8Array;
+}

@@ -1,35 +1,36 @@
 /**
- * Extended attributes, read side: the in-inode area after i_extra_isize, the attribute block (checksum
- * verified), values kept in EA inodes, the VFS view (full names, ACLs converted) and inline data, which
- * is i_block followed by the system.data attribute.
+ * Extended attributes, both ways (kernel doc: attributes.rst; the formats are the ext4/xattr.ts codec).
+ * Read: the in-inode area after i_extra_isize, the attribute block (checksum verified), values kept in
+ * EA inodes, the VFS view (full names, ACLs converted). Written: the whole set is placed again on every
+ * change, in the inode's own area when it fits and in an attribute block for the rest; a block shared
+ * with other inodes (refcount above one) is never changed in place: this inode gets its own copy.
  */
 import { Ext4Error } from '../core/errors.js';
-import { u16, u32 } from '../core/bytes.js';
-import { decodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
+import { sameBytes, u16, u32 } from '../core/bytes.js';
+import { decodeInode, encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
 import {
   XATTR_MAGIC,
   XATTR_BLOCK_HEADER,
   aclFromDisk,
   decodeXattrEntries,
+  encodeInodeXattrs,
+  encodeXattrBlock,
+  inodeXattrSpace,
   isInlineDataAttr,
+  sealXattrBlock,
   xattrBlockChecksum,
   xattrFullName,
+  xattrSpace,
+  type DiskXattr,
   type RawXattr,
   type XattrEntry,
 } from '../ext4/xattr.js';
 import { inodeBytes } from './inodes.js';
-import type { Ext4Volume } from './volume.js';
+import type { Ext4Volume, XattrVolume } from './volume.js';
+import type { WritableVolume } from './writable.js';
 
 /** Values kept in EA inodes are read into memory up to this size. */
 const MAX_VALUE_INODE_BYTES = 64 << 20;
-
-/**
- * What reading attributes needs beyond the volume: reading an EA inode's value is reading a file, which
- * fs/file.ts does (and which itself reads attributes for inline data), so the front passes it in.
- */
-export interface XattrVolume extends Ext4Volume {
-  readFileBytes(ino: number, max?: number): Uint8Array;
-}
 
 /** The attribute area inside an inode's bytes: [start, end) after i_extra_isize, when it has one. */
 export function inodeXattrArea(v: Ext4Volume, raw: Uint8Array): { start: number; end: number } | undefined {
@@ -112,12 +113,120 @@ export function xattrs(v: XattrVolume, ino: number): XattrEntry[] {
   return out;
 }
 
-/** Inline data: i_block then the system.data attribute. */
-export function inlineData(v: XattrVolume, ino: number, i: Inode): Uint8Array {
-  const x = rawXattrs(v, ino).find(isInlineDataAttr);
-  const extra = x?.value ?? new Uint8Array(0);
-  const all = new Uint8Array(60 + extra.length);
-  all.set(i.block);
-  all.set(extra, 60);
-  return all;
+// ---- writing ----
+
+/** An attribute as the editor handles it; `valueInum` marks a value kept in an EA inode (not editable). */
+export interface StoredXattr extends DiskXattr {
+  valueInum?: number;
+}
+
+/** Room for attributes inside an inode: after i_extra_isize, less the 4-byte magic. */
+export function inodeAreaCapacity(v: WritableVolume, extraIsize: number): number {
+  return inodeXattrSpace(v.inodeSize, extraIsize);
+}
+
+/** The inode's attributes, in-inode ones first (values of EA inodes are not read). */
+export function listXattrs(v: WritableVolume, ino: number): StoredXattr[] {
+  const s = storedXattrs(v.r, ino, undefined, false);
+  return [...s.inInode, ...s.block].map((x) => ({
+    index: x.index,
+    name: x.name,
+    value: x.value,
+    ...(x.valueInum ? { valueInum: x.valueInum } : {}),
+  }));
+}
+
+/** Same attribute (index and name)? */
+export function sameXattr(a: { index: number; name: Uint8Array }, b: { index: number; name: Uint8Array }): boolean {
+  return a.index === b.index && sameBytes(a.name, b.name);
+}
+
+/**
+ * Stores `list` as the inode's whole attribute set. `inode` is the caller's current view of the inode
+ * (its i_file_acl and i_blocks are updated here and the record written). Throws NO_SPACE, before
+ * changing anything, when the set fits neither the inode nor one block.
+ */
+export function writeXattrs(v: WritableVolume, ino: number, inode: Inode, list: StoredXattr[]): void {
+  if (list.some((x) => x.valueInum))
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `inode ${ino} keeps an attribute value in its own inode (ea_inode), which the editor cannot change`,
+      { inode: ino },
+    );
+  const cap = inodeAreaCapacity(v, inode.extraIsize);
+  const inInode: DiskXattr[] = [];
+  const inBlock: DiskXattr[] = [];
+  const data = list.find(isInlineDataAttr);
+  if (xattrSpace(list) <= cap) inInode.push(...list);
+  else {
+    // Inline data must stay in the inode; the others go in while they fit, the rest to the block.
+    if (data) inInode.push(data);
+    for (const x of list) {
+      if (x === data) continue;
+      if (xattrSpace([...inInode, x]) <= cap) inInode.push(x);
+      else inBlock.push(x);
+    }
+    if (data && xattrSpace(inInode) > cap)
+      throw new Ext4Error('NO_SPACE', `inode ${ino}: inline data does not fit its inode`, { inode: ino });
+  }
+  const bs = v.bs;
+  if (xattrSpace(inBlock) > bs - 32)
+    throw new Ext4Error(
+      'NO_SPACE',
+      `inode ${ino}: extended attributes need ${xattrSpace(inBlock)} bytes outside the inode; one ${bs}-byte block holds ${bs - 32}`,
+      { inode: ino },
+    );
+
+  // The attribute block: changed in place when only this inode uses it, else a new one.
+  const old = inode.fileAcl;
+  const oldRefs = old ? u32(v.r.readBlocks(old), 4) : 0;
+  if (!inBlock.length) {
+    if (old) dropXattrBlock(v, old, oldRefs);
+    if (old) v.addBlocks512(inode, -bs / 512);
+    inode.fileAcl = 0;
+  } else {
+    const b = encodeXattrBlock(bs, inBlock);
+    let target = old;
+    if (!old || oldRefs !== 1) {
+      if (old) dropXattrBlock(v, old, oldRefs);
+      else v.addBlocks512(inode, bs / 512);
+      target = v.allocBlock(v.inodeGoal(ino));
+    }
+    sealXattrBlock(b, target, 1, v.csumSeed);
+    v.tx.put(target, b);
+    inode.fileAcl = target;
+  }
+
+  // The inode's own area, then its fields.
+  const { buf, offset } = v.inodeRecordForWrite(ino);
+  if (v.inodeSize > GOOD_OLD_INODE_SIZE) {
+    const start = offset + GOOD_OLD_INODE_SIZE + inode.extraIsize;
+    if (start < offset + v.inodeSize) buf.fill(0, start, offset + v.inodeSize);
+    if (inInode.length) encodeInodeXattrs(buf, offset, v.inodeSize, inode.extraIsize, inInode);
+  } else if (inInode.length) throw new Ext4Error('NO_SPACE', `inode ${ino} has no room for attributes`, { inode: ino });
+  encodeInode(buf, offset, v.inodeSize, inode);
+  v.sealInode(ino);
+}
+
+/** Drops one reference to an attribute block: freed when it was the last. */
+export function dropXattrBlock(v: WritableVolume, block: number, refs: number): void {
+  if (refs <= 1) {
+    v.freeLater(block, 1);
+    return;
+  }
+  const b = v.tx.modify(block);
+  if (u32(b, 0) !== XATTR_MAGIC) throw new Ext4Error('CORRUPT', `bad extended attribute block ${block}`, { block });
+  sealXattrBlock(b, block, refs - 1, v.csumSeed);
+}
+
+/** Releases everything an inode's attributes hold (when the inode is deleted). */
+export function releaseXattrs(v: WritableVolume, ino: number, inode: Inode): void {
+  const s = storedXattrs(v.r, ino, undefined, false);
+  if ([...s.inInode, ...s.block].some((x) => x.valueInum))
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `inode ${ino} keeps an attribute value in its own inode (ea_inode); deleting it is not supported`,
+      { inode: ino },
+    );
+  if (inode.fileAcl) dropXattrBlock(v, inode.fileAcl, s.refcount);
 }
