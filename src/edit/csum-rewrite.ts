@@ -48,7 +48,7 @@ import { xattrBlockChecksum } from '../ext4/xattr.js';
 import { ORPHAN_BLOCK_MAGIC, ORPHAN_TAIL_BYTES, orphanBlockChecksum } from '../ext4/orphan.js';
 import { inodesPerBlock } from '../ext4/geometry.js';
 import type { Volume } from './volume.js';
-import { forEachDescriptorCopy } from './sb-copies.js';
+import { rewriteDescriptors } from './sb-copies.js';
 
 /** Inode table blocks read at once. */
 const TABLE_CHUNK = 64;
@@ -93,8 +93,8 @@ export function rewriteChecksums(v: Volume, oldSeed: number, newSeed: number): n
   const bbDelta = seedDelta(oldSeed, newSeed, v.bpg >>> 3);
   const ibDelta = seedDelta(oldSeed, newSeed, v.ipg >>> 3);
   const ds = v.r.descSize;
-  forEachDescriptorCopy(v.tx, v.r.geo, (g, b, off, primary) => {
-    if (primary && groupDescChecksum(oldSeed, g, b, off, ds) !== (b[off + 0x1e]! | (b[off + 0x1f]! << 8)))
+  rewriteDescriptors(v.tx, v.r.geo, (g, b, off) => {
+    if (groupDescChecksum(oldSeed, g, b, off, ds) !== (b[off + 0x1e]! | (b[off + 0x1f]! << 8)))
       throw mismatch(`the descriptor of group ${g}`, {});
     const d = decodeGroupDesc(b, off, ds);
     if (!(d.flags & BG_BLOCK_UNINIT)) d.blockBitmapCsum = (d.blockBitmapCsum ^ bbDelta) >>> 0;

@@ -2,11 +2,12 @@
  * The copies of the superblock and of the descriptor table an edit of identity must keep in step (tune):
  * where the backups lie (sparse_super's groups 0, 1 and powers of 3, 5, 7; sparse_super2's two; every
  * group without either; meta_bg's first, second and last group of each meta group), writing the backup
- * superblocks through the open transaction, and a pass over every copy of every descriptor. The kernel
+ * superblocks through the open transaction, and the descriptor table: its primary copy changed in
+ * place, then copied over every backup. The kernel
  * never updates backups; tune2fs does (its closing flush writes all of them), and so does `tune`, so a
  * file system repaired from a backup comes back with its new identity.
  */
-import { encodeSuperblock, SUPERBLOCK_SIZE, type Superblock } from '../ext4/superblock.js';
+import { encodeSuperblock, STATE_VALID, SUPERBLOCK_SIZE, type Superblock } from '../ext4/superblock.js';
 import { descBlockLoc, descsPerBlock, groupFirstBlock, groupHasSuperblock, superGroups } from '../ext4/geometry.js';
 import type { Geometry } from '../ext4/geometry.js';
 import type { Transaction } from './transaction.js';
@@ -23,12 +24,22 @@ export function backupGroups(geo: Geometry): number[] {
   return out;
 }
 
-/** Writes `sb` as the backup superblock of every backup group (s_block_group_nr set to the group). */
+/**
+ * Writes `sb` as the backup superblock of every backup group: s_block_group_nr set to the group, and
+ * marked not cleanly unmounted as e2fsprogs writes its backups (a file system brought back from one is
+ * then checked in full).
+ */
 export function writeBackupSuperblocks(tx: Transaction, geo: Geometry, sb: Superblock): number {
   const groups = backupGroups(geo);
   for (const g of groups) {
     const b = tx.modify(groupFirstBlock(geo, g));
-    b.set(encodeSuperblock({ ...sb, s_block_group_nr: g & 0xffff }).subarray(0, SUPERBLOCK_SIZE), 0);
+    b.set(
+      encodeSuperblock({ ...sb, s_block_group_nr: g & 0xffff, s_state: sb.s_state & ~STATE_VALID }).subarray(
+        0,
+        SUPERBLOCK_SIZE,
+      ),
+      0,
+    );
   }
   return groups.length;
 }
@@ -65,20 +76,24 @@ export function descriptorBlocks(geo: Geometry): DescBlock[] {
 }
 
 /**
- * Calls `fix(group, block, offset)` for every descriptor of every copy, on the block as the transaction
- * holds it (made writable): the caller rewrites what it must (checksums) in place.
+ * Calls `fix(group, block, offset)` for every descriptor of the primary table, on the block as the
+ * transaction holds it (made writable), then copies the primary blocks over every backup copy, as
+ * tune2fs's closing flush does: a backup then describes the file system as it is, not as mkfs left it.
  */
-export function forEachDescriptorCopy(
+export function rewriteDescriptors(
   tx: Transaction,
   geo: Geometry,
-  fix: (group: number, b: Uint8Array, off: number, primary: boolean) => void,
+  fix: (group: number, b: Uint8Array, off: number) => void,
 ): number {
   const dpb = descsPerBlock(geo);
   const blocks = descriptorBlocks(geo);
+  const primary = new Map<number, number>();
   for (const d of blocks) {
+    if (!d.primary) continue;
+    primary.set(d.firstGroup, d.block);
     const b = tx.modify(d.block);
-    for (let k = 0; k < dpb && d.firstGroup + k < geo.groupCount; k++)
-      fix(d.firstGroup + k, b, k * geo.descSize, d.primary);
+    for (let k = 0; k < dpb && d.firstGroup + k < geo.groupCount; k++) fix(d.firstGroup + k, b, k * geo.descSize);
   }
+  for (const d of blocks) if (!d.primary) tx.put(d.block, tx.read(primary.get(d.firstGroup)!).slice());
   return blocks.length;
 }

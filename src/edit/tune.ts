@@ -23,7 +23,7 @@ import { lockForWrite } from '../host/lock.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { rewriteChecksums, checkRewritable } from './csum-rewrite.js';
-import { forEachDescriptorCopy, writeBackupSuperblocks } from './sb-copies.js';
+import { rewriteDescriptors, writeBackupSuperblocks } from './sb-copies.js';
 import { emptyPlan, planTune, type TuneChanges, type TunePlan } from './tune-values.js';
 
 export type { TuneChanges } from './tune-values.js';
@@ -157,7 +157,7 @@ function applyIdentity(v: Volume, plan: TunePlan): TuneResult['checksums'] {
     if (!uuidChanged || !(sb.s_feature_ro_compat & RO_COMPAT.gdt_csum)) return 'none';
     // gdt_csum: each descriptor's crc16 starts with the UUID.
     const ds = v.r.descSize;
-    forEachDescriptorCopy(v.tx, v.r.geo, (g, b, off) =>
+    rewriteDescriptors(v.tx, v.r.geo, (g, b, off) =>
       putGroupDescChecksum(b, off, groupDescCrc16(newUuid, g, b, off, ds)),
     );
     return 'descriptors';
