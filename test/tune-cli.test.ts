@@ -105,7 +105,7 @@ describe.runIf(runIt)('tune on the command line', () => {
     const img = baseImage();
     const r = cli(['tune', img, '-U', U, '-L', 'vm-disk', '-m', '1', '-c-1', '-i', '2w', '-e', 'remount-ro', '--json']);
     expect(r.status, r.stderr).toBe(0);
-    const j = JSON.parse(r.stdout);
+    const j = JSON.parse(r.stdout) as unknown;
     expect(j).toMatchObject({
       ok: true,
       uuid: U,
