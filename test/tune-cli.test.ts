@@ -14,6 +14,7 @@ import { formatImage } from '../src/mkfs/image.js';
 import { hostDirectorySource } from '../src/tree/sources/host.js';
 import { editImage } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
+import { Ext4Editor } from '../src/edit/editor.js';
 import {
   HAVE_E2FSPROGS,
   IS_ROOT,
@@ -148,6 +149,30 @@ describe.runIf(runIt)('tune on the command line', () => {
     const missing = cli(['tune', path.join(work, 'none.img'), '-L', 'x']);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toContain('[NOT_FOUND]');
+  });
+
+  it('refused while another writer holds the image, or its journal needs recovery (unless --recover)', () => {
+    const img = baseImage();
+    const ed = Ext4Editor.open(img, { sync: false });
+    try {
+      const busy = cli(['tune', img, '-L', 'busy']);
+      expect(busy.status).toBe(1);
+      expect(busy.stderr).toContain('[IN_USE]');
+    } finally {
+      ed.close();
+    }
+    // A tune killed after its commit point leaves a journal to replay.
+    const r = run(process.execPath, [CLI, 'tune', img, '-U', U], { env: { EXT4_WORKDISK_CRASH_AFTER: '6' } });
+    expect(r.signal).toBe('SIGKILL');
+    for (const f of fs.readdirSync(work)) if (f.startsWith(path.basename(img) + '.lock')) fs.rmSync(path.join(work, f));
+    expect(run('dumpe2fs', ['-h', img]).stdout).toMatch(/needs_recovery/);
+    const refused = cli(['tune', img, '-L', 'after']);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain('[NEEDS_RECOVERY]');
+    const ok = cli(['tune', img, '-L', 'after', '--recover']);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(fsck(img).status).toBe(0);
+    expect(identity(img)).toContain('after');
   });
 
   it('seed and materialize take --uuid', () => {
