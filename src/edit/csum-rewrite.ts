@@ -18,7 +18,7 @@
  * crc(S1, 0^n) xor crc(S0, 0^n), n the bitmap's length.
  */
 import { Ext4Error } from '../core/errors.js';
-import { put32, u32, isZero } from '../core/bytes.js';
+import { put32, u16, u32, isZero } from '../core/bytes.js';
 import { crc32c } from '../core/crc32c.js';
 import { INCOMPAT } from '../ext4/features.js';
 import { testBit } from '../ext4/bitmap.js';
@@ -37,6 +37,7 @@ import {
   setInodeChecksum,
   storedInodeChecksum,
   FL_EXTENTS,
+  I_BLOCK_OFFSET,
   S_IFDIR,
   S_IFMT,
   type Inode,
@@ -141,15 +142,32 @@ function rewriteGroupInodes(v: Volume, g: number, oldSeed: number, newSeed: numb
           continue;
         }
         if (inUse) {
-          const i = decodeInode(chunk, off, isz);
-          rewriteOwned(v, ino, i, oldSeed, newSeed);
-          if (i.fileAcl) xattrs.add(i.fileAcl);
+          const acl = u32(chunk, off + I_FILE_ACL) + u16(chunk, off + I_FILE_ACL_HIGH) * 0x1_0000_0000;
+          if (acl) xattrs.add(acl);
+          if (ownsSeededBlocks(v, ino, chunk, off))
+            rewriteOwned(v, ino, decodeInode(chunk, off, isz), oldSeed, newSeed);
         }
         const m = v.tx.modify(block);
         setInodeChecksum(newSeed, ino, m, s * isz, isz);
       }
     }
   }
+}
+
+const I_FLAGS = 0x20;
+const I_FILE_ACL = 0x68;
+const I_FILE_ACL_HIGH = 0x76;
+/** eh_depth of the extent header at the start of i_block. */
+const I_EXTENT_DEPTH = I_BLOCK_OFFSET + 6;
+
+/**
+ * Whether an in-use inode may own blocks seeded by its inode seed (a directory, an extent tree deeper
+ * than the inode, the orphan file), read from the raw record: most inodes (small files) own none, and
+ * are spared decoding and a walk of their map.
+ */
+function ownsSeededBlocks(v: Volume, ino: number, b: Uint8Array, off: number): boolean {
+  if ((u16(b, off) & S_IFMT) === S_IFDIR || ino === v.sb.s_orphan_file_inum) return true;
+  return (u32(b, off + I_FLAGS) & FL_EXTENTS) !== 0 && u16(b, off + I_EXTENT_DEPTH) > 0;
 }
 
 /** The blocks inode `ino` owns whose checksums are seeded by its inode seed. */
