@@ -43,7 +43,7 @@ export interface TuneResult {
    * checksum depends on the UUID, or the UUID did not change).
    */
   checksums: 'seed' | 'rewrite' | 'descriptors' | 'none';
-  /** metadata_csum_seed after the change, and the seed every checksum now starts from (metadata_csum). */
+  /** Whether metadata_csum_seed is set after the change. */
   csumSeedFeature: boolean;
   /** Blocks the transaction wrote home (superblocks, descriptors, rewritten metadata). */
   blocksWritten: number;
