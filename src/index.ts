@@ -71,6 +71,7 @@ export {
 } from './edit/editor.js';
 export { mkdirExt4, writeExt4FileOwned } from './edit/toolkit.js';
 export { recoverJournal, type RecoverOptions, type RecoverResult } from './edit/recover.js';
+export { tuneImage, type TuneChanges, type TuneOptions, type TuneResult } from './edit/tune.js';
 export { lockForWrite, lockForRead, type LockOptions, type ImageLock } from './host/lock.js';
 export type { Holder } from './host/holder.js';
 export {

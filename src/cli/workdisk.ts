@@ -6,6 +6,8 @@ import { buildWorkSeedImage, materializeWorkDisk, type JobOptions } from '../wor
 import { workSeedPath } from '../workdisk/paths.js';
 import { command, endProgress, printJson, progress, warn } from './command.js';
 import { jsonOption, syncOption } from './options.js';
+import { formatUuid } from '../core/bytes.js';
+import { uuidBytes } from '../edit/tune-values.js';
 
 /** What both jobs take. */
 const jobOptions = {
@@ -16,6 +18,7 @@ const jobOptions = {
   'skip-unreadable': { type: 'boolean' },
   verify: { type: 'boolean' },
   spec: { type: 'string' },
+  uuid: { type: 'string', short: 'U' },
 } as const;
 
 /** The library options `jobOptions` stand for. */
@@ -29,13 +32,15 @@ function jobSettings(values: OptionValues<typeof jobOptions>): JobOptions {
     skipUnreadable: values['skip-unreadable'],
     verify: values.verify,
     spec: values.spec === undefined ? undefined : readSpec(values.spec),
+    // tune's words too: random, time, clear.
+    uuid: values.uuid === undefined ? undefined : formatUuid(uuidBytes(values.uuid)),
   };
 }
 
 export const seed = command({
   name: 'seed',
   usage: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-       [--spec <mtree>]
+       [--spec <mtree>] [--uuid U]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path;
       --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to <path>)`,
   reading: true,
@@ -59,7 +64,7 @@ export const seed = command({
 export const materialize = command({
   name: 'materialize',
   usage: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-       [--spec <mtree>]
+       [--spec <mtree>] [--uuid U]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root;
       --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to the seed's root)`,
   reading: true,

@@ -63,7 +63,10 @@ function recoverLocked(imagePath: string, opts: RecoverOptions, deadWriter: Hold
   const dev = FileDevice.open(imagePath, true);
   let needsOrphans = false;
   try {
-    const r = Ext4Reader.open(dev);
+    // As the kernel and e2fsck do, the log is replayed before any metadata checksum is trusted: a
+    // committed change of the checksum seed (tune --rewrite-checksums) cut short while written home
+    // leaves blocks under both seeds until the replay.
+    const r = Ext4Reader.open(dev, { verifyChecksums: false });
     if (deadWriter) releaseDeadMmp(dev, r, deadWriter.host, Date.parse(deadWriter.since) / 1000);
     const sb = r.sb;
     const dirty = (sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0;

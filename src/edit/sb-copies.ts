@@ -1,0 +1,99 @@
+/**
+ * The copies of the superblock and of the descriptor table an edit of identity must keep in step (tune):
+ * where the backups lie (sparse_super's groups 0, 1 and powers of 3, 5, 7; sparse_super2's two; every
+ * group without either; meta_bg's first, second and last group of each meta group), writing the backup
+ * superblocks through the open transaction, and the descriptor table: its primary copy changed in
+ * place, then copied over every backup. The kernel
+ * never updates backups; tune2fs does (its closing flush writes all of them), and so does `tune`, so a
+ * file system repaired from a backup comes back with its new identity.
+ */
+import { encodeSuperblock, STATE_VALID, SUPERBLOCK_SIZE, type Superblock } from '../ext4/superblock.js';
+import { descBlockLoc, descsPerBlock, groupFirstBlock, groupHasSuperblock, superGroups } from '../ext4/geometry.js';
+import type { Geometry } from '../ext4/geometry.js';
+import type { Transaction } from './transaction.js';
+
+/** Groups other than 0 that keep a superblock backup. */
+export function backupGroups(geo: Geometry): number[] {
+  if (geo.superPolicy === 'sparse') return superGroups(geo.groupCount).filter((g) => g > 0);
+  const out: number[] = [];
+  if (geo.superPolicy === 'sparse2') {
+    for (const g of geo.backupGroups) if (g > 0 && g < geo.groupCount && !out.includes(g)) out.push(g);
+    return out.sort((a, b) => a - b);
+  }
+  for (let g = 1; g < geo.groupCount; g++) out.push(g);
+  return out;
+}
+
+/**
+ * Writes `sb` as the backup superblock of every backup group: s_block_group_nr set to the group, and
+ * marked not cleanly unmounted as e2fsprogs writes its backups (a file system brought back from one is
+ * then checked in full).
+ */
+export function writeBackupSuperblocks(tx: Transaction, geo: Geometry, sb: Superblock): number {
+  const groups = backupGroups(geo);
+  for (const g of groups) {
+    const b = tx.modify(groupFirstBlock(geo, g));
+    b.set(
+      encodeSuperblock({ ...sb, s_block_group_nr: g & 0xffff, s_state: sb.s_state & ~STATE_VALID }).subarray(
+        0,
+        SUPERBLOCK_SIZE,
+      ),
+      0,
+    );
+  }
+  return groups.length;
+}
+
+/** One block of a descriptor table: where it lies and the first group it describes. */
+export interface DescBlock {
+  block: number;
+  firstGroup: number;
+  primary: boolean;
+}
+
+/** Every block of every copy of the descriptor table: the primary one and each backup. */
+export function descriptorBlocks(geo: Geometry): DescBlock[] {
+  const dpb = descsPerBlock(geo);
+  const count = Math.ceil(geo.groupCount / dpb);
+  const out: DescBlock[] = [];
+  const old = geo.metaBg ? Math.min(geo.firstMetaBg, count) : count;
+  for (let i = 0; i < count; i++) out.push({ block: descBlockLoc(geo, i), firstGroup: i * dpb, primary: true });
+  // Without meta_bg (and for the blocks before s_first_meta_bg): a full copy after each backup superblock.
+  for (const g of backupGroups(geo)) {
+    if (!groupHasSuperblock(geo, g)) continue;
+    const first = groupFirstBlock(geo, g) + 1;
+    for (let i = 0; i < old; i++) out.push({ block: first + i, firstGroup: i * dpb, primary: false });
+  }
+  // meta_bg: each later descriptor block is backed up in the second and the last group of its meta group.
+  for (let i = old; i < count; i++) {
+    for (const g of [i * dpb + 1, i * dpb + dpb - 1]) {
+      if (g >= geo.groupCount) continue;
+      const block = groupFirstBlock(geo, g) + (groupHasSuperblock(geo, g) ? 1 : 0);
+      out.push({ block, firstGroup: i * dpb, primary: false });
+    }
+  }
+  return out;
+}
+
+/**
+ * Calls `fix(group, block, offset)` for every descriptor of the primary table, on the block as the
+ * transaction holds it (made writable), then copies the primary blocks over every backup copy, as
+ * tune2fs's closing flush does: a backup then describes the file system as it is, not as mkfs left it.
+ */
+export function rewriteDescriptors(
+  tx: Transaction,
+  geo: Geometry,
+  fix: (group: number, b: Uint8Array, off: number) => void,
+): number {
+  const dpb = descsPerBlock(geo);
+  const blocks = descriptorBlocks(geo);
+  const primary = new Map<number, number>();
+  for (const d of blocks) {
+    if (!d.primary) continue;
+    primary.set(d.firstGroup, d.block);
+    const b = tx.modify(d.block);
+    for (let k = 0; k < dpb && d.firstGroup + k < geo.groupCount; k++) fix(d.firstGroup + k, b, k * geo.descSize);
+  }
+  for (const d of blocks) if (!d.primary) tx.put(d.block, tx.read(primary.get(d.firstGroup)!).slice());
+  return blocks.length;
+}
