@@ -21,6 +21,7 @@ const TABLE: Record<string, () => Promise<CliCommand>> = {
   materialize: async () => (await import('./workdisk.js')).materialize,
   edit: async () => (await import('./edit.js')).edit,
   recover: async () => (await import('./recover.js')).recover,
+  resize: async () => (await import('./resize.js')).resize,
 };
 
 /** The command called `name`: one of the table, else one of the editing commands. */
@@ -42,7 +43,7 @@ ${await list(['mkfs', 'info', 'ls', 'cat', 'stat', 'extract', 'check'])}
 ${await list(['seed', 'materialize'])}
 
 ${editingHelp()}
-${await list(['edit', 'recover'])}
+${await list(['edit', 'recover', 'resize'])}
 
 ${READ_NOTE.replace(/^/gm, '  ')}
 ${LOCK_NOTE.replace(/^/gm, '  ')}

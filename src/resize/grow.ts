@@ -12,7 +12,6 @@ import { COMPAT, INCOMPAT } from '../ext4/features.js';
 import {
   encodeSuperblock,
   freeBlocksCount,
-  reservedBlocksCount,
   SUPERBLOCK_OFFSET,
   SUPERBLOCK_SIZE,
   type Superblock,
@@ -34,6 +33,8 @@ export interface StepContext {
   sync: boolean;
   now: { sec: number; nsec: number };
   zeroing: TableZeroing;
+  /** The share of blocks reserved for root, in percent, as it was before the grow (kept; resize2fs's arithmetic). */
+  reservedPercent: number;
 }
 
 export interface StepResult {
@@ -58,9 +59,6 @@ function grownSuperblock(
     const hi = lo.replace('_lo', '_hi') as 's_blocks_count_hi' | 's_r_blocks_count_hi' | 's_free_blocks_count_hi';
     sb[hi] = is64 ? hi32(v) : 0;
   };
-  const oldBlocks = step.before.blocksCount;
-  // The reserved share stays the same fraction (resize2fs's arithmetic, in doubles).
-  const percent = (reservedBlocksCount(r.sb) * 100.0) / oldBlocks;
   set64('s_blocks_count_lo', a.blocksCount);
   set64('s_r_blocks_count_lo', Math.floor((percent * a.blocksCount) / 100.0));
   set64('s_free_blocks_count_lo', freeBlocksCount(r.sb) + free.blocks);
@@ -89,7 +87,13 @@ export function applyStep(cx: StepContext, step: GrowStep): StepResult {
   const plan = placeNewGroups(step, inodeTableBlocks(r.geo), logFlexOf(r), r.groupDesc(last));
   const freed = growResizeInode(r, step, w, hasResizeInode(r));
   const changes = growGroups(r, step, plan, w, cx.zeroing, freed);
-  const sb = grownSuperblock(r, step, { blocks: changes.freeBlocks, inodes: changes.freeInodes }, cx.now.sec);
+  const sb = grownSuperblock(
+    r,
+    step,
+    { blocks: changes.freeBlocks, inodes: changes.freeInodes },
+    cx.now.sec,
+    cx.reservedPercent,
+  );
 
   // The superblock and its copies (a copy sits at the start of its group's first block).
   const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);

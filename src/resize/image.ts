@@ -8,6 +8,7 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
+import { reservedBlocksCount } from '../ext4/superblock.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
 import { Volume } from '../edit/volume.js';
 import { JournalLog } from '../edit/journal-log.js';
@@ -140,6 +141,7 @@ function growLocked(
       zeroFrom = oldBytes;
     }
     result.fileExtended = finalSize > fileSize;
+    const reservedPercent = (reservedBlocksCount(r.sb) * 100.0) / old;
 
     for (let k = 0; k < steps.length; k++) {
       if (k > 0) {
@@ -155,6 +157,7 @@ function growLocked(
           sync: opts.sync,
           now,
           zeroing: { zeroFrom },
+          reservedPercent,
         },
         steps[k]!,
       );
