@@ -50,6 +50,7 @@ function grownSuperblock(
   step: GrowStep,
   free: { blocks: number; inodes: number },
   now: number,
+  percent: number,
 ): Superblock {
   const sb: Superblock = { ...r.sb };
   const a = step.after;
