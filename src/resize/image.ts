@@ -28,6 +28,8 @@ export interface ResizeOptions {
   timestamp?: number;
   onWarning?: (message: string) => void;
   lock?: LockOptions;
+  /** Internal (tests): at most this many reserved GDT blocks taken per step (default: what half the journal holds). */
+  maxReservedPerStep?: number;
 }
 
 export interface ResizeResult {
@@ -121,7 +123,8 @@ function growLocked(
       is64: (r.sb.s_feature_incompat & INCOMPAT['64bit']) !== 0,
       inodeTableBlocks: inodeTableBlocks(r.geo),
       // A step's transaction holds the reserved GDT blocks it takes, and a few dozen more.
-      maxReservedPerStep: journal ? Math.max(1, Math.floor(journal.fits(0).room / 4)) : undefined,
+      maxReservedPerStep:
+        opts.maxReservedPerStep ?? (journal ? Math.max(1, Math.floor(journal.fits(0).room / 4)) : undefined),
     });
     if (!steps.length) return result;
     const final = steps[steps.length - 1]!.after;
