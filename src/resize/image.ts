@@ -8,7 +8,14 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT } from '../ext4/features.js';
-import { reservedBlocksCount } from '../ext4/superblock.js';
+import {
+  blocksCount,
+  decodeSuperblock,
+  reservedBlocksCount,
+  EXT4_MAGIC,
+  SUPERBLOCK_OFFSET,
+  SUPERBLOCK_SIZE,
+} from '../ext4/superblock.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
 import { Volume } from '../edit/volume.js';
 import { JournalLog } from '../edit/journal-log.js';
@@ -60,6 +67,25 @@ function refuseShrink(image: string, bs: number, have: number, want: number): ne
   );
 }
 
+/**
+ * A file shorter than its file system (cut by `truncate -s` below it) cannot be opened as it is:
+ * what it would take is a shrink, refused as one before the reader runs off the end of the file.
+ */
+function refuseCutShort(image: string, fileSize: number): void {
+  const head = new Uint8Array(SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE);
+  const fd = fs.openSync(image, 'r');
+  try {
+    if (fs.readSync(fd, head, 0, head.length, 0) < head.length) return;
+  } finally {
+    fs.closeSync(fd);
+  }
+  const sb = decodeSuperblock(head.subarray(SUPERBLOCK_OFFSET), { verify: false });
+  if (sb.s_magic !== EXT4_MAGIC || sb.s_log_block_size > 6) return;
+  const bs = 1024 << sb.s_log_block_size;
+  const have = blocksCount(sb);
+  if (fileSize < have * bs) refuseShrink(image, bs, have, Math.floor(fileSize / bs));
+}
+
 /** Blocks the file system is to have: SIZE's whole blocks, or the file's whole pages (as resize2fs takes it). */
 function targetBlocks(sizeBytes: number | undefined, fileSize: number, bs: number): number {
   if (sizeBytes === undefined) {
@@ -79,6 +105,7 @@ export function resizeImage(image: string, sizeBytes: number | undefined, opts: 
   const now = opTime(fixedTimeOf(opts.timestamp));
   const lock = lockForWrite(image, opts.lock);
   try {
+    refuseCutShort(image, st.size);
     if (opts.recover || lock.tookOverFrom)
       recoverJournal(image, { sync, onWarning: opts.onWarning, deadWriter: lock.tookOverFrom });
     return growLocked(image, sizeBytes, { ...opts, sync }, now);
