@@ -114,6 +114,26 @@ describe.runIf(runIt)('resize: grow', () => {
     { name: 'gdt_csum (uninit_bg)', size: 64 * M, args: ['-O', '^metadata_csum,uninit_bg'], to: [4 * G] },
     { name: '32-byte descriptors (no 64bit)', size: 64 * M, args: ['-O', '^64bit'], to: [4 * G], populated: true },
     { name: '128-byte inodes, 2 KiB blocks', size: 32 * M, args: ['-I', '128', '-b', '2048'], to: [3 * G] },
+    { name: '64 KiB blocks', size: 64 * M, args: ['-b', '65536', '-O', '^resize_inode'], to: [3 * G] },
+    { name: 'sparse_super2', size: 64 * M, args: ['-O', 'sparse_super2'], to: [3 * G], populated: true },
+    {
+      name: 'no sparse_super (every group a backup)',
+      size: 64 * M,
+      args: ['-O', '^sparse_super,^resize_inode'],
+      to: [G],
+    },
+    // Straight to meta_bg with each descriptor and checksum kind, journal or none, flex_bg or not.
+    { name: '32-byte descriptors into meta_bg', size: 64 * M, args: ['-O', '^64bit,^resize_inode'], to: [3 * G] },
+    {
+      name: 'gdt_csum into meta_bg',
+      size: 64 * M,
+      args: ['-O', '^metadata_csum,uninit_bg,^resize_inode'],
+      to: [3 * G],
+      populated: true,
+    },
+    { name: 'ext3 into meta_bg', size: 64 * M, args: ['-t', 'ext3', '-O', '^resize_inode'], to: [3 * G] },
+    { name: 'ext2 into meta_bg', size: 64 * M, args: ['-t', 'ext2', '-O', '^resize_inode'], to: [3 * G] },
+    { name: 'no flex_bg into meta_bg', size: 64 * M, args: ['-O', '^flex_bg,^resize_inode'], to: [3 * G] },
   ];
   for (const c of cases)
     it(`${c.name}: ${c.to.map((t) => `${t / M} MiB`).join(', ')}`, () => {
@@ -207,6 +227,11 @@ describe.runIf(runIt)('resize: grow', () => {
     ] as [number, number, string[]][]) {
       const img = mkfs(size, args);
       populate(img);
+      // Kernel-churned: files written and deleted across the groups by the kernel itself.
+      mount(img, mnt, false);
+      for (let k = 0; k < 120; k++) fs.writeFileSync(path.join(mnt, `k${k}`), Buffer.alloc(k * 700, k));
+      for (let k = 0; k < 120; k += 3) fs.rmSync(path.join(mnt, `k${k}`));
+      umount(mnt);
       mount(img, mnt, true);
       const before = [view(mnt, new Map()), xattrView(mnt)];
       umount(mnt);

@@ -6,7 +6,7 @@
  * inode frees, and every copy of every descriptor block that changed or that a new backup group keeps.
  */
 import { COMPAT, RO_COMPAT } from '../ext4/features.js';
-import { descBlockCopies, descsPerBlock, groupBlocks, groupFirstBlock } from '../ext4/geometry.js';
+import { descBlockCopies, descsPerBlock, groupBlocks, groupFirstBlock, superblockGroups } from '../ext4/geometry.js';
 import {
   decodeGroupDesc,
   encodeGroupDesc,
@@ -109,6 +109,8 @@ export function growGroups(
   }
 
   // The new groups.
+  const bitmaps = new Map<string, { bm: Uint8Array; csum: number }>();
+  let inodeBitmap: Uint8Array | undefined;
   for (let g = before.groupCount; g < after.groupCount; g++) {
     const start = groupFirstBlock(after, g);
     const n = groupBlocks(after, g);
@@ -133,16 +135,24 @@ export function growGroups(
       checksum: 0,
     };
     if (!blockUninit) {
-      const bm = new Uint8Array(bs);
-      plan.used.forEachIn(start, start + n, (s, e) => setBitRange(bm, s - start, e - start));
-      setBitRange(bm, n, bs * 8);
-      if (csum) d.blockBitmapCsum = bitmapChecksum(r.csumSeed, bm, after.blocksPerGroup);
-      w.put(d.blockBitmap, bm);
+      // Most groups holding a flex group's tables have the same bitmap: built and checksummed once.
+      const ranges: number[] = [n];
+      plan.used.forEachIn(start, start + n, (s, e) => ranges.push(s - start, e - start));
+      const key = ranges.join(',');
+      let made = bitmaps.get(key);
+      if (!made) {
+        const bm = new Uint8Array(bs);
+        for (let k = 1; k < ranges.length; k += 2) setBitRange(bm, ranges[k]!, ranges[k + 1]!);
+        setBitRange(bm, n, bs * 8);
+        made = { bm, csum: csum ? bitmapChecksum(r.csumSeed, bm, after.blocksPerGroup) : 0 };
+        bitmaps.set(key, made);
+      }
+      d.blockBitmapCsum = made.csum;
+      w.put(d.blockBitmap, made.bm);
     }
     if (!groupCsum) {
-      const im = new Uint8Array(bs);
-      setBitRange(im, ipg, bs * 8);
-      w.put(d.inodeBitmap, im);
+      if (!inodeBitmap) setBitRange((inodeBitmap = new Uint8Array(bs)), ipg, bs * 8);
+      w.put(d.inodeBitmap, inodeBitmap);
       if (!zeroed) w.zeroRuns.push([it, itb]);
     }
     store(g, d);
@@ -152,8 +162,10 @@ export function growGroups(
 
   // Old-style descriptor blocks a new backup group copies, even unchanged ones.
   const oldStyle = after.metaBg ? after.firstMetaBg : Math.ceil(after.groupCount / dpb);
-  const copiesNew = (i: number) => descBlockCopies(after, i).some((b) => b >= w.oldEnd);
-  for (let i = 0; i < oldStyle; i++) if (!changed.has(i) && copiesNew(i)) descBlock(i);
+  const copiedInNew = superblockGroups(after).some(
+    (g) => g >= before.groupCount && (!after.metaBg || Math.floor(g / dpb) < after.firstMetaBg),
+  );
+  if (copiedInNew) for (let i = 0; i < oldStyle; i++) descBlock(i);
 
   for (const [i, data] of descBlocks) {
     const copies = descBlockCopies(after, i);

@@ -144,6 +144,8 @@ function stepsTo(cur: Geometry, target: number, opts: GrowPlanOptions): GrowStep
 export interface NewGroupTables extends TablePlan {
   /** The first new group. */
   first: number;
+  /** Blocks of fixed metadata (superblock, descriptors) of the new groups that have any. */
+  fixed: Map<number, number>;
 }
 
 /**
@@ -162,6 +164,7 @@ export function placeNewGroups(
   const first = step.before.groupCount;
   const plan: NewGroupTables = {
     first,
+    fixed: new Map(),
     used: new IntervalSet(),
     blocksCount: a.blocksCount,
     firstDataBlock: a.firstDataBlock,
@@ -177,9 +180,28 @@ export function placeNewGroups(
   plan.blockBitmap[first - 1] = lastOld.blockBitmap;
   plan.inodeBitmap[first - 1] = lastOld.inodeBitmap;
   plan.inodeTable[first - 1] = lastOld.inodeTable;
-  for (let g = first; g < a.groupCount; g++) for (const [s, n] of groupFixedMeta(a, g)) plan.used.add(s, n);
+  for (const g of fixedMetaGroups(a, first)) {
+    const fixed = groupFixedMeta(a, g);
+    for (const [s, n] of fixed) plan.used.add(s, n);
+    const total = fixed.reduce((t, [, n]) => t + n, 0);
+    if (total) plan.fixed.set(g, total);
+  }
   placeTables(plan, first);
   return plan;
+}
+
+/**
+ * The groups from `first` on that can hold fixed metadata: superblock groups and, with meta_bg, the
+ * first, second and last group of each meta group (every other group holds none: not asked one by one).
+ */
+function fixedMetaGroups(geo: Geometry, first: number): number[] {
+  const out = new Set(superblockGroups(geo).filter((g) => g >= first));
+  if (geo.metaBg) {
+    const dpb = descsPerBlock(geo);
+    for (let m = Math.max(geo.firstMetaBg, Math.floor(first / dpb)); m * dpb < geo.groupCount; m++)
+      for (const g of [m * dpb, m * dpb + 1, m * dpb + dpb - 1]) if (g >= first && g < geo.groupCount) out.add(g);
+  }
+  return [...out].sort((x, y) => x - y);
 }
 
 /** Blocks of group `g` in use and how many of them the kernel would mark itself (BLOCK_UNINIT test). */
@@ -187,7 +209,7 @@ export function groupUse(geo: Geometry, plan: NewGroupTables, g: number): { used
   const start = groupFirstBlock(geo, g);
   const n = groupBlocks(geo, g);
   const used = plan.used.countIn(start, start + n);
-  let own = groupFixedMeta(geo, g).reduce((s, [, len]) => s + len, 0);
+  let own = plan.fixed.get(g) ?? 0;
   const inside = (b: number, len: number) => Math.max(0, Math.min(b + len, start + n) - Math.max(b, start));
   own += inside(plan.blockBitmap[g]!, 1) + inside(plan.inodeBitmap[g]!, 1);
   own += inside(plan.inodeTable[g]!, plan.inodeBlocksPerGroup);
