@@ -130,7 +130,7 @@ export function applyStep(cx: StepContext, step: GrowStep): StepResult {
   writeZeros(dev, bs, w.zeroRuns);
   if (cx.sync) dev.sync();
   // 2. The switch.
-  if (journal) journal.commit(dev, [], w.home, cx.sync, cx.now);
+  if (journal) journal.commit(dev, [], w.home, cx.sync, cx.now, true);
   else {
     const rest = [...w.home].filter(([b]) => b !== sbBlock).map(([block, data]) => ({ block, data }));
     writeBlocks(dev, bs, rest);
