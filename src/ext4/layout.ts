@@ -383,8 +383,11 @@ export function placeTables(l: TablePlan, from: number): void {
       return b;
     };
 
+    // A grow's first new group may fall inside a flex group: its groups are packed as a flex group's.
+    const follows = g % flex !== 0 && g !== from;
     let prev = 0;
-    if (g % flex) prev = l.blockBitmap[g - 1]! + 1;
+    if (follows) prev = l.blockBitmap[g - 1]! + 1;
+    else if (g % flex) tableOffset = remGrps;
     else {
       tableOffset = flex;
       if (lastGrp === l.groupCount - 1) {
@@ -393,9 +396,9 @@ export function placeTables(l: TablePlan, from: number): void {
       }
     }
     l.blockBitmap[g] = alloc(flexStart(prev, 1), 1, 'block bitmap');
-    prev = g % flex ? l.inodeBitmap[g - 1]! + 1 : l.blockBitmap[g]! + tableOffset;
+    prev = follows ? l.inodeBitmap[g - 1]! + 1 : l.blockBitmap[g]! + tableOffset;
     l.inodeBitmap[g] = alloc(flexStart(prev, 1), 1, 'inode bitmap');
-    prev = g % flex ? l.inodeTable[g - 1]! + itb : l.inodeBitmap[g]! + tableOffset;
+    prev = follows ? l.inodeTable[g - 1]! + itb : l.inodeBitmap[g]! + tableOffset;
     l.inodeTable[g] = alloc(flexStart(prev, itb), itb, 'inode table');
   }
 }

@@ -84,8 +84,7 @@ export function applyStep(cx: StepContext, step: GrowStep): StepResult {
   const bs = r.blockSize;
   const before = step.before;
   const w = new StepWrites(r, before.blocksCount);
-  const last = before.groupCount - 1;
-  const plan = placeNewGroups(step, inodeTableBlocks(r.geo), logFlexOf(r), r.groupDesc(last));
+  const plan = placeNewGroups(step, inodeTableBlocks(r.geo), logFlexOf(r));
   const freed = growResizeInode(r, step, w, hasResizeInode(r));
   const changes = growGroups(r, step, plan, w, cx.zeroing, freed);
   const sb = grownSuperblock(

@@ -151,15 +151,10 @@ export interface NewGroupTables extends TablePlan {
 /**
  * Places the bitmaps and inode tables of the groups a step adds, as mkfs would place them in a file
  * system of the new size, in the new region only (the old file system, the old last group's new
- * blocks included, stays as it is). `lastOld` holds the old last group's tables (flex_bg packs the
- * new groups of its flex group after them).
+ * blocks included, stays as it is); new groups inside the old last flex group are packed as a flex
+ * group of their own.
  */
-export function placeNewGroups(
-  step: GrowStep,
-  itb: number,
-  logGroupsPerFlex: number,
-  lastOld: { blockBitmap: number; inodeBitmap: number; inodeTable: number },
-): NewGroupTables {
+export function placeNewGroups(step: GrowStep, itb: number, logGroupsPerFlex: number): NewGroupTables {
   const a = step.after;
   const first = step.before.groupCount;
   const plan: NewGroupTables = {
@@ -177,9 +172,6 @@ export function placeNewGroups(
     inodeTable: new Float64Array(a.groupCount),
   };
   plan.used.add(0, groupFirstBlock(a, first));
-  plan.blockBitmap[first - 1] = lastOld.blockBitmap;
-  plan.inodeBitmap[first - 1] = lastOld.inodeBitmap;
-  plan.inodeTable[first - 1] = lastOld.inodeTable;
   for (const g of fixedMetaGroups(a, first)) {
     const fixed = groupFixedMeta(a, g);
     for (const [s, n] of fixed) plan.used.add(s, n);
