@@ -126,11 +126,17 @@ export function descsPerBlock(geo: Pick<Geometry, 'blockSize' | 'descSize'>): nu
   return geo.blockSize / geo.descSize;
 }
 
+/**
+ * The block the superblock lies in, group 0's first: it sits at byte 1024, so block 1 with 1 KiB
+ * blocks even when bigalloc makes the first data block 0.
+ */
+export function superblockBlock(geo: Pick<Geometry, 'firstDataBlock' | 'blockSize'>): number {
+  return geo.firstDataBlock || (geo.blockSize === 1024 ? 1 : 0);
+}
+
 /** The block holding descriptor block `i` (meta_bg moves later ones next to their groups). */
 export function descBlockLoc(geo: Geometry, i: number): number {
-  // The superblock sits at byte 1024: block 1 with 1 KiB blocks even when bigalloc makes the first
-  // data block 0.
-  const sbBlock = geo.firstDataBlock || (geo.blockSize === 1024 ? 1 : 0);
+  const sbBlock = superblockBlock(geo);
   if (!geo.metaBg || i < geo.firstMetaBg) return sbBlock + 1 + i;
   const g = i * descsPerBlock(geo);
   const first = g === 0 ? sbBlock : groupFirstBlock(geo, g);
@@ -183,7 +189,7 @@ export function superblockGroups(geo: Pick<Geometry, 'superPolicy' | 'backupGrou
  * in every superblock group; a meta_bg block in the first, second and last group of its meta group).
  */
 export function descBlockCopies(geo: Geometry, i: number): number[] {
-  const sbBlock = geo.firstDataBlock || (geo.blockSize === 1024 ? 1 : 0);
+  const sbBlock = superblockBlock(geo);
   const dpb = descsPerBlock(geo);
   if (!geo.metaBg || i < geo.firstMetaBg)
     return superblockGroups(geo)

@@ -109,16 +109,15 @@ function stepsTo(cur: Geometry, target: number, opts: GrowPlanOptions): GrowStep
       const take = Math.min(need - have, cur.reservedGdtBlocks, opts.maxReservedPerStep ?? Infinity);
       const groups = (have + take) * dpb;
       // resize_inode lists block numbers in 32 bits: its steps stay below 2^32 blocks.
-      let blocks = Math.min(target, groupFirstBlock(cur, groups), MAX_32BIT_BLOCKS);
+      const blocks = Math.min(target, groupFirstBlock(cur, groups), MAX_32BIT_BLOCKS);
       if (blocks <= cur.blocksCount)
         throw new Ext4Error(
           'UNSUPPORTED_FEATURE',
           `the reserved GDT blocks of this file system reach past 2^32 blocks, which resize_inode cannot describe; growing it past ${cur.blocksCount * cur.blockSize} bytes is not supported`,
         );
-      const after = withBlocks(cur, blocks, {});
+      const after = withBlocks(cur, blocks);
       const used = descBlocksFor(cur, after.groupCount) - have;
       after.reservedGdtBlocks = cur.reservedGdtBlocks - used;
-      blocks = after.blocksCount;
       step = { before: cur, after, reservedTaken: used, toMetaBg: false };
     } else {
       if (cur.reservedGdtBlocks > 0)

@@ -10,19 +10,14 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { put32, u32 } from '../core/bytes.js';
-import { decodeInode, encodeInode, setInodeChecksum, I_BLOCK_SIZE, type Inode } from '../ext4/inode.js';
-import { groupFirstBlock, superblockGroups } from '../ext4/geometry.js';
+import { decodeInode, encodeInode, setInodeChecksum, I_BLOCK_SIZE, RESIZE_INO, type Inode } from '../ext4/inode.js';
+import { groupFirstBlock, superblockBlock, superblockGroups } from '../ext4/geometry.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import { newSuperGroups, type GrowStep } from './plan.js';
 import type { StepWrites } from './writes.js';
 
-export const RESIZE_INO = 7;
+/** The double-indirect slot of i_block. */
 const DIND = 13;
-
-/** The block the superblock lies in; descriptor block `i` of the old-style layout is at this + 1 + i. */
-export function superblockBlock(r: Ext4Reader): number {
-  return r.sb.s_first_data_block || (r.blockSize === 1024 ? 1 : 0);
-}
 
 /** Rewrites inode 7's record in its table block (checksum included). */
 function writeResizeInode(r: Ext4Reader, w: StepWrites, change: (i: Inode) => void): void {
@@ -61,7 +56,7 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
     });
     return dind;
   }
-  const sbBlock = superblockBlock(r);
+  const sbBlock = superblockBlock(r.geo);
   const haveDesc = Math.ceil(step.before.groupCount / (bs / step.before.descSize));
   const table = r.readBlocks(dind);
   // Every reserved block must be where the DIND block says, before anything is written.
