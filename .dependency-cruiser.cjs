@@ -1,7 +1,7 @@
 /**
  * The layer rules of src/ (README, "Layout of the code"), run by `npm run lint` inside `npm test`.
  * From the bottom up: core; ext4 (pure codecs) and io; host; fs; archive; tree; check; mkfs; edit;
- * workdisk; cli and the library front on top. A layer imports only the layers listed for it, and
+ * resize; workdisk; cli and the library front on top. A layer imports only the layers listed for it, and
  * nothing forms a cycle.
  */
 const layers = {
@@ -15,7 +15,8 @@ const layers = {
   check: ['core', 'ext4', 'io', 'host', 'fs'],
   mkfs: ['core', 'ext4', 'io', 'host', 'fs', 'tree', 'check'],
   edit: ['core', 'ext4', 'io', 'host', 'fs', 'tree', 'mkfs'],
-  workdisk: ['core', 'ext4', 'io', 'host', 'fs', 'archive', 'tree', 'check', 'mkfs', 'edit'],
+  resize: ['core', 'ext4', 'io', 'host', 'fs', 'check', 'edit'],
+  workdisk: ['core', 'ext4', 'io', 'host', 'fs', 'archive', 'tree', 'check', 'mkfs', 'edit', 'resize'],
 };
 const names = Object.keys(layers);
 

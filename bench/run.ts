@@ -22,11 +22,12 @@ import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js'
 import { Ext4Editor } from '../src/edit/editor.js';
 import { checkImage } from '../src/check/check.js';
 import { tuneImage } from '../src/edit/tune.js';
+import { resizeImage } from '../src/resize/image.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice('--only='.length).split(',')) : undefined;
-const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk' | 'edit' | 'check' | 'tar' | 'tune') =>
+const want = (section: 'mkfs' | 'populate' | 'extract' | 'workdisk' | 'edit' | 'check' | 'tar' | 'tune' | 'resize') =>
   !only || only.has(section);
 const REPS = quick ? 3 : 9;
 /** This directory (bench/), whether running bundled from bench/out or from source. */
@@ -606,6 +607,52 @@ if (want('check')) {
   rows.push(
     '',
     `Medians of ${REPS} rounds after a warm-up, every tool once a round, the image in the page cache. Both read the whole file system's metadata and report it clean. The CLI's time includes node's start-up (${fmt(nodeStart)} ms here).`,
+  );
+}
+
+// ---- resize: grow an 8 GiB image (mkfs.ext4 defaults) ----
+if (want('resize')) {
+  rows.push('', '## resize (grow) vs `resize2fs`', '');
+  rows.push(
+    '| grow | ours in-process (ms) | ours CLI (ms) | resize2fs (ms) | in-process vs resize2fs | CLI vs resize2fs |',
+    '|---|---|---|---|---|---|',
+  );
+  // 2 TiB fits an ext4 host file system; tmpfs holds larger sparse files, where there is one.
+  const dir = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/ext4wd-bench-resize-') : work;
+  const base = path.join(dir, 'base.img');
+  const grown = path.join(dir, 'grown.img');
+  sh('truncate', ['-s', '8G', base]);
+  sh('mkfs.ext4', ['-q', '-F', base]);
+  // Each run grows a fresh sparse copy of the same image (the copy is not timed).
+  const fresh = () => {
+    fs.rmSync(grown, { force: true });
+    sh('cp', ['--sparse=always', base, grown]);
+  };
+  for (const [label, size] of [
+    ['8 GiB -> 64 GiB', '64G'],
+    ['8 GiB -> 2 TiB', '2T'],
+  ] as const) {
+    const t = timeAll(
+      {
+        inproc: () => void resizeImage(grown, 2 ** 30 * (size === '64G' ? 64 : 2048)),
+        cli: () => sh(process.execPath, [CLI, 'resize', grown, size]),
+        resize2fs: () => {
+          sh('truncate', ['-s', size, grown]);
+          sh('resize2fs', ['-f', grown]);
+        },
+      },
+      quick ? 3 : 5,
+      fresh,
+    );
+    rows.push(
+      `| ${label} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.resize2fs)} | ${ratio(t.inproc, t.resize2fs)} | ${ratio(t.cli, t.resize2fs)} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  if (dir !== work) fs.rmSync(dir, { recursive: true, force: true });
+  rows.push(
+    '',
+    'Medians after a warm-up, each run on a fresh sparse copy of the same `mkfs.ext4` image, with every fsync. Past the reserved GDT blocks (2 TiB), ours turns to meta_bg where resize2fs moves blocks to make room for the descriptors.',
   );
 }
 

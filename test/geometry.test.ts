@@ -18,6 +18,8 @@ import {
   descBlockLoc,
   descLocation,
   groupFixedMeta,
+  descBlockCopies,
+  superblockGroups,
 } from '../src/ext4/geometry.js';
 import {
   fileTypeOf,
@@ -87,6 +89,20 @@ describe('geometry', () => {
     // Group 33 holds a copy of its meta group's descriptor block (the 2nd group of the meta group).
     expect(groupFixedMeta(mb, 33)).toEqual([[groupFirstBlock(mb, 33), 1]]);
     expect(groupFixedMeta(mb, 34)).toEqual([]);
+    // Group 49 (7^2) keeps a superblock but, past first_meta_bg, no old-style descriptor blocks.
+    expect(groupFixedMeta(mb, 49)).toEqual([[groupFirstBlock(mb, 49), 1]]);
+    expect(descBlockCopies(mb, 0)).toEqual([
+      2,
+      8194,
+      24578,
+      40962,
+      57346,
+      groupFirstBlock(mb, 9) + 1,
+      groupFirstBlock(mb, 25) + 1,
+      groupFirstBlock(mb, 27) + 1,
+    ]);
+    expect(descBlockCopies(mb, 1)).toEqual([groupFirstBlock(mb, 32), groupFirstBlock(mb, 33), groupFirstBlock(mb, 63)]);
+    expect(superblockGroups(mb)).toEqual([0, 1, 3, 5, 7, 9, 25, 27, 49]);
   });
   it('fixed metadata of a group with a backup: superblock, descriptors and reserved GDT blocks', () => {
     expect(groupFixedMeta(small, 3)).toEqual([

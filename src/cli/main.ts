@@ -22,6 +22,7 @@ const TABLE: Record<string, () => Promise<CliCommand>> = {
   edit: async () => (await import('./edit.js')).edit,
   recover: async () => (await import('./recover.js')).recover,
   tune: async () => (await import('./tune.js')).tune,
+  resize: async () => (await import('./resize.js')).resize,
 };
 
 /** The command called `name`: one of the table, else one of the editing commands. */
@@ -43,7 +44,7 @@ ${await list(['mkfs', 'info', 'ls', 'cat', 'stat', 'extract', 'check'])}
 ${await list(['seed', 'materialize'])}
 
 ${editingHelp()}
-${await list(['edit', 'recover', 'tune'])}
+${await list(['edit', 'recover', 'tune', 'resize'])}
 
 ${READ_NOTE.replace(/^/gm, '  ')}
 ${LOCK_NOTE.replace(/^/gm, '  ')}

@@ -136,6 +136,12 @@ export class JournalLog {
     meta: Map<number, Uint8Array>,
     sync: boolean,
     now: { sec: number; nsec: number },
+    /**
+     * Write the superblock home only once the other blocks are durable there: a commit that changes the
+     * geometry (a grow), since the kernel checks the descriptors the on-disk superblock names before it
+     * replays the journal.
+     */
+    superblockLast = false,
   ): void {
     const bs = this.r.blockSize;
     // The caller has checked that the transaction fits (fits()).
@@ -181,7 +187,19 @@ export class JournalLog {
         ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, sbOff, true)) }
         : b,
     );
-    writeBlocks(dev, bs, home);
+    if (superblockLast) {
+      writeBlocks(
+        dev,
+        bs,
+        home.filter((b) => b.block !== sbBlock),
+      );
+      flush();
+      writeBlocks(
+        dev,
+        bs,
+        home.filter((b) => b.block === sbBlock),
+      );
+    } else writeBlocks(dev, bs, home);
     flush();
     // 4. The journal is empty again, and nothing is to be recovered.
     this.sequence = (tid + 1) >>> 0;

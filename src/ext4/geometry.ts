@@ -126,11 +126,17 @@ export function descsPerBlock(geo: Pick<Geometry, 'blockSize' | 'descSize'>): nu
   return geo.blockSize / geo.descSize;
 }
 
+/**
+ * The block the superblock lies in, group 0's first: it sits at byte 1024, so block 1 with 1 KiB
+ * blocks even when bigalloc makes the first data block 0.
+ */
+export function superblockBlock(geo: Pick<Geometry, 'firstDataBlock' | 'blockSize'>): number {
+  return geo.firstDataBlock || (geo.blockSize === 1024 ? 1 : 0);
+}
+
 /** The block holding descriptor block `i` (meta_bg moves later ones next to their groups). */
 export function descBlockLoc(geo: Geometry, i: number): number {
-  // The superblock sits at byte 1024: block 1 with 1 KiB blocks even when bigalloc makes the first
-  // data block 0.
-  const sbBlock = geo.firstDataBlock || (geo.blockSize === 1024 ? 1 : 0);
+  const sbBlock = superblockBlock(geo);
   if (!geo.metaBg || i < geo.firstMetaBg) return sbBlock + 1 + i;
   const g = i * descsPerBlock(geo);
   const first = g === 0 ? sbBlock : groupFirstBlock(geo, g);
@@ -154,16 +160,44 @@ export function groupFixedMeta(geo: Geometry, g: number): [number, number][] {
   const dpb = descsPerBlock(geo);
   const descBlocks = Math.ceil(geo.groupCount / dpb);
   const hasSuper = groupHasSuperblock(geo, g);
-  if (hasSuper) {
-    // Block 0 of a 1 KiB-block file system is the boot block, outside every group.
-    fixed.push([first, 1]);
+  // Block 0 of a 1 KiB-block file system is the boot block, outside every group.
+  if (hasSuper) fixed.push([first, 1]);
+  const mbg = Math.floor(g / dpb);
+  if (!geo.metaBg || mbg < geo.firstMetaBg) {
+    // The old-style descriptor blocks are copied into every superblock group before the meta_bg part
+    // (e2fsprogs counts no reserved GDT blocks beside meta_bg; the kernel does, and resize_inode and
+    // meta_bg never come together, so a meta_bg file system has none).
     const old = geo.metaBg ? geo.firstMetaBg : descBlocks + geo.reservedGdtBlocks;
-    if (old) fixed.push([first + 1, Math.min(old, n - 1)]);
-  }
-  if (geo.metaBg) {
-    const mbg = Math.floor(g / dpb);
+    if (hasSuper && old) fixed.push([first + 1, Math.min(old, n - 1)]);
+  } else {
     const k = g % dpb;
-    if (mbg >= geo.firstMetaBg && (k === 0 || k === 1 || k === dpb - 1)) fixed.push([first + (hasSuper ? 1 : 0), 1]);
+    if (k === 0 || k === 1 || k === dpb - 1) fixed.push([first + (hasSuper ? 1 : 0), 1]);
   }
   return fixed;
+}
+
+/** The groups holding a superblock copy, ascending (group 0 first). */
+export function superblockGroups(geo: Pick<Geometry, 'superPolicy' | 'backupGroups' | 'groupCount'>): number[] {
+  if (geo.superPolicy === 'all') return Array.from({ length: geo.groupCount }, (_, g) => g);
+  if (geo.superPolicy === 'sparse') return superGroups(geo.groupCount);
+  const [a, b] = geo.backupGroups;
+  return [...new Set([0, a, b])].filter((g) => g === 0 || (g > 0 && g < geo.groupCount)).sort((x, y) => x - y);
+}
+
+/**
+ * Every block holding descriptor block `i`: the primary first, then its backups (an old-style block
+ * in every superblock group; a meta_bg block in the first, second and last group of its meta group).
+ */
+export function descBlockCopies(geo: Geometry, i: number): number[] {
+  const sbBlock = superblockBlock(geo);
+  const dpb = descsPerBlock(geo);
+  if (!geo.metaBg || i < geo.firstMetaBg)
+    return superblockGroups(geo)
+      .filter((g) => !geo.metaBg || Math.floor(g / dpb) < geo.firstMetaBg)
+      .map((g) => (g === 0 ? sbBlock : groupFirstBlock(geo, g)) + 1 + i);
+  const out: number[] = [];
+  for (const g of [i * dpb, i * dpb + 1, i * dpb + dpb - 1])
+    if (g < geo.groupCount && !out.includes(g))
+      out.push((g === 0 ? sbBlock : groupFirstBlock(geo, g)) + (groupHasSuperblock(geo, g) ? 1 : 0));
+  return out;
 }

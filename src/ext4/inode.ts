@@ -48,6 +48,8 @@ const CSUM_HI = 0x82;
 
 /** The root directory's inode number (a reserved inode). */
 export const ROOT_INO = 2;
+/** The resize inode: its double-indirect block maps the reserved GDT blocks (special_inodes.rst). */
+export const RESIZE_INO = 7;
 
 /**
  * EXT4_LINK_MAX: the most links an inode counts. A directory with more subdirectories (dir_nlink)

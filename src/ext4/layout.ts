@@ -199,7 +199,7 @@ export function planLayout(opts: LayoutOptions): Layout {
     if (groupHasSuper(groupCount - 1)) overhead += 1 + descBlocks + reservedGdtBlocks;
     if (groupCount === 1 && rem !== 0 && rem < overhead)
       throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
-    if (rem !== 0 && rem < overhead + 50 && groupCount > 1) {
+    if (lastGroupTooShort(rem, overhead) && groupCount > 1) {
       blocksCount -= rem;
       continue;
     }
@@ -245,6 +245,14 @@ export function planLayout(opts: LayoutOptions): Layout {
       throw new Ext4Error('TOO_SMALL', `size ${sizeBytes} bytes is too small for an ext4 file system`);
     return layout;
   }
+}
+
+/**
+ * Whether a last group of `rem` blocks (0: a whole group) is too short to keep: it must hold its own
+ * metadata (`overhead` blocks) and 50 more, else mkfs and resize2fs leave it out.
+ */
+export function lastGroupTooShort(rem: number, overhead: number): boolean {
+  return rem !== 0 && rem < overhead + 50;
 }
 
 /**
@@ -315,19 +323,41 @@ export function takeRuns(
   return runs;
 }
 
-/**
- * Superblock/descriptor backups first, then per group the block bitmap, inode bitmap and inode table,
- * packed per flex group: all block bitmaps of a flex group together, then all inode bitmaps, then all
- * inode tables, starting in the flex group's first group (how mkfs.ext4 lays out flex_bg).
- */
+/** Superblock/descriptor backups first, then every group's bitmaps and inode table (placeTables). */
 function placeGroupTables(l: Layout): void {
   const used = l.used;
   if (l.firstDataBlock) used.add(0, l.firstDataBlock);
   for (const g of l.superGroups) used.add(groupFirstBlock(l, g), 1 + l.descBlocks + l.reservedGdtBlocks);
+  placeTables(l, 0);
+}
+
+/** What placing groups' tables needs: the geometry, the blocks already in use, and the placements so far. */
+export type TablePlan = Pick<
+  Layout,
+  | 'used'
+  | 'blocksCount'
+  | 'firstDataBlock'
+  | 'blocksPerGroup'
+  | 'groupCount'
+  | 'logGroupsPerFlex'
+  | 'inodeBlocksPerGroup'
+  | 'blockBitmap'
+  | 'inodeBitmap'
+  | 'inodeTable'
+>;
+
+/**
+ * Places the block bitmap, inode bitmap and inode table of groups `from` onwards (those below keep
+ * theirs: a grown file system's), packed per flex group: all block bitmaps of a flex group together,
+ * then all inode bitmaps, then all inode tables, starting in the flex group's first group (how
+ * mkfs.ext4 lays out flex_bg; a flex group of one is the classic layout, each group's own).
+ */
+export function placeTables(l: TablePlan, from: number): void {
+  const used = l.used;
   const flex = 1 << l.logGroupsPerFlex;
   const itb = l.inodeBlocksPerGroup;
   let tableOffset = flex;
-  for (let g = 0; g < l.groupCount; g++) {
+  for (let g = from; g < l.groupCount; g++) {
     const lastGrp = Math.min(g | (flex - 1), l.groupCount - 1);
     const remGrps = lastGrp - g + 1;
     const lastBlk = groupFirstBlock(l, lastGrp) + groupBlocks(l, lastGrp) - 1;
@@ -353,8 +383,11 @@ function placeGroupTables(l: Layout): void {
       return b;
     };
 
+    // A grow's first new group may fall inside a flex group: its groups are packed as a flex group's.
+    const follows = g % flex !== 0 && g !== from;
     let prev = 0;
-    if (g % flex) prev = l.blockBitmap[g - 1]! + 1;
+    if (follows) prev = l.blockBitmap[g - 1]! + 1;
+    else if (g % flex) tableOffset = remGrps;
     else {
       tableOffset = flex;
       if (lastGrp === l.groupCount - 1) {
@@ -363,9 +396,9 @@ function placeGroupTables(l: Layout): void {
       }
     }
     l.blockBitmap[g] = alloc(flexStart(prev, 1), 1, 'block bitmap');
-    prev = g % flex ? l.inodeBitmap[g - 1]! + 1 : l.blockBitmap[g]! + tableOffset;
+    prev = follows ? l.inodeBitmap[g - 1]! + 1 : l.blockBitmap[g]! + tableOffset;
     l.inodeBitmap[g] = alloc(flexStart(prev, 1), 1, 'inode bitmap');
-    prev = g % flex ? l.inodeTable[g - 1]! + itb : l.inodeBitmap[g]! + tableOffset;
+    prev = follows ? l.inodeTable[g - 1]! + itb : l.inodeBitmap[g]! + tableOffset;
     l.inodeTable[g] = alloc(flexStart(prev, itb), itb, 'inode table');
   }
 }

@@ -29,6 +29,9 @@ function keep(name: string): string {
 
 /** Every entry of the image as the reader sees it: type and permissions, owner, links, size, content, xattrs. */
 export function imageState(img: string): string {
+  return entriesState(img);
+}
+function entriesState(img: string): string {
   const dev = FileDevice.open(img);
   try {
     const r = Ext4Reader.open(dev);
@@ -170,6 +173,33 @@ function expectClean(img: string, how: string, n: number): void {
 export function crashHarness(work: string, cfg: CrashConfig): { events: number; old: number; new: number } {
   const base = baseImage(work, cfg);
   const batch = script(work);
+  return crashEveryEvent(work, {
+    base,
+    run: (img, env) => runBatch(img, batch, env),
+    kernelRecovery: cfg.kernelRecovery,
+  });
+}
+
+/** A command run on a copy of `base`, crashed at each of its writes and fsyncs in turn. */
+export interface CrashRun {
+  base: string;
+  run: (img: string, env: NodeJS.ProcessEnv) => ReturnType<typeof run>;
+  /** What must be the old or the new one after recovery (default: every entry, imageState). */
+  state?: (img: string) => string;
+  /** Also bring each crashed image back through a kernel mount. */
+  kernelRecovery: boolean;
+}
+
+/**
+ * Crashes `c.run` after every write and fsync, in each loss mode; each crashed image, recovered by
+ * us, by e2fsck -fy and (optionally) by the kernel, must be clean and in the old or the new state.
+ */
+export function crashEveryEvent(work: string, c: CrashRun): { events: number; old: number; new: number } {
+  const { base } = c;
+  const imageState = c.state ?? entriesState;
+  const runBatch = (img: string, _batch: string, env: NodeJS.ProcessEnv) => c.run(img, env);
+  const batch = '';
+  const cfg = { kernelRecovery: c.kernelRecovery };
   const oldState = imageState(base);
 
   // The batch run to its end: the new state and how many writes and fsyncs it makes.

@@ -1,0 +1,34 @@
+/** `resize`: grow an image's file system to the file's size or to SIZE (shrinking comes later). */
+import { UsageError } from '../core/args.js';
+import { parseSize } from '../ext4/layout.js';
+import { resizeImage } from '../resize/image.js';
+import { command, printJson, warn } from './command.js';
+import { jsonOption, writerOptions, writerSettings } from './options.js';
+
+export const resize = command({
+  name: 'resize',
+  usage: `resize <image> [SIZE] [--recover] [--json] [--no-sync]
+      grow the file system to the image file's size (after truncate -s) or to SIZE (the file is
+      extended, sparse; K, M, G, T, P suffixes as mkfs --size), crash-safe through the journal`,
+  options: { ...jsonOption, ...writerOptions, recover: { type: 'boolean' } },
+  jsonErrors: true,
+  run(positionals, values) {
+    if (positionals.length < 1 || positionals.length > 2) throw new UsageError('resize needs <image> [SIZE]');
+    const image = positionals[0]!;
+    const size = positionals[1] === undefined ? undefined : parseSize(positionals[1]);
+    const r = resizeImage(image, size, { ...writerSettings(values), recover: !!values.recover, onWarning: warn });
+    if (values.json) {
+      printJson({ ok: true, command: 'resize', ...r });
+      return;
+    }
+    const bytes = (n: number) => `${n * r.blockSize} bytes (${n} blocks of ${r.blockSize})`;
+    if (r.newBlocks === r.oldBlocks) {
+      process.stdout.write(`${image}: the file system is already ${bytes(r.oldBlocks)}; nothing to do\n`);
+      return;
+    }
+    process.stdout.write(
+      `${image}: grown from ${bytes(r.oldBlocks)} to ${r.newBlocks * r.blockSize} bytes (${r.newBlocks} blocks), ${r.newGroups - r.oldGroups} new groups` +
+        `${r.toMetaBg ? ', meta_bg turned on' : ''}, ${r.reservedGdtBlocks} reserved GDT blocks left\n`,
+    );
+  },
+});
