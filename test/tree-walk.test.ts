@@ -171,6 +171,33 @@ describe('the tree walk', () => {
     expect(made).toBe(MAX_DEPTH + 1);
     expect(seen).toEqual([`level ${MAX_DEPTH + 1}: directory tree deeper than ${MAX_DEPTH} levels`]);
   });
+
+  it('the image writer and copy-in stop at the same depth, naming the entry, before writing anything', () => {
+    const deep = (level: number): SourceNode =>
+      stubNode({
+        name: enc.encode('d'),
+        displayPath: `level ${level}`,
+        kind: 'dir',
+        children: () => [deep(level + 1)],
+      });
+    const tooDeep = {
+      code: 'CORRUPT',
+      message: `level ${MAX_DEPTH + 1}: directory tree deeper than ${MAX_DEPTH} levels`,
+    };
+    const img = path.join(work, 'deep.img');
+    expect(() => formatImage(img, { sizeBytes: 8 << 20, sync: false, source: { root: () => deep(0) } })).toThrowError(
+      expect.objectContaining(tooDeep),
+    );
+    expect(fs.existsSync(img)).toBe(false);
+    formatImage(img, { sizeBytes: 8 << 20, sync: false });
+    const ed = Ext4Editor.open(img, { sync: false });
+    try {
+      expect(() => ed.copyIn({ root: () => deep(0) }, '/x')).toThrowError(expect.objectContaining(tooDeep));
+    } finally {
+      ed.close();
+    }
+    if (HAVE_E2FSPROGS) expect(fsck(img).status).toBe(0);
+  });
 });
 
 const runIt = oracleAvailable('image walk with a directory loop (debugfs)', HAVE_E2FSPROGS);
