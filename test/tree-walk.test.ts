@@ -204,21 +204,30 @@ const runIt = oracleAvailable('image walk with a directory loop (debugfs)', HAVE
 const work = scratchDir('ext4wd-walk');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
+/**
+ * A clean image of /a/b/f and /z, then a second name `to` of directory `from` made by debugfs (a
+ * directory hard link: e2fsck's business to fix).
+ */
+function loopedImage(name: string, from: string, to: string): string {
+  const img = path.join(work, name);
+  formatImage(img, {
+    sizeBytes: 8 << 20,
+    sync: false,
+    timestamp: 1_700_000_000,
+    source: memoryTreeSource({
+      children: { a: { children: { b: { children: { f: { data: 'data' } } } } }, z: { data: 'z' } },
+    }),
+  });
+  expect(fsck(img).status).toBe(0);
+  const d = run('debugfs', ['-w', '-R', `link ${from} ${to}`, img]);
+  expect(d.status, d.stderr).toBe(0);
+  return img;
+}
+
 describe.runIf(runIt)('sinks over an image whose directories loop', () => {
   it('extract and the tar export report the loop, and write everything else', () => {
-    const img = path.join(work, 'loop.img');
-    formatImage(img, {
-      sizeBytes: 8 << 20,
-      sync: false,
-      timestamp: 1_700_000_000,
-      source: memoryTreeSource({
-        children: { a: { children: { b: { children: { f: { data: 'data' } } } } }, z: { data: 'z' } },
-      }),
-    });
-    expect(fsck(img).status).toBe(0);
-    // A second name of /a inside its own subtree (a directory hard link: e2fsck's business to fix).
-    const d = run('debugfs', ['-w', '-R', 'link /a /a/b/up', img]);
-    expect(d.status, d.stderr).toBe(0);
+    // /a inside its own subtree.
+    const img = loopedImage('loop.img', '/a', '/a/b/up');
     const warnings: string[] = [];
     const reader = () => Ext4Reader.open(FileDevice.open(img));
     const dest = path.join(work, 'out');
@@ -252,17 +261,7 @@ describe.runIf(runIt)('sinks over an image whose directories loop', () => {
   });
 
   it("the image writer, copy-in and the work-disk job leave a loop out by the source's choice, or fail naming it", () => {
-    const img = path.join(work, 'loop2.img');
-    formatImage(img, {
-      sizeBytes: 8 << 20,
-      sync: false,
-      timestamp: 1_700_000_000,
-      source: memoryTreeSource({
-        children: { a: { children: { b: { children: { f: { data: 'data' } } } } }, z: { data: 'z' } },
-      }),
-    });
-    const d = run('debugfs', ['-w', '-R', 'link /a /a/b/up', img]);
-    expect(d.status, d.stderr).toBe(0);
+    const img = loopedImage('loop2.img', '/a', '/a/b/up');
     const reader = () => Ext4Reader.open(FileDevice.open(img));
     const loop = { code: 'CORRUPT', message: '/a/b/up: directory loop through inode 12' };
     const out = (name: string) => path.join(work, name);
@@ -324,15 +323,7 @@ describe.runIf(runIt)('sinks over an image whose directories loop', () => {
   });
 
   it("a loop back to the root through the source's lost+found is caught too", () => {
-    const img = path.join(work, 'lpf-loop.img');
-    formatImage(img, {
-      sizeBytes: 8 << 20,
-      sync: false,
-      timestamp: 1_700_000_000,
-      source: memoryTreeSource({ children: { a: { data: 'a' } } }),
-    });
-    const d = run('debugfs', ['-w', '-R', 'link / /lost+found/up', img]);
-    expect(d.status, d.stderr).toBe(0);
+    const img = loopedImage('lpf-loop.img', '/', '/lost+found/up');
     const copy = path.join(work, 'lpf-copy.img');
     const source = () => imageTreeSource(Ext4Reader.open(FileDevice.open(img)), '/');
     expect(() => formatImage(copy, { sizeBytes: 8 << 20, sync: false, source: source() })).toThrowError(
