@@ -28,6 +28,10 @@ const dir = (name: string, children: SourceNode['children'], p: Partial<SourceNo
 const file = (name: string, p: Partial<SourceNode> = {}): SourceNode =>
   stubNode({ name: enc.encode(name), displayPath: `/${name}`, ...p });
 
+/** A directory named `d` at `level`, with one such below it, without end. */
+const deep = (level: number): SourceNode =>
+  stubNode({ name: enc.encode('d'), displayPath: `level ${level}`, kind: 'dir', children: () => [deep(level + 1)] });
+
 /** A sink that records what it is asked to make, as "kind path" lines. */
 function recorder(opts: { refuseDirs?: string[]; refuseLeaves?: string[] } = {}) {
   const log: string[] = [];
@@ -157,13 +161,6 @@ describe('the tree walk', () => {
   it(`stops below ${MAX_DEPTH} levels`, () => {
     const seen: string[] = [];
     let made = 0;
-    const deep = (level: number): SourceNode =>
-      stubNode({
-        name: enc.encode('d'),
-        displayPath: `level ${level}`,
-        kind: 'dir',
-        children: () => [deep(level + 1)],
-      });
     new TreeWalk<number, never>(
       { dir: () => ++made, leaf: () => undefined, link: () => {} },
       { onUnreadable: (p, e) => seen.push(`${p}: ${e.message}`) },
@@ -173,13 +170,6 @@ describe('the tree walk', () => {
   });
 
   it('the image writer and copy-in stop at the same depth, naming the entry, before writing anything', () => {
-    const deep = (level: number): SourceNode =>
-      stubNode({
-        name: enc.encode('d'),
-        displayPath: `level ${level}`,
-        kind: 'dir',
-        children: () => [deep(level + 1)],
-      });
     const tooDeep = {
       code: 'CORRUPT',
       message: `level ${MAX_DEPTH + 1}: directory tree deeper than ${MAX_DEPTH} levels`,
