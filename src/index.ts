@@ -28,18 +28,11 @@ export { tarTreeSource, TarTree, type TarSource, type TarSourceOptions } from '.
 export { containerTreeSource, type ContainerSource, type ContainerSourceOptions } from './tree/sources/oci.js';
 export { openTreeSource, isExt4Image, type OpenSourceOptions, type OpenedSource } from './tree/sources/open.js';
 export { readTar, type TarEntry, type ByteSource } from './archive/read.js';
-export {
-  parseSpec,
-  readSpec,
-  checkSpec,
-  applySpec,
-  unvis,
-  type Spec,
-  type SpecEntry,
-  type SpecApplyOptions,
-} from './tree/sources/spec.js';
+export { parseSpec, readSpec, unvis, type Spec, type SpecEntry } from './tree/sources/spec.js';
+export { checkSpec, applySpec, type SpecApplyOptions } from './tree/sources/overlay.js';
 export type { TreeSource, SourceNode, FileData, NodeKind, XattrEntry } from './core/types.js';
-export { estimateTree, type Owner, type TreeEstimate } from './mkfs/writer.js';
+export type { Owner } from './mkfs/writer.js';
+export { estimateTree, type TreeEstimate } from './mkfs/estimate.js';
 export { halfMd4Hash, dirHash } from './ext4/dirhash.js';
 export { Ext4Reader, type ReaderOptions } from './fs/reader.js';
 export type { DirEntryInfo } from './fs/dir.js';

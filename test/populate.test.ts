@@ -253,6 +253,24 @@ describe('bad sources give clear errors and no image', () => {
     );
     expect(fs.existsSync(img)).toBe(false);
   });
+  it('a directory listing one name twice, and a lost+found that is not a directory', () => {
+    const enc = new TextEncoder();
+    const twice = stubNode({ name: enc.encode('x'), displayPath: '/d/x' });
+    const d = stubNode({ name: enc.encode('d'), displayPath: '/d', kind: 'dir', children: () => [twice, twice] });
+    const root = stubNode({ kind: 'dir', children: () => [d] });
+    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: { root: () => root } })).toThrowError(
+      expect.objectContaining({ code: 'SOURCE_ERROR', message: '/d lists the name "x" twice' }),
+    );
+    expect(fs.existsSync(img)).toBe(false);
+    const lpf = memorySource([{ name: enc.encode('lost+found'), displayPath: '/lost+found', kind: 'file' }]);
+    expect(() => formatImage(img, { sizeBytes: 64 * 2 ** 20, source: lpf })).toThrowError(
+      expect.objectContaining({
+        code: 'SOURCE_ERROR',
+        message: expect.stringMatching(/^\/lost\+found must be a directory/) as unknown,
+      }),
+    );
+    expect(fs.existsSync(img)).toBe(false);
+  });
   it('a source path that is not a directory, or missing', () => {
     expect(() => hostDirectorySource(path.join(work, 'nope'))).toThrowError(
       expect.objectContaining({ code: 'SOURCE_ERROR' }),

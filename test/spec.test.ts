@@ -7,7 +7,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { applySpec, checkSpec, parseSpec, unvis, type SpecEntry } from '../src/tree/sources/spec.js';
+import { parseSpec, unvis, type SpecEntry } from '../src/tree/sources/spec.js';
+import { applySpec, checkSpec } from '../src/tree/sources/overlay.js';
 import { memoryTreeSource } from '../src/tree/sources/memory.js';
 import { autoSize, formatImage } from '../src/mkfs/image.js';
 import { Ext4Reader } from '../src/fs/reader.js';

@@ -82,4 +82,9 @@ export interface SourceNode {
 
 export interface TreeSource {
   root(): SourceNode;
+  /**
+   * The source's own choice for entries it cannot read (an image opened to skip them): a walk given no
+   * choice of its own reports each here and leaves it out. Absent: such an entry fails the walk.
+   */
+  onUnreadable?: (path: string, error: Error) => void;
 }

@@ -1,15 +1,18 @@
 /**
  * `copyIn`, like `cp -a` into the image: a tree source (a host path or any TreeSource, with an owner
  * and a spec laid over it) merged into a directory of the image, or one entry copied to a path; hard
- * links kept, space estimated before anything is written.
+ * links kept, space estimated before anything is written. A sink of the tree walk (tree/walk.ts),
+ * which decides the depth limit, loops, hard links and unreadable entries.
  */
 import { Ext4Error } from '../core/errors.js';
 import { S_IFMT, S_IFDIR, S_IFREG, ROOT_INO } from '../ext4/inode.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { SourceNode, TreeSource } from '../core/types.js';
-import { estimateTree, checkName as checkSourceName } from '../mkfs/writer.js';
+import { estimateTree, checkName as checkSourceName } from '../mkfs/estimate.js';
+import { TreeWalk, sourcePolicy } from '../tree/walk.js';
 import { hostPathSource } from '../tree/sources/host.js';
-import { applySpec, type Spec } from '../tree/sources/spec.js';
+import type { Spec } from '../tree/sources/spec.js';
+import { sourceWithMetadata } from '../tree/sources/overlay.js';
 import { addEntry, removeEntry } from '../fs/dir-edit.js';
 import { writeContent } from '../fs/content.js';
 import { nodeSource } from './content.js';
@@ -38,9 +41,8 @@ export interface CopyInResult {
 
 export function copyIn(cx: OpContext, source: string | TreeSource, dest: string, opts: CopyInOptions): CopyInResult {
   const v = cx.v;
-  let tree = typeof source === 'string' ? hostPathSource(source) : source;
   // The owner goes onto the source's nodes first, so a spec's uid/gid can win over it (as mkfs does).
-  if (opts.spec || opts.owner) tree = applySpec(tree, opts.spec, { owner: opts.owner });
+  const tree = sourceWithMetadata(typeof source === 'string' ? hostPathSource(source) : source, opts)!;
   const root = tree.root();
   const est = estimateTree(
     // A single file is estimated as the one entry of a directory that is not itself written.
@@ -54,7 +56,6 @@ export function copyIn(cx: OpContext, source: string | TreeSource, dest: string,
       `the source needs about ${est.blocks} blocks and ${est.inodes} inodes; the image has ${v.freeBlocks} blocks and ${v.freeInodes} inodes free`,
     );
   const res: CopyInResult = { files: 0, dirs: 0, other: 0, bytes: 0 };
-  const links = new Map<string, number>();
   const target = normalize(dest);
   if (root.kind !== 'dir') {
     // A single entry: into an existing directory, or at the path itself.
@@ -67,7 +68,7 @@ export function copyIn(cx: OpContext, source: string | TreeSource, dest: string,
       if (!(e instanceof Ext4Error) || e.code !== 'NOT_FOUND') throw e;
     }
     const { parent, name } = parentOf(cx, at);
-    copyNode(cx, parent, name, root, opts, links, res, 0);
+    copyLeaf(cx, parent, name, root, res);
     return res;
   }
   let dirIno: number;
@@ -85,80 +86,87 @@ export function copyIn(cx: OpContext, source: string | TreeSource, dest: string,
       res.dirs++;
     }
   }
-  copyChildren(cx, dirIno, root, opts, links, res, 0);
+  // Directory handles and what further names of a hard-linked inode link to: inode numbers. Each entry
+  // is a checkpoint once it is done (a directory: with everything below it).
+  new TreeWalk<number, number>(
+    {
+      dir(n, parent) {
+        checkSourceName(n);
+        return copyDir(cx, parent, n, res);
+      },
+      leave(n, ino) {
+        applyMeta(cx, ino, n);
+        v.checkpoint();
+      },
+      leaf(n, parent) {
+        checkSourceName(n);
+        const ino = copyLeaf(cx, parent, n.name, n, res);
+        v.checkpoint();
+        return ino;
+      },
+      link(n, parent, first) {
+        checkSourceName(n);
+        linkTo(cx, parent, n, first);
+        v.checkpoint();
+      },
+    },
+    sourcePolicy(tree),
+  ).entries(root, dirIno);
   applyMeta(cx, dirIno, root);
   return res;
 }
 
-function copyChildren(
-  cx: OpContext,
-  dir: number,
-  node: SourceNode,
-  opts: CopyInOptions,
-  links: Map<string, number>,
-  res: CopyInResult,
-  depth: number,
-): void {
-  if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${node.displayPath}: tree deeper than 4096 levels`);
-  for (const child of node.children()) {
-    checkSourceName(child);
-    copyNode(cx, dir, child.name, child, opts, links, res, depth + 1);
-    cx.v.checkpoint();
-  }
-}
-
-function copyNode(
-  cx: OpContext,
-  parent: number,
-  name: Uint8Array,
-  node: SourceNode,
-  opts: CopyInOptions,
-  links: Map<string, number>,
-  res: CopyInResult,
-  depth: number,
-): void {
+/** What is at `name` in `parent` now, checked as something the copy may replace or merge into. */
+function existingAt(cx: OpContext, parent: number, name: Uint8Array, node: SourceNode) {
   const v = cx.v;
   const slot = v.r.findEntry(parent, name);
   const existing = slot ? v.readInode(slot.inode) : undefined;
-  const existingType = existing ? existing.mode & S_IFMT : 0;
-  const display = node.displayPath;
-  if (slot) checkEditable(slot.inode, existing!, display);
-  if (node.kind === 'dir') {
-    let ino: number;
-    if (slot) {
-      if (existingType !== S_IFDIR)
-        throw new Ext4Error('NOT_A_DIRECTORY', `cannot overwrite non-directory with directory ${display}`, {
-          path: display,
-        });
-      ino = slot.inode;
-    } else {
-      ino = makeDir(cx, parent, name, { mode: node.perm, uid: node.uid, gid: node.gid });
-      res.dirs++;
-    }
-    copyChildren(cx, ino, node, opts, links, res, depth);
-    applyMeta(cx, ino, node);
-    return;
-  }
-  if (existingType === S_IFDIR)
-    throw new Ext4Error('IS_A_DIRECTORY', `cannot overwrite directory with non-directory ${display}`, {
-      path: display,
+  const type = existing ? existing.mode & S_IFMT : 0;
+  if (slot) checkEditable(slot.inode, existing!, node.displayPath);
+  if (node.kind !== 'dir' && type === S_IFDIR)
+    throw new Ext4Error('IS_A_DIRECTORY', `cannot overwrite directory with non-directory ${node.displayPath}`, {
+      path: node.displayPath,
     });
-  // A hard link to something already copied: link to it.
-  const linked = node.linkKey !== undefined ? links.get(node.linkKey) : undefined;
-  if (linked !== undefined) {
-    if (slot) {
-      if (slot.inode === linked) return;
-      removeEntry(v, parent, name);
-      dropLink(cx, slot.inode);
-    }
-    addEntry(v, parent, name, linked, fileTypeOfMode(v.readInode(linked).mode));
-    const li = v.readInode(linked);
-    li.linksCount++;
-    v.writeInode(linked, li);
-    return;
+  return { slot, type };
+}
+
+/** A directory of the source: merged into the one of its name, or made. Returns its inode number. */
+function copyDir(cx: OpContext, parent: number, node: SourceNode, res: CopyInResult): number {
+  const { slot, type } = existingAt(cx, parent, node.name, node);
+  if (!slot) {
+    res.dirs++;
+    return makeDir(cx, parent, node.name, { mode: node.perm, uid: node.uid, gid: node.gid });
   }
+  if (type !== S_IFDIR)
+    throw new Ext4Error('NOT_A_DIRECTORY', `cannot overwrite non-directory with directory ${node.displayPath}`, {
+      path: node.displayPath,
+    });
+  return slot.inode;
+}
+
+/** A further name of a hard-linked inode copied already as `linked`: replaces what has the name. */
+function linkTo(cx: OpContext, parent: number, node: SourceNode, linked: number): void {
+  const v = cx.v;
+  const name = node.name;
+  const { slot } = existingAt(cx, parent, name, node);
+  if (slot) {
+    if (slot.inode === linked) return;
+    removeEntry(v, parent, name);
+    dropLink(cx, slot.inode);
+  }
+  addEntry(v, parent, name, linked, fileTypeOfMode(v.readInode(linked).mode));
+  const li = v.readInode(linked);
+  li.linksCount++;
+  v.writeInode(linked, li);
+}
+
+/** A non-directory at `name` in `parent`: a file's content replaces an existing file's, else a new inode. */
+function copyLeaf(cx: OpContext, parent: number, name: Uint8Array, node: SourceNode, res: CopyInResult): number {
+  const v = cx.v;
+  const display = node.displayPath;
+  const { slot, type } = existingAt(cx, parent, name, node);
   let ino: number;
-  if (node.kind === 'file' && existingType === S_IFREG) {
+  if (node.kind === 'file' && type === S_IFREG) {
     ino = slot!.inode;
     const i = v.readInode(ino);
     writeContent(v, ino, i, nodeSource(node));
@@ -194,6 +202,6 @@ function copyNode(
     res.files++;
     res.bytes += node.size;
   } else res.other++;
-  if (node.linkKey !== undefined) links.set(node.linkKey, ino);
   applyMeta(cx, ino, node);
+  return ino;
 }

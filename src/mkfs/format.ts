@@ -52,19 +52,19 @@ import { encodeInodeXattrs } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../core/types.js';
 import { sourceDateEpoch, storableSeconds } from '../core/time.js';
-import { applySpec, type Spec } from '../tree/sources/spec.js';
+import type { Spec } from '../tree/sources/spec.js';
+import { sourceWithMetadata } from '../tree/sources/overlay.js';
 import {
   InodeStore,
-  populate,
-  estimateTree,
   writerBuffers,
-  type TreeEstimate,
   ROOT_INO,
   LOST_FOUND_INO,
   FIRST_INO,
   type Owner,
   type WriterContext,
 } from './writer.js';
+import { populate } from './populate.js';
+import { estimateTree, type TreeEstimate } from './estimate.js';
 
 export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
 export const RESIZE_INO = 7;
@@ -245,25 +245,15 @@ export function treeFits(
 }
 
 /**
- * The source as the writer is to see it: `owner` over every node, then the spec's metadata over the
- * nodes it names (the spec is checked against the source here).
- */
-export function sourceWithMetadata(opts: Pick<FormatOptions, 'source' | 'owner' | 'spec'>): TreeSource | undefined {
-  if (opts.spec && !opts.source)
-    throw new Ext4Error('BAD_OPTION', `the spec ${opts.spec.file} describes a source tree, and there is none`);
-  if (!opts.source || (!opts.owner && !opts.spec)) return opts.source;
-  return applySpec(opts.source, opts.spec, { owner: opts.owner });
-}
-
-/**
  * Writes a fresh file system into `dev`, which must already have its final size (a hole). `source` is
- * the tree as the writer sees it: `sourceWithMetadata(opts)` unless the caller made it already.
+ * the tree as the writer sees it: `opts.source` with `opts.owner` and `opts.spec` laid over it
+ * (tree/sources/overlay.ts) unless the caller did that already.
  */
 export function formatDevice(
   dev: BlockDevice,
   opts: FormatOptions,
   layout?: Layout,
-  source: TreeSource | undefined = sourceWithMetadata(opts),
+  source: TreeSource | undefined = sourceWithMetadata(opts.source, opts),
 ): FormatResult {
   // The plan is consumed (allocations are added to it), so a caller's plan is used once.
   const l = layout ?? planLayout(opts);

@@ -1,9 +1,10 @@
 /** File-level entry points: format an image file atomically, read its summary. */
 import { Ext4Error } from '../core/errors.js';
 import type { FileDevice } from '../io/device.js';
-import { formatDevice, sourceWithMetadata, treeFits, type FormatOptions, type FormatResult } from './format.js';
+import { formatDevice, treeFits, type FormatOptions, type FormatResult } from './format.js';
 import { parseSize, planLayout } from '../ext4/layout.js';
-import { estimateTree, type TreeEstimate } from './writer.js';
+import { estimateTree, type TreeEstimate } from './estimate.js';
+import { sourceWithMetadata } from '../tree/sources/overlay.js';
 import { checkDevice, problemSummary } from '../check/check.js';
 import { writeAtomically as writeChecked } from '../host/atomic.js';
 
@@ -51,7 +52,7 @@ function verifyImage(dev: FileDevice, target: string): void {
 export function formatImage(imagePath: string, opts: FormatImageOptions): FormatResult {
   // Validate everything before a file is created: the options, and a spec against its source.
   const layout = planLayout(opts);
-  const source = sourceWithMetadata(opts);
+  const source = sourceWithMetadata(opts.source, opts);
   return writeAtomically(
     imagePath,
     (dev) => {
@@ -90,7 +91,7 @@ export function autoSize(
   slack: SizeSlack = { percent: 10 },
 ): { sizeBytes: number; blockSize?: number } {
   // The tree as it will be written: a spec's attributes take room too.
-  const source = sourceWithMetadata(opts);
+  const source = sourceWithMetadata(opts.source, opts);
   if (!source) return { sizeBytes: 16 * MiB, blockSize: opts.blockSize };
   // By block size and inode size (mkfs's geometry picks both by the file system's size).
   const estimates = new Map<string, TreeEstimate>();

@@ -1,37 +1,17 @@
 /**
- * The tree writer: lays out a tree source into a file system the formatter has just planned. Data goes
- * straight to its final blocks in large writes (memory does not grow with file size); inodes and
- * directory entries are kept in memory and written by the formatter at the end.
+ * The tree writer's block layer: lays out what populate.ts hands it (file data, symlink targets,
+ * extent trees, directory blocks and htrees, attribute blocks) in a file system the formatter has just
+ * planned. Data goes straight to its final blocks in large writes (memory does not grow with file
+ * size); inodes are kept in memory (InodeStore) and written by the formatter at the end.
  */
 import { Ext4Error } from '../core/errors.js';
-import { MODE_OF_TYPE, DIRENT_TYPE_OF } from '../ext4/filetype.js';
 import { type Layout, takeRuns } from '../ext4/layout.js';
-import {
-  type Inode,
-  type Timestamp,
-  emptyInode,
-  S_IFDIR,
-  FL_EXTENTS,
-  I_BLOCK_SIZE,
-  FL_INDEX,
-  encodeDeviceNumbers,
-  inodeCsumSeed,
-  EXTRA_ISIZE,
-  GOOD_OLD_INODE_SIZE,
-  ROOT_INO,
-  LINK_MAX,
-} from '../ext4/inode.js';
-import {
-  buildExtentTree,
-  extentTreeBlockCount,
-  runsToExtents,
-  MAX_INIT_EXTENT_LEN,
-  type Extent,
-} from '../ext4/extent.js';
-import { packDirBlocks, direntSize, type DirEntry, FT_DIR, MAX_NAME_LEN, DIR_TAIL_SIZE } from '../ext4/dirent.js';
+import { type Inode, type Timestamp, FL_EXTENTS, FL_INDEX, inodeCsumSeed, ROOT_INO } from '../ext4/inode.js';
+import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
+import { packDirBlocks, direntSize, type DirEntry, FT_DIR, DIR_TAIL_SIZE } from '../ext4/dirent.js';
 import { buildHtree } from '../ext4/htree.js';
 import type { BlockDevice } from '../io/device.js';
-import type { SourceNode, TreeSource } from '../core/types.js';
+import type { SourceNode } from '../core/types.js';
 import {
   toDisk,
   xattrSpace,
@@ -44,7 +24,6 @@ import {
 export const FIRST_INO = 11;
 export { ROOT_INO };
 export const LOST_FOUND_INO = 11;
-/** Directories with more subdirectories than this get link count 1 (dir_nlink). */
 /** Bytes read from a source file per write: large, block-aligned. */
 const CHUNK = 8 * 1024 * 1024;
 /** Small files are combined into writes of up to this many bytes. */
@@ -127,7 +106,7 @@ export function writerBuffers(
  * Places a node's extended attributes: inside the inode when they fit, else in an attribute block
  * (shared with every other inode that has the same set). Returns the in-inode set.
  */
-function placeXattrs(ctx: WriterContext, inode: Inode, node: SourceNode): DiskXattr[] | undefined {
+export function placeXattrs(ctx: WriterContext, inode: Inode, node: SourceNode): DiskXattr[] | undefined {
   const list = node.xattrs();
   if (!list.length) return undefined;
   const xs = list.map(toDisk);
@@ -153,7 +132,7 @@ function placeXattrs(ctx: WriterContext, inode: Inode, node: SourceNode): DiskXa
 }
 
 /** Writes the attribute blocks with their final reference counts. */
-function sealXattrBlocks(ctx: WriterContext): void {
+export function sealXattrBlocks(ctx: WriterContext): void {
   for (const x of ctx.xattrBlocks.values()) {
     sealXattrBlock(x.data, x.block, x.refs, ctx.csumSeed);
     ctx.put(x.block, x.data);
@@ -222,7 +201,11 @@ export function mapExtents(
 const ZERO = new Uint8Array(65536);
 
 /** Streams a regular file to its blocks; all-zero blocks stay holes. */
-function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBlock: Uint8Array; blocks: number } {
+export function writeFileData(
+  ctx: WriterContext,
+  ino: number,
+  node: SourceNode,
+): { iBlock: Uint8Array; blocks: number } {
   const bs = ctx.l.blockSize;
   if (node.size === 0) return { ...mapExtents(ctx, ino, []), blocks: 0 };
   const maxBlocks = 2 ** 32;
@@ -275,50 +258,6 @@ function writeFileData(ctx: WriterContext, ino: number, node: SourceNode): { iBl
   return { iBlock: m.iBlock, blocks: used + m.treeBlocks };
 }
 
-/** i_block of inodes that keep nothing there (FIFOs, sockets, empty files before mapping); never mutated. */
-const NO_BLOCKS = new Uint8Array(I_BLOCK_SIZE);
-
-/** A directory made without a source (the root, lost+found): now, owned by `owner` or root. */
-function newDirInode(ctx: WriterContext, perm: number): Inode {
-  const t = ctx.now;
-  return {
-    ...emptyInode(),
-    mode: S_IFDIR | perm,
-    atime: t,
-    mtime: t,
-    ctime: t,
-    crtime: t,
-    extraIsize: ctx.extraIsize,
-    uid: ctx.owner?.uid ?? 0,
-    gid: ctx.owner?.gid ?? 0,
-  };
-}
-
-function baseInode(ctx: WriterContext, node: SourceNode): Inode {
-  return {
-    mode: MODE_OF_TYPE[node.kind] | (node.perm & 0o7777),
-    // FormatOptions.owner reaches source nodes through the source wrapper (applySpec), so a spec can
-    // still give a path another owner.
-    uid: node.uid,
-    gid: node.gid,
-    size: 0,
-    atime: node.atime,
-    mtime: node.mtime,
-    ctime: node.ctime,
-    crtime: node.crtime ?? ctx.now,
-    dtime: 0,
-    linksCount: 1,
-    blocks: 0,
-    flags: 0,
-    version: 0,
-    block: NO_BLOCKS,
-    generation: 0,
-    fileAcl: 0,
-    extraIsize: ctx.extraIsize,
-    projid: 0,
-  };
-}
-
 /**
  * Writes a directory's entries into blocks: one linear block when they fit, else an htree (dir_index)
  * whose first block is the dx_root. `fixedBlocks` are blocks already allocated for it (the formatter's
@@ -363,275 +302,4 @@ export function writeDirectory(
   const runs = phys.map((p, i) => ({ lblk: i, pblk: p, len: 1 }));
   const m = mapExtents(ctx, ino, runsToExtents(runs));
   return { iBlock: m.iBlock, blocks: blocks.length + m.treeBlocks, size: blocks.length * bs, flags };
-}
-
-interface DirResult {
-  entries: DirEntry[];
-  subdirs: number;
-}
-
-/** Where hard-linked inodes already written live, by the source's link key. */
-type LinkMap = Map<string, number>;
-
-/** A source entry's name must be one ext4 can store: 1 to 255 bytes, no '/' or NUL. */
-export function checkName(node: SourceNode): void {
-  if (node.name.length > MAX_NAME_LEN)
-    throw new Ext4Error(
-      'NAME_TOO_LONG',
-      `name of ${node.displayPath} is ${node.name.length} bytes; ext4 allows ${MAX_NAME_LEN}`,
-      { path: node.displayPath },
-    );
-  if (node.name.length === 0 || node.name.includes(0x2f) || node.name.includes(0))
-    throw new Ext4Error('SOURCE_ERROR', `invalid entry name in ${node.displayPath}`, { path: node.displayPath });
-}
-
-/** Writes one non-directory node (or links it), returning its inode number. */
-function writeLeaf(ctx: WriterContext, node: SourceNode, links: LinkMap): number {
-  if (node.linkKey !== undefined) {
-    const existing = links.get(node.linkKey);
-    if (existing !== undefined) {
-      ctx.inodes.records.get(existing)!.inode.linksCount++;
-      return existing;
-    }
-  }
-  const ino = ctx.inodes.alloc();
-  const inode = baseInode(ctx, node);
-  if (node.kind === 'file') {
-    const d = writeFileData(ctx, ino, node);
-    inode.size = node.size;
-    inode.flags = FL_EXTENTS;
-    inode.block = d.iBlock;
-    inode.blocks = (d.blocks * ctx.l.blockSize) / 512;
-  } else if (node.kind === 'symlink') {
-    const target = node.readLink();
-    // The target and its terminating NUL must fit one block (kernel: ext4_symlink).
-    const max = Math.min(4095, ctx.l.blockSize - 1);
-    if (target.length === 0 || target.length > max)
-      throw new Ext4Error(
-        'NAME_TOO_LONG',
-        `symlink ${node.displayPath} has a ${target.length}-byte target; with ${ctx.l.blockSize}-byte blocks at most ${max} bytes fit`,
-        { path: node.displayPath },
-      );
-    inode.size = target.length;
-    if (target.length < I_BLOCK_SIZE) {
-      // Fast symlink: the target lives in i_block itself.
-      inode.block = new Uint8Array(I_BLOCK_SIZE);
-      inode.block.set(target);
-    } else {
-      const blk = new Uint8Array(ctx.l.blockSize);
-      blk.set(target);
-      const [r] = allocData(ctx, 1);
-      ctx.put(r!.start, blk);
-      const m = mapExtents(ctx, ino, [{ lblk: 0, pblk: r!.start, len: 1 }]);
-      inode.flags = FL_EXTENTS;
-      inode.block = m.iBlock;
-      inode.blocks = ((1 + m.treeBlocks) * ctx.l.blockSize) / 512;
-    }
-  } else if (node.kind === 'chardev' || node.kind === 'blockdev') {
-    inode.block = encodeDeviceNumbers(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
-  }
-  ctx.inodes.set(ino, inode, false, placeXattrs(ctx, inode, node));
-  if (node.linkKey !== undefined) links.set(node.linkKey, ino);
-  return ino;
-}
-
-/** Depth-first: a directory's children, then the directory's own blocks. */
-function writeChildren(
-  ctx: WriterContext,
-  dir: SourceNode,
-  dirIno: number,
-  links: LinkMap,
-  depth: number,
-  skip?: (n: SourceNode) => boolean,
-): DirResult {
-  if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
-  const entries: DirEntry[] = [];
-  let subdirs = 0;
-  const names = new Set<string>();
-  for (const child of dir.children()) {
-    checkName(child);
-    const key = Buffer.from(child.name).toString('latin1');
-    if (names.has(key))
-      throw new Ext4Error(
-        'SOURCE_ERROR',
-        `${dir.displayPath} lists the name ${JSON.stringify(Buffer.from(child.name).toString('utf8'))} twice`,
-        { path: dir.displayPath },
-      );
-    names.add(key);
-    if (skip?.(child)) continue;
-    if (child.kind === 'dir') {
-      const ino = writeDir(ctx, child, dirIno, links, depth + 1);
-      subdirs++;
-      entries.push({ inode: ino, name: child.name, fileType: FT_DIR });
-    } else {
-      entries.push({ inode: writeLeaf(ctx, child, links), name: child.name, fileType: DIRENT_TYPE_OF[child.kind] });
-    }
-  }
-  return { entries, subdirs };
-}
-
-function dirLinks(subdirs: number): number {
-  const n = 2 + subdirs;
-  return n > LINK_MAX ? 1 : n;
-}
-
-function writeDir(ctx: WriterContext, node: SourceNode, parent: number, links: LinkMap, depth: number): number {
-  const ino = ctx.inodes.alloc();
-  const inode = baseInode(ctx, node);
-  ctx.inodes.set(ino, inode, true, placeXattrs(ctx, inode, node));
-  const r = writeChildren(ctx, node, ino, links, depth);
-  const d = writeDirectory(ctx, ino, parent, r.entries);
-  Object.assign(inode, {
-    size: d.size,
-    flags: d.flags,
-    block: d.iBlock,
-    blocks: inode.blocks + (d.blocks * ctx.l.blockSize) / 512,
-    linksCount: dirLinks(r.subdirs),
-  });
-  return ino;
-}
-
-const LOST_FOUND = new TextEncoder().encode('lost+found');
-const isLostFound = (n: SourceNode) =>
-  n.name.length === LOST_FOUND.length && n.name.every((c, i) => c === LOST_FOUND[i]);
-
-export interface RootResult {
-  root: Inode;
-  lostFound: Inode;
-  rootXattrs?: DiskXattr[];
-  lostFoundXattrs?: DiskXattr[];
-}
-
-/**
- * Writes `source` under the root directory. The root inode takes the source root's mode, owner and
- * times (like mkfs.ext4 -d); a `lost+found` directory in the source becomes the file system's own.
- */
-export function populate(
-  ctx: WriterContext,
-  source: TreeSource | undefined,
-  rootBlock: number,
-  lpfBlocks: number[],
-): RootResult {
-  const links: LinkMap = new Map();
-  const src = source?.root();
-  if (src && src.kind !== 'dir') throw new Ext4Error('SOURCE_ERROR', `${src.displayPath} is not a directory`);
-  const rootInode: Inode = src
-    ? { ...baseInode(ctx, src), mode: S_IFDIR | (src.perm & 0o7777) }
-    : newDirInode(ctx, 0o755);
-  let lpfNode: SourceNode | undefined;
-  const rootChildren = src
-    ? writeChildren(ctx, src, ROOT_INO, links, 0, (n) => {
-        if (!isLostFound(n)) return false;
-        if (n.kind !== 'dir')
-          throw new Ext4Error('SOURCE_ERROR', `${n.displayPath} must be a directory: ext4 keeps lost+found for fsck`);
-        lpfNode = n;
-        return true;
-      })
-    : { entries: [], subdirs: 0 };
-
-  const lpfInode: Inode = lpfNode ? baseInode(ctx, lpfNode) : newDirInode(ctx, 0o700);
-  const rootXattrs = src ? placeXattrs(ctx, rootInode, src) : undefined;
-  const lostFoundXattrs = lpfNode ? placeXattrs(ctx, lpfInode, lpfNode) : undefined;
-  const lpfChildren = lpfNode ? writeChildren(ctx, lpfNode, LOST_FOUND_INO, links, 1) : { entries: [], subdirs: 0 };
-  const lpf = writeDirectory(ctx, LOST_FOUND_INO, ROOT_INO, lpfChildren.entries, lpfBlocks);
-  Object.assign(lpfInode, {
-    size: lpf.size,
-    flags: lpf.flags,
-    block: lpf.iBlock,
-    blocks: lpfInode.blocks + (lpf.blocks * ctx.l.blockSize) / 512,
-    linksCount: dirLinks(lpfChildren.subdirs),
-  });
-
-  const rootEntries: DirEntry[] = [
-    { inode: LOST_FOUND_INO, name: LOST_FOUND, fileType: FT_DIR },
-    ...rootChildren.entries,
-  ];
-  const root = writeDirectory(ctx, ROOT_INO, ROOT_INO, rootEntries, [rootBlock]);
-  Object.assign(rootInode, {
-    size: root.size,
-    flags: root.flags,
-    block: root.iBlock,
-    blocks: rootInode.blocks + (root.blocks * ctx.l.blockSize) / 512,
-    linksCount: dirLinks(rootChildren.subdirs + 1),
-  });
-  flushData(ctx);
-  sealXattrBlocks(ctx);
-  return { root: rootInode, lostFound: lpfInode, rootXattrs, lostFoundXattrs };
-}
-
-export interface TreeEstimate {
-  inodes: number;
-  blocks: number;
-  files: number;
-  dataBytes: number;
-  /** The largest regular file, in bytes. */
-  largestFile: number;
-  /** The longest symlink target, in bytes (it must fit one block). */
-  longestSymlink: number;
-}
-
-/**
- * An upper estimate of what `source` needs, from metadata alone (no file is read): inodes, and blocks
- * for data (sparse files by what the source really stores), directories, extent trees and attribute
- * blocks (one per distinct set that does not fit inside `inodeSize`-byte inodes, shared as the writer
- * shares them).
- */
-export function estimateTree(source: TreeSource, blockSize: number, inodeSize = 256): TreeEstimate {
-  const est: TreeEstimate = { inodes: 0, blocks: 0, files: 0, dataBytes: 0, largestFile: 0, longestSymlink: 0 };
-  const seen = new Set<string>();
-  const inInode = inodeXattrSpace(inodeSize, inodeSize > GOOD_OLD_INODE_SIZE ? EXTRA_ISIZE : 0);
-  const xattrBlocks = new Set<string>();
-  const countXattrs = (n: SourceNode) => {
-    const list = n.xattrs();
-    if (!list.length) return;
-    const xs = list.map(toDisk);
-    // Too big for a block: placeXattrs refuses it when the node is written.
-    if (xattrSpace(xs) <= inInode || xattrSpace(xs) > blockSize - 32) return;
-    const data = encodeXattrBlock(blockSize, xs);
-    const key = Buffer.from(data.buffer, data.byteOffset, data.length).toString('latin1');
-    if (!xattrBlocks.has(key)) {
-      xattrBlocks.add(key);
-      est.blocks++;
-    }
-  };
-  const dirBlocks = (entryBytes: number) => {
-    const leaves = Math.ceil(entryBytes / (blockSize - DIR_TAIL_SIZE));
-    return leaves <= 1 ? 1 : leaves + 1 + Math.ceil(leaves / ((blockSize - 8) / 8 - 1)) + Math.ceil(leaves / 2);
-  };
-  const walk = (dir: SourceNode, depth: number) => {
-    if (depth > 4096) throw new Ext4Error('SOURCE_ERROR', `${dir.displayPath}: directory tree deeper than 4096 levels`);
-    let bytes = direntSize(1) + direntSize(2) + direntSize(10);
-    for (const c of dir.children()) {
-      checkName(c);
-      bytes += direntSize(c.name.length);
-      if (c.linkKey !== undefined) {
-        if (seen.has(c.linkKey)) continue;
-        seen.add(c.linkKey);
-      }
-      est.inodes++;
-      countXattrs(c);
-      if (c.kind === 'dir') walk(c, depth + 1);
-      else if (c.kind === 'file') {
-        est.files++;
-        if (c.size > est.largestFile) est.largestFile = c.size;
-        const full = Math.ceil(c.size / blockSize);
-        const stored =
-          c.allocatedBytes === undefined || c.allocatedBytes >= c.size
-            ? full
-            : Math.min(full, Math.ceil(c.allocatedBytes / blockSize) + 1);
-        est.dataBytes += stored * blockSize;
-        // Extents hold at most 32768 blocks; holes split them further, at worst one per stored block run.
-        const extents = Math.ceil(full / MAX_INIT_EXTENT_LEN) + (stored < full ? stored : 0);
-        est.blocks += stored + extentTreeBlockCount(extents, blockSize);
-      } else if (c.kind === 'symlink') {
-        if (c.size >= I_BLOCK_SIZE) est.blocks += 1;
-        if (c.size > est.longestSymlink) est.longestSymlink = c.size;
-      }
-    }
-    est.blocks += dirBlocks(bytes);
-  };
-  const root = source.root();
-  countXattrs(root);
-  walk(root, 0);
-  return est;
 }

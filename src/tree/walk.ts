@@ -1,11 +1,13 @@
 /**
  * The one walk over a tree source, shared by every sink that consumes a tree (extract to a directory,
- * the tar export): depth limit, directory-loop check, hard-link keys and unreadable entries are decided
- * here, once. A sink only makes what it is handed, in order: a directory before its entries, a further
- * name of a hard-linked inode as a link to what the first name made.
+ * the tar export, the new image's writer and its size estimate, the editor's copy-in, the work-disk
+ * job's count): depth limit, directory-loop check, hard-link keys and unreadable entries are decided
+ * here, once. A sink only makes what it is handed, in order: a directory before its entries (and, if
+ * it likes, again after them), a further name of a hard-linked inode as a link to what the first name
+ * made.
  */
 import { Ext4Error } from '../core/errors.js';
-import type { SourceNode } from '../core/types.js';
+import type { SourceNode, TreeSource } from '../core/types.js';
 
 /** Errors that concern one entry of a source (it can be left out), not the source or the sink as a whole. */
 export const ENTRY_ERRORS: ReadonlySet<string> = new Set(['UNSUPPORTED_FEATURE', 'CORRUPT', 'BAD_CHECKSUM']);
@@ -37,6 +39,9 @@ export interface WalkOptions {
   onUnreadable?: (path: string, error: Ext4Error) => void;
 }
 
+/** The walk options of a sink that leaves unreadable entries to the source's own choice (mkfs, copy-in). */
+export const sourcePolicy = (source: TreeSource | undefined): WalkOptions => ({ onUnreadable: source?.onUnreadable });
+
 export class TreeWalk<H, L> {
   /** What the first name of each hard-linked inode made, by link key. */
   private readonly links = new Map<string, L>();
@@ -64,9 +69,18 @@ export class TreeWalk<H, L> {
     this.visit(node, parent, 0);
   }
 
-  /** The entries of directory `dir`, made already as `handle`, at `depth` below the walk's top. */
-  entries(dir: SourceNode, handle: H, depth = 1): void {
-    this.walk(dir, handle, depth, false);
+  /**
+   * The entries of directory `dir`, made already as `handle`, at `depth` below the walk's top. `above`:
+   * the directories on the path to `dir`, for the loop check, when they are not being walked now.
+   */
+  entries(dir: SourceNode, handle: H, depth = 1, above: readonly SourceNode[] = []): void {
+    const keys = above.map((d) => d.dirKey).filter((k): k is string => k !== undefined && !this.onPath.has(k));
+    for (const k of keys) this.onPath.add(k);
+    try {
+      this.walk(dir, handle, depth, false);
+    } finally {
+      for (const k of keys) this.onPath.delete(k);
+    }
   }
 
   /** Reports an entry that cannot be read, or fails the walk with it; anything but an entry error is rethrown. */

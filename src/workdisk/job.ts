@@ -14,6 +14,7 @@ import type { SourceNode, TreeSource } from '../core/types.js';
 export { unreadableOption } from '../tree/sources/image.js';
 import type { Spec } from '../tree/sources/spec.js';
 import { memoryTreeSource } from '../tree/sources/memory.js';
+import { TreeWalk, sourcePolicy, type TreeSink } from '../tree/walk.js';
 import { workSeedSizeBytes } from './paths.js';
 
 export type Stage = 'reading rootfs' | 'writing work seed' | 'formatting' | 'applying work seed' | 'syncing';
@@ -76,15 +77,15 @@ function filtered(src: TreeSource, opts: { regularOnly?: boolean; rootPerm?: num
     const w = Object.create(n) as SourceNode;
     if (isRoot && opts.rootPerm !== undefined) Object.defineProperty(w, 'perm', { value: opts.rootPerm });
     if (opts.regularOnly && n.kind !== 'dir') Object.defineProperty(w, 'linkKey', { value: undefined });
-    w.children = () =>
+    w.children = (skip) =>
       n
-        .children()
+        .children(skip)
         .filter((c) => !opts.regularOnly || c.kind === 'dir' || c.kind === 'file')
         .map((c) => wrap(c, false));
     return w;
   };
   const root = wrap(src.root(), true);
-  return { root: () => root };
+  return { root: () => root, onUnreadable: src.onUnreadable };
 }
 
 /** Formats `path` holding `src`, every entry root:root. */
@@ -102,25 +103,20 @@ function writeRootOwned(path: string, sizeBytes: number, src: TreeSource | undef
   });
 }
 
-/** Bytes of regular files under a source (each inode once). */
+/** Bytes of regular files under a source (each inode once), and its entries (every name). */
 function regularBytes(src: TreeSource): { bytes: number; entries: number } {
   let bytes = 0;
   let entries = 0;
-  const seen = new Set<string>();
-  const stack = [src.root()];
-  while (stack.length) {
-    for (const c of stack.pop()!.children()) {
+  const sink: TreeSink<true, true> = {
+    dir: () => (entries++, true),
+    leaf(c) {
       entries++;
-      if (c.kind === 'dir') stack.push(c);
-      else if (c.kind === 'file') {
-        if (c.linkKey !== undefined) {
-          if (seen.has(c.linkKey)) continue;
-          seen.add(c.linkKey);
-        }
-        bytes += c.size;
-      }
-    }
-  }
+      if (c.kind === 'file') bytes += c.size;
+      return true;
+    },
+    link: () => void entries++,
+  };
+  new TreeWalk(sink, sourcePolicy(src)).entries(src.root(), true);
   return { bytes, entries };
 }
 

@@ -27,8 +27,13 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
-interface NodeOptions extends ImageSourceOptions {
-  reported: Set<string>;
+/** `e` with the path of the entry it concerns in front of its message. */
+const withPath = (p: string, e: Ext4Error): Ext4Error =>
+  new Ext4Error(e.code, `${p}: ${e.message}`, { ...e.context, path: p });
+
+interface NodeOptions {
+  /** The source's choice for unreadable entries (see ImageSourceOptions), each path reported once. */
+  report?: (path: string, error: Ext4Error) => void;
 }
 
 class ImageNode implements SourceNode {
@@ -61,7 +66,6 @@ class ImageNode implements SourceNode {
     readonly displayPath: string,
     private readonly i: Inode,
     private readonly opts: NodeOptions,
-    private readonly parent?: ImageNode,
   ) {
     const t = fileTypeOf(i.mode);
     if (!t)
@@ -187,10 +191,7 @@ class ImageNode implements SourceNode {
         entries = this.r.readDir(this.ino, this.i);
       } catch (err) {
         if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
-        throw new Ext4Error(err.code, `${this.displayPath}: ${err.message}`, {
-          ...err.context,
-          path: this.displayPath,
-        });
+        throw withPath(this.displayPath, err);
       }
     this.listed = undefined;
     const out: ImageNode[] = [];
@@ -199,25 +200,17 @@ class ImageNode implements SourceNode {
       const p = dir + Buffer.from(e.name).toString('utf8');
       try {
         checkEntryName(e.name, this.displayPath);
-        const child = new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts, this);
-        // The tree walk checks for loops itself (by dirKey); the writer and copy-in do not walk
-        // through it yet, and rely on this check until they do.
-        if (!skip && child.kind === 'dir' && this.hasAncestor(e.inode))
-          throw new Ext4Error('CORRUPT', `directory loop through inode ${e.inode}`, { inode: e.inode });
-        out.push(child.check());
+        // Directory loops are the walk's to find (tree/walk.ts, by dirKey): every whole-tree walk
+        // goes through it.
+        out.push(new ImageNode(this.r, e.inode, e.name, p, this.r.inode(e.inode), this.opts).check());
       } catch (err) {
         if (!(err instanceof Ext4Error) || !ENTRY_ERRORS.has(err.code)) throw err;
         if (skip) {
           skip(p, err);
           continue;
         }
-        const named = new Ext4Error(err.code, `${p}: ${err.message}`, { ...err.context, path: p });
-        if (!this.opts.onUnreadable) throw named;
-        // Reported once, however often the tree is walked (sizing, then copying).
-        if (!this.opts.reported.has(p)) {
-          this.opts.reported.add(p);
-          this.opts.onUnreadable(p, named);
-        }
+        if (!this.opts.report) throw withPath(p, err);
+        this.opts.report(p, withPath(p, err));
       }
     }
     // Byte order of names; a linear directory written in that order (ours, mkfs -d) needs no sort.
@@ -225,20 +218,16 @@ class ImageNode implements SourceNode {
       if (compareBytes(out[k - 1]!.name, out[k]!.name) > 0) return out.sort((a, b) => compareBytes(a.name, b.name));
     return out;
   }
-
-  private hasAncestor(ino: number): boolean {
-    if (this.ino === ino) return true;
-    for (let n = this.parent; n; n = n.parent) if (n.ino === ino) return true;
-    return false;
-  }
 }
 
 export interface ImageSourceOptions {
   /** Skip entries with these names directly under the source root (e.g. lost+found). */
   skipRootNames?: string[];
   /**
-   * Entries that cannot be read (encrypted, compressed, damaged) are left out, each reported here
-   * once. Without it such an entry fails the walk with an error naming its path.
+   * Entries that cannot be read (encrypted, compressed, damaged, a directory loop) are left out, each
+   * reported here once, with its path in front of the message. Without it such an entry fails the walk
+   * with an error naming its path. A walk with a choice of its own (extract, the tar export) decides
+   * for itself.
    */
   onUnreadable?: (path: string, error: Ext4Error) => void;
 }
@@ -250,12 +239,25 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
   const i = reader.inode(ino);
   if ((i.mode & S_IFMT) !== S_IFDIR)
     throw new Ext4Error('SOURCE_ERROR', `${path} in the image is not a directory`, { path });
-  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, { ...opts, reported: new Set() });
+  // Reported once, however often the tree is walked (sizing, then copying).
+  const reported = new Set<string>();
+  const own = opts.onUnreadable;
+  const report =
+    own &&
+    ((p: string, e: Ext4Error) => {
+      if (reported.has(p)) return;
+      reported.add(p);
+      own(p, e);
+    });
+  // What a walk finds unreadable (a loop, too deep, or what a listing hands it) comes without its path.
+  // The walk reports nothing but an Ext4Error.
+  const onUnreadable = report && ((p: string, e: Error) => report(p, withPath(p, e as Ext4Error)));
+  const root = new ImageNode(reader, ino, new Uint8Array(0), path, i, { report });
   const skip = new Set(opts.skipRootNames ?? []);
-  if (!skip.size) return { root: () => root };
+  if (!skip.size) return { root: () => root, onUnreadable };
   const filtered = Object.create(root) as SourceNode;
   filtered.children = (s) => root.children(s).filter((c) => !skip.has(Buffer.from(c.name).toString('utf8')));
-  return { root: () => filtered };
+  return { root: () => filtered, onUnreadable };
 }
 
 /**
@@ -263,7 +265,7 @@ export function imageTreeSource(reader: Ext4Reader, path = '/', opts: ImageSourc
  * what a copy needs of it read already: an entry that cannot be read throws here.
  */
 export function imageNode(reader: Ext4Reader, ino: number, name: Uint8Array, displayPath: string): SourceNode {
-  return new ImageNode(reader, ino, name, displayPath, reader.inode(ino), { reported: new Set() }).check();
+  return new ImageNode(reader, ino, name, displayPath, reader.inode(ino), {}).check();
 }
 
 /** The image source options that carry out a "skip unreadable entries" choice, warning for each. */
