@@ -156,8 +156,8 @@ export class GroupTable {
 }
 
 /**
- * A field-by-field copy: descriptors reach here decoded, copied and patched, in shapes that make a
- * spread's copy slow after a few edits (it fell to the generic path, 20 us a copy in the editor's batch).
+ * A field-by-field copy: descriptors reach here decoded, copied and patched, in several shapes, which
+ * sent a spread's copy down its generic path (a hot spot of the editor's batch profile).
  */
 function cloneDesc(d: GroupDesc): GroupDesc {
   return {
