@@ -254,6 +254,25 @@ describe.runIf(runIt)('editing by path', () => {
     ed.close();
   });
 
+  it('host files are copied whole, whatever their size, /proc files (which stat as empty) too', () => {
+    const img = ours();
+    const files: [string, string][] = [0, 100, 4095, 4096, 4097, 70000].map((size) => {
+      const f = path.join(work, `host-${size}`);
+      fs.writeFileSync(f, Buffer.alloc(size, size % 251));
+      return [f, `/host-${size}`];
+    });
+    if (fs.existsSync('/proc/version')) files.push(['/proc/version', '/version']);
+    const ed = Ext4Editor.open(img, { sync: false });
+    for (const [h, i] of files) ed.writeFile(i, { hostPath: h });
+    ed.commit();
+    for (const [h, i] of files) {
+      const got = Buffer.from(ed.reader.readFileBytes(ed.reader.lookup(i)));
+      expect(got.equals(fs.readFileSync(h)), i).toBe(true);
+    }
+    ed.close();
+    clean(img);
+  });
+
   it('adding a name to a linear directory changes only the block that takes it', () => {
     // ext2 without dir_index: the directory stays linear and grows block by block.
     const img = mkfs(['-t', 'ext2', '-O', '^dir_index', '-b', '1024']);

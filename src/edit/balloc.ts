@@ -49,8 +49,9 @@ export class BlockAllocator {
   /** The block bitmap of group `g`, initialized on disk first when the group was uninitialized. */
   bitmapForWrite(g: number): Uint8Array {
     const v = this.v;
-    const gd = v.groups.copy(g);
+    let gd = v.groups.get(g);
     if (gd.flags & BG_BLOCK_UNINIT && v.hasGroupCsum) {
+      gd = v.groups.copy(g);
       const init = this.initialBitmap(g);
       // A safety net: what the computed bitmap leaves free must be what the descriptor counts.
       if (v.groupBlocks(g) - countBits(init, v.groupBlocks(g)) !== gd.freeBlocks)

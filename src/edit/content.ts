@@ -63,12 +63,17 @@ function hostFileSource(p: string): DataSource {
   }
   const buf = readBuffer(st.size);
   let pos = 0;
+  let done = false;
   return {
     size: st.size,
     next: () => {
+      if (done) return undefined;
       const n = fs.readSync(fd, buf, 0, buf.length, pos);
       if (!n) return undefined;
       pos += n;
+      // A short read that reaches the size fstat gave is the end: the read that would return 0 is
+      // spared (a file of size 0, such as those of /proc, is read until a read returns nothing).
+      if (n < buf.length && st.size > 0 && pos >= st.size) done = true;
       return buf.subarray(0, n);
     },
     close: () => fs.closeSync(fd),

@@ -72,8 +72,9 @@ export class InodeAllocator {
   /** The inode bitmap of group `g`, initialized on disk first when the group was uninitialized. */
   private bitmapForWrite(g: number): Uint8Array {
     const v = this.v;
-    const gd = v.groups.copy(g);
+    let gd = v.groups.get(g);
     if (gd.flags & BG_INODE_UNINIT && v.hasGroupCsum) {
+      gd = v.groups.copy(g);
       const init = new Uint8Array(v.bs);
       setBitRange(init, v.ipg, v.bs * 8);
       v.tx.put(gd.inodeBitmap, init);

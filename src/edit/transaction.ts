@@ -43,16 +43,17 @@ export class Transaction implements BlockLayer {
   pendingDataBytes = 0;
   private readonly bs: number;
 
-  // The undo log of the operation under way (undefined between operations).
-  private undo: Map<number, Uint8Array | undefined> | undefined;
-  private undoPieces: DataPiece[] | undefined;
+  // The undo log of the operation under way (empty between operations; made once, cleared after each).
+  private open = false;
+  private readonly undo = new Map<number, Uint8Array | undefined>();
+  private readonly undoPieces: DataPiece[] = [];
   /** Pending pieces the operation changed in place, with their data as it was. */
-  private undoChanged: Map<DataPiece, Uint8Array> | undefined;
+  private readonly undoChanged = new Map<DataPiece, Uint8Array>();
   /**
    * State outside blocks: per Map or Set, its entries before the operation; per list, its length; per
    * object, a copy of its fields.
    */
-  private undoState: Map<object, Map<unknown, unknown> | object> | undefined;
+  private readonly undoState = new Map<object, Map<unknown, unknown> | object>();
   private readonly rollbackHooks: (() => void)[] = [];
   /** Spare block buffers for undo copies (an edit makes thousands; reusing them spares the GC). */
   private pool: Uint8Array[] = [];
@@ -102,7 +103,7 @@ export class Transaction implements BlockLayer {
   }
 
   private noteUndo(block: number): void {
-    if (!this.undo || this.undo.has(block)) return;
+    if (!this.open || this.undo.has(block)) return;
     const o = this.blocks.get(block);
     if (!o) {
       this.undo.set(block, undefined);
@@ -173,7 +174,7 @@ export class Transaction implements BlockLayer {
     const at = this.pieceAfter(block);
     this.pieces.splice(at, 0, piece);
     this.pendingDataBytes += data.length;
-    this.undoPieces?.push(piece);
+    if (this.open) this.undoPieces.push(piece);
   }
 
   /** File data blocks as they currently are (the device's, with the edit's blocks and data patched in). */
@@ -189,7 +190,7 @@ export class Transaction implements BlockLayer {
     const bs = this.bs;
     const p = this.pieces[this.pieceAfter(block) - 1];
     if (!p || block >= p.block + p.data.length / bs) return undefined;
-    if (this.undoChanged && !this.undoChanged.has(p) && !this.undoPieces?.includes(p)) {
+    if (this.open && !this.undoChanged.has(p) && !this.undoPieces.includes(p)) {
       this.undoChanged.set(p, p.data);
       p.data = p.data.slice();
     }
@@ -233,9 +234,9 @@ export class Transaction implements BlockLayer {
     for (const p of out) for (let k = 0; k < p.data.length / this.bs; k++) this.cache.forget(p.block + k);
     this.pieces = [];
     this.pendingDataBytes = 0;
-    if (this.undoPieces) this.undoPieces = [];
+    this.undoPieces.length = 0;
     // Written (or about to be): what they held before cannot come back any more.
-    this.undoChanged?.clear();
+    this.undoChanged.clear();
     return out;
   }
 
@@ -264,21 +265,19 @@ export class Transaction implements BlockLayer {
 
   /** True while an operation is under way. */
   get inOp(): boolean {
-    return this.undo !== undefined;
+    return this.open;
   }
 
   /** Starts recording what the next operation changes, so it can be rolled back. */
   begin(): void {
-    this.undo = new Map();
-    this.undoPieces = [];
-    this.undoChanged = new Map();
-    this.undoState = new Map();
+    this.end();
+    this.open = true;
   }
 
   /** Saves entry `key` of `coll` before the operation first changes it (restored by a rollback). */
   saveEntry<K>(coll: Map<K, unknown> | Set<K>, key: K): void {
+    if (!this.open) return;
     const state = this.undoState;
-    if (!state) return;
     let saved = state.get(coll) as Map<unknown, unknown> | undefined;
     if (!saved) state.set(coll, (saved = new Map()));
     if (saved.has(key)) return;
@@ -287,14 +286,12 @@ export class Transaction implements BlockLayer {
 
   /** Saves an object's own fields (counters) before the operation first changes them. */
   saveFields(obj: object): void {
-    const state = this.undoState;
-    if (state && !state.has(obj)) state.set(obj, { ...obj });
+    if (this.open && !this.undoState.has(obj)) this.undoState.set(obj, { ...obj });
   }
 
   /** Saves the length of a list the operation only appends to (a rollback cuts it back). */
   saveLength(list: unknown[]): void {
-    const state = this.undoState;
-    if (state && !state.has(list)) state.set(list, { length: list.length });
+    if (this.open && !this.undoState.has(list)) this.undoState.set(list, { length: list.length });
   }
 
   /** Registers a refresh of derived state (hints, decoded copies) run after every rollback. */
@@ -304,16 +301,17 @@ export class Transaction implements BlockLayer {
 
   /** The operation succeeded: its changes stay. */
   end(): void {
-    if (this.undo) for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
-    this.undo = undefined;
-    this.undoPieces = undefined;
-    this.undoChanged = undefined;
-    this.undoState = undefined;
+    for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
+    this.undo.clear();
+    this.undoPieces.length = 0;
+    this.undoChanged.clear();
+    this.undoState.clear();
+    this.open = false;
   }
 
   /** The operation failed: everything it changed is as it was before `begin`. */
   rollback(): void {
-    if (this.undo) {
+    if (this.open) {
       for (const [block, before] of this.undo) {
         if (before) this.blocks.set(block, before);
         else {
@@ -322,15 +320,15 @@ export class Transaction implements BlockLayer {
         }
       }
       // The copies now serve as the edit's blocks: none goes back to the pool.
-      this.undo = undefined;
-      if (this.undoChanged) for (const [p, before] of this.undoChanged) p.data = before;
+      this.undo.clear();
+      for (const [p, before] of this.undoChanged) p.data = before;
       const added = new Set(this.undoPieces);
       if (added.size) {
         this.pieces = this.pieces.filter((p) => !added.has(p));
         this.pendingDataBytes = this.pieces.reduce((a, p) => a + p.data.length, 0);
       }
     }
-    for (const [obj, saved] of this.undoState ?? []) restore(obj, saved);
+    for (const [obj, saved] of this.undoState) restore(obj, saved);
     this.end();
     for (const hook of this.rollbackHooks) hook();
   }

@@ -52,6 +52,19 @@ export function createExclusive(file: string, h: Holder): boolean {
   const tmp = `${file.slice(0, file.lastIndexOf('.lock') + 5)}.tmp.${process.pid}.${randomBytes(6).toString('hex')}`;
   fs.writeFileSync(tmp, JSON.stringify(h) + '\n', { flag: 'wx', mode: 0o644 });
   try {
+    return linkRecord(tmp, file, h);
+  } finally {
+    unlinkQuiet(tmp);
+  }
+}
+
+/**
+ * Gives the record `tmp` (written whole, holding `h`) the name `file` as well, unless `file` exists:
+ * true when made. The caller removes `tmp` (a writer keeps it until then: it is what a takeover
+ * renames over a dead holder's lock).
+ */
+export function linkRecord(tmp: string, file: string, h: Holder): boolean {
+  try {
     fs.linkSync(tmp, file);
     return true;
   } catch (e) {
@@ -66,8 +79,6 @@ export function createExclusive(file: string, h: Holder): boolean {
       if ((e2 as NodeJS.ErrnoException).code === 'EEXIST') return false;
       throw e2;
     }
-  } finally {
-    unlinkQuiet(tmp);
   }
 }
 

@@ -31,7 +31,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Ext4Error } from '../core/errors.js';
 import { newHolder, defaultCommand, holderState, describeHolder, type Holder } from './holder.js';
-import { unlinkQuiet, readHolderFile, readWriter, pause, createExclusive, breakDead, collect } from './lock-files.js';
+import {
+  unlinkQuiet,
+  readHolderFile,
+  readWriter,
+  pause,
+  createExclusive,
+  linkRecord,
+  breakDead,
+  collect,
+} from './lock-files.js';
 
 export interface LockOptions {
   /**
@@ -210,7 +219,8 @@ export function lockForWrite(image: string, opts: LockOptions = {}): ImageLock {
   }
   try {
     for (;;) {
-      if (createExclusive(base, me)) break;
+      // The record just written becomes the lock itself (one file made, not two).
+      if (linkRecord(tmp, base, me)) break;
       const h = readWriter(base);
       if (!h) continue; // released in between
       if (holderState(h) === 'dead') {
