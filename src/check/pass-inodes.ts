@@ -28,22 +28,24 @@ import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../core/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import type { CheckContext } from './context.js';
+import { quickInode, quickRules } from './quick-inode.js';
 
 const RESIZE_INO = 7;
 const BAD_BLOCKS_INO = 1;
 
 export function checkInodes(ctx: CheckContext): void {
   const { raw } = ctx;
+  const perBlock = ctx.bs / raw.inodeSize;
+  const size = raw.inodeSize;
+  const csum = ctx.r !== raw && raw.csum;
+  const seed = raw.csumSeed;
+  const q = quickRules(ctx);
   for (let g = 0; g < ctx.groupCount; g++) {
     const d = ctx.gd(g);
     if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) continue;
     const n = ctx.groupCsum ? ctx.ipg - Math.min(ctx.ipg, d.itableUnused) : ctx.ipg;
     // An inode table outside the file system cannot be read (pass 0 reported it).
     if (ctx.metaAt(d.inodeTable) === undefined) continue;
-    const perBlock = ctx.bs / raw.inodeSize;
-    const size = raw.inodeSize;
-    const csum = ctx.r !== raw && raw.csum;
-    const seed = raw.csumSeed;
     let recBlock = -1;
     let rec: Uint8Array = new Uint8Array(0);
     for (let idx = 0; idx < n; idx++) {
@@ -59,7 +61,7 @@ export function checkInodes(ctx: CheckContext): void {
         recBlock = tb;
       }
       const at = (idx % perBlock) * raw.inodeSize;
-      if (ino >= ctx.firstIno && !ctx.orphans.has(ino) && u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0) continue;
+      if (u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0 && ino >= ctx.firstIno && !ctx.orphans.has(ino)) continue;
       // The record is checked and decoded where it lies (the table block is at hand).
       if (
         csum &&
@@ -67,6 +69,7 @@ export function checkInodes(ctx: CheckContext): void {
         inodeChecksum(seed, ino, rec, at, size) !== storedInodeChecksum(rec, at, size)
       )
         ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
+      if (quickInode(ctx, q, ino, rec, at)) continue;
       let i: Inode;
       try {
         i = raw.decodeRecord(ino, rec, at);

@@ -36,7 +36,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
  * It keeps that one buffer alive until another is summed.
  */
 let viewOf: ArrayBufferLike | undefined;
-let view = new Int32Array(0);
+let view: Int32Array<ArrayBufferLike> = new Int32Array(0);
 
 function wordsOf(buf: ArrayBufferLike, endWord: number): Int32Array {
   if (buf !== viewOf || endWord > view.length) {

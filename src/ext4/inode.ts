@@ -235,6 +235,8 @@ const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Rec
   (typeof BASE)[number][0] | ExtraName,
   number
 >;
+/** Where each field lies in a record, from the tables above (for reading a field in place). */
+export const INODE_FIELD_OFFSETS: Readonly<typeof O> = O;
 
 /** The offsets decodeInode reads, resolved once from the field tables. */
 const D = {
