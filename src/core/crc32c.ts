@@ -98,6 +98,25 @@ export function crc32cU32(crc: number, v: number): number {
   return fold4(crc | 0, v | 0) >>> 0;
 }
 
+/**
+ * What XORing v into the byte at `pos` of a `length`-byte message does to its CRC32C, for every v: a
+ * CRC is linear, so the change depends neither on the rest of the message nor on the starting value.
+ * A checksum over a record whose checksum field counts as zero is then one pass over the record as
+ * stored, the field's bytes taken back out by lookup.
+ */
+export function crc32cByteChange(length: number, pos: number): Int32Array {
+  const t = new Int32Array(256);
+  // The byte's effect from a zero register, carried through the zero bytes after it; the table of
+  // single bits first, the rest by XOR.
+  for (let bit = 0; bit < 8; bit++) {
+    let c = T[1 << bit]!;
+    for (let k = pos + 1; k < length; k++) c = (c >>> 8) ^ T[c & 0xff]!;
+    t[1 << bit] = c;
+  }
+  for (let v = 3; v < 256; v++) if (v & (v - 1)) t[v] = t[v & -v]! ^ t[v & (v - 1)]!;
+  return t;
+}
+
 /** crc32c over a little-endian 64-bit value (a block number), without allocating. */
 export function crc32cU64(crc: number, v: number): number {
   return crc32cU32(crc32cU32(crc, v % 0x1_0000_0000), Math.floor(v / 0x1_0000_0000));
