@@ -14,20 +14,31 @@ import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
 import { Problems } from './problems.js';
 
-/** What pass 1 learns about an inode in use. */
-export interface InodeInfo {
-  mode: number;
-  flags: number;
-  links: number;
+/** The most directory blocks listed for reading ahead (the list's memory is bounded). */
+export const MAX_READ_AHEAD_LIST = 1 << 24;
+
+/** A directory's record and block map as pass 1 read them. */
+export interface DirMap {
+  inode: Inode;
+  runs: BlockRun[];
+}
+
+/** What pass 1 learns about an inode in use (one shape for all: the passes' code stays monomorphic). */
+export class InodeInfo {
   /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
-  refs: number;
-  /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
-  system?: boolean;
-  /** A directory whose map could be read: its inode and block map as pass 1 read them. */
-  dir?: { inode: Inode; runs: BlockRun[] };
+  refs = 0;
   /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
-  parent?: number;
-  dotdot?: number;
+  parent: number | undefined = undefined;
+  dotdot: number | undefined = undefined;
+  constructor(
+    readonly mode: number,
+    readonly flags: number,
+    readonly links: number,
+    /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
+    readonly system = false,
+    /** A directory whose map could be read: its inode and block map as pass 1 read them. */
+    readonly dir: DirMap | undefined = undefined,
+  ) {}
 }
 
 /** A run of fixed metadata (superblock, descriptors, reserved descriptors, bitmaps, inode tables). */

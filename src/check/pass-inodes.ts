@@ -28,7 +28,7 @@ import type { BlockRun } from '../fs/blockmap.js';
 import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../core/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
-import type { CheckContext } from './context.js';
+import { InodeInfo, MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
 import { quickInode, quickRules } from './quick-inode.js';
 
 const RESIZE_INO = 7;
@@ -126,7 +126,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   }
   if (!type) {
     p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
-    ctx.inodes.set(ino, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
+    ctx.inodes.set(ino, new InodeInfo(i.mode, i.flags, i.linksCount));
     return;
   }
   if (i.dtime && !orphan && i.linksCount)
@@ -152,15 +152,17 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     p.add('INODE_FLAGS', `inode ${ino} has inline data but no system.data attribute`, { inode: ino });
   const runs = claimMap(ctx, ino, i, eaValues);
   // An attribute value inode is named by the attribute, not by a directory.
-  ctx.inodes.set(ino, {
-    mode: i.mode,
-    flags: i.flags,
-    links: i.linksCount,
-    refs: 0,
-    system: special || !!(i.flags & FL_EA_INODE),
-    // A directory's record and map, for pass 2.
-    dir: runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
-  });
+  ctx.inodes.set(
+    ino,
+    new InodeInfo(
+      i.mode,
+      i.flags,
+      i.linksCount,
+      special || !!(i.flags & FL_EA_INODE),
+      // A directory's record and map, for pass 2.
+      runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
+    ),
+  );
   if (i.fileAcl) {
     const refs = ctx.xattrRefs.get(i.fileAcl);
     if (refs === undefined) ctx.claim(i.fileAcl, 1, ino, 'attribute block');
@@ -224,7 +226,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): B
     ctx.claim(r.pblk, r.len, ino, 'block');
     blocks += r.len;
     if (isDir && !r.uninit)
-      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size && ctx.dirBlocks.length < 1 << 24; k++)
+      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size && ctx.dirBlocks.length < MAX_READ_AHEAD_LIST; k++)
         ctx.dirBlocks.push(r.pblk + k);
     last = Math.max(last, r.lblk + r.len - 1);
     if (!r.uninit) lastInit = Math.max(lastInit, r.lblk + r.len - 1);
@@ -283,7 +285,7 @@ function checkResizeInode(ctx: CheckContext, i: Inode): void {
       return;
     }
   ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
-  ctx.inodes.set(RESIZE_INO, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
+  ctx.inodes.set(RESIZE_INO, new InodeInfo(i.mode, i.flags, i.linksCount));
 }
 
 function checkXattrRefcounts(ctx: CheckContext): void {
