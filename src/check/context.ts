@@ -7,39 +7,14 @@ import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import type { GroupDesc } from '../ext4/group-desc.js';
 import { Ext4Reader } from '../fs/reader.js';
-import type { BlockRun } from '../fs/blockmap.js';
 import { groupFirstBlock, groupBlocks, groupOfBlock, inodeTableBlocks } from '../ext4/geometry.js';
-import type { Inode } from '../ext4/inode.js';
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
 import { Problems } from './problems.js';
+import { InodeTable } from './inode-table.js';
 
 /** The most directory blocks listed for reading ahead (the list's memory is bounded). */
 export const MAX_READ_AHEAD_LIST = 1 << 24;
-
-/** A directory's record and block map as pass 1 read them. */
-export interface DirMap {
-  inode: Inode;
-  runs: BlockRun[];
-}
-
-/** What pass 1 learns about an inode in use (one shape for all: the passes' code stays monomorphic). */
-export class InodeInfo {
-  /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
-  refs = 0;
-  /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
-  parent: number | undefined = undefined;
-  dotdot: number | undefined = undefined;
-  constructor(
-    readonly mode: number,
-    readonly flags: number,
-    readonly links: number,
-    /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
-    readonly system = false,
-    /** A directory whose map could be read: its inode and block map as pass 1 read them. */
-    readonly dir: DirMap | undefined = undefined,
-  ) {}
-}
 
 /** A run of fixed metadata (superblock, descriptors, reserved descriptors, bitmaps, inode tables). */
 export interface MetaRun {
@@ -65,7 +40,7 @@ export class CheckContext {
   /** Blocks per allocation cluster (bigalloc), else 1. */
   readonly ratio: number;
   readonly groupCsum: boolean;
-  readonly inodes = new Map<number, InodeInfo>();
+  readonly inodes: InodeTable;
   /** Orphan inodes: on the orphan list (linked through dtime) or listed in the orphan file. */
   readonly orphans = new Set<number>();
   /** Fixed metadata, sorted by start. */
@@ -117,6 +92,7 @@ export class CheckContext {
     this.bs = raw.blockSize;
     this.bpg = sb.s_blocks_per_group;
     this.ipg = sb.s_inodes_per_group;
+    this.inodes = new InodeTable(this.ipg);
     this.groupCount = raw.groupCount;
     this.blocksCount = raw.blocksCount;
     this.firstData = sb.s_first_data_block;

@@ -14,7 +14,10 @@ import type { CheckContext } from './context.js';
 export function checkBitmaps(ctx: CheckContext): void {
   // In-use inodes by group, and directories among them.
   const used = new Map<number, number[]>();
-  for (const [ino, info] of ctx.inodes) {
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     const g = groupOfInode(ctx.raw.geo, ino);
     let l = used.get(g);
     if (!l) used.set(g, (l = []));

@@ -10,13 +10,15 @@ import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO, LINK_MAX } from '../ext4/inode.js';
 import { isDotOrDotDot } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
-import type { CheckContext, InodeInfo } from './context.js';
+import type { CheckContext } from './context.js';
+import type { InodeInfo } from './inode-table.js';
 import { checkHtree } from './htree.js';
 import { BlockEntries, NameSet } from './dir-names.js';
 
 export function checkDirectories(ctx: CheckContext): void {
   const scratch = { entries: new BlockEntries(), names: new NameSet() };
-  for (const [ino, info] of ctx.inodes) if (info.dir) checkDirectory(ctx, ino, info, scratch);
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) if (t.at(k).dir) checkDirectory(ctx, t.inoAt(k), t.at(k), scratch);
 }
 
 /** What the rules for one directory's entries depend on. */
@@ -248,7 +250,10 @@ export function checkConnectivity(ctx: CheckContext): void {
     for (const x of path) reached.set(x, ok);
     return ok;
   };
-  for (const [ino, info] of ctx.inodes) {
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     if ((info.mode & S_IFMT) !== S_IFDIR || ino === ROOT_INO || ctx.orphans.has(ino)) continue;
     if (ino < ctx.firstIno) continue;
     if (info.parent === undefined) {
@@ -260,7 +265,9 @@ export function checkConnectivity(ctx: CheckContext): void {
       p.add('DIR_PARENT', `directory ${ino}: '..' names ${info.dotdot}, its parent is ${info.parent}`, { inode: ino });
   }
   const dirNlink = ctx.hasRo(RO_COMPAT.dir_nlink);
-  for (const [ino, info] of ctx.inodes) {
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) continue;
     if (ctx.orphans.has(ino) && info.refs === 0) continue;
     const isDir = (info.mode & S_IFMT) === S_IFDIR;

@@ -28,7 +28,8 @@ import type { BlockRun } from '../fs/blockmap.js';
 import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../core/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
-import { InodeInfo, MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
+import { MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
+import { InodeInfo } from './inode-table.js';
 import { quickInode, quickRules } from './quick-inode.js';
 
 const RESIZE_INO = 7;

@@ -36,7 +36,8 @@ import {
   decodeExtent,
 } from '../ext4/extent.js';
 import { XATTR_MAGIC } from '../ext4/xattr.js';
-import { InodeInfo, MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
+import { MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
+import { InodeInfo } from './inode-table.js';
 
 /** Flags some rule of pass 1 or 2 looks at (or that change how the map is read): full path (FL_INDEX: below). */
 const LOOKED_AT = FL_INLINE_DATA | FL_HUGE_FILE | FL_EA_INODE | FL_VERITY | FL_ENCRYPT | FL_COMPR;
