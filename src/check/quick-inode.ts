@@ -62,7 +62,7 @@ export interface QuickRules {
   /** s_prealloc_dir_blocks: blocks a directory may keep past its size. */
   preallocDirBlocks: number;
   /** Inodes the superblock names for itself (journal, quota, orphan file): always the full path. */
-  special: Set<number>;
+  special: number[];
 }
 
 export function quickRules(ctx: CheckContext): QuickRules {
@@ -77,13 +77,7 @@ export function quickRules(ctx: CheckContext): QuickRules {
     checkBlocks: !ctx.hasRo(RO_COMPAT.bigalloc),
     dirIndex: (sb.s_feature_compat & COMPAT.dir_index) !== 0,
     preallocDirBlocks: sb.s_prealloc_dir_blocks,
-    special: new Set([
-      sb.s_journal_inum,
-      sb.s_usr_quota_inum,
-      sb.s_grp_quota_inum,
-      sb.s_prj_quota_inum,
-      sb.s_orphan_file_inum,
-    ]),
+    special: [sb.s_journal_inum, sb.s_usr_quota_inum, sb.s_grp_quota_inum, sb.s_prj_quota_inum, sb.s_orphan_file_inum],
   };
 }
 
@@ -92,7 +86,7 @@ export function quickRules(ctx: CheckContext): QuickRules {
  * comment): its blocks claimed and the inode recorded. False: nothing done, the full path's turn.
  */
 export function quickInode(ctx: CheckContext, q: QuickRules, ino: number, b: Uint8Array, at: number): boolean {
-  if (ino < q.firstPlain || q.special.has(ino) || ctx.orphans.has(ino)) return false;
+  if (ino < q.firstPlain || q.special.includes(ino) || (ctx.orphans.size !== 0 && ctx.orphans.has(ino))) return false;
   const mode = u16(b, at + F.i_mode);
   const type = mode & S_IFMT;
   const links = u16(b, at + F.i_links_count);
