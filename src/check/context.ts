@@ -11,6 +11,7 @@ import { groupFirstBlock, groupBlocks, groupOfBlock, inodeTableBlocks } from '..
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
 import { Problems } from './problems.js';
+import { lowestBit, popcount } from './bits.js';
 import { InodeTable } from './inode-table.js';
 
 /** The most directory blocks listed for reading ahead (the list's memory is bounded). */
@@ -202,8 +203,8 @@ export class CheckContext {
           const mask = (0xff >>> (8 - (hi - lo))) << lo;
           const taken = bm[k]! & mask;
           if (taken && !shared) {
-            if (dup < 0) dup = first + k * 8 + (31 - Math.clz32(taken & -taken));
-            dupCount += popcount8(taken);
+            if (dup < 0) dup = first + k * 8 + lowestBit(taken);
+            dupCount += popcount(taken);
           }
           bm[k]! |= mask;
           c += hi - lo;
@@ -260,11 +261,4 @@ export function openContext(dev: BlockDevice, replay = false): CheckContext {
   const ctx = new CheckContext(dev, sbOk, replay);
   if (!sbOk) ctx.problems.add('SUPERBLOCK_CHECKSUM', 'the superblock checksum does not match its contents');
   return ctx;
-}
-
-/** Set bits in a byte. */
-function popcount8(x: number): number {
-  x = x - ((x >>> 1) & 0x55);
-  x = (x & 0x33) + ((x >>> 2) & 0x33);
-  return (x + (x >>> 4)) & 0x0f;
 }
