@@ -7,28 +7,15 @@ import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import type { GroupDesc } from '../ext4/group-desc.js';
 import { Ext4Reader } from '../fs/reader.js';
-import type { BlockRun } from '../fs/blockmap.js';
 import { groupFirstBlock, groupBlocks, groupOfBlock, inodeTableBlocks } from '../ext4/geometry.js';
-import type { Inode } from '../ext4/inode.js';
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
 import { Problems } from './problems.js';
+import { lowestBit, popcount } from './bits.js';
+import { InodeTable } from './inode-table.js';
 
-/** What pass 1 learns about an inode in use. */
-export interface InodeInfo {
-  mode: number;
-  flags: number;
-  links: number;
-  /** Entries naming it (pass 2): for a directory, '.' and its subdirectories' '..' included. */
-  refs: number;
-  /** A file of the file system itself (journal, orphan file, quota): no directory names it. */
-  system?: boolean;
-  /** A directory whose map could be read: its inode and block map as pass 1 read them. */
-  dir?: { inode: Inode; runs: BlockRun[] };
-  /** A directory: the directory whose entry names it (pass 2), and what its '..' says. */
-  parent?: number;
-  dotdot?: number;
-}
+/** The most directory blocks listed for reading ahead (the list's memory is bounded). */
+export const MAX_READ_AHEAD_LIST = 1 << 24;
 
 /** A run of fixed metadata (superblock, descriptors, reserved descriptors, bitmaps, inode tables). */
 export interface MetaRun {
@@ -54,13 +41,13 @@ export class CheckContext {
   /** Blocks per allocation cluster (bigalloc), else 1. */
   readonly ratio: number;
   readonly groupCsum: boolean;
-  readonly inodes = new Map<number, InodeInfo>();
+  readonly inodes: InodeTable;
   /** Orphan inodes: on the orphan list (linked through dtime) or listed in the orphan file. */
   readonly orphans = new Set<number>();
   /** Fixed metadata, sorted by start. */
   meta: MetaRun[] = [];
   /** Per group, a bitmap of the clusters the inodes claim (made when first needed). */
-  private readonly claims = new Map<number, Uint8Array>();
+  private readonly claims: (Uint8Array | undefined)[] = [];
   /** The blocks directories keep their entries in (pass 1), read ahead in order by pass 2. */
   dirBlocks: number[] = [];
   private dirBlocksSorted = false;
@@ -106,6 +93,7 @@ export class CheckContext {
     this.bs = raw.blockSize;
     this.bpg = sb.s_blocks_per_group;
     this.ipg = sb.s_inodes_per_group;
+    this.inodes = new InodeTable(this.ipg);
     this.groupCount = raw.groupCount;
     this.blocksCount = raw.blocksCount;
     this.firstData = sb.s_first_data_block;
@@ -197,22 +185,42 @@ export class CheckContext {
     let dupCount = 0;
     // shared_blocks: files may share blocks (deduplicated images).
     const shared = this.hasRo(RO_COMPAT.shared_blocks);
+    const ratio = this.ratio;
     for (let b = start; b < start + len;) {
       const g = this.groupOfBlock(b);
       const first = this.groupFirstBlock(g);
       const end = Math.min(start + len, first + this.groupBlocks(g));
-      let bm = this.claims.get(g);
-      if (!bm) this.claims.set(g, (bm = new Uint8Array(Math.ceil(this.bpg / this.ratio / 8))));
-      // Clusters: two files may not share one either (bigalloc gives each its own).
-      for (let c = Math.floor((b - first) / this.ratio); c <= Math.floor((end - 1 - first) / this.ratio); c++) {
-        const bit = 1 << (c & 7);
-        if (bm[c >>> 3]! & bit) {
-          if (!shared && (this.ratio === 1 || !this.ownClusterEdge(ino, first + c * this.ratio))) {
-            if (dup < 0) dup = first + c * this.ratio;
-            dupCount++;
+      let bm = this.claims[g];
+      if (!bm) this.claims[g] = bm = new Uint8Array(Math.ceil(this.bpg / ratio / 8));
+      const from = Math.floor((b - first) / ratio);
+      const to = Math.floor((end - 1 - first) / ratio) + 1;
+      if (ratio === 1) {
+        // A byte of the bitmap at a time: its bits already set are blocks claimed before.
+        for (let c = from; c < to;) {
+          const k = c >>> 3;
+          const lo = c & 7;
+          const hi = Math.min(8, lo + to - c);
+          const mask = (0xff >>> (8 - (hi - lo))) << lo;
+          const taken = bm[k]! & mask;
+          if (taken && !shared) {
+            if (dup < 0) dup = first + k * 8 + lowestBit(taken);
+            dupCount += popcount(taken);
           }
-        } else bm[c >>> 3]! |= bit;
-      }
+          bm[k]! |= mask;
+          c += hi - lo;
+        }
+      } else
+        // Clusters: two files may not share one either (bigalloc gives each its own), but consecutive
+        // runs of one file may share the cluster where one ends and the next begins.
+        for (let c = from; c < to; c++) {
+          const bit = 1 << (c & 7);
+          if (bm[c >>> 3]! & bit) {
+            if (!shared && !this.ownClusterEdge(ino, first + c * ratio)) {
+              if (dup < 0) dup = first + c * ratio;
+              dupCount++;
+            }
+          } else bm[c >>> 3]! |= bit;
+        }
       b = end;
     }
     if (dupCount)
@@ -221,19 +229,21 @@ export class CheckContext {
         `inode ${ino}: ${what} ${dup}${dupCount > 1 ? ` and ${dupCount - 1} more` : ''} already in use by another inode or by metadata`,
         { inode: ino, block: dup },
       );
-    this.lastClaim = { ino, cluster: Math.floor((start + len - 1 - this.firstData) / this.ratio) };
+    this.lastClaimIno = ino;
+    this.lastClaimCluster = Math.floor((start + len - 1 - this.firstData) / ratio);
   }
 
-  /** bigalloc: consecutive runs of one file may share the cluster where one ends and the next begins. */
-  private lastClaim: { ino: number; cluster: number } | undefined;
+  /** bigalloc: the inode that claimed last, and the cluster its claim ended in. */
+  private lastClaimIno = -1;
+  private lastClaimCluster = -1;
   private ownClusterEdge(ino: number, clusterStart: number): boolean {
     const c = Math.floor((clusterStart - this.firstData) / this.ratio);
-    return this.lastClaim?.ino === ino && this.lastClaim.cluster === c;
+    return this.lastClaimIno === ino && this.lastClaimCluster === c;
   }
 
   /** The clusters of group `g` the inodes claim (undefined: none). */
   claimed(g: number): Uint8Array | undefined {
-    return this.claims.get(g);
+    return this.claims[g];
   }
 }
 

@@ -6,15 +6,19 @@
 import { RO_COMPAT } from '../ext4/features.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { S_IFMT, S_IFDIR } from '../ext4/inode.js';
-import { bitmapChecksum, countBits, setBitRange, testBit } from '../ext4/bitmap.js';
+import { bitmapChecksum, setBitRange } from '../ext4/bitmap.js';
 import { Ext4Error } from '../core/errors.js';
 import { groupOfInode, groupInode, inodeIndex } from '../ext4/geometry.js';
 import type { CheckContext } from './context.js';
+import { allSet, countSet, differences, firstSet, mergeRanges } from './bits.js';
 
 export function checkBitmaps(ctx: CheckContext): void {
   // In-use inodes by group, and directories among them.
   const used = new Map<number, number[]>();
-  for (const [ino, info] of ctx.inodes) {
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     const g = groupOfInode(ctx.raw.geo, ino);
     let l = used.get(g);
     if (!l) used.set(g, (l = []));
@@ -26,15 +30,18 @@ export function checkBitmaps(ctx: CheckContext): void {
     const g = groupOfInode(ctx.raw.geo, ino);
     (used.get(g) ?? used.set(g, []).get(g)!).push(inodeIndex(ctx.raw.geo, ino) * 2);
   }
+  // What each group's bitmaps should hold, made in two buffers used group after group.
+  const blocksWanted = new Uint8Array(Math.ceil(ctx.bpg / ctx.ratio / 8));
+  const inodesWanted = new Uint8Array(Math.ceil(ctx.ipg / 8));
   let metaAt = 0;
   for (let g = 0; g < ctx.groupCount; g++) {
-    metaAt = checkBlockBitmap(ctx, g, metaAt);
-    checkInodeBitmap(ctx, g, used.get(g) ?? []);
+    metaAt = checkBlockBitmap(ctx, g, metaAt, blocksWanted);
+    checkInodeBitmap(ctx, g, used.get(g) ?? [], inodesWanted);
   }
 }
 
 /** Returns where the fixed metadata list stands after group `g` (the list is sorted by block). */
-function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): number {
+function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number, scratch: Uint8Array): number {
   const p = ctx.problems;
   const d = ctx.gd(g);
   const first = ctx.groupFirstBlock(g);
@@ -57,28 +64,40 @@ function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): numbe
   const uninit = ctx.groupCsum && (d.flags & BG_BLOCK_UNINIT) !== 0;
   if (uninit) {
     // Uninitialized: only the group's own superblock copy, descriptors, bitmaps and table may be used,
-    // and the descriptor counts what they leave free.
-    const own = new Uint8Array(Math.ceil(bits / 8));
-    for (const [s, len] of ctx.raw.groupMetaRanges(g).all)
-      setBitRange(own, Math.floor((s - first) / ratio), Math.floor((s + len - 1 - first) / ratio) + 1);
+    // and the descriptor counts what they leave free (counted over the ranges: no bitmap made).
+    const own = mergeRanges(
+      ctx.raw
+        .groupMetaRanges(g)
+        .all.map(([s, len]): [number, number] => [
+          Math.floor((s - first) / ratio),
+          Math.floor((s + len - 1 - first) / ratio) + 1,
+        ]),
+      clusters,
+    );
     let extra = -1;
-    for (const [s, e] of runs) for (let c = s; c < e && extra < 0; c++) if (!testBit(own, c)) extra = c;
+    for (const [s, e] of runs) {
+      const c = firstOutside(own, s);
+      if (c < e) {
+        extra = c;
+        break;
+      }
+    }
     if (extra < 0 && claimed) extra = firstSet(claimed, clusters);
     if (extra >= 0)
       p.add('UNINIT_GROUP', `group ${g} is marked BLOCK_UNINIT but block ${first + extra * ratio} is in use`, {
         group: g,
         block: first + extra * ratio,
       });
-    const free = clusters - countBits(own, clusters);
+    const free = clusters - own.reduce((a, [s, e]) => a + e - s, 0);
     if (d.freeBlocks !== free)
       p.add('FREE_BLOCKS_GROUP', `group ${g}: ${d.freeBlocks} free blocks counted, ${free} free`, { group: g });
     return m;
   }
   // What is in use: the fixed metadata and the clusters inodes claim.
-  const want = new Uint8Array(Math.ceil(bits / 8));
+  const want = scratch.subarray(0, Math.ceil(bits / 8)).fill(0);
   for (const [s, e] of runs) setBitRange(want, s, e);
   if (claimed) for (let k = 0; k < want.length; k++) want[k]! |= claimed[k]!;
-  const inUse = countBits(want, clusters);
+  const inUse = countSet(want, clusters);
   const bm = readBitmap(ctx, d.blockBitmap);
   if (bm) {
     const { count, first: at } = differences(bm, want, clusters);
@@ -88,7 +107,7 @@ function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number): numbe
         `group ${g}: the block bitmap differs from what is in use at ${count} block(s), from block ${first + at * ratio}`,
         { group: g, block: first + at * ratio },
       );
-    if (g === ctx.groupCount - 1 && !paddingSet(bm, clusters, ctx.bs * 8))
+    if (g === ctx.groupCount - 1 && !allSet(bm, clusters, ctx.bs * 8))
       p.add('BITMAP_PADDING', `group ${g}: the block bitmap's bits past the last block are not set`, { group: g });
     if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
       const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
@@ -114,58 +133,18 @@ function readBitmap(ctx: CheckContext, block: number): Uint8Array | undefined {
   }
 }
 
-/** Bits of [0, n) where `a` and `b` differ: how many, and the first (whole bytes compared first). */
-function differences(a: Uint8Array, b: Uint8Array, n: number): { count: number; first: number } {
-  let count = 0;
-  let first = -1;
-  const bytes = n >>> 3;
-  for (let k = 0; k < bytes; k++) {
-    const x = a[k]! ^ b[k]!;
-    if (!x) continue;
-    if (first < 0) first = k * 8 + (31 - Math.clz32(x & -x));
-    count += popcount8(x);
-  }
-  for (let i = bytes * 8; i < n; i++)
-    if (testBit(a, i) !== testBit(b, i)) {
-      if (first < 0) first = i;
-      count++;
-    }
-  return { count, first };
+/** The first position from `from` on that none of the sorted, merged ranges covers. */
+function firstOutside(ranges: [number, number][], from: number): number {
+  let c = from;
+  for (const [s, e] of ranges) if (s <= c && c < e) c = e;
+  return c;
 }
 
-function popcount8(x: number): number {
-  x = x - ((x >>> 1) & 0x55);
-  x = (x & 0x33) + ((x >>> 2) & 0x33);
-  return (x + (x >>> 4)) & 0x0f;
-}
-
-function firstSet(b: Uint8Array, n: number): number {
-  for (let k = 0; k < b.length && k * 8 < n; k++)
-    if (b[k]) {
-      const i = k * 8 + (31 - Math.clz32(b[k]! & -b[k]!));
-      return i < n ? i : -1;
-    }
-  return -1;
-}
-
-/** Whether bits [from, to) are all set (a bitmap's padding past the group's end). */
-function paddingSet(b: Uint8Array, from: number, to: number): boolean {
-  for (let i = from; i < to; i++) {
-    if ((i & 7) === 0 && i + 8 <= to) {
-      if (b[i >>> 3] !== 0xff) return false;
-      i += 7;
-      continue;
-    }
-    if (!testBit(b, i)) return false;
-  }
-  return true;
-}
-
-function checkInodeBitmap(ctx: CheckContext, g: number, used: number[]): void {
+function checkInodeBitmap(ctx: CheckContext, g: number, used: number[], scratch: Uint8Array): void {
   const p = ctx.problems;
   const d = ctx.gd(g);
   const ipg = ctx.ipg;
-  const want = new Uint8Array(Math.ceil(ipg / 8));
+  const want = scratch.fill(0);
   let dirs = 0;
   for (const x of used) {
     const idx = x >>> 1;

@@ -4,125 +4,61 @@
  * (every directory reached from the root, its '..' naming the directory that holds it) and link
  * counts (every inode in use named as often as i_links_count says).
  */
-import { sameBytes } from '../core/bytes.js';
+import { u32 } from '../core/bytes.js';
 import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO, LINK_MAX } from '../ext4/inode.js';
-import { isDotOrDotDot, type RawDirent } from '../ext4/dirent.js';
+import { isDotOrDotDot } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
-import type { CheckContext, InodeInfo } from './context.js';
+import type { CheckContext } from './context.js';
+import type { InodeInfo } from './inode-table.js';
 import { checkHtree } from './htree.js';
-
-/** Directories past this many subdirectories keep a link count of 1 (dir_nlink). */
+import { BlockEntries, NameSet } from './dir-names.js';
 
 export function checkDirectories(ctx: CheckContext): void {
-  for (const [ino, info] of ctx.inodes) if (info.dir) checkDirectory(ctx, ino, info);
+  const scratch = { entries: new BlockEntries(), names: new NameSet() };
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) if (t.at(k).dir) checkDirectory(ctx, t.inoAt(k), t.at(k), scratch);
+}
+
+/** What the rules for one directory's entries depend on. */
+interface DirRules {
+  ino: number;
+  /** Case-folded directories hold UTF-8 names (e2fsck's check). */
+  casefold: boolean;
+  /** Encrypted ones hold ciphertext (16 bytes at least) of encrypted inodes (e2fsck's checks). */
+  encrypted: boolean;
+  /** Entries carry file types to compare (the Hurd keeps none: e2fsck drops the feature for it). */
+  fileType: boolean;
+  /** The names seen so far. */
+  names: NameSet;
 }
 
 /** A name for a message (only made when there is something to say). */
-const nameText = (n: Uint8Array): string => Buffer.from(n.buffer, n.byteOffset, n.length).toString('latin1');
+const quoted = (b: Uint8Array, off: number, len: number): string =>
+  JSON.stringify(Buffer.from(b.buffer, b.byteOffset + off, len).toString('latin1'));
 
-function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
+/** Whether the `len` bytes at `off` of `b` are '.' (len 1) or '..' (len 2). */
+const isDots = (b: Uint8Array, off: number, len: number): boolean =>
+  (len === 1 || len === 2) && b[off] === 0x2e && (len === 1 || b[off + 1] === 0x2e);
+
+function checkDirectory(
+  ctx: CheckContext,
+  ino: number,
+  info: InodeInfo,
+  scratch: { entries: BlockEntries; names: NameSet },
+): void {
   const p = ctx.problems;
   if (!info.dir) return;
   const { inode: i, runs } = info.dir;
-  // Names seen, by a hash of their bytes (no string per entry); a hit is compared byte for byte.
-  const names = new Map<number, Uint8Array | Uint8Array[]>();
-  // Case-folded directories hold UTF-8 names; encrypted ones hold ciphertext (16 bytes at least) of
-  // encrypted inodes (e2fsck's checks of both).
-  const casefold = ctx.has(INCOMPAT.casefold) && (i.flags & FL_CASEFOLD) !== 0;
-  const encrypted = (i.flags & FL_ENCRYPT) !== 0;
-  // The Hurd keeps no file types in entries (e2fsck drops the feature for it).
-  const fileType = ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1;
-  const entry = (e: RawDirent, where: string) => {
-    if (!e.inode) return;
-    const name = e.name;
-    // One pass: the name's hash (FNV-1a) and whether it holds a '/' or a NUL.
-    let h = 0x811c9dc5;
-    let badByte = false;
-    for (let k = 0; k < name.length; k++) {
-      const c = name[k]!;
-      if (c === 0x2f || c === 0) badByte = true;
-      h = Math.imul(h ^ c, 0x01000193);
-    }
-    if (name.length === 0 || badByte)
-      p.add('DIR_ENTRY', `directory ${ino}${where}: entry ${JSON.stringify(nameText(name))} has a bad name`, {
-        inode: ino,
-      });
-    const seen = names.get(h);
-    if (seen === undefined) names.set(h, name);
-    else {
-      const list = seen instanceof Uint8Array ? [seen] : seen;
-      if (list.some((n) => sameBytes(n, name)))
-        p.add('DIR_DUPLICATE', `directory ${ino}: the name ${JSON.stringify(nameText(name))} appears twice`, {
-          inode: ino,
-        });
-      else {
-        list.push(name);
-        names.set(h, list);
-      }
-    }
-    if (e.inode > ctx.inodesCount || (e.inode < ctx.firstIno && e.inode !== ROOT_INO)) {
-      p.add(
-        'DIR_ENTRY_INODE',
-        `directory ${ino}: ${JSON.stringify(nameText(name))} names inode ${e.inode}, which it cannot`,
-        {
-          inode: ino,
-        },
-      );
-      return;
-    }
-    const target = ctx.inodes.get(e.inode);
-    if (!target) {
-      p.add(
-        'DIR_ENTRY_INODE',
-        `directory ${ino}: ${JSON.stringify(nameText(name))} names inode ${e.inode}, which is not in use`,
-        {
-          inode: ino,
-        },
-      );
-      return;
-    }
-    target.refs++;
-    if (casefold && !encrypted && !validUtf8(e.name))
-      p.add(
-        'DIR_ENTRY',
-        `directory ${ino}: ${JSON.stringify(nameText(name))} is not valid UTF-8 in a case-folded directory`,
-        {
-          inode: ino,
-        },
-      );
-    if (encrypted && e.name.length < 16)
-      p.add(
-        'DIR_ENTRY',
-        `directory ${ino}: encrypted name ${JSON.stringify(nameText(name))} is shorter than 16 bytes`,
-        {
-          inode: ino,
-        },
-      );
-    if (encrypted && !(target.flags & FL_ENCRYPT))
-      p.add(
-        'DIR_ENTRY',
-        `directory ${ino}: encrypted entry ${JSON.stringify(nameText(name))} names unencrypted inode ${e.inode}`,
-        {
-          inode: ino,
-        },
-      );
-    if (fileType && e.fileType !== fileTypeOfMode(target.mode))
-      p.add(
-        'DIR_ENTRY_TYPE',
-        `directory ${ino}: ${JSON.stringify(nameText(name))} has file type ${e.fileType}, inode ${e.inode} is type ${fileTypeOfMode(target.mode)}`,
-        { inode: ino },
-      );
-    if ((target.mode & S_IFMT) === S_IFDIR) {
-      if (target.parent !== undefined)
-        p.add('DIR_MULTIPLY_LINKED', `directory ${e.inode} is named in directory ${target.parent} and in ${ino}`, {
-          inode: e.inode,
-        });
-      else target.parent = ino;
-    }
+  scratch.names.clear();
+  const d: DirRules = {
+    ino,
+    casefold: ctx.has(INCOMPAT.casefold) && (i.flags & FL_CASEFOLD) !== 0,
+    encrypted: (i.flags & FL_ENCRYPT) !== 0,
+    fileType: ctx.has(INCOMPAT.filetype) && ctx.sb.s_creator_os !== 1,
+    names: scratch.names,
   };
-
   if (i.flags & FL_INLINE_DATA) {
     let dir: ReturnType<typeof ctx.r.inlineDir>;
     try {
@@ -138,39 +74,49 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
       for (const e of a.entries) {
         if (e.inode && isDotOrDotDot(e.name))
           p.add('DIR_DOT', `directory ${ino}: an inline directory holds a '.' or '..' entry`, { inode: ino });
-        else entry(e, '');
+        else if (e.inode) checkEntry(ctx, d, e.name, 0, e.name.length, e.inode, e.fileType, -1);
       }
     return;
   }
   const bs = ctx.bs;
+  const list = scratch.entries;
   let sawFirst = false;
   for (const r of runs) {
     if (r.uninit) continue;
     for (let k = 0; k < r.len; k++) {
       const lblk = r.lblk + k;
       if (lblk * bs >= i.size) break;
-      let entries: RawDirent[];
+      const pblk = r.pblk + k;
+      let b: Uint8Array;
+      // The block's checksum and kind, then where its entries lie (all of them, before any counts).
       try {
-        if (r.pblk + k < ctx.blocksCount) ctx.readAheadDir(r.pblk + k);
-        entries = ctx.r.dirBlock(ino, i, lblk, r.pblk + k).entries;
+        if (pblk < ctx.blocksCount) ctx.readAheadDir(pblk);
+        const blk = ctx.r.dirBlockBuf(ino, i, lblk, pblk);
+        b = blk.buf;
+        // An htree index block lists no entries, but the root keeps '.' and '..' in front of its index.
+        if (!blk.dx || lblk === 0) list.read(b, bs, { inode: ino, block: pblk });
+        else list.count = 0;
       } catch (e) {
         if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
-        p.add('DIR_BLOCK', `directory ${ino}, block ${lblk}: ${e.message}`, { inode: ino, block: r.pblk + k });
+        p.add('DIR_BLOCK', `directory ${ino}, block ${lblk}: ${e.message}`, { inode: ino, block: pblk });
         if (lblk === 0) sawFirst = true;
         continue;
       }
       let from = 0;
       if (lblk === 0) {
         sawFirst = true;
-        from = checkDots(ctx, ino, info, entries);
+        from = checkDots(ctx, ino, info, b, list);
       }
-      for (let x = from; x < entries.length; x++) {
-        const e = entries[x]!;
-        if (e.inode && isDotOrDotDot(e.name))
-          p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${Buffer.from(e.name).toString()}' entry`, {
+      for (let x = from; x < list.count; x++) {
+        const off = list.offsets[x]!;
+        const inode = u32(b, off);
+        if (!inode) continue;
+        const len = b[off + 6]!;
+        if (isDots(b, off + 8, len))
+          p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${len === 1 ? '.' : '..'}' entry`, {
             inode: ino,
           });
-        else entry(e, `, block ${lblk}`);
+        else checkEntry(ctx, d, b, off + 8, len, inode, b[off + 7]!, lblk);
       }
     }
   }
@@ -178,23 +124,96 @@ function checkDirectory(ctx: CheckContext, ino: number, info: InodeInfo): void {
   else if (ctx.r.usesIndex(i)) checkHtree(ctx, ino, i, runs);
 }
 
-/** '.' (itself) and '..' open a directory's first block; returns how many entries they were. */
-function checkDots(ctx: CheckContext, ino: number, info: InodeInfo, entries: RawDirent[]): number {
+/**
+ * The live entry naming `inode` with file type byte `type`, its name the `len` bytes at `off` of `b`,
+ * in block `lblk` of the directory (-1: an inline directory).
+ */
+function checkEntry(
+  ctx: CheckContext,
+  d: DirRules,
+  b: Uint8Array,
+  off: number,
+  len: number,
+  inode: number,
+  type: number,
+  lblk: number,
+): void {
   const p = ctx.problems;
-  const dot = entries[0];
-  const dotdot = entries[1];
+  const ino = d.ino;
+  // One pass: the name's hash (FNV-1a) and whether it holds a '/' or a NUL.
+  let h = 0x811c9dc5 | 0;
+  let badByte = false;
+  for (let k = 0; k < len; k++) {
+    const c = b[off + k]!;
+    if (c === 0x2f || c === 0) badByte = true;
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  if (len === 0 || badByte)
+    p.add(
+      'DIR_ENTRY',
+      `directory ${ino}${lblk < 0 ? '' : `, block ${lblk}`}: entry ${quoted(b, off, len)} has a bad name`,
+      { inode: ino },
+    );
+  if (!d.names.add(h, b, off, len))
+    p.add('DIR_DUPLICATE', `directory ${ino}: the name ${quoted(b, off, len)} appears twice`, { inode: ino });
+  if (inode > ctx.inodesCount || (inode < ctx.firstIno && inode !== ROOT_INO)) {
+    p.add('DIR_ENTRY_INODE', `directory ${ino}: ${quoted(b, off, len)} names inode ${inode}, which it cannot`, {
+      inode: ino,
+    });
+    return;
+  }
+  const target = ctx.inodes.get(inode);
+  if (!target) {
+    p.add('DIR_ENTRY_INODE', `directory ${ino}: ${quoted(b, off, len)} names inode ${inode}, which is not in use`, {
+      inode: ino,
+    });
+    return;
+  }
+  target.refs++;
+  if (d.casefold && !d.encrypted && !validUtf8(b.subarray(off, off + len)))
+    p.add('DIR_ENTRY', `directory ${ino}: ${quoted(b, off, len)} is not valid UTF-8 in a case-folded directory`, {
+      inode: ino,
+    });
+  if (d.encrypted && len < 16)
+    p.add('DIR_ENTRY', `directory ${ino}: encrypted name ${quoted(b, off, len)} is shorter than 16 bytes`, {
+      inode: ino,
+    });
+  if (d.encrypted && !(target.flags & FL_ENCRYPT))
+    p.add('DIR_ENTRY', `directory ${ino}: encrypted entry ${quoted(b, off, len)} names unencrypted inode ${inode}`, {
+      inode: ino,
+    });
+  if (d.fileType && type !== fileTypeOfMode(target.mode))
+    p.add(
+      'DIR_ENTRY_TYPE',
+      `directory ${ino}: ${quoted(b, off, len)} has file type ${type}, inode ${inode} is type ${fileTypeOfMode(target.mode)}`,
+      { inode: ino },
+    );
+  if ((target.mode & S_IFMT) === S_IFDIR) {
+    if (target.parent !== undefined)
+      p.add('DIR_MULTIPLY_LINKED', `directory ${inode} is named in directory ${target.parent} and in ${ino}`, {
+        inode,
+      });
+    else target.parent = ino;
+  }
+}
+
+/** '.' (itself) and '..' open a directory's first block; returns how many entries they were. */
+function checkDots(ctx: CheckContext, ino: number, info: InodeInfo, b: Uint8Array, list: BlockEntries): number {
+  const p = ctx.problems;
+  const dot = list.count > 0 ? list.offsets[0]! : -1;
+  const dotdot = list.count > 1 ? list.offsets[1]! : -1;
   let n = 0;
-  if (!dot || dot.inode !== ino || Buffer.from(dot.name).toString('latin1') !== '.')
+  if (dot < 0 || u32(b, dot) !== ino || b[dot + 6] !== 1 || !isDots(b, dot + 8, 1))
     p.add('DIR_DOT', `directory ${ino}: its first entry is not '.' naming itself`, { inode: ino });
   else {
     info.refs++;
     n = 1;
   }
-  if (!dotdot || !dotdot.inode || Buffer.from(dotdot.name).toString('latin1') !== '..')
+  if (dotdot < 0 || !u32(b, dotdot) || b[dotdot + 6] !== 2 || !isDots(b, dotdot + 8, 2))
     p.add('DIR_DOT', `directory ${ino}: its second entry is not '..'`, { inode: ino });
   else {
-    info.dotdot = dotdot.inode;
-    countDotDot(ctx, dotdot.inode);
+    info.dotdot = u32(b, dotdot);
+    countDotDot(ctx, info.dotdot);
     n = 2;
   }
   return n;
@@ -231,7 +250,10 @@ export function checkConnectivity(ctx: CheckContext): void {
     for (const x of path) reached.set(x, ok);
     return ok;
   };
-  for (const [ino, info] of ctx.inodes) {
+  const t = ctx.inodes;
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     if ((info.mode & S_IFMT) !== S_IFDIR || ino === ROOT_INO || ctx.orphans.has(ino)) continue;
     if (ino < ctx.firstIno) continue;
     if (info.parent === undefined) {
@@ -243,7 +265,9 @@ export function checkConnectivity(ctx: CheckContext): void {
       p.add('DIR_PARENT', `directory ${ino}: '..' names ${info.dotdot}, its parent is ${info.parent}`, { inode: ino });
   }
   const dirNlink = ctx.hasRo(RO_COMPAT.dir_nlink);
-  for (const [ino, info] of ctx.inodes) {
+  for (let k = 0; k < t.size; k++) {
+    const ino = t.inoAt(k);
+    const info = t.at(k);
     if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) continue;
     if (ctx.orphans.has(ino) && info.refs === 0) continue;
     const isDir = (info.mode & S_IFMT) === S_IFDIR;

@@ -18,6 +18,7 @@ import {
   FL_EA_INODE,
   FL_VERITY,
   ROOT_INO,
+  INODE_FIELD_OFFSETS,
   inodeChecksum,
   storedInodeChecksum,
   type Inode,
@@ -27,46 +28,58 @@ import type { BlockRun } from '../fs/blockmap.js';
 import { groupInode } from '../ext4/geometry.js';
 import { isZero, u16, u32 } from '../core/bytes.js';
 import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
-import type { CheckContext } from './context.js';
+import { MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
+import { InodeInfo } from './inode-table.js';
+import { quickInode, quickRules } from './quick-inode.js';
 
 const RESIZE_INO = 7;
+const MODE = INODE_FIELD_OFFSETS.i_mode;
+const LINKS = INODE_FIELD_OFFSETS.i_links_count;
 const BAD_BLOCKS_INO = 1;
+
+/** Inode table blocks read in one request (into one buffer, reused: no allocation per read). */
+const TABLE_CHUNK_BLOCKS = 64;
 
 export function checkInodes(ctx: CheckContext): void {
   const { raw } = ctx;
+  const perBlock = ctx.bs / raw.inodeSize;
+  const size = raw.inodeSize;
+  const csum = ctx.r !== raw && raw.csum;
+  const seed = raw.csumSeed;
+  const q = quickRules(ctx);
+  const table = new Uint8Array(TABLE_CHUNK_BLOCKS * ctx.bs);
   for (let g = 0; g < ctx.groupCount; g++) {
     const d = ctx.gd(g);
     if (ctx.groupCsum && d.flags & BG_INODE_UNINIT) continue;
     const n = ctx.groupCsum ? ctx.ipg - Math.min(ctx.ipg, d.itableUnused) : ctx.ipg;
     // An inode table outside the file system cannot be read (pass 0 reported it).
     if (ctx.metaAt(d.inodeTable) === undefined) continue;
-    const perBlock = ctx.bs / raw.inodeSize;
-    const size = raw.inodeSize;
-    const csum = ctx.r !== raw && raw.csum;
-    const seed = raw.csumSeed;
-    let recBlock = -1;
-    let rec: Uint8Array = new Uint8Array(0);
+    const tableBlocks = Math.ceil(n / perBlock);
+    // The used part of the table, a stretch at a time, as it currently is (a replayed journal's blocks
+    // in); records with no links and no mode are unused and skipped without decoding (most of a table).
+    let from = 0;
+    let to = 0;
     for (let idx = 0; idx < n; idx++) {
       const ino = groupInode(raw.geo, g, idx);
       if (ino > ctx.inodesCount) return;
-      // A whole stretch of the table is read at once; records with no links and no mode are unused and
-      // skipped without decoding (most of a table).
-      const tb = d.inodeTable + Math.floor(idx / perBlock);
-      if (tb !== recBlock) {
-        if (idx % (perBlock * 64) === 0 && !raw.cache.has(tb))
-          raw.cache.prefetch(tb, Math.min(64, Math.ceil((n - idx) / perBlock), ctx.blocksCount - tb));
-        rec = raw.readBlocks(tb);
-        recBlock = tb;
+      const k = Math.floor(idx / perBlock);
+      if (k >= to) {
+        from = k;
+        to = Math.min(k + TABLE_CHUNK_BLOCKS, tableBlocks, ctx.blocksCount - d.inodeTable);
+        raw.cache.readDataInto(d.inodeTable + from, table.subarray(0, (to - from) * ctx.bs));
       }
-      const at = (idx % perBlock) * raw.inodeSize;
-      if (ino >= ctx.firstIno && !ctx.orphans.has(ino) && u16(rec, at + 0x1a) === 0 && u16(rec, at) === 0) continue;
-      // The record is checked and decoded where it lies (the table block is at hand).
+      const at = (k - from) * ctx.bs + (idx % perBlock) * size;
+      const rec = table;
+      if (u16(rec, at + LINKS) === 0 && u16(rec, at + MODE) === 0 && ino >= ctx.firstIno && !ctx.orphans.has(ino))
+        continue;
+      // The record is checked and decoded where it lies.
       if (
         csum &&
         !isZero(rec, at, size) &&
         inodeChecksum(seed, ino, rec, at, size) !== storedInodeChecksum(rec, at, size)
       )
         ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
+      if (quickInode(ctx, q, ino, rec, at)) continue;
       let i: Inode;
       try {
         i = raw.decodeRecord(ino, rec, at);
@@ -114,7 +127,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   }
   if (!type) {
     p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
-    ctx.inodes.set(ino, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
+    ctx.inodes.set(ino, new InodeInfo(i.mode, i.flags, i.linksCount));
     return;
   }
   if (i.dtime && !orphan && i.linksCount)
@@ -140,15 +153,17 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     p.add('INODE_FLAGS', `inode ${ino} has inline data but no system.data attribute`, { inode: ino });
   const runs = claimMap(ctx, ino, i, eaValues);
   // An attribute value inode is named by the attribute, not by a directory.
-  ctx.inodes.set(ino, {
-    mode: i.mode,
-    flags: i.flags,
-    links: i.linksCount,
-    refs: 0,
-    system: special || !!(i.flags & FL_EA_INODE),
-    // A directory's record and map, for pass 2.
-    dir: runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
-  });
+  ctx.inodes.set(
+    ino,
+    new InodeInfo(
+      i.mode,
+      i.flags,
+      i.linksCount,
+      special || !!(i.flags & FL_EA_INODE),
+      // A directory's record and map, for pass 2.
+      runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
+    ),
+  );
   if (i.fileAcl) {
     const refs = ctx.xattrRefs.get(i.fileAcl);
     if (refs === undefined) ctx.claim(i.fileAcl, 1, ino, 'attribute block');
@@ -212,7 +227,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): B
     ctx.claim(r.pblk, r.len, ino, 'block');
     blocks += r.len;
     if (isDir && !r.uninit)
-      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size && ctx.dirBlocks.length < 1 << 24; k++)
+      for (let k = 0; k < r.len && (r.lblk + k) * bs < i.size && ctx.dirBlocks.length < MAX_READ_AHEAD_LIST; k++)
         ctx.dirBlocks.push(r.pblk + k);
     last = Math.max(last, r.lblk + r.len - 1);
     if (!r.uninit) lastInit = Math.max(lastInit, r.lblk + r.len - 1);
@@ -271,7 +286,7 @@ function checkResizeInode(ctx: CheckContext, i: Inode): void {
       return;
     }
   ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
-  ctx.inodes.set(RESIZE_INO, { mode: i.mode, flags: i.flags, links: i.linksCount, refs: 0 });
+  ctx.inodes.set(RESIZE_INO, new InodeInfo(i.mode, i.flags, i.linksCount));
 }
 
 function checkXattrRefcounts(ctx: CheckContext): void {

@@ -1,6 +1,6 @@
 /** The inode (kernel doc: inodes.rst): 128 bytes of base fields, then i_extra_isize bytes of extra fields. */
 import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from '../core/bytes.js';
-import { crc32c, crc32cU32 } from '../core/crc32c.js';
+import { crc32c, crc32cByteChange, crc32cU32 } from '../core/crc32c.js';
 import type { Timestamp } from '../core/types.js';
 
 const BASE = [
@@ -237,6 +237,8 @@ const O = Object.fromEntries([...BASE, ...EXTRA].map(([n, o]) => [n, o])) as Rec
   (typeof BASE)[number][0] | ExtraName,
   number
 >;
+/** Where each field lies in a record, from the tables above (for reading a field in place). */
+export const INODE_FIELD_OFFSETS: Readonly<typeof O> = O;
 
 /** The offsets decodeInode reads, resolved once from the field tables. */
 const D = {
@@ -289,22 +291,27 @@ export function inodeCsumSeed(fsSeed: number, ino: number, generation: number): 
  */
 export function inodeChecksum(csumSeed: number, inum: number, b: Uint8Array, off: number, inodeSize: number): number {
   const gen = b[off + 0x64]! | (b[off + 0x65]! << 8) | (b[off + 0x66]! << 16) | (b[off + 0x67]! << 24);
-  let c = inodeCsumSeed(csumSeed, inum, gen >>> 0);
-  c = crc32c(c, b, off, off + CSUM_LO);
-  c = crc32c(c, ZERO2, 0, 2);
-  c = crc32c(c, b, off + CSUM_LO + 2, off + GOOD_OLD_INODE_SIZE);
-  if (inodeSize > GOOD_OLD_INODE_SIZE) {
-    c = crc32c(c, b, off + GOOD_OLD_INODE_SIZE, off + CSUM_HI);
-    if (hasCsumHi(b, off, inodeSize)) {
-      c = crc32c(c, ZERO2, 0, 2);
-      c = crc32c(c, b, off + CSUM_HI + 2, off + inodeSize);
-    } else {
-      c = crc32c(c, b, off + CSUM_HI, off + inodeSize);
-    }
-  }
-  return hasCsumHi(b, off, inodeSize) ? c >>> 0 : c & 0xffff;
+  // One pass over the record as stored (it is summed for every inode a check reads), then the checksum
+  // fields' bytes taken back out.
+  const z = csumFieldChanges(inodeSize);
+  let c = crc32c(inodeCsumSeed(csumSeed, inum, gen >>> 0), b, off, off + inodeSize);
+  c ^= z[0]![b[off + CSUM_LO]!]! ^ z[1]![b[off + CSUM_LO + 1]!]!;
+  if (!hasCsumHi(b, off, inodeSize)) return c & 0xffff;
+  c ^= z[2]![b[off + CSUM_HI]!]! ^ z[3]![b[off + CSUM_HI + 1]!]!;
+  return c >>> 0;
 }
-const ZERO2 = new Uint8Array(2);
+
+/** Per inode size, the CRC change each byte of i_checksum_lo and i_checksum_hi makes (made once). */
+const fieldChanges = new Map<number, Int32Array[]>();
+function csumFieldChanges(inodeSize: number): Int32Array[] {
+  let z = fieldChanges.get(inodeSize);
+  if (!z) {
+    const at = inodeSize > CSUM_HI + 1 ? [CSUM_LO, CSUM_LO + 1, CSUM_HI, CSUM_HI + 1] : [CSUM_LO, CSUM_LO + 1];
+    z = at.map((pos) => crc32cByteChange(inodeSize, pos));
+    fieldChanges.set(inodeSize, z);
+  }
+  return z;
+}
 
 function hasCsumHi(b: Uint8Array, off: number, inodeSize: number): boolean {
   return inodeSize > GOOD_OLD_INODE_SIZE && u16(b, off + 0x80) >= 4;
