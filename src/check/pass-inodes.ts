@@ -22,6 +22,8 @@ import {
   inodeChecksum,
   storedInodeChecksum,
   type Inode,
+  BAD_BLOCKS_INO,
+  RESIZE_INO,
 } from '../ext4/inode.js';
 import { fileTypeOf } from '../ext4/filetype.js';
 import type { BlockRun } from '../fs/blockmap.js';
@@ -32,10 +34,8 @@ import { MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
 import { InodeInfo } from './inode-table.js';
 import { quickInode, quickRules } from './quick-inode.js';
 
-const RESIZE_INO = 7;
 const MODE = INODE_FIELD_OFFSETS.i_mode;
 const LINKS = INODE_FIELD_OFFSETS.i_links_count;
-const BAD_BLOCKS_INO = 1;
 
 /** Inode table blocks read in one request (into one buffer, reused: no allocation per read). */
 const TABLE_CHUNK_BLOCKS = 64;

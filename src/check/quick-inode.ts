@@ -26,6 +26,7 @@ import {
   FL_VERITY,
   FL_ENCRYPT,
   FL_COMPR,
+  FIRST_INO,
 } from '../ext4/inode.js';
 import {
   EXTENT_MAGIC,
@@ -41,8 +42,6 @@ import { InodeInfo } from './inode-table.js';
 
 /** Flags some rule of pass 1 or 2 looks at (or that change how the map is read): full path (FL_INDEX: below). */
 const LOOKED_AT = FL_INLINE_DATA | FL_HUGE_FILE | FL_EA_INODE | FL_VERITY | FL_ENCRYPT | FL_COMPR;
-/** The first inode number that is never reserved (revision 0's fixed s_first_ino). */
-const FIRST_PLAIN_INO = 11;
 /** A symlink shorter than this keeps its target in i_block (fs/inodes.ts isFastSymlink). */
 const FAST_SYMLINK_MAX = 60;
 
@@ -70,7 +69,7 @@ export function quickRules(ctx: CheckContext): QuickRules {
   return {
     inodeSize: ctx.raw.inodeSize,
     bs: ctx.bs,
-    firstPlain: Math.max(ctx.firstIno, FIRST_PLAIN_INO),
+    firstPlain: Math.max(ctx.firstIno, FIRST_INO),
     firstData: ctx.firstData,
     blocksCount: ctx.blocksCount,
     extents: ctx.has(INCOMPAT.extent),

@@ -46,10 +46,19 @@ export const I_BLOCK_SIZE = 60;
 const CSUM_LO = 0x7c;
 const CSUM_HI = 0x82;
 
-/** The root directory's inode number (a reserved inode). */
+/** The reserved inodes this project names (kernel doc: special_inodes.rst). */
+/** Inode 1 lists bad blocks. */
+export const BAD_BLOCKS_INO = 1;
+/** The root directory. */
 export const ROOT_INO = 2;
-/** The resize inode: its double-indirect block maps the reserved GDT blocks (special_inodes.rst). */
+/** The resize inode: its double-indirect block maps the reserved GDT blocks. */
 export const RESIZE_INO = 7;
+/** The journal mkfs makes (s_journal_inum names the one in use). */
+export const JOURNAL_INO = 8;
+/** The first inode that is not reserved: revision 0's fixed s_first_ino, and mkfs's for revision 1. */
+export const FIRST_INO = 11;
+/** lost+found, the first inode mkfs gives out. */
+export const LOST_FOUND_INO = FIRST_INO;
 
 /**
  * EXT4_LINK_MAX: the most links an inode counts. A directory with more subdirectories (dir_nlink)

@@ -3,6 +3,7 @@
  * device size, as a pure function. Facts from the kernel docs (blockgroup.rst, super.rst) and from
  * observing mkfs.ext4's output across sizes; no e2fsprogs code.
  */
+import { FIRST_INO } from './inode.js';
 import { Ext4Error } from '../core/errors.js';
 import { ceilDiv } from '../core/bytes.js';
 import { IntervalSet } from './intervals.js';
@@ -36,7 +37,6 @@ export const DEFAULT_INODE_SIZE = 256;
 export const LOG_GROUPS_PER_FLEX = 4;
 /** Largest blocks-per-group: group free counts are 16-bit in 32-byte descriptors, less 8 (64 KiB blocks). */
 const MAX_BLOCKS_PER_GROUP = 65528;
-const FIRST_INO = 11;
 const PAGE_SIZE = 4096;
 /** The largest byte size this tool formats: sizes are JavaScript numbers, exact up to 2^53. */
 export const MAX_SIZE_BYTES = Number.MAX_SAFE_INTEGER;

@@ -43,6 +43,11 @@ import {
   FL_EXTENTS,
   I_BLOCK_SIZE,
   EXTRA_ISIZE,
+  ROOT_INO,
+  LOST_FOUND_INO,
+  FIRST_INO,
+  RESIZE_INO,
+  JOURNAL_INO,
 } from '../ext4/inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
 import { setBitRange, bitmapChecksum } from '../ext4/bitmap.js';
@@ -54,21 +59,9 @@ import type { TreeSource } from '../core/types.js';
 import { sourceDateEpoch, storableSeconds } from '../core/time.js';
 import type { Spec } from '../tree/sources/spec.js';
 import { sourceWithMetadata } from '../tree/sources/overlay.js';
-import {
-  InodeStore,
-  writerBuffers,
-  ROOT_INO,
-  LOST_FOUND_INO,
-  FIRST_INO,
-  type Owner,
-  type WriterContext,
-} from './writer.js';
+import { InodeStore, writerBuffers, type Owner, type WriterContext } from './writer.js';
 import { populate } from './populate.js';
 import { estimateTree, type TreeEstimate } from './estimate.js';
-
-export { ROOT_INO, LOST_FOUND_INO, FIRST_INO } from './writer.js';
-export const RESIZE_INO = 7;
-export const JOURNAL_INO = 8;
 
 export interface FormatOptions extends LayoutOptions {
   /** Volume label, at most 16 bytes of UTF-8. */

@@ -15,6 +15,7 @@ import {
   I_BLOCK_SIZE,
   encodeDeviceNumbers,
   ROOT_INO,
+  LOST_FOUND_INO,
   LINK_MAX,
 } from '../ext4/inode.js';
 import { type DirEntry, FT_DIR } from '../ext4/dirent.js';
@@ -24,7 +25,6 @@ import { TreeWalk, sourcePolicy, type TreeSink } from '../tree/walk.js';
 import { checkName } from './estimate.js';
 import {
   type WriterContext,
-  LOST_FOUND_INO,
   allocData,
   flushData,
   mapExtents,

@@ -6,7 +6,7 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { type Layout, takeRuns } from '../ext4/layout.js';
-import { type Inode, type Timestamp, FL_EXTENTS, FL_INDEX, inodeCsumSeed, ROOT_INO } from '../ext4/inode.js';
+import { type Inode, type Timestamp, FL_EXTENTS, FL_INDEX, inodeCsumSeed, FIRST_INO } from '../ext4/inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, DIR_TAIL_SIZE } from '../ext4/dirent.js';
 import { buildHtree } from '../ext4/htree.js';
@@ -21,9 +21,6 @@ import {
   type DiskXattr,
 } from '../ext4/xattr.js';
 
-export const FIRST_INO = 11;
-export { ROOT_INO };
-export const LOST_FOUND_INO = 11;
 /** Bytes read from a source file per write: large, block-aligned. */
 const CHUNK = 8 * 1024 * 1024;
 /** Small files are combined into writes of up to this many bytes. */
