@@ -7,31 +7,20 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { editImage } from '../src/edit/editor.js';
 import { Volume } from '../src/edit/volume.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { moveMapBlock, remapData } from '../src/fs/blockmap.js';
 import { FL_EXTENTS } from '../src/ext4/inode.js';
-import { HAVE_E2FSPROGS, oracleAvailable, run, scratchDir, fsck } from './helpers/oracle.js';
+import { HAVE_E2FSPROGS, oracleAvailable, scratchDir, mkfsExt4, expectClean } from './helpers/oracle.js';
 
 const runIt = oracleAvailable('block map moves (e2fsprogs)', HAVE_E2FSPROGS);
 const work = scratchDir('ext4wd-bmap');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
-let n = 0;
 
-function mkfs(opts: string[], size: string): string {
-  const img = path.join(work, `b${n++}.img`);
-  run('truncate', ['-s', size, img]);
-  const r = run('mkfs.ext4', ['-q', '-F', ...opts, img]);
-  if (r.status !== 0) throw new Error(r.stderr);
-  return img;
-}
-function clean(img: string): void {
-  const f = fsck(img);
-  expect(f.status, f.output).toBe(0);
-}
+const mkfs = (opts: string[], size: string): string => mkfsExt4(work, opts, size);
+const clean = expectClean;
 function readBack(img: string, p: string): { bytes: Uint8Array; meta: number[]; flags: number } {
   const r = Ext4Reader.open(FileDevice.open(img));
   const ino = r.lookup(p);

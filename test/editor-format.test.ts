@@ -16,7 +16,16 @@ import { memoryTreeSource } from '../src/tree/sources/memory.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { FL_INDEX, FL_INLINE_DATA, FL_EXTENTS } from '../src/ext4/inode.js';
-import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  oracleAvailable,
+  run,
+  scratchDir,
+  haveTool,
+  mkfsExt4,
+  expectClean,
+} from './helpers/oracle.js';
 import { mount, umount } from './helpers/model.js';
 import { makeVariedTree, snapshot } from './helpers/tree.js';
 
@@ -28,17 +37,8 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const enc = new TextEncoder();
 
-function mkfs(opts: string[], size = '256M'): string {
-  const img = path.join(work, `m${n++}.img`);
-  run('truncate', ['-s', size, img]);
-  const r = run('mkfs.ext4', ['-q', '-F', ...opts, img]);
-  if (r.status !== 0) throw new Error(r.stderr);
-  return img;
-}
-function clean(img: string): void {
-  const f = fsck(img);
-  expect(f.status, f.output).toBe(0);
-}
+const mkfs = (opts: string[], size = '256M'): string => mkfsExt4(work, opts, size);
+const clean = expectClean;
 /** Runs `fn` on the kernel's read-only view of the image (as root; skipped otherwise). */
 function kernel(img: string, fn: (mnt: string) => void): void {
   if (!asRoot) return;

@@ -13,7 +13,16 @@ import { Ext4Editor, editImage } from '../src/edit/editor.js';
 import { mkdirExt4, writeExt4FileOwned } from '../src/edit/toolkit.js';
 import { Ext4Error } from '../src/core/errors.js';
 import { FileDevice, type BlockDevice } from '../src/io/device.js';
-import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  oracleAvailable,
+  run,
+  scratchDir,
+  haveTool,
+  mkfsExt4,
+  expectClean,
+} from './helpers/oracle.js';
 import { mount, umount } from './helpers/model.js';
 
 const runIt = oracleAvailable('editor suite (e2fsprogs)', HAVE_E2FSPROGS);
@@ -29,18 +38,10 @@ function ours(sizeMiB = 64): string {
   return img;
 }
 /** mkfs.ext4 with 4 KiB blocks (unless the options say otherwise). */
-function mkfs(opts: string[], size = '64M'): string {
-  const img = path.join(work, `m${n++}.img`);
-  run('truncate', ['-s', size, img]);
-  const r = run('mkfs.ext4', ['-q', '-F', ...(opts.includes('-b') ? [] : ['-b', '4096']), ...opts, img]);
-  if (r.status !== 0) throw new Error(r.stderr);
-  return img;
-}
+const mkfs = (opts: string[], size = '64M'): string =>
+  mkfsExt4(work, [...(opts.includes('-b') ? [] : ['-b', '4096']), ...opts], size);
 const sha = (f: string) => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
-function clean(img: string): void {
-  const f = fsck(img);
-  expect(f.status, f.output).toBe(0);
-}
+const clean = expectClean;
 function code(fn: () => unknown): string | undefined {
   try {
     fn();

@@ -14,7 +14,16 @@ import { recoverJournal } from '../src/edit/recover.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { extract } from '../src/tree/extract.js';
-import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, run, scratchDir, fsck, haveTool, IN_CI } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  oracleAvailable,
+  run,
+  scratchDir,
+  haveTool,
+  IN_CI,
+  expectClean,
+} from './helpers/oracle.js';
 import { mount, umount } from './helpers/model.js';
 import { snapshot } from './helpers/tree.js';
 import { imageState } from './helpers/crash.js';
@@ -28,10 +37,7 @@ const work = scratchDir('ext4wd-journal');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 let n = 0;
 const sha = (f: string) => createHash('sha256').update(fs.readFileSync(f)).digest('hex');
-function clean(img: string): void {
-  const f = fsck(img);
-  expect(f.status, f.output).toBe(0);
-}
+const clean = expectClean;
 function header(img: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of run('dumpe2fs', ['-h', img]).stdout.split('\n')) {

@@ -12,7 +12,7 @@ import { formatImage } from '../src/mkfs/image.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { lockForWrite } from '../src/host/lock.js';
-import { HAVE_E2FSPROGS, IS_ROOT, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { HAVE_E2FSPROGS, IS_ROOT, cli, oracleAvailable, run, scratchDir, expectClean } from './helpers/oracle.js';
 import { mount, umount } from './helpers/model.js';
 import { lockFiles } from './helpers/lock.js';
 
@@ -43,11 +43,6 @@ function blocksOf(img: string): { blocks: number; bs: number } {
   } finally {
     dev.close();
   }
-}
-
-function expectClean(img: string): void {
-  const f = fsck(img);
-  expect(f.status, f.output).toBe(0);
 }
 
 /** Runs resize expecting a refusal with `code`; the image (size and bytes) must be as it was. */

@@ -2,6 +2,7 @@
  * Helpers for the oracle suites (e2fsprogs, the kernel). Locally a suite skips with a printed reason
  * when a tool or root is missing; under CI=true nothing skips, so a missing tool fails the run.
  */
+import { expect } from 'vitest';
 import { checkImage, type CheckResult } from '../../src/check/check.js';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -60,6 +61,22 @@ export function fsck(image: string): { status: number; output: string } {
   if (ours.clean) return { status, output };
   const listed = ours.problems.slice(0, 20).map((p) => `  ${p.code}: ${p.text}`);
   return { status: 104, output: `${output}\ncheck finds problems where e2fsck finds none:\n${listed.join('\n')}` };
+}
+
+/** e2fsck -fn and our check both find the image clean. */
+export function expectClean(img: string): void {
+  const r = fsck(img);
+  expect(r.status, r.output).toBe(0);
+}
+
+let mkfsCount = 0;
+/** A new image in `dir` of `size` (truncate's syntax), made by `mkfs.ext4 -q -F` with the options given. */
+export function mkfsExt4(dir: string, opts: string[], size: string): string {
+  const img = path.join(dir, `m${mkfsCount++}.img`);
+  run('truncate', ['-s', size, img]);
+  const r = run('mkfs.ext4', ['-q', '-F', ...opts, img]);
+  if (r.status !== 0) throw new Error(r.stderr);
+  return img;
 }
 
 /** `dumpe2fs` (full or -h) with the lines that legitimately differ between two mkfs runs removed. */
