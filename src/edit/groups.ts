@@ -7,12 +7,9 @@
  * Also `EditVolume`: what the allocators need of the volume, declared here so they depend on it and
  * not on volume.ts.
  */
-import { RO_COMPAT } from '../ext4/features.js';
 import type { Superblock } from '../ext4/superblock.js';
 import {
   encodeGroupDesc,
-  groupDescChecksum,
-  groupDescCrc16,
   putGroupDescChecksum,
   BG_BLOCK_UNINIT,
   BG_INODE_UNINIT,
@@ -126,9 +123,7 @@ export class GroupTable {
       const { block, offset } = r.descLocation(g);
       const b = this.tx.modify(block);
       encodeGroupDesc(b, offset, ds, d);
-      let c = 0;
-      if (r.csum) c = groupDescChecksum(r.csumSeed, g, b, offset, ds);
-      else if (r.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) c = groupDescCrc16(r.sb.s_uuid, g, b, offset, ds);
+      const c = r.descChecksum(g, b, offset) ?? 0;
       putGroupDescChecksum(b, offset, c);
       d.checksum = c;
     }

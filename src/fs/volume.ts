@@ -211,16 +211,23 @@ export class Ext4Volume {
     const raw = this.readBlocks(block);
     const d = decodeGroupDesc(raw, off, this.descSize);
     if (this.verify) {
-      if (this.csum) {
-        if (groupDescChecksum(this.csumSeed, g, raw, off, this.descSize) !== d.checksum)
-          throw new Ext4Error('BAD_CHECKSUM', `group descriptor ${g} checksum mismatch`, { group: g });
-      } else if (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum) {
-        if (groupDescCrc16(this.sb.s_uuid, g, raw, off, this.descSize) !== d.checksum)
-          throw new Ext4Error('BAD_CHECKSUM', `group descriptor ${g} checksum mismatch`, { group: g });
-      }
+      const want = this.descChecksum(g, raw, off);
+      if (want !== undefined && want !== d.checksum)
+        throw new Ext4Error('BAD_CHECKSUM', `group descriptor ${g} checksum mismatch`, { group: g });
     }
     this.gdCache.set(g, d);
     return d;
+  }
+
+  /**
+   * The checksum descriptor `g`, encoded at `off` in `b`, should carry: crc32c with metadata_csum,
+   * crc16 with gdt_csum (group_descr.rst, bg_checksum), undefined when the file system has neither.
+   */
+  descChecksum(g: number, b: Uint8Array, off: number): number | undefined {
+    if (this.csum) return groupDescChecksum(this.csumSeed, g, b, off, this.descSize);
+    if (this.sb.s_feature_ro_compat & RO_COMPAT.gdt_csum)
+      return groupDescCrc16(this.sb.s_uuid, g, b, off, this.descSize);
+    return undefined;
   }
 
   /** Whether directory entries carry a file type (filetype). */

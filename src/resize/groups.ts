@@ -10,8 +10,6 @@ import { descBlockCopies, descsPerBlock, groupBlocks, groupFirstBlock, superbloc
 import {
   decodeGroupDesc,
   encodeGroupDesc,
-  groupDescChecksum,
-  groupDescCrc16,
   putGroupDescChecksum,
   BG_BLOCK_UNINIT,
   BG_INODE_UNINIT,
@@ -72,8 +70,8 @@ export function growGroups(
     const b = descBlock(i);
     const off = (g % dpb) * ds;
     encodeGroupDesc(b, off, ds, d);
-    if (csum) putGroupDescChecksum(b, off, groupDescChecksum(r.csumSeed, g, b, off, ds));
-    else if (roCompat & RO_COMPAT.gdt_csum) putGroupDescChecksum(b, off, groupDescCrc16(r.sb.s_uuid, g, b, off, ds));
+    const c = r.descChecksum(g, b, off);
+    if (c !== undefined) putGroupDescChecksum(b, off, c);
     changed.add(i);
   };
   const load = (g: number) => decodeGroupDesc(descBlock(Math.floor(g / dpb)), (g % dpb) * ds, ds);
