@@ -95,6 +95,27 @@ describe.runIf(runIt)('resize CLI', () => {
     expect(cli(['resize', img, '1G', 'extra']).status).toBe(2);
   });
 
+  it('--print-min prints the smallest size, changing nothing; below it a shrink is refused with NO_SPACE', () => {
+    const img = image(64);
+    const before = sha(img);
+    const r = cli(['resize', img, '--print-min']);
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^Estimated minimum size of the filesystem: (\d+) blocks of (\d+) bytes, (\d+) bytes$/m.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(Number(m![1]) * Number(m![2])).toBe(Number(m![3]));
+    const j = JSON.parse(cli(['resize', img, '--print-min', '--json']).stdout) as Record<string, number>;
+    expect(j).toMatchObject({ ok: true, minBlocks: Number(m![1]), blocks: (64 * M) / 1024 });
+    expect(sha(img)).toBe(before);
+    refused(
+      [img, `${Number(m![3]) - 4096}`],
+      img,
+      'NO_SPACE',
+      new RegExp(`smallest this file system can be is ${m![3]} bytes`),
+    );
+    expect(cli(['resize', img, '--print-min', '32M']).status).toBe(2);
+    expect(cli(['resize', img, '--min', '32M']).status).toBe(2);
+  });
+
   it('refuses past 2^32 blocks without 64bit, and what the host file system cannot hold', () => {
     const no64 = image(64, ['-O', '^64bit', '-b', '4096']);
     refused([no64, '17T'], no64, 'TOO_LARGE', /64bit/);

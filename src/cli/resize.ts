@@ -1,21 +1,40 @@
-/** `resize`: grow an image's file system to the file's size or to SIZE (shrinking comes later). */
+/** `resize`: grow an image's file system to the file's size or to SIZE; `--print-min` prints the smallest size. */
 import { UsageError } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
-import { resizeImage } from '../resize/image.js';
+import { minimumSize, resizeImage } from '../resize/image.js';
 import { command, printJson, warn } from './command.js';
 import { jsonOption, writerOptions, writerSettings } from './options.js';
 
 export const resize = command({
   name: 'resize',
-  usage: `resize <image> [SIZE] [--recover] [--json] [--no-sync]
+  usage: `resize <image> [SIZE] [--min] [--print-min] [--recover] [--json] [--no-sync]
       grow the file system to the image file's size (after truncate -s) or to SIZE (the file is
-      extended, sparse; K, M, G, T, P suffixes as mkfs --size), crash-safe through the journal`,
-  options: { ...jsonOption, ...writerOptions, recover: { type: 'boolean' } },
+      extended, sparse; K, M, G, T, P suffixes as mkfs --size), crash-safe through the journal;
+      --print-min prints the smallest size the file system can be shrunk to (resize2fs -P), changing
+      nothing; --min or a SIZE below the current one asks for a shrink`,
+  options: {
+    ...jsonOption,
+    ...writerOptions,
+    recover: { type: 'boolean' },
+    min: { type: 'boolean' },
+    'print-min': { type: 'boolean' },
+  },
   jsonErrors: true,
   run(positionals, values) {
     if (positionals.length < 1 || positionals.length > 2) throw new UsageError('resize needs <image> [SIZE]');
     const image = positionals[0]!;
-    const size = positionals[1] === undefined ? undefined : parseSize(positionals[1]);
+    if (values['print-min']) {
+      if (positionals.length > 1 || values.min) throw new UsageError('--print-min takes no SIZE and no --min');
+      const m = minimumSize(image, { onWarning: warn });
+      if (values.json) printJson({ ok: true, command: 'resize', ...m });
+      else
+        process.stdout.write(
+          `Estimated minimum size of the filesystem: ${m.minBlocks} blocks of ${m.blockSize} bytes, ${m.minBytes} bytes\n`,
+        );
+      return;
+    }
+    if (values.min && positionals.length > 1) throw new UsageError('--min takes no SIZE');
+    const size = values.min ? 'min' : positionals[1] === undefined ? undefined : parseSize(positionals[1]);
     const r = resizeImage(image, size, { ...writerSettings(values), recover: !!values.recover, onWarning: warn });
     if (values.json) {
       printJson({ ok: true, command: 'resize', ...r });

@@ -25,6 +25,11 @@ import { lockForWrite, type LockOptions } from '../host/lock.js';
 import { planGrow, type GrowStep } from './plan.js';
 import { applyStep } from './grow.js';
 import { hasResizeInode } from './groups.js';
+import { FileDevice } from '../io/device.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { lockForRead } from '../host/lock.js';
+import { minimumBlocks, planShrink } from './shrink-plan.js';
+import { shrinkInput } from './shrink-input.js';
 
 export interface ResizeOptions {
   /** fsync at every step the crash safety depends on (default true). */
@@ -59,12 +64,47 @@ export interface ResizeResult {
   bytesWritten: number;
 }
 
-/** Shrinking is a later piece of work; a size below the file system's is refused as such. */
+/** Moving blocks and inodes is a later piece of work; a shrink that needs it is refused as such. */
 function refuseShrink(image: string, bs: number, have: number, want: number): never {
   throw new Ext4Error(
     'UNSUPPORTED_FEATURE',
     `${image}: shrinking is not implemented yet (the file system has ${have} blocks of ${bs} bytes, ${have * bs} bytes; asked for ${want * bs})`,
   );
+}
+
+/** The smallest size a file system can be shrunk to (resize2fs -P's figure). */
+export interface MinimumSize {
+  image: string;
+  blockSize: number;
+  /** Blocks and bytes now. */
+  blocks: number;
+  bytes: number;
+  /** The smallest size, in blocks and bytes. */
+  minBlocks: number;
+  minBytes: number;
+}
+
+/** The smallest size the file system of `image` can be shrunk to; reads only (a dirty journal replayed in memory). */
+export function minimumSize(image: string, opts: { onWarning?: (message: string) => void } = {}): MinimumSize {
+  if (!fs.existsSync(image)) throw new Ext4Error('NOT_FOUND', `${image}: no such file`, { path: image });
+  const lock = lockForRead(image);
+  const dev = FileDevice.open(image);
+  try {
+    const r = Ext4Reader.open(dev, { replayJournal: true, onWarning: opts.onWarning });
+    const bs = r.blockSize;
+    const min = minimumBlocks(shrinkInput(r));
+    return {
+      image,
+      blockSize: bs,
+      blocks: r.blocksCount,
+      bytes: r.blocksCount * bs,
+      minBlocks: min,
+      minBytes: min * bs,
+    };
+  } finally {
+    dev.close();
+    lock.release();
+  }
 }
 
 /**
@@ -97,15 +137,23 @@ function targetBlocks(sizeBytes: number | undefined, fileSize: number, bs: numbe
   return Math.floor(sizeBytes / bs);
 }
 
-/** Grows the file system of image file `image` to `sizeBytes` (default: the file's size). */
-export function resizeImage(image: string, sizeBytes: number | undefined, opts: ResizeOptions = {}): ResizeResult {
+/**
+ * Grows the file system of image file `image` to `sizeBytes` (default: the file's size); `'min'` or a
+ * size below the file system's asks for a shrink (refused with NO_SPACE and the minimum when what is in
+ * use does not fit).
+ */
+export function resizeImage(
+  image: string,
+  sizeBytes: number | 'min' | undefined,
+  opts: ResizeOptions = {},
+): ResizeResult {
   const st = fs.statSync(image, { throwIfNoEntry: false });
   if (!st) throw new Ext4Error('NOT_FOUND', `${image}: no such file`, { path: image });
   const sync = opts.sync !== false;
   const now = opTime(fixedTimeOf(opts.timestamp));
   const lock = lockForWrite(image, opts.lock);
   try {
-    refuseCutShort(image, st.size);
+    if (sizeBytes !== 'min') refuseCutShort(image, st.size);
     if (opts.recover || lock.tookOverFrom)
       recoverJournal(image, { sync, onWarning: opts.onWarning, deadWriter: lock.tookOverFrom });
     return growLocked(image, sizeBytes, { ...opts, sync }, now);
@@ -116,7 +164,7 @@ export function resizeImage(image: string, sizeBytes: number | undefined, opts: 
 
 function growLocked(
   image: string,
-  sizeBytes: number | undefined,
+  sizeBytes: number | 'min' | undefined,
   opts: ResizeOptions & { sync: boolean },
   now: { sec: number; nsec: number },
 ): ResizeResult {
@@ -127,8 +175,12 @@ function growLocked(
     const bs = r.blockSize;
     const fileSize = v.dev.size;
     const old = r.blocksCount;
-    const want = targetBlocks(sizeBytes, fileSize, bs);
-    if (want < old) refuseShrink(image, bs, old, want);
+    const want = sizeBytes === 'min' ? minimumBlocks(shrinkInput(r)) : targetBlocks(sizeBytes, fileSize, bs);
+    if (want < old) {
+      // Refused before anything is written: NO_SPACE (with the minimum) when the data does not fit.
+      planShrink(shrinkInput(r), want);
+      refuseShrink(image, bs, old, want);
+    }
     const result: ResizeResult = {
       image,
       blockSize: bs,
@@ -164,7 +216,7 @@ function growLocked(
     const finalSize = Math.max(fileSize, newBytes);
     resizeFile(v, image, finalSize);
     let zeroFrom = Math.max(oldBytes, fileSize);
-    if (fileSize > oldBytes && (sizeBytes === undefined || newBytes >= fileSize)) {
+    if (fileSize > oldBytes && (sizeBytes === undefined || sizeBytes === 'min' || newBytes >= fileSize)) {
       // What lies past the old end belongs to nothing: cut it off, so the new region is a hole.
       resizeFile(v, image, oldBytes);
       resizeFile(v, image, finalSize);
