@@ -28,7 +28,8 @@ import { hasResizeInode } from './groups.js';
 import { FileDevice } from '../io/device.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { lockForRead } from '../host/lock.js';
-import { minimumBlocks, planShrink } from './shrink-plan.js';
+import { minimumBlocks } from './shrink-plan.js';
+import { applyShrink, prepareShrink } from './shrink-image.js';
 import { shrinkInput } from './shrink-input.js';
 
 export interface ResizeOptions {
@@ -62,6 +63,9 @@ export interface ResizeResult {
   fileExtended: boolean;
   /** Bytes of metadata written outside the journal. */
   bytesWritten: number;
+  /** A shrink: files whose blocks moved below the new end, and how many blocks. */
+  filesMoved?: number;
+  blocksMoved?: number;
 }
 
 /** Moving blocks and inodes is a later piece of work; a shrink that needs it is refused as such. */
@@ -178,8 +182,27 @@ function growLocked(
     const want = sizeBytes === 'min' ? minimumBlocks(shrinkInput(r)) : targetBlocks(sizeBytes, fileSize, bs);
     if (want < old) {
       // Refused before anything is written: NO_SPACE (with the minimum) when the data does not fit.
-      planShrink(shrinkInput(r), want);
-      refuseShrink(image, bs, old, want);
+      const plan = prepareShrink(v, want);
+      const done = applyShrink(v, plan, () => (v = Volume.open(image, volOpts)), {
+        sync: opts.sync,
+        now,
+        onWarning: opts.onWarning,
+      });
+      return {
+        image,
+        blockSize: bs,
+        oldBlocks: old,
+        newBlocks: plan.after.blocksCount,
+        oldGroups: plan.before.groupCount,
+        newGroups: plan.after.groupCount,
+        steps: done.steps,
+        toMetaBg: false,
+        reservedGdtBlocks: plan.after.reservedGdtBlocks,
+        fileExtended: false,
+        bytesWritten: 0,
+        filesMoved: done.filesMoved,
+        blocksMoved: done.blocksMoved,
+      };
     }
     const result: ResizeResult = {
       image,
