@@ -82,11 +82,16 @@ describe.runIf(runIt)('resize CLI', () => {
     expect(same.stdout).toMatch(/nothing to do/);
   });
 
-  it('refuses a bad SIZE and shrinking, nothing written', () => {
+  it('refuses a bad SIZE and a file cut below its file system, nothing written; shrinks to a SIZE below', () => {
     const img = image();
     refused([img, 'lots'], img, 'BAD_SIZE');
-    refused([img, '16M'], img, 'UNSUPPORTED_FEATURE', /shrinking is not implemented yet/);
-    // A file cut below its file system: refused as a shrink, not read past its end.
+    const small = image();
+    const shrunk = cli(['resize', small, '16M']);
+    expect(shrunk.status, shrunk.stderr).toBe(0);
+    expect(shrunk.stdout).toMatch(/shrunk from 33554432 bytes .* to 16777216 bytes/);
+    expect(fs.statSync(small).size).toBe(16 * M);
+    expectClean(small);
+    // A file cut below its file system: refused, not read past its end.
     fs.truncateSync(img, 16 * M);
     const r = cli(['resize', img, '--json']);
     expect(r.status).toBe(1);

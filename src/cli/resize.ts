@@ -1,4 +1,4 @@
-/** `resize`: grow an image's file system to the file's size or to SIZE; `--print-min` prints the smallest size. */
+/** `resize`: grow an image's file system to the file's size or to SIZE, shrink it to SIZE or its minimum, print the minimum. */
 import { UsageError } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { minimumSize, resizeImage } from '../resize/image.js';
@@ -10,8 +10,8 @@ export const resize = command({
   usage: `resize <image> [SIZE] [--min] [--print-min] [--recover] [--json] [--no-sync]
       grow the file system to the image file's size (after truncate -s) or to SIZE (the file is
       extended, sparse; K, M, G, T, P suffixes as mkfs --size), crash-safe through the journal;
-      --print-min prints the smallest size the file system can be shrunk to (resize2fs -P), changing
-      nothing; --min or a SIZE below the current one asks for a shrink`,
+      --min or a SIZE below the current one shrinks it (blocks and the journal past the new end
+      moved, the file cut); --print-min prints the smallest size it can shrink to (resize2fs -P)`,
   options: {
     ...jsonOption,
     ...writerOptions,
@@ -43,6 +43,12 @@ export const resize = command({
     const bytes = (n: number) => `${n * r.blockSize} bytes (${n} blocks of ${r.blockSize})`;
     if (r.newBlocks === r.oldBlocks) {
       process.stdout.write(`${image}: the file system is already ${bytes(r.oldBlocks)}; nothing to do\n`);
+      return;
+    }
+    if (r.newBlocks < r.oldBlocks) {
+      process.stdout.write(
+        `${image}: shrunk from ${bytes(r.oldBlocks)} to ${r.newBlocks * r.blockSize} bytes (${r.newBlocks} blocks), ${r.oldGroups - r.newGroups} groups removed, ${r.blocksMoved ?? 0} blocks of ${r.filesMoved ?? 0} files moved\n`,
+      );
       return;
     }
     process.stdout.write(

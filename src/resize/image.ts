@@ -1,7 +1,9 @@
 /**
  * `resize`: the front. Growing an image file's file system to the file's size (after `truncate -s`) or
  * to a given size (the file extended with ftruncate, sparse), in steps that each commit a consistent
- * file system (plan.ts, grow.ts). Refused before anything is written: shrinking (not implemented yet),
+ * file system (plan.ts, grow.ts); shrinking it to a smaller size or its minimum (shrink-image.ts), the
+ * file cut after; the minimum itself (--print-min). Refused before anything is written: a shrink below
+ * the minimum (NO_SPACE) or needing what is not implemented yet, a file cut below its file system,
  * past 2^32 blocks without 64bit, a size the host file system cannot hold, and whatever the editor
  * refuses (mounted, in use, needs recovery or a check, bigalloc and other features it cannot keep).
  */
@@ -68,11 +70,11 @@ export interface ResizeResult {
   blocksMoved?: number;
 }
 
-/** Moving blocks and inodes is a later piece of work; a shrink that needs it is refused as such. */
-function refuseShrink(image: string, bs: number, have: number, want: number): never {
+/** A file cut below its file system cannot be read whole: the shrink must come before the cut. */
+function refuseCut(image: string, bs: number, have: number, fileSize: number): never {
   throw new Ext4Error(
     'UNSUPPORTED_FEATURE',
-    `${image}: shrinking is not implemented yet (the file system has ${have} blocks of ${bs} bytes, ${have * bs} bytes; asked for ${want * bs})`,
+    `${image}: the file (${fileSize} bytes) is shorter than its file system (${have} blocks of ${bs} bytes, ${have * bs} bytes); shrink with 'resize IMAGE SIZE' (it cuts the file itself) instead of cutting the file first`,
   );
 }
 
@@ -127,7 +129,7 @@ function refuseCutShort(image: string, fileSize: number): void {
   if (sb.s_magic !== EXT4_MAGIC || sb.s_log_block_size > 6) return;
   const bs = 1024 << sb.s_log_block_size;
   const have = blocksCount(sb);
-  if (fileSize < have * bs) refuseShrink(image, bs, have, Math.floor(fileSize / bs));
+  if (fileSize < have * bs) refuseCut(image, bs, have, fileSize);
 }
 
 /** Blocks the file system is to have: SIZE's whole blocks, or the file's whole pages (as resize2fs takes it). */

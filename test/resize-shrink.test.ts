@@ -1,0 +1,143 @@
+/**
+ * Shrinking images of several kinds (mkfs.ext4 option sets: 1 KiB and 4 KiB blocks, no flex_bg, no
+ * resize_inode, meta_bg, ext2, ext3; ours): file data, extent trees and the journal past the new end
+ * moved below it, the groups dropped, the file cut; e2fsck -fn and our check clean, every entry as
+ * before (content, mode, owner, links, xattrs; times), and the kernel's resize2fs can grow it again.
+ * What cannot be done is refused before anything is written, the image byte for byte as it was.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { createHash } from 'node:crypto';
+import { resizeImage, minimumSize } from '../src/resize/image.js';
+import { formatImage } from '../src/mkfs/image.js';
+import { editImage } from '../src/edit/editor.js';
+import { Ext4Reader } from '../src/fs/reader.js';
+import { FileDevice } from '../src/io/device.js';
+import { HAVE_E2FSPROGS, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { imageState } from './helpers/crash.js';
+
+const runIt = oracleAvailable('shrink oracle (e2fsprogs)', HAVE_E2FSPROGS);
+const work = scratchDir('ext4wd-shrink');
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+const M = 2 ** 20;
+let seq = 0;
+
+function mkfs(size: number, args: string[]): string {
+  const img = path.join(work, `s${seq++}.img`);
+  fs.writeFileSync(img, '');
+  fs.truncateSync(img, size);
+  const fsType = args.includes('-t') ? [] : ['-t', 'ext4'];
+  const r = run('mkfs.ext4', ['-q', '-F', ...fsType, '-E', 'root_owner=0:0', ...args, img]);
+  expect(r.status, r.stderr).toBe(0);
+  return img;
+}
+
+/**
+ * Files in the root directory (their inodes stay in group 0), one of them large enough to reach far up
+ * the disk once the files before it are gone, attributes, a symlink and a hard link.
+ */
+function populate(img: string, bigBytes: number): void {
+  editImage(
+    img,
+    (e) => {
+      for (let k = 0; k < 40; k++) e.writeFile(`/a-rather-long-name-${k}`, new Uint8Array(5000 + k * 300).fill(k));
+      e.writeFile('/filler', new Uint8Array(bigBytes).fill(1));
+      e.writeFile('/big', [new Uint8Array(bigBytes).fill(7), { hole: 50_000 }, new Uint8Array(70_000).fill(9)]);
+      e.writeFile('/x', 'with attributes\n');
+      e.setXattr('/x', 'user.a', 'first');
+      e.symlink('/x', '/link');
+      e.link('/x', '/x2');
+    },
+    { timestamp: 1700000000, sync: false },
+  );
+  // The filler goes: what follows it stays high up, to be moved.
+  editImage(img, (e) => e.rm('/filler'), { timestamp: 1700000000, sync: false });
+}
+
+/** Every entry's times beside imageState's view (inode numbers stay: nothing here moves an inode). */
+function times(img: string): string {
+  const dev = FileDevice.open(img);
+  try {
+    const r = Ext4Reader.open(dev);
+    return r
+      .readDir(2)
+      .map((d) => {
+        const i = r.inode(d.inode);
+        const t = [i.mtime, i.ctime, i.atime, i.crtime].map((x) => `${x.sec}.${x.nsec}`).join(' ');
+        return `${Buffer.from(d.name).toString()} ${d.inode} ${t}`;
+      })
+      .join('\n');
+  } finally {
+    dev.close();
+  }
+}
+
+const sha = (img: string) => createHash('sha256').update(fs.readFileSync(img)).digest('hex');
+
+function expectClean(img: string, what: string): void {
+  const f = fsck(img);
+  expect(f.status, `${what}:\n${f.output}`).toBe(0);
+}
+
+/** Shrinks `img` to `size` (or its minimum) and checks it; returns the result. */
+function shrinkChecked(img: string, size: number | 'min', what: string) {
+  const before = imageState(img);
+  const t = times(img);
+  const r = resizeImage(img, size, { sync: false });
+  expectClean(img, what);
+  expect(imageState(img), what).toBe(before);
+  expect(times(img), what).toBe(t);
+  expect(fs.statSync(img).size).toBe(r.newBlocks * r.blockSize);
+  expect(r.newBlocks).toBeLessThan(r.oldBlocks);
+  return r;
+}
+
+describe.runIf(runIt)('resize: shrink', () => {
+  const cases: { name: string; size: number; args: string[]; big: number }[] = [
+    { name: 'mkfs.ext4 defaults (1 KiB blocks)', size: 256 * M, args: [], big: 40 * M },
+    { name: '4 KiB blocks', size: 512 * M, args: ['-b', '4096'], big: 100 * M },
+    { name: 'no flex_bg', size: 512 * M, args: ['-O', '^flex_bg'], big: 100 * M },
+    { name: 'no resize_inode', size: 512 * M, args: ['-O', '^resize_inode'], big: 100 * M },
+    { name: 'meta_bg', size: 512 * M, args: ['-O', 'meta_bg,^resize_inode'], big: 100 * M },
+    { name: 'ext2 (no journal)', size: 256 * M, args: ['-t', 'ext2'], big: 40 * M },
+    { name: 'ext3 (indirect maps)', size: 256 * M, args: ['-t', 'ext3'], big: 40 * M },
+    { name: 'gdt_csum', size: 256 * M, args: ['-O', '^metadata_csum,uninit_bg'], big: 40 * M },
+    { name: '32-byte descriptors', size: 512 * M, args: ['-O', '^64bit', '-b', '4096'], big: 100 * M },
+  ];
+  for (const c of cases)
+    it(`${c.name}: to its minimum, then grown back by resize2fs`, () => {
+      const img = mkfs(c.size, c.args);
+      populate(img, c.big);
+      const min = minimumSize(img);
+      const r = shrinkChecked(img, 'min', c.name);
+      // The large file lay past the minimum: it moved.
+      expect(r.filesMoved).toBeGreaterThan(0);
+      expect(r.blocksMoved).toBeGreaterThan(1000);
+      expect(r.newBlocks).toBeLessThanOrEqual(min.minBlocks);
+      expect(r.newBlocks).toBeGreaterThan(min.minBlocks - 200);
+      // The kernel's tool takes it from here: grows it and finds it clean.
+      const grown = run('resize2fs', [img, `${c.size / 1024}K`]);
+      expect(grown.status, grown.stderr).toBe(0);
+      expectClean(img, `${c.name} grown again`);
+    });
+
+  it('our own mkfs image, to a size between', () => {
+    const img = path.join(work, `ours-${seq++}.img`);
+    formatImage(img, { sizeBytes: 256 * M, sync: false });
+    populate(img, 40 * M);
+    shrinkChecked(img, 160 * M, 'ours');
+    shrinkChecked(img, 'min', 'ours, then to its minimum');
+  });
+
+  it('refuses below the minimum with NO_SPACE, the image byte for byte as it was', () => {
+    const img = mkfs(64 * M, []);
+    populate(img, 10 * M);
+    const before = sha(img);
+    const min = minimumSize(img);
+    expect(() => resizeImage(img, (min.minBlocks - 10) * min.blockSize, { sync: false })).toThrow(
+      expect.objectContaining({ code: 'NO_SPACE' }) as Error,
+    );
+    expect(sha(img)).toBe(before);
+  });
+});
