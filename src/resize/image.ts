@@ -185,7 +185,7 @@ function growLocked(
     if (want < old) {
       // Refused before anything is written: NO_SPACE (with the minimum) when the data does not fit.
       const plan = prepareShrink(v, want);
-      const done = applyShrink(v, plan, () => (v = Volume.open(image, volOpts)), {
+      const done = applyShrink(image, v, plan, () => (v = Volume.open(image, volOpts)), {
         sync: opts.sync,
         now,
         onWarning: opts.onWarning,

@@ -9,13 +9,14 @@ import { Ext4Error } from '../core/errors.js';
 import { COMPAT } from '../ext4/features.js';
 import { reservedBlocksCount, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
-import type { Volume } from '../edit/volume.js';
+import { Volume } from '../edit/volume.js';
 import { JournalLog, writeBlocks } from '../edit/journal-log.js';
 import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { checkNothingPastEnd, dropGroups } from './shrink.js';
-import { moveJournal } from './move-journal.js';
+import { journalPastEnd, moveJournal, MirrorDevice } from './move-journal.js';
+import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
 
 export interface ShrinkOutcome {
@@ -55,6 +56,7 @@ export function prepareShrink(v: Volume, want: number): ShrinkPlan {
  * `reopen` opens the image again (after the moves' commits).
  */
 export function applyShrink(
+  image: string,
   v: Volume,
   plan: ShrinkPlan,
   reopen: () => Volume,
@@ -63,9 +65,16 @@ export function applyShrink(
   const a = plan.after;
   const out: ShrinkOutcome = { plan, filesMoved: 0, blocksMoved: 0, steps: 0 };
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
-  if (moveJournal(v, a.blocksCount, a.groupCount, opts.now)) {
-    out.steps++;
+  if (journalPastEnd(v.r, a.blocksCount)) {
     v.close();
+    const dev = new MirrorDevice(FileDevice.open(image, true), plan.before.blockSize);
+    const jv = Volume.openDevice(dev, { sync: opts.sync, onWarning: opts.onWarning });
+    try {
+      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now);
+    } finally {
+      jv.close();
+    }
+    out.steps++;
     v = reopen();
   }
   const moved = moveBlocks(v, a.blocksCount, a.groupCount);
