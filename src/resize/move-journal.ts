@@ -3,11 +3,11 @@
  * whenever the editor opens an image (it is recovered or refused otherwise), so only its superblock
  * carries anything: a copy of it is written as new data into blocks that were free; then one
  * transaction, logged in the old journal, points the journal inode and the superblock's backup of its
- * map (s_jnl_blocks) at the new blocks and frees the old ones. While that transaction is written and
- * checkpointed, every write to the old journal is mirrored to the same place in the new one
- * (MirrorDevice): a crash at any point finds the same log whichever inode a replay reads (the old one,
- * or the new one if its table block reached home before the crash), so recovery finishes the switch.
- * The edit runs on its own volume over the mirroring device and is closed after this one commit.
+ * map (s_jnl_blocks) at the new blocks and frees the old ones. Replays find the journal through the
+ * inode as it is on disk, so the inode's table block goes home last, once every other block of the
+ * transaction is durable there (DeferDevice): until then a replay reads the old journal, which holds the
+ * transaction; from then on the new one, empty, and nothing is left to replay. The edit runs on its own
+ * volume over that device and is closed after this one commit.
  */
 import { be32 } from '../core/bytes.js';
 import { jnlBlocksOf } from '../ext4/superblock.js';
@@ -21,10 +21,14 @@ import { below } from './move-blocks.js';
 /** Sequence numbers the new journal skips past the old one's (any later number will do). */
 const SEQUENCE_GAP = 16;
 
-/** A device whose writes to the old journal's blocks also go to the new journal's (block for block). */
-export class MirrorDevice implements BlockDevice {
-  /** Old journal block to new; set once the new blocks are chosen. */
-  mirror = new Map<number, number>();
+/**
+ * A device that holds back the writes to one block (the inode table block of the journal inode) until
+ * the next fsync has made everything written before durable; then writes it, and fsyncs again.
+ */
+export class DeferDevice implements BlockDevice {
+  /** The block whose writes wait (-1: none). */
+  held = -1;
+  private pending: Uint8Array | undefined;
 
   constructor(
     private readonly inner: BlockDevice,
@@ -35,24 +39,37 @@ export class MirrorDevice implements BlockDevice {
     return this.inner.size;
   }
   read(position: number, length: number): Uint8Array {
-    return this.inner.read(position, length);
+    const out = this.inner.read(position, length);
+    // A read sees the held write (as it would once written).
+    if (this.pending) {
+      const at = this.held * this.bs;
+      const from = Math.max(position, at);
+      const upto = Math.min(position + length, at + this.bs);
+      if (from < upto) out.set(this.pending.subarray(from - at, upto - at), from - position);
+    }
+    return out;
   }
   write(position: number, data: Uint8Array): void {
-    this.inner.write(position, data);
-    const first = Math.floor(position / this.bs);
-    const last = Math.ceil((position + data.length) / this.bs);
-    for (let b = first; b < last; b++) {
-      const to = this.mirror.get(b);
-      if (to === undefined) continue;
-      const from = Math.max(position, b * this.bs);
-      const upto = Math.min(position + data.length, (b + 1) * this.bs);
-      this.inner.write(to * this.bs + (from - b * this.bs), data.subarray(from - position, upto - position));
+    const at = this.held * this.bs;
+    if (this.held < 0 || position >= at + this.bs || position + data.length <= at) {
+      this.inner.write(position, data);
+      return;
     }
+    if (position < at) this.inner.write(position, data.subarray(0, at - position));
+    if (position + data.length > at + this.bs) this.inner.write(at + this.bs, data.subarray(at + this.bs - position));
+    if (!this.pending) this.pending = this.inner.read(at, this.bs).slice();
+    const from = Math.max(position, at);
+    const upto = Math.min(position + data.length, at + this.bs);
+    this.pending.set(data.subarray(from - position, upto - position), from - at);
   }
   truncate(size: number): void {
     this.inner.truncate(size);
   }
   sync(): void {
+    this.inner.sync();
+    if (!this.pending) return;
+    this.inner.write(this.held * this.bs, this.pending);
+    this.pending = undefined;
     this.inner.sync();
   }
   close(): void {
@@ -74,7 +91,7 @@ export function journalPastEnd(r: Ext4Reader, end: number): boolean {
  */
 export function moveJournal(
   v: Volume,
-  dev: MirrorDevice,
+  dev: DeferDevice,
   end: number,
   keptGroups: number,
   now: { sec: number; nsec: number },
@@ -108,7 +125,7 @@ export function moveJournal(
     v.writeInode(ino, inode);
     v.sb.s_jnl_blocks = jnlBlocksOf(inode.block, inode.size);
     v.sbChanged = true;
-    dev.mirror = to;
+    dev.held = v.r.inodeLocation(ino).block;
   });
   v.commit(now);
 }

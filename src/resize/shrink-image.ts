@@ -15,7 +15,7 @@ import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { checkNothingPastEnd, dropGroups } from './shrink.js';
-import { journalPastEnd, moveJournal, MirrorDevice } from './move-journal.js';
+import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
 
@@ -67,7 +67,7 @@ export function applyShrink(
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
   if (journalPastEnd(v.r, a.blocksCount)) {
     v.close();
-    const dev = new MirrorDevice(FileDevice.open(image, true), plan.before.blockSize);
+    const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);
     const jv = Volume.openDevice(dev, { sync: opts.sync, onWarning: opts.onWarning });
     try {
       moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now);
