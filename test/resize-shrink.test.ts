@@ -44,8 +44,11 @@ function populate(img: string, bigBytes: number): void {
       for (let k = 0; k < 40; k++) e.writeFile(`/a-rather-long-name-${k}`, new Uint8Array(5000 + k * 300).fill(k));
       e.writeFile('/filler', new Uint8Array(bigBytes).fill(1));
       e.writeFile('/big', [new Uint8Array(bigBytes).fill(7), { hole: 50_000 }, new Uint8Array(70_000).fill(9)]);
+      // An attribute block, shared by two files, allocated after the filler: it moves too.
+      e.setXattr('/big', 'user.large', new Uint8Array(900).fill(0xab));
       e.writeFile('/x', 'with attributes\n');
       e.setXattr('/x', 'user.a', 'first');
+      e.setXattr('/x', 'user.large', new Uint8Array(900).fill(0xab));
       e.symlink('/x', '/link');
       e.link('/x', '/x2');
     },

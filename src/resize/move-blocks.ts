@@ -7,7 +7,7 @@
  * committed whenever the open edit grows past half the journal, each leaving a consistent file system.
  * Allocation is held below the new end (the editor's allocator knows nothing of it: a view of the
  * volume hands it runs found below the end). What this does not move yet is refused before anything
- * is written (see `unmovable`). The journal moves on its own (move-journal.ts).
+ * is written (see `unmovable`). Extended attribute blocks move too (moveXattrBlocks). The journal moves on its own (move-journal.ts).
  */
 import { Ext4Error } from '../core/errors.js';
 import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
@@ -17,6 +17,8 @@ import { mapping, moveMapBlock, remapData } from '../fs/blockmap.js';
 import { hasBlockMap } from '../fs/inodes.js';
 import type { WritableVolume, AllocRun } from '../fs/writable.js';
 import { scanFree } from '../edit/balloc.js';
+import { put32 } from '../core/bytes.js';
+import { xattrBlockChecksum } from '../ext4/xattr.js';
 import type { Volume } from '../edit/volume.js';
 
 /** Pending copied data is written out (not yet pointed at) past this many bytes: memory stays bounded. */
@@ -97,7 +99,6 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
 export function unmovable(v: Volume, ino: number, inode: Inode, end: number): string | undefined {
   // The resize inode's blocks are the reserved GDT blocks and their copies: the switch redoes its lists.
   if (ino === RESIZE_INO) return undefined;
-  if (inode.fileAcl >= end) return `inode ${ino}'s extended attribute block ${inode.fileAcl} lies past the new end`;
   if (!hasBlockMap(inode)) return undefined;
   const m = mapping(v.r, ino, inode, true);
   const past = m.runs.some((r) => r.pblk + r.len > end) || m.metaBlocks.some((b) => b >= end);
@@ -123,11 +124,42 @@ export function checkMovable(v: Volume, end: number, keptGroups: number): void {
   }
 }
 
+/**
+ * Moves the extended attribute blocks past `end` below it: each one copied (a new metadata block, its
+ * checksum seeded by its new number; its reference count kept) and every inode naming it pointed at the
+ * copy, in one operation per block.
+ */
+function moveXattrBlocks(v: Volume, w: WritableVolume, end: number, inodes: number[], out: MoveResult): void {
+  const users = new Map<number, number[]>();
+  for (const ino of inodes) {
+    const acl = v.readInode(ino).fileAcl;
+    if (acl >= end) users.set(acl, [...(users.get(acl) ?? []), ino]);
+  }
+  for (const [from, names] of users) {
+    v.runOp(() => {
+      const to = w.allocBlock(end - 1);
+      const b = v.r.readBlocks(from).slice();
+      if (v.csum) put32(b, 16, xattrBlockChecksum(v.csumSeed, to, b));
+      v.tx.put(to, b);
+      for (const ino of names) {
+        const inode = v.readInode(ino);
+        inode.fileAcl = to;
+        v.writeInode(ino, inode);
+      }
+      v.freeLater(from, 1);
+    });
+    out.blocks++;
+    v.checkpoint();
+  }
+}
+
 /** Moves every file block at or past `end` below it, committing as the journal fills. */
 export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResult {
   const out: MoveResult = { files: 0, blocks: 0 };
   const w = below(v, end, keptGroups);
-  for (const ino of [...usedInodes(v, keptGroups)]) {
+  const inodes = [...usedInodes(v, keptGroups)];
+  moveXattrBlocks(v, w, end, inodes, out);
+  for (const ino of inodes) {
     if (ino === RESIZE_INO || ino === v.sb.s_journal_inum) continue;
     const inode = v.readInode(ino);
     if (!hasBlockMap(inode)) continue;

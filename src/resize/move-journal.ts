@@ -73,6 +73,9 @@ export class DeferDevice implements BlockDevice {
     this.inner.sync();
   }
   close(): void {
+    // Without fsyncs (--no-sync) the held write goes out here, last.
+    if (this.pending) this.inner.write(this.held * this.bs, this.pending);
+    this.pending = undefined;
     this.inner.close();
   }
 }
