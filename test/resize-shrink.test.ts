@@ -14,7 +14,8 @@ import { formatImage } from '../src/mkfs/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { HAVE_E2FSPROGS, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { HAVE_E2FSPROGS, IS_ROOT, cli, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { mount, umount, view, xattrView } from './helpers/model.js';
 import { imageState } from './helpers/crash.js';
 import { Volume } from '../src/edit/volume.js';
 import { moveBlocks } from '../src/resize/move-blocks.js';
@@ -189,4 +190,46 @@ describe.runIf(runIt)('moving blocks below a given end', () => {
       dev.close();
     }
   });
+});
+
+const kernel = oracleAvailable('shrink kernel checks (root, mount)', IS_ROOT && haveTool('mount'));
+
+describe.runIf(runIt && kernel)('resize: shrink, the kernel', () => {
+  it('kernel-churned images (files written and deleted by the kernel) shrunk: it mounts them and sees the same tree', () => {
+    const mnt = path.join(work, 'mnt');
+    fs.mkdirSync(mnt, { recursive: true });
+    for (const args of [[], ['-b', '4096'], ['-t', 'ext3']]) {
+      const img = mkfs(256 * M, args);
+      populate(img, 30 * M);
+      mount(img, mnt, false);
+      for (let k = 0; k < 150; k++) fs.writeFileSync(path.join(mnt, `k${k}`), Buffer.alloc(k * 3000, k));
+      for (let k = 0; k < 150; k += 3) fs.rmSync(path.join(mnt, `k${k}`));
+      umount(mnt);
+      mount(img, mnt, true);
+      const before = [view(mnt, new Map()), xattrView(mnt)];
+      umount(mnt);
+      const r = shrinkChecked(img, 'min', `kernel-churned ${args.join(' ')}`);
+      expect(r.blocksMoved).toBeGreaterThan(0);
+      mount(img, mnt, false);
+      try {
+        expect([view(mnt, new Map()), xattrView(mnt)]).toEqual(before);
+        fs.writeFileSync(path.join(mnt, 'after-mount'), 'written\n');
+      } finally {
+        umount(mnt);
+      }
+      expectClean(img, `kernel-churned ${args.join(' ')}, shrunk, then mounted and written`);
+    }
+  }, 600_000);
+});
+
+const ROOTFS = '/work/benchroot/debian-minbase';
+describe.runIf(runIt && fs.existsSync(ROOTFS))('resize: shrink a Debian rootfs', () => {
+  it('made by our mkfs --from and by mkfs.ext4 -d, to the minimum', () => {
+    const ours = path.join(work, 'debian-ours.img');
+    const made = cli(['mkfs', ours, '--size', '1G', '--from', ROOTFS]);
+    expect(made.status, made.stderr).toBe(0);
+    shrinkChecked(ours, 'min', 'Debian rootfs (ours)');
+    const theirs = mkfs(1024 * M, ['-d', ROOTFS]);
+    shrinkChecked(theirs, 'min', 'Debian rootfs (mkfs.ext4 -d)');
+  }, 300_000);
 });
