@@ -1,9 +1,10 @@
 /**
  * Shrinking images of several kinds (mkfs.ext4 option sets: 1 KiB and 4 KiB blocks, no flex_bg, no
- * resize_inode, meta_bg, ext2, ext3; ours): file data, extent trees and the journal past the new end
- * moved below it, the groups dropped, the file cut; e2fsck -fn and our check clean, every entry as
- * before (content, mode, owner, links, xattrs; times), and the kernel's resize2fs can grow it again.
- * What cannot be done is refused before anything is written, the image byte for byte as it was.
+ * resize_inode, meta_bg, ext2, ext3, gdt_csum, 32-byte descriptors; ours; kernel-churned; a Debian
+ * rootfs): file data, extent trees, extended attribute blocks and the journal past the new end moved
+ * below it, the groups dropped, the file cut; e2fsck -fn and our check clean, every entry as before
+ * (content, mode, owner, links, xattrs; times), resize2fs grows it again, the kernel mounts it and sees
+ * the same tree. What cannot be done is refused before anything is written, the image as it was.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
