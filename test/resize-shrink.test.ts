@@ -147,6 +147,32 @@ describe.runIf(runIt)('resize: shrink', () => {
     );
     expect(sha(img)).toBe(before);
   });
+
+  it('refuses (not implemented yet) when inodes are in use in a group it would remove, nothing written', () => {
+    const img = mkfs(256 * M, []);
+    // Top-level directories spread over the groups, as the kernel spreads them.
+    editImage(
+      img,
+      (e) => {
+        for (let k = 0; k < 12; k++) e.mkdir(`/d${k}`);
+      },
+      { timestamp: 1700000000, sync: false },
+    );
+    const dev = FileDevice.open(img);
+    let high = 0;
+    try {
+      const r = Ext4Reader.open(dev);
+      for (let k = 0; k < 12; k++) high = Math.max(high, r.lookup(`/d${k}`));
+      expect(Math.floor((high - 1) / r.sb.s_inodes_per_group)).toBeGreaterThan(2);
+    } finally {
+      dev.close();
+    }
+    const before = sha(img);
+    expect(() => resizeImage(img, 'min', { sync: false })).toThrow(
+      /inodes are in use in the groups the shrink removes/,
+    );
+    expect(sha(img)).toBe(before);
+  });
 });
 
 describe.runIf(runIt)('moving blocks below a given end', () => {

@@ -7,12 +7,12 @@
  * committed whenever the open edit grows past half the journal, each leaving a consistent file system.
  * Allocation is held below the new end (the editor's allocator knows nothing of it: a view of the
  * volume hands it runs found below the end). What this does not move yet is refused before anything
- * is written (see `unmovable`). Extended attribute blocks move too (moveXattrBlocks). The journal moves on its own (move-journal.ts).
+ * is written (see `checkMovable`). Extended attribute blocks move too (moveXattrBlocks). The journal moves on its own (move-journal.ts).
  */
 import { Ext4Error } from '../core/errors.js';
 import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
 import { testBit } from '../ext4/bitmap.js';
-import { RESIZE_INO, type Inode } from '../ext4/inode.js';
+import { RESIZE_INO } from '../ext4/inode.js';
 import { mapping, moveMapBlock, remapData } from '../fs/blockmap.js';
 import { hasBlockMap } from '../fs/inodes.js';
 import type { WritableVolume, AllocRun } from '../fs/writable.js';
@@ -95,21 +95,12 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
   });
 }
 
-/** Why a file cannot be moved yet (undefined: it can), checked before anything is written. */
-export function unmovable(v: Volume, ino: number, inode: Inode, end: number): string | undefined {
-  // The resize inode's blocks are the reserved GDT blocks and their copies: the switch redoes its lists.
-  if (ino === RESIZE_INO) return undefined;
-  if (!hasBlockMap(inode)) return undefined;
-  const m = mapping(v.r, ino, inode, true);
-  const past = m.runs.some((r) => r.pblk + r.len > end) || m.metaBlocks.some((b) => b >= end);
-  if (!past) return undefined;
-  if (ino === 1) return 'bad blocks lie past the new end';
-  return undefined;
-}
+/** The bad blocks inode (1) lists blocks to keep out of use; they do not move. */
+const BAD_BLOCKS_INO = 1;
 
 /**
  * Refuses (UNSUPPORTED_FEATURE, nothing written) a shrink needing what is not implemented yet: moving
- * inodes out of removed groups, the journal, extended attribute blocks.
+ * inodes out of removed groups; bad blocks listed past the new end.
  */
 export function checkMovable(v: Volume, end: number, keptGroups: number): void {
   const inodes = inodesPastEnd(v, keptGroups);
@@ -118,10 +109,9 @@ export function checkMovable(v: Volume, end: number, keptGroups: number): void {
       'UNSUPPORTED_FEATURE',
       `${v.name}: ${inodes} inodes are in use in the groups the shrink removes; moving inodes is not implemented yet`,
     );
-  for (const ino of usedInodes(v, keptGroups)) {
-    const why = unmovable(v, ino, v.readInode(ino), end);
-    if (why) throw new Ext4Error('UNSUPPORTED_FEATURE', `${v.name}: ${why}; moving it is not implemented yet`);
-  }
+  const bad = v.readInode(BAD_BLOCKS_INO);
+  if (hasBlockMap(bad) && mapping(v.r, BAD_BLOCKS_INO, bad, true).runs.some((r) => r.pblk + r.len > end))
+    throw new Ext4Error('UNSUPPORTED_FEATURE', `${v.name}: bad blocks are listed past the new end`);
 }
 
 /**
@@ -160,7 +150,9 @@ export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResu
   const inodes = [...usedInodes(v, keptGroups)];
   moveXattrBlocks(v, w, end, inodes, out);
   for (const ino of inodes) {
-    if (ino === RESIZE_INO || ino === v.sb.s_journal_inum) continue;
+    // The resize inode's blocks are the reserved GDT blocks (the switch redoes its lists); the journal
+    // moves on its own; bad blocks stay.
+    if (ino === RESIZE_INO || ino === v.sb.s_journal_inum || ino === BAD_BLOCKS_INO) continue;
     const inode = v.readInode(ino);
     if (!hasBlockMap(inode)) continue;
     const m = mapping(v.r, ino, inode, true);
