@@ -77,17 +77,43 @@ describe.runIf(runIt)('resize CLI', () => {
     expect(same.stdout).toMatch(/nothing to do/);
   });
 
-  it('refuses a bad SIZE and shrinking, nothing written', () => {
+  it('refuses a bad SIZE and a file cut below its file system, nothing written; shrinks to a SIZE below', () => {
     const img = image();
     refused([img, 'lots'], img, 'BAD_SIZE');
-    refused([img, '16M'], img, 'UNSUPPORTED_FEATURE', /shrinking is not implemented yet/);
-    // A file cut below its file system: refused as a shrink, not read past its end.
+    const small = image();
+    const shrunk = cli(['resize', small, '16M']);
+    expect(shrunk.status, shrunk.stderr).toBe(0);
+    expect(shrunk.stdout).toMatch(/shrunk from 33554432 bytes .* to 16777216 bytes/);
+    expect(fs.statSync(small).size).toBe(16 * M);
+    expectClean(small);
+    // A file cut below its file system: refused, not read past its end.
     fs.truncateSync(img, 16 * M);
     const r = cli(['resize', img, '--json']);
     expect(r.status).toBe(1);
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, code: 'UNSUPPORTED_FEATURE' });
     expect(cli(['resize']).status).toBe(2);
     expect(cli(['resize', img, '1G', 'extra']).status).toBe(2);
+  });
+
+  it('--print-min prints the smallest size, changing nothing; below it a shrink is refused with NO_SPACE', () => {
+    const img = image(64);
+    const before = sha(img);
+    const r = cli(['resize', img, '--print-min']);
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^Estimated minimum size of the filesystem: (\d+) blocks of (\d+) bytes, (\d+) bytes$/m.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(Number(m![1]) * Number(m![2])).toBe(Number(m![3]));
+    const j = JSON.parse(cli(['resize', img, '--print-min', '--json']).stdout) as Record<string, number>;
+    expect(j).toMatchObject({ ok: true, minBlocks: Number(m![1]), blocks: (64 * M) / 1024 });
+    expect(sha(img)).toBe(before);
+    refused(
+      [img, `${Number(m![3]) - 4096}`],
+      img,
+      'NO_SPACE',
+      new RegExp(`smallest this file system can be is ${m![3]} bytes`),
+    );
+    expect(cli(['resize', img, '--print-min', '32M']).status).toBe(2);
+    expect(cli(['resize', img, '--min', '32M']).status).toBe(2);
   });
 
   it('refuses past 2^32 blocks without 64bit, and what the host file system cannot hold', () => {

@@ -1,7 +1,9 @@
 /**
  * `resize`: the front. Growing an image file's file system to the file's size (after `truncate -s`) or
  * to a given size (the file extended with ftruncate, sparse), in steps that each commit a consistent
- * file system (plan.ts, grow.ts). Refused before anything is written: shrinking (not implemented yet),
+ * file system (plan.ts, grow.ts); shrinking it to a smaller size or its minimum (shrink-image.ts), the
+ * file cut after; the minimum itself (--print-min). Refused before anything is written: a shrink below
+ * the minimum (NO_SPACE) or needing what is not implemented yet, a file cut below its file system,
  * past 2^32 blocks without 64bit, a size the host file system cannot hold, and whatever the editor
  * refuses (mounted, in use, needs recovery or a check, bigalloc and other features it cannot keep).
  */
@@ -25,6 +27,12 @@ import { lockForWrite, type LockOptions } from '../host/lock.js';
 import { planGrow, type GrowStep } from './plan.js';
 import { applyStep } from './grow.js';
 import { hasResizeInode } from './groups.js';
+import { FileDevice } from '../io/device.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { lockForRead } from '../host/lock.js';
+import { minimumBlocks } from './shrink-plan.js';
+import { applyShrink, prepareShrink } from './shrink-image.js';
+import { shrinkInput } from './shrink-input.js';
 
 export interface ResizeOptions {
   /** fsync at every step the crash safety depends on (default true). */
@@ -57,14 +65,52 @@ export interface ResizeResult {
   fileExtended: boolean;
   /** Bytes of metadata written outside the journal. */
   bytesWritten: number;
+  /** A shrink: files whose blocks moved below the new end, and how many blocks. */
+  filesMoved?: number;
+  blocksMoved?: number;
 }
 
-/** Shrinking is a later piece of work; a size below the file system's is refused as such. */
-function refuseShrink(image: string, bs: number, have: number, want: number): never {
+/** A file cut below its file system cannot be read whole: the shrink must come before the cut. */
+function refuseCut(image: string, bs: number, have: number, fileSize: number): never {
   throw new Ext4Error(
     'UNSUPPORTED_FEATURE',
-    `${image}: shrinking is not implemented yet (the file system has ${have} blocks of ${bs} bytes, ${have * bs} bytes; asked for ${want * bs})`,
+    `${image}: the file (${fileSize} bytes) is shorter than its file system (${have} blocks of ${bs} bytes, ${have * bs} bytes); shrink with 'resize IMAGE SIZE' (it cuts the file itself) instead of cutting the file first`,
   );
+}
+
+/** The smallest size a file system can be shrunk to (resize2fs -P's figure). */
+export interface MinimumSize {
+  image: string;
+  blockSize: number;
+  /** Blocks and bytes now. */
+  blocks: number;
+  bytes: number;
+  /** The smallest size, in blocks and bytes. */
+  minBlocks: number;
+  minBytes: number;
+}
+
+/** The smallest size the file system of `image` can be shrunk to; reads only (a dirty journal replayed in memory). */
+export function minimumSize(image: string, opts: { onWarning?: (message: string) => void } = {}): MinimumSize {
+  if (!fs.existsSync(image)) throw new Ext4Error('NOT_FOUND', `${image}: no such file`, { path: image });
+  const lock = lockForRead(image);
+  const dev = FileDevice.open(image);
+  try {
+    const r = Ext4Reader.open(dev, { replayJournal: true, onWarning: opts.onWarning });
+    const bs = r.blockSize;
+    const min = minimumBlocks(shrinkInput(r));
+    return {
+      image,
+      blockSize: bs,
+      blocks: r.blocksCount,
+      bytes: r.blocksCount * bs,
+      minBlocks: min,
+      minBytes: min * bs,
+    };
+  } finally {
+    dev.close();
+    lock.release();
+  }
 }
 
 /**
@@ -83,7 +129,7 @@ function refuseCutShort(image: string, fileSize: number): void {
   if (sb.s_magic !== EXT4_MAGIC || sb.s_log_block_size > 6) return;
   const bs = 1024 << sb.s_log_block_size;
   const have = blocksCount(sb);
-  if (fileSize < have * bs) refuseShrink(image, bs, have, Math.floor(fileSize / bs));
+  if (fileSize < have * bs) refuseCut(image, bs, have, fileSize);
 }
 
 /** Blocks the file system is to have: SIZE's whole blocks, or the file's whole pages (as resize2fs takes it). */
@@ -97,15 +143,23 @@ function targetBlocks(sizeBytes: number | undefined, fileSize: number, bs: numbe
   return Math.floor(sizeBytes / bs);
 }
 
-/** Grows the file system of image file `image` to `sizeBytes` (default: the file's size). */
-export function resizeImage(image: string, sizeBytes: number | undefined, opts: ResizeOptions = {}): ResizeResult {
+/**
+ * Grows the file system of image file `image` to `sizeBytes` (default: the file's size); `'min'` or a
+ * size below the file system's asks for a shrink (refused with NO_SPACE and the minimum when what is in
+ * use does not fit).
+ */
+export function resizeImage(
+  image: string,
+  sizeBytes: number | 'min' | undefined,
+  opts: ResizeOptions = {},
+): ResizeResult {
   const st = fs.statSync(image, { throwIfNoEntry: false });
   if (!st) throw new Ext4Error('NOT_FOUND', `${image}: no such file`, { path: image });
   const sync = opts.sync !== false;
   const now = opTime(fixedTimeOf(opts.timestamp));
   const lock = lockForWrite(image, opts.lock);
   try {
-    refuseCutShort(image, st.size);
+    if (sizeBytes !== 'min') refuseCutShort(image, st.size);
     if (opts.recover || lock.tookOverFrom)
       recoverJournal(image, { sync, onWarning: opts.onWarning, deadWriter: lock.tookOverFrom });
     return growLocked(image, sizeBytes, { ...opts, sync }, now);
@@ -116,7 +170,7 @@ export function resizeImage(image: string, sizeBytes: number | undefined, opts: 
 
 function growLocked(
   image: string,
-  sizeBytes: number | undefined,
+  sizeBytes: number | 'min' | undefined,
   opts: ResizeOptions & { sync: boolean },
   now: { sec: number; nsec: number },
 ): ResizeResult {
@@ -127,8 +181,31 @@ function growLocked(
     const bs = r.blockSize;
     const fileSize = v.dev.size;
     const old = r.blocksCount;
-    const want = targetBlocks(sizeBytes, fileSize, bs);
-    if (want < old) refuseShrink(image, bs, old, want);
+    const want = sizeBytes === 'min' ? minimumBlocks(shrinkInput(r)) : targetBlocks(sizeBytes, fileSize, bs);
+    if (want < old) {
+      // Refused before anything is written: NO_SPACE (with the minimum) when the data does not fit.
+      const plan = prepareShrink(v, want);
+      const done = applyShrink(image, v, plan, () => (v = Volume.open(image, volOpts)), {
+        sync: opts.sync,
+        now,
+        onWarning: opts.onWarning,
+      });
+      return {
+        image,
+        blockSize: bs,
+        oldBlocks: old,
+        newBlocks: plan.after.blocksCount,
+        oldGroups: plan.before.groupCount,
+        newGroups: plan.after.groupCount,
+        steps: done.steps,
+        toMetaBg: false,
+        reservedGdtBlocks: plan.after.reservedGdtBlocks,
+        fileExtended: false,
+        bytesWritten: 0,
+        filesMoved: done.filesMoved,
+        blocksMoved: done.blocksMoved,
+      };
+    }
     const result: ResizeResult = {
       image,
       blockSize: bs,
@@ -164,7 +241,7 @@ function growLocked(
     const finalSize = Math.max(fileSize, newBytes);
     resizeFile(v, image, finalSize);
     let zeroFrom = Math.max(oldBytes, fileSize);
-    if (fileSize > oldBytes && (sizeBytes === undefined || newBytes >= fileSize)) {
+    if (fileSize > oldBytes && (sizeBytes === undefined || sizeBytes === 'min' || newBytes >= fileSize)) {
       // What lies past the old end belongs to nothing: cut it off, so the new region is a hole.
       resizeFile(v, image, oldBytes);
       resizeFile(v, image, finalSize);

@@ -1,0 +1,192 @@
+/**
+ * Moving what files hold past a shrink's new end to free blocks below it, through the editor: every
+ * file whose data or map blocks (extent tree nodes, indirect blocks) reach past the end is remapped
+ * (fs/blockmap.ts remapData, moveMapBlock), one file per operation. The data is copied as new file data
+ * into blocks that were free (written before the commit that points at them, as every edit's data);
+ * the map changes and the old blocks are freed in the same journal transaction, and transactions are
+ * committed whenever the open edit grows past half the journal, each leaving a consistent file system.
+ * Allocation is held below the new end (the editor's allocator knows nothing of it: a view of the
+ * volume hands it runs found below the end). What this does not move yet is refused before anything
+ * is written (see `checkMovable`). Extended attribute blocks move too (moveXattrBlocks). The journal moves on its own (move-journal.ts).
+ */
+import { Ext4Error } from '../core/errors.js';
+import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
+import { testBit } from '../ext4/bitmap.js';
+import { RESIZE_INO } from '../ext4/inode.js';
+import { mapping, moveMapBlock, remapData } from '../fs/blockmap.js';
+import { hasBlockMap } from '../fs/inodes.js';
+import type { WritableVolume, AllocRun } from '../fs/writable.js';
+import { scanFree } from '../edit/balloc.js';
+import { put32 } from '../core/bytes.js';
+import { xattrBlockChecksum } from '../ext4/xattr.js';
+import type { Volume } from '../edit/volume.js';
+
+/** Pending copied data is written out (not yet pointed at) past this many bytes: memory stays bounded. */
+const DATA_FLUSH_BYTES = 64 << 20;
+
+export interface MoveResult {
+  /** Files whose blocks moved. */
+  files: number;
+  /** Blocks copied (data) and map blocks moved. */
+  blocks: number;
+}
+
+/** Every in-use inode of the kept groups, in order (uninitialized tables skipped). */
+function* usedInodes(v: Volume, groups: number): Generator<number> {
+  for (let g = 0; g < groups; g++) {
+    const gd = v.r.groupDesc(g);
+    if (gd.flags & BG_INODE_UNINIT && v.hasGroupCsum) continue;
+    const n = v.hasGroupCsum ? v.ipg - gd.itableUnused : v.ipg;
+    const bm = v.r.readBlocks(gd.inodeBitmap);
+    for (let i = 0; i < n; i++) if (testBit(bm, i)) yield g * v.ipg + i + 1;
+  }
+}
+
+/** The inodes in use in the groups from `first` on (to be moved: not implemented yet). */
+export function inodesPastEnd(v: Volume, first: number): number {
+  let n = 0;
+  for (let g = first; g < v.groupCount; g++) n += v.ipg - v.r.groupDesc(g).freeInodes;
+  return n;
+}
+
+/** A view of the volume whose allocations all lie below `end`. */
+export function below(v: Volume, end: number, keptGroups: number): WritableVolume {
+  const alloc = (goal: number, count: number): AllocRun[] => {
+    const out: AllocRun[] = [];
+    let remaining = count;
+    goal = Math.min(Math.max(goal, v.firstDataBlock), end - 1);
+    const g0 = v.groupOfBlock(goal);
+    const limit = (g: number) => Math.min(v.groupBlocks(g), end - v.groupFirstBlock(g));
+    // The goal's group from the goal on, every other kept group, then the goal's group before the goal.
+    const spans: [number, number, number][] = [[g0, goal - v.groupFirstBlock(g0), limit(g0)]];
+    for (let k = 1; k < keptGroups; k++) spans.push([(g0 + k) % keptGroups, 0, limit((g0 + k) % keptGroups)]);
+    spans.push([g0, 0, goal - v.groupFirstBlock(g0)]);
+    // Long runs first; then, where the space left is in pieces, every free block in turn.
+    for (const [g, lo, hi, pieces] of [...spans.map((s) => [...s, 0]), ...spans.map((s) => [...s, 1])]) {
+      const first = v.groupFirstBlock(g!);
+      let from = lo!;
+      while (remaining > 0 && from < hi! && v.r.groupDesc(g!).freeBlocks > 0) {
+        const run = scanFree(v.balloc.bitmap(g!), from, hi!, pieces ? 1 : Math.min(remaining, v.bpg));
+        if (!run) break;
+        const len = Math.min(run.len, remaining);
+        // The allocator takes the run it is pointed at (its first free run from the goal on).
+        const got = v.balloc.alloc(first + run.start, len);
+        if (got.length !== 1 || got[0]!.start !== first + run.start || got[0]!.len !== len)
+          throw new Error(`resize: the allocator did not take blocks ${first + run.start}+${len}`);
+        const last = out[out.length - 1];
+        if (last && last.start + last.len === first + run.start) last.len += len;
+        else out.push({ start: first + run.start, len });
+        remaining -= len;
+        from = run.start + len;
+      }
+      if (!remaining) break;
+    }
+    if (remaining > 0)
+      throw new Ext4Error('NO_SPACE', `${v.name}: no free blocks left below the new end (${remaining} more needed)`);
+    return out;
+  };
+  return new Proxy(v, {
+    get(t, p) {
+      if (p === 'allocBlocks') return alloc;
+      if (p === 'allocBlock') return (goal: number) => alloc(goal, 1)[0]!.start;
+      const x = Reflect.get(t, p, t) as unknown;
+      return typeof x === 'function' ? (x as (...a: unknown[]) => unknown).bind(t) : x;
+    },
+  });
+}
+
+/** The bad blocks inode (1) lists blocks to keep out of use; they do not move. */
+const BAD_BLOCKS_INO = 1;
+
+/**
+ * Refuses (UNSUPPORTED_FEATURE, nothing written) a shrink needing what is not implemented yet: moving
+ * inodes out of removed groups; bad blocks listed past the new end.
+ */
+export function checkMovable(v: Volume, end: number, keptGroups: number): void {
+  const inodes = inodesPastEnd(v, keptGroups);
+  if (inodes)
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `${v.name}: ${inodes} inodes are in use in the groups the shrink removes; moving inodes is not implemented yet`,
+    );
+  const bad = v.readInode(BAD_BLOCKS_INO);
+  if (hasBlockMap(bad) && mapping(v.r, BAD_BLOCKS_INO, bad, true).runs.some((r) => r.pblk + r.len > end))
+    throw new Ext4Error('UNSUPPORTED_FEATURE', `${v.name}: bad blocks are listed past the new end`);
+}
+
+/**
+ * Moves the extended attribute blocks past `end` below it: each one copied (a new metadata block, its
+ * checksum seeded by its new number; its reference count kept) and every inode naming it pointed at the
+ * copy, in one operation per block.
+ */
+function moveXattrBlocks(v: Volume, w: WritableVolume, end: number, inodes: number[], out: MoveResult): void {
+  const users = new Map<number, number[]>();
+  for (const ino of inodes) {
+    const acl = v.readInode(ino).fileAcl;
+    if (acl >= end) users.set(acl, [...(users.get(acl) ?? []), ino]);
+  }
+  for (const [from, names] of users) {
+    v.runOp(() => {
+      const to = w.allocBlock(end - 1);
+      const b = v.r.readBlocks(from).slice();
+      if (v.csum) put32(b, 16, xattrBlockChecksum(v.csumSeed, to, b));
+      v.tx.put(to, b);
+      for (const ino of names) {
+        const inode = v.readInode(ino);
+        inode.fileAcl = to;
+        v.writeInode(ino, inode);
+      }
+      v.freeLater(from, 1);
+    });
+    out.blocks++;
+    v.checkpoint();
+  }
+}
+
+/** Moves every file block at or past `end` below it, committing as the journal fills. */
+export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResult {
+  const out: MoveResult = { files: 0, blocks: 0 };
+  const w = below(v, end, keptGroups);
+  const inodes = [...usedInodes(v, keptGroups)];
+  moveXattrBlocks(v, w, end, inodes, out);
+  for (const ino of inodes) {
+    // The resize inode's blocks are the reserved GDT blocks (the switch redoes its lists); the journal
+    // moves on its own; bad blocks stay.
+    if (ino === RESIZE_INO || ino === v.sb.s_journal_inum || ino === BAD_BLOCKS_INO) continue;
+    const inode = v.readInode(ino);
+    if (!hasBlockMap(inode)) continue;
+    const m = mapping(v.r, ino, inode, true);
+    const pastRuns = m.runs.filter((r) => r.pblk + r.len > end);
+    const pastMeta = m.metaBlocks.filter((b) => b >= end);
+    if (!pastRuns.length && !pastMeta.length) continue;
+    v.runOp(() => {
+      if (pastRuns.length) {
+        // Each block past the end gets a new home below it, its content copied there as new data.
+        const moved = new Map<number, number>();
+        for (const r of pastRuns) {
+          const from = Math.max(r.pblk, end);
+          const n = r.pblk + r.len - from;
+          let at = from;
+          for (const t of w.allocBlocks(end - 1, n)) {
+            const data = v.tx.readData(at, t.len);
+            v.tx.addData(t.start, v.tx.keepData(data));
+            for (let k = 0; k < t.len; k++) moved.set(at + k, t.start + k);
+            at += t.len;
+          }
+          out.blocks += n;
+        }
+        remapData(w, ino, inode, (b) => moved.get(b) ?? b);
+      } else
+        for (const b of pastMeta) {
+          const to = w.allocBlock(end - 1);
+          if (!moveMapBlock(w, ino, inode, b, to)) throw new Error(`resize: block ${b} is not in inode ${ino}'s map`);
+          out.blocks++;
+        }
+      v.writeInode(ino, inode);
+    });
+    out.files++;
+    if (v.tx.pendingDataBytes > DATA_FLUSH_BYTES) v.writeDataEarly();
+    v.checkpoint();
+  }
+  return out;
+}

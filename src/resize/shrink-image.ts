@@ -1,0 +1,119 @@
+/**
+ * A shrink applied to an open image, in the order its crash safety needs: refused before anything is
+ * written when it cannot be done (planShrink: NO_SPACE with the minimum; checkMovable: what is not
+ * implemented yet); then the blocks past the new end move below it through the editor, in journal
+ * transactions that each leave a consistent file system (move-blocks.ts); then the groups are dropped
+ * in one transaction (shrink.ts); only once that is durable is the file cut to the new size.
+ */
+import { Ext4Error } from '../core/errors.js';
+import { COMPAT } from '../ext4/features.js';
+import { reservedBlocksCount, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
+import { inodeTableBlocks } from '../ext4/geometry.js';
+import { Volume } from '../edit/volume.js';
+import { JournalLog, writeBlocks } from '../edit/journal-log.js';
+import { planShrink, type ShrinkPlan } from './shrink-plan.js';
+import { shrinkInput } from './shrink-input.js';
+import { checkMovable, moveBlocks } from './move-blocks.js';
+import { checkNothingPastEnd, dropGroups } from './shrink.js';
+import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
+import { FileDevice } from '../io/device.js';
+import { StepWrites } from './writes.js';
+
+export interface ShrinkOutcome {
+  plan: ShrinkPlan;
+  /** Files whose blocks moved, and the blocks. */
+  filesMoved: number;
+  blocksMoved: number;
+  /** Transactions committed (the moves' and the switch). */
+  steps: number;
+}
+
+/** Refuses (before anything is written) what the shrink of `v` to `want` blocks cannot do. */
+export function prepareShrink(v: Volume, want: number): ShrinkPlan {
+  const r = v.r;
+  const plan = planShrink(shrinkInput(r), want);
+  if (r.sb.s_feature_compat & COMPAT.sparse_super2)
+    throw new Ext4Error(
+      'UNSUPPORTED_FEATURE',
+      `${v.name}: shrinking a sparse_super2 file system is not implemented yet`,
+    );
+  const a = plan.after;
+  const itb = inodeTableBlocks(r.geo);
+  for (let g = 0; g < a.groupCount; g++) {
+    const d = r.groupDesc(g);
+    if (Math.max(d.blockBitmap, d.inodeBitmap, d.inodeTable + itb - 1) >= a.blocksCount)
+      throw new Ext4Error(
+        'UNSUPPORTED_FEATURE',
+        `${v.name}: group ${g}'s bitmaps or inode table lie past the new end; moving them is not implemented yet`,
+      );
+  }
+  checkMovable(v, a.blocksCount, a.groupCount);
+  return plan;
+}
+
+/**
+ * Shrinks the image at `image` (opened as `v`, which this closes) along `plan`; returns what it did.
+ * `reopen` opens the image again (after the moves' commits).
+ */
+export function applyShrink(
+  image: string,
+  v: Volume,
+  plan: ShrinkPlan,
+  reopen: () => Volume,
+  opts: { sync: boolean; now: { sec: number; nsec: number }; onWarning?: (m: string) => void },
+): ShrinkOutcome {
+  const a = plan.after;
+  const out: ShrinkOutcome = { plan, filesMoved: 0, blocksMoved: 0, steps: 0 };
+  const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
+  if (journalPastEnd(v.r, a.blocksCount)) {
+    v.close();
+    const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);
+    const jv = Volume.openDevice(dev, { sync: opts.sync, onWarning: opts.onWarning });
+    try {
+      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now);
+    } finally {
+      jv.close();
+    }
+    out.steps++;
+    v = reopen();
+  }
+  const moved = moveBlocks(v, a.blocksCount, a.groupCount);
+  out.filesMoved = moved.files;
+  out.blocksMoved = moved.blocks;
+  if (v.changed) {
+    v.commit(opts.now);
+    out.steps++;
+  }
+  v.close();
+  v = reopen();
+  try {
+    const r = v.r;
+    checkNothingPastEnd(r, a);
+    const w = new StepWrites(r, r.blocksCount);
+    dropGroups(r, a, w, opts.now.sec, percent);
+    const journal = JournalLog.open(r, v.name);
+    if (journal) {
+      const { need, room } = journal.fits(w.home.size);
+      if (need > room)
+        throw new Ext4Error(
+          'NO_SPACE',
+          `${v.name}: dropping the groups changes ${w.home.size} blocks, more than the journal holds (${room}); the blocks moved so far stay moved, the size is unchanged`,
+        );
+      journal.commit(v.dev, [], w.home, opts.sync, opts.now, true);
+    } else {
+      opts.onWarning?.('this image has no journal: a crash while shrinking it can leave it needing a check (e2fsck)');
+      const sbBlock = Math.floor(SUPERBLOCK_OFFSET / r.blockSize);
+      const rest = [...w.home].filter(([b]) => b !== sbBlock).map(([block, data]) => ({ block, data }));
+      writeBlocks(v.dev, r.blockSize, rest);
+      if (opts.sync) v.dev.sync();
+      v.dev.write(sbBlock * r.blockSize, w.home.get(sbBlock)!);
+      if (opts.sync) v.dev.sync();
+    }
+    out.steps++;
+    v.dev.truncate(a.blocksCount * r.blockSize);
+    if (opts.sync) v.dev.sync();
+  } finally {
+    v.close();
+  }
+  return out;
+}

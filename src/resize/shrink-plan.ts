@@ -1,0 +1,135 @@
+/**
+ * Planning a shrink, as pure arithmetic on the geometry and a few counts: the smallest size that holds
+ * what is in use (`--min`, `--print-min`), the geometry a shrink to a given size leaves, and the refusal
+ * (NO_SPACE, with the minimum) when the data does not fit. Nothing here reads or writes.
+ *
+ * The minimum, in blocks, is
+ *
+ *   first data block + M + D + S + E
+ *
+ * over the smallest number of groups G that holds the used inodes (G * inodes per group >= used) and for
+ * which the sum fits in G groups, where
+ * - M: the metadata of the G kept groups (superblock and descriptor copies, reserved GDT blocks, two
+ *   bitmaps, an inode table each), as the file system has them now;
+ * - D: the data, every block in use less the metadata of every group now (file and directory blocks,
+ *   extent and indirect blocks, xattr blocks, the journal, the resize inode's own block);
+ * - S: with flex_bg, the metadata of the groups that complete the last kept flex group (those groups
+ *   go, but their tables lie packed among the kept ones' and are not counted on as room), as
+ *   resize2fs -P counts it;
+ * - E: room for extent trees to grow while data moves (a moved file can end up in more pieces): a
+ *   five-hundredth of what the shrink removes, at most one block per used inode or per extent block's
+ *   worth of data, whichever is more (resize2fs -P's margin, so the two agree within a few percent);
+ * and the last group holds its own metadata and 50 blocks more (mkfs's rule), and every kept group's
+ * bitmaps and inode table lie below the end (they are not moved).
+ */
+import { Ext4Error } from '../core/errors.js';
+import { lastGroupTooShort } from '../ext4/layout.js';
+import { type Geometry, descsPerBlock, groupCountOf, groupFirstBlock, groupFixedMeta } from '../ext4/geometry.js';
+
+/** What the minimum depends on besides the geometry. */
+export interface ShrinkInput {
+  geo: Geometry;
+  /** Inodes in use (the inode count less the free ones). */
+  usedInodes: number;
+  /** Free blocks (the groups' counts summed). */
+  freeBlocks: number;
+  /** Inode table blocks per group. */
+  inodeTableBlocks: number;
+  /** log2 of the groups per flex group; 0 without flex_bg. */
+  logGroupsPerFlex: number;
+  /** The file system maps files with extents (their trees may grow as data moves). */
+  extents: boolean;
+  /** Per group: the block past the last of its bitmaps and inode table, wherever they lie. */
+  tablesEnd: ArrayLike<number>;
+  /** The file system has a resize inode (its reserved GDT blocks grow back as descriptor blocks go). */
+  resizeInode: boolean;
+}
+
+/** A shrink's geometry before and after. */
+export interface ShrinkPlan {
+  before: Geometry;
+  after: Geometry;
+  /** The smallest size the file system can have, in blocks. */
+  minimum: number;
+}
+
+/** Blocks of group `g`'s own metadata: fixed (superblock, descriptors) plus bitmaps and inode table. */
+export function groupOverhead(geo: Geometry, g: number, itb: number): number {
+  return groupFixedMeta(geo, g).reduce((a, [, n]) => a + n, 0) + 2 + itb;
+}
+
+/** The smallest block count that holds what is in use (see the module comment for the formula). */
+export function minimumBlocks(s: ShrinkInput): number {
+  const { geo, inodeTableBlocks: itb } = s;
+  const count = geo.groupCount;
+  const over = (g: number) => groupOverhead(geo, g, itb);
+  let allMeta = 0;
+  for (let g = 0; g < count; g++) allMeta += over(g);
+  const data = Math.max(0, geo.blocksCount - s.freeBlocks - allMeta);
+  const flex = 2 ** s.logGroupsPerFlex;
+
+  let groups = Math.max(1, Math.ceil(s.usedInodes / geo.inodesPerGroup));
+  let meta = 0;
+  for (let g = 0; g < groups; g++) meta += over(g);
+  for (;;) {
+    let slack = 0;
+    if (s.logGroupsPerFlex) {
+      const end = Math.min(count, Math.ceil(groups / flex) * flex);
+      for (let g = groups; g < end; g++) slack += over(g);
+    }
+    let need = geo.firstDataBlock + meta + data + slack;
+    // The last group: its own metadata and 50 blocks more.
+    const lastStart = groupFirstBlock(geo, groups - 1);
+    need = Math.max(need, lastStart + over(groups - 1) + 50);
+    for (let g = 0; g < groups; g++) need = Math.max(need, s.tablesEnd[g] ?? 0);
+    if (s.extents) {
+      const perBlock = geo.blockSize / 12 - 1;
+      const worst = Math.max(Math.ceil(data / perBlock), s.usedInodes);
+      need += Math.min(Math.floor(Math.max(0, geo.blocksCount - need) / 500), worst);
+    }
+    if (need >= geo.blocksCount) return geo.blocksCount;
+    if (need <= groupFirstBlock(geo, groups) || groups >= count) return need;
+    meta += over(groups);
+    groups++;
+  }
+}
+
+/**
+ * The geometry of the file system shrunk to `target` blocks: a last group too short for its metadata
+ * and 50 blocks is left out (as mkfs and the grow do); with a resize inode the descriptor blocks that
+ * go turn back into reserved GDT blocks (the area keeps its size, so no kept group's layout changes, as
+ * resize2fs does it), up to what the resize inode's list can hold.
+ */
+export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
+  const before = s.geo;
+  const minimum = minimumBlocks(s);
+  if (target >= before.blocksCount) throw new Error(`planShrink: ${target} is not below ${before.blocksCount}`);
+  const bs = before.blockSize;
+  if (target < minimum)
+    throw new Ext4Error(
+      'NO_SPACE',
+      `what is in use does not fit in ${target * bs} bytes (${target} blocks); the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
+    );
+  let blocks = target;
+  let after = withBlocks(before, blocks);
+  const rem = (blocks - before.firstDataBlock) % before.blocksPerGroup;
+  if (lastGroupTooShort(rem, groupOverhead(after, after.groupCount - 1, s.inodeTableBlocks))) {
+    blocks -= rem;
+    after = withBlocks(before, blocks);
+    if (blocks < minimum)
+      throw new Ext4Error(
+        'NO_SPACE',
+        `${target} blocks leaves a last group of ${rem} blocks, too short to keep, and without it what is in use does not fit; the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
+      );
+  }
+  if (s.resizeInode && !before.metaBg) {
+    const dpb = descsPerBlock(before);
+    const gone = Math.ceil(before.groupCount / dpb) - Math.ceil(after.groupCount / dpb);
+    after.reservedGdtBlocks = Math.min(before.reservedGdtBlocks + gone, bs / 4);
+  }
+  return { before, after, minimum };
+}
+
+function withBlocks(geo: Geometry, blocks: number): Geometry {
+  return { ...geo, blocksCount: blocks, groupCount: groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup) };
+}

@@ -1,0 +1,63 @@
+/**
+ * Crash safety of a shrink (see helpers/crash.ts): `resize --min` killed after every write and fsync,
+ * with the unsynced writes kept or lost, recovered by us, by e2fsck and by the kernel, is clean and
+ * holds the old file system or the shrunk one (its size included), every file's content intact. The
+ * shrink moves the journal (mkfs.ext4 puts it mid-disk) and a file lying past the new end, then drops
+ * the groups: a crash between those steps leaves the old size with the same content.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { editImage } from '../src/edit/editor.js';
+import { Ext4Reader } from '../src/fs/reader.js';
+import { FileDevice } from '../src/io/device.js';
+import { CLI, HAVE_E2FSPROGS, IS_ROOT, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { crashEveryEvent, imageState } from './helpers/crash.js';
+
+const runIt = oracleAvailable('shrink crash harness (e2fsprogs)', HAVE_E2FSPROGS);
+const kernel = oracleAvailable('shrink crash harness kernel recovery (root, mount)', IS_ROOT && haveTool('mount'));
+const work = scratchDir('ext4wd-shrink-crash');
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+function blocks(img: string): number {
+  const dev = FileDevice.open(img);
+  try {
+    return Ext4Reader.open(dev).blocksCount;
+  } finally {
+    dev.close();
+  }
+}
+
+/** The entries and the file system's size. */
+const state = (img: string) => `${blocks(img)} blocks\n${imageState(img)}`;
+
+function base(dir: string, args: string[]): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const img = path.join(dir, 'base.img');
+  run('truncate', ['-s', '24M', img]);
+  const mk = run('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', ...args, img]);
+  expect(mk.status, mk.stderr).toBe(0);
+  editImage(
+    img,
+    (e) => {
+      for (let k = 0; k < 30; k++) e.writeFile(`/file-with-a-long-name-${k}`, `content ${k}\n`.repeat(k + 1));
+      e.writeFile('/filler', new Uint8Array(9 * 2 ** 20).fill(1));
+      e.writeFile('/big', new Uint8Array(600_000).fill(5));
+      e.setXattr('/big', 'user.x', 'y');
+    },
+    { timestamp: 1700000000, sync: false },
+  );
+  editImage(img, (e) => e.rm('/filler'), { timestamp: 1700000000, sync: false });
+  return img;
+}
+
+const shrink = (img: string, env: NodeJS.ProcessEnv) => run(process.execPath, [CLI, 'resize', img, '--min'], { env });
+
+describe.runIf(runIt)('resize: shrink, crash at every write and fsync', () => {
+  it('a shrink moving the journal and a file (resize inode kept)', () => {
+    const dir = path.join(work, 'reserved');
+    const img = base(dir, []);
+    const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
+    expect(r.old + r.new).toBe(4 * r.events);
+  }, 1_800_000);
+});

@@ -1,0 +1,212 @@
+/**
+ * The shrink planner (src/resize/shrink-plan.ts): the minimum size as pure arithmetic, the geometry a
+ * shrink leaves and the refusal with the minimum; and `--print-min` against resize2fs -P on images of
+ * several kinds: never above it by more than a few percent, within a few percent where resize2fs's own
+ * estimate is not inflated by its flex_bg accounting, and always enough: resize2fs itself shrinks the
+ * image to our figure and e2fsck finds it clean.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Geometry } from '../src/ext4/geometry.js';
+import { groupFirstBlock } from '../src/ext4/geometry.js';
+import { minimumBlocks, planShrink, groupOverhead, type ShrinkInput } from '../src/resize/shrink-plan.js';
+import { minimumSize } from '../src/resize/image.js';
+import { Ext4Error } from '../src/core/errors.js';
+import { HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+
+/** 256 MiB of 4 KiB blocks: 2 groups of 32768, 8192 inodes (512 table blocks) each, no flex_bg. */
+const geo: Geometry = {
+  blockSize: 4096,
+  blocksCount: 65536,
+  firstDataBlock: 0,
+  blocksPerGroup: 32768,
+  inodesPerGroup: 8192,
+  groupCount: 2,
+  descSize: 64,
+  inodeSize: 256,
+  superPolicy: 'sparse',
+  backupGroups: [0, 0],
+  metaBg: false,
+  firstMetaBg: 0,
+  reservedGdtBlocks: 15,
+};
+const itb = 512;
+/** Group 0's fixed metadata: superblock, 1 descriptor block, 15 reserved GDT blocks; then bitmaps and table. */
+const meta0 = 1 + 1 + 15 + 2 + itb;
+
+function input(usedData: number, more: Partial<ShrinkInput> = {}): ShrinkInput {
+  const meta = groupOverhead(geo, 0, itb) + groupOverhead(geo, 1, itb);
+  return {
+    geo,
+    usedInodes: 11,
+    freeBlocks: geo.blocksCount - meta - usedData,
+    inodeTableBlocks: itb,
+    logGroupsPerFlex: 0,
+    extents: false,
+    tablesEnd: [meta0, groupFirstBlock(geo, 1) + meta0],
+    resizeInode: true,
+    ...more,
+  };
+}
+
+describe('minimumBlocks', () => {
+  it('is the kept metadata plus the data, the last group holding its metadata and 50 blocks more', () => {
+    expect(groupOverhead(geo, 0, itb)).toBe(meta0);
+    expect(minimumBlocks(input(0))).toBe(meta0 + 50);
+    expect(minimumBlocks(input(1000))).toBe(meta0 + 1000);
+    // Past group 0: group 1's metadata (a backup group: the same fixed blocks) comes with it.
+    expect(minimumBlocks(input(40000))).toBe(2 * meta0 + 40000);
+    // Everything in use: the current size.
+    expect(minimumBlocks(input(65536 - 2 * meta0))).toBe(65536);
+  });
+
+  it('keeps the groups the used inodes need, and every kept group tables below the end', () => {
+    expect(minimumBlocks(input(10, { usedInodes: 8193 }))).toBe(groupFirstBlock(geo, 1) + meta0 + 50);
+    expect(minimumBlocks(input(10, { tablesEnd: [9000, 0] }))).toBe(9000);
+  });
+
+  it('keeps a margin for extent trees (a five-hundredth of what goes, at most one block per inode)', () => {
+    const plain = minimumBlocks(input(1000));
+    const ext = minimumBlocks(input(1000, { extents: true, usedInodes: 1000 }));
+    expect(ext - plain).toBe(Math.floor((65536 - plain) / 500));
+    expect(minimumBlocks(input(1000, { extents: true, usedInodes: 11 })) - plain).toBe(11);
+  });
+
+  it('with flex_bg counts the metadata of the groups completing the last kept flex group', () => {
+    const flex = minimumBlocks(input(1000, { logGroupsPerFlex: 4 }));
+    expect(flex - minimumBlocks(input(1000))).toBe(groupOverhead(geo, 1, itb));
+  });
+});
+
+describe('planShrink', () => {
+  it('refuses below the minimum with NO_SPACE naming it', () => {
+    const s = input(1000);
+    let err: unknown;
+    try {
+      planShrink(s, 1000);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(Ext4Error);
+    expect(err).toMatchObject({ code: 'NO_SPACE' });
+    expect((err as Error).message).toContain(`${meta0 + 1000} blocks`);
+  });
+
+  it('leaves out a last group too short to keep, and refuses when what is left does not hold the data', () => {
+    const p = planShrink(input(1000), groupFirstBlock(geo, 1) + 100);
+    expect(p.after).toMatchObject({ blocksCount: 32768, groupCount: 1 });
+    expect(() => planShrink(input(32300), groupFirstBlock(geo, 1) + 100)).toThrow(
+      expect.objectContaining({ code: 'NO_SPACE' }) as Error,
+    );
+  });
+
+  it('turns descriptor blocks that go back into reserved GDT blocks (resize_inode), the area keeping its size', () => {
+    const big: Geometry = {
+      ...geo,
+      blockSize: 1024,
+      blocksPerGroup: 8192,
+      blocksCount: 8192 * 40 + 1,
+      firstDataBlock: 1,
+    };
+    big.groupCount = 40;
+    const s: ShrinkInput = {
+      ...input(0),
+      geo: big,
+      freeBlocks: 8192 * 30,
+      tablesEnd: Array.from({ length: 40 }, (_, g) => groupFirstBlock(big, g) + 600),
+    };
+    // 16 descriptors of 64 bytes per 1 KiB block: 40 groups take 3 blocks, 10 groups 1.
+    const p = planShrink(s, 8192 * 10 + 1);
+    expect(p.after.groupCount).toBe(10);
+    expect(p.after.reservedGdtBlocks).toBe(15 + 2);
+    expect(planShrink({ ...s, resizeInode: false }, 8192 * 10 + 1).after.reservedGdtBlocks).toBe(15);
+  });
+});
+
+const runIt = oracleAvailable('print-min against resize2fs -P (e2fsprogs)', HAVE_E2FSPROGS);
+const work = scratchDir('ext4wd-shrink-plan');
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+let seq = 0;
+
+/** A tree of files of many sizes (about 24 MiB), for mkfs.ext4 -d. */
+function tree(): string {
+  const dir = path.join(work, 'tree');
+  if (fs.existsSync(dir)) return dir;
+  for (let d = 0; d < 12; d++) {
+    const sub = path.join(dir, `d${d}`);
+    fs.mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < 40; f++)
+      fs.writeFileSync(path.join(sub, `f${f}`), Buffer.alloc(((d * 40 + f) % 23) * 4500 + 7, d + f));
+  }
+  fs.writeFileSync(path.join(dir, 'big'), Buffer.alloc(20 * 2 ** 20, 3));
+  return dir;
+}
+
+function mkfs(size: string, args: string[]): string {
+  const img = path.join(work, `p${seq++}.img`);
+  fs.writeFileSync(img, '');
+  const r = run('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', ...args, img, size]);
+  expect(r.status, r.stderr).toBe(0);
+  return img;
+}
+
+function resize2fsMin(img: string): number {
+  const r = run('resize2fs', ['-P', img]);
+  expect(r.status, r.stderr).toBe(0);
+  return Number(/minimum size of the filesystem: (\d+)/.exec(r.stdout)![1]);
+}
+
+describe.runIf(runIt)('--print-min against resize2fs -P', () => {
+  // `close`: resize2fs's figure is not inflated by its flex_bg accounting there, so the two agree closely.
+  const cases: { name: string; size: string; args: string[]; close: boolean }[] = [
+    { name: 'defaults, 4 KiB blocks, populated', size: '2G', args: ['-b', '4096', '-d', '*'], close: false },
+    { name: '1 KiB blocks, populated', size: '256M', args: ['-b', '1024', '-d', '*'], close: false },
+    { name: 'no flex_bg', size: '512M', args: ['-O', '^flex_bg', '-d', '*'], close: true },
+    { name: 'no resize_inode', size: '1G', args: ['-b', '4096', '-O', '^resize_inode', '-d', '*'], close: true },
+    { name: 'meta_bg', size: '1G', args: ['-O', 'meta_bg,^resize_inode'], close: true },
+    { name: 'ext2', size: '256M', args: ['-t', 'ext2', '-d', '*'], close: true },
+    { name: 'ext3', size: '256M', args: ['-t', 'ext3'], close: true },
+    { name: 'empty 8 GiB', size: '8G', args: [], close: true },
+  ];
+  for (const c of cases)
+    it(c.name, () => {
+      const img = mkfs(
+        c.size,
+        c.args.map((a) => (a === '*' ? tree() : a)),
+      );
+      const theirs = resize2fsMin(img);
+      const r = cli(['resize', img, '--print-min', '--json']);
+      expect(r.status, r.stderr).toBe(0);
+      const m = JSON.parse(r.stdout) as { minBlocks: number; blockSize: number; minBytes: number };
+      expect(m.minBytes).toBe(m.minBlocks * m.blockSize);
+      expect(minimumSize(img).minBlocks).toBe(m.minBlocks);
+      expect(m.minBlocks).toBeLessThanOrEqual(theirs * 1.03);
+      if (c.close) expect(Math.abs(m.minBlocks - theirs) / theirs).toBeLessThan(0.03);
+      // Enough: resize2fs shrinks the image to our figure and the result is clean.
+      const shrunk = run('resize2fs', ['-f', img, `${(m.minBlocks * m.blockSize) / 1024}K`]);
+      expect(shrunk.status, shrunk.stderr).toBe(0);
+      const f = fsck(img);
+      expect(f.status, f.output).toBe(0);
+      // Text output, as resize2fs -P words it.
+      expect(cli(['resize', img, '--print-min']).stdout).toMatch(
+        /^Estimated minimum size of the filesystem: \d+ blocks/,
+      );
+    });
+});
+
+const ROOTFS = '/work/benchroot/debian-minbase';
+describe.runIf(runIt && fs.existsSync(ROOTFS))('--print-min of a Debian rootfs made by our mkfs --from', () => {
+  it('agrees with resize2fs -P within a few percent, and resize2fs shrinks it to our figure', () => {
+    const img = path.join(work, 'debian.img');
+    const made = cli(['mkfs', img, '--size', '1G', '--from', ROOTFS]);
+    expect(made.status, made.stderr).toBe(0);
+    const theirs = resize2fsMin(img);
+    const m = minimumSize(img);
+    expect(Math.abs(m.minBlocks - theirs) / theirs).toBeLessThan(0.03);
+    const shrunk = run('resize2fs', ['-f', img, `${(m.minBlocks * m.blockSize) / 1024}K`]);
+    expect(shrunk.status, shrunk.stderr).toBe(0);
+    const f = fsck(img);
+    expect(f.status, f.output).toBe(0);
+  });
+});
