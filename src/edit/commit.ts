@@ -8,8 +8,14 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { lo32, hi32 } from '../core/bytes.js';
-import { COMPAT, INCOMPAT } from '../ext4/features.js';
-import { encodeSuperblock, freeBlocksCount, SUPERBLOCK_OFFSET, type Superblock } from '../ext4/superblock.js';
+import { COMPAT } from '../ext4/features.js';
+import {
+  encodeSuperblock,
+  freeBlocksCount,
+  setFreeBlocksCount,
+  SUPERBLOCK_OFFSET,
+  type Superblock,
+} from '../ext4/superblock.js';
 import { setInodeChecksum } from '../ext4/inode.js';
 import { hasDirTail, setDirBlockTail } from '../ext4/dirent.js';
 import type { Ext4Reader } from '../fs/reader.js';
@@ -104,8 +110,7 @@ export class Committer {
     this.sealedSb = sb;
     const c = v.counts;
     const free = freeBlocksCount(sb) + c.freeBlocks;
-    sb.s_free_blocks_count_lo = lo32(free);
-    if (sb.s_feature_incompat & INCOMPAT['64bit']) sb.s_free_blocks_count_hi = hi32(free);
+    setFreeBlocksCount(sb, free);
     sb.s_free_inodes_count += c.freeInodes;
     sb.s_feature_ro_compat |= c.roCompat;
     sb.s_feature_incompat |= c.incompat;

@@ -1,5 +1,5 @@
 /** The ext4 superblock (kernel doc: super.rst). 1024 bytes at byte offset 1024 of the volume. */
-import { type Field, readFields, writeFields, join64, u32, put32 } from '../core/bytes.js';
+import { type Field, readFields, writeFields, join64, lo32, hi32, u32, put32 } from '../core/bytes.js';
 import { crc32c } from '../core/crc32c.js';
 import { Ext4Error } from '../core/errors.js';
 
@@ -207,6 +207,25 @@ export function reservedBlocksCount(sb: Superblock): number {
 }
 export function freeBlocksCount(sb: Superblock): number {
   return join64(sb.s_free_blocks_count_lo, sb.s_feature_incompat & 0x80 ? sb.s_free_blocks_count_hi : 0);
+}
+/** Stores a block count in its _lo field and, with 64bit, its _hi field (zero without). */
+function set64(
+  sb: Superblock,
+  lo: 's_blocks_count_lo' | 's_r_blocks_count_lo' | 's_free_blocks_count_lo',
+  v: number,
+): void {
+  sb[lo] = lo32(v);
+  const hi = lo.replace('_lo', '_hi') as 's_blocks_count_hi' | 's_r_blocks_count_hi' | 's_free_blocks_count_hi';
+  sb[hi] = sb.s_feature_incompat & 0x80 ? hi32(v) : 0;
+}
+export function setBlocksCount(sb: Superblock, v: number): void {
+  set64(sb, 's_blocks_count_lo', v);
+}
+export function setReservedBlocksCount(sb: Superblock, v: number): void {
+  set64(sb, 's_r_blocks_count_lo', v);
+}
+export function setFreeBlocksCount(sb: Superblock, v: number): void {
+  set64(sb, 's_free_blocks_count_lo', v);
 }
 export function blockSize(sb: Superblock): number {
   return 1024 << sb.s_log_block_size;

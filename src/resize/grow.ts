@@ -15,6 +15,9 @@ import {
   SUPERBLOCK_OFFSET,
   SUPERBLOCK_SIZE,
   type Superblock,
+  setBlocksCount,
+  setReservedBlocksCount,
+  setFreeBlocksCount,
 } from '../ext4/superblock.js';
 import { groupFirstBlock, inodeTableBlocks, superblockGroups } from '../ext4/geometry.js';
 import type { Ext4Reader } from '../fs/reader.js';
@@ -54,15 +57,9 @@ function grownSuperblock(
 ): Superblock {
   const sb: Superblock = { ...r.sb };
   const a = step.after;
-  const is64 = (sb.s_feature_incompat & INCOMPAT['64bit']) !== 0;
-  const set64 = (lo: 's_blocks_count_lo' | 's_r_blocks_count_lo' | 's_free_blocks_count_lo', v: number) => {
-    sb[lo] = lo32(v);
-    const hi = lo.replace('_lo', '_hi') as 's_blocks_count_hi' | 's_r_blocks_count_hi' | 's_free_blocks_count_hi';
-    sb[hi] = is64 ? hi32(v) : 0;
-  };
-  set64('s_blocks_count_lo', a.blocksCount);
-  set64('s_r_blocks_count_lo', Math.floor((percent * a.blocksCount) / 100.0));
-  set64('s_free_blocks_count_lo', freeBlocksCount(r.sb) + free.blocks);
+  setBlocksCount(sb, a.blocksCount);
+  setReservedBlocksCount(sb, Math.floor((percent * a.blocksCount) / 100.0));
+  setFreeBlocksCount(sb, freeBlocksCount(r.sb) + free.blocks);
   sb.s_free_inodes_count = r.sb.s_free_inodes_count + free.inodes;
   sb.s_inodes_count = a.inodesPerGroup * a.groupCount;
   sb.s_reserved_gdt_blocks = a.reservedGdtBlocks;

@@ -11,8 +11,15 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { lo32, hi32, put32 } from '../core/bytes.js';
-import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { encodeSuperblock, SUPERBLOCK_OFFSET, type Superblock } from '../ext4/superblock.js';
+import { RO_COMPAT } from '../ext4/features.js';
+import {
+  encodeSuperblock,
+  setBlocksCount,
+  setReservedBlocksCount,
+  setFreeBlocksCount,
+  SUPERBLOCK_OFFSET,
+  type Superblock,
+} from '../ext4/superblock.js';
 import {
   type Geometry,
   descBlockCopies,
@@ -228,15 +235,9 @@ function shrunkSuperblock(
   percent: number,
 ): Superblock {
   const sb: Superblock = { ...r.sb };
-  const is64 = (sb.s_feature_incompat & INCOMPAT['64bit']) !== 0;
-  const set64 = (lo: 's_blocks_count_lo' | 's_r_blocks_count_lo' | 's_free_blocks_count_lo', v: number) => {
-    sb[lo] = lo32(v);
-    const hi = lo.replace('_lo', '_hi') as 's_blocks_count_hi' | 's_r_blocks_count_hi' | 's_free_blocks_count_hi';
-    sb[hi] = is64 ? hi32(v) : 0;
-  };
-  set64('s_blocks_count_lo', a.blocksCount);
-  set64('s_r_blocks_count_lo', Math.floor((percent * a.blocksCount) / 100.0));
-  set64('s_free_blocks_count_lo', freeBlocks);
+  setBlocksCount(sb, a.blocksCount);
+  setReservedBlocksCount(sb, Math.floor((percent * a.blocksCount) / 100.0));
+  setFreeBlocksCount(sb, freeBlocks);
   sb.s_free_inodes_count = freeInodes;
   sb.s_inodes_count = a.inodesPerGroup * a.groupCount;
   sb.s_reserved_gdt_blocks = a.reservedGdtBlocks;
