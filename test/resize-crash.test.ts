@@ -10,27 +10,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { editImage } from '../src/edit/editor.js';
 import { recoverJournal } from '../src/edit/recover.js';
-import { Ext4Reader } from '../src/fs/reader.js';
-import { FileDevice } from '../src/io/device.js';
 import { CLI, HAVE_E2FSPROGS, IS_ROOT, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { crashEveryEvent, imageState } from './helpers/crash.js';
+import { crashEveryEvent, fsBlocks, imageState, sizedImageState } from './helpers/crash.js';
 
 const runIt = oracleAvailable('resize crash harness (e2fsprogs)', HAVE_E2FSPROGS);
 const kernel = oracleAvailable('resize crash harness kernel recovery (root, mount)', IS_ROOT && haveTool('mount'));
 const work = scratchDir('ext4wd-resize-crash');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-function blocks(img: string): number {
-  const dev = FileDevice.open(img);
-  try {
-    return Ext4Reader.open(dev).blocksCount;
-  } finally {
-    dev.close();
-  }
-}
-
-/** The entries and the file system's size. */
-const state = (img: string) => `${blocks(img)} blocks\n${imageState(img)}`;
+const state = sizedImageState;
 
 function base(dir: string, args: string[]): string {
   fs.mkdirSync(dir, { recursive: true });
@@ -90,7 +78,7 @@ describe.runIf(runIt)('resize: crash at every write and fsync', () => {
         const f = fsck(crashed);
         expect(f.status, `recover after a crash at event ${n} (${lose}):\n${f.output}`).toBe(0);
         expect(imageState(crashed)).toBe(oldState);
-        sizes.add(blocks(crashed));
+        sizes.add(fsBlocks(crashed));
       }
     // The old size, the size after the first step (the 256 MiB the reserve covers), the new one.
     expect(sizes.has(16384) && sizes.has(409600)).toBe(true);

@@ -9,27 +9,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { editImage } from '../src/edit/editor.js';
-import { Ext4Reader } from '../src/fs/reader.js';
-import { FileDevice } from '../src/io/device.js';
 import { CLI, HAVE_E2FSPROGS, IS_ROOT, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { crashEveryEvent, imageState } from './helpers/crash.js';
+import { crashEveryEvent, sizedImageState } from './helpers/crash.js';
 
 const runIt = oracleAvailable('shrink crash harness (e2fsprogs)', HAVE_E2FSPROGS);
 const kernel = oracleAvailable('shrink crash harness kernel recovery (root, mount)', IS_ROOT && haveTool('mount'));
 const work = scratchDir('ext4wd-shrink-crash');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
-function blocks(img: string): number {
-  const dev = FileDevice.open(img);
-  try {
-    return Ext4Reader.open(dev).blocksCount;
-  } finally {
-    dev.close();
-  }
-}
-
-/** The entries and the file system's size. */
-const state = (img: string) => `${blocks(img)} blocks\n${imageState(img)}`;
+const state = sizedImageState;
 
 function base(dir: string, args: string[]): string {
   fs.mkdirSync(dir, { recursive: true });

@@ -31,6 +31,19 @@ function keep(name: string): string {
 export function imageState(img: string): string {
   return entriesState(img);
 }
+
+/** The file system's size in blocks. */
+export function fsBlocks(img: string): number {
+  const dev = FileDevice.open(img);
+  try {
+    return Ext4Reader.open(dev).blocksCount;
+  } finally {
+    dev.close();
+  }
+}
+
+/** imageState with the file system's size in blocks first: what a resize changes besides the entries. */
+export const sizedImageState = (img: string): string => `${fsBlocks(img)} blocks\n${imageState(img)}`;
 function entriesState(img: string): string {
   const dev = FileDevice.open(img);
   try {
