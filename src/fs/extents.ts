@@ -40,7 +40,8 @@ function corrupt(ino: number, what: string): Ext4Error {
 export function extentMapping(v: Ext4Volume, ino: number, i: Inode, strict: boolean): FileMapping {
   const runs: BlockRun[] = [];
   const metaBlocks: number[] = [];
-  const seen = new Set<number>();
+  // Only trees with index nodes need the loop check: most files' extents all sit in i_block.
+  let seen: Set<number> | undefined;
   const walk = (node: Uint8Array, expectDepth: number | undefined, capacity: number, start?: number) => {
     const h = decodeExtentHeader(node, 0);
     if (h.magic !== EXTENT_MAGIC)
@@ -71,6 +72,7 @@ export function extentMapping(v: Ext4Volume, ino: number, i: Inode, strict: bool
       } else {
         const x = decodeExtentIndex(node, off);
         if (strict) prev = checkOrder(ino, x.lblk, k, start, prev);
+        seen ??= new Set<number>();
         if (seen.has(x.leaf))
           throw new Ext4Error('CORRUPT', `inode ${ino}: extent tree loop at block ${x.leaf}`, {
             inode: ino,
