@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { tuneImage, type TuneChanges } from '../src/edit/tune.js';
+import { resizeImage } from '../src/resize/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { formatImage } from '../src/mkfs/image.js';
 import { hostDirectorySource } from '../src/tree/sources/host.js';
@@ -300,6 +301,39 @@ describe.runIf(runIt)('tune against tune2fs', () => {
     const r = run('dumpe2fs', ['-o', 'superblock=32768', '-o', 'blocksize=4096', '-h', ours]);
     expect(r.stdout).toContain(U);
     expect(r.stdout).toMatch(/volume name:\s+bk/);
+  });
+
+  it('meta_bg past s_first_meta_bg (a grown image): descriptor copies only where the format puts them', () => {
+    // A grow without resize_inode turns to meta_bg with s_first_meta_bg 1: the backup superblock groups
+    // of later meta groups hold no copy of descriptor block 0, so a rewrite must not put one there.
+    const img = path.join(work, 'metabg.img');
+    run('truncate', ['-s', '16M', img]);
+    expect(run('mkfs.ext4', ['-q', '-F', '-O', '^resize_inode', img]).status).toBe(0);
+    resizeImage(img, 4 * 2 ** 30, { sync: false });
+    expect(field(img, 'First meta block group')).toBe('1');
+    expect(field(img, 'Block size')).toBe('1024');
+    const before = imageState(img);
+    // 1 KiB blocks, 8192 a group, 16 descriptors a block: the block after the backup superblock of
+    // groups 25, 27, 125, 243 and 343 is no descriptor copy (those groups are neither the first, second
+    // nor last of their meta group).
+    const afterBackups = () => {
+      const fd = fs.openSync(img, 'r');
+      try {
+        return [25, 27, 125, 243, 343].map((g) => {
+          const b = Buffer.alloc(1024);
+          fs.readSync(fd, b, 0, 1024, (1 + g * 8192 + 1) * 1024);
+          return b.toString('hex');
+        });
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    const untouched = afterBackups();
+    tuneImage(img, { uuid: U, label: 'mb', rewriteChecksums: true }, { sync: false });
+    expect(afterBackups()).toEqual(untouched);
+    expectClean(img, 'tuned meta_bg image');
+    expect(field(img, 'Filesystem UUID')).toBe(U);
+    expect(imageState(img)).toBe(before);
   });
 
   it('bad input and refusals leave the image unchanged', () => {

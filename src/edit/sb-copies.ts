@@ -8,20 +8,13 @@
  * file system repaired from a backup comes back with its new identity.
  */
 import { encodeSuperblock, STATE_VALID, SUPERBLOCK_SIZE, type Superblock } from '../ext4/superblock.js';
-import { descBlockLoc, descsPerBlock, groupFirstBlock, groupHasSuperblock, superGroups } from '../ext4/geometry.js';
+import { descBlockCopies, descsPerBlock, groupFirstBlock, superblockGroups } from '../ext4/geometry.js';
 import type { Geometry } from '../ext4/geometry.js';
 import type { Transaction } from './transaction.js';
 
 /** Groups other than 0 that keep a superblock backup. */
 export function backupGroups(geo: Geometry): number[] {
-  if (geo.superPolicy === 'sparse') return superGroups(geo.groupCount).filter((g) => g > 0);
-  const out: number[] = [];
-  if (geo.superPolicy === 'sparse2') {
-    for (const g of geo.backupGroups) if (g > 0 && g < geo.groupCount && !out.includes(g)) out.push(g);
-    return out.sort((a, b) => a - b);
-  }
-  for (let g = 1; g < geo.groupCount; g++) out.push(g);
-  return out;
+  return superblockGroups(geo).filter((g) => g > 0);
 }
 
 /**
@@ -54,24 +47,9 @@ export interface DescBlock {
 /** Every block of every copy of the descriptor table: the primary one and each backup. */
 export function descriptorBlocks(geo: Geometry): DescBlock[] {
   const dpb = descsPerBlock(geo);
-  const count = Math.ceil(geo.groupCount / dpb);
   const out: DescBlock[] = [];
-  const old = geo.metaBg ? Math.min(geo.firstMetaBg, count) : count;
-  for (let i = 0; i < count; i++) out.push({ block: descBlockLoc(geo, i), firstGroup: i * dpb, primary: true });
-  // Without meta_bg (and for the blocks before s_first_meta_bg): a full copy after each backup superblock.
-  for (const g of backupGroups(geo)) {
-    if (!groupHasSuperblock(geo, g)) continue;
-    const first = groupFirstBlock(geo, g) + 1;
-    for (let i = 0; i < old; i++) out.push({ block: first + i, firstGroup: i * dpb, primary: false });
-  }
-  // meta_bg: each later descriptor block is backed up in the second and the last group of its meta group.
-  for (let i = old; i < count; i++) {
-    for (const g of [i * dpb + 1, i * dpb + dpb - 1]) {
-      if (g >= geo.groupCount) continue;
-      const block = groupFirstBlock(geo, g) + (groupHasSuperblock(geo, g) ? 1 : 0);
-      out.push({ block, firstGroup: i * dpb, primary: false });
-    }
-  }
+  for (let i = 0; i < Math.ceil(geo.groupCount / dpb); i++)
+    descBlockCopies(geo, i).forEach((block, k) => out.push({ block, firstGroup: i * dpb, primary: k === 0 }));
   return out;
 }
 
