@@ -3,7 +3,8 @@
  * with the unsynced writes kept or lost, recovered by us, by e2fsck and by the kernel, is clean and
  * holds the old file system or the shrunk one (its size included), every file's content intact. The
  * shrink moves the journal (mkfs.ext4 puts it mid-disk) and a file lying past the new end, then drops
- * the groups: a crash between those steps leaves the old size with the same content.
+ * the groups: a crash between those steps leaves the old size with the same content. A second image
+ * has inodes in the groups the shrink removes: they move first, each in one operation.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -41,10 +42,46 @@ function base(dir: string, args: string[]): string {
 
 const shrink = (img: string, env: NodeJS.ProcessEnv) => run(process.execPath, [CLI, 'resize', img, '--min'], { env });
 
+/**
+ * Without flex_bg the top-level directories spread over every group: a shrink moves their inodes (and
+ * what they hold, hard links among them) out of the groups it removes.
+ */
+function spreadBase(dir: string): string {
+  const img = base(dir, ['-O', '^flex_bg']);
+  editImage(
+    img,
+    (e) => {
+      for (let k = 0; k < 6; k++) {
+        e.mkdir(`/d${k}/sub`, { parents: true });
+        e.writeFile(`/d${k}/sub/f`, `in d${k}\n`.repeat(50 * k + 1));
+        for (let n = 0; n < 40; n++) e.writeFile(`/d${k}/entry-with-a-long-name-${n}`, `${k}.${n}\n`);
+      }
+      e.link('/d5/sub/f', '/hard-in-root');
+      e.link('/d4/sub/f', '/d5/linked');
+    },
+    { timestamp: 1700000000, sync: false },
+  );
+  return img;
+}
+
 describe.runIf(runIt)('resize: shrink, crash at every write and fsync', () => {
   it('a shrink moving the journal and a file (resize inode kept)', () => {
     const dir = path.join(work, 'reserved');
     const img = base(dir, []);
+    const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
+    expect(r.old + r.new).toBe(4 * r.events);
+  }, 1_800_000);
+
+  it('a shrink moving inodes out of the removed groups', () => {
+    const dir = path.join(work, 'inodes');
+    const img = spreadBase(dir);
+    // Uncrashed, the shrink does move inodes.
+    const copy = path.join(dir, 'copy.img');
+    fs.copyFileSync(img, copy);
+    const done = run(process.execPath, [CLI, 'resize', copy, '--min', '--json']);
+    expect(done.status, done.stderr).toBe(0);
+    expect((JSON.parse(done.stdout) as { inodesMoved: number }).inodesMoved).toBeGreaterThan(0);
+    fs.rmSync(copy);
     const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
     expect(r.old + r.new).toBe(4 * r.events);
   }, 1_800_000);

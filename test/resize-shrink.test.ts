@@ -2,9 +2,10 @@
  * Shrinking images of several kinds (mkfs.ext4 option sets: 1 KiB and 4 KiB blocks, no flex_bg, no
  * resize_inode, meta_bg, ext2, ext3, gdt_csum, 32-byte descriptors; ours; kernel-churned; a Debian
  * rootfs): file data, extent trees, extended attribute blocks and the journal past the new end moved
- * below it, the groups dropped, the file cut; e2fsck -fn and our check clean, every entry as before
- * (content, mode, owner, links, xattrs; times), resize2fs grows it again, the kernel mounts it and sees
- * the same tree. What cannot be done is refused before anything is written, the image as it was.
+ * below it, the inodes of the removed groups moved into kept ones (every name of them followed), the
+ * groups dropped, the file cut; e2fsck -fn and our check clean, every entry as before (content, mode,
+ * owner, links, xattrs; times), resize2fs grows it again, the kernel mounts it and sees the same tree.
+ * What cannot be done is refused before anything is written, the image as it was.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -20,6 +21,7 @@ import { mount, umount, view, xattrView } from './helpers/model.js';
 import { imageState } from './helpers/crash.js';
 import { Volume } from '../src/edit/volume.js';
 import { moveBlocks } from '../src/resize/move-blocks.js';
+import { storedXattrs } from '../src/fs/xattrs.js';
 
 const runIt = oracleAvailable('shrink oracle (e2fsprogs)', HAVE_E2FSPROGS);
 const work = scratchDir('ext4wd-shrink');
@@ -62,19 +64,26 @@ function populate(img: string, bigBytes: number): void {
   editImage(img, (e) => e.rm('/filler'), { timestamp: 1700000000, sync: false });
 }
 
-/** Every entry's times beside imageState's view (inode numbers stay: nothing here moves an inode). */
-function times(img: string): string {
+/**
+ * Every entry's times by path, beside imageState's view; with `numbers` each entry's inode number too
+ * (they stay unless the shrink moved inodes).
+ */
+function times(img: string, numbers: boolean): string {
   const dev = FileDevice.open(img);
   try {
     const r = Ext4Reader.open(dev);
-    return r
-      .readDir(2)
-      .map((d) => {
+    const out: string[] = [];
+    const walk = (dir: number, at: string) => {
+      for (const d of r.readDir(dir)) {
         const i = r.inode(d.inode);
         const t = [i.mtime, i.ctime, i.atime, i.crtime].map((x) => `${x.sec}.${x.nsec}`).join(' ');
-        return `${Buffer.from(d.name).toString()} ${d.inode} ${t}`;
-      })
-      .join('\n');
+        const p = `${at}/${Buffer.from(d.name).toString()}`;
+        out.push(`${p} ${numbers ? d.inode : ''} ${t}`);
+        if ((i.mode & 0o170000) === 0o040000) walk(d.inode, p);
+      }
+    };
+    walk(2, '');
+    return out.sort().join('\n');
   } finally {
     dev.close();
   }
@@ -90,11 +99,13 @@ function expectClean(img: string, what: string): void {
 /** Shrinks `img` to `size` (or its minimum) and checks it; returns the result. */
 function shrinkChecked(img: string, size: number | 'min', what: string) {
   const before = imageState(img);
-  const t = times(img);
+  const t = times(img, false);
+  const numbered = times(img, true);
   const r = resizeImage(img, size, { sync: false });
   expectClean(img, what);
   expect(imageState(img), what).toBe(before);
-  expect(times(img), what).toBe(t);
+  expect(times(img, false), what).toBe(t);
+  if (!r.inodesMoved) expect(times(img, true), what).toBe(numbered);
   expect(fs.statSync(img).size).toBe(r.newBlocks * r.blockSize);
   expect(r.newBlocks).toBeLessThan(r.oldBlocks);
   return r;
@@ -147,31 +158,81 @@ describe.runIf(runIt)('resize: shrink', () => {
     );
     expect(sha(img)).toBe(before);
   });
+});
 
-  it('refuses (not implemented yet) when inodes are in use in a group it would remove, nothing written', () => {
-    const img = mkfs(256 * M, []);
-    // Top-level directories spread over the groups, as the kernel spreads them.
-    editImage(
-      img,
-      (e) => {
-        for (let k = 0; k < 12; k++) e.mkdir(`/d${k}`);
-      },
-      { timestamp: 1700000000, sync: false },
-    );
-    const dev = FileDevice.open(img);
+/**
+ * Top-level directories spread over the groups (as the kernel spreads them), each holding what names an
+ * inode in every way a shrink must follow: nested directories ('..'), hard links from other directories
+ * and from the root (kept), an htree directory, symlinks, attributes, a file with an extent tree block,
+ * inline files where inline_data is on.
+ */
+function spread(img: string): void {
+  editImage(
+    img,
+    (e) => {
+      for (let k = 0; k < 12; k++) {
+        const d = `/d${k}`;
+        e.mkdir(d);
+        e.mkdir(`${d}/sub/deeper`, { parents: true });
+        e.writeFile(`${d}/sub/deeper/f`, `deep ${k}\n`);
+        e.writeFile(`${d}/f`, new Uint8Array(3000 + k).fill(k));
+        e.writeFile(`${d}/tiny`, `t${k}`);
+        e.setXattr(`${d}/f`, 'user.k', `value ${k}`);
+        e.symlink(`../d${(k + 1) % 12}/f`, `${d}/ln`);
+        e.mkdir(`${d}/many`);
+        for (let n = 0; n < 120; n++) e.writeFile(`${d}/many/an-entry-with-a-long-name-to-fill-blocks-${n}`, `${n}`);
+        const pieces: (Uint8Array | { hole: number })[] = [];
+        for (let n = 0; n < 8; n++) pieces.push(new Uint8Array(4096).fill(n + 1), { hole: 16384 });
+        e.writeFile(`${d}/fragmented`, pieces);
+      }
+      e.link('/d11/f', '/hard-in-root');
+      for (let k = 0; k < 11; k++) e.link(`/d${k}/f`, `/d${k + 1}/linked-from-${k}`);
+    },
+    { timestamp: 1700000000, sync: false },
+  );
+}
+
+/** The highest group holding one of spread()'s directories. */
+function highestGroup(img: string): number {
+  const dev = FileDevice.open(img);
+  try {
+    const r = Ext4Reader.open(dev);
     let high = 0;
-    try {
-      const r = Ext4Reader.open(dev);
-      for (let k = 0; k < 12; k++) high = Math.max(high, r.lookup(`/d${k}`));
-      expect(Math.floor((high - 1) / r.sb.s_inodes_per_group)).toBeGreaterThan(2);
-    } finally {
-      dev.close();
-    }
-    const before = sha(img);
-    expect(() => resizeImage(img, 'min', { sync: false })).toThrow(
-      /inodes are in use in the groups the shrink removes/,
-    );
-    expect(sha(img)).toBe(before);
+    for (let k = 0; k < 12; k++) high = Math.max(high, r.lookup(`/d${k}`));
+    return Math.floor((high - 1) / r.sb.s_inodes_per_group);
+  } finally {
+    dev.close();
+  }
+}
+
+describe.runIf(runIt)('resize: shrink moving inodes out of the removed groups', () => {
+  const cases: { name: string; size: number; args: string[] }[] = [
+    { name: 'mkfs.ext4 defaults (1 KiB blocks)', size: 256 * M, args: [] },
+    { name: '4 KiB blocks', size: 4096 * M, args: ['-b', '4096'] },
+    { name: 'no flex_bg', size: 256 * M, args: ['-O', '^flex_bg'] },
+    { name: 'inline_data', size: 256 * M, args: ['-O', 'inline_data'] },
+    { name: 'gdt_csum', size: 256 * M, args: ['-O', '^metadata_csum,uninit_bg'] },
+    { name: 'ext2', size: 256 * M, args: ['-t', 'ext2'] },
+    { name: 'ext3', size: 256 * M, args: ['-t', 'ext3'] },
+  ];
+  for (const c of cases)
+    it(`${c.name}: to its minimum, every name followed, then grown back by resize2fs`, () => {
+      const img = mkfs(c.size, c.args);
+      spread(img);
+      const r = shrinkChecked(img, 'min', c.name);
+      expect(highestGroup(img)).toBeLessThan(r.newGroups);
+      expect(r.inodesMoved).toBeGreaterThan(0);
+      const grown = run('resize2fs', [img, `${c.size / 1024}K`]);
+      expect(grown.status, grown.stderr).toBe(0);
+      expectClean(img, `${c.name} grown again`);
+    });
+
+  it('our own mkfs image', () => {
+    const img = path.join(work, `ours-spread-${seq++}.img`);
+    formatImage(img, { sizeBytes: 256 * M, sync: false });
+    spread(img);
+    const r = shrinkChecked(img, 'min', 'ours, inodes moved');
+    expect(r.inodesMoved).toBeGreaterThan(0);
   });
 });
 
@@ -247,6 +308,107 @@ describe.runIf(runIt && kernel)('resize: shrink, the kernel', () => {
       expectClean(img, `kernel-churned ${args.join(' ')}, shrunk, then mounted and written`);
     }
   }, 600_000);
+
+  it('inodes moved out of the removed groups: the kernel sees the same tree, links and attributes', () => {
+    const mnt = path.join(work, 'mnt-inodes');
+    fs.mkdirSync(mnt, { recursive: true });
+    for (const args of [[], ['-O', 'inline_data,^flex_bg'], ['-t', 'ext3']]) {
+      const img = mkfs(256 * M, args);
+      spread(img);
+      // The kernel adds its own files and hard links in the spread directories.
+      mount(img, mnt, false);
+      for (let k = 0; k < 12; k++) {
+        fs.writeFileSync(path.join(mnt, `d${k}`, 'by-kernel'), Buffer.alloc(k * 5000, k));
+        fs.linkSync(path.join(mnt, `d${k}`, 'tiny'), path.join(mnt, `d${(k + 5) % 12}`, `kernel-link-${k}`));
+      }
+      umount(mnt);
+      mount(img, mnt, true);
+      const before = [view(mnt, new Map()), xattrView(mnt)];
+      umount(mnt);
+      // A little above the minimum: the kernel writes to it after (at the minimum it is full).
+      const min = minimumSize(img);
+      const r = shrinkChecked(img, (min.minBlocks + 4096) * min.blockSize, `inodes moved ${args.join(' ')}`);
+      expect(r.inodesMoved).toBeGreaterThan(0);
+      mount(img, mnt, false);
+      try {
+        expect([view(mnt, new Map()), xattrView(mnt)]).toEqual(before);
+        fs.mkdirSync(path.join(mnt, 'd3', 'after-mount'));
+        fs.writeFileSync(path.join(mnt, 'd3', 'after-mount', 'f'), 'written\n');
+      } finally {
+        umount(mnt);
+      }
+      expectClean(img, `inodes moved ${args.join(' ')}, then mounted and written`);
+    }
+  }, 600_000);
+});
+
+/** The EA inodes (ea_inode) the attributes of `paths` keep their values in. */
+function valueInodes(img: string, paths: string[]): number[] {
+  const dev = FileDevice.open(img);
+  try {
+    const r = Ext4Reader.open(dev);
+    return paths.flatMap((p) => {
+      const s = storedXattrs(r, r.lookup(p), undefined, false);
+      return [...s.inInode, ...s.block].map((x) => x.valueInum).filter((n) => n > 0);
+    });
+  } finally {
+    dev.close();
+  }
+}
+
+describe.runIf(runIt && kernel && haveTool('setfattr'))('resize: shrink, EA inodes', () => {
+  it('values kept in EA inodes (the kernel puts each beside its owner) move with them', () => {
+    const mnt = path.join(work, 'mnt-ea');
+    fs.mkdirSync(mnt, { recursive: true });
+    const img = mkfs(256 * M, ['-O', 'ea_inode,^flex_bg']);
+    mount(img, mnt, false);
+    const owners: string[] = [];
+    try {
+      for (let k = 0; k < 12; k++) {
+        fs.mkdirSync(path.join(mnt, `d${k}`));
+        const f = path.join(mnt, `d${k}`, 'f');
+        fs.writeFileSync(f, `owner ${k}\n`);
+        // Larger than a 1 KiB block: the value goes to an EA inode.
+        const set = run('setfattr', ['-n', 'user.big', '-v', `0x${Buffer.alloc(3000, k + 1).toString('hex')}`, f]);
+        expect(set.status, set.stderr).toBe(0);
+        if (k % 2) fs.linkSync(f, path.join(mnt, `d${k}`, 'f2'));
+        owners.push(`/d${k}/f`);
+      }
+    } finally {
+      umount(mnt);
+    }
+    mount(img, mnt, true);
+    const before = [view(mnt, new Map()), xattrView(mnt)];
+    umount(mnt);
+    const ipg = (() => {
+      const dev = FileDevice.open(img);
+      try {
+        return Ext4Reader.open(dev).sb.s_inodes_per_group;
+      } finally {
+        dev.close();
+      }
+    })();
+    const min = minimumSize(img);
+    const keptGroups = Math.ceil((min.minBlocks + 4096 - 1) / (8192 * (1024 / min.blockSize)));
+    expect(Math.max(...valueInodes(img, owners))).toBeGreaterThan(keptGroups * ipg);
+    const r = shrinkChecked(img, (min.minBlocks + 4096) * min.blockSize, 'EA inodes moved');
+    expect(r.inodesMoved).toBeGreaterThan(0);
+    expect(Math.max(...valueInodes(img, owners))).toBeLessThanOrEqual(r.newGroups * ipg);
+    mount(img, mnt, false);
+    try {
+      expect([view(mnt, new Map()), xattrView(mnt)]).toEqual(before);
+      run('setfattr', [
+        '-n',
+        'user.after',
+        '-v',
+        `0x${Buffer.alloc(3000, 9).toString('hex')}`,
+        path.join(mnt, 'd1', 'f'),
+      ]);
+    } finally {
+      umount(mnt);
+    }
+    expectClean(img, 'EA inodes moved, then mounted and written');
+  }, 300_000);
 });
 
 const ROOTFS = '/work/benchroot/debian-minbase';

@@ -47,7 +47,7 @@ export const resize = command({
     }
     if (r.newBlocks < r.oldBlocks) {
       process.stdout.write(
-        `${image}: shrunk from ${bytes(r.oldBlocks)} to ${r.newBlocks * r.blockSize} bytes (${r.newBlocks} blocks), ${r.oldGroups - r.newGroups} groups removed, ${r.blocksMoved ?? 0} blocks of ${r.filesMoved ?? 0} files moved\n`,
+        `${image}: shrunk from ${bytes(r.oldBlocks)} to ${r.newBlocks * r.blockSize} bytes (${r.newBlocks} blocks), ${r.oldGroups - r.newGroups} groups removed, ${r.inodesMoved ?? 0} inodes and ${r.blocksMoved ?? 0} blocks of ${r.filesMoved ?? 0} files moved\n`,
       );
       return;
     }

@@ -43,7 +43,6 @@ import {
   type Inode,
 } from '../ext4/inode.js';
 import { extentBlockChecksumOk, sealExtentBlock } from '../ext4/extent.js';
-import { dirBlockChecksum } from '../ext4/dirent.js';
 import { DX_NODE_COUNT_OFFSET, dxRootCountOffset, dxTailChecksum, readDxHeader } from '../ext4/htree.js';
 import { xattrBlockChecksum } from '../ext4/xattr.js';
 import { ORPHAN_BLOCK_MAGIC, ORPHAN_TAIL_BYTES, orphanBlockChecksum } from '../ext4/orphan.js';
@@ -144,8 +143,11 @@ function rewriteGroupInodes(v: Volume, g: number, oldSeed: number, newSeed: numb
         if (inUse) {
           const acl = u32(chunk, off + I_FILE_ACL) + u16(chunk, off + I_FILE_ACL_HIGH) * 0x1_0000_0000;
           if (acl) xattrs.add(acl);
-          if (ownsSeededBlocks(v, ino, chunk, off))
-            rewriteOwned(v, ino, decodeInode(chunk, off, isz), oldSeed, newSeed);
+          if (ownsSeededBlocks(v, ino, chunk, off)) {
+            const i = decodeInode(chunk, off, isz);
+            const from = inodeCsumSeed(oldSeed, ino, i.generation);
+            reseedOwned(v, ino, i, from, inodeCsumSeed(newSeed, ino, i.generation));
+          }
         }
         const m = v.tx.modify(block);
         setInodeChecksum(newSeed, ino, m, s * isz, isz);
@@ -170,12 +172,15 @@ function ownsSeededBlocks(v: Volume, ino: number, b: Uint8Array, off: number): b
   return (u32(b, off + I_FLAGS) & FL_EXTENTS) !== 0 && u16(b, off + I_EXTENT_DEPTH) > 0;
 }
 
-/** The blocks inode `ino` owns whose checksums are seeded by its inode seed. */
-function rewriteOwned(v: Volume, ino: number, i: Inode, oldSeed: number, newSeed: number): void {
+/**
+ * Moves the checksums of the blocks inode `ino` owns that its inode seed seeds (crc32c of the fs seed,
+ * the inode number and generation) from `oldIs` to `newIs`: the file system seed changed (tune), or the
+ * inode's number did (a shrink moving it). Each old checksum is verified first. Directory leaf tails are
+ * left due at commit, where any earlier change of the same leaf in the edit is sealed too.
+ */
+export function reseedOwned(v: Volume, ino: number, i: Inode, oldIs: number, newIs: number): void {
   const r = v.r;
   if (!r.hasBlockMap(i)) return;
-  const oldIs = inodeCsumSeed(oldSeed, ino, i.generation);
-  const newIs = inodeCsumSeed(newSeed, ino, i.generation);
   const bs = v.bs;
   if (i.flags & FL_EXTENTS) {
     for (const blk of r.mapping(ino, i, true).metaBlocks) {
@@ -195,8 +200,8 @@ function rewriteOwned(v: Volume, ino: number, i: Inode, oldSeed: number, newSeed
         const m = v.tx.modify(d.pblk);
         put32(m, tail + 4, dxTailChecksum(newIs, m, countOffset, limit, count));
       } else if (d.tail) {
-        const m = v.tx.modify(d.pblk);
-        put32(m, bs - 4, dirBlockChecksum(newIs, m, bs));
+        v.tx.modify(d.pblk);
+        v.sealLeafLater(d.pblk, newIs);
       }
     }
   }

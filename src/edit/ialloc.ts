@@ -29,8 +29,17 @@ export class InodeAllocator {
     if (v.freeInodes <= 0) throw new Ext4Error('NO_SPACE', `${v.name}: no free inodes`);
     let goal = v.groupOfInode(parentIno);
     if (isDir && parentIno === ROOT_INO) goal = this.spreadGroup();
-    for (let k = 0; k < v.groupCount; k++) {
-      const g = (goal + k) % v.groupCount;
+    return this.allocIn(goal, isDir, v.groupCount);
+  }
+
+  /**
+   * Allocates an inode in the first `groups` groups only (a shrink fills the groups it keeps): in the
+   * goal group when it has room, else the next of them that has.
+   */
+  allocIn(goal: number, isDir: boolean, groups: number): number {
+    const v = this.v;
+    for (let k = 0; k < groups; k++) {
+      const g = (goal + k) % groups;
       const gd = v.r.groupDesc(g);
       if (gd.freeInodes === 0) continue;
       const ino = this.take(g, isDir);

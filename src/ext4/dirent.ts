@@ -17,13 +17,17 @@ export const FT_DIR_CSUM = 0xde;
 
 export const DIR_TAIL_SIZE = 12;
 
+/** The name '.'. */
+export function isDot(name: Uint8Array): boolean {
+  return name.length === 1 && name[0] === 0x2e;
+}
 /** The name '..'. */
 export function isDotDot(name: Uint8Array): boolean {
   return name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
 }
 /** The names '.' and '..'. */
 export function isDotOrDotDot(name: Uint8Array): boolean {
-  return (name.length === 1 && name[0] === 0x2e) || isDotDot(name);
+  return isDot(name) || isDotDot(name);
 }
 export const MAX_NAME_LEN = 255;
 

@@ -119,6 +119,20 @@ export type Superblock = Record<SuperblockNumericField, number> &
     s_jnl_blocks: number[];
   };
 
+/**
+ * The fields that name inodes (super.rst): whatever renumbers an inode (a shrink moving it out of a
+ * removed group) renumbers these too. s_last_orphan heads a list whose links are inode numbers as well.
+ */
+export const INODE_FIELDS = [
+  's_journal_inum',
+  's_last_orphan',
+  's_usr_quota_inum',
+  's_grp_quota_inum',
+  's_prj_quota_inum',
+  's_lpf_ino',
+  's_orphan_file_inum',
+] as const satisfies readonly SuperblockNumericField[];
+
 /** s_state bits. */
 export const STATE_VALID = 0x1;
 /** s_flags bits. */

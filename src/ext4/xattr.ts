@@ -218,6 +218,21 @@ export function sealXattrBlock(b: Uint8Array, block: number, refcount: number, c
   put32(b, 16, xattrBlockChecksum(csumSeed, block, b));
 }
 
+/**
+ * Points the entries of [first, end) whose value lives in inode `from` at inode `to` (the value inode
+ * was renumbered). Neither an entry's hash nor the block's covers the number: they hash the name and
+ * the value's own hash (attributes.rst). Returns how many entries changed.
+ */
+export function retargetValueInode(b: Uint8Array, first: number, end: number, from: number, to: number): number {
+  let n = 0;
+  for (let e = first; e + ENTRY_HEADER <= end && u32(b, e) !== 0; e += entrySize(b[e]!))
+    if (u32(b, e + 4) === from) {
+      put32(b, e + 4, to);
+      n++;
+    }
+  return n;
+}
+
 /** An attribute as stored: a value in place, or (ea_inode) in inode `valueInum` of `valueSize` bytes. */
 export interface RawXattr extends DiskXattr {
   valueInum: number;

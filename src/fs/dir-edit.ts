@@ -8,7 +8,7 @@
 import { Ext4Error } from '../core/errors.js';
 import { put32, sameBytes, u16 } from '../core/bytes.js';
 import { COMPAT, INCOMPAT } from '../ext4/features.js';
-import { direntSize, parseDirEntries, FT_DIR, isDotDot, type DirEntry } from '../ext4/dirent.js';
+import { direntSize, parseDirEntries, FT_DIR, isDot, isDotDot, type DirEntry } from '../ext4/dirent.js';
 import { dxRootCountOffset, setDxTail } from '../ext4/htree.js';
 import { FL_INDEX, FL_INLINE_DATA, type Inode } from '../ext4/inode.js';
 import { setFileBlocks } from './inodes.js';
@@ -167,10 +167,21 @@ export function retarget(v: WritableVolume, dir: number, name: Uint8Array, ino: 
 
 /** Sets the '..' of directory `dir` to `parent` (after a move). */
 export function setDotDot(v: WritableVolume, dir: number, parent: number): void {
+  setDotEntry(v, dir, true, parent);
+}
+
+/** Sets the '.' of directory `dir` to `self` (the directory was renumbered). Inline directories keep none. */
+export function setDot(v: WritableVolume, dir: number, self: number): void {
+  setDotEntry(v, dir, false, self);
+}
+
+/** Points '.' or '..' (the first two entries of a directory's first block) at `ino`. */
+function setDotEntry(v: WritableVolume, dir: number, dotDot: boolean, ino: number): void {
   const i = v.readInode(dir);
   if (i.flags & FL_INLINE_DATA) {
+    if (!dotDot) return;
     const lay = inlineLayout(v, dir, i);
-    lay.parent = parent;
+    lay.parent = ino;
     storeInline(v, dir, i, lay);
     return;
   }
@@ -178,8 +189,8 @@ export function setDotDot(v: WritableVolume, dir: number, parent: number): void 
   if (p0 === undefined) throw new Ext4Error('CORRUPT', `directory ${dir} has no first block`, { inode: dir });
   const b = v.tx.modify(p0);
   if (i.flags & FL_INDEX) {
-    // The dx_root keeps '..' at offset 12, covered by its dx_tail checksum.
-    put32(b, 12, parent);
+    // The dx_root keeps '.' at offset 0 and '..' at 12, both covered by its dx_tail checksum.
+    put32(b, dotDot ? 12 : 0, ino);
     const countOffset = dxRootCountOffset(b);
     const limit = u16(b, countOffset);
     const count = u16(b, countOffset + 2);
@@ -187,9 +198,10 @@ export function setDotDot(v: WritableVolume, dir: number, parent: number): void 
     if (seed !== undefined && countOffset + limit * 8 + 8 <= v.bs) setDxTail(b, countOffset, limit, count, seed);
     return;
   }
-  const dd = parseDirEntries(b, 0, leafEnd(v, b), v.bs, v.r.hasFileType).find((x) => x.inode && isDotDot(x.name));
-  if (!dd) throw new Ext4Error('CORRUPT', `directory ${dir} has no '..' entry`, { inode: dir });
-  put32(b, dd.offset, parent);
+  const want = dotDot ? isDotDot : isDot;
+  const e = parseDirEntries(b, 0, leafEnd(v, b), v.bs, v.r.hasFileType).find((x) => x.inode && want(x.name));
+  if (!e) throw new Ext4Error('CORRUPT', `directory ${dir} has no '${dotDot ? '..' : '.'}' entry`, { inode: dir });
+  put32(b, e.offset, ino);
   sealLeaf(v, dir, i, p0);
 }
 

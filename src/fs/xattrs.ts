@@ -6,7 +6,7 @@
  * with other inodes (refcount above one) is never changed in place: this inode gets its own copy.
  */
 import { Ext4Error } from '../core/errors.js';
-import { sameBytes, u16, u32 } from '../core/bytes.js';
+import { put32, sameBytes, u16, u32 } from '../core/bytes.js';
 import { decodeInode, encodeInode, GOOD_OLD_INODE_SIZE, type Inode } from '../ext4/inode.js';
 import {
   XATTR_MAGIC,
@@ -17,6 +17,7 @@ import {
   encodeXattrBlock,
   inodeXattrSpace,
   isInlineDataAttr,
+  retargetValueInode,
   sealXattrBlock,
   xattrBlockChecksum,
   xattrFullName,
@@ -229,4 +230,22 @@ export function releaseXattrs(v: WritableVolume, ino: number, inode: Inode): voi
       { inode: ino },
     );
   if (inode.fileAcl) dropXattrBlock(v, inode.fileAcl, s.refcount);
+}
+
+/**
+ * Points inode `owner`'s attributes whose value lives in inode `from` at inode `to` (an EA inode
+ * renumbered by a shrink): in the inode's own area and in its attribute block (shared or not: every
+ * sharer names the same value inode).
+ */
+export function retargetXattrValueInode(v: WritableVolume, owner: number, from: number, to: number): void {
+  const { buf, offset } = v.inodeRecordForWrite(owner);
+  const raw = buf.subarray(offset, offset + v.inodeSize);
+  const area = inodeXattrArea(v.r, raw);
+  if (area && u32(raw, area.start) === XATTR_MAGIC && retargetValueInode(raw, area.start + 4, area.end, from, to))
+    v.sealInode(owner);
+  const acl = decodeInode(raw, 0, v.inodeSize).fileAcl;
+  if (!acl || !retargetValueInode(v.r.readBlocks(acl).slice(), XATTR_BLOCK_HEADER, v.bs, from, to)) return;
+  const b = v.tx.modify(acl);
+  retargetValueInode(b, XATTR_BLOCK_HEADER, v.bs, from, to);
+  if (v.csum) put32(b, 16, xattrBlockChecksum(v.csumSeed, acl, b));
 }

@@ -65,6 +65,8 @@ export interface ResizeResult {
   fileExtended: boolean;
   /** Bytes of metadata written outside the journal. */
   bytesWritten: number;
+  /** A shrink: inodes moved out of the removed groups (they have new numbers). */
+  inodesMoved?: number;
   /** A shrink: files whose blocks moved below the new end, and how many blocks. */
   filesMoved?: number;
   blocksMoved?: number;
@@ -202,6 +204,7 @@ function growLocked(
         reservedGdtBlocks: plan.after.reservedGdtBlocks,
         fileExtended: false,
         bytesWritten: 0,
+        inodesMoved: done.inodesMoved,
         filesMoved: done.filesMoved,
         blocksMoved: done.blocksMoved,
       };

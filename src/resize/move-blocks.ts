@@ -6,12 +6,12 @@
  * the map changes and the old blocks are freed in the same journal transaction, and transactions are
  * committed whenever the open edit grows past half the journal, each leaving a consistent file system.
  * Allocation is held below the new end (the editor's allocator knows nothing of it: a view of the
- * volume hands it runs found below the end). What this does not move yet is refused before anything
- * is written (see `checkMovable`). Extended attribute blocks move too (moveXattrBlocks). The journal moves on its own (move-journal.ts).
+ * volume hands it runs found below the end). The inodes of the removed groups have moved into kept
+ * groups first (move-inodes.ts). What this does not move yet is refused before anything is written
+ * (see `checkMovable`). Extended attribute blocks move too (moveXattrBlocks); the journal moves on its
+ * own (move-journal.ts).
  */
 import { Ext4Error } from '../core/errors.js';
-import { BG_INODE_UNINIT } from '../ext4/group-desc.js';
-import { testBit } from '../ext4/bitmap.js';
 import { RESIZE_INO } from '../ext4/inode.js';
 import { mapping, moveMapBlock, remapData } from '../fs/blockmap.js';
 import { hasBlockMap } from '../fs/inodes.js';
@@ -20,6 +20,7 @@ import { scanFree } from '../edit/balloc.js';
 import { put32 } from '../core/bytes.js';
 import { xattrBlockChecksum } from '../ext4/xattr.js';
 import type { Volume } from '../edit/volume.js';
+import { usedInodes } from './move-inodes.js';
 
 /** Pending copied data is written out (not yet pointed at) past this many bytes: memory stays bounded. */
 const DATA_FLUSH_BYTES = 64 << 20;
@@ -29,24 +30,6 @@ export interface MoveResult {
   files: number;
   /** Blocks copied (data) and map blocks moved. */
   blocks: number;
-}
-
-/** Every in-use inode of the kept groups, in order (uninitialized tables skipped). */
-function* usedInodes(v: Volume, groups: number): Generator<number> {
-  for (let g = 0; g < groups; g++) {
-    const gd = v.r.groupDesc(g);
-    if (gd.flags & BG_INODE_UNINIT && v.hasGroupCsum) continue;
-    const n = v.hasGroupCsum ? v.ipg - gd.itableUnused : v.ipg;
-    const bm = v.r.readBlocks(gd.inodeBitmap);
-    for (let i = 0; i < n; i++) if (testBit(bm, i)) yield g * v.ipg + i + 1;
-  }
-}
-
-/** The inodes in use in the groups from `first` on (to be moved: not implemented yet). */
-export function inodesPastEnd(v: Volume, first: number): number {
-  let n = 0;
-  for (let g = first; g < v.groupCount; g++) n += v.ipg - v.r.groupDesc(g).freeInodes;
-  return n;
 }
 
 /** A view of the volume whose allocations all lie below `end`. */
@@ -98,17 +81,8 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
 /** The bad blocks inode (1) lists blocks to keep out of use; they do not move. */
 const BAD_BLOCKS_INO = 1;
 
-/**
- * Refuses (UNSUPPORTED_FEATURE, nothing written) a shrink needing what is not implemented yet: moving
- * inodes out of removed groups; bad blocks listed past the new end.
- */
-export function checkMovable(v: Volume, end: number, keptGroups: number): void {
-  const inodes = inodesPastEnd(v, keptGroups);
-  if (inodes)
-    throw new Ext4Error(
-      'UNSUPPORTED_FEATURE',
-      `${v.name}: ${inodes} inodes are in use in the groups the shrink removes; moving inodes is not implemented yet`,
-    );
+/** Refuses (UNSUPPORTED_FEATURE, nothing written) a shrink needing bad blocks listed past the new end moved. */
+export function checkMovable(v: Volume, end: number): void {
   const bad = v.readInode(BAD_BLOCKS_INO);
   if (hasBlockMap(bad) && mapping(v.r, BAD_BLOCKS_INO, bad, true).runs.some((r) => r.pblk + r.len > end))
     throw new Ext4Error('UNSUPPORTED_FEATURE', `${v.name}: bad blocks are listed past the new end`);
@@ -147,7 +121,7 @@ function moveXattrBlocks(v: Volume, w: WritableVolume, end: number, inodes: numb
 export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResult {
   const out: MoveResult = { files: 0, blocks: 0 };
   const w = below(v, end, keptGroups);
-  const inodes = [...usedInodes(v, keptGroups)];
+  const inodes = [...usedInodes(v, 0, keptGroups)];
   moveXattrBlocks(v, w, end, inodes, out);
   for (const ino of inodes) {
     // The resize inode's blocks are the reserved GDT blocks (the switch redoes its lists); the journal
