@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { crc32c, crc32cU32, crc32cU64 } from '../src/core/crc32c.js';
+import { crc32c, crc32cU32, crc32cU64, crc32cZeros } from '../src/core/crc32c.js';
 import { inodeChecksum, inodeCsumSeed } from '../src/ext4/inode.js';
 
 /** Bit-at-a-time reference implementation, to check the sliced tables. */
@@ -43,6 +43,23 @@ describe('crc32c', () => {
       }
     const pooled = Buffer.from(a.subarray(5, 405));
     expect(crc32c(7, pooled)).toBe(reference(7, pooled));
+  });
+  it('runs of zeros (summed by the zero operator) equal the reference, at every tail length and offset', () => {
+    const buf = new Uint8Array(9000);
+    for (let i = 0; i < 40; i++) buf[i + 3] = (i * 89 + 1) & 0xff;
+    for (const start of [0, 1, 2, 3, 5])
+      for (const end of [start + 63, start + 64, start + 65, 100, 257, 1027, 4096 + 3, 8999, 9000]) {
+        const x = buf.subarray(start, end);
+        expect(crc32c(0x1f2e3d4c, buf, start, end)).toBe(reference(0x1f2e3d4c, x));
+        expect(crc32c(0x1f2e3d4c, x)).toBe(reference(0x1f2e3d4c, x));
+      }
+    expect(crc32cZeros(0x12345678, 70_000)).toBe(reference(0x12345678, new Uint8Array(70_000)));
+    expect(crc32cZeros(0x12345678, 0)).toBe(0x12345678);
+    // All zeros, and a non-zero byte just before a long run.
+    expect(crc32c(~0, new Uint8Array(4096))).toBe(reference(~0, new Uint8Array(4096)));
+    const lone = new Uint8Array(4096);
+    lone[4095 - 200] = 9;
+    expect(crc32c(~0, lone)).toBe(reference(~0, lone));
   });
   it('chains: crc(a+b) = crc(crc(a), b), and u32 helper is little-endian', () => {
     const a = new Uint8Array([1, 2, 3, 4, 5]);
