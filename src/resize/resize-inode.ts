@@ -75,10 +75,20 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
   const oldBackups = superblockGroups(step.before).length - 1;
   if (added.length && oldBackups + added.length > apb)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `too many backup groups for the resize inode's lists`);
-  for (let i = 0; i < rsvAfter && added.length; i++) {
-    const k = haveDesc + step.reservedTaken + i;
-    const list = w.modify(sbBlock + 1 + k);
-    added.forEach((g, j) => put32(list, (oldBackups + j) * 4, groupFirstBlock(step.after, g) + 1 + k));
+  if (added.length) {
+    // Every list still reserved gains the new backups. A list's content follows from the geometry (the
+    // copy of reserved block k in each backup group, in group order; e2fsck checks exactly that), so
+    // the lists are written whole, not read first: up to 1024 blocks of the file system's first group.
+    const firsts = superblockGroups(step.after)
+      .filter((g) => g !== 0)
+      .map((g) => groupFirstBlock(step.after, g) + 1);
+    const lists = new Uint8Array(rsvAfter * bs);
+    const dv = new DataView(lists.buffer);
+    for (let i = 0; i < rsvAfter; i++) {
+      const k = haveDesc + step.reservedTaken + i;
+      for (let j = 0; j < firsts.length; j++) dv.setUint32(i * bs + j * 4, firsts[j]! + k, true);
+      w.put(sbBlock + 1 + k, lists.subarray(i * bs, (i + 1) * bs));
+    }
   }
   const newBackups = oldBackups + added.length;
   const delta = rsvAfter * (1 + newBackups) - step.before.reservedGdtBlocks * (1 + oldBackups);
