@@ -16,7 +16,7 @@ import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { moveInodes } from './move-inodes.js';
-import { checkNothingPastEnd, dropGroups } from './shrink.js';
+import { checkNothingPastEnd, dropGroups, firstInUsePastEnd } from './shrink.js';
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
@@ -88,7 +88,9 @@ export function applyShrink(
     v.commit(opts.now);
     out.steps++;
   }
-  const moved = moveBlocks(v, a.blocksCount, a.groupCount);
+  // Every inode's map is read only when a block past the end is still in use (the bitmaps say).
+  const moved =
+    firstInUsePastEnd(v.r, a) === undefined ? { files: 0, blocks: 0 } : moveBlocks(v, a.blocksCount, a.groupCount);
   out.filesMoved = moved.files;
   out.blocksMoved = moved.blocks;
   if (v.changed) {

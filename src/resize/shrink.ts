@@ -60,11 +60,8 @@ function tables(r: Ext4Reader, g: number, itb: number): [number, number][] {
   ];
 }
 
-/**
- * Refuses (CORRUPT: a bug or a concurrent change, nothing written) when a block past the new end is in
- * use by anything but the removed groups' own metadata.
- */
-export function checkNothingPastEnd(r: Ext4Reader, after: Geometry): void {
+/** The first block past the new end in use by anything but the removed groups' own metadata, if any. */
+export function firstInUsePastEnd(r: Ext4Reader, after: Geometry): number | undefined {
   const before = r.geo;
   const end = after.blocksCount;
   const itb = inodeTableBlocks(before);
@@ -79,11 +76,19 @@ export function checkNothingPastEnd(r: Ext4Reader, after: Geometry): void {
     const first = groupFirstBlock(before, g);
     const bm = r.readBlocks(d.blockBitmap);
     for (let i = Math.max(0, end - first); i < groupBlocks(before, g); i++)
-      if (testBit(bm, i) && !own.has(first + i))
-        throw new Ext4Error('CORRUPT', `block ${first + i} past the new end is still in use; nothing was written`, {
-          block: first + i,
-        });
+      if (testBit(bm, i) && !own.has(first + i)) return first + i;
   }
+  return undefined;
+}
+
+/**
+ * Refuses (CORRUPT: a bug or a concurrent change, nothing written) when a block past the new end is in
+ * use by anything but the removed groups' own metadata.
+ */
+export function checkNothingPastEnd(r: Ext4Reader, after: Geometry): void {
+  const block = firstInUsePastEnd(r, after);
+  if (block !== undefined)
+    throw new Ext4Error('CORRUPT', `block ${block} past the new end is still in use; nothing was written`, { block });
 }
 
 /** Fills `w` with the switch from `r`'s geometry to `after` (superblock and copies included). */
