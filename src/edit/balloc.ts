@@ -22,12 +22,36 @@ export class BlockAllocator {
   private readonly hint = new Map<number, number>();
 
   constructor(private readonly v: EditVolume) {
-    v.tx.onRollback(() => this.hint.clear());
+    v.tx.onRollback(() => {
+      this.hint.clear();
+      this.forgetFreedGroups();
+    });
   }
 
   /** Frees waiting for the commit. */
   get pendingFrees(): readonly Run[] {
     return this.frees;
+  }
+
+  /** The groups of the frees counted so far, and how many frees that is (the list only grows in an edit). */
+  private readonly freedGroups = new Set<number>();
+  private freesCounted = 0;
+
+  /**
+   * How many groups the pending frees touch (each one's bitmap and descriptor go into the commit),
+   * counted incrementally: an edit that frees a block per operation asks after every operation (a
+   * commit or a rollback starts the count again).
+   */
+  pendingFreeGroups(): number {
+    const frees = this.frees;
+    for (; this.freesCounted < frees.length; this.freesCounted++)
+      this.freedGroups.add(this.v.groupOfBlock(frees[this.freesCounted]!.start));
+    return this.freedGroups.size;
+  }
+
+  private forgetFreedGroups(): void {
+    this.freedGroups.clear();
+    this.freesCounted = 0;
   }
 
   /** The block bitmap of group `g` as it is (computed for an uninitialized group); read-only. */
@@ -157,6 +181,7 @@ export class BlockAllocator {
     const v = this.v;
     this.hint.clear();
     const frees = this.frees.sort((a, b) => a.start - b.start).splice(0);
+    this.forgetFreedGroups();
     for (let k = 1; k < frees.length; k++)
       if (frees[k]!.start < frees[k - 1]!.start + frees[k - 1]!.len)
         throw new Ext4Error('CORRUPT', `block ${frees[k]!.start} freed twice`, { block: frees[k]!.start });
@@ -190,6 +215,7 @@ export class BlockAllocator {
   /** Drops the edit's frees and hints. */
   discard(): void {
     this.frees.length = 0;
+    this.forgetFreedGroups();
     this.hint.clear();
   }
 }

@@ -186,8 +186,7 @@ export class Committer {
     const base = v.tx.blocks.size + v.groups.size + 1;
     const half = journal.fits(0).room / 2;
     if (journal.fits(base + frees.length).need <= half) return;
-    const freedGroups = new Set(frees.map((f) => v.groupOfBlock(f.start)));
-    if (journal.fits(base + freedGroups.size).need <= half) return;
+    if (journal.fits(base + v.balloc.pendingFreeGroups()).need <= half) return;
     const inOp = v.tx.inOp;
     if (inOp) v.tx.end();
     this.commit(now());
