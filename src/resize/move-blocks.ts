@@ -34,6 +34,9 @@ export interface MoveResult {
 
 /** A view of the volume whose allocations all lie below `end`. */
 export function below(v: Volume, end: number, keptGroups: number): WritableVolume {
+  // Per group: no free block before this bit (scans from the group's start resume here). What a move
+  // frees lies past the end, so a block below it never turns free behind the hint.
+  const hint = new Map<number, number>();
   const alloc = (goal: number, count: number): AllocRun[] => {
     const out: AllocRun[] = [];
     let remaining = count;
@@ -47,10 +50,15 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
     // Long runs first; then, where the space left is in pieces, every free block in turn.
     for (const [g, lo, hi, pieces] of [...spans.map((s) => [...s, 0]), ...spans.map((s) => [...s, 1])]) {
       const first = v.groupFirstBlock(g!);
-      let from = lo!;
+      let from = lo === 0 ? (hint.get(g!) ?? 0) : lo!;
       while (remaining > 0 && from < hi! && v.r.groupDesc(g!).freeBlocks > 0) {
-        const run = scanFree(v.balloc.bitmap(g!), from, hi!, pieces ? 1 : Math.min(remaining, v.bpg));
-        if (!run) break;
+        const wanted = pieces ? 1 : Math.min(remaining, v.bpg);
+        const run = scanFree(v.balloc.bitmap(g!), from, hi!, wanted);
+        if (!run) {
+          if (wanted === 1 && lo === 0 && hi === limit(g!)) hint.set(g!, hi);
+          break;
+        }
+        if (wanted === 1 && lo === 0 && from === (hint.get(g!) ?? 0)) hint.set(g!, run.start);
         const len = Math.min(run.len, remaining);
         // The allocator takes the run it is pointed at (its first free run from the goal on).
         const got = v.balloc.alloc(first + run.start, len);
@@ -68,12 +76,18 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
       throw new Ext4Error('NO_SPACE', `${v.name}: no free blocks left below the new end (${remaining} more needed)`);
     return out;
   };
+  const allocBlock = (goal: number) => alloc(goal, 1)[0]!.start;
+  // The volume's own methods, bound once (the writers call them per block).
+  const bound = new Map<PropertyKey, unknown>();
   return new Proxy(v, {
     get(t, p) {
       if (p === 'allocBlocks') return alloc;
-      if (p === 'allocBlock') return (goal: number) => alloc(goal, 1)[0]!.start;
+      if (p === 'allocBlock') return allocBlock;
       const x = Reflect.get(t, p, t) as unknown;
-      return typeof x === 'function' ? (x as (...a: unknown[]) => unknown).bind(t) : x;
+      if (typeof x !== 'function') return x;
+      let b = bound.get(p);
+      if (!b) bound.set(p, (b = (x as (...a: unknown[]) => unknown).bind(t)));
+      return b;
     },
   });
 }
