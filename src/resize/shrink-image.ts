@@ -1,7 +1,8 @@
 /**
  * A shrink applied to an open image, in the order its crash safety needs: refused before anything is
  * written when it cannot be done (planShrink: NO_SPACE with the minimum; checkMovable: what is not
- * implemented yet); then the inodes of the removed groups move into kept groups (move-inodes.ts) and
+ * implemented yet); then kept groups' bitmaps and inode tables past the new end move below it
+ * (move-tables.ts), the inodes of the removed groups into kept groups (move-inodes.ts) and
  * the blocks past the new end below it (move-blocks.ts), through the editor, in journal transactions
  * that each leave a consistent file system; then the groups are dropped in one transaction
  * (shrink.ts); only once that is durable is the file cut to the new size.
@@ -9,13 +10,13 @@
 import { Ext4Error } from '../core/errors.js';
 import { COMPAT } from '../ext4/features.js';
 import { reservedBlocksCount, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
-import { inodeTableBlocks } from '../ext4/geometry.js';
 import { Volume } from '../edit/volume.js';
 import { JournalLog, writeBlocks } from '../edit/journal-log.js';
 import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { moveInodes } from './move-inodes.js';
+import { moveTables } from './move-tables.js';
 import { checkNothingPastEnd, dropGroups, firstInUsePastEnd } from './shrink.js';
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
@@ -42,15 +43,6 @@ export function prepareShrink(v: Volume, want: number): ShrinkPlan {
       `${v.name}: shrinking a sparse_super2 file system is not implemented yet`,
     );
   const a = plan.after;
-  const itb = inodeTableBlocks(r.geo);
-  for (let g = 0; g < a.groupCount; g++) {
-    const d = r.groupDesc(g);
-    if (Math.max(d.blockBitmap, d.inodeBitmap, d.inodeTable + itb - 1) >= a.blocksCount)
-      throw new Ext4Error(
-        'UNSUPPORTED_FEATURE',
-        `${v.name}: group ${g}'s bitmaps or inode table lie past the new end; moving them is not implemented yet`,
-      );
-  }
   checkMovable(v, a.blocksCount);
   return plan;
 }
@@ -69,6 +61,8 @@ export function applyShrink(
   const a = plan.after;
   const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, steps: 0 };
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
+  // Kept groups' tables past the end first: every later move allocates below the end around them.
+  if (moveTables(v, a.blocksCount, a.groupCount, opts.now).length) out.steps++;
   if (journalPastEnd(v.r, a.blocksCount)) {
     v.close();
     const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);

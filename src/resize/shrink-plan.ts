@@ -19,8 +19,9 @@
  * - E: room for extent trees to grow while data moves (a moved file can end up in more pieces): a
  *   five-hundredth of what the shrink removes, at most one block per used inode or per extent block's
  *   worth of data, whichever is more (resize2fs -P's margin, so the two agree within a few percent);
- * and the last group holds its own metadata and 50 blocks more (mkfs's rule), and every kept group's
- * bitmaps and inode table lie below the end (they are not moved).
+ * and the last group holds its own metadata and 50 blocks more (mkfs's rule). The minimum also keeps
+ * every kept group's bitmaps and inode table below the end where they lie now (as resize2fs -P does);
+ * a shrink to a given size does not need that (move-tables.ts moves them), only the room they take.
  */
 import { Ext4Error } from '../core/errors.js';
 import { lastGroupTooShort } from '../ext4/layout.js';
@@ -105,7 +106,9 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
   const minimum = minimumBlocks(s);
   if (target >= before.blocksCount) throw new Error(`planShrink: ${target} is not below ${before.blocksCount}`);
   const bs = before.blockSize;
-  if (target < minimum)
+  // Kept tables past the end move (move-tables.ts): what holds the data is all a given size needs.
+  const floor = Math.min(minimum, minimumBlocks({ ...s, tablesEnd: [] }));
+  if (target < floor)
     throw new Ext4Error(
       'NO_SPACE',
       `what is in use does not fit in ${target * bs} bytes (${target} blocks); the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
@@ -116,7 +119,7 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
   if (lastGroupTooShort(rem, groupOverhead(after, after.groupCount - 1, s.inodeTableBlocks))) {
     blocks -= rem;
     after = withBlocks(before, blocks);
-    if (blocks < minimum)
+    if (blocks < floor)
       throw new Ext4Error(
         'NO_SPACE',
         `${target} blocks leaves a last group of ${rem} blocks, too short to keep, and without it what is in use does not fit; the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
