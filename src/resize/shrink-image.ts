@@ -29,6 +29,8 @@ export interface ShrinkOutcome {
   /** Files whose blocks moved, and the blocks. */
   filesMoved: number;
   blocksMoved: number;
+  /** Kept groups whose bitmaps or inode table moved below the new end. */
+  tablesMoved: number;
   /** Transactions committed (the moves' and the switch). */
   steps: number;
 }
@@ -59,10 +61,11 @@ export function applyShrink(
   opts: { sync: boolean; now: { sec: number; nsec: number }; onWarning?: (m: string) => void },
 ): ShrinkOutcome {
   const a = plan.after;
-  const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, steps: 0 };
+  const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, tablesMoved: 0, steps: 0 };
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
   // Kept groups' tables past the end first: every later move allocates below the end around them.
-  if (moveTables(v, a.blocksCount, a.groupCount, opts.now).length) out.steps++;
+  out.tablesMoved = moveTables(v, a.blocksCount, a.groupCount, opts.now).length;
+  if (out.tablesMoved) out.steps++;
   if (journalPastEnd(v.r, a.blocksCount)) {
     v.close();
     const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);
