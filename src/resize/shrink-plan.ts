@@ -25,7 +25,14 @@
  */
 import { Ext4Error } from '../core/errors.js';
 import { lastGroupTooShort } from '../ext4/layout.js';
-import { type Geometry, descsPerBlock, groupCountOf, groupFirstBlock, groupFixedMeta } from '../ext4/geometry.js';
+import {
+  type Geometry,
+  backupGroupsFor,
+  descsPerBlock,
+  groupCountOf,
+  groupFirstBlock,
+  groupFixedMeta,
+} from '../ext4/geometry.js';
 
 /** What the minimum depends on besides the geometry. */
 export interface ShrinkInput {
@@ -134,5 +141,6 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
 }
 
 function withBlocks(geo: Geometry, blocks: number): Geometry {
-  return { ...geo, blocksCount: blocks, groupCount: groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup) };
+  const groupCount = groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup);
+  return { ...geo, blocksCount: blocks, groupCount, backupGroups: backupGroupsFor(geo, groupCount) };
 }
