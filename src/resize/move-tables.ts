@@ -21,6 +21,7 @@ import { BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED } from '../ext4/group
 import { inodeTableBlocks } from '../ext4/geometry.js';
 import { scanFree } from '../edit/balloc.js';
 import type { Volume } from '../edit/volume.js';
+import { outside, type Hole } from './move-blocks.js';
 
 /** A group's tables: the descriptor field and its length (0: the inode table's, per group). */
 const TABLES = [
@@ -29,13 +30,13 @@ const TABLES = [
   ['inodeTable', 0],
 ] as const;
 
-/** Groups below `keptGroups` whose bitmaps or inode table reach `end` or past it. */
-export function tablesPastEnd(v: Volume, end: number, keptGroups: number): number[] {
+/** Groups below `keptGroups` whose bitmaps or inode table reach `end` or past it (or into `hole`). */
+export function tablesPastEnd(v: Volume, end: number, keptGroups: number, hole?: Hole): number[] {
   const itb = inodeTableBlocks(v.r.geo);
   const out: number[] = [];
   for (let g = 0; g < keptGroups; g++) {
     const d = v.groups.get(g);
-    if (Math.max(d.blockBitmap, d.inodeBitmap, d.inodeTable + itb - 1) >= end) out.push(g);
+    if (TABLES.some(([f, n]) => outside(d[f], n || itb, end, hole).length)) out.push(g);
   }
   return out;
 }
@@ -44,14 +45,15 @@ export function tablesPastEnd(v: Volume, end: number, keptGroups: number): numbe
  * One run of `n` free blocks below `end`, taken from the allocator: searched from the group of `goal`
  * on through the kept groups (a table must be contiguous; NO_SPACE when no run is long enough).
  */
-function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: number): number {
+function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: number, hole: Hole): number {
   const g0 = Math.min(v.groupOfBlock(goal), keptGroups - 1);
   for (let k = 0; k < keptGroups; k++) {
     const g = (g0 + k) % keptGroups;
     const first = v.groupFirstBlock(g);
     const hi = Math.min(v.groupBlocks(g), end - first);
-    if (v.groups.get(g).freeBlocks < n || hi < n) continue;
-    const run = scanFree(v.balloc.bitmap(g), 0, hi, n);
+    const lo = hole && v.groupOfBlock(hole[0]) === g ? hole[0] + hole[1] - first : 0;
+    if (v.groups.get(g).freeBlocks < n || hi - lo < n) continue;
+    const run = scanFree(v.balloc.bitmap(g), lo, hi, n);
     if (!run || run.len < n) continue;
     const got = v.balloc.alloc(first + run.start, n);
     if (got.length !== 1 || got[0]!.start !== first + run.start || got[0]!.len !== n)
@@ -61,15 +63,26 @@ function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: n
   throw new Ext4Error('NO_SPACE', `${v.name}: no run of ${n} free blocks below the new end for a group's table`);
 }
 
-/** Moves the tables of every kept group that has one past `end`; returns the groups, committed. */
-export function moveTables(v: Volume, end: number, keptGroups: number, now: { sec: number; nsec: number }): number[] {
-  const groups = tablesPastEnd(v, end, keptGroups);
+/**
+ * Moves the tables of every kept group that has one past `end` (or in `hole`: the room a moved
+ * sparse_super2 backup takes); returns the groups, committed.
+ */
+export function moveTables(
+  v: Volume,
+  end: number,
+  keptGroups: number,
+  now: { sec: number; nsec: number },
+  hole?: Hole,
+): number[] {
+  const groups = tablesPastEnd(v, end, keptGroups, hole);
   const itb = inodeTableBlocks(v.r.geo);
   const csum = v.hasGroupCsum;
   for (const g of groups) {
     v.runOp(() => {
       const old = v.groups.get(g);
-      const moving = TABLES.map(([f, n]) => [f, n === 1 ? 1 : itb] as const).filter(([f, n]) => old[f] + n > end);
+      const moving = TABLES.map(([f, n]) => [f, n === 1 ? 1 : itb] as const).filter(
+        ([f, n]) => outside(old[f], n, end, hole).length,
+      );
       // Groups whose computed bitmap changes once the old blocks are freed: initialized now, while the
       // descriptors still say where everything lies (the new blocks' groups are, by the allocator).
       for (const [f, n] of moving)
@@ -79,7 +92,7 @@ export function moveTables(v: Volume, end: number, keptGroups: number, now: { se
       // Near the first group of the flex group (where mkfs packs them), below the end.
       const goal = v.groupFirstBlock(g - (g % 2 ** (v.sb.s_log_groups_per_flex || 0)));
       for (const [f, n] of moving) {
-        const to = allocRun(v, goal, n, end, keptGroups);
+        const to = allocRun(v, goal, n, end, keptGroups, hole);
         const d = v.groups.copy(g);
         const from = d[f];
         if (f === 'inodeTable') {

@@ -8,7 +8,6 @@
  * (shrink.ts); only once that is durable is the file cut to the new size.
  */
 import { Ext4Error } from '../core/errors.js';
-import { COMPAT } from '../ext4/features.js';
 import { reservedBlocksCount, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import { Volume } from '../edit/volume.js';
 import { JournalLog, writeBlocks } from '../edit/journal-log.js';
@@ -17,7 +16,7 @@ import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { moveInodes } from './move-inodes.js';
 import { moveTables } from './move-tables.js';
-import { checkNothingPastEnd, dropGroups, firstInUsePastEnd } from './shrink.js';
+import { checkNothingPastEnd, dropGroups, firstInUsePastEnd, newBackupArea } from './shrink.js';
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
@@ -39,12 +38,14 @@ export interface ShrinkOutcome {
 export function prepareShrink(v: Volume, want: number): ShrinkPlan {
   const r = v.r;
   const plan = planShrink(shrinkInput(r), want);
-  if (r.sb.s_feature_compat & COMPAT.sparse_super2)
+  const a = plan.after;
+  // meta_bg puts a descriptor block after a group's backup superblock: a backup moving into a group
+  // would move that block too.
+  if (newBackupArea(plan.before, a) && a.metaBg)
     throw new Ext4Error(
       'UNSUPPORTED_FEATURE',
-      `${v.name}: shrinking a sparse_super2 file system is not implemented yet`,
+      `${v.name}: moving a sparse_super2 backup on a meta_bg file system is not implemented yet`,
     );
-  const a = plan.after;
   checkMovable(v, a.blocksCount);
   return plan;
 }
@@ -64,14 +65,16 @@ export function applyShrink(
   const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, tablesMoved: 0, steps: 0 };
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
   // Kept groups' tables past the end first: every later move allocates below the end around them.
-  out.tablesMoved = moveTables(v, a.blocksCount, a.groupCount, opts.now).length;
+  // sparse_super2's backup moving into the new last group needs its room there emptied too.
+  const hole = newBackupArea(plan.before, a);
+  out.tablesMoved = moveTables(v, a.blocksCount, a.groupCount, opts.now, hole).length;
   if (out.tablesMoved) out.steps++;
-  if (journalPastEnd(v.r, a.blocksCount)) {
+  if (journalPastEnd(v.r, a.blocksCount, hole)) {
     v.close();
     const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);
     const jv = Volume.openDevice(dev, { sync: opts.sync, onWarning: opts.onWarning });
     try {
-      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now);
+      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now, hole);
     } finally {
       jv.close();
     }
@@ -87,7 +90,9 @@ export function applyShrink(
   }
   // Every inode's map is read only when a block past the end is still in use (the bitmaps say).
   const moved =
-    firstInUsePastEnd(v.r, a) === undefined ? { files: 0, blocks: 0 } : moveBlocks(v, a.blocksCount, a.groupCount);
+    firstInUsePastEnd(v.r, a) === undefined
+      ? { files: 0, blocks: 0 }
+      : moveBlocks(v, a.blocksCount, a.groupCount, hole);
   out.filesMoved = moved.files;
   out.blocksMoved = moved.blocks;
   if (v.changed) {

@@ -5,7 +5,7 @@
  *
  * The minimum, in blocks, is
  *
- *   first data block + M + D + S + E
+ *   first data block + M + D + B + S + E
  *
  * over the smallest number of groups G that holds the used inodes (G * inodes per group >= used) and for
  * which the sum fits in G groups, where
@@ -13,6 +13,7 @@
  *   bitmaps, an inode table each), as the file system has them now;
  * - D: the data, every block in use less the metadata of every group now (file and directory blocks,
  *   extent and indirect blocks, xattr blocks, the journal, the resize inode's own block);
+ * - B: with sparse_super2, the backup that follows the last group into the last kept group;
  * - S: with flex_bg, the metadata of the groups that complete the last kept flex group (those groups
  *   go, but their tables lie packed among the kept ones' and are not counted on as room), as
  *   resize2fs -P counts it;
@@ -85,10 +86,16 @@ export function minimumBlocks(s: ShrinkInput): number {
       const end = Math.min(count, Math.ceil(groups / flex) * flex);
       for (let g = groups; g < end; g++) slack += over(g);
     }
-    let need = geo.firstDataBlock + meta + data + slack;
+    // sparse_super2's second backup in the last group follows it there (a superblock and the
+    // descriptor area, which keeps its size).
+    const [b0, b1] = geo.backupGroups;
+    const follows =
+      geo.superPolicy === 'sparse2' && groups < count && b1 === count - 1 && groups - 1 > 1 && b0 !== groups - 1;
+    const backup = follows ? 1 + Math.ceil(count / descsPerBlock(geo)) + geo.reservedGdtBlocks : 0;
+    let need = geo.firstDataBlock + meta + data + slack + backup;
     // The last group: its own metadata and 50 blocks more.
     const lastStart = groupFirstBlock(geo, groups - 1);
-    need = Math.max(need, lastStart + over(groups - 1) + 50);
+    need = Math.max(need, lastStart + over(groups - 1) + backup + 50);
     for (let g = 0; g < groups; g++) need = Math.max(need, s.tablesEnd[g] ?? 0);
     if (s.extents) {
       const perBlock = geo.blockSize / 12 - 1;
