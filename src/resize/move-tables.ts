@@ -1,7 +1,8 @@
 /**
  * Moving a kept group's bitmaps and inode table from past a shrink's new end to free blocks below it
  * (flex_bg packs a flex group's tables at its first group's start: an end just inside that area cuts
- * through tables of groups that stay). Each table gets blocks that were free below the end (an inode
+ * through tables of groups that stay), or out of the room a sparse_super2 backup moving into the new
+ * last group takes (there, without flex_bg, the group's own tables lie). Each table gets blocks that were free below the end (an inode
  * table one run of its length), its content copied there, the descriptor pointed at it and the old
  * blocks freed, one operation per group, committed before anything else moves:
  * - the bitmaps are metadata the same transaction changes (the allocator marks the new blocks, the
