@@ -131,6 +131,21 @@ describe.runIf(runIt)('resize: sparse_super2 grow, as resize2fs', () => {
     expect(backups(img)).toMatch(new RegExp(`\\b${r.newGroups - 1}\\b`));
     expect(backups(img)).toBe(backups(theirs));
   });
+  it('meta_bg: the backup leaves a group holding a meta_bg descriptor block, which moves up into its place', () => {
+    // 48 groups (the last one, 47, holds its meta group's last descriptor copy), 49 (group 48 the primary).
+    for (const mid of [384 * M, 392 * M]) {
+      const img = mkfs(30 * M, ['-O', '^resize_inode']);
+      populate(img);
+      const before = imageState(img);
+      resizeImage(img, mid, { sync: false });
+      expectClean(img, `grown to ${mid / M} MiB (meta_bg)`);
+      const r = resizeImage(img, 900 * M, { sync: false });
+      expectClean(img, `grown from ${mid / M} MiB to 900 MiB`);
+      expect(imageState(img)).toBe(before);
+      expect(head(img)).toMatch(new RegExp(`^Backup block groups:\\s+1 ${r.newGroups - 1}\\s*$`, 'm'));
+      fs.rmSync(img);
+    }
+  });
 });
 
 describe.runIf(runIt)('resize: sparse_super2 shrink, as resize2fs', () => {

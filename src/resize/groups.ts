@@ -114,21 +114,28 @@ export function growGroups(
   }
 
   // Old groups that stop keeping a backup (sparse_super2's moved to the new last group): their
-  // superblock copy and descriptor area become free blocks of the group.
+  // superblock copy and descriptor area become free blocks of the group, but for what the group still
+  // holds (meta_bg's descriptor block, which moves up into the superblock's place: written there).
   for (const g of droppedSuperGroups(before, after)) {
     const d = load(g);
+    const still = new Set<number>();
+    for (const [s, len] of groupFixedMeta(after, g)) for (let k = s; k < s + len; k++) still.add(k);
+    const uninit = (d.flags & BG_BLOCK_UNINIT) !== 0 && groupCsum;
     let n = 0;
-    for (const [s, len] of groupFixedMeta(before, g)) {
-      n += len;
-      if (d.flags & BG_BLOCK_UNINIT && groupCsum) continue;
-      const bm = w.modify(d.blockBitmap);
-      for (let k = s; k < s + len; k++) clearBit(bm, k - groupFirstBlock(before, g));
-    }
-    if (csum && !(d.flags & BG_BLOCK_UNINIT && groupCsum))
-      d.blockBitmapCsum = bitmapChecksum(r.csumSeed, w.modify(d.blockBitmap), after.blocksPerGroup);
+    for (const [s, len] of groupFixedMeta(before, g))
+      for (let k = s; k < s + len; k++) {
+        if (still.has(k)) continue;
+        n++;
+        if (!uninit) clearBit(w.modify(d.blockBitmap), k - groupFirstBlock(before, g));
+      }
+    if (csum && !uninit) d.blockBitmapCsum = bitmapChecksum(r.csumSeed, w.modify(d.blockBitmap), after.blocksPerGroup);
     d.freeBlocks += n;
     store(g, d);
     out.freeBlocks += n;
+    if (after.metaBg && Math.floor(g / dpb) >= after.firstMetaBg) {
+      descBlock(Math.floor(g / dpb));
+      changed.add(Math.floor(g / dpb));
+    }
   }
 
   // The new groups.
