@@ -4,7 +4,10 @@
  * holds the old file system or the shrunk one (its size included), every file's content intact. The
  * shrink moves the journal (mkfs.ext4 puts it mid-disk) and a file lying past the new end, then drops
  * the groups: a crash between those steps leaves the old size with the same content. A second image
- * has inodes in the groups the shrink removes: they move first, each in one operation.
+ * has inodes in the groups the shrink removes: they move first, each in one operation. A third ends
+ * inside a kept flex group's table area (-G 32): that group's inode table and bitmaps move first. A
+ * fourth has sparse_super2: its second backup follows the last group, what lay in its room (the new last
+ * group's own tables, file data) moved first.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -64,6 +67,49 @@ function spreadBase(dir: string): string {
   return img;
 }
 
+/**
+ * 64 groups of 512 blocks, 32 to a flex group: group 32 holds the bitmaps of 32 groups, then its own
+ * inode table (at +64, 32 blocks). Returns the image and a size ending inside that table. 32-byte
+ * descriptors (^64bit): the shrink keeps its descriptor blocks (two), so the switch turns none back
+ * into a reserved GDT block (the kernel, mounting with the old superblock, would replay that over a
+ * descriptor block of the groups it still counts).
+ */
+function tablesBase(dir: string): { img: string; size: number } {
+  fs.mkdirSync(dir, { recursive: true });
+  const img = path.join(dir, 'base.img');
+  run('truncate', ['-s', '32M', img]);
+  const mk = run('mkfs.ext4', [
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-E',
+    'root_owner=0:0',
+    '-b',
+    '1024',
+    '-g',
+    '512',
+    '-G',
+    '32',
+    '-O',
+    '^64bit',
+    img,
+  ]);
+  expect(mk.status, mk.stderr).toBe(0);
+  editImage(
+    img,
+    (e) => {
+      // The editor spreads directories over the flex groups: some inodes land in group 32.
+      for (let k = 0; k < 6; k++) {
+        e.mkdir(`/d${k}`);
+        e.writeFile(`/d${k}/f`, `in d${k}\n`.repeat(300 * k + 1));
+      }
+    },
+    { timestamp: 1700000000, sync: false },
+  );
+  return { img, size: (1 + 32 * 512 + 90) * 1024 };
+}
+
 describe.runIf(runIt)('resize: shrink, crash at every write and fsync', () => {
   it('a shrink moving the journal and a file (resize inode kept)', () => {
     const dir = path.join(work, 'reserved');
@@ -83,6 +129,63 @@ describe.runIf(runIt)('resize: shrink, crash at every write and fsync', () => {
     expect((JSON.parse(done.stdout) as { inodesMoved: number }).inodesMoved).toBeGreaterThan(0);
     fs.rmSync(copy);
     const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
+    expect(r.old + r.new).toBe(4 * r.events);
+  }, 1_800_000);
+
+  it('a shrink moving the inode table and bitmaps of a kept group from past the new end', () => {
+    const dir = path.join(work, 'tables');
+    const { img, size } = tablesBase(dir);
+    // Uncrashed, the shrink does move a table.
+    const copy = path.join(dir, 'copy.img');
+    fs.copyFileSync(img, copy);
+    const done = run(process.execPath, [CLI, 'resize', copy, String(size), '--json']);
+    expect(done.status, done.stderr).toBe(0);
+    expect((JSON.parse(done.stdout) as { tablesMoved: number }).tablesMoved).toBeGreaterThan(0);
+    fs.rmSync(copy);
+    const to = (i: string, env: NodeJS.ProcessEnv) => run(process.execPath, [CLI, 'resize', i, String(size)], { env });
+    const r = crashEveryEvent(dir, { base: img, run: to, state, kernelRecovery: kernel });
+    expect(r.old + r.new).toBe(4 * r.events);
+  }, 1_800_000);
+
+  it('a sparse_super2 shrink moving the second backup into the new last group', () => {
+    const dir = path.join(work, 'sparse2');
+    fs.mkdirSync(dir, { recursive: true });
+    const img = path.join(dir, 'base.img');
+    run('truncate', ['-s', '16M', img]);
+    // 16 groups of 1 MiB, backups in groups 1 and 15; group 9's own tables at its start.
+    const mk = run(
+      'mkfs.ext4',
+      ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', '-b', '1024', '-g', '1024'].concat([
+        '-O',
+        'sparse_super2,^flex_bg',
+        img,
+      ]),
+    );
+    expect(mk.status, mk.stderr).toBe(0);
+    editImage(
+      img,
+      (e) => {
+        for (let k = 0; k < 10; k++) e.writeFile(`/f${k}`, new Uint8Array(40_000 + k).fill(k + 1));
+        e.setXattr('/f3', 'user.x', 'y');
+        // The fillers go: /big lies in group 9 just past its tables, where the backup's room will be.
+        e.writeFile('/filler', new Uint8Array(4_250_000).fill(1));
+        e.writeFile('/filler2', new Uint8Array(900_000).fill(1));
+        e.writeFile('/mid', new Uint8Array(400_000).fill(5));
+        e.writeFile('/big', new Uint8Array(900_000).fill(7));
+      },
+      { timestamp: 1700000000, sync: false },
+    );
+    editImage(
+      img,
+      (e) => {
+        e.rm('/filler');
+        e.rm('/filler2');
+      },
+      { timestamp: 1700000000, sync: false },
+    );
+    const size = String(10 * 1024 * 1024);
+    const to = (i: string, env: NodeJS.ProcessEnv) => run(process.execPath, [CLI, 'resize', i, size], { env });
+    const r = crashEveryEvent(dir, { base: img, run: to, state, kernelRecovery: kernel });
     expect(r.old + r.new).toBe(4 * r.events);
   }, 1_800_000);
 });

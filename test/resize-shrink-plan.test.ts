@@ -73,6 +73,23 @@ describe('minimumBlocks', () => {
     expect(minimumBlocks(input(1000, { extents: true, usedInodes: 11 })) - plain).toBe(11);
   });
 
+  it('with sparse_super2 counts the room of the backup following the last group into the last kept one', () => {
+    /** `groups` groups, backups in groups 1 and `b1`, `data` blocks in use besides the metadata. */
+    const s = (groups: number, b1: number, data: number): ShrinkInput => {
+      const g: Geometry = { ...geo, blocksCount: groups * 32768, groupCount: groups, superPolicy: 'sparse2' };
+      g.backupGroups = [1, b1];
+      let meta = 0;
+      for (let k = 0; k < groups; k++) meta += groupOverhead(g, k, itb);
+      return { ...input(data), geo: g, freeBlocks: groups * 32768 - meta - data };
+    };
+    // Three kept of four: the backup in group 3 follows into group 2 (a superblock, 1 descriptor block,
+    // 15 reserved GDT blocks): as much room as a backup already in group 2 takes, 17 blocks more than none.
+    expect(minimumBlocks(s(4, 3, 70000))).toBe(minimumBlocks(s(4, 2, 70000)));
+    expect(minimumBlocks(s(4, 3, 70000)) - minimumBlocks(s(4, 0, 70000))).toBe(1 + 1 + 15);
+    // Two kept of three: the new last group is group 1, the first backup's already.
+    expect(minimumBlocks(s(3, 2, 40000))).toBe(minimumBlocks(s(3, 0, 40000)));
+  });
+
   it('with flex_bg counts the metadata of the groups completing the last kept flex group', () => {
     const flex = minimumBlocks(input(1000, { logGroupsPerFlex: 4 }));
     expect(flex - minimumBlocks(input(1000))).toBe(groupOverhead(geo, 1, itb));
@@ -99,6 +116,15 @@ describe('planShrink', () => {
     expect(() => planShrink(input(32300), groupFirstBlock(geo, 1) + 100)).toThrow(
       expect.objectContaining({ code: 'NO_SPACE' }) as Error,
     );
+  });
+
+  it('takes a given size that ends inside kept tables (they move), keeping the minimum as it is', () => {
+    const s = input(1000, { tablesEnd: [9000, 0] });
+    expect(minimumBlocks(s)).toBe(9000);
+    const p = planShrink(s, 8000);
+    expect(p.after.blocksCount).toBe(8000);
+    expect(p.minimum).toBe(9000);
+    expect(() => planShrink(s, meta0 + 999)).toThrow(expect.objectContaining({ code: 'NO_SPACE' }) as Error);
   });
 
   it('turns descriptor blocks that go back into reserved GDT blocks (resize_inode), the area keeping its size', () => {

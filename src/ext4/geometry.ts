@@ -185,6 +185,32 @@ export function superblockGroups(geo: Pick<Geometry, 'superPolicy' | 'backupGrou
 }
 
 /**
+ * sparse_super2's two backup groups once the file system has `groups` groups instead of
+ * `geo.groupCount` (as resize2fs moves them, so its results and ours agree): a grow gives a one-group
+ * file system its first backup in group 1, and moves the second backup (or gives one, where there was
+ * no room before) to the new last group; a shrink drops a backup whose group goes, and keeps the
+ * second backup in the last group when it was there. Other policies keep what they have.
+ */
+export function backupGroupsFor(
+  geo: Pick<Geometry, 'superPolicy' | 'backupGroups' | 'groupCount'>,
+  groups: number,
+): [number, number] {
+  let [a, b] = geo.backupGroups;
+  if (geo.superPolicy !== 'sparse2' || groups === geo.groupCount) return [a, b];
+  const last = groups - 1;
+  const oldLast = geo.groupCount - 1;
+  if (groups > geo.groupCount) {
+    if (geo.groupCount === 1) a = 1;
+    if (b || (geo.groupCount < 3 && groups > 2)) b = last;
+    return [a, b];
+  }
+  if (a > last) a = 0;
+  if (b > last) b = 0;
+  if (last > 1 && geo.backupGroups[1] === oldLast) b = last;
+  return [a, b];
+}
+
+/**
  * Every block holding descriptor block `i`: the primary first, then its backups (an old-style block
  * in every superblock group; a meta_bg block in the first, second and last group of its meta group).
  */

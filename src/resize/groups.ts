@@ -6,7 +6,14 @@
  * inode frees, and every copy of every descriptor block that changed or that a new backup group keeps.
  */
 import { COMPAT, RO_COMPAT } from '../ext4/features.js';
-import { descBlockCopies, descsPerBlock, groupBlocks, groupFirstBlock, superblockGroups } from '../ext4/geometry.js';
+import {
+  descBlockCopies,
+  descsPerBlock,
+  groupBlocks,
+  groupFirstBlock,
+  groupFixedMeta,
+  superblockGroups,
+} from '../ext4/geometry.js';
 import {
   decodeGroupDesc,
   encodeGroupDesc,
@@ -18,7 +25,7 @@ import {
 } from '../ext4/group-desc.js';
 import { bitmapChecksum, clearBit, setBitRange } from '../ext4/bitmap.js';
 import type { Ext4Reader } from '../fs/reader.js';
-import { groupUse, type GrowStep, type NewGroupTables } from './plan.js';
+import { droppedSuperGroups, groupUse, type GrowStep, type NewGroupTables } from './plan.js';
 import type { StepWrites } from './writes.js';
 
 export interface GroupChanges {
@@ -104,6 +111,31 @@ export function growGroups(
     d.freeBlocks += 1;
     store(g, d);
     out.freeBlocks += 1;
+  }
+
+  // Old groups that stop keeping a backup (sparse_super2's moved to the new last group): their
+  // superblock copy and descriptor area become free blocks of the group, but for what the group still
+  // holds (meta_bg's descriptor block, which moves up into the superblock's place: written there).
+  for (const g of droppedSuperGroups(before, after)) {
+    const d = load(g);
+    const still = new Set<number>();
+    for (const [s, len] of groupFixedMeta(after, g)) for (let k = s; k < s + len; k++) still.add(k);
+    const uninit = (d.flags & BG_BLOCK_UNINIT) !== 0 && groupCsum;
+    let n = 0;
+    for (const [s, len] of groupFixedMeta(before, g))
+      for (let k = s; k < s + len; k++) {
+        if (still.has(k)) continue;
+        n++;
+        if (!uninit) clearBit(w.modify(d.blockBitmap), k - groupFirstBlock(before, g));
+      }
+    if (csum && !uninit) d.blockBitmapCsum = bitmapChecksum(r.csumSeed, w.modify(d.blockBitmap), after.blocksPerGroup);
+    d.freeBlocks += n;
+    store(g, d);
+    out.freeBlocks += n;
+    if (after.metaBg && Math.floor(g / dpb) >= after.firstMetaBg) {
+      descBlock(Math.floor(g / dpb));
+      changed.add(Math.floor(g / dpb));
+    }
   }
 
   // The new groups.

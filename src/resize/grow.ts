@@ -63,6 +63,7 @@ function grownSuperblock(
   sb.s_free_inodes_count = r.sb.s_free_inodes_count + free.inodes;
   sb.s_inodes_count = a.inodesPerGroup * a.groupCount;
   sb.s_reserved_gdt_blocks = a.reservedGdtBlocks;
+  [sb.s_backup_bgs_0, sb.s_backup_bgs_1] = a.backupGroups;
   if (step.toMetaBg) {
     sb.s_feature_incompat |= INCOMPAT.meta_bg;
     sb.s_feature_compat &= ~COMPAT.resize_inode;

@@ -70,6 +70,8 @@ export interface ResizeResult {
   /** A shrink: files whose blocks moved below the new end, and how many blocks. */
   filesMoved?: number;
   blocksMoved?: number;
+  /** A shrink: kept groups whose bitmaps or inode table moved below the new end. */
+  tablesMoved?: number;
 }
 
 /** A file cut below its file system cannot be read whole: the shrink must come before the cut. */
@@ -207,6 +209,7 @@ function growLocked(
         inodesMoved: done.inodesMoved,
         filesMoved: done.filesMoved,
         blocksMoved: done.blocksMoved,
+        tablesMoved: done.tablesMoved,
       };
     }
     const result: ResizeResult = {

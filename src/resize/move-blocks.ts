@@ -32,10 +32,30 @@ export interface MoveResult {
   blocks: number;
 }
 
-/** A view of the volume whose allocations all lie below `end`. */
-export function below(v: Volume, end: number, keptGroups: number): WritableVolume {
-  // Per group: no free block before this bit (scans from the group's start resume here). What a move
-  // frees lies past the end, so a block below it never turns free behind the hint.
+/**
+ * A range below the new end that must be emptied too: sparse_super2's backup moving into the new last
+ * group takes its first blocks. [start, length]; it starts at its group's first block.
+ */
+export type Hole = readonly [number, number] | undefined;
+
+/** The pieces [start, length] of blocks `start`..`start + len - 1` at or past `end` or in `hole`. */
+export function outside(start: number, len: number, end: number, hole: Hole): [number, number][] {
+  const out: [number, number][] = [];
+  if (hole) {
+    const a = Math.max(start, hole[0]);
+    const b = Math.min(start + len, hole[0] + hole[1], end);
+    if (a < b) out.push([a, b - a]);
+  }
+  const from = Math.max(start, end);
+  if (from < start + len) out.push([from, start + len - from]);
+  return out;
+}
+
+/** A view of the volume whose allocations all lie below `end` (and outside `hole`). */
+export function below(v: Volume, end: number, keptGroups: number, hole?: Hole): WritableVolume {
+  // Per group: no free block between its lowest usable bit (`floor`) and this one (scans from the floor
+  // resume here). What a move frees lies past the end or in the hole, so no block below turns free
+  // behind the hint.
   const hint = new Map<number, number>();
   const alloc = (goal: number, count: number): AllocRun[] => {
     const out: AllocRun[] = [];
@@ -43,22 +63,27 @@ export function below(v: Volume, end: number, keptGroups: number): WritableVolum
     goal = Math.min(Math.max(goal, v.firstDataBlock), end - 1);
     const g0 = v.groupOfBlock(goal);
     const limit = (g: number) => Math.min(v.groupBlocks(g), end - v.groupFirstBlock(g));
+    const floor = (g: number) => (hole && v.groupOfBlock(hole[0]) === g ? hole[0] + hole[1] - v.groupFirstBlock(g) : 0);
     // The goal's group from the goal on, every other kept group, then the goal's group before the goal.
-    const spans: [number, number, number][] = [[g0, goal - v.groupFirstBlock(g0), limit(g0)]];
-    for (let k = 1; k < keptGroups; k++) spans.push([(g0 + k) % keptGroups, 0, limit((g0 + k) % keptGroups)]);
-    spans.push([g0, 0, goal - v.groupFirstBlock(g0)]);
+    const spans: [number, number, number][] = [[g0, Math.max(goal - v.groupFirstBlock(g0), floor(g0)), limit(g0)]];
+    for (let k = 1; k < keptGroups; k++) {
+      const g = (g0 + k) % keptGroups;
+      spans.push([g, floor(g), limit(g)]);
+    }
+    spans.push([g0, floor(g0), goal - v.groupFirstBlock(g0)]);
     // Long runs first; then, where the space left is in pieces, every free block in turn.
     for (const [g, lo, hi, pieces] of [...spans.map((s) => [...s, 0]), ...spans.map((s) => [...s, 1])]) {
       const first = v.groupFirstBlock(g!);
-      let from = lo === 0 ? (hint.get(g!) ?? 0) : lo!;
+      const fromFloor = lo === floor(g!);
+      let from = fromFloor ? Math.max(lo!, hint.get(g!) ?? 0) : lo!;
       while (remaining > 0 && from < hi! && v.r.groupDesc(g!).freeBlocks > 0) {
         const wanted = pieces ? 1 : Math.min(remaining, v.bpg);
         const run = scanFree(v.balloc.bitmap(g!), from, hi!, wanted);
         if (!run) {
-          if (wanted === 1 && lo === 0 && hi === limit(g!)) hint.set(g!, hi);
+          if (wanted === 1 && fromFloor && hi === limit(g!)) hint.set(g!, hi);
           break;
         }
-        if (wanted === 1 && lo === 0 && from === (hint.get(g!) ?? 0)) hint.set(g!, run.start);
+        if (wanted === 1 && fromFloor && from === Math.max(lo!, hint.get(g!) ?? 0)) hint.set(g!, run.start);
         const len = Math.min(run.len, remaining);
         // The allocator takes the run it is pointed at (its first free run from the goal on).
         const got = v.balloc.alloc(first + run.start, len);
@@ -107,11 +132,18 @@ export function checkMovable(v: Volume, end: number): void {
  * checksum seeded by its new number; its reference count kept) and every inode naming it pointed at the
  * copy, in one operation per block.
  */
-function moveXattrBlocks(v: Volume, w: WritableVolume, end: number, inodes: number[], out: MoveResult): void {
+function moveXattrBlocks(
+  v: Volume,
+  w: WritableVolume,
+  end: number,
+  hole: Hole,
+  inodes: number[],
+  out: MoveResult,
+): void {
   const users = new Map<number, number[]>();
   for (const ino of inodes) {
     const acl = v.readInode(ino).fileAcl;
-    if (acl >= end) users.set(acl, [...(users.get(acl) ?? []), ino]);
+    if (acl && outside(acl, 1, end, hole).length) users.set(acl, [...(users.get(acl) ?? []), ino]);
   }
   for (const [from, names] of users) {
     v.runOp(() => {
@@ -131,12 +163,12 @@ function moveXattrBlocks(v: Volume, w: WritableVolume, end: number, inodes: numb
   }
 }
 
-/** Moves every file block at or past `end` below it, committing as the journal fills. */
-export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResult {
+/** Moves every file block at or past `end` (or in `hole`) below it, committing as the journal fills. */
+export function moveBlocks(v: Volume, end: number, keptGroups: number, hole?: Hole): MoveResult {
   const out: MoveResult = { files: 0, blocks: 0 };
-  const w = below(v, end, keptGroups);
+  const w = below(v, end, keptGroups, hole);
   const inodes = [...usedInodes(v, 0, keptGroups)];
-  moveXattrBlocks(v, w, end, inodes, out);
+  moveXattrBlocks(v, w, end, hole, inodes, out);
   for (const ino of inodes) {
     // The resize inode's blocks are the reserved GDT blocks (the switch redoes its lists); the journal
     // moves on its own; bad blocks stay.
@@ -144,16 +176,14 @@ export function moveBlocks(v: Volume, end: number, keptGroups: number): MoveResu
     const inode = v.readInode(ino);
     if (!hasBlockMap(inode)) continue;
     const m = mapping(v.r, ino, inode, true);
-    const pastRuns = m.runs.filter((r) => r.pblk + r.len > end);
-    const pastMeta = m.metaBlocks.filter((b) => b >= end);
+    const pastRuns = m.runs.flatMap((r) => outside(r.pblk, r.len, end, hole));
+    const pastMeta = m.metaBlocks.filter((b) => outside(b, 1, end, hole).length);
     if (!pastRuns.length && !pastMeta.length) continue;
     v.runOp(() => {
       if (pastRuns.length) {
         // Each block past the end gets a new home below it, its content copied there as new data.
         const moved = new Map<number, number>();
-        for (const r of pastRuns) {
-          const from = Math.max(r.pblk, end);
-          const n = r.pblk + r.len - from;
+        for (const [from, n] of pastRuns) {
           let at = from;
           for (const t of w.allocBlocks(end - 1, n)) {
             const data = v.tx.readData(at, t.len);

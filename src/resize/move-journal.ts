@@ -16,7 +16,7 @@ import { mapping, remapData } from '../fs/blockmap.js';
 import type { Volume } from '../edit/volume.js';
 import type { BlockDevice } from '../io/device.js';
 import type { Ext4Reader } from '../fs/reader.js';
-import { below } from './move-blocks.js';
+import { below, outside, type Hole } from './move-blocks.js';
 
 /** Sequence numbers the new journal skips past the old one's (any later number will do). */
 const SEQUENCE_GAP = 16;
@@ -80,12 +80,15 @@ export class DeferDevice implements BlockDevice {
   }
 }
 
-/** Whether the journal of `r` has any block at or past `end`. */
-export function journalPastEnd(r: Ext4Reader, end: number): boolean {
+/** Whether the journal of `r` has any block at or past `end` (or in `hole`). */
+export function journalPastEnd(r: Ext4Reader, end: number, hole?: Hole): boolean {
   const ino = r.sb.s_journal_inum;
   if (!ino) return false;
   const m = mapping(r, ino, r.inode(ino), true);
-  return m.runs.some((x) => x.pblk + x.len > end) || m.metaBlocks.some((b) => b >= end);
+  return (
+    m.runs.some((x) => outside(x.pblk, x.len, end, hole).length) ||
+    m.metaBlocks.some((b) => outside(b, 1, end, hole).length)
+  );
 }
 
 /**
@@ -98,11 +101,12 @@ export function moveJournal(
   end: number,
   keptGroups: number,
   now: { sec: number; nsec: number },
+  hole?: Hole,
 ): void {
   const ino = v.sb.s_journal_inum;
   const inode = v.readInode(ino);
   const m = mapping(v.r, ino, inode, true);
-  const w = below(v, end, keptGroups);
+  const w = below(v, end, keptGroups, hole);
   v.runOp(() => {
     const n = m.runs.reduce((a, r) => a + r.len, 0);
     // In the middle of what stays, as mkfs places it.

@@ -11,6 +11,7 @@ import { IntervalSet } from '../ext4/intervals.js';
 import { lastGroupTooShort, placeTables, type TablePlan } from '../ext4/layout.js';
 import {
   type Geometry,
+  backupGroupsFor,
   descsPerBlock,
   groupBlocks,
   groupCountOf,
@@ -50,12 +51,8 @@ function descBlocksFor(geo: Pick<Geometry, 'blockSize' | 'descSize'>, groups: nu
 }
 
 function withBlocks(geo: Geometry, blocks: number, more: Partial<Geometry> = {}): Geometry {
-  return {
-    ...geo,
-    ...more,
-    blocksCount: blocks,
-    groupCount: groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup),
-  };
+  const groupCount = groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup);
+  return { ...geo, ...more, blocksCount: blocks, groupCount, backupGroups: backupGroupsFor(geo, groupCount) };
 }
 
 /** Blocks the last group of `geo` needs for itself: fixed metadata, two bitmaps and an inode table. */
@@ -205,6 +202,12 @@ export function groupUse(geo: Geometry, plan: NewGroupTables, g: number): { used
   own += inside(plan.blockBitmap[g]!, 1) + inside(plan.inodeBitmap[g]!, 1);
   own += inside(plan.inodeTable[g]!, plan.inodeBlocksPerGroup);
   return { used, own };
+}
+
+/** The old groups that stop holding a superblock copy (sparse_super2's backup moved to the new last group). */
+export function droppedSuperGroups(before: Geometry, after: Geometry): number[] {
+  const kept = new Set(superblockGroups(after));
+  return superblockGroups(before).filter((g) => !kept.has(g) && g < after.groupCount);
 }
 
 /** The superblock groups `after` adds: those at or past `before`'s group count. */

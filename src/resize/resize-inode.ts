@@ -73,7 +73,8 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
   const added = newSuperGroups(step).filter((g) => g !== 0);
   const rsvAfter = step.after.reservedGdtBlocks;
   const oldBackups = superblockGroups(step.before).length - 1;
-  if (added.length && oldBackups + added.length > apb)
+  const newBackups = superblockGroups(step.after).length - 1;
+  if (added.length && newBackups > apb)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `too many backup groups for the resize inode's lists`);
   if (added.length) {
     // Every list still reserved gains the new backups. A list's content follows from the geometry (the
@@ -90,7 +91,6 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
       w.put(sbBlock + 1 + k, lists.subarray(i * bs, (i + 1) * bs));
     }
   }
-  const newBackups = oldBackups + added.length;
   const delta = rsvAfter * (1 + newBackups) - step.before.reservedGdtBlocks * (1 + oldBackups);
   if (delta) writeResizeInode(r, w, (i) => (i.blocks = Math.max(0, i.blocks + (delta * bs) / 512)));
   return 0;

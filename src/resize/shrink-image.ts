@@ -1,22 +1,22 @@
 /**
  * A shrink applied to an open image, in the order its crash safety needs: refused before anything is
  * written when it cannot be done (planShrink: NO_SPACE with the minimum; checkMovable: what is not
- * implemented yet); then the inodes of the removed groups move into kept groups (move-inodes.ts) and
+ * implemented yet); then kept groups' bitmaps and inode tables past the new end move below it
+ * (move-tables.ts), the inodes of the removed groups into kept groups (move-inodes.ts) and
  * the blocks past the new end below it (move-blocks.ts), through the editor, in journal transactions
  * that each leave a consistent file system; then the groups are dropped in one transaction
  * (shrink.ts); only once that is durable is the file cut to the new size.
  */
 import { Ext4Error } from '../core/errors.js';
-import { COMPAT } from '../ext4/features.js';
 import { reservedBlocksCount, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
-import { inodeTableBlocks } from '../ext4/geometry.js';
 import { Volume } from '../edit/volume.js';
 import { JournalLog, writeBlocks } from '../edit/journal-log.js';
 import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { moveInodes } from './move-inodes.js';
-import { checkNothingPastEnd, dropGroups, firstInUsePastEnd } from './shrink.js';
+import { moveTables } from './move-tables.js';
+import { checkNothingPastEnd, dropGroups, firstInUsePastEnd, newBackupArea } from './shrink.js';
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
@@ -28,6 +28,8 @@ export interface ShrinkOutcome {
   /** Files whose blocks moved, and the blocks. */
   filesMoved: number;
   blocksMoved: number;
+  /** Kept groups whose bitmaps or inode table moved below the new end. */
+  tablesMoved: number;
   /** Transactions committed (the moves' and the switch). */
   steps: number;
 }
@@ -36,21 +38,14 @@ export interface ShrinkOutcome {
 export function prepareShrink(v: Volume, want: number): ShrinkPlan {
   const r = v.r;
   const plan = planShrink(shrinkInput(r), want);
-  if (r.sb.s_feature_compat & COMPAT.sparse_super2)
+  const a = plan.after;
+  // meta_bg puts a descriptor block after a group's backup superblock: a backup moving into a group
+  // would move that block too.
+  if (newBackupArea(plan.before, a) && a.metaBg)
     throw new Ext4Error(
       'UNSUPPORTED_FEATURE',
-      `${v.name}: shrinking a sparse_super2 file system is not implemented yet`,
+      `${v.name}: moving a sparse_super2 backup on a meta_bg file system is not implemented yet`,
     );
-  const a = plan.after;
-  const itb = inodeTableBlocks(r.geo);
-  for (let g = 0; g < a.groupCount; g++) {
-    const d = r.groupDesc(g);
-    if (Math.max(d.blockBitmap, d.inodeBitmap, d.inodeTable + itb - 1) >= a.blocksCount)
-      throw new Ext4Error(
-        'UNSUPPORTED_FEATURE',
-        `${v.name}: group ${g}'s bitmaps or inode table lie past the new end; moving them is not implemented yet`,
-      );
-  }
   checkMovable(v, a.blocksCount);
   return plan;
 }
@@ -67,14 +62,19 @@ export function applyShrink(
   opts: { sync: boolean; now: { sec: number; nsec: number }; onWarning?: (m: string) => void },
 ): ShrinkOutcome {
   const a = plan.after;
-  const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, steps: 0 };
+  const out: ShrinkOutcome = { plan, inodesMoved: 0, filesMoved: 0, blocksMoved: 0, tablesMoved: 0, steps: 0 };
   const percent = (reservedBlocksCount(v.r.sb) * 100.0) / v.r.blocksCount;
-  if (journalPastEnd(v.r, a.blocksCount)) {
+  // Kept groups' tables past the end first: every later move allocates below the end around them.
+  // sparse_super2's backup moving into the new last group needs its room there emptied too.
+  const hole = newBackupArea(plan.before, a);
+  out.tablesMoved = moveTables(v, a.blocksCount, a.groupCount, opts.now, hole).length;
+  if (out.tablesMoved) out.steps++;
+  if (journalPastEnd(v.r, a.blocksCount, hole)) {
     v.close();
     const dev = new DeferDevice(FileDevice.open(image, true), plan.before.blockSize);
     const jv = Volume.openDevice(dev, { sync: opts.sync, onWarning: opts.onWarning });
     try {
-      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now);
+      moveJournal(jv, dev, a.blocksCount, a.groupCount, opts.now, hole);
     } finally {
       jv.close();
     }
@@ -90,7 +90,9 @@ export function applyShrink(
   }
   // Every inode's map is read only when a block past the end is still in use (the bitmaps say).
   const moved =
-    firstInUsePastEnd(v.r, a) === undefined ? { files: 0, blocks: 0 } : moveBlocks(v, a.blocksCount, a.groupCount);
+    firstInUsePastEnd(v.r, a) === undefined
+      ? { files: 0, blocks: 0 }
+      : moveBlocks(v, a.blocksCount, a.groupCount, hole);
   out.filesMoved = moved.files;
   out.blocksMoved = moved.blocks;
   if (v.changed) {

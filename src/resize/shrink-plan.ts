@@ -5,7 +5,7 @@
  *
  * The minimum, in blocks, is
  *
- *   first data block + M + D + S + E
+ *   first data block + M + D + B + S + E
  *
  * over the smallest number of groups G that holds the used inodes (G * inodes per group >= used) and for
  * which the sum fits in G groups, where
@@ -13,18 +13,27 @@
  *   bitmaps, an inode table each), as the file system has them now;
  * - D: the data, every block in use less the metadata of every group now (file and directory blocks,
  *   extent and indirect blocks, xattr blocks, the journal, the resize inode's own block);
+ * - B: with sparse_super2, the backup that follows the last group into the last kept group;
  * - S: with flex_bg, the metadata of the groups that complete the last kept flex group (those groups
  *   go, but their tables lie packed among the kept ones' and are not counted on as room), as
  *   resize2fs -P counts it;
  * - E: room for extent trees to grow while data moves (a moved file can end up in more pieces): a
  *   five-hundredth of what the shrink removes, at most one block per used inode or per extent block's
  *   worth of data, whichever is more (resize2fs -P's margin, so the two agree within a few percent);
- * and the last group holds its own metadata and 50 blocks more (mkfs's rule), and every kept group's
- * bitmaps and inode table lie below the end (they are not moved).
+ * and the last group holds its own metadata and 50 blocks more (mkfs's rule). The minimum also keeps
+ * every kept group's bitmaps and inode table below the end where they lie now (as resize2fs -P does);
+ * a shrink to a given size does not need that (move-tables.ts moves them), only the room they take.
  */
 import { Ext4Error } from '../core/errors.js';
 import { lastGroupTooShort } from '../ext4/layout.js';
-import { type Geometry, descsPerBlock, groupCountOf, groupFirstBlock, groupFixedMeta } from '../ext4/geometry.js';
+import {
+  type Geometry,
+  backupGroupsFor,
+  descsPerBlock,
+  groupCountOf,
+  groupFirstBlock,
+  groupFixedMeta,
+} from '../ext4/geometry.js';
 
 /** What the minimum depends on besides the geometry. */
 export interface ShrinkInput {
@@ -77,10 +86,16 @@ export function minimumBlocks(s: ShrinkInput): number {
       const end = Math.min(count, Math.ceil(groups / flex) * flex);
       for (let g = groups; g < end; g++) slack += over(g);
     }
-    let need = geo.firstDataBlock + meta + data + slack;
+    // sparse_super2's second backup in the last group follows it there (a superblock and the
+    // descriptor area, which keeps its size).
+    const [b0, b1] = geo.backupGroups;
+    const follows =
+      geo.superPolicy === 'sparse2' && groups < count && b1 === count - 1 && groups - 1 > 1 && b0 !== groups - 1;
+    const backup = follows ? 1 + Math.ceil(count / descsPerBlock(geo)) + geo.reservedGdtBlocks : 0;
+    let need = geo.firstDataBlock + meta + data + slack + backup;
     // The last group: its own metadata and 50 blocks more.
     const lastStart = groupFirstBlock(geo, groups - 1);
-    need = Math.max(need, lastStart + over(groups - 1) + 50);
+    need = Math.max(need, lastStart + over(groups - 1) + backup + 50);
     for (let g = 0; g < groups; g++) need = Math.max(need, s.tablesEnd[g] ?? 0);
     if (s.extents) {
       const perBlock = geo.blockSize / 12 - 1;
@@ -105,7 +120,9 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
   const minimum = minimumBlocks(s);
   if (target >= before.blocksCount) throw new Error(`planShrink: ${target} is not below ${before.blocksCount}`);
   const bs = before.blockSize;
-  if (target < minimum)
+  // Kept tables past the end move (move-tables.ts): what holds the data is all a given size needs.
+  const floor = Math.min(minimum, minimumBlocks({ ...s, tablesEnd: [] }));
+  if (target < floor)
     throw new Ext4Error(
       'NO_SPACE',
       `what is in use does not fit in ${target * bs} bytes (${target} blocks); the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
@@ -116,7 +133,7 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
   if (lastGroupTooShort(rem, groupOverhead(after, after.groupCount - 1, s.inodeTableBlocks))) {
     blocks -= rem;
     after = withBlocks(before, blocks);
-    if (blocks < minimum)
+    if (blocks < floor)
       throw new Ext4Error(
         'NO_SPACE',
         `${target} blocks leaves a last group of ${rem} blocks, too short to keep, and without it what is in use does not fit; the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
@@ -131,5 +148,6 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
 }
 
 function withBlocks(geo: Geometry, blocks: number): Geometry {
-  return { ...geo, blocksCount: blocks, groupCount: groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup) };
+  const groupCount = groupCountOf(blocks, geo.firstDataBlock, geo.blocksPerGroup);
+  return { ...geo, blocksCount: blocks, groupCount, backupGroups: backupGroupsFor(geo, groupCount) };
 }

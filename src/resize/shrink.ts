@@ -27,6 +27,7 @@ import {
   groupBlocks,
   groupFirstBlock,
   groupFixedMeta,
+  groupOfBlock,
   superblockBlock,
   superblockGroups,
 } from '../ext4/geometry.js';
@@ -60,7 +61,21 @@ function tables(r: Ext4Reader, g: number, itb: number): [number, number][] {
   ];
 }
 
-/** The first block past the new end in use by anything but the removed groups' own metadata, if any. */
+/**
+ * The room sparse_super2's backup takes where the shrink moves it into the new last group (superblock,
+ * descriptor and reserved GDT blocks at the group's start), [start, length]; undefined when none moves.
+ */
+export function newBackupArea(before: Geometry, after: Geometry): [number, number] | undefined {
+  const had = new Set(superblockGroups(before));
+  const g = superblockGroups(after).find((x) => !had.has(x));
+  if (g === undefined) return undefined;
+  return [groupFirstBlock(after, g), groupFixedMeta(after, g).reduce((a, [, n]) => a + n, 0)];
+}
+
+/**
+ * The first block past the new end (or in the new backup area) in use by anything but the removed
+ * groups' own metadata, if any.
+ */
 export function firstInUsePastEnd(r: Ext4Reader, after: Geometry): number | undefined {
   const before = r.geo;
   const end = after.blocksCount;
@@ -77,6 +92,16 @@ export function firstInUsePastEnd(r: Ext4Reader, after: Geometry): number | unde
     const bm = r.readBlocks(d.blockBitmap);
     for (let i = Math.max(0, end - first); i < groupBlocks(before, g); i++)
       if (testBit(bm, i) && !own.has(first + i)) return first + i;
+  }
+  const hole = newBackupArea(before, after);
+  if (hole) {
+    const g = groupOfBlock(before, hole[0]);
+    const d = r.groupDesc(g);
+    const bm = d.flags & BG_BLOCK_UNINIT && groupCsum(r) ? undefined : r.readBlocks(d.blockBitmap);
+    const first = groupFirstBlock(before, g);
+    const inUse = (b: number) =>
+      bm ? testBit(bm, b - first) : r.groupMetaRanges(g).all.some(([s, n]) => b >= s && b < s + n);
+    for (let b = hole[0]; b < hole[0] + hole[1]; b++) if (inUse(b) && !own.has(b)) return b;
   }
   return undefined;
 }
@@ -147,14 +172,29 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
   const oldDesc = Math.ceil(before.groupCount / dpb);
   const newDesc = Math.ceil(kept / dpb);
   if (hasResizeInode(r)) resizeInodeBack(r, after, w, newDesc, oldDesc);
+  const hadSuper = new Set(superblockGroups(before));
   if (!before.metaBg) {
     const areaBefore = oldDesc + before.reservedGdtBlocks;
     const areaAfter = newDesc + after.reservedGdtBlocks;
     if (areaAfter < areaBefore)
-      for (const g of superblockGroups(after)) {
+      for (const g of superblockGroups(after).filter((x) => hadSuper.has(x))) {
         const base = g === 0 ? superblockBlock(before) : groupFirstBlock(before, g);
         free(base + 1 + areaAfter, areaBefore - areaAfter);
       }
+  }
+
+  // sparse_super2's backup moved into the new last group: its room (emptied by the moves) taken, and
+  // every descriptor block copied there.
+  const hole = newBackupArea(before, after);
+  if (hole) {
+    const g = groupOfBlock(before, hole[0]);
+    const bm = bitmap(g);
+    for (let b = hole[0]; b < hole[0] + hole[1]; b++) {
+      const i = b - groupFirstBlock(before, g);
+      if (testBit(bm, i)) throw new Ext4Error('CORRUPT', `block ${b} of the new backup area is in use`, { block: b });
+      setBitRange(bm, i, i + 1);
+      descs[g]!.freeBlocks--;
+    }
   }
 
   // The last group: padded to its new length, its free count counted again.
@@ -177,6 +217,8 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
     if (csum) putGroupDescChecksum(b, off, groupDescChecksum(r.csumSeed, g, b, off, ds));
     else if (roCompat & RO_COMPAT.gdt_csum) putGroupDescChecksum(b, off, groupDescCrc16(r.sb.s_uuid, g, b, off, ds));
   }
+  if (hole)
+    for (let i = 0; i < newDesc; i++) if (!blocks.has(i)) blocks.set(i, r.readBlocks(r.descBlockLoc(i)).slice());
   for (const [i, data] of blocks) for (const block of descBlockCopies(after, i)) w.put(block, data);
 
   // The superblock and its kept copies.
@@ -189,8 +231,13 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
   const sb = shrunkSuperblock(r, after, freeBlocks, freeInodes, now, reservedPercent);
   const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);
   w.modify(sbBlock).set(encodeSuperblock(sb), SUPERBLOCK_OFFSET - sbBlock * bs);
-  for (const g of superblockGroups(after))
-    if (g !== 0) w.modify(groupFirstBlock(after, g)).set(encodeSuperblock({ ...sb, s_block_group_nr: g & 0xffff }));
+  for (const g of superblockGroups(after)) {
+    if (g === 0) continue;
+    const copy = encodeSuperblock({ ...sb, s_block_group_nr: g & 0xffff });
+    // A new backup's block held data: only the superblock is kept in it.
+    if (hadSuper.has(g)) w.modify(groupFirstBlock(after, g)).set(copy);
+    else w.put(groupFirstBlock(after, g), padBlock(copy, bs));
+  }
 }
 
 /**
@@ -246,8 +293,15 @@ function shrunkSuperblock(
   sb.s_free_inodes_count = freeInodes;
   sb.s_inodes_count = a.inodesPerGroup * a.groupCount;
   sb.s_reserved_gdt_blocks = a.reservedGdtBlocks;
+  [sb.s_backup_bgs_0, sb.s_backup_bgs_1] = a.backupGroups;
   sb.s_overhead_clusters = 0;
   sb.s_wtime = lo32(now);
   sb.s_wtime_hi = hi32(now) & 0xff;
   return sb;
+}
+
+function padBlock(data: Uint8Array, bs: number): Uint8Array {
+  const b = new Uint8Array(bs);
+  b.set(data.subarray(0, Math.min(bs, data.length)));
+  return b;
 }
