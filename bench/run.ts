@@ -6,6 +6,7 @@
  *   npm run bench            (all; each section measured in a node process of its own)
  *   npm run bench -- --quick (fewer repetitions)
  *   npm run bench -- --only=workdisk,edit  (some sections; prints, does not write BENCHMARKS.md)
+ *   npm run bench -- --before=../old-checkout  (all, each section of the older version run just before ours)
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -105,18 +106,34 @@ const MiB = (b: number) => (b / 2 ** 20).toFixed(1);
 const rows: string[] = [];
 const img = path.join(work, 'bench.img');
 
+/**
+ * `--before=DIR`: a checkout of an earlier version (built, its bench bundled in bench/out/run.mjs) whose
+ * sections run just before ours, one by one, so both are measured in the same minutes of the same host;
+ * its rows go to bench/out/before.md (issue 20's rule: no row more than 10% slower than before).
+ */
+const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
 if (!only) {
   // Each section in a process of its own: the garbage and JIT state one section leaves must not land in
   // the next one's timed runs (after extract's rows the heap held about 150 MiB, and the check rows that
   // followed measured major GC pauses: up to three times their time in a fresh process).
   const out = path.join(work, 'rows.json');
+  const beforeRows: string[] = [];
   for (const s of SECTIONS) {
+    if (before) {
+      const b = spawnSync(process.execPath, [path.join(before, 'bench/out/run.mjs'), `--only=${s}`], {
+        cwd: before,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      beforeRows.push(`(section ${s})`, ...b.stdout.split('\n').filter((l) => l.startsWith('|')));
+    }
     const args = [process.argv[1]!, `--only=${s}`, `--emit=${out}`, ...(quick ? ['--quick'] : [])];
     const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
     if (r.status !== 0) process.exit(r.status ?? 1);
     const got = JSON.parse(fs.readFileSync(out, 'utf8')) as string[];
     rows.push(...(rows.length ? got : got.slice(got[0] === '' ? 1 : 0)));
   }
+  if (before) fs.writeFileSync(path.resolve(BENCH_DIR, 'out/before.md'), beforeRows.join('\n') + '\n');
 }
 
 if (!haveMkfs()) {
