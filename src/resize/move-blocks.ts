@@ -75,7 +75,7 @@ export function below(v: Volume, end: number, keptGroups: number, hole?: Hole): 
     for (const [g, lo, hi, pieces] of [...spans.map((s) => [...s, 0]), ...spans.map((s) => [...s, 1])]) {
       const first = v.groupFirstBlock(g!);
       const fromFloor = lo === floor(g!);
-      let from = fromFloor ? Math.max(lo!, hint.get(g!) ?? 0) : lo!;
+      let from = fromFloor ? Math.max(lo, hint.get(g!) ?? 0) : lo!;
       while (remaining > 0 && from < hi! && v.r.groupDesc(g!).freeBlocks > 0) {
         const wanted = pieces ? 1 : Math.min(remaining, v.bpg);
         const run = scanFree(v.balloc.bitmap(g!), from, hi!, wanted);
@@ -83,7 +83,7 @@ export function below(v: Volume, end: number, keptGroups: number, hole?: Hole): 
           if (wanted === 1 && fromFloor && hi === limit(g!)) hint.set(g!, hi);
           break;
         }
-        if (wanted === 1 && fromFloor && from === Math.max(lo!, hint.get(g!) ?? 0)) hint.set(g!, run.start);
+        if (wanted === 1 && fromFloor && from === Math.max(lo, hint.get(g!) ?? 0)) hint.set(g!, run.start);
         const len = Math.min(run.len, remaining);
         // The allocator takes the run it is pointed at (its first free run from the goal on).
         const got = v.balloc.alloc(first + run.start, len);
