@@ -10,6 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { resizeImage } from '../src/resize/image.js';
+import { prepareShrink } from '../src/resize/shrink-image.js';
+import { Volume } from '../src/edit/volume.js';
 import { editImage } from '../src/edit/editor.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
@@ -116,6 +118,47 @@ function shrinkChecked(img: string, blocks: number, what: string) {
   for (const [bb, ib, it] of l.tables) expect(Math.max(bb, ib, it + l.itb - 1), what).toBeLessThan(blocks);
   return r;
 }
+
+describe.runIf(runIt)('resize: a table move with no room', () => {
+  it('refuses with NO_SPACE before writing when no free run below the end holds an inode table', () => {
+    // 64 groups of 512 blocks, inode tables of 32 blocks packed in group 32 for groups 32-63.
+    const img = mkfs(32 * K, ['-b', '1024', '-g', '512', '-G', '32']);
+    // 16-block files over the groups kept, every other one removed: free runs of 16 blocks at most.
+    editImage(
+      img,
+      (e) => {
+        for (let k = 0; k < 900; k++) e.writeFile(`/f${k}`, new Uint8Array(16 * 1024).fill(1 + (k % 200)));
+      },
+      { timestamp: 1700000000, sync: false },
+    );
+    editImage(
+      img,
+      (e) => {
+        for (let k = 0; k < 900; k += 2) e.rm(`/f${k}`);
+      },
+      { timestamp: 1700000000, sync: false },
+    );
+    const l = layout(img);
+    const end = l.firstDataBlock + 32 * l.bpg + 90;
+    // Group 32's inode table is cut by that end.
+    expect(l.tables[32]![2] + l.itb).toBeGreaterThan(end);
+    const before = fs.readFileSync(img);
+    expect(() => resizeImage(img, end * l.bs, { sync: false })).toThrow(
+      expect.objectContaining({
+        code: 'NO_SPACE',
+        message: expect.stringMatching(/no run of 32 free blocks/) as string,
+      }) as Error,
+    );
+    expect(fs.readFileSync(img).equals(before)).toBe(true);
+    // Refused by the checks before the shrink starts, not by a move that fails half way.
+    const v = Volume.open(img, { sync: false });
+    try {
+      expect(() => prepareShrink(v, end)).toThrow(expect.objectContaining({ code: 'NO_SPACE' }) as Error);
+    } finally {
+      v.close();
+    }
+  });
+});
 
 describe.runIf(runIt)('resize: shrink through a kept flex group table area', () => {
   const cases: {

@@ -2,9 +2,10 @@
  * Moving a kept group's bitmaps and inode table from past a shrink's new end to free blocks below it
  * (flex_bg packs a flex group's tables at its first group's start: an end just inside that area cuts
  * through tables of groups that stay), or out of the room a sparse_super2 backup moving into the new
- * last group takes (there, without flex_bg, the group's own tables lie). Each table gets blocks that were free below the end (an inode
- * table one run of its length), its content copied there, the descriptor pointed at it and the old
- * blocks freed, one operation per group, committed before anything else moves:
+ * last group takes (there, without flex_bg, the group's own tables lie). Each table gets blocks that
+ * were free below the end (an inode table one run of its length: checkTablesMovable refuses before
+ * anything is written when there is none), its content copied there, the descriptor pointed at it and
+ * the old blocks freed, one operation per group, committed before anything else moves:
  * - the bitmaps are metadata the same transaction changes (the allocator marks the new blocks, the
  *   frees at commit clear the old): they are copied into the transaction, journaled with the rest;
  * - the inode table is copied as new data (as a moved file's blocks are): written to blocks that were
@@ -20,6 +21,7 @@
 import { Ext4Error } from '../core/errors.js';
 import { BG_BLOCK_UNINIT, BG_INODE_UNINIT, BG_INODE_ZEROED } from '../ext4/group-desc.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
+import { setBitRange } from '../ext4/bitmap.js';
 import { scanFree } from '../edit/balloc.js';
 import type { Volume } from '../edit/volume.js';
 import { outside, type Hole } from './move-blocks.js';
@@ -30,6 +32,7 @@ const TABLES = [
   ['inodeBitmap', 1],
   ['inodeTable', 0],
 ] as const;
+type TableField = (typeof TABLES)[number][0];
 
 /** Groups below `keptGroups` whose bitmaps or inode table reach `end` or past it (or into `hole`). */
 export function tablesPastEnd(v: Volume, end: number, keptGroups: number, hole?: Hole): number[] {
@@ -43,10 +46,18 @@ export function tablesPastEnd(v: Volume, end: number, keptGroups: number, hole?:
 }
 
 /**
- * One run of `n` free blocks below `end`, taken from the allocator: searched from the group of `goal`
- * on through the kept groups (a table must be contiguous; NO_SPACE when no run is long enough).
+ * Where a run of `n` free blocks below `end` lies in the bitmaps `bitmap(g)` gives: searched from the
+ * group of `goal` on through the kept groups (a table must be contiguous); undefined when none is.
  */
-function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: number, hole: Hole): number {
+function findRun(
+  v: Volume,
+  bitmap: (g: number) => Uint8Array,
+  goal: number,
+  n: number,
+  end: number,
+  keptGroups: number,
+  hole: Hole,
+): number | undefined {
   const g0 = Math.min(v.groupOfBlock(goal), keptGroups - 1);
   for (let k = 0; k < keptGroups; k++) {
     const g = (g0 + k) % keptGroups;
@@ -54,14 +65,61 @@ function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: n
     const hi = Math.min(v.groupBlocks(g), end - first);
     const lo = hole && v.groupOfBlock(hole[0]) === g ? hole[0] + hole[1] - first : 0;
     if (v.groups.get(g).freeBlocks < n || hi - lo < n) continue;
-    const run = scanFree(v.balloc.bitmap(g), lo, hi, n);
-    if (!run || run.len < n) continue;
-    const got = v.balloc.alloc(first + run.start, n);
-    if (got.length !== 1 || got[0]!.start !== first + run.start || got[0]!.len !== n)
-      throw new Error(`resize: the allocator did not take blocks ${first + run.start}+${n}`);
-    return first + run.start;
+    const run = scanFree(bitmap(g), lo, hi, n);
+    if (run && run.len >= n) return first + run.start;
   }
-  throw new Ext4Error('NO_SPACE', `${v.name}: no run of ${n} free blocks below the new end for a group's table`);
+  return undefined;
+}
+
+function noRoom(v: Volume, n: number): Ext4Error {
+  return new Ext4Error(
+    'NO_SPACE',
+    `${v.name}: no run of ${n} free blocks below the new end for a group's table (a table moves whole); nothing was written`,
+  );
+}
+
+/** One run of `n` free blocks below `end` (see findRun), taken from the allocator. */
+function allocRun(v: Volume, goal: number, n: number, end: number, keptGroups: number, hole: Hole): number {
+  const at = findRun(v, (g) => v.balloc.bitmap(g), goal, n, end, keptGroups, hole);
+  if (at === undefined) throw noRoom(v, n);
+  const got = v.balloc.alloc(at, n);
+  if (got.length !== 1 || got[0]!.start !== at || got[0]!.len !== n)
+    throw new Error(`resize: the allocator did not take blocks ${at}+${n}`);
+  return at;
+}
+
+/** The tables of group `g` that must move, with their lengths. */
+function movingTables(v: Volume, g: number, end: number, hole: Hole, itb: number): [TableField, number][] {
+  const d = v.groups.get(g);
+  return TABLES.map(([f, n]): [TableField, number] => [f, n === 1 ? 1 : itb]).filter(
+    ([f, n]) => outside(d[f], n, end, hole).length,
+  );
+}
+
+/** Where a group's tables are moved to: the first group of its flex group (where mkfs packs them). */
+function tableGoal(v: Volume, g: number): number {
+  return v.groupFirstBlock(g - (g % 2 ** (v.sb.s_log_groups_per_flex || 0)));
+}
+
+/**
+ * Refuses (NO_SPACE, before anything is written) a shrink whose table moves would not all find room:
+ * the runs moveTables takes, found in the same order on copies of the bitmaps.
+ */
+export function checkTablesMovable(v: Volume, end: number, keptGroups: number, hole?: Hole): void {
+  const itb = inodeTableBlocks(v.r.geo);
+  const copies = new Map<number, Uint8Array>();
+  const bitmap = (g: number) => {
+    let b = copies.get(g);
+    if (!b) copies.set(g, (b = v.balloc.bitmap(g).slice()));
+    return b;
+  };
+  for (const g of tablesPastEnd(v, end, keptGroups, hole))
+    for (const [, n] of movingTables(v, g, end, hole, itb)) {
+      const at = findRun(v, bitmap, tableGoal(v, g), n, end, keptGroups, hole);
+      if (at === undefined) throw noRoom(v, n);
+      const first = v.groupFirstBlock(v.groupOfBlock(at));
+      setBitRange(bitmap(v.groupOfBlock(at)), at - first, at - first + n);
+    }
 }
 
 /**
@@ -81,17 +139,14 @@ export function moveTables(
   for (const g of groups) {
     v.runOp(() => {
       const old = v.groups.get(g);
-      const moving = TABLES.map(([f, n]) => [f, n === 1 ? 1 : itb] as const).filter(
-        ([f, n]) => outside(old[f], n, end, hole).length,
-      );
+      const moving = movingTables(v, g, end, hole, itb);
       // Groups whose computed bitmap changes once the old blocks are freed: initialized now, while the
       // descriptors still say where everything lies (the new blocks' groups are, by the allocator).
       for (const [f, n] of moving)
         for (let b = old[f]; b < old[f] + n; b = v.groupFirstBlock(v.groupOfBlock(b) + 1))
           if (v.groups.get(v.groupOfBlock(b)).flags & BG_BLOCK_UNINIT && csum)
             v.balloc.bitmapForWrite(v.groupOfBlock(b));
-      // Near the first group of the flex group (where mkfs packs them), below the end.
-      const goal = v.groupFirstBlock(g - (g % 2 ** (v.sb.s_log_groups_per_flex || 0)));
+      const goal = tableGoal(v, g);
       for (const [f, n] of moving) {
         const to = allocRun(v, goal, n, end, keptGroups, hole);
         const d = v.groups.copy(g);

@@ -15,7 +15,7 @@ import { planShrink, type ShrinkPlan } from './shrink-plan.js';
 import { shrinkInput } from './shrink-input.js';
 import { checkMovable, moveBlocks } from './move-blocks.js';
 import { moveInodes } from './move-inodes.js';
-import { moveTables } from './move-tables.js';
+import { checkTablesMovable, moveTables } from './move-tables.js';
 import { checkNothingPastEnd, dropGroups, firstInUsePastEnd, newBackupArea } from './shrink.js';
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
@@ -47,6 +47,7 @@ export function prepareShrink(v: Volume, want: number): ShrinkPlan {
       `${v.name}: moving a sparse_super2 backup on a meta_bg file system is not implemented yet`,
     );
   checkMovable(v, a.blocksCount);
+  checkTablesMovable(v, a.blocksCount, a.groupCount, newBackupArea(plan.before, a));
   return plan;
 }
 
