@@ -7,7 +7,8 @@
  * has inodes in the groups the shrink removes: they move first, each in one operation. A third ends
  * inside a kept flex group's table area (-G 32): that group's inode table and bitmaps move first. A
  * fourth has sparse_super2: its second backup follows the last group, what lay in its room (the new last
- * group's own tables, file data) moved first.
+ * group's own tables, file data) moved first. A fifth needs fewer descriptor blocks after the shrink:
+ * the reserved GDT room is given up by the switch and taken back by a second transaction.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import * as fs from 'node:fs';
@@ -69,10 +70,8 @@ function spreadBase(dir: string): string {
 
 /**
  * 64 groups of 512 blocks, 32 to a flex group: group 32 holds the bitmaps of 32 groups, then its own
- * inode table (at +64, 32 blocks). Returns the image and a size ending inside that table. 32-byte
- * descriptors (^64bit): the shrink keeps its descriptor blocks (two), so the switch turns none back
- * into a reserved GDT block (the kernel, mounting with the old superblock, would replay that over a
- * descriptor block of the groups it still counts).
+ * inode table (at +64, 32 blocks). Returns the image and a size ending inside that table (32-byte
+ * descriptors, ^64bit: two descriptor blocks, both kept).
  */
 function tablesBase(dir: string): { img: string; size: number } {
   fs.mkdirSync(dir, { recursive: true });
@@ -114,6 +113,22 @@ describe.runIf(runIt)('resize: shrink, crash at every write and fsync', () => {
   it('a shrink moving the journal and a file (resize inode kept)', () => {
     const dir = path.join(work, 'reserved');
     const img = base(dir, []);
+    const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
+    expect(r.old + r.new).toBe(4 * r.events);
+  }, 1_800_000);
+
+  it('a shrink that turns a descriptor block back into a reserved GDT block (resize_inode)', () => {
+    // 48 groups of 512 blocks, 32-byte descriptors: two descriptor blocks, one after the shrink. The
+    // kernel, mounting with the old superblock, still counts 48 groups after it replays the switch.
+    const dir = path.join(work, 'retired');
+    const img = base(dir, ['-b', '1024', '-g', '512', '-O', '^64bit']);
+    const copy = path.join(dir, 'copy.img');
+    fs.copyFileSync(img, copy);
+    const done = run(process.execPath, [CLI, 'resize', copy, '--min', '--json']);
+    expect(done.status, done.stderr).toBe(0);
+    const j = JSON.parse(done.stdout) as { oldGroups: number; newGroups: number };
+    expect(Math.ceil(j.newGroups / 32)).toBeLessThan(Math.ceil(j.oldGroups / 32));
+    fs.rmSync(copy);
     const r = crashEveryEvent(dir, { base: img, run: shrink, state, kernelRecovery: kernel });
     expect(r.old + r.new).toBe(4 * r.events);
   }, 1_800_000);

@@ -20,6 +20,8 @@ import { checkNothingPastEnd, dropGroups, firstInUsePastEnd, newBackupArea } fro
 import { journalPastEnd, moveJournal, DeferDevice } from './move-journal.js';
 import { FileDevice } from '../io/device.js';
 import { StepWrites } from './writes.js';
+import { hasResizeInode } from './groups.js';
+import { descsPerBlock } from '../ext4/geometry.js';
 
 export interface ShrinkOutcome {
   plan: ShrinkPlan;
@@ -105,8 +107,21 @@ export function applyShrink(
   try {
     const r = v.r;
     checkNothingPastEnd(r, a);
+    // A descriptor block the switch no longer needs becomes a reserved GDT block (resize_inode), whose
+    // content is a list of block numbers. The kernel, mounting with the old superblock still on disk,
+    // counts the old groups even after it replays the switch, reads that block as their descriptors and
+    // refuses the mount. So the switch gives up the reserved GDT room (a valid state: a resize inode
+    // whose room is all used), and a second transaction, once the new superblock is home, takes it back.
+    const dpb = descsPerBlock(plan.before);
+    const giveBack =
+      hasResizeInode(r) &&
+      !plan.before.metaBg &&
+      a.reservedGdtBlocks > 0 &&
+      Math.ceil(a.groupCount / dpb) < Math.ceil(plan.before.groupCount / dpb) &&
+      JournalLog.open(r, v.name) !== undefined;
+    const mid = giveBack ? { ...a, reservedGdtBlocks: 0 } : a;
     const w = new StepWrites(r, r.blocksCount);
-    dropGroups(r, a, w, opts.now.sec, percent);
+    dropGroups(r, mid, w, opts.now.sec, percent);
     const journal = JournalLog.open(r, v.name);
     if (journal) {
       const { need, room } = journal.fits(w.home.size);
@@ -116,6 +131,14 @@ export function applyShrink(
           `${v.name}: dropping the groups changes ${w.home.size} blocks, more than the journal holds (${room}); the blocks moved so far stay moved, the size is unchanged`,
         );
       journal.commit(v.dev, [], w.home, opts.sync, opts.now, true);
+      if (giveBack) {
+        v.close();
+        v = reopen();
+        const back = new StepWrites(v.r, v.r.blocksCount);
+        dropGroups(v.r, a, back, opts.now.sec, percent);
+        JournalLog.open(v.r, v.name)!.commit(v.dev, [], back.home, opts.sync, opts.now, true);
+        out.steps++;
+      }
     } else {
       opts.onWarning?.('this image has no journal: a crash while shrinking it can leave it needing a check (e2fsck)');
       const sbBlock = Math.floor(SUPERBLOCK_OFFSET / r.blockSize);

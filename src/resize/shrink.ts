@@ -7,7 +7,8 @@
  * descriptor blocks no longer needed turned back into reserved GDT blocks (resize_inode, its lists
  * following: kernel doc special_inodes.rst) or freed, and the superblock and its kept copies; the
  * superblock goes home last (journal-log.ts), as in a grow. The file is cut to the new size by the
- * caller once this is durable.
+ * caller once this is durable. Called again with no group dropped and more reserved GDT blocks, it takes
+ * back reserved GDT room a switch gave up (shrink-image.ts says why one does).
  */
 import { Ext4Error } from '../core/errors.js';
 import { lo32, hi32, put32 } from '../core/bytes.js';
@@ -164,6 +165,18 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
     }
   };
 
+  // Room taken (a moved sparse_super2 backup's, reserved GDT room given back): it must be free.
+  const take = (s: number, len: number, what: string) => {
+    for (let b = s; b < s + len; b++) {
+      const g = groupOfBlock(before, b);
+      const bm = bitmap(g);
+      const i = b - groupFirstBlock(before, g);
+      if (testBit(bm, i)) throw new Ext4Error('CORRUPT', `block ${b} ${what} is in use`, { block: b });
+      setBitRange(bm, i, i + 1);
+      descs[g]!.freeBlocks--;
+    }
+  };
+
   // The removed groups' tables that flex_bg put in kept groups.
   for (let g = kept; g < before.groupCount; g++) for (const [s, n] of tables(r, g, itb)) free(s, n);
 
@@ -176,26 +189,17 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
   if (!before.metaBg) {
     const areaBefore = oldDesc + before.reservedGdtBlocks;
     const areaAfter = newDesc + after.reservedGdtBlocks;
-    if (areaAfter < areaBefore)
-      for (const g of superblockGroups(after).filter((x) => hadSuper.has(x))) {
-        const base = g === 0 ? superblockBlock(before) : groupFirstBlock(before, g);
-        free(base + 1 + areaAfter, areaBefore - areaAfter);
-      }
+    for (const g of superblockGroups(after).filter((x) => hadSuper.has(x))) {
+      const base = g === 0 ? superblockBlock(before) : groupFirstBlock(before, g);
+      if (areaAfter < areaBefore) free(base + 1 + areaAfter, areaBefore - areaAfter);
+      else if (areaAfter > areaBefore) take(base + 1 + areaBefore, areaAfter - areaBefore, 'of the reserved GDT room');
+    }
   }
 
   // sparse_super2's backup moved into the new last group: its room (emptied by the moves) taken, and
   // every descriptor block copied there.
   const hole = newBackupArea(before, after);
-  if (hole) {
-    const g = groupOfBlock(before, hole[0]);
-    const bm = bitmap(g);
-    for (let b = hole[0]; b < hole[0] + hole[1]; b++) {
-      const i = b - groupFirstBlock(before, g);
-      if (testBit(bm, i)) throw new Ext4Error('CORRUPT', `block ${b} of the new backup area is in use`, { block: b });
-      setBitRange(bm, i, i + 1);
-      descs[g]!.freeBlocks--;
-    }
-  }
+  if (hole) take(hole[0], hole[1], 'of the new backup area');
 
   // The last group: padded to its new length, its free count counted again.
   const last = kept - 1;
@@ -255,8 +259,7 @@ function resizeInodeBack(r: Ext4Reader, after: Geometry, w: StepWrites, newDesc:
     throw new Ext4Error('UNSUPPORTED_FEATURE', `the resize inode's block ${dind} lies past the new end`);
   const sbBlock = superblockBlock(before);
   const rsv = after.reservedGdtBlocks;
-  if (rsv > apb || rsv > before.reservedGdtBlocks + oldDesc - newDesc)
-    throw new Error(`resize: ${rsv} reserved GDT blocks cannot be listed`);
+  if (rsv > apb) throw new Error(`resize: ${rsv} reserved GDT blocks cannot be listed`);
   const backups = superblockGroups(after).filter((g) => g !== 0);
   const table = w.modify(dind);
   // Slots of blocks the area no longer holds are cleared first (a slot may be taken again below).
