@@ -6,7 +6,7 @@
  *   npm run bench            (all; each section measured in a node process of its own)
  *   npm run bench -- --quick (fewer repetitions)
  *   npm run bench -- --only=workdisk,edit  (some sections; prints, does not write BENCHMARKS.md)
- *   npm run bench -- --before=../old-checkout  (all, each section of the older version run just before ours)
+ *   npm run bench -- --before=../old-checkout [--rounds=N] [--only=...]  (beside an older version: bench/out/compare.md)
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,6 +24,7 @@ import { Ext4Editor } from '../src/edit/editor.js';
 import { checkImage } from '../src/check/check.js';
 import { tuneImage } from '../src/edit/tune.js';
 import { resizeImage } from '../src/resize/image.js';
+import { compareRounds } from './compare.js';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
@@ -108,32 +109,52 @@ const img = path.join(work, 'bench.img');
 
 /**
  * `--before=DIR`: a checkout of an earlier version (built, its bench bundled in bench/out/run.mjs) whose
- * sections run just before ours, one by one, so both are measured in the same minutes of the same host;
- * its rows go to bench/out/before.md (issue 20's rule: no row more than 10% slower than before).
+ * sections run beside ours, one by one, so both are measured in the same minutes of the same host;
+ * `--rounds=N` repeats that N times, alternating which version goes first. Its rows go to
+ * bench/out/before.md and the comparison (issue 20's rule: no row more than 10% slower than before) to
+ * bench/out/compare.md. With `--only`, only those sections, and BENCHMARKS.md is left alone.
  */
 const before = process.argv.find((a) => a.startsWith('--before='))?.slice('--before='.length);
-if (!only) {
+const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.slice('--rounds='.length) ?? 1);
+if (!only || before) {
   // Each section in a process of its own: the garbage and JIT state one section leaves must not land in
   // the next one's timed runs (after extract's rows the heap held about 150 MiB, and the check rows that
   // followed measured major GC pauses: up to three times their time in a fresh process).
   const out = path.join(work, 'rows.json');
-  const beforeRows: string[] = [];
-  for (const s of SECTIONS) {
-    if (before) {
-      const b = spawnSync(process.execPath, [path.join(before, 'bench/out/run.mjs'), `--only=${s}`], {
-        cwd: before,
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      beforeRows.push(`(section ${s})`, ...b.stdout.split('\n').filter((l) => l.startsWith('|')));
+  const sections = SECTIONS.filter((s) => !only || only.has(s));
+  const beforeRounds: string[][] = [];
+  const ourRounds: string[][] = [];
+  for (let k = 0; k < (before ? rounds : 1); k++) {
+    const theirs: string[] = [];
+    const ours: string[] = [];
+    for (const s of sections) {
+      const runBefore = () => {
+        const b = spawnSync(process.execPath, [path.join(before!, 'bench/out/run.mjs'), `--only=${s}`], {
+          cwd: before,
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        theirs.push(`(section ${s})`, ...b.stdout.split('\n').filter((l) => l.startsWith('|')));
+      };
+      if (before && k % 2 === 0) runBefore();
+      const args = [process.argv[1]!, `--only=${s}`, `--emit=${out}`, ...(quick ? ['--quick'] : [])];
+      const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+      if (r.status !== 0) process.exit(r.status ?? 1);
+      const got = JSON.parse(fs.readFileSync(out, 'utf8')) as string[];
+      ours.push(...(ours.length ? got : got.slice(got[0] === '' ? 1 : 0)));
+      if (before && k % 2 === 1) runBefore();
     }
-    const args = [process.argv[1]!, `--only=${s}`, `--emit=${out}`, ...(quick ? ['--quick'] : [])];
-    const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
-    if (r.status !== 0) process.exit(r.status ?? 1);
-    const got = JSON.parse(fs.readFileSync(out, 'utf8')) as string[];
-    rows.push(...(rows.length ? got : got.slice(got[0] === '' ? 1 : 0)));
+    beforeRounds.push(theirs);
+    ourRounds.push(ours);
   }
-  if (before) fs.writeFileSync(path.resolve(BENCH_DIR, 'out/before.md'), beforeRows.join('\n') + '\n');
+  rows.push(...ourRounds[0]!);
+  if (before) {
+    fs.writeFileSync(path.resolve(BENCH_DIR, 'out/before.md'), beforeRounds[0]!.join('\n') + '\n');
+    const c = compareRounds(beforeRounds, ourRounds);
+    fs.writeFileSync(path.resolve(BENCH_DIR, 'out/compare.md'), c.text);
+    console.log(c.text);
+    if (only) process.exit(0);
+  }
 }
 
 if (!haveMkfs()) {
@@ -522,15 +543,17 @@ if (want('edit')) {
     ed.commit();
     ed.close();
   };
-  // V8 optimizes the editor's code over its first few dozen batches: done here, untimed, so that no row
-  // pays it for the others (with one warm-up run per tool, whichever row came first measured up to twice
-  // the time of the same image measured second).
+  // V8 optimizes the editor's code over its first few dozen batches: done here, untimed, on every image
+  // (a populated one takes paths an empty one does not), so that no row pays it for the others (with
+  // one warm-up run per tool, whichever row came first measured up to twice the time of the same image
+  // measured second).
   const warm = path.join(work, 'edit-warm.img');
-  for (let k = 0; k < 30; k++) {
-    sh('cp', ['--sparse=always', bases[0]![1], warm]);
-    batch(warm, false);
-    fs.rmSync(warm);
-  }
+  for (let k = 0; k < 30; k++)
+    for (const [, base] of bases) {
+      sh('cp', ['--sparse=always', base, warm]);
+      batch(warm, false);
+      fs.rmSync(warm);
+    }
   for (const [label, base] of bases) {
     // The same image without its journal: the same batch written in place (data, then metadata).
     const baseNoJournal = base + '.nojournal';
@@ -595,7 +618,7 @@ if (want('edit')) {
     '',
     `One CLI \`write\` of a small file: ${fmt(single.write)} ms, node's start-up (\`node -e 0\`) ${fmt(single.node)} ms, so ${fmt(single.write - single.node)} ms of ours (with the V8 code cache warm; target: at most 20); one \`e2cp\`: ${haveE2cp ? fmt(single.e2cp) + ' ms' : 'n/a'}.`,
     '',
-    `Medians of ${REPS} rounds after a warm-up (ours: 30 untimed batches before the first row, as V8 optimizes the editor's code over its first few dozen batches; otherwise whichever row came first measured up to twice the other); every round runs each tool once on a fresh copy of the image (copied and made durable untimed). Ours and debugfs write the same 10 directories and 100 files (100 B to 4 KiB, from host files); e2cp runs once per file (e2mkdir per directory). Ours commits through the journal with four fsyncs (data and log, commit block, metadata home, journal emptied with needs_recovery cleared); "in place" is the same batch on a copy of the image whose journal \`tune2fs -O ^has_journal\` removed (two fsyncs: data, then metadata), and the journaling cost is the ratio of the two (target: at most 1.5x). "Without fsync" is the journaled batch with \`sync: false\` (\`--no-sync\`): the same writes, none waited for, so the difference to the first column is what durability costs on this disk (on a sparse image each fsync also commits the host file system's allocation of the blocks written into holes). "debugfs under eatmydata" is the debugfs batch with its fsyncs turned into no-ops by Debian's \`eatmydata\`, so both sides of the next column run without durability: our time there over debugfs's (issue 20's target: at most 0.5x). The floor is \`cp -a\` of the same files to the host disk plus \`sync -f\`.`,
+    `Medians of ${REPS} rounds after a warm-up (ours: 30 untimed batches on each image before the first row, as V8 optimizes the editor's code over its first few dozen batches; otherwise whichever row came first measured up to twice the other); every round runs each tool once on a fresh copy of the image (copied and made durable untimed). Ours and debugfs write the same 10 directories and 100 files (100 B to 4 KiB, from host files); e2cp runs once per file (e2mkdir per directory). Ours commits through the journal with four fsyncs (data and log, commit block, metadata home, journal emptied with needs_recovery cleared); "in place" is the same batch on a copy of the image whose journal \`tune2fs -O ^has_journal\` removed (two fsyncs: data, then metadata), and the journaling cost is the ratio of the two (target: at most 1.5x). "Without fsync" is the journaled batch with \`sync: false\` (\`--no-sync\`): the same writes, none waited for, so the difference to the first column is what durability costs on this disk (on a sparse image each fsync also commits the host file system's allocation of the blocks written into holes). "debugfs under eatmydata" is the debugfs batch with its fsyncs turned into no-ops by Debian's \`eatmydata\`, so both sides of the next column run without durability: our time there over debugfs's (issue 20's target: at most 0.5x). The floor is \`cp -a\` of the same files to the host disk plus \`sync -f\`.`,
   );
   console.log(rows[rows.length - 3]);
 }
