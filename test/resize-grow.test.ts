@@ -15,7 +15,16 @@ import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { COMPAT, INCOMPAT } from '../src/ext4/features.js';
 import { Ext4Error } from '../src/core/errors.js';
-import { HAVE_E2FSPROGS, IS_ROOT, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  fsck,
+  haveTool,
+  oracleAvailable,
+  run,
+  scratchDir,
+  mkfsImage,
+} from './helpers/oracle.js';
 import { imageState } from './helpers/crash.js';
 import { mount, umount, view, xattrView } from './helpers/model.js';
 
@@ -41,17 +50,8 @@ const K = 1024;
 const M = K * K;
 const G = K * M;
 const T = K * G;
-let seq = 0;
 
-function mkfs(size: number, args: string[], dir = work): string {
-  const img = path.join(dir, `img-${seq++}.img`);
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, size);
-  const fsType = args.includes('-t') ? [] : ['-t', 'ext4'];
-  const r = run('mkfs.ext4', ['-q', '-F', ...fsType, '-E', 'root_owner=0:0', ...args, img]);
-  expect(r.status, r.stderr).toBe(0);
-  return img;
-}
+const mkfs = (size: number, args: string[], dir = work): string => mkfsImage(dir, size, args);
 
 /** Files, directories, an htree directory, symlinks, a hard link and attributes. */
 function populate(img: string): void {

@@ -13,7 +13,7 @@ import { groupFirstBlock } from '../src/ext4/geometry.js';
 import { minimumBlocks, planShrink, groupOverhead, type ShrinkInput } from '../src/resize/shrink-plan.js';
 import { minimumSize } from '../src/resize/image.js';
 import { Ext4Error } from '../src/core/errors.js';
-import { HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { HAVE_E2FSPROGS, cli, fsck, oracleAvailable, run, scratchDir, mkfsImage } from './helpers/oracle.js';
 
 /** 256 MiB of 4 KiB blocks: 2 groups of 32768, 8192 inodes (512 table blocks) each, no flex_bg. */
 const geo: Geometry = {
@@ -153,7 +153,6 @@ describe('planShrink', () => {
 const runIt = oracleAvailable('print-min against resize2fs -P (e2fsprogs)', HAVE_E2FSPROGS);
 const work = scratchDir('ext4wd-shrink-plan');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
-let seq = 0;
 
 /** A tree of files of many sizes (about 24 MiB), for mkfs.ext4 -d. */
 function tree(): string {
@@ -169,13 +168,7 @@ function tree(): string {
   return dir;
 }
 
-function mkfs(size: string, args: string[]): string {
-  const img = path.join(work, `p${seq++}.img`);
-  fs.writeFileSync(img, '');
-  const r = run('mkfs.ext4', ['-q', '-F', '-E', 'root_owner=0:0', ...args, img, size]);
-  expect(r.status, r.stderr).toBe(0);
-  return img;
-}
+const mkfs = (size: string, args: string[]): string => mkfsImage(work, size, args);
 
 function resize2fsMin(img: string): number {
   const r = run('resize2fs', ['-P', img]);

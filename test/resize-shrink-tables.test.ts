@@ -16,7 +16,16 @@ import { editImage } from '../src/edit/editor.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { inodeTableBlocks } from '../src/ext4/geometry.js';
-import { HAVE_E2FSPROGS, IS_ROOT, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  fsck,
+  haveTool,
+  oracleAvailable,
+  run,
+  scratchDir,
+  mkfsImage,
+} from './helpers/oracle.js';
 import { mount, umount, view, xattrView } from './helpers/model.js';
 import { imageState } from './helpers/crash.js';
 
@@ -27,14 +36,7 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 const K = 1024;
 let seq = 0;
 
-function mkfs(sizeK: number, args: string[]): string {
-  const img = path.join(work, `t${seq++}.img`);
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, sizeK * K);
-  const r = run('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', ...args, img]);
-  expect(r.status, r.stderr).toBe(0);
-  return img;
-}
+const mkfs = (sizeK: number, args: string[]): string => mkfsImage(work, sizeK * K, args);
 
 /**
  * Directories (the editor spreads them over the flex groups: a moved inode table holds inodes in use),

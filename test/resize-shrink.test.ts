@@ -16,7 +16,17 @@ import { formatImage } from '../src/mkfs/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
-import { HAVE_E2FSPROGS, IS_ROOT, cli, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  cli,
+  fsck,
+  haveTool,
+  oracleAvailable,
+  run,
+  scratchDir,
+  mkfsImage,
+} from './helpers/oracle.js';
 import { mount, umount, view, xattrView } from './helpers/model.js';
 import { imageState } from './helpers/crash.js';
 import { Volume } from '../src/edit/volume.js';
@@ -29,15 +39,7 @@ afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 const M = 2 ** 20;
 let seq = 0;
 
-function mkfs(size: number, args: string[]): string {
-  const img = path.join(work, `s${seq++}.img`);
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, size);
-  const fsType = args.includes('-t') ? [] : ['-t', 'ext4'];
-  const r = run('mkfs.ext4', ['-q', '-F', ...fsType, '-E', 'root_owner=0:0', ...args, img]);
-  expect(r.status, r.stderr).toBe(0);
-  return img;
-}
+const mkfs = (size: number, args: string[]): string => mkfsImage(work, size, args);
 
 /**
  * Files in the root directory (their inodes stay in group 0), one of them large enough to reach far up

@@ -14,7 +14,16 @@ import * as path from 'node:path';
 import { resizeImage } from '../src/resize/image.js';
 import { editImage } from '../src/edit/editor.js';
 import { backupGroupsFor } from '../src/ext4/geometry.js';
-import { HAVE_E2FSPROGS, IS_ROOT, fsck, haveTool, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  fsck,
+  haveTool,
+  oracleAvailable,
+  run,
+  scratchDir,
+  mkfsImage,
+} from './helpers/oracle.js';
 import { mount, umount, view, xattrView } from './helpers/model.js';
 import { imageState } from './helpers/crash.js';
 
@@ -24,16 +33,8 @@ const work = scratchDir('ext4wd-sparse2');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 const M = 2 ** 20;
 const G = 2 ** 30;
-let seq = 0;
 
-function mkfs(size: number, args: string[]): string {
-  const img = path.join(work, `s${seq++}.img`);
-  fs.writeFileSync(img, '');
-  fs.truncateSync(img, size);
-  const r = run('mkfs.ext4', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', '-O', 'sparse_super2', ...args, img]);
-  expect(r.status, r.stderr).toBe(0);
-  return img;
-}
+const mkfs = (size: number, args: string[]): string => mkfsImage(work, size, ['-O', 'sparse_super2', ...args]);
 
 function populate(img: string): void {
   editImage(

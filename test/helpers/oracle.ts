@@ -79,6 +79,19 @@ export function mkfsExt4(dir: string, opts: string[], size: string): string {
   return img;
 }
 
+/**
+ * A new `mkfs.ext4` image of `size` (bytes, or truncate's units) in `dir`, owned by root (as the
+ * images the resize tests grow and shrink), ext4 unless `args` names a `-t`.
+ */
+export function mkfsImage(dir: string, size: number | string, args: string[]): string {
+  const img = path.join(dir, `m${mkfsCount++}.img`);
+  run('truncate', ['-s', String(size), img]);
+  const fsType = args.includes('-t') ? [] : ['-t', 'ext4'];
+  const r = run('mkfs.ext4', ['-q', '-F', ...fsType, '-E', 'root_owner=0:0', ...args, img]);
+  if (r.status !== 0) throw new Error(r.stderr);
+  return img;
+}
+
 /** `dumpe2fs` (full or -h) with the lines that legitimately differ between two mkfs runs removed. */
 export function dumpe2fs(image: string, headerOnly: boolean): string {
   const r = run('dumpe2fs', headerOnly ? ['-h', image] : [image]);
