@@ -43,7 +43,9 @@ export function guestKernel(): GuestKernel | null {
     .filter((v) => fs.existsSync(path.join('/lib/modules', v, 'modules.dep')))
     .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
   const v = found.at(-1);
-  return v === undefined ? null : { version: v, vmlinuz: path.join('/boot', `vmlinuz-${v}`), modules: path.join('/lib/modules', v) };
+  return v === undefined
+    ? null
+    : { version: v, vmlinuz: path.join('/boot', `vmlinuz-${v}`), modules: path.join('/lib/modules', v) };
 }
 
 /** A statically linked busybox, or null (a dynamic one would need its libraries in the guest too). */
@@ -110,7 +112,6 @@ function toolEntries(tool: string): CpioEntry[] {
   return out;
 }
 
-
 /**
  * The kernel's ELF image out of the bzImage at `vmlinuz`, written to `out`: the compressed payload
  * found by its magic and unpacked by the matching tool (xz-utils, gzip and zstd come with Debian).
@@ -138,8 +139,13 @@ export function unpackKernel(vmlinuz: string, out: string): boolean {
   return false;
 }
 
+/** The device the `i`-th disk (from 0) is in the guest: virtio disks are named in the order attached. */
+export function guestDisk(i: number): string {
+  return `/dev/vd${String.fromCharCode(97 + i)}`;
+}
+
 function initScript(modules: string[], disks: number): string {
-  const devs = Array.from({ length: disks }, (_, i) => `/dev/vd${String.fromCharCode(97 + i)}`);
+  const devs = Array.from({ length: disks }, (_, i) => guestDisk(i));
   return `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /mnt
 /bin/busybox mount -t proc proc /proc

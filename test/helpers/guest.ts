@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { MARKER, buildInitrd, guestKernel, staticBusybox, unpackKernel } from './guest-initrd.js';
+export { guestDisk } from './guest-initrd.js';
 import { haveTool } from './oracle.js';
 
 export const QEMU = 'qemu-system-x86_64';
