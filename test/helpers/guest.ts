@@ -65,7 +65,7 @@ function boot(accel: Accel, kernel: string, initrd: string, disks: string[], tim
   });
   const output = (r.stdout ?? '') + (r.stderr ?? '');
   const m = new RegExp(`^${MARKER} (\\d+)\\r?$`, 'm').exec(output);
-  const timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT';
+  const timedOut = r.error !== undefined && 'code' in r.error && r.error.code === 'ETIMEDOUT';
   return { status: m ? Number(m[1]) : null, output, ms: Date.now() - t0, timedOut };
 }
 
@@ -96,7 +96,8 @@ function pickAccel(kernel: string, dir: string): { accel: Accel; why: string } {
   fs.rmSync(initrd);
   if (r.status === 0) return (chosen = { accel: 'kvm', why: '' });
   const said = r.output.trim().split('\n').slice(-2).join(' / ');
-  return (chosen = { accel: 'tcg', why: `KVM did not boot the kernel within ${PROBE_MS / 1000} s (${said})` });
+  const how = r.timedOut ? `did not finish within ${PROBE_MS / 1000} s` : 'failed';
+  return (chosen = { accel: 'tcg', why: `a KVM probe boot ${how} (${said})` });
 }
 
 /**
