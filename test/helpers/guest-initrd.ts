@@ -24,7 +24,6 @@ export const GUEST_MODULES = ['crc32c_generic', 'virtio_pci', 'virtio_blk', 'ext
 export const MARKER = 'EXT4WD-GUEST-EXIT';
 
 export interface GuestKernel {
-  version: string;
   vmlinuz: string;
   modules: string;
 }
@@ -45,7 +44,7 @@ export function guestKernel(): GuestKernel | null {
   const v = found.at(-1);
   return v === undefined
     ? null
-    : { version: v, vmlinuz: path.join('/boot', `vmlinuz-${v}`), modules: path.join('/lib/modules', v) };
+    : { vmlinuz: path.join('/boot', `vmlinuz-${v}`), modules: path.join('/lib/modules', v) };
 }
 
 /** A statically linked busybox, or null (a dynamic one would need its libraries in the guest too). */
@@ -58,7 +57,7 @@ export function staticBusybox(): string | null {
   return null;
 }
 
-/** The modules `names` need from modules.dep, each after what it depends on, as paths under `dir`. */
+/** The modules `names` need from modules.dep, each after what it depends on, as modules.dep names them. */
 export function moduleOrder(modulesDep: string, names: string[]): string[] {
   const deps = new Map<string, string[]>();
   const byName = new Map<string, string>();
