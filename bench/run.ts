@@ -129,11 +129,15 @@ if (!only || before) {
     const ours: string[] = [];
     for (const s of sections) {
       const runBefore = () => {
-        const b = spawnSync(process.execPath, [path.join(before!, 'bench/out/run.mjs'), `--only=${s}`], {
-          cwd: before,
-          encoding: 'utf8',
-          stdio: ['ignore', 'pipe', 'inherit'],
-        });
+        const b = spawnSync(
+          process.execPath,
+          [path.join(before!, 'bench/out/run.mjs'), `--only=${s}`, ...(quick ? ['--quick'] : [])],
+          {
+            cwd: before,
+            encoding: 'utf8',
+            stdio: ['ignore', 'pipe', 'inherit'],
+          },
+        );
         theirs.push(`(section ${s})`, ...b.stdout.split('\n').filter((l) => l.startsWith('|')));
       };
       if (before && k % 2 === 0) runBefore();
@@ -146,15 +150,16 @@ if (!only || before) {
     }
     beforeRounds.push(theirs);
     ourRounds.push(ours);
+    if (before) {
+      // Written after every round: a long comparison stopped early still leaves what it measured.
+      fs.writeFileSync(path.resolve(BENCH_DIR, 'out/before.md'), beforeRounds[0]!.join('\n') + '\n');
+      const c = compareRounds(beforeRounds, ourRounds);
+      fs.writeFileSync(path.resolve(BENCH_DIR, 'out/compare.md'), c.text);
+      console.log(c.text);
+    }
   }
   rows.push(...ourRounds[0]!);
-  if (before) {
-    fs.writeFileSync(path.resolve(BENCH_DIR, 'out/before.md'), beforeRounds[0]!.join('\n') + '\n');
-    const c = compareRounds(beforeRounds, ourRounds);
-    fs.writeFileSync(path.resolve(BENCH_DIR, 'out/compare.md'), c.text);
-    console.log(c.text);
-    if (only) process.exit(0);
-  }
+  if (before && only) process.exit(0);
 }
 
 if (!haveMkfs()) {
