@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { checkImage } from '../src/check/check.js';
-import { repairImage } from '../src/edit/repair.js';
+import { repairImage, type RepairResult } from '../src/edit/repair.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { decodeGroupDesc, encodeGroupDesc, putGroupDescChecksum } from '../src/ext4/group-desc.js';
@@ -235,11 +235,9 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
     });
     const r = cli(['check', img, '--repair', '--json']);
     expect(r.status, r.stderr).toBe(1);
-    const out = JSON.parse(r.stdout);
+    const out = JSON.parse(r.stdout) as RepairResult;
     expect(out.status).toBe(1);
-    expect(out.fixed.map((p: { code: string }) => p.code)).toEqual(
-      expect.arrayContaining(['FREE_BLOCKS_GROUP', 'FREE_INODES_GROUP']),
-    );
+    expect(out.fixed.map((p) => p.code)).toEqual(expect.arrayContaining(['FREE_BLOCKS_GROUP', 'FREE_INODES_GROUP']));
     expect(out.remaining).toEqual([]);
     expectClean(img);
     const again = cli(['check', img, '--repair']);
@@ -281,10 +279,10 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
       const hash = sha(img);
       const r = cli(['check', img, '--repair', '--json']);
       expect(r.status, label + r.stderr).toBe(4);
-      const out = JSON.parse(r.stdout);
+      const out = JSON.parse(r.stdout) as RepairResult;
       expect(out.fixed).toEqual([]);
-      expect(out.remaining.map((p: { code: string }) => p.code).join(' '), label).toMatch(codes);
-      expect(out.remaining.map((p: { code: string }) => p.code)).toContain('FREE_BLOCKS_GROUP');
+      expect(out.remaining.map((p) => p.code).join(' '), label).toMatch(codes);
+      expect(out.remaining.map((p) => p.code)).toContain('FREE_BLOCKS_GROUP');
       expect(sha(img), label).toBe(hash);
       const text = cli(['check', img, '--repair']);
       expect(text.status).toBe(4);
