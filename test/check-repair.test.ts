@@ -246,6 +246,18 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
     expect(cli(['check', img, '--repair', '--replay']).status).toBe(2);
   });
 
+  it('a file system marked with errors and nothing else wrong is checked and marked clean (exit 1)', () => {
+    const base = make([]);
+    const img = damaged(base, 'errors', (d) => d.superblock((sb) => (sb.s_state |= 2)));
+    expect(checkImage(img).clean).toBe(true);
+    const res = repairImage(img, { sync: false });
+    expect(res.status).toBe(1);
+    expect(res.fixed.map((p) => p.text).join(' ')).toMatch(/errors/);
+    expect(run('dumpe2fs', ['-h', img]).stdout).toMatch(/Filesystem state: +clean\n/);
+    expectClean(img);
+    expect(tree(img)).toEqual(tree(base));
+  });
+
   it('other damage is refused with exit 4, nothing written, even beside damage it could fix', () => {
     const base = make([]);
     const refused: [string, (d: Damage) => void, RegExp][] = [
