@@ -84,19 +84,22 @@ export function repairImage(imagePath: string, opts: RepairOptions = {}): Repair
         onWarning: opts.onWarning,
         deadWriter: lock.tookOverFrom,
       }).recovered;
+    // Checked read-only first: opening the volume claims MMP (a write), which a refusal must not do.
+    const res = checkFile(imagePath, true);
+    const left = unfixable(res);
+    if (left.length || res.problemCount > res.problems.length)
+      return {
+        status: 4,
+        recovered,
+        fixed: [],
+        remaining: [...res.warnings, ...res.problems],
+        remainingCount: res.problemCount + res.warnings.length,
+      };
+    if (!res.problems.length && !res.warnings.length && !summaryWrong(imagePath))
+      return { status: recovered ? 1 : 0, recovered, fixed: [], remaining: [], remainingCount: 0 };
     const v = Volume.open(imagePath, { ...opts, atomic: true, repairing: true });
     let fixed: Problem[];
     try {
-      const res = checkDevice(v.dev, { keepFixes: true });
-      const left = unfixable(res);
-      if (left.length || res.problemCount > res.problems.length)
-        return {
-          status: 4,
-          recovered,
-          fixed: [],
-          remaining: [...res.warnings, ...res.problems],
-          remainingCount: res.problemCount + res.warnings.length,
-        };
       fixed = applyFixes(v, res);
       if (v.changed) v.commit();
     } finally {
@@ -129,10 +132,33 @@ function peekSuperblock(imagePath: string) {
   }
 }
 
-function checkFile(imagePath: string): CheckResult {
+function checkFile(imagePath: string, keepFixes = false): CheckResult {
   const dev = FileDevice.open(imagePath);
   try {
-    return checkDevice(dev);
+    return checkDevice(dev, { keepFixes });
+  } finally {
+    dev.close();
+  }
+}
+
+/**
+ * What a clean check leaves to fix: the superblock's free counts against the descriptors' sums, and a
+ * state marked with errors or not cleanly unmounted.
+ */
+function summaryWrong(imagePath: string): boolean {
+  const dev = FileDevice.open(imagePath);
+  try {
+    const r = Ext4Reader.open(dev, { verifyChecksums: false });
+    const sb = r.sb;
+    if (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID)) return true;
+    let blocks = 0;
+    let inodes = 0;
+    for (let g = 0; g < r.groupCount; g++) {
+      const d = r.groupDesc(g);
+      blocks += d.freeBlocks;
+      inodes += d.freeInodes;
+    }
+    return blocks !== freeBlocksCount(sb) || inodes !== sb.s_free_inodes_count;
   } finally {
     dev.close();
   }
