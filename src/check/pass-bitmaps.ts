@@ -130,7 +130,8 @@ function checkBlockBitmap(ctx: CheckContext, g: number, metaFrom: number, scratc
         `group ${g}: the block bitmap differs from what is in use at ${count} block(s), from block ${first + at * ratio}`,
         { group: g, block: first + at * ratio },
       );
-    if (g === ctx.groupCount - 1 && !allSet(bm, clusters, ctx.bs * 8))
+    // The bits past the group's blocks, and the whole bytes past its bitmap, are padding: all ones.
+    if (!allSet(bm, g === ctx.groupCount - 1 ? clusters : Math.ceil(bits / 8) * 8, ctx.bs * 8))
       p.add('BITMAP_PADDING', `group ${g}: the block bitmap's bits past the last block are not set`, { group: g });
     if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
       const mask = ctx.raw.descSize >= 64 ? 0xffffffff : 0xffff;
@@ -218,6 +219,12 @@ function checkInodeBitmap(ctx: CheckContext, g: number, used: number[], scratch:
           `group ${g}: the inode bitmap differs from the inodes in use at ${diff} inode(s), from inode ${groupInode(ctx.raw.geo, g, firstDiff)}`,
           { group: g, inode: groupInode(ctx.raw.geo, g, firstDiff) },
         );
+        bitmapWrong = true;
+      }
+      if (!allSet(bm, Math.ceil(ipg / 8) * 8, ctx.bs * 8)) {
+        p.add('BITMAP_PADDING', `group ${g}: the inode bitmap's bytes past the group's inodes are not all set`, {
+          group: g,
+        });
         bitmapWrong = true;
       }
       if (ctx.hasRo(RO_COMPAT.metadata_csum)) {
