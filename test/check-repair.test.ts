@@ -367,8 +367,7 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
 
 /**
  * Corpus images whose `e2fsck -fp` fixes (exit 1) are all counts, bitmaps, their checksums, uninit
- * flags, descriptor checksums or a journal to recover. Left out: f_summary_counts (counts beyond the
- * group's size, which check reports as GROUP_DESC, not fixed yet).
+ * flags, descriptor checksums or a journal to recover.
  */
 const PREENED = [
   'f_bad_bbitmap',
@@ -376,6 +375,7 @@ const PREENED = [
   'f_bad_bmap_csum',
   'f_bitmaps',
   'f_end-bitmap',
+  'f_summary_counts',
   'f_uninit_bad_free_inodes',
   'f_uninit_checksum_bad',
   'f_uninit_blk_used_not_set',
@@ -384,7 +384,7 @@ const PREENED = [
 ];
 const HANGS_E2FSCK = new Set(['f_illitable_flexbg', 'f_misstable']);
 /** Corpus images e2fsck -p stops on (or fixes more than this): refused, unchanged. */
-const STOPPED = ['f_unused_itable', 'f_uninit_inode_past_unused', 'f_summary_counts'];
+const STOPPED = ['f_unused_itable', 'f_uninit_inode_past_unused'];
 
 describe.runIf(
   oracleAvailable('check --repair on the corpus', HAVE_E2FSPROGS && fs.existsSync(path.join(CORPUS, 'INDEX.tsv'))) ||
