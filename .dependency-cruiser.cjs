@@ -14,7 +14,7 @@ const layers = {
   tree: ['core', 'ext4', 'io', 'host', 'fs', 'archive'],
   check: ['core', 'ext4', 'io', 'host', 'fs'],
   mkfs: ['core', 'ext4', 'io', 'host', 'fs', 'tree', 'check'],
-  edit: ['core', 'ext4', 'io', 'host', 'fs', 'tree', 'mkfs'],
+  edit: ['core', 'ext4', 'io', 'host', 'fs', 'tree', 'check', 'mkfs'],
   resize: ['core', 'ext4', 'io', 'host', 'fs', 'check', 'edit'],
   workdisk: ['core', 'ext4', 'io', 'host', 'fs', 'archive', 'tree', 'check', 'mkfs', 'edit', 'resize'],
 };

@@ -13,8 +13,10 @@ import { checkInodes } from './pass-inodes.js';
 import { checkDirectories, checkConnectivity } from './pass-dirs.js';
 import { checkBitmaps } from './pass-bitmaps.js';
 import type { Problem } from './problems.js';
+import type { GroupFix } from './context.js';
 
 export type { Problem, ProblemCode } from './problems.js';
+export type { GroupFix } from './context.js';
 
 export interface CheckResult {
   /** No problem found. */
@@ -27,6 +29,8 @@ export interface CheckResult {
   /** What was looked at: groups, and inodes in use as e2fsck counts them (reserved ones included). */
   groups: number;
   inodesInUse: number;
+  /** With `keepFixes`: what pass 5 found each wrong group should hold (context.ts, GroupFix). */
+  fixes?: Map<number, GroupFix>;
 }
 
 export interface CheckOptions {
@@ -37,6 +41,8 @@ export interface CheckOptions {
    * replayed in memory first (the image is not changed), as a mount or `recover` would.
    */
   replay?: boolean;
+  /** Keep what each group pass 5 finds wrong should hold (for a repair; memory grows with the damage). */
+  keepFixes?: boolean;
   /** checkImage: the reader's lock on the image file (how long to wait for a writer). */
   lock?: LockOptions;
 }
@@ -47,6 +53,7 @@ export interface CheckOptions {
  */
 export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckResult {
   const ctx = openContext(dev, opts.replay);
+  if (opts.keepFixes) ctx.fixes = new Map();
   const pass = (name: string, fn: () => void) => {
     opts.onPass?.(name);
     fn();
@@ -66,6 +73,7 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     warnings: p.warnings,
     groups: ctx.groupCount,
     inodesInUse: inodesInUse(ctx),
+    ...(ctx.fixes ? { fixes: ctx.fixes } : {}),
   };
 }
 

@@ -26,8 +26,26 @@ export interface MetaRun {
   what: string;
 }
 
+/**
+ * What pass 5 found a group should hold, kept for a repair (only the parts found wrong are set): its
+ * bitmaps as what is in use (the bits of its blocks or inodes; padding is the writer's), its counts,
+ * its itable_unused, and the uninitialized flags to clear.
+ */
+export interface GroupFix {
+  blockBitmap?: Uint8Array;
+  inodeBitmap?: Uint8Array;
+  freeBlocks?: number;
+  freeInodes?: number;
+  usedDirs?: number;
+  itableUnused?: number;
+  /** BG_BLOCK_UNINIT and BG_INODE_UNINIT bits to clear. */
+  clearFlags: number;
+}
+
 export class CheckContext {
   readonly problems = new Problems();
+  /** Set by a caller that repairs: pass 5 keeps here, by group, what the groups it finds wrong should hold. */
+  fixes: Map<number, GroupFix> | undefined;
   readonly r: Ext4Reader;
   readonly raw: Ext4Reader;
   readonly bs: number;

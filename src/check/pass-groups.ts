@@ -166,11 +166,11 @@ export function checkDescriptors(ctx: CheckContext): void {
     if (d.flags & (BG_BLOCK_UNINIT | BG_INODE_UNINIT) && !ctx.groupCsum)
       p.add('GROUP_DESC', `group ${g} is marked uninitialized without group checksums`, { group: g });
     if (d.freeBlocks > n)
-      p.add('GROUP_DESC', `group ${g}: ${d.freeBlocks} free blocks in a group of ${n}`, { group: g });
+      p.add('FREE_BLOCKS_GROUP', `group ${g}: ${d.freeBlocks} free blocks in a group of ${n}`, { group: g });
     if (d.freeInodes > ctx.ipg)
-      p.add('GROUP_DESC', `group ${g}: ${d.freeInodes} free inodes in a group of ${ctx.ipg}`, { group: g });
+      p.add('FREE_INODES_GROUP', `group ${g}: ${d.freeInodes} free inodes in a group of ${ctx.ipg}`, { group: g });
     if (ctx.groupCsum && d.itableUnused > ctx.ipg)
-      p.add('GROUP_DESC', `group ${g}: ${d.itableUnused} unused inode table entries of ${ctx.ipg}`, { group: g });
+      p.add('ITABLE_UNUSED', `group ${g}: ${d.itableUnused} unused inode table entries of ${ctx.ipg}`, { group: g });
   }
   const mmp = mmpBlock(ctx.sb);
   if (ctx.has(INCOMPAT.mmp)) {

@@ -1,9 +1,10 @@
-/** `check`: the file system checked like e2fsck -fn, read-only. */
+/** `check`: the file system checked like e2fsck -fn, read-only; with --repair, preened like e2fsck -p. */
 import { Ext4Error } from '../core/errors.js';
 import { UsageError } from '../core/args.js';
-import { checkImage, type CheckResult } from '../check/check.js';
-import { command, printJson } from './command.js';
-import { jsonOption } from './options.js';
+import { checkImage, type CheckResult, type Problem } from '../check/check.js';
+import { command, printJson, warn } from './command.js';
+import type { OptionValues } from '../core/args.js';
+import { jsonOption, writerOptions, writerSettings } from './options.js';
 
 /** Exit codes as e2fsck's: 4 is its "errors left uncorrected", 8 its "operational error". */
 const CLEAN = 0;
@@ -12,13 +13,20 @@ const NOT_CHECKED = 8;
 
 export const check = command({
   name: 'check',
-  usage: `check <image> [--replay] [--json]
+  usage: `check <image> [--replay | --repair] [--json] [--no-sync]
       check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
-      --replay checks it as it is once its journal is recovered (replayed in memory)`,
-  options: { ...jsonOption, replay: { type: 'boolean' } },
-  run(positionals, values) {
+      --replay checks it as it is once its journal is recovered (replayed in memory);
+      --repair fixes counts, bitmaps and their checksums as e2fsck -p does, through the journal, after
+      recovering a dirty journal: exit 0 clean, 1 fixed, 4 other problems (nothing written), 8 refused`,
+  options: { ...jsonOption, ...writerOptions, replay: { type: 'boolean' }, repair: { type: 'boolean' } },
+  async run(positionals, values) {
     if (positionals.length !== 1) throw new UsageError('check needs exactly one <image>');
     const image = positionals[0]!;
+    if (values.repair) {
+      if (values.replay)
+        throw new UsageError('check: --repair recovers the journal itself; --replay is for a read-only check');
+      return repair(image, values);
+    }
     let res: CheckResult;
     try {
       res = checkImage(image, { replay: values.replay });
@@ -51,3 +59,36 @@ export const check = command({
     return res.clean ? CLEAN : PROBLEMS;
   },
 });
+
+const FIXED = 1;
+
+/** `check --repair`: the library's repair (edit/repair.ts, loaded only here), its report and exit code. */
+async function repair(image: string, values: OptionValues<typeof writerOptions> & { json?: boolean }): Promise<number> {
+  const { repairImage } = await import('../edit/repair.js');
+  let res;
+  try {
+    res = repairImage(image, { ...writerSettings(values), onWarning: warn });
+  } catch (e) {
+    if (!(e instanceof Ext4Error)) throw e;
+    process.stderr.write(`ext4-workdisk: error [${e.code}]: ${e.message}\n`);
+    if (values.json) printJson({ image, checked: false, repaired: false, code: e.code, message: e.message });
+    return NOT_CHECKED;
+  }
+  if (values.json) printJson({ image, checked: true, ...res });
+  else {
+    const line = (p: Problem) => `${p.code}: ${p.text}`;
+    if (res.recovered) process.stdout.write('recovered the journal\n');
+    for (const p of res.fixed) process.stdout.write(`fixed: ${line(p)}\n`);
+    for (const p of res.remaining) process.stdout.write(`${line(p)}\n`);
+    if (res.remainingCount > res.remaining.length)
+      process.stdout.write(`... and ${res.remainingCount - res.remaining.length} more\n`);
+    process.stdout.write(
+      res.status === PROBLEMS
+        ? `${image}: UNEXPECTED INCONSISTENCY: ${res.remainingCount} problem(s) a repair of counts and bitmaps does not fix; nothing of them written (run e2fsck)\n`
+        : res.status === FIXED
+          ? `${image}: repaired (${res.fixed.length} problem(s) fixed)\n`
+          : `${image}: clean, nothing to repair\n`,
+    );
+  }
+  return res.status === 0 ? CLEAN : res.status === 1 ? FIXED : PROBLEMS;
+}

@@ -26,9 +26,10 @@ const FEATURE_WHY: Record<string, string> = {
 /**
  * Refuses, before anything is written, an image the editor must not change: features it cannot keep
  * consistent, an external journal, a journal that needs recovery, a file system marked with errors or
- * not cleanly unmounted, orphan inodes to clean up (all but the features are allowed when `recovering`).
+ * not cleanly unmounted (allowed when `repairing`), orphan inodes to clean up (all but the features are
+ * allowed when `recovering`).
  */
-export function checkWritable(sb: Superblock, name: string, recovering: boolean): void {
+export function checkWritable(sb: Superblock, name: string, recovering: boolean, repairing = false): void {
   checkEditableFeatures(sb, name, recovering);
   if (sb.s_feature_compat & COMPAT.has_journal && !sb.s_journal_inum)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `${name}: the journal is on an external device, which is not supported`);
@@ -38,7 +39,8 @@ export function checkWritable(sb: Superblock, name: string, recovering: boolean)
       'NEEDS_RECOVERY',
       `${name}: the journal needs recovery (the image is mounted, or was not cleanly unmounted); recover it first (\`ext4-workdisk recover\`, or --recover)`,
     );
-  if (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID)) {
+  // A repair is what such a file system waits for: it checks everything before it writes.
+  if (!repairing && (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID))) {
     const journaled = (sb.s_feature_compat & COMPAT.has_journal) !== 0;
     if (sb.s_state & STATE_ERROR)
       throw new Ext4Error(

@@ -34,6 +34,8 @@ export interface VolumeOptions extends Pick<ReaderOptions, 'onWarning'> {
    * needs_recovery (which are otherwise refused).
    */
   recovering?: boolean;
+  /** Internal: opened by a repair (repair.ts), which may open a file system marked with errors. */
+  repairing?: boolean;
   /**
    * The whole edit (until commit) as one journal transaction: an edit too large for the journal is
    * refused at commit, nothing written. Without it an edit that grows past half the journal is
@@ -87,7 +89,7 @@ export class Volume implements EditVolume, CommitVolume {
     this.inodeSize = this.r.inodeSize;
     this.csum = this.r.csum;
     this.csumSeed = this.r.csumSeed;
-    checkWritable(sb, name, opts.recovering === true);
+    checkWritable(sb, name, opts.recovering === true, opts.repairing === true);
     const journal = JournalLog.open(this.r, name);
     this.tx = new Transaction(this.r.cache);
     this.groups = new GroupTable(this.r, this.tx);

@@ -1,0 +1,227 @@
+/**
+ * `check --repair` (preen), first slice: what `e2fsck -p` fixes without asking that is summary data:
+ * block and inode bitmaps against what the check found in use, their checksums and padding, each
+ * group's free block, free inode and directory counts, itable_unused and the uninitialized flags, the
+ * descriptors' checksums and the superblock's free counts. A dirty journal is recovered first (recover.ts),
+ * as e2fsck does. Anything else the check finds stops the repair before it writes, as e2fsck -p stops
+ * with "UNEXPECTED INCONSISTENCY": the problems are returned, status 4.
+ *
+ * The fixes are one journal transaction (the editor's commit, commit.ts): a crash leaves, after
+ * recovery, the image as it was or repaired. Refusals come before anything is written: a mounted or
+ * busy image, features the editor cannot keep consistent (guard.ts), MMP.
+ */
+import { Ext4Error } from '../core/errors.js';
+import { COMPAT, INCOMPAT, RO_COMPAT } from '../ext4/features.js';
+import {
+  freeBlocksCount,
+  decodeSuperblock,
+  STATE_VALID,
+  SUPERBLOCK_OFFSET,
+  SUPERBLOCK_SIZE,
+} from '../ext4/superblock.js';
+import { Ext4Reader } from '../fs/reader.js';
+import { FileDevice } from '../io/device.js';
+import { mountedLoop } from '../host/mounts.js';
+import { lockForWrite } from '../host/lock.js';
+import { checkDevice, type CheckResult, type Problem, type ProblemCode } from '../check/check.js';
+import { Volume, type VolumeOptions } from './volume.js';
+import { recoverJournal } from './recover.js';
+import { checkEditableFeatures, STATE_ERROR } from './guard.js';
+
+/** e2fsck's exit codes: nothing to fix, fixed, errors left uncorrected. */
+export type RepairStatus = 0 | 1 | 4;
+
+export type RepairOptions = Omit<VolumeOptions, 'atomic' | 'recovering' | 'repairing'>;
+
+export interface RepairResult {
+  status: RepairStatus;
+  /** The journal was recovered (replayed, orphans cleaned up) before the check. */
+  recovered: boolean;
+  /** What was fixed: the check's problems (and warnings) the repair wrote away, and its own. */
+  fixed: Problem[];
+  /** What is left: everything the check found when it found anything a preen does not fix. */
+  remaining: Problem[];
+  remainingCount: number;
+}
+
+/** The check's findings a preen fixes (pass 5's; each names its group). */
+export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
+  'BLOCK_BITMAP',
+  'INODE_BITMAP',
+  'BITMAP_CHECKSUM',
+  'BITMAP_PADDING',
+  'FREE_BLOCKS_GROUP',
+  'FREE_INODES_GROUP',
+  'USED_DIRS_GROUP',
+  'ITABLE_UNUSED',
+  'UNINIT_GROUP',
+]);
+
+/**
+ * Repairs an image file as `e2fsck -p` would the problems listed above; see the module comment. Throws
+ * (nothing written) when the image may not be written: IN_USE, UNSUPPORTED_FEATURE, NEEDS_RECOVERY
+ * for a journal recovery cannot replay, BAD_MAGIC for what is no ext2/3/4 file system.
+ */
+export function repairImage(imagePath: string, opts: RepairOptions = {}): RepairResult {
+  const mounted = mountedLoop(imagePath);
+  if (mounted)
+    throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); unmount it before repairing`, {
+      path: imagePath,
+    });
+  const lock = lockForWrite(imagePath, opts.lock);
+  try {
+    // Features first: a recovery would write before the editor refuses them.
+    const sb = peekSuperblock(imagePath);
+    checkEditableFeatures(sb, imagePath);
+    let recovered = false;
+    const dirty =
+      (sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal) ||
+      sb.s_last_orphan !== 0 ||
+      (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
+    if (dirty || lock.tookOverFrom)
+      recovered = recoverJournal(imagePath, {
+        sync: opts.sync,
+        onWarning: opts.onWarning,
+        deadWriter: lock.tookOverFrom,
+      }).recovered;
+    // Checked read-only first: opening the volume claims MMP (a write), which a refusal must not do.
+    const res = checkFile(imagePath, true);
+    const left = unfixable(res);
+    if (left.length || res.problemCount > res.problems.length)
+      return {
+        status: 4,
+        recovered,
+        fixed: [],
+        remaining: [...res.warnings, ...res.problems],
+        remainingCount: res.problemCount + res.warnings.length,
+      };
+    if (!res.problems.length && !res.warnings.length && !summaryWrong(imagePath))
+      return { status: recovered ? 1 : 0, recovered, fixed: [], remaining: [], remainingCount: 0 };
+    const v = Volume.open(imagePath, { ...opts, atomic: true, repairing: true });
+    let fixed: Problem[];
+    try {
+      fixed = applyFixes(v, res);
+      if (v.changed) v.commit();
+    } finally {
+      v.close();
+    }
+    // What the repair leaves is checked again: a fix that did not take is reported, never hidden.
+    const after = checkFile(imagePath);
+    const remaining = [...after.warnings, ...after.problems];
+    return {
+      status: remaining.length ? 4 : fixed.length || recovered ? 1 : 0,
+      recovered,
+      fixed,
+      remaining,
+      remainingCount: after.problemCount + after.warnings.length,
+    };
+  } finally {
+    lock.release();
+  }
+}
+
+/** The superblock as stored (the repair's refusals are decided on it before anything is opened to write). */
+function peekSuperblock(imagePath: string) {
+  const dev = FileDevice.open(imagePath);
+  try {
+    if (dev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
+      throw new Ext4Error('BAD_MAGIC', `${imagePath}: too small to hold an ext2/3/4 superblock`);
+    return decodeSuperblock(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE));
+  } finally {
+    dev.close();
+  }
+}
+
+function checkFile(imagePath: string, keepFixes = false): CheckResult {
+  const dev = FileDevice.open(imagePath);
+  try {
+    return checkDevice(dev, { keepFixes });
+  } finally {
+    dev.close();
+  }
+}
+
+/**
+ * What a clean check leaves to fix: the superblock's free counts against the descriptors' sums, and a
+ * state marked with errors or not cleanly unmounted.
+ */
+function summaryWrong(imagePath: string): boolean {
+  const dev = FileDevice.open(imagePath);
+  try {
+    const r = Ext4Reader.open(dev, { verifyChecksums: false });
+    const sb = r.sb;
+    if (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID)) return true;
+    let blocks = 0;
+    let inodes = 0;
+    for (let g = 0; g < r.groupCount; g++) {
+      const d = r.groupDesc(g);
+      blocks += d.freeBlocks;
+      inodes += d.freeInodes;
+    }
+    return blocks !== freeBlocksCount(sb) || inodes !== sb.s_free_inodes_count;
+  } finally {
+    dev.close();
+  }
+}
+
+/** The findings a preen does not fix: problems outside PREEN_FIXES (or without their group's fix), warnings but descriptor checksums. */
+function unfixable(res: CheckResult): Problem[] {
+  const fixes = res.fixes!;
+  return [
+    ...res.problems.filter((p) => !PREEN_FIXES.has(p.code) || p.group === undefined || !fixes.has(p.group)),
+    ...res.warnings.filter((w) => w.code !== 'GROUP_DESC_CHECKSUM' || w.group === undefined),
+  ];
+}
+
+/** Stages every fix in the volume's open edit; returns what they fix. */
+function applyFixes(v: Volume, res: CheckResult): Problem[] {
+  const fixed: Problem[] = [...res.warnings, ...res.problems];
+  // Descriptors are taken as stored: the volume's reader refuses those whose checksum fails.
+  const raw = Ext4Reader.open(v.dev, { verifyChecksums: false });
+  v.runOp(() => {
+    for (const w of res.warnings) if (w.group !== undefined) v.groups.set(w.group, raw.groupDesc(w.group));
+    for (const [g, f] of res.fixes!) {
+      const d = { ...raw.groupDesc(g) };
+      d.flags &= ~f.clearFlags;
+      if (f.freeBlocks !== undefined) d.freeBlocks = f.freeBlocks;
+      if (f.freeInodes !== undefined) d.freeInodes = f.freeInodes;
+      if (f.usedDirs !== undefined) d.usedDirs = f.usedDirs;
+      if (f.itableUnused !== undefined) d.itableUnused = f.itableUnused;
+      // bigalloc is refused by the guard: a bit is a block.
+      if (f.blockBitmap) writeBitmap(v.tx.modify(d.blockBitmap), f.blockBitmap, v.groupBlocks(g));
+      if (f.inodeBitmap) writeBitmap(v.tx.modify(d.inodeBitmap), f.inodeBitmap, v.ipg);
+      v.groups.set(g, d);
+      // Their checksums are computed at commit (the descriptor's, and the bitmaps' with metadata_csum).
+      v.groups.touch(g);
+    }
+    const sum = v.groups.sumFree();
+    const sb = v.sb;
+    if (sum.blocks !== freeBlocksCount(sb) || sum.inodes !== sb.s_free_inodes_count) {
+      fixed.push({
+        code: 'SUPERBLOCK',
+        text: `the superblock counts ${freeBlocksCount(sb)} free blocks and ${sb.s_free_inodes_count} free inodes; the groups ${sum.blocks} and ${sum.inodes}`,
+      });
+      v.recountFree();
+    }
+    if (sb.s_state & STATE_ERROR || !(sb.s_state & STATE_VALID)) {
+      fixed.push({
+        code: 'SUPERBLOCK',
+        text: `the file system was marked ${sb.s_state & STATE_ERROR ? 'as having errors' : 'not cleanly unmounted'}; checked, and marked clean`,
+      });
+      sb.s_state = (sb.s_state | STATE_VALID) & ~STATE_ERROR;
+      v.sbChanged = true;
+    }
+  });
+  return fixed;
+}
+
+/**
+ * Writes the bits [0, n) of `want` into a bitmap block; the rest of the block is padding, all ones (as
+ * mke2fs and e2fsck write it, and as the kernel expects past a short last group).
+ */
+function writeBitmap(block: Uint8Array, want: Uint8Array, n: number): void {
+  const whole = n >>> 3;
+  block.set(want.subarray(0, whole));
+  block.fill(0xff, whole);
+  for (let i = whole * 8; i < n; i++) if (!(want[i >>> 3]! & (1 << (i & 7)))) block[i >>> 3]! &= ~(1 << (i & 7));
+}
