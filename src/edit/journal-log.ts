@@ -17,6 +17,7 @@
  * does at its first mount: 64-bit tags on a 64bit file system, checksums v3 (crc32c) with metadata_csum.
  */
 import { Ext4Error } from '../core/errors.js';
+import { blockBytes, pushBlockParts, type BlockData } from '../core/zero-tail.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { patchIncompat, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import {
@@ -127,13 +128,14 @@ export class JournalLog {
   }
 
   /**
-   * Writes one transaction: `data` (new file data), then `meta` (every changed metadata block)
-   * through the log, in the order above. `sync` false skips the fsyncs (throwaway images).
+   * Writes one transaction: `data` (new file data), then `meta` (every changed metadata block, some
+   * perhaps a head followed by zeros) through the log, in the order above. `sync` false skips the
+   * fsyncs (throwaway images).
    */
   commit(
     dev: BlockDevice,
     data: DataPiece[],
-    meta: Map<number, Uint8Array>,
+    meta: ReadonlyMap<number, BlockData>,
     sync: boolean,
     now: { sec: number; nsec: number },
     /**
@@ -154,8 +156,9 @@ export class JournalLog {
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);
     const sbOff = SUPERBLOCK_OFFSET - sbBlock * bs;
     // The commit always carries the superblock (seal() updates its counts and times).
-    const newSb = meta.get(sbBlock);
-    if (!newSb) throw new Ext4Error('CORRUPT', `${this.name}: the transaction lacks the superblock`);
+    const sbData = meta.get(sbBlock);
+    if (!sbData) throw new Ext4Error('CORRUPT', `${this.name}: the transaction lacks the superblock`);
+    const newSb = blockBytes(sbData);
     /** The superblock bytes at `off` in `b` with needs_recovery set or cleared. */
     const superblock = (b: Uint8Array, off: number, recovering: boolean) =>
       patchIncompat(b.subarray(off), recovering ? NEEDS_RECOVERY : 0, recovering ? 0 : NEEDS_RECOVERY);
@@ -179,13 +182,11 @@ export class JournalLog {
     dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(SUPERBLOCK_OFFSET, 1024), 0, true));
     flush();
     // 2. The commit point.
-    dev.write(this.map(this.first + txn.length - 1) * bs, txn[txn.length - 1]!);
+    dev.write(this.map(this.first + txn.length - 1) * bs, blockBytes(txn[txn.length - 1]!));
     flush();
     // 3. Checkpoint: the metadata home (the superblock still saying the journal may hold something).
     const home = blocks.map((b) =>
-      b.block === sbBlock
-        ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, sbOff, true)) }
-        : b,
+      b.block === sbBlock ? { block: b.block, data: withSuperblock(newSb, sbOff, superblock(newSb, sbOff, true)) } : b,
     );
     if (superblockLast) {
       writeBlocks(
@@ -216,20 +217,17 @@ function withSuperblock(block: Uint8Array, off: number, sb: Uint8Array): Uint8Ar
   return out;
 }
 
-/** Writes blocks sorted by number, adjacent ones as one gathered write. */
-export function writeBlocks(
-  dev: BlockDevice,
-  bs: number,
-  pieces: readonly { block: number; data: Uint8Array }[],
-): void {
+/** Writes blocks sorted by number, adjacent ones as one gathered write (of at most 1024 pieces). */
+export function writeBlocks(dev: BlockDevice, bs: number, pieces: readonly { block: number; data: BlockData }[]): void {
   const sorted = [...pieces].sort((a, b) => a.block - b.block);
   let i = 0;
   while (i < sorted.length) {
-    const parts = [sorted[i]!.data];
+    const parts: Uint8Array[] = [];
+    pushBlockParts(parts, sorted[i]!.data);
     let end = sorted[i]!.block + sorted[i]!.data.length / bs;
     let j = i + 1;
-    while (j < sorted.length && sorted[j]!.block === end && parts.length < 1024) {
-      parts.push(sorted[j]!.data);
+    while (j < sorted.length && sorted[j]!.block === end && parts.length < 1023) {
+      pushBlockParts(parts, sorted[j]!.data);
       end += sorted[j]!.data.length / bs;
       j++;
     }

@@ -132,7 +132,7 @@ export function applyStep(cx: StepContext, step: GrowStep): StepResult {
     const rest = [...w.home].filter(([b]) => b !== sbBlock).map(([block, data]) => ({ block, data }));
     writeBlocks(dev, bs, rest);
     if (cx.sync) dev.sync();
-    dev.write(sbBlock * bs, w.home.get(sbBlock)!);
+    dev.write(sbBlock * bs, w.modify(sbBlock));
     if (cx.sync) dev.sync();
   }
   return { bytesWritten: w.bytes(bs), journaled: w.home.size };
