@@ -2,8 +2,9 @@
  * Commits through the jbd2 journal (kernel doc: journal.rst): each commit of the editor is one
  * transaction, written so that a crash at any instant leaves the old or the new file system:
  *
- *   1. new file data (into blocks free before the transaction), the transaction's descriptor blocks
- *      and metadata copies, the journal superblock pointing at it, needs_recovery set: made durable;
+ *   1. new file data (into blocks free before the transaction; a grow's blocks past the old end),
+ *      the transaction's descriptor blocks and metadata copies, the journal superblock pointing at
+ *      it, needs_recovery set: made durable (one fsync);
  *   2. the commit block, made durable: the commit point (recovery replays from here on);
  *   3. the metadata written home (checkpoint), made durable;
  *   4. the journal superblock emptied (s_start 0, the next sequence number) and needs_recovery
@@ -36,7 +37,6 @@ import {
 import type { BlockRun } from '../fs/blockmap.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import type { BlockDevice } from '../io/device.js';
-import type { DataPiece } from './transaction.js';
 
 /** What a journal may have for this writer to use it. */
 const KNOWN_INCOMPAT =
@@ -134,7 +134,7 @@ export class JournalLog {
    */
   commit(
     dev: BlockDevice,
-    data: DataPiece[],
+    data: readonly { block: number; data: BlockData }[],
     meta: ReadonlyMap<number, BlockData>,
     sync: boolean,
     now: { sec: number; nsec: number },
