@@ -29,8 +29,9 @@ export function blockBytes(b: BlockData): Uint8Array {
   return out;
 }
 
-/** Zeros shared by every gathered write of a tail (never written to). */
+/** Zeros shared by every gathered write of a tail (never written to), and the last tail cut from them. */
 let zeros = new Uint8Array(0);
+let tail = zeros;
 
 /** Appends the pieces that make up `b` (a ZeroTail: its head, then zeros from the shared buffer) to `parts`. */
 export function pushBlockParts(parts: Uint8Array[], b: BlockData): void {
@@ -41,6 +42,10 @@ export function pushBlockParts(parts: Uint8Array[], b: BlockData): void {
   if (b.head.length) parts.push(b.head);
   const n = b.length - b.head.length;
   if (!n) return;
-  if (zeros.length < n) zeros = new Uint8Array(Math.max(n, 4096));
-  parts.push(zeros.subarray(0, n));
+  // The tails of one batch of lists are all the same length: one view serves them all.
+  if (tail.length !== n) {
+    if (zeros.length < n) zeros = new Uint8Array(Math.max(n, 4096));
+    tail = zeros.subarray(0, n);
+  }
+  parts.push(tail);
 }

@@ -147,7 +147,9 @@ export class JournalLog {
   ): void {
     const bs = this.r.blockSize;
     // The caller has checked that the transaction fits (fits()).
-    const blocks = [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d }));
+    const blocks: { block: number; data: BlockData }[] = [];
+    meta.forEach((data, block) => blocks.push({ block, data }));
+    blocks.sort((a, b) => a.block - b.block);
     const tid = this.sequence;
     const txn = buildTransaction(this.format, tid, blocks, now);
     const flush = () => {
@@ -168,10 +170,9 @@ export class JournalLog {
     // The commit block's slot is zeroed with the log: a commit block torn by a power cut then holds
     // its header piece or nothing, never the header beside stale bytes of an older use of the journal
     // (e2fsck and recover reject such a block for its checksum, the kernel replays it: they disagree).
-    writeBlocks(dev, bs, [
-      ...txn.slice(0, -1).map((d, k) => ({ block: this.map(this.first + k), data: d })),
-      { block: this.map(this.first + txn.length - 1), data: new Uint8Array(bs) },
-    ]);
+    const log = txn.map((data, k) => ({ block: this.map(this.first + k), data }));
+    const commitBlock = log[log.length - 1]!;
+    writeBlocks(dev, bs, [...log.slice(0, -1), { block: commitBlock.block, data: new Uint8Array(bs) }]);
     updateJournalSuperblock(this.jsb, {
       s_start: this.first,
       s_sequence: tid,
@@ -182,25 +183,16 @@ export class JournalLog {
     dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(SUPERBLOCK_OFFSET, 1024), 0, true));
     flush();
     // 2. The commit point.
-    dev.write(this.map(this.first + txn.length - 1) * bs, blockBytes(txn[txn.length - 1]!));
+    dev.write(commitBlock.block * bs, blockBytes(commitBlock.data));
     flush();
     // 3. Checkpoint: the metadata home (the superblock still saying the journal may hold something).
-    const home = blocks.map((b) =>
-      b.block === sbBlock ? { block: b.block, data: withSuperblock(newSb, sbOff, superblock(newSb, sbOff, true)) } : b,
-    );
+    const sbHome = { block: sbBlock, data: withSuperblock(newSb, sbOff, superblock(newSb, sbOff, true)) };
+    const rest = blocks.filter((b) => b.block !== sbBlock);
     if (superblockLast) {
-      writeBlocks(
-        dev,
-        bs,
-        home.filter((b) => b.block !== sbBlock),
-      );
+      writeBlocks(dev, bs, rest);
       flush();
-      writeBlocks(
-        dev,
-        bs,
-        home.filter((b) => b.block === sbBlock),
-      );
-    } else writeBlocks(dev, bs, home);
+      writeBlocks(dev, bs, [sbHome]);
+    } else writeBlocks(dev, bs, [...rest, sbHome]);
     flush();
     // 4. The journal is empty again, and nothing is to be recovered.
     this.sequence = (tid + 1) >>> 0;
@@ -219,7 +211,9 @@ function withSuperblock(block: Uint8Array, off: number, sb: Uint8Array): Uint8Ar
 
 /** Writes blocks sorted by number, adjacent ones as one gathered write (of at most 1024 pieces). */
 export function writeBlocks(dev: BlockDevice, bs: number, pieces: readonly { block: number; data: BlockData }[]): void {
-  const sorted = [...pieces].sort((a, b) => a.block - b.block);
+  let inOrder = true;
+  for (let k = 1; k < pieces.length && inOrder; k++) inOrder = pieces[k - 1]!.block < pieces[k]!.block;
+  const sorted = inOrder ? pieces : [...pieces].sort((a, b) => a.block - b.block);
   let i = 0;
   while (i < sorted.length) {
     const parts: Uint8Array[] = [];
