@@ -61,6 +61,18 @@ describe('crc32c', () => {
     lone[4095 - 200] = 9;
     expect(crc32c(~0, lone)).toBe(reference(~0, lone));
   });
+  it('a long streak of one zero-run length (summed by the operator built for it) equals the reference', () => {
+    const zeros = new Uint8Array(4028);
+    const want = (c: number) => reference(c, zeros);
+    // Registers with every bit pattern class: zero, single bits (the top one negative as an int), mixed.
+    const regs = [0, 1, 0x80000000, 0xffffffff, 0x12345678];
+    for (let i = 0; i < 200; i++) regs.push((Math.imul(i + 1, 0x9e3779b1) ^ (i << 7)) >>> 0);
+    for (const c of regs) expect(crc32cZeros(c, 4028)).toBe(want(c));
+    // A different length breaks the streak; the first length again starts a new one.
+    expect(crc32cZeros(0xdeadbeef, 100)).toBe(reference(0xdeadbeef, new Uint8Array(100)));
+    for (const c of regs.slice(0, 40)) expect(crc32cZeros(c, 4028)).toBe(want(c));
+  });
+
   it('chains: crc(a+b) = crc(crc(a), b), and u32 helper is little-endian', () => {
     const a = new Uint8Array([1, 2, 3, 4, 5]);
     const b = new Uint8Array([6, 7, 8]);

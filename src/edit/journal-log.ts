@@ -2,8 +2,9 @@
  * Commits through the jbd2 journal (kernel doc: journal.rst): each commit of the editor is one
  * transaction, written so that a crash at any instant leaves the old or the new file system:
  *
- *   1. new file data (into blocks free before the transaction), the transaction's descriptor blocks
- *      and metadata copies, the journal superblock pointing at it, needs_recovery set: made durable;
+ *   1. new file data (into blocks free before the transaction; a grow's blocks past the old end),
+ *      the transaction's descriptor blocks and metadata copies, the journal superblock pointing at
+ *      it, needs_recovery set: made durable (one fsync);
  *   2. the commit block, made durable: the commit point (recovery replays from here on);
  *   3. the metadata written home (checkpoint), made durable;
  *   4. the journal superblock emptied (s_start 0, the next sequence number) and needs_recovery
@@ -17,6 +18,7 @@
  * does at its first mount: 64-bit tags on a 64bit file system, checksums v3 (crc32c) with metadata_csum.
  */
 import { Ext4Error } from '../core/errors.js';
+import { blockBytes, pushBlockParts, type BlockData } from '../core/zero-tail.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import { patchIncompat, SUPERBLOCK_OFFSET } from '../ext4/superblock.js';
 import {
@@ -35,7 +37,6 @@ import {
 import type { BlockRun } from '../fs/blockmap.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import type { BlockDevice } from '../io/device.js';
-import type { DataPiece } from './transaction.js';
 
 /** What a journal may have for this writer to use it. */
 const KNOWN_INCOMPAT =
@@ -127,13 +128,14 @@ export class JournalLog {
   }
 
   /**
-   * Writes one transaction: `data` (new file data), then `meta` (every changed metadata block)
-   * through the log, in the order above. `sync` false skips the fsyncs (throwaway images).
+   * Writes one transaction: `data` (new file data), then `meta` (every changed metadata block, some
+   * perhaps a head followed by zeros) through the log, in the order above. `sync` false skips the
+   * fsyncs (throwaway images).
    */
   commit(
     dev: BlockDevice,
-    data: DataPiece[],
-    meta: Map<number, Uint8Array>,
+    data: readonly { block: number; data: BlockData }[],
+    meta: ReadonlyMap<number, BlockData>,
     sync: boolean,
     now: { sec: number; nsec: number },
     /**
@@ -145,7 +147,9 @@ export class JournalLog {
   ): void {
     const bs = this.r.blockSize;
     // The caller has checked that the transaction fits (fits()).
-    const blocks = [...meta].sort((a, b) => a[0] - b[0]).map(([block, d]) => ({ block, data: d }));
+    const blocks: { block: number; data: BlockData }[] = [];
+    meta.forEach((data, block) => blocks.push({ block, data }));
+    blocks.sort((a, b) => a.block - b.block);
     const tid = this.sequence;
     const txn = buildTransaction(this.format, tid, blocks, now);
     const flush = () => {
@@ -154,8 +158,9 @@ export class JournalLog {
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / bs);
     const sbOff = SUPERBLOCK_OFFSET - sbBlock * bs;
     // The commit always carries the superblock (seal() updates its counts and times).
-    const newSb = meta.get(sbBlock);
-    if (!newSb) throw new Ext4Error('CORRUPT', `${this.name}: the transaction lacks the superblock`);
+    const sbData = meta.get(sbBlock);
+    if (!sbData) throw new Ext4Error('CORRUPT', `${this.name}: the transaction lacks the superblock`);
+    const newSb = blockBytes(sbData);
     /** The superblock bytes at `off` in `b` with needs_recovery set or cleared. */
     const superblock = (b: Uint8Array, off: number, recovering: boolean) =>
       patchIncompat(b.subarray(off), recovering ? NEEDS_RECOVERY : 0, recovering ? 0 : NEEDS_RECOVERY);
@@ -165,10 +170,9 @@ export class JournalLog {
     // The commit block's slot is zeroed with the log: a commit block torn by a power cut then holds
     // its header piece or nothing, never the header beside stale bytes of an older use of the journal
     // (e2fsck and recover reject such a block for its checksum, the kernel replays it: they disagree).
-    writeBlocks(dev, bs, [
-      ...txn.slice(0, -1).map((d, k) => ({ block: this.map(this.first + k), data: d })),
-      { block: this.map(this.first + txn.length - 1), data: new Uint8Array(bs) },
-    ]);
+    const log = txn.map((data, k) => ({ block: this.map(this.first + k), data }));
+    const commitBlock = log[log.length - 1]!;
+    writeBlocks(dev, bs, [...log.slice(0, -1), { block: commitBlock.block, data: new Uint8Array(bs) }]);
     updateJournalSuperblock(this.jsb, {
       s_start: this.first,
       s_sequence: tid,
@@ -179,27 +183,16 @@ export class JournalLog {
     dev.write(SUPERBLOCK_OFFSET, superblock(dev.read(SUPERBLOCK_OFFSET, 1024), 0, true));
     flush();
     // 2. The commit point.
-    dev.write(this.map(this.first + txn.length - 1) * bs, txn[txn.length - 1]!);
+    dev.write(commitBlock.block * bs, blockBytes(commitBlock.data));
     flush();
     // 3. Checkpoint: the metadata home (the superblock still saying the journal may hold something).
-    const home = blocks.map((b) =>
-      b.block === sbBlock
-        ? { block: b.block, data: withSuperblock(b.data, sbOff, superblock(b.data, sbOff, true)) }
-        : b,
-    );
+    const sbHome = { block: sbBlock, data: withSuperblock(newSb, sbOff, superblock(newSb, sbOff, true)) };
+    const rest = blocks.filter((b) => b.block !== sbBlock);
     if (superblockLast) {
-      writeBlocks(
-        dev,
-        bs,
-        home.filter((b) => b.block !== sbBlock),
-      );
+      writeBlocks(dev, bs, rest);
       flush();
-      writeBlocks(
-        dev,
-        bs,
-        home.filter((b) => b.block === sbBlock),
-      );
-    } else writeBlocks(dev, bs, home);
+      writeBlocks(dev, bs, [sbHome]);
+    } else writeBlocks(dev, bs, [...rest, sbHome]);
     flush();
     // 4. The journal is empty again, and nothing is to be recovered.
     this.sequence = (tid + 1) >>> 0;
@@ -216,20 +209,19 @@ function withSuperblock(block: Uint8Array, off: number, sb: Uint8Array): Uint8Ar
   return out;
 }
 
-/** Writes blocks sorted by number, adjacent ones as one gathered write. */
-export function writeBlocks(
-  dev: BlockDevice,
-  bs: number,
-  pieces: readonly { block: number; data: Uint8Array }[],
-): void {
-  const sorted = [...pieces].sort((a, b) => a.block - b.block);
+/** Writes blocks sorted by number, adjacent ones as one gathered write (of at most 1024 pieces). */
+export function writeBlocks(dev: BlockDevice, bs: number, pieces: readonly { block: number; data: BlockData }[]): void {
+  let inOrder = true;
+  for (let k = 1; k < pieces.length && inOrder; k++) inOrder = pieces[k - 1]!.block < pieces[k]!.block;
+  const sorted = inOrder ? pieces : [...pieces].sort((a, b) => a.block - b.block);
   let i = 0;
   while (i < sorted.length) {
-    const parts = [sorted[i]!.data];
+    const parts: Uint8Array[] = [];
+    pushBlockParts(parts, sorted[i]!.data);
     let end = sorted[i]!.block + sorted[i]!.data.length / bs;
     let j = i + 1;
-    while (j < sorted.length && sorted[j]!.block === end && parts.length < 1024) {
-      parts.push(sorted[j]!.data);
+    while (j < sorted.length && sorted[j]!.block === end && parts.length < 1023) {
+      pushBlockParts(parts, sorted[j]!.data);
       end += sorted[j]!.data.length / bs;
       j++;
     }

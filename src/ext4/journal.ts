@@ -1,7 +1,8 @@
 /** jbd2 journal superblock (kernel doc: journal.rst). jbd2 is big-endian. */
 import { be32, putBe32 } from '../core/bytes.js';
-import { crc32c } from '../core/crc32c.js';
+import { crc32c, crc32cU32, crc32cZeros } from '../core/crc32c.js';
 import { Ext4Error } from '../core/errors.js';
+import { ZeroTail, type BlockData } from '../core/zero-tail.js';
 
 export const JBD2_MAGIC = 0xc03b3998;
 export const JBD2_SUPERBLOCK_V1 = 3;
@@ -132,10 +133,19 @@ export function journalSuperblockChecksum(b: Uint8Array): number {
 const ZERO4 = new Uint8Array(4);
 
 /** A data block's tag checksum: crc32c(seed, be32 tid, the block as stored in the journal). */
-export function journalTagChecksum(f: JournalFormat, tid: number, stored: Uint8Array): number {
-  const seq = new Uint8Array(4);
-  putBe32(seq, 0, tid);
-  return crc32c(crc32c(f.seed, seq), stored);
+export function journalTagChecksum(f: JournalFormat, tid: number, stored: BlockData): number {
+  return tagChecksumFrom(tagChecksumSeed(f, tid), stored);
+}
+
+/** The register after seed and be32 tid: the same for every tag of one transaction. */
+function tagChecksumSeed(f: JournalFormat, tid: number): number {
+  // The tid's bytes big-endian, folded as the little-endian word they make.
+  return crc32cU32(f.seed, ((tid & 0xff) << 24) | ((tid & 0xff00) << 8) | ((tid >>> 8) & 0xff00) | (tid >>> 24));
+}
+
+function tagChecksumFrom(c: number, stored: BlockData): number {
+  if (stored instanceof Uint8Array) return crc32c(c, stored);
+  return crc32cZeros(crc32c(c, stored.head), stored.length - stored.head.length);
 }
 
 /** A descriptor, revoke or commit block's own checksum: crc32c(seed, the block with its checksum as zero). */
@@ -167,20 +177,21 @@ export function updateJournalSuperblock(
 export function buildTransaction(
   f: JournalFormat,
   tid: number,
-  blocks: readonly { block: number; data: Uint8Array }[],
+  blocks: readonly { block: number; data: BlockData }[],
   commitTime: { sec: number; nsec: number },
-): Uint8Array[] {
+): BlockData[] {
   const bs = f.blockSize;
   const tb = tagBytes(f);
   const tail = blockTailBytes(f);
-  const out: Uint8Array[] = [];
+  const out: BlockData[] = [];
+  const tagSeed = tagChecksumSeed(f, tid);
   let k = 0;
   while (k < blocks.length) {
     const desc = new Uint8Array(bs);
     putBe32(desc, 0, JBD2_MAGIC);
     putBe32(desc, 4, JBD2_DESCRIPTOR_BLOCK);
     putBe32(desc, 8, tid);
-    const copies: Uint8Array[] = [];
+    const copies: BlockData[] = [];
     let off = 12;
     let lastTag = -1;
     while (k < blocks.length) {
@@ -192,19 +203,18 @@ export function buildTransaction(
         throw new Ext4Error('UNSUPPORTED_FEATURE', `block ${block} needs a 64-bit journal`, { block });
       let stored = data;
       let flags = first ? 0 : JBD2_TAG_SAME_UUID;
-      if (be32(data, 0) === JBD2_MAGIC) {
-        stored = data.slice();
-        stored.fill(0, 0, 4);
+      if (startsWithMagic(data)) {
+        stored = escaped(data);
         flags |= JBD2_TAG_ESCAPE;
       }
       putBe32(desc, off, block % 0x1_0000_0000);
       if (f.csumV3) {
         putBe32(desc, off + 4, flags);
         putBe32(desc, off + 8, Math.floor(block / 0x1_0000_0000));
-        putBe32(desc, off + 12, journalTagChecksum(f, tid, stored));
+        putBe32(desc, off + 12, tagChecksumFrom(tagSeed, stored));
       } else {
         // t_checksum (the low 16 bits, with csum v2) then t_flags, then the high half of the block.
-        const c = f.csumV2 ? journalTagChecksum(f, tid, stored) : 0;
+        const c = f.csumV2 ? tagChecksumFrom(tagSeed, stored) : 0;
         desc.set([(c >>> 8) & 0xff, c & 0xff, (flags >>> 8) & 0xff, flags & 0xff], off + 4);
         if (f.is64) putBe32(desc, off + 8, Math.floor(block / 0x1_0000_0000));
       }
@@ -233,6 +243,19 @@ export function buildTransaction(
   if (f.csumV2 || f.csumV3) putBe32(commit, 0x10, journalBlockChecksum(f, commit, 0x10));
   out.push(commit);
   return out;
+}
+
+/** Whether a block begins with the jbd2 magic (a ZeroTail's head shorter than it cannot: the magic has no zero byte). */
+function startsWithMagic(data: BlockData): boolean {
+  const b = data instanceof Uint8Array ? data : data.head;
+  return b.length >= 4 && be32(b, 0) === JBD2_MAGIC;
+}
+
+/** The block as the log stores it when it begins with the magic: those four bytes zero. */
+function escaped(data: BlockData): BlockData {
+  const b = (data instanceof Uint8Array ? data : data.head).slice();
+  b.fill(0, 0, 4);
+  return data instanceof Uint8Array ? b : new ZeroTail(b, data.length);
 }
 
 /** Log blocks a transaction of `n` metadata blocks takes: descriptors, copies and the commit block. */

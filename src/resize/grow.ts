@@ -1,10 +1,11 @@
 /**
  * One grow step applied to an open image: the new groups' metadata, the resize inode, the superblock
  * and its copies, then the switch. Crash safety: the fresh blocks (new region; copies nothing reads yet)
- * are written and made durable first; then every block the old file system reads changes in one jbd2
- * transaction (journal-log.ts), so a crash leaves the old file system or the grown one. Without a
- * journal (ext2) the order is fresh blocks, the old file system's changed blocks, and the superblock
- * last, each made durable; a crash in the middle step can leave the old last group's counts for e2fsck.
+ * are written as the transaction's data, durable before its commit block; every block the old file
+ * system reads changes in that one jbd2 transaction (journal-log.ts), so a crash leaves the old file
+ * system or the grown one. Without a journal (ext2) the order is fresh blocks, the old file system's
+ * changed blocks, and the superblock last, each made durable; a crash in the middle step can leave the
+ * old last group's counts for e2fsck.
  */
 import { Ext4Error } from '../core/errors.js';
 import { lo32, hi32 } from '../core/bytes.js';
@@ -118,21 +119,20 @@ export function applyStep(cx: StepContext, step: GrowStep): StepResult {
       );
   }
 
-  // 1. Fresh blocks, made durable before anything points at them.
-  writeBlocks(
-    dev,
-    bs,
-    [...w.fresh].map(([block, data]) => ({ block, data })),
-  );
+  // 1. Fresh blocks, durable before anything points at them: with a journal, the fsync that makes its
+  // log durable before the commit block covers them (they go in as the transaction's data); without
+  // one, an fsync of their own.
+  const fresh = [...w.fresh].map(([block, data]) => ({ block, data }));
   writeZeros(dev, bs, w.zeroRuns);
-  if (cx.sync) dev.sync();
   // 2. The switch.
-  if (journal) journal.commit(dev, [], w.home, cx.sync, cx.now, true);
+  if (journal) journal.commit(dev, fresh, w.home, cx.sync, cx.now, true);
   else {
+    writeBlocks(dev, bs, fresh);
+    if (cx.sync) dev.sync();
     const rest = [...w.home].filter(([b]) => b !== sbBlock).map(([block, data]) => ({ block, data }));
     writeBlocks(dev, bs, rest);
     if (cx.sync) dev.sync();
-    dev.write(sbBlock * bs, w.home.get(sbBlock)!);
+    dev.write(sbBlock * bs, w.modify(sbBlock));
     if (cx.sync) dev.sync();
   }
   return { bytesWritten: w.bytes(bs), journaled: w.home.size };

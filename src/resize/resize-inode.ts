@@ -11,7 +11,8 @@
 import { Ext4Error } from '../core/errors.js';
 import { put32, u32 } from '../core/bytes.js';
 import { decodeInode, encodeInode, setInodeChecksum, I_BLOCK_SIZE, RESIZE_INO, type Inode } from '../ext4/inode.js';
-import { groupFirstBlock, superblockBlock, superblockGroups } from '../ext4/geometry.js';
+import { ZeroTail } from '../core/zero-tail.js';
+import { type Geometry, groupFirstBlock, superblockBlock, superblockGroups } from '../ext4/geometry.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import { newSuperGroups, type GrowStep } from './plan.js';
 import type { StepWrites } from './writes.js';
@@ -39,6 +40,25 @@ function dindBlock(r: Ext4Reader): number {
     );
   return dind;
 }
+
+/**
+ * The lists of reserved GDT blocks `k0..k0+n-1` of a file system of geometry `geo`: block k lists its
+ * copy in every backup group (the group's first block + 1 + k), in group order, then zeros.
+ */
+export function listBlocks(geo: Geometry, k0: number, n: number, bs: number): ZeroTail[] {
+  const firsts = superblockGroups(geo)
+    .filter((g) => g !== 0)
+    .map((g) => groupFirstBlock(geo, g) + 1);
+  const m = firsts.length;
+  const entries = new Uint32Array(n * m);
+  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) entries[i * m + j] = firsts[j]! + k0 + i;
+  const bytes = new Uint8Array(entries.buffer);
+  if (!LITTLE_ENDIAN) for (let o = 0; o < bytes.length; o += 4) bytes.subarray(o, o + 4).reverse();
+  return Array.from({ length: n }, (_, i) => new ZeroTail(bytes.subarray(i * m * 4, (i + 1) * m * 4), bs));
+}
+
+/** Uint32Array holds the platform's byte order; the lists are little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * Updates the resize inode for `step` (nothing when the file system has none). Returns the block it
@@ -79,17 +99,10 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
   if (added.length) {
     // Every list still reserved gains the new backups. A list's content follows from the geometry (the
     // copy of reserved block k in each backup group, in group order; e2fsck checks exactly that), so
-    // the lists are written whole, not read first: up to 1024 blocks of the file system's first group.
-    const firsts = superblockGroups(step.after)
-      .filter((g) => g !== 0)
-      .map((g) => groupFirstBlock(step.after, g) + 1);
-    const lists = new Uint8Array(rsvAfter * bs);
-    const dv = new DataView(lists.buffer);
-    for (let i = 0; i < rsvAfter; i++) {
-      const k = haveDesc + step.reservedTaken + i;
-      for (let j = 0; j < firsts.length; j++) dv.setUint32(i * bs + j * 4, firsts[j]! + k, true);
-      w.put(sbBlock + 1 + k, lists.subarray(i * bs, (i + 1) * bs));
-    }
+    // the lists are written whole, not read first: up to 1024 blocks of the file system's first group,
+    // each its entries and then zeros (kept as ZeroTail blocks: only the entries are ever in memory).
+    const k0 = haveDesc + step.reservedTaken;
+    listBlocks(step.after, k0, rsvAfter, bs).forEach((list, i) => w.put(sbBlock + 1 + k0 + i, list));
   }
   const delta = rsvAfter * (1 + newBackups) - step.before.reservedGdtBlocks * (1 + oldBackups);
   if (delta) writeResizeInode(r, w, (i) => (i.blocks = Math.max(0, i.blocks + (delta * bs) / 512)));

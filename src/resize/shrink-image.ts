@@ -145,7 +145,7 @@ export function applyShrink(
       const rest = [...w.home].filter(([b]) => b !== sbBlock).map(([block, data]) => ({ block, data }));
       writeBlocks(v.dev, r.blockSize, rest);
       if (opts.sync) v.dev.sync();
-      v.dev.write(sbBlock * r.blockSize, w.home.get(sbBlock)!);
+      v.dev.write(sbBlock * r.blockSize, w.modify(sbBlock));
       if (opts.sync) v.dev.sync();
     }
     out.steps++;

@@ -46,6 +46,7 @@ import type { Ext4Reader } from '../fs/reader.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
 import { StepWrites } from './writes.js';
 import { hasResizeInode } from './groups.js';
+import { listBlocks } from './resize-inode.js';
 
 /** The descriptors carry checksums (uninit_bg or metadata_csum): BLOCK_UNINIT means what it says. */
 function groupCsum(r: Ext4Reader): boolean {
@@ -260,18 +261,14 @@ function resizeInodeBack(r: Ext4Reader, after: Geometry, w: StepWrites, newDesc:
   const sbBlock = superblockBlock(before);
   const rsv = after.reservedGdtBlocks;
   if (rsv > apb) throw new Error(`resize: ${rsv} reserved GDT blocks cannot be listed`);
-  const backups = superblockGroups(after).filter((g) => g !== 0);
+  const backups = superblockGroups(after).length - 1;
   const table = w.modify(dind);
   // Slots of blocks the area no longer holds are cleared first (a slot may be taken again below).
   for (let k = newDesc + rsv; k < oldDesc + before.reservedGdtBlocks; k++) put32(table, (k % apb) * 4, 0);
-  for (let k = newDesc; k < newDesc + rsv; k++) {
-    put32(table, (k % apb) * 4, sbBlock + 1 + k);
-    const list = new Uint8Array(bs);
-    backups.forEach((g, j) => put32(list, j * 4, groupFirstBlock(after, g) + 1 + k));
-    w.put(sbBlock + 1 + k, list);
-  }
+  for (let k = newDesc; k < newDesc + rsv; k++) put32(table, (k % apb) * 4, sbBlock + 1 + k);
+  listBlocks(after, newDesc, rsv, bs).forEach((list, i) => w.put(sbBlock + 1 + newDesc + i, list));
   const oldBackups = superblockGroups(before).length - 1;
-  const delta = rsv * (1 + backups.length) - before.reservedGdtBlocks * (1 + oldBackups);
+  const delta = rsv * (1 + backups) - before.reservedGdtBlocks * (1 + oldBackups);
   if (!delta) return;
   const { block, offset } = r.inodeLocation(RESIZE_INO);
   const buf = w.modify(block);

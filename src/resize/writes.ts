@@ -7,11 +7,12 @@
  *   of reserved GDT blocks, whose content nothing checks): written and made durable before the commit,
  *   so by the time anything points at them they hold what it expects.
  */
+import { blockBytes, type BlockData } from '../core/zero-tail.js';
 import type { Ext4Reader } from '../fs/reader.js';
 
 export class StepWrites {
-  readonly home = new Map<number, Uint8Array>();
-  readonly fresh = new Map<number, Uint8Array>();
+  readonly home = new Map<number, BlockData>();
+  readonly fresh = new Map<number, BlockData>();
   /** Inode table runs [start, count] to be written as zeros (no lazy init, bytes not known to be zero). */
   readonly zeroRuns: [number, number][] = [];
 
@@ -23,13 +24,15 @@ export class StepWrites {
 
   /** A block the old file system reads, to change through the journal (its current content first). */
   modify(block: number): Uint8Array {
-    let b = this.home.get(block);
-    if (!b) this.home.set(block, (b = this.r.readBlocks(block).slice()));
+    const had = this.home.get(block);
+    if (had instanceof Uint8Array) return had;
+    const b = had ? blockBytes(had) : this.r.readBlocks(block).slice();
+    this.home.set(block, b);
     return b;
   }
 
   /** Whole new content for `block`: fresh when past the old end or `unread` (nothing reads it), else home. */
-  put(block: number, data: Uint8Array, unread = false): void {
+  put(block: number, data: BlockData, unread = false): void {
     if (block >= this.oldEnd || unread) this.fresh.set(block, data);
     else this.home.set(block, data);
   }
