@@ -14,14 +14,17 @@ function cells(line: string): string[] {
     .map((c) => c.trim());
 }
 
-/** A row's name: its leading cells up to the first figure. */
+/**
+ * A row's name: its leading cells up to the first figure. Columns are matched by position, so a table
+ * that gained columns at its end (as the editor's did) still compares the ones both versions have.
+ */
 function rowKey(cs: string[]): string {
   const key: string[] = [];
   for (const c of cs) {
     if (/^[\d.,]+x?$/.test(c) || c === 'n/a') break;
     key.push(c);
   }
-  return `${key.join(' / ')} #${cs.length}`;
+  return key.join(' / ');
 }
 
 /** Columns where a smaller ratio is better (ours over theirs or over a floor); the rest are speed-ups. */
@@ -85,7 +88,7 @@ export function compareRounds(before: string[][], ours: string[][]): { text: str
       const bad = change < 1 / 1.1;
       if (bad) worse++;
       out.push(
-        `| ${row.section.slice(0, 40)} | ${key.replace(/ #\d+$/, '')} | ${h} | ${x.toFixed(2)}x | ${y.toFixed(2)}x | ${((change - 1) * 100).toFixed(0)}% | ${bad ? 'more than 10% slower' : ''} |`,
+        `| ${row.section.slice(0, 40)} | ${key} | ${h} | ${x.toFixed(2)}x | ${y.toFixed(2)}x | ${((change - 1) * 100).toFixed(0)}% | ${bad ? 'more than 10% slower' : ''} |`,
       );
     });
   }

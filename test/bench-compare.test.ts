@@ -31,6 +31,13 @@ describe('compareRounds', () => {
     expect(c.text).toContain('| Check | empty 8 GiB | vs floor | 1.00x | 1.20x | -17% | more than 10% slower |');
   });
 
+  it('compares the columns both versions have when the table gained columns at its end', () => {
+    const c = compareRounds([['(section check)', '| empty 8 GiB | 1.1 | 2.0 | 2.00x |']], [ours('1.50x', '9.00x')]);
+    expect(c.worse).toBe(1);
+    expect(c.text).toContain('| Check | empty 8 GiB | speed-up | 2.00x | 1.50x |');
+    expect(c.text).not.toContain('vs floor');
+  });
+
   it('passes rows within 10% and skips rows the older version did not have', () => {
     const c = compareRounds([theirs('2.00x', '1.00x')], [ours('1.85x', '1.05x')]);
     expect(c.worse).toBe(0);
