@@ -284,3 +284,41 @@ describe('bitmaps, journal superblock, uuids, interval sets', () => {
     expect(s.total()).toBe(16);
   });
 });
+
+describe('utf8 and path normalizing (the editor fast paths)', () => {
+  it('utf8 equals TextEncoder on ASCII, non-ASCII, lone surrogates and long strings', async () => {
+    const { utf8 } = await import('../src/core/bytes.js');
+    const te = new TextEncoder();
+    for (const s of ['', 'a', 'f0', 'héllo', '日本', 'x\ud800y', 'a'.repeat(65), 'é'.repeat(70), '\x7f\x00'])
+      expect(Array.from(utf8(s))).toEqual(Array.from(te.encode(s)));
+  });
+  it('normalize keeps a path already in form and folds the others as before', async () => {
+    const { normalize } = await import('../src/edit/op-context.js');
+    const slow = (p: string) =>
+      '/' +
+      p
+        .split('/')
+        .filter((x) => x !== '' && x !== '.')
+        .join('/');
+    for (const p of [
+      '/',
+      '/a',
+      '/a/b',
+      'a/b',
+      '//a',
+      '/a//b',
+      '/a/./b',
+      '/a/.',
+      '/a/',
+      '/./',
+      '/..',
+      '/a/..',
+      '/a/.b',
+      '/.a/b.',
+      '.',
+      '',
+      '/a/b/',
+    ])
+      expect(normalize(p)).toBe(slow(p));
+  });
+});

@@ -110,6 +110,23 @@ export function randomBytes(n: number): Uint8Array {
   return globalThis.crypto.getRandomValues(new Uint8Array(n));
 }
 
+const utf8Encoder = new TextEncoder();
+/**
+ * A string's UTF-8 bytes. Names and paths are mostly ASCII and short, where a plain loop is several
+ * times faster than TextEncoder's call into the runtime (measured per editor operation).
+ */
+export function utf8(s: string): Uint8Array {
+  const n = s.length;
+  if (n > 64) return utf8Encoder.encode(s);
+  const out = new Uint8Array(n);
+  for (let k = 0; k < n; k++) {
+    const c = s.charCodeAt(k);
+    if (c > 0x7f) return utf8Encoder.encode(s);
+    out[k] = c;
+  }
+  return out;
+}
+
 /** True when two byte strings are equal (names: short, compared without allocating). */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

@@ -6,6 +6,7 @@
  * modules take the context and never import the editor.
  */
 import { Ext4Error } from '../core/errors.js';
+import { utf8 } from '../core/bytes.js';
 import {
   S_IFMT,
   S_IFDIR,
@@ -39,10 +40,13 @@ export interface Where {
   parentInode: Inode;
 }
 
-export const enc = new TextEncoder();
+export const enc = { encode: utf8 };
 
 /** An absolute path with '.' and empty components removed ('..' is kept for the lookup). */
 export function normalize(p: string): string {
+  // Most paths are already in that form: checked in one pass, no split and join.
+  if (p.length > 1 && p.charCodeAt(0) === 47 && p.charCodeAt(p.length - 1) !== 47 && !/\/\.{0,1}(?:\/|$)/.test(p))
+    return p;
   const parts = p.split('/').filter((x) => x !== '' && x !== '.');
   return '/' + parts.join('/');
 }

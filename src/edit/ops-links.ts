@@ -9,16 +9,16 @@ import { S_IFMT, S_IFDIR, FL_INDEX, LINK_MAX, type Inode } from '../ext4/inode.j
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import { addEntry } from '../fs/dir-edit.js';
 import { deleteInode } from './inodes.js';
-import { parentOf, resolve, touchDir, type OpContext } from './op-context.js';
+import { parentOf, resolve, type OpContext } from './op-context.js';
 
 /** The kernel's link count limit; directories past it keep 1 (dir_nlink). */
 
 /** Links a new inode into its parent, counting a new subdirectory in the parent's links. */
 export function linkNew(cx: OpContext, parent: number, name: Uint8Array, ino: number, mode: number): void {
-  const p = addEntry(cx.v, parent, name, ino, fileTypeOfMode(mode));
-  if ((mode & S_IFMT) === S_IFDIR) incDirLinks(cx, p);
-  p.mtime = p.ctime = cx.now;
-  cx.v.writeInode(parent, p);
+  addEntry(cx.v, parent, name, ino, fileTypeOfMode(mode), (p) => {
+    if ((mode & S_IFMT) === S_IFDIR) incDirLinks(cx, p);
+    p.mtime = p.ctime = cx.now;
+  });
 }
 
 /**
@@ -70,10 +70,11 @@ export function link(cx: OpContext, existing: string, newPath: string): void {
     });
   if (inode.linksCount >= LINK_MAX)
     throw new Ext4Error('TOO_MANY_LINKS', `${existing} has ${inode.linksCount} links already`, { path: existing });
-  addEntry(cx.v, parent, name, ino, fileTypeOfMode(inode.mode));
+  addEntry(cx.v, parent, name, ino, fileTypeOfMode(inode.mode), (p) => {
+    p.mtime = p.ctime = cx.now;
+  });
   const i = cx.v.readInode(ino);
   i.linksCount++;
   i.ctime = cx.now;
   cx.v.writeInode(ino, i);
-  touchDir(cx, parent);
 }

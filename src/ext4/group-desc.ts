@@ -1,5 +1,5 @@
 /** Block group descriptors, 32 or 64 bytes (kernel doc: group_descr.rst). */
-import { type Field, readFields, join64, lo32, hi32, put16, put32 } from '../core/bytes.js';
+import { type Field, join64, lo32, hi32, put16, put32, u16, u32 } from '../core/bytes.js';
 import { crc32c, crc32cU32 } from '../core/crc32c.js';
 
 const LO = [
@@ -53,26 +53,28 @@ export interface GroupDesc {
 
 /** Decodes the descriptor at `off`; with `descSize` 32 the hi halves read as zero. */
 export function decodeGroupDesc(b: Uint8Array, off: number, descSize: number): GroupDesc {
-  const l = readFields(b, off, LO);
-  const h = descSize >= 64 ? readFields(b, off, HI) : undefined;
-  const hi = (k: (typeof HI)[number][0]) => (h ? h[k] : 0);
+  // Read for every group an edit, a check or a mount looks at: plain loads at the table's offsets
+  // (resolved once, in O below), no per-call records or closures.
+  const wide = descSize >= 64;
+  const h16 = (at: number) => (wide ? u16(b, off + at) * 0x10000 : 0);
+  const h32 = (at: number) => (wide ? u32(b, off + at) : 0);
   return {
-    blockBitmap: join64(l.bg_block_bitmap_lo, hi('bg_block_bitmap_hi')),
-    inodeBitmap: join64(l.bg_inode_bitmap_lo, hi('bg_inode_bitmap_hi')),
-    inodeTable: join64(l.bg_inode_table_lo, hi('bg_inode_table_hi')),
-    freeBlocks: l.bg_free_blocks_count_lo + hi('bg_free_blocks_count_hi') * 0x10000,
-    freeInodes: l.bg_free_inodes_count_lo + hi('bg_free_inodes_count_hi') * 0x10000,
-    usedDirs: l.bg_used_dirs_count_lo + hi('bg_used_dirs_count_hi') * 0x10000,
-    flags: l.bg_flags,
-    excludeBitmap: join64(l.bg_exclude_bitmap_lo, hi('bg_exclude_bitmap_hi')),
-    blockBitmapCsum: (l.bg_block_bitmap_csum_lo | (hi('bg_block_bitmap_csum_hi') << 16)) >>> 0,
-    inodeBitmapCsum: (l.bg_inode_bitmap_csum_lo | (hi('bg_inode_bitmap_csum_hi') << 16)) >>> 0,
-    itableUnused: l.bg_itable_unused_lo + hi('bg_itable_unused_hi') * 0x10000,
-    checksum: l.bg_checksum,
+    blockBitmap: join64(u32(b, off + O.bg_block_bitmap_lo), h32(O.bg_block_bitmap_hi)),
+    inodeBitmap: join64(u32(b, off + O.bg_inode_bitmap_lo), h32(O.bg_inode_bitmap_hi)),
+    inodeTable: join64(u32(b, off + O.bg_inode_table_lo), h32(O.bg_inode_table_hi)),
+    freeBlocks: u16(b, off + O.bg_free_blocks_count_lo) + h16(O.bg_free_blocks_count_hi),
+    freeInodes: u16(b, off + O.bg_free_inodes_count_lo) + h16(O.bg_free_inodes_count_hi),
+    usedDirs: u16(b, off + O.bg_used_dirs_count_lo) + h16(O.bg_used_dirs_count_hi),
+    flags: u16(b, off + O.bg_flags),
+    excludeBitmap: join64(u32(b, off + O.bg_exclude_bitmap_lo), h32(O.bg_exclude_bitmap_hi)),
+    blockBitmapCsum: u16(b, off + O.bg_block_bitmap_csum_lo) + h16(O.bg_block_bitmap_csum_hi),
+    inodeBitmapCsum: u16(b, off + O.bg_inode_bitmap_csum_lo) + h16(O.bg_inode_bitmap_csum_hi),
+    itableUnused: u16(b, off + O.bg_itable_unused_lo) + h16(O.bg_itable_unused_hi),
+    checksum: u16(b, off + O.bg_checksum),
   };
 }
 
-/** Offsets by name, from the tables above (the encoder runs once per group, so it avoids the generic walker). */
+/** Offsets by name, from the tables above (decoder and encoder run once per group: no generic walker). */
 const O = Object.fromEntries([...LO, ...HI].map(([n, o]) => [n, o])) as Record<
   (typeof LO)[number][0] | (typeof HI)[number][0],
   number

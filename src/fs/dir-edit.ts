@@ -78,9 +78,17 @@ function inlineToBlock(v: WritableVolume, dir: number, i: Inode, lay: InlineLayo
 
 /**
  * Adds `name` -> `ino` to directory `dir` (the caller has checked the name is free). Returns the
- * directory's inode as updated and written.
+ * directory's inode as updated and written; `touch` changes it (times, link count) before that write,
+ * so a caller that changes more does not encode the record twice.
  */
-export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: number, fileType: number): Inode {
+export function addEntry(
+  v: WritableVolume,
+  dir: number,
+  name: Uint8Array,
+  ino: number,
+  fileType: number,
+  touch?: (i: Inode) => void,
+): Inode {
   const i = v.readInode(dir);
   const e: DirEntry = { inode: ino, name, fileType: entryType(v, fileType) };
   if (i.flags & FL_INLINE_DATA) {
@@ -90,9 +98,13 @@ export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: 
       lay.entries.pop();
       inlineToBlock(v, dir, i, lay);
       v.writeInode(dir, i);
-      return addEntry(v, dir, name, ino, fileType);
+      return addEntry(v, dir, name, ino, fileType, touch);
     }
-    return v.readInode(dir);
+    const after = v.readInode(dir);
+    if (!touch) return after;
+    touch(after);
+    v.writeInode(dir, after);
+    return after;
   }
   if (usesIndex(v.r, i)) dxAdd(v, dir, i, e);
   else {
@@ -116,6 +128,7 @@ export function addEntry(v: WritableVolume, dir: number, name: Uint8Array, ino: 
       else appendDirBlock(v, dir, i, packLeaf(v, [e], dirSeed(v, dir, i))!);
     }
   }
+  touch?.(i);
   v.writeInode(dir, i);
   return i;
 }
