@@ -93,7 +93,7 @@ let exitHook = false;
 function lockBase(image: string): string | undefined {
   let real: string;
   try {
-    real = fs.realpathSync(image);
+    real = fs.realpathSync.native(image);
     if (!fs.statSync(real).isFile()) return undefined;
   } catch {
     return undefined; // the open that follows reports the missing image itself
