@@ -30,6 +30,38 @@ describe('transaction undo', () => {
     expect(tx.modifyPending(12)).toBeUndefined();
   });
 
+  it('a part saved by modifyRange is restored on rollback, also when the whole block is saved after it', () => {
+    const bs = 1024;
+    const tx = new Transaction(new BlockCache(new MemoryDevice(64 * bs), bs, 64));
+    tx.begin();
+    tx.modify(3).fill(1);
+    tx.end();
+    // Only part of the block changes: the whole of it comes back.
+    tx.begin();
+    tx.modifyRange(3, 256, 256).fill(2, 256, 512);
+    tx.modifyRange(3, 512, 256).fill(3, 512, 768);
+    expect(tx.read(3)[300]).toBe(2);
+    tx.rollback();
+    expect([...tx.read(3)].every((x) => x === 1)).toBe(true);
+    // A part, then the whole block changed in the same operation (saved whole after the part changed).
+    tx.begin();
+    tx.modifyRange(3, 0, 128).fill(4, 0, 128);
+    tx.modify(3).fill(5, 128);
+    tx.rollback();
+    expect([...tx.read(3)].every((x) => x === 1)).toBe(true);
+    // A block no earlier operation changed: no part is saved, the block is dropped on rollback.
+    tx.begin();
+    tx.modifyRange(7, 0, 16).fill(6, 0, 16);
+    tx.rollback();
+    expect(tx.has(7)).toBe(false);
+    // Kept when the operation ends.
+    tx.begin();
+    tx.modifyRange(3, 0, 16).fill(8, 0, 16);
+    tx.end();
+    expect(tx.read(3)[0]).toBe(8);
+    expect(tx.read(3)[16]).toBe(1);
+  });
+
   it('one rollback restores blocks, map and set entries, counters and appended lists, then runs the hooks', () => {
     const bs = 1024;
     const cache = new BlockCache(new MemoryDevice(64 * bs), bs, 64);

@@ -46,6 +46,11 @@ export class Transaction implements BlockLayer {
   // The undo log of the operation under way (empty between operations; made once, cleared after each).
   private open = false;
   private readonly undo = new Map<number, Uint8Array | undefined>();
+  /**
+   * Parts of blocks the operation changed through `modifyRange` (an inode record in its table block):
+   * their bytes before it, in the order saved. A block saved whole (`undo`) needs none.
+   */
+  private readonly undoRanges: { block: number; off: number; bytes: Uint8Array }[] = [];
   private readonly undoPieces: DataPiece[] = [];
   /** Pending pieces the operation changed in place, with their data as it was. */
   private readonly undoChanged = new Map<DataPiece, Uint8Array>();
@@ -127,6 +132,18 @@ export class Transaction implements BlockLayer {
     this.blocks.set(block, copy);
     this.trusted.add(block);
     return copy;
+  }
+
+  /**
+   * `modify` for a change confined to bytes [off, off + len) of the block (an inode record): an
+   * operation that changes one record in a block an earlier one changed saves those bytes for its undo,
+   * not the whole block (most operations change two or three inodes, in tables earlier ones changed).
+   */
+  modifyRange(block: number, off: number, len: number): Uint8Array {
+    const o = this.open && !this.undo.has(block) ? this.blocks.get(block) : undefined;
+    if (!o) return this.modify(block);
+    this.undoRanges.push({ block, off, bytes: o.slice(off, off + len) });
+    return o;
   }
 
   /** Sets a block's whole new content (a newly allocated metadata block). `data` is kept, not copied. */
@@ -303,6 +320,7 @@ export class Transaction implements BlockLayer {
   end(): void {
     for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
     this.undo.clear();
+    this.undoRanges.length = 0;
     this.undoPieces.length = 0;
     this.undoChanged.clear();
     this.undoState.clear();
@@ -318,6 +336,12 @@ export class Transaction implements BlockLayer {
           this.blocks.delete(block);
           this.trusted.delete(block);
         }
+      }
+      // Saved parts last and newest first: a block saved whole after a part of it changed holds that
+      // change, which the part's saved bytes then undo.
+      for (let k = this.undoRanges.length - 1; k >= 0; k--) {
+        const { block, off, bytes } = this.undoRanges[k]!;
+        this.blocks.get(block)?.set(bytes, off);
       }
       // The copies now serve as the edit's blocks: none goes back to the pool.
       this.undo.clear();

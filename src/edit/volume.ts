@@ -206,7 +206,7 @@ export class Volume implements EditVolume, CommitVolume {
   /** Writes `inode` over its record (bytes past the known fields, in-inode xattrs among them, are kept). */
   writeInode(ino: number, inode: Inode): void {
     const { block, offset } = this.r.inodeLocation(ino);
-    const b = this.tx.modify(block);
+    const b = this.tx.modifyRange(block, offset, this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
     this.sealInode(ino);
   }
@@ -214,7 +214,7 @@ export class Volume implements EditVolume, CommitVolume {
   /** Writes a new inode's whole record: zeros past the fields (no stale attributes), then `inode`. */
   initInode(ino: number, inode: Inode): void {
     const { block, offset } = this.r.inodeLocation(ino);
-    const b = this.tx.modify(block);
+    const b = this.tx.modifyRange(block, offset, this.inodeSize);
     b.fill(0, offset, offset + this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
     this.sealInode(ino);
