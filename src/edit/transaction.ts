@@ -50,7 +50,10 @@ export class Transaction implements BlockLayer {
    * Parts of blocks the operation changed through `modifyRange` (an inode record in its table block):
    * their bytes before it, in the order saved. A block saved whole (`undo`) needs none.
    */
-  private readonly undoRanges: { block: number; off: number; bytes: Uint8Array }[] = [];
+  private readonly undoRanges: { block: number; off: number; len: number; at: number }[] = [];
+  /** The saved parts' bytes, one after the other (reused: a typed array per part costs a malloc). */
+  private rangeBytes = new Uint8Array(16384);
+  private rangeUsed = 0;
   private readonly undoPieces: DataPiece[] = [];
   /** Pending pieces the operation changed in place, with their data as it was. */
   private readonly undoChanged = new Map<DataPiece, Uint8Array>();
@@ -142,7 +145,14 @@ export class Transaction implements BlockLayer {
   modifyRange(block: number, off: number, len: number): Uint8Array {
     const o = this.open && !this.undo.has(block) ? this.blocks.get(block) : undefined;
     if (!o) return this.modify(block);
-    this.undoRanges.push({ block, off, bytes: o.slice(off, off + len) });
+    if (this.rangeUsed + len > this.rangeBytes.length) {
+      const grown = new Uint8Array(Math.max(2 * this.rangeBytes.length, this.rangeUsed + len));
+      grown.set(this.rangeBytes.subarray(0, this.rangeUsed));
+      this.rangeBytes = grown;
+    }
+    this.rangeBytes.set(o.subarray(off, off + len), this.rangeUsed);
+    this.undoRanges.push({ block, off, len, at: this.rangeUsed });
+    this.rangeUsed += len;
     return o;
   }
 
@@ -321,6 +331,7 @@ export class Transaction implements BlockLayer {
     for (const copy of this.undo.values()) if (copy && this.pool.length < 64) this.pool.push(copy);
     this.undo.clear();
     this.undoRanges.length = 0;
+    this.rangeUsed = 0;
     this.undoPieces.length = 0;
     this.undoChanged.clear();
     this.undoState.clear();
@@ -340,8 +351,8 @@ export class Transaction implements BlockLayer {
       // Saved parts last and newest first: a block saved whole after a part of it changed holds that
       // change, which the part's saved bytes then undo.
       for (let k = this.undoRanges.length - 1; k >= 0; k--) {
-        const { block, off, bytes } = this.undoRanges[k]!;
-        this.blocks.get(block)?.set(bytes, off);
+        const { block, off, len, at } = this.undoRanges[k]!;
+        this.blocks.get(block)?.set(this.rangeBytes.subarray(at, at + len), off);
       }
       // The copies now serve as the edit's blocks: none goes back to the pool.
       this.undo.clear();
