@@ -10,6 +10,7 @@ import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
 import {
   S_IFMT,
   S_IFDIR,
+  S_IFREG,
   FL_INLINE_DATA,
   FL_CASEFOLD,
   FL_ENCRYPT,
@@ -278,8 +279,15 @@ export function checkConnectivity(ctx: CheckContext): void {
     const ino = t.inoAt(k);
     const info = t.at(k);
     if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) {
-      // An attribute value inode no attribute names is as lost as a file no directory names.
-      if (info.flags & FL_EA_INODE && ctx.eaValuesComplete && !ctx.eaValueInodes.has(ino))
+      // An attribute value inode (a regular file) no attribute and no directory names is as lost as a
+      // file no directory names. (The flag on a directory means nothing to e2fsck.)
+      if (
+        info.flags & FL_EA_INODE &&
+        (info.mode & S_IFMT) === S_IFREG &&
+        info.refs === 0 &&
+        ctx.eaValuesComplete &&
+        !ctx.eaValueInodes.has(ino)
+      )
         p.add('INODE_UNATTACHED', `attribute value inode ${ino} is in use but no attribute names it`, { inode: ino });
       continue;
     }
