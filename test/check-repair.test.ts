@@ -397,8 +397,10 @@ describe.runIf(
     // The four orphans e2fsck clears; then the inodes of the list's cut-off part, and a deleted inode
     // without a dtime, e2fsck -p's "UNEXPECTED INCONSISTENCY".
     expect(res.fixed.map((f) => f.inode)).toEqual([54, 32, 67, 55]);
-    expect(res.remaining.filter((x) => x.code === 'ORPHANS').length).toBe(37);
-    expect(res.remaining).toContainEqual(expect.objectContaining({ code: 'INODE_DTIME', inode: 18 }));
+    expect(res.remaining.filter((x) => /orphan list/.test(x.text)).length).toBe(37);
+    const zero = res.remaining.find((x) => x.inode === 18);
+    expect(zero?.code).toBe('INODE_DTIME');
+    expect(zero?.text).toMatch(/no deletion time/);
     expect(tree(img)).toEqual(tree(theirs));
     expect(groupCounts(img)).toEqual(groupCounts(theirs));
   });

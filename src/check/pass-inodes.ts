@@ -120,10 +120,10 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   }
   const orphan = ctx.orphans.has(ino);
   // A deletion time below the inode count is an orphan list's link: an inode the list's clean-up did
-  // not reach (the list was cut). e2fsck -p stops on these.
+  // not reach (the list was cut). e2fsck -p stops on these: no fix is kept.
   const listLink = !orphan && i.dtime !== 0 && i.dtime < ctx.inodesCount && ctx.lowDtimeCheck;
   if (listLink)
-    p.add('ORPHANS', `inode ${ino} was on an orphan list its clean-up did not reach (dtime ${i.dtime})`, {
+    p.add('INODE_DTIME', `inode ${ino} was on an orphan list its clean-up did not reach (dtime ${i.dtime})`, {
       inode: ino,
     });
   if (i.linksCount === 0 && !orphan && !special) {

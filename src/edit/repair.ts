@@ -219,10 +219,11 @@ function summaryWrong(imagePath: string): boolean {
 function unfixable(res: CheckResult): Problem[] {
   const fixes = res.fixes!;
   const inodeFixes = res.inodeFixes!;
-  const fixable = (p: Problem) =>
-    GROUP_FIXES.has(p.code)
-      ? p.group !== undefined && fixes.has(p.group)
-      : INODE_FIXES.has(p.code) && p.inode !== undefined && inodeFixes.has(p.inode);
+  const fixable = (p: Problem) => {
+    if (GROUP_FIXES.has(p.code)) return p.group !== undefined && fixes.has(p.group);
+    const f = p.inode !== undefined ? inodeFixes.get(p.inode) : undefined;
+    return p.code === 'LINK_COUNT' ? f?.links !== undefined : p.code === 'INODE_DTIME' && f?.dtime !== undefined;
+  };
   return [
     ...res.problems.filter((p) => !fixable(p)),
     ...res.warnings.filter((w) => w.code !== 'GROUP_DESC_CHECKSUM' || w.group === undefined),
