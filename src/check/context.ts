@@ -44,11 +44,14 @@ export interface GroupFix {
 
 /**
  * What passes 1 and 4 found an inode's record should hold, kept for a repair: its link count as the
- * directories count it, its deletion time cleared (in use) or set (deleted, e2fsck -p's "zero dtime").
+ * directories count it, its deletion time cleared (in use) or set (deleted, e2fsck -p's "zero dtime"),
+ * its checksum recomputed.
  */
 export interface InodeFix {
   links?: number;
   dtime?: 'clear' | 'set';
+  /** Its checksum only (e2fsck -p's "passes checks, but checksum does not match"). */
+  checksum?: boolean;
 }
 
 export class CheckContext {

@@ -77,8 +77,10 @@ export function checkInodes(ctx: CheckContext): void {
         csum &&
         !isZero(rec, at, size) &&
         inodeChecksum(seed, ino, rec, at, size) !== storedInodeChecksum(rec, at, size)
-      )
+      ) {
         ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
+        ctx.fixInode(ino, { checksum: true });
+      }
       if (quickInode(ctx, q, ino, rec, at)) continue;
       let i: Inode;
       try {

@@ -6,7 +6,7 @@
  * in use, their checksums and padding, each group's free block, free inode and directory counts,
  * itable_unused and the uninitialized flags, the descriptors' checksums, the superblock's free counts
  * and error state; inodes' link counts against the directory entries naming them, the deletion time of
- * an inode in use (cleared) and of a deleted inode that has none (set). Anything else the check finds
+ * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum. Anything else the check finds
  * stops the repair before it writes, as e2fsck -p stops with "UNEXPECTED INCONSISTENCY": the problems
  * are returned, status 4.
  *
@@ -64,7 +64,7 @@ const GROUP_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
 ]);
 
 /** The check's findings a preen fixes in the inode they name (passes 1 and 4). */
-const INODE_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>(['LINK_COUNT', 'INODE_DTIME']);
+const INODE_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>(['LINK_COUNT', 'INODE_DTIME', 'INODE_CHECKSUM']);
 
 /** The check's findings a preen fixes. */
 export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set([...GROUP_FIXES, ...INODE_FIXES]);
@@ -222,7 +222,9 @@ function unfixable(res: CheckResult): Problem[] {
   const fixable = (p: Problem) => {
     if (GROUP_FIXES.has(p.code)) return p.group !== undefined && fixes.has(p.group);
     const f = p.inode !== undefined ? inodeFixes.get(p.inode) : undefined;
-    return p.code === 'LINK_COUNT' ? f?.links !== undefined : p.code === 'INODE_DTIME' && f?.dtime !== undefined;
+    if (p.code === 'LINK_COUNT') return f?.links !== undefined;
+    if (p.code === 'INODE_DTIME') return f?.dtime !== undefined;
+    return p.code === 'INODE_CHECKSUM' && f?.checksum === true;
   };
   return [
     ...res.problems.filter((p) => !fixable(p)),
@@ -253,13 +255,17 @@ function applyFixes(v: Volume, res: CheckResult): Problem[] {
       // Their checksums are computed at commit (the descriptor's, and the bitmaps' with metadata_csum).
       v.groups.touch(g);
     }
-    // Link counts and deletion times: fields of the record, no block or inode changes hands.
+    // Link counts, deletion times, checksums: the record only, no block or inode changes hands. It
+    // is read as stored (its checksum may be what is wrong) and sealed again at commit.
     for (const [ino, f] of inodeFixes) {
-      const i = v.readInode(ino);
-      if (f.links !== undefined) i.linksCount = f.links;
-      if (f.dtime === 'clear') i.dtime = 0;
-      else if (f.dtime === 'set') i.dtime = now.sec >>> 0;
-      v.writeInode(ino, i);
+      const { buf, offset } = v.inodeRecordForWrite(ino);
+      if (f.links !== undefined || f.dtime !== undefined) {
+        const i = v.r.decodeRecord(ino, buf, offset);
+        if (f.links !== undefined) i.linksCount = f.links;
+        if (f.dtime === 'clear') i.dtime = 0;
+        else if (f.dtime === 'set') i.dtime = now.sec >>> 0;
+        v.writeInode(ino, i);
+      } else v.sealInode(ino);
     }
     const sum = v.groups.sumFree();
     const sb = v.sb;
@@ -289,9 +295,11 @@ function withInodeFix(p: Problem, inodeFixes: Map<number, InodeFix>): Problem {
   const done =
     p.code === 'LINK_COUNT'
       ? `link count set to ${f.links}`
-      : f.dtime === 'clear'
-        ? 'deletion time cleared'
-        : 'deletion time set';
+      : p.code === 'INODE_CHECKSUM'
+        ? 'checksum recomputed'
+        : f.dtime === 'clear'
+          ? 'deletion time cleared'
+          : 'deletion time set';
   return { ...p, text: `${p.text}: ${done}` };
 }
 
