@@ -6,11 +6,11 @@
  * in use, their checksums and padding, each group's free block, free inode and directory counts,
  * itable_unused and the uninitialized flags, the descriptors' checksums, the superblock's free counts
  * and error state; inodes' link counts against the directory entries naming them, the deletion time of
- * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum. Anything else the check finds
- * stops the repair before it writes, as e2fsck -p stops with "UNEXPECTED INCONSISTENCY": the problems
- * are returned, status 4.
+ * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum. Anything
+ * else the check finds stops the repair before it writes, as e2fsck -p stops with "UNEXPECTED
+ * INCONSISTENCY": the problems are returned, status 4.
  *
- * The fixes are one journal transaction (the editor's commit, commit.ts): a crash leaves, after
+ * The check's fixes are one journal transaction (the editor's commit, commit.ts): a crash leaves, after
  * recovery, the image as it was or repaired. Refusals come before anything is written: a mounted or
  * busy image, features the editor cannot keep consistent (guard.ts), MMP.
  */
