@@ -20,58 +20,13 @@ import { setInodeChecksum } from '../src/ext4/inode.js';
 import { INCOMPAT } from '../src/ext4/features.js';
 import { decodeSuperblock, encodeSuperblock, setFreeBlocksCount, freeBlocksCount } from '../src/ext4/superblock.js';
 import { HAVE_E2FSPROGS, IN_CI, cli, expectClean, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
+import { groupCounts, superCounts, tree } from './helpers/repair-state.js';
 
 const CORPUS = path.resolve(__dirname, '../../shared/corpus/e2fsprogs');
 const work = scratchDir('ext4wd-repair');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
 const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-
-/** Every path of the image with its type, mode, owner, link count and content (what a repair keeps). */
-function tree(img: string): Map<string, string> {
-  const dev = FileDevice.open(img);
-  try {
-    const r = Ext4Reader.open(dev);
-    const out = new Map<string, string>();
-    const walk = (ino: number, at: string) => {
-      for (const e of r.readDir(ino)) {
-        const name = Buffer.from(e.name).toString();
-        if (name === '.' || name === '..') continue;
-        const i = r.inode(e.inode);
-        const p = `${at}/${name}`;
-        const isDir = (i.mode & 0xf000) === 0x4000;
-        const body =
-          (i.mode & 0xf000) === 0x8000 ? createHash('sha256').update(r.readFileBytes(e.inode)).digest('hex') : '';
-        out.set(p, `${i.mode.toString(8)} ${i.uid}:${i.gid} ${i.linksCount} ${i.size} ${body}`);
-        if (isDir) walk(e.inode, p);
-      }
-    };
-    walk(2, '');
-    return out;
-  } finally {
-    dev.close();
-  }
-}
-
-/**
- * Per group, the counts dumpe2fs prints ("N free blocks, M free inodes, D directories"). Not the unused
- * inodes: e2fsck recomputes itable_unused of every group it writes (a choice, not a fix), a preen
- * only where the check finds it wrong.
- */
-function groupCounts(img: string): string[] {
-  const r = run('dumpe2fs', [img]);
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout
-    .split('\n')
-    .filter((l) => /free blocks, .* free inodes/.test(l))
-    .map((l) => l.trim().replace(/, \d+ unused inodes$/, ''));
-}
-
-function superCounts(img: string): string[] {
-  return run('dumpe2fs', ['-h', img])
-    .stdout.split('\n')
-    .filter((l) => /^Free (blocks|inodes):/.test(l));
-}
 
 /** Damage on the image's bytes: descriptors, bitmaps, inodes and the superblock, checksums resealed or not. */
 class Damage {
@@ -213,6 +168,15 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
     ],
     ['a directory count', [], (d) => d.desc(0, (x) => (x.usedDirs += 2)), /USED_DIRS_GROUP/],
     ['a block bitmap checksum', [], (d) => d.desc(0, (x) => (x.blockBitmapCsum ^= 0xff)), /BITMAP_CHECKSUM/],
+    [
+      "an inode's checksum, nothing else wrong with it",
+      [],
+      (d) => {
+        const { block, offset } = d.r.inodeLocation(d.r.lookup('/a/f9'));
+        d.block(block)[offset + 0x7c]! ^= 0x5a; // l_i_checksum_lo
+      },
+      /INODE_CHECKSUM/,
+    ],
   ];
 
   for (const [label, opts, damage, codes] of cases)
@@ -263,6 +227,9 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
       d.desc(1, (x) => (x.freeBlocks -= 9));
       d.desc(0, (x) => (x.usedDirs += 1));
       d.blockBit(d.freeBlock(0), true);
+      // Inodes' fixes in the same transaction: a link count (in the tree compared) and a dtime.
+      d.inode(d.r.lookup('/a/f7'), (rec, o) => rec.writeUInt16LE(3, o + 0x1a));
+      d.inode(d.r.lookup('/a/f8'), (rec, o) => rec.writeUInt32LE(0x60000000, o + 0x14));
     });
     // Not the superblock's free counts: recover sums them from the descriptors, as a mount does.
     const state = (f: string) => [...groupCounts(f), ...tree(f)].join('\n');
@@ -271,6 +238,8 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
     fs.copyFileSync(img, full);
     const done = cli(['check', full, '--repair'], { EXT4_WORKDISK_COUNT_IO: '1' });
     expect(done.status, done.stderr).toBe(1);
+    expect(done.stdout).toMatch(/fixed: LINK_COUNT: .*set to 1/);
+    expect(done.stdout).toMatch(/fixed: INODE_DTIME: .*cleared/);
     const events = Number(/io events: (\d+)/.exec(done.stderr)?.[1]);
     expect(events).toBeGreaterThan(3);
     const newState = state(full);
@@ -367,7 +336,7 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
 
 /**
  * Corpus images whose `e2fsck -fp` fixes (exit 1) are all counts, bitmaps, their checksums, uninit
- * flags, descriptor checksums or a journal to recover.
+ * flags, descriptor checksums, inode checksums or a journal to recover.
  */
 const PREENED = [
   'f_bad_bbitmap',
@@ -381,10 +350,16 @@ const PREENED = [
   'f_uninit_blk_used_not_set',
   'f_uninit_set_inode_not_set',
   'f_jnl_64bit',
+  // An inode whose only fault is its checksum.
+  'f_deleted_inode_bad_csum',
+  'f_no_cache_corrupt_inode',
+  'i_bad_csum',
 ];
+/** Corpus images with an orphan list (or orphan file) and nothing else wrong: e2fsck -p cleans them up. */
+const ORPHANED = ['f_orphan', 'f_orphan_extents_inode', 'f_orphan_indirect_inode'];
 const HANGS_E2FSCK = new Set(['f_illitable_flexbg', 'f_misstable']);
 /** Corpus images e2fsck -p stops on (or fixes more than this): refused, unchanged. */
-const STOPPED = ['f_unused_itable', 'f_uninit_inode_past_unused'];
+const STOPPED = ['f_unused_itable', 'f_uninit_inode_past_unused', 'f_ea_inode_disconnected'];
 
 describe.runIf(
   oracleAvailable('check --repair on the corpus', HAVE_E2FSPROGS && fs.existsSync(path.join(CORPUS, 'INDEX.tsv'))) ||
@@ -405,6 +380,42 @@ describe.runIf(
     expectClean(img);
     expect(groupCounts(img)).toEqual(groupCounts(theirs));
     expect(repairImage(img, { sync: false }).status).toBe(0);
+  });
+  it.each(ORPHANED)('%s: its orphans cleaned up as e2fsck -p cleans them, each reported', (name) => {
+    const img = unpack(name);
+    const theirs = `${img}.e2fsck`;
+    fs.copyFileSync(img, theirs);
+    // e2fsck -p cleans an orphan list up silently (exit 0); ours says it wrote (exit 1).
+    expect(run('e2fsck', ['-fp', theirs]).status).toBe(0);
+    const res = repairImage(img, { sync: false });
+    expect(res.status, JSON.stringify(res.remaining)).toBe(1);
+    expect(res.fixed.length).toBeGreaterThan(0);
+    for (const f of res.fixed) {
+      expect(f.code).toBe('ORPHANS');
+      expect(f.inode).toBeGreaterThan(0);
+    }
+    expectClean(img);
+    expect(tree(img)).toEqual(tree(theirs));
+    expect(groupCounts(img)).toEqual(groupCounts(theirs));
+    expect(repairImage(img, { sync: false }).status).toBe(0);
+  });
+  it('f_badorphan: the orphan list cleaned up, then stopped on the inodes it left behind, as e2fsck -p', () => {
+    const img = unpack('f_badorphan');
+    const theirs = `${img}.e2fsck`;
+    fs.copyFileSync(img, theirs);
+    const p = run('e2fsck', ['-fp', theirs]);
+    expect(p.status).toBe(4);
+    const res = repairImage(img, { sync: false });
+    expect(res.status).toBe(4);
+    // The four orphans e2fsck clears; then the inodes of the list's cut-off part, and a deleted inode
+    // without a dtime, e2fsck -p's "UNEXPECTED INCONSISTENCY".
+    expect(res.fixed.map((f) => f.inode)).toEqual([54, 32, 67, 55]);
+    expect(res.remaining.filter((x) => /orphan list/.test(x.text)).length).toBe(37);
+    const zero = res.remaining.find((x) => x.inode === 18);
+    expect(zero?.code).toBe('INODE_DTIME');
+    expect(zero?.text).toMatch(/no deletion time/);
+    expect(tree(img)).toEqual(tree(theirs));
+    expect(groupCounts(img)).toEqual(groupCounts(theirs));
   });
   it('every corpus image: no crash; exit 4 or a refusal leaves it unchanged; exit 1 leaves it clean', () => {
     const rows = fs
@@ -435,7 +446,13 @@ describe.runIf(
         continue;
       }
       if (res.status === 4) {
-        expect(res.fixed, name).toEqual([]);
+        // Nothing of the check's fixes written; an orphan list is cleaned up before the check, as
+        // e2fsck -p does before it stops (reported, and the image changed only then).
+        expect(
+          res.fixed.filter((p) => p.code !== 'ORPHANS'),
+          name,
+        ).toEqual([]);
+        if (res.fixed.length) expect(res.recovered, name).toBe(true);
         if (!res.recovered) expect(sha(img), name).toBe(hash);
         tally.stopped++;
       } else if (res.status === 0) {
@@ -447,10 +464,10 @@ describe.runIf(
         tally.fixed++;
       }
     }
-    // What e2fsck -fn still finds after a repair our check finds clean: what check does not see yet
-    // (an orphan list's leftovers, an unattached EA inode).
-    expect(notClean.sort()).toEqual(['f_badorphan', 'f_ea_inode_disconnected']);
-    expect(tally.fixed).toBeGreaterThanOrEqual(35);
+    // What e2fsck -fn still finds after a repair our check finds clean: nothing (f_badorphan's orphan
+    // list leftovers and f_ea_inode_disconnected's unattached EA inode are seen now: both stop).
+    expect(notClean.sort()).toEqual([]);
+    expect(tally.fixed).toBeGreaterThanOrEqual(39);
     console.log(`check --repair on the corpus: ${JSON.stringify(tally)}`);
   });
   it.each(STOPPED)('%s: other problems, refused with exit 4 and unchanged', (name) => {

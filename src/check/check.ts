@@ -13,10 +13,10 @@ import { checkInodes } from './pass-inodes.js';
 import { checkDirectories, checkConnectivity } from './pass-dirs.js';
 import { checkBitmaps } from './pass-bitmaps.js';
 import type { Problem } from './problems.js';
-import type { GroupFix } from './context.js';
+import type { GroupFix, InodeFix } from './context.js';
 
 export type { Problem, ProblemCode } from './problems.js';
-export type { GroupFix } from './context.js';
+export type { GroupFix, InodeFix } from './context.js';
 
 export interface CheckResult {
   /** No problem found. */
@@ -31,6 +31,8 @@ export interface CheckResult {
   inodesInUse: number;
   /** With `keepFixes`: what pass 5 found each wrong group should hold (context.ts, GroupFix). */
   fixes?: Map<number, GroupFix>;
+  /** With `keepFixes`: what passes 1 and 4 found each wrong inode's record should hold (InodeFix). */
+  inodeFixes?: Map<number, InodeFix>;
 }
 
 export interface CheckOptions {
@@ -41,7 +43,7 @@ export interface CheckOptions {
    * replayed in memory first (the image is not changed), as a mount or `recover` would.
    */
   replay?: boolean;
-  /** Keep what each group pass 5 finds wrong should hold (for a repair; memory grows with the damage). */
+  /** Keep what each group (pass 5) and inode (passes 1, 4) found wrong should hold (for a repair; memory grows with the damage). */
   keepFixes?: boolean;
   /** checkImage: the reader's lock on the image file (how long to wait for a writer). */
   lock?: LockOptions;
@@ -53,7 +55,10 @@ export interface CheckOptions {
  */
 export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckResult {
   const ctx = openContext(dev, opts.replay);
-  if (opts.keepFixes) ctx.fixes = new Map();
+  if (opts.keepFixes) {
+    ctx.fixes = new Map();
+    ctx.inodeFixes = new Map();
+  }
   const pass = (name: string, fn: () => void) => {
     opts.onPass?.(name);
     fn();
@@ -74,6 +79,7 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     groups: ctx.groupCount,
     inodesInUse: inodesInUse(ctx),
     ...(ctx.fixes ? { fixes: ctx.fixes } : {}),
+    ...(ctx.inodeFixes ? { inodeFixes: ctx.inodeFixes } : {}),
   };
 }
 

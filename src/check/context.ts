@@ -42,10 +42,24 @@ export interface GroupFix {
   clearFlags: number;
 }
 
+/**
+ * What passes 1 and 4 found an inode's record should hold, kept for a repair: its link count as the
+ * directories count it, its deletion time cleared (in use) or set (deleted, e2fsck -p's "zero dtime"),
+ * its checksum recomputed.
+ */
+export interface InodeFix {
+  links?: number;
+  dtime?: 'clear' | 'set';
+  /** Its checksum only (e2fsck -p's "passes checks, but checksum does not match"). */
+  checksum?: boolean;
+}
+
 export class CheckContext {
   readonly problems = new Problems();
   /** Set by a caller that repairs: pass 5 keeps here, by group, what the groups it finds wrong should hold. */
   fixes: Map<number, GroupFix> | undefined;
+  /** Set with `fixes`: by inode, what passes 1 and 4 find its record should hold. */
+  inodeFixes: Map<number, InodeFix> | undefined;
   readonly r: Ext4Reader;
   readonly raw: Ext4Reader;
   readonly bs: number;
@@ -96,6 +110,20 @@ export class CheckContext {
 
   /** Attribute blocks and how many inodes name each. */
   readonly xattrRefs = new Map<number, number>();
+  /** Inodes that hold an attribute's value (ea_inode), as the attributes read name them. */
+  readonly eaValueInodes = new Set<number>();
+  /** Every inode's attributes could be read: an EA inode missing from the set above is unattached. */
+  eaValuesComplete = true;
+  /**
+   * e2fsck's test for inodes an orphan list left behind (a deletion time below the inode count is a
+   * list link), off when mkfs's own time is that low (a clock near the epoch would trip it).
+   */
+  readonly lowDtimeCheck: boolean;
+
+  /** Records what inode `ino`'s record should hold (a repair's; nothing kept for a plain check). */
+  fixInode(ino: number, fix: InodeFix): void {
+    if (this.inodeFixes) this.inodeFixes.set(ino, { ...this.inodeFixes.get(ino), ...fix });
+  }
 
   constructor(
     dev: BlockDevice,
@@ -119,6 +147,7 @@ export class CheckContext {
     this.firstIno = sb.s_rev_level === 0 ? 11 : sb.s_first_ino;
     this.ratio = sb.s_feature_ro_compat & RO_COMPAT.bigalloc ? 2 ** (sb.s_log_cluster_size - sb.s_log_block_size) : 1;
     this.groupCsum = (sb.s_feature_ro_compat & (RO_COMPAT.metadata_csum | RO_COMPAT.gdt_csum)) !== 0;
+    this.lowDtimeCheck = !(sb.s_mkfs_time && sb.s_mkfs_time < sb.s_inodes_count);
   }
 
   get sb() {

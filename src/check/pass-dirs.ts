@@ -7,7 +7,17 @@
 import { u32 } from '../core/bytes.js';
 import { Ext4Error } from '../core/errors.js';
 import { INCOMPAT, RO_COMPAT } from '../ext4/features.js';
-import { S_IFMT, S_IFDIR, FL_INLINE_DATA, FL_CASEFOLD, FL_ENCRYPT, ROOT_INO, LINK_MAX } from '../ext4/inode.js';
+import {
+  S_IFMT,
+  S_IFDIR,
+  S_IFREG,
+  FL_INLINE_DATA,
+  FL_CASEFOLD,
+  FL_ENCRYPT,
+  FL_EA_INODE,
+  ROOT_INO,
+  LINK_MAX,
+} from '../ext4/inode.js';
 import { isDotOrDotDot } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { CheckContext } from './context.js';
@@ -268,7 +278,19 @@ export function checkConnectivity(ctx: CheckContext): void {
   for (let k = 0; k < t.size; k++) {
     const ino = t.inoAt(k);
     const info = t.at(k);
-    if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) continue;
+    if ((ino < ctx.firstIno && ino !== ROOT_INO) || info.system) {
+      // An attribute value inode (a regular file) no attribute and no directory names is as lost as a
+      // file no directory names. (The flag on a directory means nothing to e2fsck.)
+      if (
+        info.flags & FL_EA_INODE &&
+        (info.mode & S_IFMT) === S_IFREG &&
+        info.refs === 0 &&
+        ctx.eaValuesComplete &&
+        !ctx.eaValueInodes.has(ino)
+      )
+        p.add('INODE_UNATTACHED', `attribute value inode ${ino} is in use but no attribute names it`, { inode: ino });
+      continue;
+    }
     if (ctx.orphans.has(ino) && info.refs === 0) continue;
     const isDir = (info.mode & S_IFMT) === S_IFDIR;
     if (info.refs === 0) {
@@ -278,8 +300,11 @@ export function checkConnectivity(ctx: CheckContext): void {
     if (isDir && !info.dir) continue;
     // Past the limit a directory's count is 1 (dir_nlink), as e2fsck counts it.
     const counted = isDir && info.refs > LINK_MAX && dirNlink ? 1 : info.refs;
-    if (info.links !== counted)
+    if (info.links !== counted) {
       p.add('LINK_COUNT', `inode ${ino}: link count ${info.links}, named ${info.refs} time(s)`, { inode: ino });
+      // (More links than the field holds, without dir_nlink, is not a count to write.)
+      if (counted <= LINK_MAX) ctx.fixInode(ino, { links: counted });
+    }
   }
 }
 

@@ -77,8 +77,10 @@ export function checkInodes(ctx: CheckContext): void {
         csum &&
         !isZero(rec, at, size) &&
         inodeChecksum(seed, ino, rec, at, size) !== storedInodeChecksum(rec, at, size)
-      )
+      ) {
         ctx.problems.add('INODE_CHECKSUM', `inode ${ino}: checksum does not match`, { inode: ino });
+        ctx.fixInode(ino, { checksum: true });
+      }
       if (quickInode(ctx, q, ino, rec, at)) continue;
       let i: Inode;
       try {
@@ -119,7 +121,21 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     return;
   }
   const orphan = ctx.orphans.has(ino);
-  if (i.linksCount === 0 && !orphan && !special) return;
+  // A deletion time below the inode count is an orphan list's link: an inode the list's clean-up did
+  // not reach (the list was cut). e2fsck -p stops on these: no fix is kept.
+  const listLink = !orphan && i.dtime !== 0 && i.dtime < ctx.inodesCount && ctx.lowDtimeCheck;
+  if (listLink)
+    p.add('INODE_DTIME', `inode ${ino} was on an orphan list its clean-up did not reach (dtime ${i.dtime})`, {
+      inode: ino,
+    });
+  if (i.linksCount === 0 && !orphan && !special) {
+    // Deleted, but with no deletion time: e2fsck -p sets it.
+    if (ino >= ctx.firstIno && i.mode && !i.dtime) {
+      p.add('INODE_DTIME', `deleted inode ${ino} has no deletion time`, { inode: ino });
+      ctx.fixInode(ino, { dtime: 'set' });
+    }
+    return;
+  }
   const type = fileTypeOf(i.mode);
   if (ino === ROOT_INO && (i.mode & S_IFMT) !== S_IFDIR) {
     p.add('ROOT', `the root inode is not a directory (mode 0${i.mode.toString(8)})`, { inode: ino });
@@ -130,8 +146,10 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
     ctx.inodes.set(ino, new InodeInfo(i.mode, i.flags, i.linksCount));
     return;
   }
-  if (i.dtime && !orphan && i.linksCount)
+  if (i.dtime && !orphan && i.linksCount && !listLink) {
     p.add('INODE_DTIME', `inode ${ino} is in use but has a deletion time`, { inode: ino });
+    ctx.fixInode(ino, { dtime: 'clear' });
+  }
   checkFlags(ctx, ino, i);
   // Attributes (read once, only when the inode has any): checked, and whether values live in EA inodes.
   let eaValues = false;
@@ -143,9 +161,14 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   else if (i.fileAcl || inInodeXattrs)
     try {
       const x = ctx.r.storedXattrs(ino, undefined, false);
-      eaValues = x.inInode.some((e) => e.valueInum) || x.block.some((e) => e.valueInum);
+      for (const e of [...x.inInode, ...x.block])
+        if (e.valueInum) {
+          eaValues = true;
+          ctx.eaValueInodes.add(e.valueInum);
+        }
       inlineAttr = x.inInode.some(isInlineDataAttr);
     } catch (e) {
+      ctx.eaValuesComplete = false;
       p.fromError('XATTR', e, { inode: ino });
     }
   // Inline data lives in i_block and the system.data attribute, which must be there (even empty).

@@ -16,8 +16,9 @@ export const check = command({
   usage: `check <image> [--replay | --repair] [--json] [--no-sync]
       check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
       --replay checks it as it is once its journal is recovered (replayed in memory);
-      --repair fixes counts, bitmaps and their checksums as e2fsck -p does, through the journal, after
-      recovering a dirty journal: exit 0 clean, 1 fixed, 4 other problems (nothing written), 8 refused`,
+      --repair fixes counts, bitmaps, checksums, link counts and dtimes as e2fsck -p does, through the
+      journal, after recovering a dirty journal and orphans: exit 0 clean, 1 fixed, 4 other problems
+      (nothing of them written), 8 refused`,
   options: { ...jsonOption, ...writerOptions, replay: { type: 'boolean' }, repair: { type: 'boolean' } },
   async run(positionals, values) {
     if (positionals.length !== 1) throw new UsageError('check needs exactly one <image>');
@@ -84,7 +85,7 @@ async function repair(image: string, values: OptionValues<typeof writerOptions> 
       process.stdout.write(`... and ${res.remainingCount - res.remaining.length} more\n`);
     process.stdout.write(
       res.status === PROBLEMS
-        ? `${image}: UNEXPECTED INCONSISTENCY: ${res.remainingCount} problem(s) a repair of counts and bitmaps does not fix; nothing of them written (run e2fsck)\n`
+        ? `${image}: UNEXPECTED INCONSISTENCY: ${res.remainingCount} problem(s) a preen does not fix; nothing of them written (run e2fsck)\n`
         : res.status === FIXED
           ? `${image}: repaired (${res.fixed.length} problem(s) fixed)\n`
           : `${image}: clean, nothing to repair\n`,

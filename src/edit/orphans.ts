@@ -14,8 +14,11 @@ import type { Volume } from './volume.js';
 import { truncateFile } from '../fs/content.js';
 import { deleteInode } from './inodes.js';
 
+/** What was done to one orphan: deleted, or cut back to `size` (its size: an interrupted truncation). */
+export type OrphanReport = (ino: number, deleted: boolean, size: number) => void;
+
 /** Cleans up every orphan of the open volume (inside an operation); returns how many there were. */
-export function cleanOrphans(v: Volume, now: Timestamp): number {
+export function cleanOrphans(v: Volume, now: Timestamp, report?: OrphanReport): number {
   const sb = v.sb;
   let count = 0;
   const seen = new Set<number>();
@@ -36,6 +39,7 @@ export function cleanOrphans(v: Volume, now: Timestamp): number {
       i.dtime = 0;
       v.writeInode(ino, i);
     }
+    report?.(ino, i.linksCount === 0, i.size);
     count++;
     return next;
   };

@@ -1,12 +1,16 @@
 /**
- * `check --repair` (preen), first slice: what `e2fsck -p` fixes without asking that is summary data:
- * block and inode bitmaps against what the check found in use, their checksums and padding, each
- * group's free block, free inode and directory counts, itable_unused and the uninitialized flags, the
- * descriptors' checksums and the superblock's free counts. A dirty journal is recovered first (recover.ts),
- * as e2fsck does. Anything else the check finds stops the repair before it writes, as e2fsck -p stops
- * with "UNEXPECTED INCONSISTENCY": the problems are returned, status 4.
+ * `check --repair` (preen): what `e2fsck -p` fixes without asking. First, what the kernel and e2fsck do
+ * before checking: a dirty journal is recovered (recover.ts), an orphan list cleaned up (orphans.ts: an
+ * orphan with no links deleted, one still linked cut back to its size), each a transaction of its own.
+ * Then the check, and, when it finds nothing a preen does not fix, its fixes: bitmaps against what is
+ * in use, their checksums and padding, each group's free block, free inode and directory counts,
+ * itable_unused and the uninitialized flags, the descriptors' checksums, the superblock's free counts
+ * and error state; inodes' link counts against the directory entries naming them, the deletion time of
+ * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum. Anything
+ * else the check finds stops the repair before it writes, as e2fsck -p stops with "UNEXPECTED
+ * INCONSISTENCY": the problems are returned, status 4.
  *
- * The fixes are one journal transaction (the editor's commit, commit.ts): a crash leaves, after
+ * The check's fixes are one journal transaction (the editor's commit, commit.ts): a crash leaves, after
  * recovery, the image as it was or repaired. Refusals come before anything is written: a mounted or
  * busy image, features the editor cannot keep consistent (guard.ts), MMP.
  */
@@ -23,9 +27,11 @@ import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { mountedLoop } from '../host/mounts.js';
 import { lockForWrite } from '../host/lock.js';
-import { checkDevice, type CheckResult, type Problem, type ProblemCode } from '../check/check.js';
+import { checkDevice, type CheckResult, type InodeFix, type Problem, type ProblemCode } from '../check/check.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
+import { cleanOrphans } from './orphans.js';
+import { fixedTimeOf, opTime } from './inodes.js';
 import { checkEditableFeatures, STATE_ERROR } from './guard.js';
 
 /** e2fsck's exit codes: nothing to fix, fixed, errors left uncorrected. */
@@ -44,8 +50,8 @@ export interface RepairResult {
   remainingCount: number;
 }
 
-/** The check's findings a preen fixes (pass 5's; each names its group). */
-export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
+/** The check's findings a preen fixes in the group they name (pass 5's). */
+const GROUP_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
   'BLOCK_BITMAP',
   'INODE_BITMAP',
   'BITMAP_CHECKSUM',
@@ -56,6 +62,12 @@ export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>([
   'ITABLE_UNUSED',
   'UNINIT_GROUP',
 ]);
+
+/** The check's findings a preen fixes in the inode they name (passes 1 and 4). */
+const INODE_FIXES: ReadonlySet<ProblemCode> = new Set<ProblemCode>(['LINK_COUNT', 'INODE_DTIME', 'INODE_CHECKSUM']);
+
+/** The check's findings a preen fixes. */
+export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set([...GROUP_FIXES, ...INODE_FIXES]);
 
 /**
  * Repairs an image file as `e2fsck -p` would the problems listed above; see the module comment. Throws
@@ -74,16 +86,22 @@ export function repairImage(imagePath: string, opts: RepairOptions = {}): Repair
     const sb = peekSuperblock(imagePath);
     checkEditableFeatures(sb, imagePath);
     let recovered = false;
-    const dirty =
-      (sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal) ||
-      sb.s_last_orphan !== 0 ||
-      (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
-    if (dirty || lock.tookOverFrom)
+    let orphans: Problem[] = [];
+    const replay = sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal;
+    const orphaned = sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
+    // The journal first (its orphans are cleaned up by recover after the replay, counted, not listed).
+    if (replay || lock.tookOverFrom)
       recovered = recoverJournal(imagePath, {
         sync: opts.sync,
         onWarning: opts.onWarning,
         deadWriter: lock.tookOverFrom,
       }).recovered;
+    else if (orphaned) {
+      const out = cleanOrphanList(imagePath, opts);
+      if (out.stop) return { status: 4, recovered, fixed: [], remaining: [out.stop], remainingCount: 1 };
+      orphans = out.fixed;
+      recovered = true;
+    }
     // Checked read-only first: opening the volume claims MMP (a write), which a refusal must not do.
     const res = checkFile(imagePath, true);
     const left = unfixable(res);
@@ -91,16 +109,16 @@ export function repairImage(imagePath: string, opts: RepairOptions = {}): Repair
       return {
         status: 4,
         recovered,
-        fixed: [],
+        fixed: orphans,
         remaining: [...res.warnings, ...res.problems],
         remainingCount: res.problemCount + res.warnings.length,
       };
     if (!res.problems.length && !res.warnings.length && !summaryWrong(imagePath))
-      return { status: recovered ? 1 : 0, recovered, fixed: [], remaining: [], remainingCount: 0 };
+      return { status: recovered ? 1 : 0, recovered, fixed: orphans, remaining: [], remainingCount: 0 };
     const v = Volume.open(imagePath, { ...opts, atomic: true, repairing: true });
     let fixed: Problem[];
     try {
-      fixed = applyFixes(v, res);
+      fixed = [...orphans, ...applyFixes(v, res)];
       if (v.changed) v.commit();
     } finally {
       v.close();
@@ -118,6 +136,36 @@ export function repairImage(imagePath: string, opts: RepairOptions = {}): Repair
   } finally {
     lock.release();
   }
+}
+
+/**
+ * The orphan list's clean-up, as recover does it after a replay (and e2fsck before its check), one
+ * transaction; each orphan reported. A list that cannot be followed (an inode listed twice or out of
+ * range, an orphan file block with a bad magic) stops the repair with nothing written.
+ */
+function cleanOrphanList(imagePath: string, opts: RepairOptions): { fixed: Problem[]; stop?: Problem } {
+  const fixed: Problem[] = [];
+  const v = Volume.open(imagePath, { sync: opts.sync, onWarning: opts.onWarning, recovering: true });
+  try {
+    v.runOp(() =>
+      cleanOrphans(v, opTime(fixedTimeOf(undefined)), (ino, deleted, size) =>
+        fixed.push({
+          code: 'ORPHANS',
+          text: deleted
+            ? `orphan inode ${ino} had no links left: deleted, its blocks freed`
+            : `orphan inode ${ino} (an interrupted truncation): cut back to its size ${size}`,
+          inode: ino,
+        }),
+      ),
+    );
+    v.commit();
+  } catch (e) {
+    if (!(e instanceof Ext4Error) || e.code !== 'CORRUPT') throw e;
+    return { fixed: [], stop: { code: 'ORPHANS', text: e.message, inode: e.context.inode, block: e.context.block } };
+  } finally {
+    v.close();
+  }
+  return { fixed };
 }
 
 /** The superblock as stored (the repair's refusals are decided on it before anything is opened to write). */
@@ -164,18 +212,31 @@ function summaryWrong(imagePath: string): boolean {
   }
 }
 
-/** The findings a preen does not fix: problems outside PREEN_FIXES (or without their group's fix), warnings but descriptor checksums. */
+/**
+ * The findings a preen does not fix: problems outside GROUP_FIXES and INODE_FIXES (or without their
+ * group's or inode's fix), warnings but descriptor checksums.
+ */
 function unfixable(res: CheckResult): Problem[] {
   const fixes = res.fixes!;
+  const inodeFixes = res.inodeFixes!;
+  const fixable = (p: Problem) => {
+    if (GROUP_FIXES.has(p.code)) return p.group !== undefined && fixes.has(p.group);
+    const f = p.inode !== undefined ? inodeFixes.get(p.inode) : undefined;
+    if (p.code === 'LINK_COUNT') return f?.links !== undefined;
+    if (p.code === 'INODE_DTIME') return f?.dtime !== undefined;
+    return p.code === 'INODE_CHECKSUM' && f?.checksum === true;
+  };
   return [
-    ...res.problems.filter((p) => !PREEN_FIXES.has(p.code) || p.group === undefined || !fixes.has(p.group)),
+    ...res.problems.filter((p) => !fixable(p)),
     ...res.warnings.filter((w) => w.code !== 'GROUP_DESC_CHECKSUM' || w.group === undefined),
   ];
 }
 
-/** Stages every fix in the volume's open edit; returns what they fix. */
+/** Stages every fix in the volume's open edit; returns what they fix (an inode's, with what was done). */
 function applyFixes(v: Volume, res: CheckResult): Problem[] {
-  const fixed: Problem[] = [...res.warnings, ...res.problems];
+  const inodeFixes = res.inodeFixes!;
+  const fixed: Problem[] = [...res.warnings, ...res.problems.map((p) => withInodeFix(p, inodeFixes))];
+  const now = opTime(fixedTimeOf(undefined));
   // Descriptors are taken as stored: the volume's reader refuses those whose checksum fails.
   const raw = Ext4Reader.open(v.dev, { verifyChecksums: false });
   v.runOp(() => {
@@ -193,6 +254,18 @@ function applyFixes(v: Volume, res: CheckResult): Problem[] {
       v.groups.set(g, d);
       // Their checksums are computed at commit (the descriptor's, and the bitmaps' with metadata_csum).
       v.groups.touch(g);
+    }
+    // Link counts, deletion times, checksums: the record only, no block or inode changes hands. It
+    // is read as stored (its checksum may be what is wrong) and sealed again at commit.
+    for (const [ino, f] of inodeFixes) {
+      const { buf, offset } = v.inodeRecordForWrite(ino);
+      if (f.links !== undefined || f.dtime !== undefined) {
+        const i = v.r.decodeRecord(ino, buf, offset);
+        if (f.links !== undefined) i.linksCount = f.links;
+        if (f.dtime === 'clear') i.dtime = 0;
+        else if (f.dtime === 'set') i.dtime = now.sec >>> 0;
+        v.writeInode(ino, i);
+      } else v.sealInode(ino);
     }
     const sum = v.groups.sumFree();
     const sb = v.sb;
@@ -213,6 +286,21 @@ function applyFixes(v: Volume, res: CheckResult): Problem[] {
     }
   });
   return fixed;
+}
+
+/** An inode's problem, its text saying what its fix does. */
+function withInodeFix(p: Problem, inodeFixes: Map<number, InodeFix>): Problem {
+  const f = p.inode !== undefined && INODE_FIXES.has(p.code) ? inodeFixes.get(p.inode) : undefined;
+  if (!f) return p;
+  const done =
+    p.code === 'LINK_COUNT'
+      ? `link count set to ${f.links}`
+      : p.code === 'INODE_CHECKSUM'
+        ? 'checksum recomputed'
+        : f.dtime === 'clear'
+          ? 'deletion time cleared'
+          : 'deletion time set';
+  return { ...p, text: `${p.text}: ${done}` };
 }
 
 /**
