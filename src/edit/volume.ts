@@ -23,6 +23,7 @@ import { BlockAllocator, type Run } from './balloc.js';
 import { InodeAllocator } from './ialloc.js';
 import { Committer, type CommitVolume } from './commit.js';
 import { checkWritable } from './guard.js';
+import { GroupGuard } from './group-guard.js';
 import { claimMmp, releaseMmp } from './mmp.js';
 import { lockForWrite, type ImageLock, type LockOptions } from '../host/lock.js';
 
@@ -61,6 +62,8 @@ export class Volume implements EditVolume, CommitVolume {
   readonly tx: Transaction;
   /** Descriptors as the edit has them. */
   readonly groups: GroupTable;
+  /** What is checked of a group before the edit writes into it (group-guard.ts). */
+  readonly guard: GroupGuard;
   /** Free counts and feature bits changed by the open edit (applied to the superblock at commit). */
   readonly counts: EditCounts = { freeBlocks: 0, freeInodes: 0, roCompat: 0, incompat: 0 };
   readonly balloc: BlockAllocator;
@@ -93,6 +96,7 @@ export class Volume implements EditVolume, CommitVolume {
     const journal = JournalLog.open(this.r, name);
     this.tx = new Transaction(this.r.cache);
     this.groups = new GroupTable(this.r, this.tx);
+    this.guard = new GroupGuard(this.r, name);
     this.balloc = new BlockAllocator(this);
     this.ialloc = new InodeAllocator(this, this.balloc);
     this.committer = new Committer(this, journal, {
@@ -205,7 +209,7 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** Writes `inode` over its record (bytes past the known fields, in-inode xattrs among them, are kept). */
   writeInode(ino: number, inode: Inode): void {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     const b = this.tx.modify(block);
     encodeInode(b, offset, this.inodeSize, inode);
     this.sealInode(ino);
@@ -213,7 +217,7 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** Writes a new inode's whole record: zeros past the fields (no stale attributes), then `inode`. */
   initInode(ino: number, inode: Inode): void {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     const b = this.tx.modify(block);
     b.fill(0, offset, offset + this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
@@ -222,8 +226,15 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** The raw record of inode `ino` for in-place changes (in-inode xattrs); call sealInode after. */
   inodeRecordForWrite(ino: number): { buf: Uint8Array; offset: number } {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     return { buf: this.tx.modify(block), offset };
+  }
+
+  /** Where inode `ino`'s record lies, its group checked first (its table may not cover a bitmap). */
+  private inodeForWrite(ino: number): { block: number; offset: number } {
+    const loc = this.r.inodeLocation(ino);
+    this.guard.group(groupOfInode(this.r.geo, ino));
+    return loc;
   }
 
   /** The inode's checksum is due at commit. */
