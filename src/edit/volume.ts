@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import { isZero } from '../core/bytes.js';
-import { RO_COMPAT } from '../ext4/features.js';
+import { COMPAT, RO_COMPAT } from '../ext4/features.js';
 import { freeBlocksCount, type Superblock } from '../ext4/superblock.js';
 import { encodeInode, decodeInode, type Inode, GOOD_OLD_INODE_SIZE, FL_HUGE_FILE } from '../ext4/inode.js';
 import { Ext4Reader, type ReaderOptions } from '../fs/reader.js';
@@ -93,10 +93,13 @@ export class Volume implements EditVolume, CommitVolume {
     this.csum = this.r.csum;
     this.csumSeed = this.r.csumSeed;
     checkWritable(sb, name, opts.recovering === true, opts.repairing === true);
+    this.guard = new GroupGuard(this.r, name);
+    // Every commit writes through the journal inode's map: its group's descriptor is checked first.
+    if (sb.s_feature_compat & COMPAT.has_journal && sb.s_journal_inum)
+      this.guard.group(groupOfInode(this.r.geo, sb.s_journal_inum));
     const journal = JournalLog.open(this.r, name);
     this.tx = new Transaction(this.r.cache);
     this.groups = new GroupTable(this.r, this.tx);
-    this.guard = new GroupGuard(this.r, name);
     this.balloc = new BlockAllocator(this);
     this.ialloc = new InodeAllocator(this, this.balloc);
     this.committer = new Committer(this, journal, {
