@@ -298,7 +298,7 @@ describe.runIf(runIt)('--check: the full check first', () => {
     for (const name of names) {
       const r = cli([...samples(bad, host)[name]!, '--check', '--json', '--no-sync']);
       expect(r.status, `${name}: ${r.stderr}`).toBe(1);
-      expect(JSON.parse(r.stdout.trim()).code, name).toBe('NEEDS_CHECK');
+      expect((JSON.parse(r.stdout.trim()) as { code: string }).code, name).toBe('NEEDS_CHECK');
       expect(r.stderr).toMatch(/the check finds .* nothing was written/);
       expect(sha(bad), name).toBe(before);
     }
@@ -429,7 +429,7 @@ describe.runIf(runIt && haveCorpus)('the editor on every corrupt corpus image: r
           if (NEEDS_FULL_CHECK.has(name)) {
             const r = edit(['--check']);
             expect(r.status, r.stderr).toBe(1);
-            expect(JSON.parse(r.stdout.trim().split('\n').pop()!).code).toBe('NEEDS_CHECK');
+            expect((JSON.parse(r.stdout.trim().split('\n').pop()!) as { code: string }).code).toBe('NEEDS_CHECK');
             expect(Buffer.compare(fs.readFileSync(img), bytes)).toBe(0);
             tally.needsCheck.push(name);
             return;
@@ -439,7 +439,7 @@ describe.runIf(runIt && haveCorpus)('the editor on every corrupt corpus image: r
           // hang the timeout ended) fails.
           expect([0, 1], `${name}: exit ${r.status} ${r.signal ?? ''} ${r.stderr}`).toContain(r.status);
           if (r.status === 1) {
-            expect(JSON.parse(r.stdout.trim().split('\n').pop()!).code).toMatch(/^[A-Z_]+$/);
+            expect((JSON.parse(r.stdout.trim().split('\n').pop()!) as { code: string }).code).toMatch(/^[A-Z_]+$/);
             tally.refused++;
             return;
           }
