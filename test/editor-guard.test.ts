@@ -20,6 +20,7 @@ import { FileDevice } from '../src/io/device.js';
 import { blockRuns } from '../src/fs/blockmap.js';
 import { decodeGroupDesc, encodeGroupDesc, putGroupDescChecksum, type GroupDesc } from '../src/ext4/group-desc.js';
 import { bitmapChecksum } from '../src/ext4/bitmap.js';
+import { decodeSuperblock, encodeSuperblock, setFreeBlocksCount } from '../src/ext4/superblock.js';
 import { buildWorkSeedImage, materializeWorkDisk } from '../src/workdisk/job.js';
 import { COMMANDS } from '../src/edit/commands.js';
 import {
@@ -99,6 +100,27 @@ class Damage {
     bm[bit >>> 3] = bm[bit >>> 3]! & ~(1 << (bit & 7));
     this.put(d.inodeBitmap, bm);
     if (r.csum) this.desc(g, (x) => (x.inodeBitmapCsum = bitmapChecksum(r.csumSeed, bm, ipg)));
+  }
+  /**
+   * Makes `keep` the only block the bitmaps and counts call free: every other free block of the one
+   * group marked in use, the group and superblock counting one free block.
+   */
+  onlyFree(keep: number): void {
+    const r = this.r;
+    expect(r.groupCount).toBe(1);
+    const d = this.gd(0);
+    const bm = this.block(d.blockBitmap);
+    bm.fill(0xff);
+    const bit = keep - r.sb.s_first_data_block;
+    bm[bit >>> 3] = bm[bit >>> 3]! & ~(1 << (bit & 7));
+    this.put(d.blockBitmap, bm);
+    this.desc(0, (x) => {
+      x.freeBlocks = 1;
+      if (r.csum) x.blockBitmapCsum = bitmapChecksum(r.csumSeed, bm, r.sb.s_blocks_per_group);
+    });
+    const sb = decodeSuperblock(this.dev.read(1024, 1024));
+    setFreeBlocksCount(sb, 1);
+    this.dev.write(1024, encodeSuperblock(sb));
   }
   close(): void {
     this.dev.close();
@@ -231,6 +253,22 @@ describe.runIf(runIt)('the editor hands out nothing in use', () => {
       new RegExp(`block ${blocks[1]} is in use but group \\d+'s block bitmap marks it free`),
     );
     expectRefused(img, (e) => e.rm('/a'), new RegExp(`block ${blocks[1]} is in use`));
+  });
+
+  it("a block bitmap calling a directory's own block free: growing the directory is refused", () => {
+    const img = mkfsImage(work, '8M', ['-b', '1024']);
+    editImage(img, (e) => e.mkdir('/d'), { sync: false, timestamp: 0 });
+    expectClean(img);
+    const [own] = fileBlocks(img, '/d');
+    // The only block called free is the directory's own: the allocator's search wraps around to it.
+    damage(img, (d) => d.onlyFree(own!));
+    expectRefused(
+      img,
+      (e) => {
+        for (let k = 0; k < 100; k++) e.writeFile(`/d/${'n'.repeat(40)}${k}`, new Uint8Array(0));
+      },
+      new RegExp(`block ${own} of directory \\d+ is free in its group's bitmap`),
+    );
   });
 
   it('an inode bitmap calling an inode in use free', () => {
