@@ -88,7 +88,7 @@ export class GroupGuard {
         this.refuse(`${where} lies outside ${flexBg ? 'the file system' : 'the group'}`, { group: g, block: p.start });
       const bad = this.badOverlap(p.start, p.len);
       if (bad !== undefined)
-        this.refuse(`${where} lies on block ${bad}, which the bad blocks inode lists`, { group: g, block: bad });
+        this.refuse(`${where} lies on a block the bad blocks inode lists (${bad})`, { group: g, block: bad });
       const fixed = this.fixedOverlap(p.start, p.len);
       if (fixed !== undefined)
         this.refuse(`${where} overlaps a superblock or descriptor block (${fixed})`, {
