@@ -7,8 +7,9 @@
  * - Its descriptor, as the kernel checks every descriptor at mount (ext4_check_descriptors in
  *   fs/ext4/super.c): the block bitmap, the inode bitmap and the whole inode table lie inside the file
  *   system (inside the group itself without flex_bg) and not on the superblock or the descriptor blocks.
- *   Beyond the kernel: not on any superblock copy or descriptor block (reserved ones included), and not
- *   on each other, where writing an inode would overwrite a bitmap (e2fsprogs' f_badtable).
+ *   Beyond the kernel: not on any superblock copy or descriptor block (reserved ones included), not on
+ *   a block the bad blocks inode lists (e2fsprogs' f_badtable, whose new inode went into such a
+ *   block), and not on each other, where writing one would overwrite the other (f_overfsblks).
  * - Its block bitmap, before the allocator trusts what it calls free: the metadata lying in the group
  *   (superblock and descriptor copies, the bitmaps and inode tables of its flex group's members) is
  *   marked in use, or a new file's data would land on it.
@@ -16,8 +17,9 @@
  *   allocate again) is marked in use, and an inode it takes looks unused (no links, or a deletion time,
  *   or all zeros; records the group never initialized are not looked at).
  *
- * What no per-group look can find (a block in use by another inode that the bitmap calls free) is
- * what `--check` is for: the full check first.
+ * (A block a directory already holds is not handed to it again: fs/dir.ts, where it grows.) What no
+ * per-group look can find, a block in use by another inode that the bitmap calls free (e2fsprogs'
+ * f_ind_inode_collision), is what `--check` is for: the full check first.
  */
 import { Ext4Error } from '../core/errors.js';
 import { isZero } from '../core/bytes.js';
