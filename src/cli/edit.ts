@@ -16,6 +16,7 @@ import { jsonOption, writerOptions, writerSettings } from './options.js';
 const editOptions = {
   ...jsonOption,
   verify: { type: 'boolean' },
+  check: { type: 'boolean' },
   recover: { type: 'boolean' },
   ...writerOptions,
   timestamp: { type: 'string' },
@@ -23,13 +24,14 @@ const editOptions = {
 } as const;
 
 /** `editOptions` as the help of each editing command shows them. */
-const EDIT_USAGE = '[--json] [--no-sync] [--timestamp T] [--recover] [--verify]';
+const EDIT_USAGE = '[--json] [--no-sync] [--timestamp T] [--recover] [--check] [--verify]';
 
 /** The main help's section on the editing commands. */
 export function editingHelp(): string {
-  return `editing (each also takes --json, --no-sync, --timestamp T, --recover, --verify and --help; nothing is written on
-error; with a journal, each change is one transaction: a crash leaves the old or the new file system;
-a tree copy or removal too big for the journal commits in several, each leaving a consistent one):
+  return `editing (each also takes --json, --no-sync, --timestamp T, --recover, --check, --verify and --help; nothing is
+written on error; --check runs the full check first and refuses a damaged image; with a journal, each change is one
+transaction: a crash leaves the old or the new file system; a tree copy or removal too big for the journal commits
+in several, each leaving a consistent one):
 ${Object.values(COMMANDS)
   .map((c) => `  ${c.usage}\n      ${c.summary}`)
   .join('\n')}`;
@@ -39,6 +41,7 @@ function openEditor(image: string, values: OptionValues<typeof editOptions>, ato
   return Ext4Editor.open(image, {
     atomic,
     recover: !!values.recover,
+    check: !!values.check,
     ...writerSettings(values),
     timestamp: values.timestamp === undefined ? undefined : parseTime(values.timestamp),
     onWarning: warn,
@@ -84,7 +87,7 @@ export function editingCommand(name: string): CliCommand | undefined {
 
 export const edit = command({
   name: 'edit',
-  usage: `edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T] [--recover] [--verify]
+  usage: `edit <image> --script FILE|- [--json] [--no-sync] [--timestamp T] [--recover] [--check] [--verify]
       run editing commands, one per line (without the image), as one change: all or nothing`,
   options: { script: { type: 'string' }, ...editOptions },
   jsonErrors: true,

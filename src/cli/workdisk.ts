@@ -17,6 +17,7 @@ const jobOptions = {
   replay: { type: 'boolean' },
   'skip-unreadable': { type: 'boolean' },
   verify: { type: 'boolean' },
+  check: { type: 'boolean' },
   spec: { type: 'string' },
   uuid: { type: 'string', short: 'U' },
 } as const;
@@ -31,6 +32,7 @@ function jobSettings(values: OptionValues<typeof jobOptions>): JobOptions {
     onWarning: warn,
     skipUnreadable: values['skip-unreadable'],
     verify: values.verify,
+    check: values.check,
     spec: values.spec === undefined ? undefined : readSpec(values.spec),
     // tune's words too: random, time, clear.
     uuid: values.uuid === undefined ? undefined : formatUuid(uuidBytes(values.uuid)),
@@ -40,8 +42,9 @@ function jobSettings(values: OptionValues<typeof jobOptions>): JobOptions {
 export const seed = command({
   name: 'seed',
   usage: `seed <rootfs.ext4> [<out>] [--path /root] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-       [--spec <mtree>] [--uuid U]
+       [--spec <mtree>] [--uuid U] [--check]
       make the work seed (default <rootfs>.work-seed.ext4) from <path> of the rootfs; prints its path;
+      --check: refuse a rootfs the full check finds damaged;
       --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to <path>)`,
   reading: true,
   options: { path: { type: 'string' }, ...jobOptions },
@@ -64,8 +67,9 @@ export const seed = command({
 export const materialize = command({
   name: 'materialize',
   usage: `materialize <workdisk> --size <size> [--seed <seed.ext4>] [--regular-only] [--replay] [--skip-unreadable] [--verify] [--json]
-       [--spec <mtree>] [--uuid U]
+       [--spec <mtree>] [--uuid U] [--check]
       make a sparse work disk of exactly <size> holding the seed's contents, root:root;
+      --check: refuse a seed the full check finds damaged;
       --spec: per-path owner, mode, time and xattrs (mtree(5), paths relative to the seed's root)`,
   reading: true,
   options: { size: { type: 'string', short: 's' }, seed: { type: 'string' }, ...jobOptions },

@@ -73,6 +73,7 @@ export class BlockAllocator {
   /** The block bitmap of group `g`, initialized on disk first when the group was uninitialized. */
   bitmapForWrite(g: number): Uint8Array {
     const v = this.v;
+    v.guard.blockBitmap(g, () => this.bitmap(g));
     let gd = v.groups.get(g);
     if (gd.flags & BG_BLOCK_UNINIT && v.hasGroupCsum) {
       gd = v.groups.copy(g);
@@ -172,6 +173,16 @@ export class BlockAllocator {
     const v = this.v;
     if (start < v.firstDataBlock || start + len > v.blocksCount)
       throw new Ext4Error('CORRUPT', `cannot free blocks ${start}+${len}: outside the file system`, { block: start });
+    // A block freed now may be handed out again by this edit: it must be in use (a file's old content
+    // the bitmap calls free would end up in two files).
+    for (let s = start, left = len; left > 0;) {
+      const g = v.groupOfBlock(s);
+      const n = Math.min(left, v.groupFirstBlock(g) + v.groupBlocks(g) - s);
+      v.guard.group(g);
+      v.guard.inUse(g, this.bitmap(g), s, n);
+      s += n;
+      left -= n;
+    }
     v.tx.saveLength(this.frees);
     this.frees.push({ start, len });
   }

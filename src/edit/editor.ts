@@ -17,6 +17,7 @@ import type { TreeSource, XattrEntry } from '../core/types.js';
 import { Volume, opError, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { lockForWrite } from '../host/lock.js';
+import { refuseDamaged } from './guard.js';
 import type { Hole } from '../fs/content.js';
 import type { FileContent } from './content.js';
 import { fixedTimeOf, opTime, type NewEntryOptions } from './inodes.js';
@@ -42,6 +43,12 @@ export interface EditorOptions extends VolumeOptions {
    * refusing with NEEDS_RECOVERY.
    */
   recover?: boolean;
+  /**
+   * Run the full check (`checkImage`'s) first, after any recovery, and refuse (NEEDS_CHECK, nothing
+   * written) an image it finds anything wrong with: what the editor's own checks of the groups it
+   * touches cannot see (a block in use that a bitmap calls free, a damaged inode elsewhere).
+   */
+  check?: boolean;
   /**
    * The time stamped on new and changed inodes: a fixed UNIX time (seconds, or a Timestamp with
    * nanoseconds) for reproducible images; default the clock at each operation, or SOURCE_DATE_EPOCH.
@@ -71,6 +78,7 @@ export class Ext4Editor {
     try {
       if (opts.recover || lock.tookOverFrom)
         recoverJournal(imagePath, { sync: opts.sync, onWarning: opts.onWarning, deadWriter: lock.tookOverFrom });
+      if (opts.check) refuseDamaged(imagePath);
       return new Ext4Editor(Volume.open(imagePath, opts), opts);
     } finally {
       lock.release();

@@ -18,6 +18,7 @@ import {
 import { bitmapChecksum } from '../ext4/bitmap.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import type { Transaction } from './transaction.js';
+import type { GroupGuard } from './group-guard.js';
 
 /** The edit's changes to the superblock's counts and features, applied at commit (in the undo log). */
 export interface EditCounts {
@@ -42,6 +43,8 @@ export interface EditVolume {
   readonly r: Ext4Reader;
   readonly tx: Transaction;
   readonly groups: GroupTable;
+  /** What is checked of a group before the edit writes into it. */
+  readonly guard: GroupGuard;
   readonly counts: EditCounts;
   readonly hasGroupCsum: boolean;
   readonly freeBlocks: number;

@@ -1,10 +1,13 @@
 /**
- * What an edit refuses before it writes anything: the superblock's features and state. (Whether the
+ * What an edit refuses before it writes anything: the superblock's features and state, and with
+ * `check` an image the full check finds damaged. (Whether the
  * image is mounted is the host's to say, host/mounts.ts; whether another node holds it, MMP, mmp.ts.)
  */
 import { Ext4Error } from '../core/errors.js';
 import { COMPAT, INCOMPAT, RO_COMPAT, READ_INCOMPAT, WRITE_INCOMPAT, WRITE_RO_COMPAT } from '../ext4/features.js';
 import { STATE_VALID, type Superblock } from '../ext4/superblock.js';
+import { FileDevice } from '../io/device.js';
+import { checkDevice, problemSummary } from '../check/check.js';
 
 export const STATE_ERROR = 0x2;
 
@@ -80,5 +83,31 @@ export function checkEditableFeatures(sb: Superblock, name: string, recovering =
       'UNSUPPORTED_FEATURE',
       `${name}: ${recovering ? 'recovery' : 'editing'} is not supported with ${what}`,
     );
+  }
+}
+
+/**
+ * Refuses (NEEDS_CHECK) an image the full check finds anything wrong with. Run under the editor's
+ * write lock (or a job's read lock), so the image checked is the one read next; `replay` checks the
+ * state after the journal's replay.
+ */
+export function refuseDamaged(imagePath: string, opts: { replay?: boolean } = {}): void {
+  const dev = FileDevice.open(imagePath);
+  try {
+    let res;
+    try {
+      res = checkDevice(dev, { replay: opts.replay });
+    } catch (e) {
+      if (e instanceof Ext4Error) throw e;
+      throw new Ext4Error('CORRUPT', `${imagePath}: the check stopped: ${(e as Error).message}`, { cause: e });
+    }
+    if (!res.clean)
+      throw new Ext4Error(
+        'NEEDS_CHECK',
+        `${imagePath}: the check finds ${problemSummary(res)}; nothing was written (repair it first: check --repair, e2fsck)`,
+        { path: imagePath },
+      );
+  } finally {
+    dev.close();
   }
 }

@@ -81,6 +81,7 @@ export class InodeAllocator {
   /** The inode bitmap of group `g`, initialized on disk first when the group was uninitialized. */
   private bitmapForWrite(g: number): Uint8Array {
     const v = this.v;
+    v.guard.group(g);
     let gd = v.groups.get(g);
     if (gd.flags & BG_INODE_UNINIT && v.hasGroupCsum) {
       gd = v.groups.copy(g);
@@ -96,11 +97,15 @@ export class InodeAllocator {
 
   private take(g: number, isDir: boolean): number | undefined {
     const v = this.v;
+    // Records past the used part of a group's table were never initialized: nothing to read there.
+    const before = v.groups.get(g);
+    const initialized = v.hasGroupCsum ? (before.flags & BG_INODE_UNINIT ? 0 : v.ipg - before.itableUnused) : v.ipg;
     const bm = this.bitmapForWrite(g);
     const first = Math.max(g === 0 ? v.sb.s_first_ino - 1 : 0, firstFree(this.hint, g, bm, v.ipg));
     const run = scanFree(bm, first, v.ipg, 1);
     if (!run) throw new Ext4Error('CORRUPT', `group ${g} counts free inodes but its bitmap has none`, { group: g });
     const idx = run.start;
+    if (idx < initialized) v.guard.unusedInode(g * v.ipg + idx + 1);
     setBit(bm, idx);
     // The kernel also sets up the block bitmap of a group it starts using (ext4_new_inode).
     if (v.r.groupDesc(g).flags & BG_BLOCK_UNINIT && v.hasGroupCsum) this.blocks.bitmapForWrite(g);

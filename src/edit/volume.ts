@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import { isZero } from '../core/bytes.js';
-import { RO_COMPAT } from '../ext4/features.js';
+import { COMPAT, RO_COMPAT } from '../ext4/features.js';
 import { freeBlocksCount, type Superblock } from '../ext4/superblock.js';
 import { encodeInode, decodeInode, type Inode, GOOD_OLD_INODE_SIZE, FL_HUGE_FILE } from '../ext4/inode.js';
 import { Ext4Reader, type ReaderOptions } from '../fs/reader.js';
@@ -23,6 +23,7 @@ import { BlockAllocator, type Run } from './balloc.js';
 import { InodeAllocator } from './ialloc.js';
 import { Committer, type CommitVolume } from './commit.js';
 import { checkWritable } from './guard.js';
+import { GroupGuard } from './group-guard.js';
 import { claimMmp, releaseMmp } from './mmp.js';
 import { lockForWrite, type ImageLock, type LockOptions } from '../host/lock.js';
 
@@ -61,6 +62,8 @@ export class Volume implements EditVolume, CommitVolume {
   readonly tx: Transaction;
   /** Descriptors as the edit has them. */
   readonly groups: GroupTable;
+  /** What is checked of a group before the edit writes into it (group-guard.ts). */
+  readonly guard: GroupGuard;
   /** Free counts and feature bits changed by the open edit (applied to the superblock at commit). */
   readonly counts: EditCounts = { freeBlocks: 0, freeInodes: 0, roCompat: 0, incompat: 0 };
   readonly balloc: BlockAllocator;
@@ -90,6 +93,10 @@ export class Volume implements EditVolume, CommitVolume {
     this.csum = this.r.csum;
     this.csumSeed = this.r.csumSeed;
     checkWritable(sb, name, opts.recovering === true, opts.repairing === true);
+    this.guard = new GroupGuard(this.r, name);
+    // Every commit writes through the journal inode's map: its group's descriptor is checked first.
+    if (sb.s_feature_compat & COMPAT.has_journal && sb.s_journal_inum)
+      this.guard.group(groupOfInode(this.r.geo, sb.s_journal_inum));
     const journal = JournalLog.open(this.r, name);
     this.tx = new Transaction(this.r.cache);
     this.groups = new GroupTable(this.r, this.tx);
@@ -205,7 +212,7 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** Writes `inode` over its record (bytes past the known fields, in-inode xattrs among them, are kept). */
   writeInode(ino: number, inode: Inode): void {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     const b = this.tx.modifyRange(block, offset, this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
     this.sealInode(ino);
@@ -213,7 +220,7 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** Writes a new inode's whole record: zeros past the fields (no stale attributes), then `inode`. */
   initInode(ino: number, inode: Inode): void {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     const b = this.tx.modifyRange(block, offset, this.inodeSize);
     b.fill(0, offset, offset + this.inodeSize);
     encodeInode(b, offset, this.inodeSize, inode);
@@ -222,8 +229,15 @@ export class Volume implements EditVolume, CommitVolume {
 
   /** The raw record of inode `ino` for in-place changes (in-inode xattrs); call sealInode after. */
   inodeRecordForWrite(ino: number): { buf: Uint8Array; offset: number } {
-    const { block, offset } = this.r.inodeLocation(ino);
+    const { block, offset } = this.inodeForWrite(ino);
     return { buf: this.tx.modify(block), offset };
+  }
+
+  /** Where inode `ino`'s record lies, its group checked first (its table may not cover a bitmap). */
+  private inodeForWrite(ino: number): { block: number; offset: number } {
+    const loc = this.r.inodeLocation(ino);
+    this.guard.group(groupOfInode(this.r.geo, ino));
+    return loc;
   }
 
   /** The inode's checksum is due at commit. */

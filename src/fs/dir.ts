@@ -270,6 +270,12 @@ export function appendDirBlock(
   const last = runs[runs.length - 1];
   const lblk = Math.ceil(i.size / v.bs);
   const pblk = v.allocBlock(last ? last.pblk + last.len : v.inodeGoal(dir));
+  // The allocator trusts the bitmap: one calling a block of this directory free would map it twice.
+  if (runs.some((r) => pblk >= r.pblk && pblk < r.pblk + r.len))
+    throw new Ext4Error('NEEDS_CHECK', `block ${pblk} of directory ${dir} is free in its group's bitmap`, {
+      inode: dir,
+      block: pblk,
+    });
   v.tx.put(pblk, data);
   const mapAdded = appendBlock(v, dir, i, lblk, pblk);
   setSize(v, i, (lblk + 1) * v.bs);

@@ -16,6 +16,7 @@ import type { Spec } from '../tree/sources/spec.js';
 import { memoryTreeSource } from '../tree/sources/memory.js';
 import { TreeWalk, sourcePolicy, type TreeSink } from '../tree/walk.js';
 import { workSeedSizeBytes } from './paths.js';
+import { refuseDamaged } from '../edit/guard.js';
 
 export type Stage = 'reading rootfs' | 'writing work seed' | 'formatting' | 'applying work seed' | 'syncing';
 
@@ -45,6 +46,11 @@ export interface JobOptions {
   /** Check the output (`check`) before it is renamed into place; one with problems is refused. */
   verify?: boolean;
   /**
+   * Check the input image first (the full `check`, of the state after a replay with `replayJournal`);
+   * one with problems is refused (NEEDS_CHECK) before anything is written.
+   */
+  check?: boolean;
+  /**
    * Per-path metadata (an mtree spec, see `readSpec`) over the copied tree: paths relative to the seed
    * directory (seed) or the seed's root (materialize). Every entry is root:root first; the spec may
    * then give the paths it names other owners, modes, times and attributes.
@@ -62,6 +68,7 @@ export interface SeedResult {
 }
 
 function openImage(p: string, options: JobOptions): Ext4Reader {
+  if (options.check) refuseDamaged(p, { replay: options.replayJournal });
   return Ext4Reader.open(FileDevice.open(p), { replayJournal: options.replayJournal, onWarning: options.onWarning });
 }
 
