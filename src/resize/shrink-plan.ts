@@ -1,7 +1,7 @@
 /**
- * Planning a shrink, as pure arithmetic on the geometry and a few counts: the smallest size that holds
- * what is in use (`--min`, `--print-min`), the geometry a shrink to a given size leaves, and the refusal
- * (NO_SPACE, with the minimum) when the data does not fit. Nothing here reads or writes.
+ * Planning a shrink, as pure arithmetic on the geometry and a few counts: the minimum (`--min`,
+ * `--print-min`), the smallest a given size may be, the geometry a shrink to a given size leaves, and the
+ * refusal (NO_SPACE, with that smallest size) when the data does not fit. Nothing here reads or writes.
  *
  * The minimum, in blocks, is the larger of two figures (never more than the current size): what holds
  * the data, with the room our shrink needs, and resize2fs -P's estimate, which holds more metadata back
@@ -28,7 +28,8 @@
  *   worth of data, whichever is more;
  * and the last group holds its own metadata and 50 blocks more (mkfs's rule). It also keeps every kept
  * group's bitmaps and inode table below the end where they lie now; a shrink to a given size does not
- * need that (move-tables.ts moves them), only the room they take.
+ * need that (move-tables.ts moves them), only the room they take, nor resize2fs's estimate: what holds
+ * the data without the tables is the smallest a given size may be.
  *
  * resize2fs -P's estimate (as `resize2fs -d 32 -P` shows it working) starts from the same G, D and E
  * and differs in how it holds metadata back:
@@ -93,6 +94,14 @@ export function groupOverhead(geo: Geometry, g: number, itb: number): number {
  */
 export function minimumBlocks(s: ShrinkInput): number {
   return Math.min(s.geo.blocksCount, Math.max(estimateBlocks(s), holdsData(s)));
+}
+
+/**
+ * The smallest size a shrink to a given size may go to: what holds the data, without resize2fs's
+ * held-back metadata and without kept tables past the end (they move, move-tables.ts).
+ */
+export function floorBlocks(s: ShrinkInput): number {
+  return Math.min(minimumBlocks(s), holdsData({ ...s, tablesEnd: [] }));
 }
 
 /** Blocks in use besides every group's own metadata. */
@@ -208,12 +217,11 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
   const minimum = minimumBlocks(s);
   if (target >= before.blocksCount) throw new Error(`planShrink: ${target} is not below ${before.blocksCount}`);
   const bs = before.blockSize;
-  // Kept tables past the end move (move-tables.ts): what holds the data is all a given size needs.
-  const floor = Math.min(minimum, minimumBlocks({ ...s, tablesEnd: [] }));
+  const floor = floorBlocks(s);
   if (target < floor)
     throw new Ext4Error(
       'NO_SPACE',
-      `what is in use does not fit in ${target * bs} bytes (${target} blocks); the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
+      `what is in use does not fit in ${target * bs} bytes (${target} blocks); the smallest this file system can be is ${floor * bs} bytes (${floor} blocks); nothing was written`,
     );
   let blocks = target;
   let after = withBlocks(before, blocks);
@@ -224,7 +232,7 @@ export function planShrink(s: ShrinkInput, target: number): ShrinkPlan {
     if (blocks < floor)
       throw new Ext4Error(
         'NO_SPACE',
-        `${target} blocks leaves a last group of ${rem} blocks, too short to keep, and without it what is in use does not fit; the smallest this file system can be is ${minimum * bs} bytes (${minimum} blocks); nothing was written`,
+        `${target} blocks leaves a last group of ${rem} blocks, too short to keep, and without it what is in use does not fit; the smallest this file system can be is ${floor * bs} bytes (${floor} blocks); nothing was written`,
       );
   }
   if (s.resizeInode && !before.metaBg) {
