@@ -30,7 +30,7 @@ import { hasResizeInode } from './groups.js';
 import { FileDevice } from '../io/device.js';
 import { Ext4Reader } from '../fs/reader.js';
 import { lockForRead } from '../host/lock.js';
-import { minimumBlocks } from './shrink-plan.js';
+import { floorBlocks, minimumBlocks } from './shrink-plan.js';
 import { applyShrink, prepareShrink } from './shrink-image.js';
 import { shrinkInput } from './shrink-input.js';
 
@@ -82,16 +82,19 @@ function refuseCut(image: string, bs: number, have: number, fileSize: number): n
   );
 }
 
-/** The smallest size a file system can be shrunk to (resize2fs -P's figure). */
+/** The size a shrink to the minimum goes to (resize2fs -P's figure) and the smallest a given size may be. */
 export interface MinimumSize {
   image: string;
   blockSize: number;
   /** Blocks and bytes now. */
   blocks: number;
   bytes: number;
-  /** The smallest size, in blocks and bytes. */
+  /** The size `--min` shrinks to, in blocks and bytes: resize2fs -P's estimate, or more where our shrink needs it. */
   minBlocks: number;
   minBytes: number;
+  /** The smallest size a shrink to a given size may go to (below it NO_SPACE), in blocks and bytes. */
+  floorBlocks: number;
+  floorBytes: number;
 }
 
 /** The smallest size the file system of `image` can be shrunk to; reads only (a dirty journal replayed in memory). */
@@ -102,7 +105,9 @@ export function minimumSize(image: string, opts: { onWarning?: (message: string)
   try {
     const r = Ext4Reader.open(dev, { replayJournal: true, onWarning: opts.onWarning });
     const bs = r.blockSize;
-    const min = minimumBlocks(shrinkInput(r));
+    const input = shrinkInput(r);
+    const min = minimumBlocks(input);
+    const floor = floorBlocks(input);
     return {
       image,
       blockSize: bs,
@@ -110,6 +115,8 @@ export function minimumSize(image: string, opts: { onWarning?: (message: string)
       bytes: r.blocksCount * bs,
       minBlocks: min,
       minBytes: min * bs,
+      floorBlocks: floor,
+      floorBytes: floor * bs,
     };
   } finally {
     dev.close();
