@@ -11,7 +11,8 @@ export const resize = command({
       grow the file system to the image file's size (after truncate -s) or to SIZE (the file is
       extended, sparse; K, M, G, T, P suffixes as mkfs --size), crash-safe through the journal;
       --min or a SIZE below the current one shrinks it (blocks and the journal past the new end
-      moved, the file cut); --print-min prints the smallest size it can shrink to (resize2fs -P)`,
+      moved, the file cut); --print-min prints the size --min shrinks to: resize2fs -P's estimate,
+      or what holds the data where that is more (--json also gives the floor a SIZE may go down to)`,
   options: {
     ...jsonOption,
     ...writerOptions,
