@@ -106,6 +106,7 @@ export class InodeAllocator {
     if (!run) throw new Ext4Error('CORRUPT', `group ${g} counts free inodes but its bitmap has none`, { group: g });
     const idx = run.start;
     if (idx < initialized) v.guard.unusedInode(g * v.ipg + idx + 1);
+    else this.zeroTableBlock(g, idx, initialized);
     setBit(bm, idx);
     // The kernel also sets up the block bitmap of a group it starts using (ext4_new_inode).
     if (v.r.groupDesc(g).flags & BG_BLOCK_UNINIT && v.hasGroupCsum) this.blocks.bitmapForWrite(g);
@@ -117,6 +118,20 @@ export class InodeAllocator {
     v.tx.saveFields(v.counts);
     v.counts.freeInodes--;
     return g * v.ipg + idx + 1;
+  }
+
+  /**
+   * A record in the never-initialized part of a group's table whose whole table block lies there: the
+   * block starts as zeros, not read. Its bytes mean nothing (mkfs may have left them unwritten, and the
+   * host file may hold a hole there whose first read cost more than the rest of an edit), and the kernel
+   * does the same when every other record of the block is free (ext4_get_inode_loc).
+   */
+  private zeroTableBlock(g: number, idx: number, initialized: number): void {
+    const v = this.v;
+    const perBlock = v.bs / v.r.inodeSize;
+    if (idx - (idx % perBlock) < initialized) return;
+    const { block } = v.r.inodeLocation(g * v.ipg + idx + 1);
+    if (!v.tx.has(block)) v.tx.put(block, new Uint8Array(v.bs));
   }
 
   /** Releases inode `ino` (its record must already be cleared by the caller). */
