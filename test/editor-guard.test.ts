@@ -31,6 +31,7 @@ import {
   fsck,
   mkfsImage,
   oracleAvailable,
+  run,
   scratchDir,
 } from './helpers/oracle.js';
 
@@ -497,4 +498,35 @@ describe.runIf(runIt && haveCorpus)('the editor on every corrupt corpus image: r
       },
       300_000,
     );
+});
+
+describe.runIf(runIt)('inode table blocks in the never-initialized part', () => {
+  it('start as zeros unless the bitmap calls one of their records in use (then the record is kept)', () => {
+    const img = mkfsImage(work, '16M', []);
+    const r0 = Ext4Reader.open(FileDevice.open(img));
+    const perBlock = r0.blockSize / r0.inodeSize;
+    const unused = r0.groupDesc(0).itableUnused;
+    const ipg = r0.sb.s_inodes_per_group;
+    // The first table block wholly past the initialized part, and a record in it the bitmap calls in use.
+    const firstFree = Math.ceil((ipg - unused) / perBlock) * perBlock;
+    const kept = firstFree + 3 + 1;
+    expect(firstFree + perBlock).toBeLessThan(ipg);
+    for (const cmd of [`seti <${kept}>`, `sif <${kept}> mode 0100600`, `sif <${kept}> links_count 1`])
+      expect(run('debugfs', ['-w', '-R', cmd, img]).status).toBe(0);
+    expect(Ext4Reader.open(FileDevice.open(img)).groupDesc(0).itableUnused).toBe(unused);
+    // Enough new files to take every free record before `kept` and past it.
+    const n = firstFree + perBlock - (ipg - unused);
+    editImage(
+      img,
+      (e) => {
+        for (let k = 0; k < n; k++) e.writeFile(`/f${k}`, `file ${k}`);
+      },
+      { sync: false, timestamp: 0 },
+    );
+    const stat = run('debugfs', ['-R', `stat <${kept}>`, img]).stdout;
+    expect(stat).toMatch(/Mode:\s+0600/);
+    expect(stat).toMatch(/Links: 1/);
+    const r = Ext4Reader.open(FileDevice.open(img));
+    for (let k = 0; k < n; k++) expect(Buffer.from(r.readFileBytes(r.lookup(`/f${k}`))).toString()).toBe(`file ${k}`);
+  });
 });

@@ -106,7 +106,7 @@ export class InodeAllocator {
     if (!run) throw new Ext4Error('CORRUPT', `group ${g} counts free inodes but its bitmap has none`, { group: g });
     const idx = run.start;
     if (idx < initialized) v.guard.unusedInode(g * v.ipg + idx + 1);
-    else this.zeroTableBlock(g, idx, initialized);
+    else this.zeroTableBlock(g, idx, initialized, bm);
     setBit(bm, idx);
     // The kernel also sets up the block bitmap of a group it starts using (ext4_new_inode).
     if (v.r.groupDesc(g).flags & BG_BLOCK_UNINIT && v.hasGroupCsum) this.blocks.bitmapForWrite(g);
@@ -124,12 +124,15 @@ export class InodeAllocator {
    * A record in the never-initialized part of a group's table whose whole table block lies there: the
    * block starts as zeros, not read. Its bytes mean nothing (mkfs may have left them unwritten, and the
    * host file may hold a hole there whose first read cost more than the rest of an edit), and the kernel
-   * does the same when every other record of the block is free (ext4_get_inode_loc).
+   * does the same when every other record of the block is free (ext4_get_inode_loc). A bitmap that
+   * calls one of them in use there (damage) keeps the block as it is on disk.
    */
-  private zeroTableBlock(g: number, idx: number, initialized: number): void {
+  private zeroTableBlock(g: number, idx: number, initialized: number, bm: Uint8Array): void {
     const v = this.v;
     const perBlock = v.bs / v.r.inodeSize;
-    if (idx - (idx % perBlock) < initialized) return;
+    const start = idx - (idx % perBlock);
+    if (start < initialized) return;
+    for (let k = start; k < start + perBlock; k++) if (testBit(bm, k)) return;
     const { block } = v.r.inodeLocation(g * v.ipg + idx + 1);
     if (!v.tx.has(block)) v.tx.put(block, new Uint8Array(v.bs));
   }
