@@ -282,15 +282,27 @@ describe.runIf(oracleAvailable('check on made and damaged images', HAVE_E2FSPROG
     );
     expect(fs.existsSync(target)).toBe(false);
     expect(fs.readdirSync(work).filter((n) => n.endsWith('.tmp'))).toEqual([]);
-    // An edit of an image that was already damaged: committed, then reported (exit 1, CORRUPT).
+    // An edit of an image that was already damaged where the edit does not look (unused inodes the
+    // inode bitmap calls in use): committed, then reported (exit 1, CORRUPT).
     const damaged = path.join(work, 'v4.img');
     const bytes = fs.readFileSync(src);
     const r = Ext4Reader.open(new BufferDevice(new Uint8Array(bytes)));
-    bytes[r.groupDesc(0).inodeBitmap * r.blockSize + 1] = 0;
+    const inodeBitmap = r.groupDesc(0).inodeBitmap * r.blockSize;
+    expect(bytes[inodeBitmap + 12]).toBe(0);
+    bytes[inodeBitmap + 12] = 0xff;
     fs.writeFileSync(damaged, bytes);
     const edited = cli(['mkdir', damaged, '/y', '--verify']);
     expect(edited.status).toBe(1);
     expect(edited.stderr).toMatch(/\[CORRUPT\].*after the edit the image fails its check/);
+    // Damage where the edit would write (inodes in use the bitmap calls free): refused before writing.
+    const inUseFree = path.join(work, 'v5.img');
+    const before = fs.readFileSync(src);
+    before[inodeBitmap + 1] = 0;
+    fs.writeFileSync(inUseFree, before);
+    const refused = cli(['mkdir', inUseFree, '/y', '--verify']);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/\[NEEDS_CHECK\]/);
+    expect(fs.readFileSync(inUseFree).equals(before)).toBe(true);
   });
 
   it('the CLI exits 0 clean, 4 with problems, 8 when it cannot check; --json lists them', () => {
