@@ -139,11 +139,7 @@ function holdsData(s: ShrinkInput): number {
     const lastStart = groupFirstBlock(geo, groups - 1);
     need = Math.max(need, lastStart + over(groups - 1) + backup + 50);
     for (let g = 0; g < groups; g++) need = Math.max(need, s.tablesEnd[g] ?? 0);
-    if (s.extents) {
-      const perBlock = geo.blockSize / 12 - 1;
-      const worst = Math.max(Math.ceil(data / perBlock), s.usedInodes);
-      need += Math.min(Math.floor(Math.max(0, geo.blocksCount - need) / 500), worst);
-    }
+    need += extentMargin(s, data, need);
     if (need >= geo.blocksCount) return geo.blocksCount;
     if (need <= groupFirstBlock(geo, groups) || groups >= count) return need;
     meta += over(groups);
@@ -196,14 +192,19 @@ export function estimateBlocks(s: ShrinkInput): number {
   let need = (groups - 1) * bpg + geo.firstDataBlock + last;
   need = Math.max(need, s.tablesEnd[groups - 1] ?? 0);
   if (need >= geo.blocksCount) return geo.blocksCount;
-  // Extent trees may grow as data moves: a five-hundredth of what goes, at most the worst case of one
-  // extent block per inode or per extent block's worth of data.
-  if (s.extents) {
-    const perBlock = Math.floor(geo.blockSize / 12) - 1;
-    const worst = Math.max(Math.ceil(data / perBlock), s.usedInodes);
-    need += Math.min(Math.floor((geo.blocksCount - need) / 500), worst);
-  }
-  return need;
+  return need + extentMargin(s, data, need);
+}
+
+/**
+ * Room for extent trees to grow as data moves (term E): a five-hundredth of what goes past `need`, at
+ * most the worst case of one extent block per inode or per extent block's worth of data.
+ */
+function extentMargin(s: ShrinkInput, data: number, need: number): number {
+  if (!s.extents) return 0;
+  // An extent block holds (block size - 12-byte header) / 12 entries.
+  const perBlock = Math.floor(s.geo.blockSize / 12) - 1;
+  const worst = Math.max(Math.ceil(data / perBlock), s.usedInodes);
+  return Math.min(Math.floor(Math.max(0, s.geo.blocksCount - need) / 500), worst);
 }
 
 /**
