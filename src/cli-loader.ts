@@ -2,7 +2,7 @@
  * The `ext4-workdisk` executable: loads the CLI bundle through a V8 code cache, so a command does not
  * pay for compiling the code it runs every time (about half of the CLI's own time for one edit). One
  * cache per command, written after its first run; they live in the user's cache directory ($XDG_CACHE_HOME or ~/.cache, a directory only the user
- * may write), keyed by Node's version and the bundle; V8 checks it and drops it when it does not fit.
+ * may write), keyed by the runtime (Node, Bun or Deno) and its engine's version and by the bundle; V8 checks it and drops it when it does not fit.
  * EXT4_WORKDISK_NO_CODE_CACHE=1 turns it off; any problem with it just means compiling as usual.
  */
 import * as fs from 'node:fs';
@@ -18,7 +18,17 @@ declare const module: NodeJS.Module;
 const bundle = path.join(__dirname, 'cli-bundle.cjs');
 const debug = process.env.EXT4_WORKDISK_DEBUG_CODE_CACHE === '1';
 
-/** The cache file for this bundle and this Node, in a directory that only this user can write. */
+/**
+ * The runtime and its engine's version: Bun and Deno report a Node version too (the same one), and a
+ * cache one of them wrote is rejected by the other, then rewritten, on every run.
+ */
+function runtime(): string {
+  const v = process.versions as Partial<Record<string, string>>;
+  const name = v.bun ? `bun${v.bun}` : v.deno ? `deno${v.deno}` : `node${process.version}`;
+  return `${name}-${v.v8 ?? 'js'}`;
+}
+
+/** The cache file for this bundle and this runtime, in a directory that only this user can write. */
 function cacheFile(): string | undefined {
   if (process.env.EXT4_WORKDISK_NO_CODE_CACHE === '1') return undefined;
   try {
@@ -32,7 +42,7 @@ function cacheFile(): string | undefined {
     const b = fs.statSync(bundle);
     // One cache a command: each holds the functions that command compiled on its first run.
     const cmd = /^[a-z][a-z-]{0,15}$/.test(process.argv[2] ?? '') ? process.argv[2] : 'other';
-    return path.join(dir, `${cmd}-${process.version}-${process.arch}-${b.size}-${Math.floor(b.mtimeMs)}.v8cache`);
+    return path.join(dir, `${cmd}-${runtime()}-${process.arch}-${b.size}-${Math.floor(b.mtimeMs)}.v8cache`);
   } catch {
     return undefined;
   }

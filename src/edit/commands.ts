@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
+import { sleepSync } from '../core/sleep.js';
 import { UsageError, parseArgv, type OptionSet } from '../core/args.js';
 import { parseSize } from '../ext4/layout.js';
 import { S_IFMT, S_IFDIR, parseUnixSeconds, type Timestamp } from '../ext4/inode.js';
@@ -119,7 +120,7 @@ export function stdinContent(): Iterable<Uint8Array> {
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           if (code === 'EAGAIN') {
-            Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+            sleepSync(5);
             continue;
           }
           if (code === 'EOF') return;

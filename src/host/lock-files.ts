@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { sleepSync } from '../core/sleep.js';
 import { newHolder, holderState, parseHolder, type Holder } from './holder.js';
 
 /** Removes a file that may be gone already (a takeover, a second release). */
@@ -40,12 +41,8 @@ export function readWriter(base: string): Holder | undefined {
   return { pid: 0, host: '?', command: 'an unreadable lock file', since: st!.mtime.toISOString(), nonce: '' };
 }
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** Everything is synchronous: the thread sleeps, with jitter so waiters do not retry in step. */
-function sleep(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
-}
-export const pause = () => sleep(10 + Math.random() * 40);
+export const pause = () => sleepSync(10 + Math.random() * 40);
 
 /** Creates `file` holding `h`, whole, unless it exists: true when created. */
 export function createExclusive(file: string, h: Holder): boolean {
