@@ -255,6 +255,40 @@ describe.runIf(runIt)('editing by path', () => {
     ed.close();
   });
 
+  it('the same edit with a fixed time gives the same bytes (timestamp and SOURCE_DATE_EPOCH)', () => {
+    const opts = {
+      sizeBytes: 64 * 2 ** 20,
+      uuid: '2f1e0d4c-3b2a-4918-8776-655443322110',
+      timestamp: 1_700_000_000,
+      sync: false,
+    };
+    const edit = (img: string, timestamp?: number) => {
+      const ed = Ext4Editor.open(img, { timestamp, sync: false });
+      ed.mkdir('/etc');
+      ed.writeFile('/etc/hostname', 'vm\n');
+      ed.commit();
+      ed.close();
+    };
+    const images = [0, 1, 2, 3].map((k) => {
+      const img = path.join(work, `repro-${k}.img`);
+      formatImage(img, { ...opts, hashSeed: '0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9' });
+      return img;
+    });
+    edit(images[0]!, 1_700_000_123);
+    edit(images[1]!, 1_700_000_123);
+    process.env.SOURCE_DATE_EPOCH = '1700000123';
+    try {
+      edit(images[2]!);
+      edit(images[3]!);
+    } finally {
+      delete process.env.SOURCE_DATE_EPOCH;
+    }
+    for (const img of images) clean(img);
+    expect(sha(images[1]!)).toBe(sha(images[0]!));
+    expect(sha(images[2]!)).toBe(sha(images[0]!));
+    expect(sha(images[3]!)).toBe(sha(images[0]!));
+  });
+
   it('host files are copied whole, whatever their size, /proc files (which stat as empty) too', () => {
     const img = ours();
     const files: [string, string][] = [0, 100, 4095, 4096, 4097, 70000].map((size) => {
@@ -369,6 +403,12 @@ describe.runIf(runIt)('refusals leave the image byte for byte as it was', () => 
       'NOT_A_DIRECTORY',
     ],
     ['an existing name', () => ours(), (img) => editImage(img, (e) => e.mkdir('/lost+found')), 'EXISTS'],
+    [
+      'file content that is none of the kinds content can be',
+      () => ours(),
+      (img) => editImage(img, (e) => e.writeFile('/f', { data: 'x' } as unknown as Uint8Array)),
+      'BAD_OPTION',
+    ],
     [
       'content larger than the free space',
       () => ours(4),

@@ -5,6 +5,7 @@
  */
 // Ext4Error moves to core/ in the layered redesign; until then it is the one import from below.
 import { Ext4Error } from './errors.js';
+import type { Timestamp } from './types.js';
 
 /** The largest UNIX time an ext4 inode stores (34 bits of seconds: the year 2446). */
 const MAX_SECONDS = 0x3_ffff_ffff;
@@ -22,4 +23,10 @@ export function sourceDateEpoch(env: string | undefined = process.env.SOURCE_DAT
   if (!/^\d+$/.test(env))
     throw new Ext4Error('BAD_OPTION', `SOURCE_DATE_EPOCH="${env}" is not a whole number of seconds`);
   return storableSeconds(Number(env));
+}
+
+/** The fixed time of an edit: `t` when given, else SOURCE_DATE_EPOCH, else none (the clock's). */
+export function fixedTimeOf(t: number | Timestamp | undefined): Timestamp | undefined {
+  if (t === undefined) t = sourceDateEpoch();
+  return t === undefined ? undefined : typeof t === 'number' ? { sec: Math.floor(t), nsec: 0 } : t;
 }

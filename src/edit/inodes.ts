@@ -16,7 +16,6 @@ import {
   type Timestamp,
 } from '../ext4/inode.js';
 import { MODE_OF_TYPE, type FileType } from '../ext4/filetype.js';
-import { sourceDateEpoch } from '../core/time.js';
 import { encodeExtentHeader, EXTENT_MAGIC, ROOT_MAX_ENTRIES } from '../ext4/extent.js';
 import type { Volume } from './volume.js';
 import { freeMap } from '../fs/blockmap.js';
@@ -32,11 +31,7 @@ export interface NewEntryOptions {
 
 export type Kind = FileType;
 
-/** The fixed time of an edit: `t` when given, else SOURCE_DATE_EPOCH (core/time.ts's rule), else none. */
-export function fixedTimeOf(t: number | Timestamp | undefined): Timestamp | undefined {
-  if (t === undefined) t = sourceDateEpoch();
-  return t === undefined ? undefined : typeof t === 'number' ? { sec: Math.floor(t), nsec: 0 } : t;
-}
+export { fixedTimeOf } from '../core/time.js';
 
 /** The time an operation starting now stamps: the fixed one, or the clock (nanoseconds kept distinct). */
 export function opTime(fixed: Timestamp | undefined): Timestamp {

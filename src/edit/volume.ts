@@ -26,6 +26,8 @@ import { checkWritable } from './guard.js';
 import { GroupGuard } from './group-guard.js';
 import { claimMmp, releaseMmp } from './mmp.js';
 import { lockForWrite, type ImageLock, type LockOptions } from '../host/lock.js';
+import { fixedTimeOf } from '../core/time.js';
+import type { Timestamp } from '../core/types.js';
 
 export interface VolumeOptions extends Pick<ReaderOptions, 'onWarning'> {
   /** fsync at every step the crash safety depends on (default true). */
@@ -45,6 +47,11 @@ export interface VolumeOptions extends Pick<ReaderOptions, 'onWarning'> {
   atomic?: boolean;
   /** The writer's lock on the image file (src/host/lock.ts): how long to wait for another process. */
   lock?: LockOptions;
+  /**
+   * The time commits stamp (the superblock's write time, the journal's commit block), as the edit's
+   * own times: given, else SOURCE_DATE_EPOCH, else the clock. Fixed, the same edit gives the same bytes.
+   */
+  timestamp?: number | Timestamp;
 }
 
 export class Volume implements EditVolume, CommitVolume {
@@ -58,6 +65,8 @@ export class Volume implements EditVolume, CommitVolume {
   readonly csum: boolean;
   readonly csumSeed: number;
   readonly sb: Superblock;
+  /** The time commits stamp when the edit has a fixed one (VolumeOptions.timestamp). */
+  private readonly fixedTime: Timestamp | undefined;
   /** The open edit's changed blocks, pending data and undo log. */
   readonly tx: Transaction;
   /** Descriptors as the edit has them. */
@@ -102,6 +111,7 @@ export class Volume implements EditVolume, CommitVolume {
     this.groups = new GroupTable(this.r, this.tx);
     this.balloc = new BlockAllocator(this);
     this.ialloc = new InodeAllocator(this, this.balloc);
+    this.fixedTime = fixedTimeOf(opts.timestamp);
     this.committer = new Committer(this, journal, {
       sync: opts.sync !== false,
       atomic: opts.atomic === true,
@@ -349,14 +359,14 @@ export class Volume implements EditVolume, CommitVolume {
   }
 
   /** Writes the open edit (commit.ts). */
-  commit(now: { sec: number; nsec: number } = clock()): void {
+  commit(now: { sec: number; nsec: number } = this.fixedTime ?? clock()): void {
     if (this.closed) throw new Ext4Error('IO_ERROR', `${this.name} is closed`);
     this.committer.commit(now);
   }
 
   /** Commits here when the open edit has grown past half the journal (commit.ts). */
   checkpoint(): void {
-    if (!this.closed) this.committer.checkpoint(clock);
+    if (!this.closed) this.committer.checkpoint(() => this.fixedTime ?? clock());
   }
 
   /** Writes the pending new file data now (large files: memory stays bounded). */
