@@ -12,7 +12,7 @@ import { ZeroTail, blockBytes, pushBlockParts, type BlockData } from '../src/cor
 import { buildTransaction, journalTagChecksum, JBD2_MAGIC, type JournalFormat } from '../src/ext4/journal.js';
 import { writeBlocks } from '../src/edit/journal-log.js';
 import { FileDevice, MemoryDevice } from '../src/io/device.js';
-import { listBlocks } from '../src/resize/resize-inode.js';
+import { resizeGeometry, resizeListBlocks } from '../src/ext4/resize-inode.js';
 import type { Geometry } from '../src/ext4/geometry.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ext4wd-zero-tail-'));
@@ -145,7 +145,7 @@ describe("the resize inode's lists", () => {
         reservedGdtBlocks: 256,
       };
       const backups = Array.from({ length: groups }, (_, g) => g).filter(isBackup);
-      const lists = listBlocks(geo, 5, 40, bs);
+      const lists = resizeListBlocks({ ...resizeGeometry(geo), descBlocks: 5 }, 0, 40);
       expect(lists.length).toBe(40);
       lists.forEach((l, i) => {
         const b = blockBytes(l);

@@ -11,14 +11,17 @@
 import { Ext4Error } from '../core/errors.js';
 import { put32, u32 } from '../core/bytes.js';
 import { decodeInode, encodeInode, setInodeChecksum, I_BLOCK_SIZE, RESIZE_INO, type Inode } from '../ext4/inode.js';
-import { ZeroTail } from '../core/zero-tail.js';
-import { type Geometry, groupFirstBlock, superblockBlock, superblockGroups } from '../ext4/geometry.js';
+import {
+  RESIZE_DIND_SLOT,
+  reservedGdtBlock,
+  resizeDindSlot,
+  resizeGeometry,
+  resizeInodeBlockCount,
+  resizeListBlocks,
+} from '../ext4/resize-inode.js';
 import type { Ext4Reader } from '../fs/reader.js';
 import { newSuperGroups, type GrowStep } from './plan.js';
 import type { StepWrites } from './writes.js';
-
-/** The double-indirect slot of i_block. */
-const DIND = 13;
 
 /** Rewrites inode 7's record in its table block (checksum included). */
 function writeResizeInode(r: Ext4Reader, w: StepWrites, change: (i: Inode) => void): void {
@@ -32,7 +35,7 @@ function writeResizeInode(r: Ext4Reader, w: StepWrites, change: (i: Inode) => vo
 
 /** The DIND block of the resize inode (checked: it must lie inside the file system). */
 function dindBlock(r: Ext4Reader): number {
-  const dind = u32(r.inode(RESIZE_INO).block, DIND * 4);
+  const dind = u32(r.inode(RESIZE_INO).block, RESIZE_DIND_SLOT * 4);
   if (dind < r.sb.s_first_data_block || dind >= r.blocksCount)
     throw new Ext4Error(
       'CORRUPT',
@@ -42,25 +45,6 @@ function dindBlock(r: Ext4Reader): number {
 }
 
 /**
- * The lists of reserved GDT blocks `k0..k0+n-1` of a file system of geometry `geo`: block k lists its
- * copy in every backup group (the group's first block + 1 + k), in group order, then zeros.
- */
-export function listBlocks(geo: Geometry, k0: number, n: number, bs: number): ZeroTail[] {
-  const firsts = superblockGroups(geo)
-    .filter((g) => g !== 0)
-    .map((g) => groupFirstBlock(geo, g) + 1);
-  const m = firsts.length;
-  const entries = new Uint32Array(n * m);
-  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) entries[i * m + j] = firsts[j]! + k0 + i;
-  const bytes = new Uint8Array(entries.buffer);
-  if (!LITTLE_ENDIAN) for (let o = 0; o < bytes.length; o += 4) bytes.subarray(o, o + 4).reverse();
-  return Array.from({ length: n }, (_, i) => new ZeroTail(bytes.subarray(i * m * 4, (i + 1) * m * 4), bs));
-}
-
-/** Uint32Array holds the platform's byte order; the lists are little-endian. */
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-/**
  * Updates the resize inode for `step` (nothing when the file system has none). Returns the block it
  * frees (the DIND block, when the step turns to meta_bg), to be marked free by the caller.
  */
@@ -68,7 +52,6 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
   if (!hasResizeInode) return 0;
   const dind = dindBlock(r);
   const bs = r.blockSize;
-  const apb = bs / 4;
   if (step.toMetaBg) {
     writeResizeInode(r, w, (i) => {
       i.block = new Uint8Array(I_BLOCK_SIZE);
@@ -76,35 +59,29 @@ export function growResizeInode(r: Ext4Reader, step: GrowStep, w: StepWrites, ha
     });
     return dind;
   }
-  const sbBlock = superblockBlock(r.geo);
-  const haveDesc = Math.ceil(step.before.groupCount / (bs / step.before.descSize));
+  const before = resizeGeometry(step.before);
   const table = r.readBlocks(dind);
   // Every reserved block must be where the DIND block says, before anything is written.
-  for (let i = 0; i < step.before.reservedGdtBlocks; i++) {
-    const k = haveDesc + i;
-    if (u32(table, (k % apb) * 4) !== sbBlock + 1 + k)
+  for (let i = 0; i < before.reservedGdtBlocks; i++)
+    if (u32(table, resizeDindSlot(before, i) * 4) !== reservedGdtBlock(before, i))
       throw new Ext4Error(
         'CORRUPT',
-        `the resize inode does not list reserved GDT block ${sbBlock + 1 + k}; check it first (e2fsck)`,
+        `the resize inode does not list reserved GDT block ${reservedGdtBlock(before, i)}; check it first (e2fsck)`,
       );
-  }
   const dindBuf = step.reservedTaken ? w.modify(dind) : undefined;
-  for (let k = haveDesc; k < haveDesc + step.reservedTaken; k++) put32(dindBuf!, (k % apb) * 4, 0);
+  for (let i = 0; i < step.reservedTaken; i++) put32(dindBuf!, resizeDindSlot(before, i) * 4, 0);
   const added = newSuperGroups(step).filter((g) => g !== 0);
-  const rsvAfter = step.after.reservedGdtBlocks;
-  const oldBackups = superblockGroups(step.before).length - 1;
-  const newBackups = superblockGroups(step.after).length - 1;
-  if (added.length && newBackups > apb)
+  const after = { ...resizeGeometry(step.after), descBlocks: before.descBlocks + step.reservedTaken };
+  if (added.length && after.superGroups.length - 1 > bs / 4)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `too many backup groups for the resize inode's lists`);
   if (added.length) {
     // Every list still reserved gains the new backups. A list's content follows from the geometry (the
     // copy of reserved block k in each backup group, in group order; e2fsck checks exactly that), so
     // the lists are written whole, not read first: up to 1024 blocks of the file system's first group,
     // each its entries and then zeros (kept as ZeroTail blocks: only the entries are ever in memory).
-    const k0 = haveDesc + step.reservedTaken;
-    listBlocks(step.after, k0, rsvAfter, bs).forEach((list, i) => w.put(sbBlock + 1 + k0 + i, list));
+    resizeListBlocks(after).forEach((list, i) => w.put(reservedGdtBlock(after, i), list));
   }
-  const delta = rsvAfter * (1 + newBackups) - step.before.reservedGdtBlocks * (1 + oldBackups);
+  const delta = resizeInodeBlockCount(after) - resizeInodeBlockCount(before);
   if (delta) writeResizeInode(r, w, (i) => (i.blocks = Math.max(0, i.blocks + (delta * bs) / 512)));
   return 0;
 }

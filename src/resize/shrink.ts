@@ -11,7 +11,7 @@
  * back reserved GDT room a switch gave up (shrink-image.ts says why one does).
  */
 import { Ext4Error } from '../core/errors.js';
-import { lo32, hi32, put32 } from '../core/bytes.js';
+import { lo32, hi32, put32, u32 } from '../core/bytes.js';
 import { RO_COMPAT } from '../ext4/features.js';
 import {
   encodeSuperblock,
@@ -46,7 +46,14 @@ import type { Ext4Reader } from '../fs/reader.js';
 import { inodeTableBlocks } from '../ext4/geometry.js';
 import { StepWrites } from './writes.js';
 import { hasResizeInode } from './groups.js';
-import { listBlocks } from './resize-inode.js';
+import {
+  RESIZE_DIND_SLOT,
+  reservedGdtBlock,
+  resizeDindSlot,
+  resizeGeometry,
+  resizeInodeBlockCount,
+  resizeListBlocks,
+} from '../ext4/resize-inode.js';
 
 /** The descriptors carry checksums (uninit_bg or metadata_csum): BLOCK_UNINIT means what it says. */
 function groupCsum(r: Ext4Reader): boolean {
@@ -252,23 +259,20 @@ export function dropGroups(r: Ext4Reader, after: Geometry, w: StepWrites, now: n
  */
 function resizeInodeBack(r: Ext4Reader, after: Geometry, w: StepWrites, newDesc: number, oldDesc: number): void {
   const bs = r.blockSize;
-  const apb = bs / 4;
-  const before = r.geo;
   const ino = r.inode(RESIZE_INO);
-  const dind = new DataView(ino.block.buffer, ino.block.byteOffset).getUint32(13 * 4, true);
-  if (dind < before.firstDataBlock || dind >= after.blocksCount)
+  const dind = u32(ino.block, RESIZE_DIND_SLOT * 4);
+  if (dind < r.geo.firstDataBlock || dind >= after.blocksCount)
     throw new Ext4Error('UNSUPPORTED_FEATURE', `the resize inode's block ${dind} lies past the new end`);
-  const sbBlock = superblockBlock(before);
-  const rsv = after.reservedGdtBlocks;
-  if (rsv > apb) throw new Error(`resize: ${rsv} reserved GDT blocks cannot be listed`);
-  const backups = superblockGroups(after).length - 1;
+  const before = { ...resizeGeometry(r.geo), descBlocks: oldDesc };
+  const rg = { ...resizeGeometry(after), descBlocks: newDesc };
+  const rsv = rg.reservedGdtBlocks;
+  if (rsv > bs / 4) throw new Error(`resize: ${rsv} reserved GDT blocks cannot be listed`);
   const table = w.modify(dind);
   // Slots of blocks the area no longer holds are cleared first (a slot may be taken again below).
-  for (let k = newDesc + rsv; k < oldDesc + before.reservedGdtBlocks; k++) put32(table, (k % apb) * 4, 0);
-  for (let k = newDesc; k < newDesc + rsv; k++) put32(table, (k % apb) * 4, sbBlock + 1 + k);
-  listBlocks(after, newDesc, rsv, bs).forEach((list, i) => w.put(sbBlock + 1 + newDesc + i, list));
-  const oldBackups = superblockGroups(before).length - 1;
-  const delta = rsv * (1 + backups) - before.reservedGdtBlocks * (1 + oldBackups);
+  for (let i = rsv; i < oldDesc + before.reservedGdtBlocks - newDesc; i++) put32(table, resizeDindSlot(rg, i) * 4, 0);
+  for (let i = 0; i < rsv; i++) put32(table, resizeDindSlot(rg, i) * 4, reservedGdtBlock(rg, i));
+  resizeListBlocks(rg).forEach((list, i) => w.put(reservedGdtBlock(rg, i), list));
+  const delta = resizeInodeBlockCount(rg) - resizeInodeBlockCount(before);
   if (!delta) return;
   const { block, offset } = r.inodeLocation(RESIZE_INO);
   const buf = w.modify(block);
