@@ -11,7 +11,7 @@ import { Ext4Reader } from '../src/fs/reader.js';
 import { extract } from '../src/tree/extract.js';
 import type { SourceNode, TreeSource } from '../src/core/types.js';
 import { scratchDir } from './helpers/oracle.js';
-import { stubNode } from './helpers/source.js';
+import { stubNode } from './helpers/source.mjs';
 
 const enc = new TextEncoder();
 function node(name: string, p: Partial<SourceNode> = {}): SourceNode {

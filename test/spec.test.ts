@@ -15,7 +15,7 @@ import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import type { SourceNode, TreeSource } from '../src/core/types.js';
 import { HAVE_E2FSPROGS, IS_ROOT, oracleAvailable, haveTool, run, fsck, scratchDir, cli } from './helpers/oracle.js';
-import { stubNode } from './helpers/source.js';
+import { stubNode } from './helpers/source.mjs';
 
 const haveOracles = oracleAvailable('spec oracle suite', HAVE_E2FSPROGS);
 const canMount = oracleAvailable(

@@ -19,7 +19,7 @@ import { Ext4Error } from '../src/core/errors.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import type { SourceNode } from '../src/core/types.js';
-import { stubNode } from './helpers/source.js';
+import { stubNode } from './helpers/source.mjs';
 import { HAVE_E2FSPROGS, fsck, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
 
 const enc = new TextEncoder();

@@ -543,9 +543,13 @@ export async function* readTar(src: ByteSource, opts: ReadTarOptions = {}): Asyn
       if (storedBytes > 0) {
         const ref = await src.keep(storedBytes);
         if (!ref) throw truncated(at);
-        let sum = 0;
-        const storedAt = segments?.map(([, n]) => (sum += n) - n);
-        e.data = { ...ref, length: storedBytes, segments, storedAt };
+        // Literals of two fixed shapes: a spread made a hidden class per entry (100 bytes each, kept
+        // for every file of the archive).
+        if (segments) {
+          let sum = 0;
+          const storedAt = segments.map(([, n]) => (sum += n) - n);
+          e.data = { fd: ref.fd, offset: ref.offset, length: storedBytes, segments, storedAt };
+        } else e.data = { fd: ref.fd, offset: ref.offset, length: storedBytes };
         if (!(await src.skip(padded(dataSize) - dataSize))) throw truncated(at);
       } else if (!(await src.skip(padded(dataSize) - mapBytes))) throw truncated(at);
     } else if (dataSize > 0 && !(await src.skip(padded(dataSize)))) throw truncated(at);

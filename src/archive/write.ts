@@ -12,6 +12,7 @@
 import * as fs from 'node:fs';
 import { Ext4Error } from '../core/errors.js';
 import type { Timestamp, XattrEntry } from '../core/types.js';
+import { sleepSync } from '../core/sleep.js';
 import { aclToText } from './acl.js';
 import {
   FIELD,
@@ -181,8 +182,6 @@ export class ArchiveStream {
   }
 }
 
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-
 /** Writes everything to a descriptor: a pipe set non-blocking by another user of it is waited on. */
 export function fdWriter(fd: number): (b: Uint8Array) => void {
   return (b) => {
@@ -193,7 +192,7 @@ export function fdWriter(fd: number): (b: Uint8Array) => void {
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EAGAIN') {
-          Atomics.wait(sleepCell, 0, 0, 5);
+          sleepSync(5);
           continue;
         }
         throw new Ext4Error(

@@ -35,8 +35,6 @@ import {
 import {
   inodeCsumSeed,
   emptyInode,
-  encodeInode,
-  setInodeChecksum,
   type Inode,
   S_IFDIR,
   S_IFREG,
@@ -49,17 +47,27 @@ import {
   RESIZE_INO,
   JOURNAL_INO,
 } from '../ext4/inode.js';
+import {
+  resizeDindBlock,
+  resizeInodeBlockCount,
+  resizeInodeSize,
+  resizeListBlocks,
+  reservedGdtBlock,
+  RESIZE_DIND_SLOT,
+  type ResizeGeometry,
+} from '../ext4/resize-inode.js';
+import { pushBlockParts } from '../core/zero-tail.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
 import { setBitRange, bitmapChecksum } from '../ext4/bitmap.js';
 import { newJournalSuperblock } from '../ext4/journal.js';
 import { DX_HASH_HALF_MD4 } from '../ext4/dirhash.js';
-import { encodeInodeXattrs } from '../ext4/xattr.js';
 import type { BlockDevice } from '../io/device.js';
 import type { TreeSource } from '../core/types.js';
 import { sourceDateEpoch, storableSeconds } from '../core/time.js';
 import type { Spec } from '../tree/sources/spec.js';
 import { sourceWithMetadata } from '../tree/sources/overlay.js';
-import { InodeStore, writerBuffers, type Owner, type WriterContext } from './writer.js';
+import { writerBuffers, type Owner, type WriterContext } from './writer.js';
+import { InodeTables } from './inode-tables.js';
 import { populate } from './populate.js';
 import { estimateTree, type TreeEstimate } from './estimate.js';
 
@@ -191,27 +199,29 @@ function writeCoalesced(dev: BlockDevice, writes: readonly { pos: number; data: 
 }
 
 /**
- * Writes the primary reserved GDT blocks: block i, read as an indirect block of the resize inode, lists
- * its copies in the backup groups; the rest of each block is zero. Written as one gathered write of a
- * small header and a shared zero tail per block, so no multi-MiB buffer is built. (Writing only the
- * headers would leave the tails as holes, which read as zeros too, but 1,024 small writes measured
- * three times slower than one gathered write, and the fsync after them slower too.) Returns bytes written.
+ * Writes the primary reserved GDT blocks, the resize inode's lists (ext4/resize-inode.ts): one
+ * gathered write of each block's few entries and a shared zero tail, so no multi-MiB buffer is built.
+ * (Writing only the entries would leave the tails as holes, which read as zeros too, but 1,024 small
+ * writes measured three times slower than one gathered write, and the fsync after them slower too.)
+ * Returns bytes written.
  */
-function writeReservedGdt(dev: BlockDevice, l: Layout, firstReserved: number): number {
-  const bs = l.blockSize;
-  const backupReserved = l.superGroups.slice(1).map((g) => groupFirstBlock(l, g) + 1 + l.descBlocks);
-  const hdr = backupReserved.length * 4;
-  const heads = new Uint8Array(l.reservedGdtBlocks * hdr);
-  const tail = new Uint8Array(bs - hdr);
+function writeReservedGdt(dev: BlockDevice, rg: ResizeGeometry): number {
   const parts: Uint8Array[] = [];
-  for (let i = 0; i < l.reservedGdtBlocks; i++) {
-    const head = heads.subarray(i * hdr, (i + 1) * hdr);
-    for (let j = 0; j < backupReserved.length; j++) put32(head, j * 4, backupReserved[j]! + i);
-    if (hdr) parts.push(head);
-    parts.push(tail);
-  }
-  writeParts(dev, firstReserved * bs, parts);
-  return l.reservedGdtBlocks * bs;
+  for (const list of resizeListBlocks(rg)) pushBlockParts(parts, list);
+  writeParts(dev, reservedGdtBlock(rg, 0) * rg.blockSize, parts);
+  return rg.reservedGdtBlocks * rg.blockSize;
+}
+
+/** The resize inode's layout inputs of a new file system. */
+function resizeGeometryOfLayout(l: Layout): ResizeGeometry {
+  return {
+    blockSize: l.blockSize,
+    firstDataBlock: l.firstDataBlock,
+    blocksPerGroup: l.blocksPerGroup,
+    descBlocks: l.descBlocks,
+    reservedGdtBlocks: l.reservedGdtBlocks,
+    superGroups: l.superGroups,
+  };
 }
 
 /** Blocks mkfs gives lost+found: 16 KiB, at least 2 and at most 12 blocks. */
@@ -298,7 +308,7 @@ export function formatDevice(
   const overhead = l.used.total() - 1 - lpfCount - (hasResize ? 1 : 0) - journalTree.length;
 
   const time = { sec: ts, nsec: 0 };
-  const inodes = new InodeStore(l.inodesCount);
+  const inodes = new InodeTables(l, dev, csumSeed, extraIsize);
   const writeInode = (ino: number, inode: Inode) => inodes.set(ino, inode, (inode.mode & 0xf000) === S_IFDIR);
   for (let ino = 1; ino <= FIRST_INO; ino++) {
     // Reserved inodes are written empty (checksummed); the bad-blocks inode carries the times.
@@ -308,10 +318,10 @@ export function formatDevice(
   }
   // The primary reserved GDT blocks (about 4 MiB at most sizes) depend only on the geometry: write
   // them first and let the host disk start on them while the tree is read and built.
-  const firstReserved = l.firstDataBlock + 1 + l.descBlocks;
+  const rg = resizeGeometryOfLayout(l);
   let earlyBytes = 0;
   if (hasResize && l.reservedGdtBlocks > 0) {
-    earlyBytes = writeReservedGdt(dev, l, firstReserved);
+    earlyBytes = writeReservedGdt(dev, rg);
     dev.startFlush?.();
   }
   let est: TreeEstimate | undefined;
@@ -349,26 +359,19 @@ export function formatDevice(
   inodes.set(LOST_FOUND_INO, tree.lostFound, true, tree.lostFoundXattrs);
 
   if (hasResize) {
-    // The resize inode maps the reserved GDT blocks through its double-indirect block: entry
-    // (descBlocks + i) of the DIND block is primary reserved block i, which as an indirect block lists
-    // that block's copies in every backup group (kernel doc: special_inodes.rst, resize2fs layout).
-    const apb = bs / 4;
-    const dind = new Uint8Array(bs);
-    for (let i = 0; i < l.reservedGdtBlocks; i++) put32(dind, ((l.descBlocks + i) % apb) * 4, firstReserved + i);
-    put(dindBlock, dind);
+    put(dindBlock, resizeDindBlock(rg));
     const iblock = new Uint8Array(I_BLOCK_SIZE);
-    put32(iblock, 13 * 4, dindBlock);
-    const dataBlocks = 1 + l.reservedGdtBlocks * l.superGroups.length;
+    put32(iblock, RESIZE_DIND_SLOT * 4, dindBlock);
     writeInode(RESIZE_INO, {
       ...emptyInode(),
       mode: S_IFREG | 0o600,
-      size: (12 + apb + apb * apb) * bs,
+      size: resizeInodeSize(bs),
       atime: time,
       ctime: time,
       mtime: time,
       crtime: time,
       linksCount: 1,
-      blocks: (dataBlocks * bs) / 512,
+      blocks: (resizeInodeBlockCount(rg) * bs) / 512,
       block: iblock,
       extraIsize,
     });
@@ -395,24 +398,10 @@ export function formatDevice(
       extraIsize,
     });
   }
-  // Inode tables: inodes are numbered densely from 1, so each group's used part is a prefix.
+  // Inode tables: numbered densely from 1, each group's used part is a prefix; all but the last written.
+  inodes.finish();
   const maxIno = inodes.next - 1;
-  const usedInGroup = (g: number) => Math.max(0, Math.min(l.inodesPerGroup, maxIno - g * l.inodesPerGroup));
-  const dirsInGroup = new Map<number, number>();
-  for (let g = 0; g * l.inodesPerGroup < maxIno; g++) {
-    const n = usedInGroup(g);
-    const table = new Uint8Array(n * isz);
-    for (let k = 0; k < n; k++) {
-      const ino = g * l.inodesPerGroup + k + 1;
-      const rec = inodes.records.get(ino);
-      if (!rec) continue;
-      if (rec.isDir) dirsInGroup.set(g, (dirsInGroup.get(g) ?? 0) + 1);
-      encodeInode(table, k * isz, isz, rec.inode);
-      if (rec.xattrs) encodeInodeXattrs(table, k * isz, isz, extraIsize, rec.xattrs);
-      setInodeChecksum(csumSeed, ino, table, k * isz, isz);
-    }
-    writes.push({ pos: l.inodeTable[g]! * bs, data: table });
-  }
+  const usedInGroup = (g: number) => inodes.usedIn(g);
 
   // Group descriptors, bitmaps and counts.
   const gdt = new Uint8Array(l.descBlocks * bs);
@@ -437,7 +426,7 @@ export function formatDevice(
       inodeTable: l.inodeTable[g]!,
       freeBlocks: free,
       freeInodes: ipg - usedInodes,
-      usedDirs: dirsInGroup.get(g) ?? 0,
+      usedDirs: inodes.dirs[g]!,
       flags,
       excludeBitmap: 0,
       blockBitmapCsum: 0,
@@ -520,7 +509,12 @@ export function formatDevice(
   sb.s_volume_name.set(label);
   if (hasJournal) sb.s_jnl_blocks = jnlBlocksOf(journalIBlock, l.journalBlocks * bs);
 
-  let total = writes.reduce((a, w) => a + w.data.length, 0) + l.superGroups.length * 1024 + ctx.dataBytes + earlyBytes;
+  let total =
+    writes.reduce((a, w) => a + w.data.length, 0) +
+    l.superGroups.length * 1024 +
+    ctx.dataBytes +
+    earlyBytes +
+    inodes.bytesWritten;
   set({ s_kbytes_written_lo: lo32(Math.ceil(total / 1024)), s_kbytes_written_hi: hi32(Math.ceil(total / 1024)) });
   for (const g of l.superGroups) {
     sb.s_block_group_nr = g & 0xffff;
@@ -530,7 +524,7 @@ export function formatDevice(
 
   writes.sort((a, b) => a.pos - b.pos);
   writeCoalesced(dev, writes);
-  total = writes.reduce((a, w) => a + w.data.length, 0) + earlyBytes;
+  total = writes.reduce((a, w) => a + w.data.length, 0) + earlyBytes + inodes.bytesWritten;
   return {
     layout: l,
     uuid: formatUuid(uuid),

@@ -133,6 +133,8 @@ interface Dir {
   names: Set<string>;
   /** The root, where a `lost+found` is the file system's own. */
   top: boolean;
+  /** Its attributes stored inside the inode. */
+  xattrs?: DiskXattr[];
 }
 
 const newDir = (path: string, ino: number, parent: number, inode: Inode, top = false): Dir => ({
@@ -199,14 +201,17 @@ class PopulateSink implements TreeSink<Dir, number> {
     const ctx = this.ctx;
     const ino = ctx.inodes.alloc();
     const inode = baseInode(ctx, n);
-    ctx.inodes.set(ino, inode, true, placeXattrs(ctx, inode, n));
+    const d = newDir(n.displayPath, ino, parent.ino, inode);
+    d.xattrs = placeXattrs(ctx, inode, n);
     parent.entries.push({ inode: ino, name: n.name, fileType: FT_DIR });
     parent.subdirs++;
-    return newDir(n.displayPath, ino, parent.ino, inode);
+    return d;
   }
 
+  /** A directory's record is complete (size, blocks, links) once its entries are written. */
   leave(_n: SourceNode, d: Dir): void {
     closeDir(this.ctx, d);
+    this.ctx.inodes.set(d.ino, d.inode, true, d.xattrs);
   }
 
   leaf(n: SourceNode, parent: Dir): number {
@@ -218,7 +223,7 @@ class PopulateSink implements TreeSink<Dir, number> {
 
   link(n: SourceNode, parent: Dir, ino: number): void {
     this.admit(n, parent);
-    this.ctx.inodes.records.get(ino)!.inode.linksCount++;
+    this.ctx.inodes.addLink(ino);
     parent.entries.push({ inode: ino, name: n.name, fileType: DIRENT_TYPE_OF[n.kind] });
   }
 }

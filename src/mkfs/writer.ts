@@ -2,15 +2,16 @@
  * The tree writer's block layer: lays out what populate.ts hands it (file data, symlink targets,
  * extent trees, directory blocks and htrees, attribute blocks) in a file system the formatter has just
  * planned. Data goes straight to its final blocks in large writes (memory does not grow with file
- * size); inodes are kept in memory (InodeStore) and written by the formatter at the end.
+ * size); inode records go to their tables as they are final (inode-tables.ts).
  */
 import { Ext4Error } from '../core/errors.js';
 import { type Layout, takeRuns } from '../ext4/layout.js';
-import { type Inode, type Timestamp, FL_EXTENTS, FL_INDEX, inodeCsumSeed, FIRST_INO } from '../ext4/inode.js';
+import { type Inode, type Timestamp, FL_EXTENTS, FL_INDEX, inodeCsumSeed } from '../ext4/inode.js';
 import { buildExtentTree, extentTreeBlockCount, runsToExtents, type Extent } from '../ext4/extent.js';
 import { packDirBlocks, direntSize, type DirEntry, FT_DIR, DIR_TAIL_SIZE } from '../ext4/dirent.js';
 import { buildHtree } from '../ext4/htree.js';
 import type { BlockDevice } from '../io/device.js';
+import type { InodeTables } from './inode-tables.js';
 import type { SourceNode } from '../core/types.js';
 import {
   toDisk,
@@ -31,27 +32,6 @@ export interface Owner {
   gid: number;
 }
 
-export interface InodeRecord {
-  inode: Inode;
-  isDir: boolean;
-  /** Attributes stored inside the inode. */
-  xattrs?: DiskXattr[];
-}
-
-/** Inode numbers and their in-memory records, handed out in order like mkfs does (group 0 first). */
-export class InodeStore {
-  readonly records = new Map<number, InodeRecord>();
-  next = FIRST_INO + 1;
-  constructor(readonly inodesCount: number) {}
-  alloc(): number {
-    if (this.next > this.inodesCount) throw new Ext4Error('NO_SPACE', `out of inodes (${this.inodesCount})`);
-    return this.next++;
-  }
-  set(ino: number, inode: Inode, isDir: boolean, xattrs?: DiskXattr[]): void {
-    this.records.set(ino, { inode, isDir, xattrs });
-  }
-}
-
 export interface WriterContext {
   l: Layout;
   dev: BlockDevice;
@@ -61,7 +41,7 @@ export interface WriterContext {
   now: Timestamp;
   /** Owner of the directories made without a source node (the root without a source, lost+found). */
   owner?: Owner;
-  inodes: InodeStore;
+  inodes: InodeTables;
   /** Queues a metadata write (whole blocks). */
   put(block: number, data: Uint8Array): void;
   /** Where the next data allocation starts looking. */

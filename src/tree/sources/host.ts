@@ -38,49 +38,79 @@ function splitDev(rdev: bigint): [number, number] {
   return [major, minor];
 }
 
+/**
+ * Listings kept between walks: the writer's fit estimate and the copy walk the same tree, and a kept
+ * listing saves the second readdir and lstat of every entry. Past this many entries per source the
+ * rest are listed again instead (about 0.4 KB an entry kept), so a tree of millions of entries does not
+ * hold its whole metadata in memory.
+ */
+export const KEPT_ENTRIES = 65_536;
+
 class HostNode implements SourceNode {
-  readonly name: Uint8Array;
-  readonly displayPath: string;
   readonly kind: NodeKind;
   readonly perm: number;
   readonly uid: number;
   readonly gid: number;
-  readonly atime: Timestamp;
-  readonly mtime: Timestamp;
-  readonly ctime: Timestamp;
-  readonly crtime?: Timestamp;
   readonly size: number;
   readonly allocatedBytes: number;
   readonly rdevMajor?: number;
   readonly rdevMinor?: number;
   readonly linkKey?: string;
-  /** What the change check compares after reading (the rest of the stat result is not kept). */
-  private readonly sizeAtStat: bigint;
-  private readonly mtimeAtStat: bigint;
+  /**
+   * The times as stat gave them (nanoseconds; mtime is also what the change check compares after
+   * reading), made into timestamps when asked: a kept listing holds no object per time.
+   */
+  private readonly atimeNs: bigint;
+  private readonly mtimeNs: bigint;
+  private readonly ctimeNs: bigint;
+  private readonly crtimeNs: bigint;
+  /** Where the name starts in hostPath. */
+  private readonly nameAt: number;
 
   /** Buffer paths keep names that are not valid UTF-8 exact. */
   constructor(
     readonly hostPath: Buffer,
-    name: Uint8Array,
+    nameLength: number,
     st: fs.BigIntStats,
-    private readonly xattrMap?: Map<string, XattrEntry[]>,
+    private readonly xattrMap: Map<string, XattrEntry[]> | undefined,
+    /** What is left of the source's KEPT_ENTRIES. */
+    private readonly keep: { entries: number },
   ) {
-    this.name = name;
-    this.displayPath = hostPath.toString('utf8');
-    this.sizeAtStat = st.size;
-    this.mtimeAtStat = st.mtimeNs;
+    this.nameAt = hostPath.length - nameLength;
+    this.atimeNs = st.atimeNs;
+    this.mtimeNs = st.mtimeNs;
+    this.ctimeNs = st.ctimeNs;
+    this.crtimeNs = st.birthtimeNs;
     this.kind = kindOf(st);
     this.perm = Number(st.mode) & 0o7777;
     this.uid = Number(st.uid);
     this.gid = Number(st.gid);
-    this.atime = ts(st.atimeNs);
-    this.mtime = ts(st.mtimeNs);
-    this.ctime = ts(st.ctimeNs);
-    if (st.birthtimeNs > 0n) this.crtime = ts(st.birthtimeNs);
     this.size = Number(st.size);
     this.allocatedBytes = Number(st.blocks) * 512;
     if (this.kind === 'chardev' || this.kind === 'blockdev') [this.rdevMajor, this.rdevMinor] = splitDev(st.rdev);
     if (this.kind !== 'dir' && st.nlink > 1n) this.linkKey = `${st.dev}:${st.ino}`;
+  }
+
+  /** The path's tail (no copy of its own). */
+  get name(): Uint8Array {
+    return this.hostPath.subarray(this.nameAt);
+  }
+  get atime(): Timestamp {
+    return ts(this.atimeNs);
+  }
+  get mtime(): Timestamp {
+    return ts(this.mtimeNs);
+  }
+  get ctime(): Timestamp {
+    return ts(this.ctimeNs);
+  }
+  get crtime(): Timestamp | undefined {
+    return this.crtimeNs > 0n ? ts(this.crtimeNs) : undefined;
+  }
+
+  /** Made when asked (messages, directories): a kept listing holds no string per entry. */
+  get displayPath(): string {
+    return this.hostPath.toString('utf8');
   }
 
   xattrs(): XattrEntry[] {
@@ -105,8 +135,8 @@ class HostNode implements SourceNode {
       throw sourceError(this.displayPath, e);
     }
     const p = this.displayPath;
-    const size = this.sizeAtStat;
-    const mtime = this.mtimeAtStat;
+    const size = BigInt(this.size);
+    const mtime = this.mtimeNs;
     return {
       read(buf, length, position) {
         try {
@@ -130,11 +160,15 @@ class HostNode implements SourceNode {
 
   private cached?: SourceNode[];
 
-  /** Listed once and kept: the writer's fit estimate and the copy walk the same tree. */
+  /** Listed once and kept while the source's KEPT_ENTRIES allow; listed again past them. */
   children(): SourceNode[] {
     if (this.cached) return this.cached;
-    this.cached = this.list();
-    return this.cached;
+    const list = this.list();
+    if (list.length <= this.keep.entries) {
+      this.keep.entries -= list.length;
+      this.cached = list;
+    }
+    return list;
   }
 
   private list(): SourceNode[] {
@@ -155,7 +189,7 @@ class HostNode implements SourceNode {
       } catch (e) {
         throw sourceError(childPath.toString('utf8'), e);
       }
-      return new HostNode(childPath, new Uint8Array(n), st, this.xattrMap);
+      return new HostNode(childPath, n.length, st, this.xattrMap, this.keep);
     });
   }
 }
@@ -163,6 +197,8 @@ class HostNode implements SourceNode {
 export interface HostSourceOptions {
   /** Extended attributes by absolute host path (latin1 string of the path bytes); see readXattrDump. */
   xattrs?: Map<string, XattrEntry[]>;
+  /** Entries whose listing is kept between walks (default KEPT_ENTRIES). */
+  keptEntries?: number;
 }
 
 /** The directory `dir` on the host, its entries in byte order of their names. */
@@ -176,7 +212,7 @@ export function hostDirectorySource(dir: string, opts: HostSourceOptions = {}): 
   if (!st.isDirectory()) throw new Ext4Error('SOURCE_ERROR', `${dir} is not a directory`, { path: dir });
   const rootPath = Buffer.from(path.resolve(dir));
   if (opts.xattrs) checkDumpPaths(opts.xattrs, rootPath, true);
-  const root = new HostNode(rootPath, new Uint8Array(0), st, opts.xattrs);
+  const root = new HostNode(rootPath, 0, st, opts.xattrs, { entries: opts.keptEntries ?? KEPT_ENTRIES });
   return { root: () => root };
 }
 
@@ -210,6 +246,8 @@ export function hostPathSource(p: string, opts: HostSourceOptions = {}): TreeSou
   if (st.isDirectory()) return hostDirectorySource(p, opts);
   const filePath = Buffer.from(path.resolve(p));
   if (opts.xattrs) checkDumpPaths(opts.xattrs, filePath, false);
-  const node = new HostNode(filePath, new Uint8Array(Buffer.from(path.basename(p))), st, opts.xattrs);
+  const node = new HostNode(filePath, Buffer.byteLength(path.basename(filePath.toString())), st, opts.xattrs, {
+    entries: 0,
+  });
   return { root: () => node };
 }

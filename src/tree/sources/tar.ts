@@ -40,8 +40,8 @@ interface TNode {
   children?: Map<string, Dirent>;
 }
 
+/** A name in a directory; the name itself is the map's key (latin1 of its bytes). */
 interface Dirent {
-  name: Buffer;
   node: TNode;
   /** The last layer that created or declared this name (whiteouts only hide lower layers). */
   layer: number;
@@ -100,7 +100,18 @@ export class TarTree {
   }
 
   private node(kind: NodeKind, perm: number, uid: number, gid: number, t: Timestamp): TNode {
-    const n: TNode = { id: this.nextId++, kind, perm, uid, gid, atime: t, mtime: t, ctime: t, size: 0, xattrs: [] };
+    const n: TNode = {
+      id: this.nextId++,
+      kind,
+      perm,
+      uid,
+      gid,
+      atime: t,
+      mtime: t,
+      ctime: t,
+      size: 0,
+      xattrs: NO_XATTRS,
+    };
     if (kind === 'dir') n.children = new Map();
     return n;
   }
@@ -153,7 +164,7 @@ export class TarTree {
       const k = TarTree.key(parts[i]!);
       let d = dir.children!.get(k);
       if (!d) {
-        d = { name: Buffer.from(parts[i]!), node: this.node('dir', 0o755, 0, 0, t), layer };
+        d = { node: this.node('dir', 0o755, 0, 0, t), layer };
         dir.children!.set(k, d);
       } else if (d.node.kind !== 'dir')
         throw new Ext4Error(
@@ -243,7 +254,7 @@ export class TarTree {
         throw new Ext4Error('SOURCE_ERROR', `${where}: a hard link cannot replace a non-empty directory`, {
           path: where,
         });
-      dir.children!.set(k, { name: Buffer.from(last), node: t.node, layer: L });
+      dir.children!.set(k, { node: t.node, layer: L });
       return;
     }
     if (e.kind === 'dir' && existing?.node.kind === 'dir') {
@@ -261,7 +272,7 @@ export class TarTree {
       n.target = e.linkName;
       n.size = e.linkName.length;
     } else if (e.kind === 'chardev' || e.kind === 'blockdev') n.rdev = [e.devMajor, e.devMinor];
-    dir.children!.set(k, { name: Buffer.from(last), node: n, layer: L });
+    dir.children!.set(k, { node: n, layer: L });
   }
 
   /** Reads a whole archive into the tree. */
@@ -282,43 +293,95 @@ export class TarTree {
         else refs.set(d.node.id, (refs.get(d.node.id) ?? 0) + 1);
       }
     }
-    const make = (name: Buffer, n: TNode, where: string): SourceNode => {
-      let kids: SourceNode[] | undefined;
-      return {
-        name,
-        displayPath: where,
-        kind: n.kind,
-        perm: n.perm,
-        uid: n.uid,
-        gid: n.gid,
-        atime: n.atime,
-        mtime: n.mtime,
-        ctime: n.ctime,
-        size: n.size,
-        allocatedBytes: n.data ? n.data.length : 0,
-        rdevMajor: n.rdev?.[0],
-        rdevMinor: n.rdev?.[1],
-        linkKey: (refs.get(n.id) ?? 0) > 1 ? `tar:${n.id}` : undefined,
-        xattrs: () => n.xattrs,
-        readLink: () => n.target ?? new Uint8Array(0),
-        openData: (): FileData => ({
-          read: (buf, length, position) => (n.data ? readStored(n.data, n.size, buf, length, position) : 0),
-          verifyUnchanged: () => {},
-          close: () => {},
-        }),
-        children: () =>
-          (kids ??= [...n.children!.values()]
-            .sort((a, b) => Buffer.compare(a.name, b.name))
-            .map((d) => make(d.name, d.node, `${where === '/' ? '' : where}/${d.name.toString('utf8')}`))),
-      };
-    };
-    const r = make(Buffer.alloc(0), this.root, '/');
+    const r = new TarNode('', this.root, undefined, refs);
     return { root: () => r };
   }
 }
 
+/**
+ * A tree node as the writer sees it: made when its directory is listed, kept by nobody after (a
+ * million-entry archive holds its tree once, not a second time as nodes), methods on the prototype.
+ */
+class TarNode implements SourceNode {
+  constructor(
+    /** latin1 of the name's bytes (the directory map's key). */
+    private readonly key: string,
+    private readonly n: TNode,
+    private readonly parent: TarNode | undefined,
+    private readonly refs: Map<number, number>,
+  ) {}
+  get name(): Uint8Array {
+    return Buffer.from(this.key, 'latin1');
+  }
+  get displayPath(): string {
+    if (!this.parent) return '/';
+    const up = this.parent.displayPath;
+    return `${up === '/' ? '' : up}/${Buffer.from(this.key, 'latin1').toString('utf8')}`;
+  }
+  get kind(): NodeKind {
+    return this.n.kind;
+  }
+  get perm(): number {
+    return this.n.perm;
+  }
+  get uid(): number {
+    return this.n.uid;
+  }
+  get gid(): number {
+    return this.n.gid;
+  }
+  get atime(): Timestamp {
+    return this.n.atime;
+  }
+  get mtime(): Timestamp {
+    return this.n.mtime;
+  }
+  get ctime(): Timestamp {
+    return this.n.ctime;
+  }
+  get size(): number {
+    return this.n.size;
+  }
+  get allocatedBytes(): number {
+    return this.n.data ? this.n.data.length : 0;
+  }
+  get rdevMajor(): number | undefined {
+    return this.n.rdev?.[0];
+  }
+  get rdevMinor(): number | undefined {
+    return this.n.rdev?.[1];
+  }
+  get linkKey(): string | undefined {
+    return (this.refs.get(this.n.id) ?? 0) > 1 ? `tar:${this.n.id}` : undefined;
+  }
+  xattrs(): XattrEntry[] {
+    return this.n.xattrs;
+  }
+  readLink(): Uint8Array {
+    return this.n.target ?? new Uint8Array(0);
+  }
+  openData(): FileData {
+    const n = this.n;
+    return {
+      read: (buf, length, position) => (n.data ? readStored(n.data, n.size, buf, length, position) : 0),
+      verifyUnchanged: () => {},
+      close: () => {},
+    };
+  }
+  /** In byte order of the names (latin1 keys compare as their bytes do). */
+  children(): SourceNode[] {
+    return [...this.n.children!.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, d]) => new TarNode(k, d.node, this, this.refs));
+  }
+}
+
+/** Shared by every entry without attributes (never changed: entries get a new list when they have some). */
+const NO_XATTRS: XattrEntry[] = [];
+
 /** An entry's attributes; a text ACL is used only where no binary ACL attribute came with it. */
 function attributes(e: TarEntry): XattrEntry[] {
+  if (!e.xattrs.length && e.aclAccess === undefined && e.aclDefault === undefined) return NO_XATTRS;
   const out = e.xattrs.slice();
   const where = e.name.toString('utf8');
   if (e.aclAccess !== undefined && !out.some((x) => x.name === 'system.posix_acl_access')) {
