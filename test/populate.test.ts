@@ -22,7 +22,7 @@ import {
   IN_CI,
 } from './helpers/oracle.js';
 import { makeVariedTree, snapshot, contents, type NodeInfo } from './helpers/tree.js';
-import { stubNode } from './helpers/source.js';
+import { stubNode } from './helpers/source.mjs';
 
 const haveOracles = oracleAvailable('populate oracle suite', HAVE_E2FSPROGS);
 const canMount = oracleAvailable(
@@ -279,6 +279,15 @@ describe('bad sources give clear errors and no image', () => {
     expect(() => hostDirectorySource(path.join(work, 'plain'))).toThrowError(
       expect.objectContaining({ code: 'SOURCE_ERROR' }),
     );
+  });
+
+  it('something that is not a tree source (a TarSource itself, not its .source): BAD_OPTION, no image', () => {
+    const out = path.join(work, 'not-a-source.img');
+    const notSource = { source: {}, entries: 0, close() {} } as unknown as TreeSource;
+    expect(() => formatImage(out, { sizeBytes: 64 << 20, source: notSource })).toThrowError(
+      expect.objectContaining({ code: 'BAD_OPTION' }),
+    );
+    expect(fs.existsSync(out)).toBe(false);
   });
 });
 

@@ -24,7 +24,10 @@ export function sourceOf(c: FileContent): DataSource {
   if (typeof c === 'string') return bytesSource(enc.encode(c));
   if (c instanceof Uint8Array) return bytesSource(c);
   if ('hostPath' in c) return hostFileSource(c.hostPath);
-  const it = (c as Iterable<Uint8Array | Hole>)[Symbol.iterator]();
+  const iterate = (c as Partial<Iterable<Uint8Array | Hole>>)[Symbol.iterator];
+  if (typeof iterate !== 'function')
+    throw new Ext4Error('BAD_OPTION', 'file content must be bytes, text, an iterable of pieces or { hostPath }');
+  const it = iterate.call(c);
   return {
     next: () => {
       const r = it.next();

@@ -285,6 +285,11 @@ export interface SourceMetadata {
  * metadata over the nodes it names (see {@link applySpec}); the source itself when neither is given.
  */
 export function sourceWithMetadata(source: TreeSource | undefined, meta: SourceMetadata): TreeSource | undefined {
+  if (source !== undefined && typeof (source as Partial<TreeSource>).root !== 'function')
+    throw new Ext4Error(
+      'BAD_OPTION',
+      'the source must be a tree source (an object with root()); tarTreeSource and containerTreeSource give one in .source',
+    );
   if (meta.spec && !source)
     throw new Ext4Error('BAD_OPTION', `the spec ${meta.spec.file} describes a source tree, and there is none`);
   if (!source || (!meta.owner && !meta.spec)) return source;
