@@ -65,7 +65,13 @@ export {
 export { mkdirExt4, writeExt4FileOwned } from './edit/toolkit.js';
 export { recoverJournal, type RecoverOptions, type RecoverResult } from './edit/recover.js';
 export { tuneImage, type TuneChanges, type TuneOptions, type TuneResult } from './edit/tune.js';
-export { repairImage, type RepairOptions, type RepairResult, type RepairStatus } from './edit/repair.js';
+export {
+  repairImage,
+  type RepairMode,
+  type RepairOptions,
+  type RepairResult,
+  type RepairStatus,
+} from './edit/repair-all.js';
 export { resizeImage, type ResizeOptions, type ResizeResult } from './resize/image.js';
 export { lockForWrite, lockForRead, type LockOptions, type ImageLock } from './host/lock.js';
 export type { Holder } from './host/holder.js';

@@ -11,7 +11,6 @@ import * as zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { checkImage } from '../src/check/check.js';
 import { repairImage, type RepairResult } from '../src/edit/repair.js';
-import { recoverJournal } from '../src/edit/recover.js';
 import { Ext4Reader } from '../src/fs/reader.js';
 import { FileDevice } from '../src/io/device.js';
 import { decodeGroupDesc, encodeGroupDesc, putGroupDescChecksum } from '../src/ext4/group-desc.js';
@@ -20,7 +19,7 @@ import { setInodeChecksum } from '../src/ext4/inode.js';
 import { INCOMPAT } from '../src/ext4/features.js';
 import { decodeSuperblock, encodeSuperblock, setFreeBlocksCount, freeBlocksCount } from '../src/ext4/superblock.js';
 import { HAVE_E2FSPROGS, IN_CI, cli, expectClean, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { groupCounts, superCounts, tree } from './helpers/repair-state.js';
+import { crashEveryRepairEvent, groupCounts, superCounts, tree } from './helpers/repair-state.js';
 
 const CORPUS = path.resolve(__dirname, '../../shared/corpus/e2fsprogs');
 const work = scratchDir('ext4wd-repair');
@@ -233,36 +232,9 @@ describe.runIf(oracleAvailable('check --repair against e2fsck -p', HAVE_E2FSPROG
     });
     // Not the superblock's free counts: recover sums them from the descriptors, as a mount does.
     const state = (f: string) => [...groupCounts(f), ...tree(f)].join('\n');
-    const oldState = state(img);
-    const full = path.join(work, 'crash-full.img');
-    fs.copyFileSync(img, full);
-    const done = cli(['check', full, '--repair'], { EXT4_WORKDISK_COUNT_IO: '1' });
-    expect(done.status, done.stderr).toBe(1);
+    const done = crashEveryRepairEvent(work, img, ['--repair'], state);
     expect(done.stdout).toMatch(/fixed: LINK_COUNT: .*set to 1/);
     expect(done.stdout).toMatch(/fixed: INODE_DTIME: .*cleared/);
-    const events = Number(/io events: (\d+)/.exec(done.stderr)?.[1]);
-    expect(events).toBeGreaterThan(3);
-    const newState = state(full);
-    expect(newState).not.toBe(oldState);
-    const seen = { old: 0, new: 0 };
-    for (let n = 1; n <= events; n++)
-      for (const lose of ['', 'all']) {
-        const crashed = path.join(work, 'crashed.img');
-        fs.copyFileSync(img, crashed);
-        const env: NodeJS.ProcessEnv = { EXT4_WORKDISK_CRASH_AFTER: String(n) };
-        if (lose) env.EXT4_WORKDISK_CRASH_LOSE = lose;
-        const r = cli(['check', crashed, '--repair'], env);
-        expect(r.signal, `event ${n}: ${r.stderr}`).toBe('SIGKILL');
-        recoverJournal(crashed, { sync: false });
-        const st = state(crashed);
-        expect([oldState, newState], `crash at event ${n} ${lose}`).toContain(st);
-        if (st === newState) {
-          expectClean(crashed);
-          seen.new++;
-        } else seen.old++;
-      }
-    expect(seen.old).toBeGreaterThan(0);
-    expect(seen.new).toBeGreaterThan(0);
   });
 
   it('a file system marked with errors and nothing else wrong is checked and marked clean (exit 1)', () => {

@@ -13,10 +13,10 @@ import { checkInodes } from './pass-inodes.js';
 import { checkDirectories, checkConnectivity } from './pass-dirs.js';
 import { checkBitmaps } from './pass-bitmaps.js';
 import type { Problem } from './problems.js';
-import type { GroupFix, InodeFix } from './context.js';
+import type { DirFix, EntryFix, GroupFix, InodeFix, ResizeInodeFix } from './context.js';
 
 export type { Problem, ProblemCode } from './problems.js';
-export type { GroupFix, InodeFix } from './context.js';
+export type { DirFix, EntryFix, GroupFix, InodeFix, ResizeInodeFix } from './context.js';
 
 export interface CheckResult {
   /** No problem found. */
@@ -33,6 +33,14 @@ export interface CheckResult {
   fixes?: Map<number, GroupFix>;
   /** With `keepFixes`: what passes 1 and 4 found each wrong inode's record should hold (InodeFix). */
   inodeFixes?: Map<number, InodeFix>;
+  /** With `keepFixes`: the resize inode is to be rewritten from the layout (ResizeInodeFix). */
+  resizeInodeFix?: ResizeInodeFix;
+  /** With `keepFixes`: pass 2's directory entries and blocks to fix (EntryFix). */
+  entryFixes?: EntryFix[];
+  /** With `keepFixes`: passes 2 and 3's directories to fix (DirFix). */
+  dirFixes?: DirFix[];
+  /** With `keepFixes`: attribute blocks' reference counts as the inodes using them count them. */
+  refcountFixes?: Map<number, number>;
 }
 
 export interface CheckOptions {
@@ -58,6 +66,9 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
   if (opts.keepFixes) {
     ctx.fixes = new Map();
     ctx.inodeFixes = new Map();
+    ctx.entryFixes = [];
+    ctx.dirFixes = [];
+    ctx.refcountFixes = new Map();
   }
   const pass = (name: string, fn: () => void) => {
     opts.onPass?.(name);
@@ -80,6 +91,10 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     inodesInUse: inodesInUse(ctx),
     ...(ctx.fixes ? { fixes: ctx.fixes } : {}),
     ...(ctx.inodeFixes ? { inodeFixes: ctx.inodeFixes } : {}),
+    ...(ctx.resizeInodeFix ? { resizeInodeFix: ctx.resizeInodeFix } : {}),
+    ...(ctx.entryFixes ? { entryFixes: ctx.entryFixes } : {}),
+    ...(ctx.dirFixes ? { dirFixes: ctx.dirFixes } : {}),
+    ...(ctx.refcountFixes ? { refcountFixes: ctx.refcountFixes } : {}),
   };
 }
 

@@ -10,7 +10,7 @@ import { Ext4Reader } from '../fs/reader.js';
 import { groupFirstBlock, groupBlocks, groupOfBlock, inodeTableBlocks } from '../ext4/geometry.js';
 import type { BlockDevice } from '../io/device.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext4/superblock.js';
-import { Problems } from './problems.js';
+import { MAX_LISTED, Problems } from './problems.js';
 import { lowestBit, popcount } from './bits.js';
 import { InodeTable } from './inode-table.js';
 
@@ -52,6 +52,54 @@ export interface InodeFix {
   dtime?: 'clear' | 'set';
   /** Its checksum only (e2fsck -p's "passes checks, but checksum does not match"). */
   checksum?: boolean;
+  /**
+   * --repair=all's (a preen stops on these): the inode to clear (a bad mode, a map that cannot be
+   * read, a feature flag the file system lacks), inode flags to clear, i_blocks and i_size as its map
+   * gives them, a deletion time an orphan list left (cleared, or set when no link is left).
+   */
+  clear?: boolean;
+  clearFlags?: number;
+  blocks?: number;
+  size?: number;
+  lowDtime?: boolean;
+  /** Its attribute block, outside the file system, dropped (e2fsck -y's "i_file_acl ... should be zero"). */
+  dropXattrBlock?: boolean;
+}
+
+/**
+ * What pass 2 found wrong with one directory entry or block, kept for a repair (`check --repair=all`):
+ * the entry at byte `offset` of directory block `block` (physical) of directory `dir` is to be cleared
+ * (it names an inode it cannot), given file type `fileType`, or have its name's bad bytes replaced;
+ * a whole block that cannot be read (`salvage`: its bad entries dropped; its checksum resealed).
+ */
+export interface EntryFix {
+  dir: number;
+  block: number;
+  offset: number;
+  fix: 'clear' | 'type' | 'name' | 'salvage';
+  fileType?: number;
+}
+
+/**
+ * What passes 2 and 3 found wrong with a directory's place in the tree, kept for a repair: its '.'
+ * and '..' to rewrite (`dots`), its '..' to point at its parent (`dotdot`), the directory to hang
+ * under /lost+found (`reconnect`: the top of a subtree the root does not reach), or its index to
+ * clear (`unindex`).
+ */
+export interface DirFix {
+  dir: number;
+  fix: 'dots' | 'dotdot' | 'reconnect' | 'unindex';
+  parent?: number;
+}
+
+/**
+ * What a rewrite of the resize inode from the layout repairs, kept for a repair (resize-inode.ts).
+ */
+export interface ResizeInodeFix {
+  /** e2fsck -p fixes (or does not look at) everything found: a preen may rewrite it. */
+  preen: boolean;
+  /** Its DIND block lies in the file system outside the fixed metadata: a rewrite keeps it. */
+  keepDind: boolean;
 }
 
 export class CheckContext {
@@ -60,6 +108,14 @@ export class CheckContext {
   fixes: Map<number, GroupFix> | undefined;
   /** Set with `fixes`: by inode, what passes 1 and 4 find its record should hold. */
   inodeFixes: Map<number, InodeFix> | undefined;
+  /** With `fixes`: the resize inode is to be rewritten from the layout (resize-inode.ts). */
+  resizeInodeFix: ResizeInodeFix | undefined;
+  /** Set with `fixes`: pass 2's entries and blocks to fix (EntryFix). */
+  entryFixes: EntryFix[] | undefined;
+  /** Set with `fixes`: passes 2 and 3's directories to fix (DirFix). */
+  dirFixes: DirFix[] | undefined;
+  /** Set with `fixes`: attribute blocks whose reference count is wrong, and the count they should hold. */
+  refcountFixes: Map<number, number> | undefined;
   readonly r: Ext4Reader;
   readonly raw: Ext4Reader;
   readonly bs: number;
@@ -119,6 +175,16 @@ export class CheckContext {
    * list link), off when mkfs's own time is that low (a clock near the epoch would trip it).
    */
   readonly lowDtimeCheck: boolean;
+
+  /** Records a directory entry's or block's fix (a repair's; bounded like the problem list). */
+  fixEntry(f: EntryFix): void {
+    if (this.entryFixes && this.entryFixes.length < MAX_LISTED) this.entryFixes.push(f);
+  }
+
+  /** Records a directory's fix (a repair's). */
+  fixDir(f: DirFix): void {
+    if (this.dirFixes && this.dirFixes.length < MAX_LISTED) this.dirFixes.push(f);
+  }
 
   /** Records what inode `ino`'s record should hold (a repair's; nothing kept for a plain check). */
   fixInode(ino: number, fix: InodeFix): void {

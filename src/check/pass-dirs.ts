@@ -18,7 +18,7 @@ import {
   ROOT_INO,
   LINK_MAX,
 } from '../ext4/inode.js';
-import { isDotOrDotDot } from '../ext4/dirent.js';
+import { hasDirTail, isDotOrDotDot } from '../ext4/dirent.js';
 import { fileTypeOfMode } from '../ext4/filetype.js';
 import type { CheckContext } from './context.js';
 import type { InodeInfo } from './inode-table.js';
@@ -84,7 +84,7 @@ function checkDirectory(
       for (const e of a.entries) {
         if (e.inode && isDotOrDotDot(e.name))
           p.add('DIR_DOT', `directory ${ino}: an inline directory holds a '.' or '..' entry`, { inode: ino });
-        else if (e.inode) checkEntry(ctx, d, e.name, 0, e.name.length, e.inode, e.fileType, -1);
+        else if (e.inode) checkEntry(ctx, d, e.name, 0, e.name.length, e.inode, e.fileType, -1, -1);
       }
     return;
   }
@@ -106,9 +106,15 @@ function checkDirectory(
         // An htree index block lists no entries, but the root keeps '.' and '..' in front of its index.
         if (!blk.dx || lblk === 0) list.read(b, bs, { inode: ino, block: pblk });
         else list.count = 0;
+        // With metadata_csum every leaf ends in its checksum tail (e2fsck: "directory has no checksum").
+        if (!blk.dx && ctx.raw.csum && !hasDirTail(b, bs)) {
+          p.add('DIR_BLOCK', `directory ${ino}, block ${lblk}: no checksum tail`, { inode: ino, block: pblk });
+          ctx.fixEntry({ dir: ino, block: pblk, offset: 0, fix: 'salvage' });
+        }
       } catch (e) {
         if (!(e instanceof Ext4Error) || e.code === 'IO_ERROR') throw e;
         p.add('DIR_BLOCK', `directory ${ino}, block ${lblk}: ${e.message}`, { inode: ino, block: pblk });
+        if (pblk < ctx.blocksCount) ctx.fixEntry({ dir: ino, block: pblk, offset: 0, fix: 'salvage' });
         if (lblk === 0) sawFirst = true;
         continue;
       }
@@ -122,21 +128,27 @@ function checkDirectory(
         const inode = u32(b, off);
         if (!inode) continue;
         const len = b[off + 6]!;
-        if (isDots(b, off + 8, len))
+        if (isDots(b, off + 8, len)) {
           p.add('DIR_DOT', `directory ${ino}, block ${lblk}: a second '${len === 1 ? '.' : '..'}' entry`, {
             inode: ino,
           });
-        else checkEntry(ctx, d, b, off + 8, len, inode, b[off + 7]!, lblk);
+          ctx.fixEntry({ dir: ino, block: pblk, offset: off, fix: 'clear' });
+        } else checkEntry(ctx, d, b, off + 8, len, inode, b[off + 7]!, lblk, pblk);
       }
     }
   }
   if (!sawFirst) p.add('DIR_BLOCK', `directory ${ino} has no first block`, { inode: ino });
-  else if (ctx.r.usesIndex(i)) checkHtree(ctx, ino, i, runs);
+  else if (ctx.r.usesIndex(i)) {
+    const before = p.count;
+    checkHtree(ctx, ino, i, runs);
+    if (p.count > before) ctx.fixDir({ dir: ino, fix: 'unindex' });
+  }
 }
 
 /**
  * The live entry naming `inode` with file type byte `type`, its name the `len` bytes at `off` of `b`,
- * in block `lblk` of the directory (-1: an inline directory).
+ * in block `lblk` (physical `pblk`) of the directory (-1: an inline directory, whose entries a repair
+ * does not fix here).
  */
 function checkEntry(
   ctx: CheckContext,
@@ -147,6 +159,7 @@ function checkEntry(
   inode: number,
   type: number,
   lblk: number,
+  pblk: number,
 ): void {
   const p = ctx.problems;
   const ino = d.ino;
@@ -158,18 +171,22 @@ function checkEntry(
     if (c === 0x2f || c === 0) badByte = true;
     h = Math.imul(h ^ c, 0x01000193);
   }
-  if (len === 0 || badByte)
+  if (len === 0 || badByte) {
     p.add(
       'DIR_ENTRY',
       `directory ${ino}${lblk < 0 ? '' : `, block ${lblk}`}: entry ${quoted(b, off, len)} has a bad name`,
       { inode: ino },
     );
+    // e2fsck clears a name of no bytes and replaces a bad byte with '.'.
+    fixAt(ctx, ino, pblk, off, len === 0 ? 'clear' : 'name');
+  }
   if (!d.names.add(h, b, off, len))
     p.add('DIR_DUPLICATE', `directory ${ino}: the name ${quoted(b, off, len)} appears twice`, { inode: ino });
   if (inode > ctx.inodesCount || (inode < ctx.firstIno && inode !== ROOT_INO)) {
     p.add('DIR_ENTRY_INODE', `directory ${ino}: ${quoted(b, off, len)} names inode ${inode}, which it cannot`, {
       inode: ino,
     });
+    fixAt(ctx, ino, pblk, off, 'clear');
     return;
   }
   const target = ctx.inodes.get(inode);
@@ -177,6 +194,7 @@ function checkEntry(
     p.add('DIR_ENTRY_INODE', `directory ${ino}: ${quoted(b, off, len)} names inode ${inode}, which is not in use`, {
       inode: ino,
     });
+    fixAt(ctx, ino, pblk, off, 'clear');
     return;
   }
   target.refs++;
@@ -192,19 +210,35 @@ function checkEntry(
     p.add('DIR_ENTRY', `directory ${ino}: encrypted entry ${quoted(b, off, len)} names unencrypted inode ${inode}`, {
       inode: ino,
     });
-  if (d.fileType && type !== fileTypeOfMode(target.mode))
+  if (d.fileType && type !== fileTypeOfMode(target.mode)) {
     p.add(
       'DIR_ENTRY_TYPE',
       `directory ${ino}: ${quoted(b, off, len)} has file type ${type}, inode ${inode} is type ${fileTypeOfMode(target.mode)}`,
       { inode: ino },
     );
+    fixAt(ctx, ino, pblk, off, 'type', fileTypeOfMode(target.mode));
+  }
   if ((target.mode & S_IFMT) === S_IFDIR) {
-    if (target.parent !== undefined)
+    if (target.parent !== undefined) {
       p.add('DIR_MULTIPLY_LINKED', `directory ${inode} is named in directory ${target.parent} and in ${ino}`, {
         inode,
       });
-    else target.parent = ino;
+      // e2fsck clears the second entry naming a directory.
+      fixAt(ctx, ino, pblk, off, 'clear');
+    } else target.parent = ino;
   }
+}
+
+/** A repair's fix of the entry whose name is at `off` of block `pblk` (-1: inline, not fixed here). */
+function fixAt(
+  ctx: CheckContext,
+  dir: number,
+  pblk: number,
+  off: number,
+  fix: 'clear' | 'type' | 'name',
+  fileType?: number,
+): void {
+  if (pblk >= 0 && ctx.entryFixes) ctx.fixEntry({ dir, block: pblk, offset: off - 8, fix, fileType });
 }
 
 /** '.' (itself) and '..' open a directory's first block; returns how many entries they were. */
@@ -213,15 +247,17 @@ function checkDots(ctx: CheckContext, ino: number, info: InodeInfo, b: Uint8Arra
   const dot = list.count > 0 ? list.offsets[0]! : -1;
   const dotdot = list.count > 1 ? list.offsets[1]! : -1;
   let n = 0;
-  if (dot < 0 || u32(b, dot) !== ino || b[dot + 6] !== 1 || !isDots(b, dot + 8, 1))
+  if (dot < 0 || u32(b, dot) !== ino || b[dot + 6] !== 1 || !isDots(b, dot + 8, 1)) {
     p.add('DIR_DOT', `directory ${ino}: its first entry is not '.' naming itself`, { inode: ino });
-  else {
+    ctx.fixDir({ dir: ino, fix: 'dots' });
+  } else {
     info.refs++;
     n = 1;
   }
-  if (dotdot < 0 || !u32(b, dotdot) || b[dotdot + 6] !== 2 || !isDots(b, dotdot + 8, 2))
+  if (dotdot < 0 || !u32(b, dotdot) || b[dotdot + 6] !== 2 || !isDots(b, dotdot + 8, 2)) {
     p.add('DIR_DOT', `directory ${ino}: its second entry is not '..'`, { inode: ino });
-  else {
+    ctx.fixDir({ dir: ino, fix: 'dots' });
+  } else {
     info.dotdot = u32(b, dotdot);
     countDotDot(ctx, info.dotdot);
     n = 2;
@@ -243,8 +279,10 @@ export function checkConnectivity(ctx: CheckContext): void {
     if (!root) p.add('ROOT', 'the root directory (inode 2) is not in use', { inode: ROOT_INO });
     return;
   }
-  if (root.dotdot !== undefined && root.dotdot !== ROOT_INO)
+  if (root.dotdot !== undefined && root.dotdot !== ROOT_INO) {
     p.add('DIR_PARENT', `the root's '..' names inode ${root.dotdot}`, { inode: ROOT_INO });
+    ctx.fixDir({ dir: ROOT_INO, fix: 'dotdot', parent: ROOT_INO });
+  }
   // The root reaches itself; every other directory reaches the root through its parents, without a loop.
   const reached = new Map<number, boolean>([[ROOT_INO, true]]);
   const reaches = (start: number): boolean => {
@@ -261,6 +299,7 @@ export function checkConnectivity(ctx: CheckContext): void {
     return ok;
   };
   const t = ctx.inodes;
+  const tops = new Map<number, number | undefined>();
   for (let k = 0; k < t.size; k++) {
     const ino = t.inoAt(k);
     const info = t.at(k);
@@ -268,11 +307,19 @@ export function checkConnectivity(ctx: CheckContext): void {
     if (ino < ctx.firstIno) continue;
     if (info.parent === undefined) {
       p.add('DIR_UNCONNECTED', `directory ${ino} is not named in any directory`, { inode: ino });
+      ctx.fixDir({ dir: ino, fix: 'reconnect' });
       continue;
     }
-    if (!reaches(ino)) p.add('DIR_UNCONNECTED', `directory ${ino} is not connected to the root`, { inode: ino });
-    if (info.dotdot !== undefined && info.dotdot !== info.parent)
+    if (!reaches(ino)) {
+      p.add('DIR_UNCONNECTED', `directory ${ino} is not connected to the root`, { inode: ino });
+      // A loop of directories (no top without a parent) is cut where it closes, as e2fsck does.
+      const top = loopTop(ctx, ino, tops);
+      if (top !== undefined) ctx.fixDir({ dir: top, fix: 'reconnect' });
+    }
+    if (info.dotdot !== undefined && info.dotdot !== info.parent) {
       p.add('DIR_PARENT', `directory ${ino}: '..' names ${info.dotdot}, its parent is ${info.parent}`, { inode: ino });
+      ctx.fixDir({ dir: ino, fix: 'dotdot', parent: info.parent });
+    }
   }
   const dirNlink = ctx.hasRo(RO_COMPAT.dir_nlink);
   for (let k = 0; k < t.size; k++) {
@@ -306,6 +353,35 @@ export function checkConnectivity(ctx: CheckContext): void {
       if (counted <= LINK_MAX) ctx.fixInode(ino, { links: counted });
     }
   }
+}
+
+/**
+ * A repair's: the directory of a parentless chain above `ino` where its parents loop back (e2fsck's
+ * choice of which one to hang under /lost+found); undefined when the chain ends in a directory with no
+ * parent (that one is reported and reconnected itself).
+ */
+function loopTop(ctx: CheckContext, ino: number, memo: Map<number, number | undefined>): number | undefined {
+  if (!ctx.dirFixes) return undefined;
+  const seen = new Set<number>();
+  let cur = ino;
+  let top: number | undefined;
+  for (;;) {
+    if (memo.has(cur)) {
+      top = memo.get(cur);
+      break;
+    }
+    seen.add(cur);
+    const parent = ctx.inodes.get(cur)?.parent;
+    if (parent === undefined) break;
+    if (seen.has(parent)) {
+      top = cur;
+      break;
+    }
+    cur = parent;
+  }
+  // Every directory on the way shares the answer: each chain is walked once.
+  for (const x of seen) memo.set(x, top);
+  return top;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

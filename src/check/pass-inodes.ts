@@ -33,6 +33,7 @@ import { XATTR_MAGIC, isInlineDataAttr } from '../ext4/xattr.js';
 import { MAX_READ_AHEAD_LIST, type CheckContext } from './context.js';
 import { InodeInfo } from './inode-table.js';
 import { quickInode, quickRules } from './quick-inode.js';
+import { checkResizeInode } from './resize-inode.js';
 
 const MODE = INODE_FIELD_OFFSETS.i_mode;
 const LINKS = INODE_FIELD_OFFSETS.i_links_count;
@@ -124,10 +125,12 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   // A deletion time below the inode count is an orphan list's link: an inode the list's clean-up did
   // not reach (the list was cut). e2fsck -p stops on these: no fix is kept.
   const listLink = !orphan && i.dtime !== 0 && i.dtime < ctx.inodesCount && ctx.lowDtimeCheck;
-  if (listLink)
+  if (listLink) {
     p.add('INODE_DTIME', `inode ${ino} was on an orphan list its clean-up did not reach (dtime ${i.dtime})`, {
       inode: ino,
     });
+    ctx.fixInode(ino, { lowDtime: true });
+  }
   if (i.linksCount === 0 && !orphan && !special) {
     // Deleted, but with no deletion time: e2fsck -p sets it.
     if (ino >= ctx.firstIno && i.mode && !i.dtime) {
@@ -143,6 +146,7 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
   }
   if (!type) {
     p.add('INODE_MODE', `inode ${ino}: mode 0${i.mode.toString(8)} is no file type`, { inode: ino });
+    if (ino >= ctx.firstIno) ctx.fixInode(ino, { clear: true });
     ctx.inodes.set(ino, new InodeInfo(i.mode, i.flags, i.linksCount));
     return;
   }
@@ -187,6 +191,8 @@ function checkInode(ctx: CheckContext, ino: number, i: Inode, inInodeXattrs: boo
       runs && (i.mode & S_IFMT) === S_IFDIR ? { inode: i, runs } : undefined,
     ),
   );
+  if (i.fileAcl && (i.fileAcl < ctx.firstData || i.fileAcl >= ctx.blocksCount))
+    ctx.fixInode(ino, { dropXattrBlock: true });
   if (i.fileAcl) {
     const refs = ctx.xattrRefs.get(i.fileAcl);
     if (refs === undefined) ctx.claim(i.fileAcl, 1, ino, 'attribute block');
@@ -216,11 +222,21 @@ function isSpecialInode(ctx: CheckContext, ino: number): boolean {
 function checkFlags(ctx: CheckContext, ino: number, i: Inode): void {
   const p = ctx.problems;
   const flag = (text: string) => p.add('INODE_FLAGS', `inode ${ino}: ${text}`, { inode: ino });
-  if (i.flags & FL_EXTENTS && !ctx.has(INCOMPAT.extent)) flag('uses extents, which the file system does not have');
-  if (i.flags & FL_INLINE_DATA && !ctx.has(INCOMPAT.inline_data))
+  // (A repair clears the inode, or the htree flag, as e2fsck -y does.)
+  const clear = () => ino >= ctx.firstIno && ctx.fixInode(ino, { clear: true });
+  if (i.flags & FL_EXTENTS && !ctx.has(INCOMPAT.extent)) {
+    flag('uses extents, which the file system does not have');
+    clear();
+  }
+  if (i.flags & FL_INLINE_DATA && !ctx.has(INCOMPAT.inline_data)) {
     flag('has inline data, which the file system does not have');
+    clear();
+  }
   if (i.flags & FL_INLINE_DATA && i.flags & FL_EXTENTS) flag('has both inline data and extents');
-  if (i.flags & FL_INDEX && (i.mode & S_IFMT) !== S_IFDIR) flag('is indexed (htree) but not a directory');
+  if (i.flags & FL_INDEX && (i.mode & S_IFMT) !== S_IFDIR) {
+    flag('is indexed (htree) but not a directory');
+    ctx.fixInode(ino, { clearFlags: FL_INDEX });
+  }
   if (i.flags & FL_INDEX && !(ctx.sb.s_feature_compat & COMPAT.dir_index)) flag('is indexed without dir_index');
   if (i.flags & FL_HUGE_FILE && !ctx.hasRo(RO_COMPAT.huge_file)) flag('counts blocks in huge_file units without it');
 }
@@ -238,6 +254,7 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): B
     ({ runs, metaBlocks } = ctx.r.mapping(ino, i, true, true));
   } catch (e) {
     p.fromError('INODE_MAP', e, { inode: ino });
+    if (ino >= ctx.firstIno) ctx.fixInode(ino, { clear: true });
     return undefined;
   }
   let blocks = 0;
@@ -261,57 +278,53 @@ function claimMap(ctx: CheckContext, ino: number, i: Inode, eaValues = false): B
   const units = i.flags & FL_HUGE_FILE && ctx.hasRo(RO_COMPAT.huge_file) ? 1 : bs / 512;
   const want = (blocks + (i.fileAcl ? 1 : 0)) * units;
   // (bigalloc counts clusters: not checked here.)
-  if (!ctx.hasRo(RO_COMPAT.bigalloc) && !eaValues && i.blocks !== want)
+  if (!ctx.hasRo(RO_COMPAT.bigalloc) && !eaValues && i.blocks !== want) {
     p.add('INODE_BLOCKS', `inode ${ino}: i_blocks is ${i.blocks}, its map holds ${want}`, { inode: ino });
+    // An attribute block outside the file system is dropped by a repair, and is not counted then.
+    const aclOk = i.fileAcl >= ctx.firstData && i.fileAcl < ctx.blocksCount;
+    ctx.fixInode(ino, { blocks: (blocks + (i.fileAcl && aclOk ? 1 : 0)) * units });
+  }
   const t = i.mode & S_IFMT;
   if (i.flags & FL_INLINE_DATA) return runs;
   // (verity keeps its Merkle tree past the end of the file.)
-  if (t === S_IFREG && lastInit >= 0 && i.size < lastInit * bs && !(i.flags & FL_VERITY))
+  if (t === S_IFREG && lastInit >= 0 && i.size < lastInit * bs && !(i.flags & FL_VERITY)) {
     p.add('INODE_SIZE', `inode ${ino}: size ${i.size} ends before its block ${lastInit}`, { inode: ino });
+    ctx.fixInode(ino, { size: (lastInit + 1) * bs });
+  }
   if (t === S_IFDIR) {
-    if (i.size % bs) p.add('INODE_SIZE', `directory ${ino}: size ${i.size} is not whole blocks`, { inode: ino });
-    else if (
+    if (i.size % bs) {
+      p.add('INODE_SIZE', `directory ${ino}: size ${i.size} is not whole blocks`, { inode: ino });
+      ctx.fixInode(ino, { size: (last + 1) * bs });
+    } else if (
       i.size / bs !== last + 1 &&
       !(i.size / bs < last + 1 && last + 1 - i.size / bs <= ctx.sb.s_prealloc_dir_blocks)
-    )
+    ) {
       p.add('INODE_SIZE', `directory ${ino}: size ${i.size} does not match its ${last + 1} block(s)`, { inode: ino });
+      ctx.fixInode(ino, { size: (last + 1) * bs });
+    }
   }
   if (t === S_IFLNK) {
-    const fast = ctx.r.isFastSymlink(i);
-    if (!fast && (runs.length !== 1 || runs[0]!.len !== 1 || i.size >= bs))
-      p.add('SYMLINK', `symlink ${ino}: size ${i.size} does not match its ${blocks} block(s)`, { inode: ino });
-    else
-      try {
-        const target = ctx.r.readLink(ino, i);
-        if (target.includes(0)) p.add('SYMLINK', `symlink ${ino}: its target holds a NUL byte`, { inode: ino });
-      } catch (e) {
-        p.fromError('SYMLINK', e, { inode: ino });
-      }
+    // A repair clears a symlink that fails these, as e2fsck -y does ("Symlink ... is invalid").
+    const before = p.count;
+    checkSymlink(ctx, ino, i, runs, blocks);
+    if (p.count > before && ino >= ctx.firstIno) ctx.fixInode(ino, { clear: true });
   }
   return runs;
 }
 
-/**
- * The resize inode: a double-indirect block listing the reserved descriptor blocks of group 0, each
- * listing its backups. Only the double-indirect block is its own; the rest is fixed metadata.
- */
-function checkResizeInode(ctx: CheckContext, i: Inode): void {
-  if (!(ctx.sb.s_feature_compat & COMPAT.resize_inode)) return;
+function checkSymlink(ctx: CheckContext, ino: number, i: Inode, runs: BlockRun[], blocks: number): void {
   const p = ctx.problems;
-  const dind = u32(i.block, 13 * 4);
-  if ((i.mode & S_IFMT) !== S_IFREG || !dind) {
-    p.add('RESIZE_INODE', 'the resize inode is not a regular file with a double-indirect block', { inode: RESIZE_INO });
-    return;
-  }
-  for (let k = 0; k < 15; k++)
-    if (k !== 13 && u32(i.block, k * 4)) {
-      p.add('RESIZE_INODE', `the resize inode has block pointer ${k} set`, { inode: RESIZE_INO });
-      return;
+  const fast = ctx.r.isFastSymlink(i);
+  if (!fast && (runs.length !== 1 || runs[0]!.len !== 1 || i.size >= ctx.bs))
+    p.add('SYMLINK', `symlink ${ino}: size ${i.size} does not match its ${blocks} block(s)`, { inode: ino });
+  else
+    try {
+      const target = ctx.r.readLink(ino, i);
+      if (target.includes(0)) p.add('SYMLINK', `symlink ${ino}: its target holds a NUL byte`, { inode: ino });
+    } catch (e) {
+      p.fromError('SYMLINK', e, { inode: ino });
     }
-  ctx.claim(dind, 1, RESIZE_INO, 'double-indirect block');
-  ctx.inodes.set(RESIZE_INO, new InodeInfo(i.mode, i.flags, i.linksCount));
 }
-
 function checkXattrRefcounts(ctx: CheckContext): void {
   for (const [block, refs] of ctx.xattrRefs) {
     let b: Uint8Array;
@@ -327,5 +340,6 @@ function checkXattrRefcounts(ctx: CheckContext): void {
         `attribute block ${block}: reference count ${stored}, ${refs} inode(s) use it`,
         { block },
       );
+    if (stored !== refs && u32(b, 0) === XATTR_MAGIC) ctx.refcountFixes?.set(block, refs);
   }
 }

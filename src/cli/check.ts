@@ -1,4 +1,7 @@
-/** `check`: the file system checked like e2fsck -fn, read-only; with --repair, preened like e2fsck -p. */
+/**
+ * `check`: the file system checked like e2fsck -fn, read-only; with --repair, preened like e2fsck -p;
+ * with --repair=all, repaired like e2fsck -y.
+ */
 import { Ext4Error } from '../core/errors.js';
 import { UsageError } from '../core/args.js';
 import { checkImage, type CheckResult, type Problem } from '../check/check.js';
@@ -13,20 +16,30 @@ const NOT_CHECKED = 8;
 
 export const check = command({
   name: 'check',
-  usage: `check <image> [--replay | --repair] [--json] [--no-sync]
+  usage: `check <image> [--replay | --repair[=all]] [--json] [--no-sync]
       check the file system like e2fsck -fn, read-only: exit 0 clean, 4 problems found, 8 not checkable;
       --replay checks it as it is once its journal is recovered (replayed in memory);
       --repair fixes counts, bitmaps, checksums, link counts and dtimes as e2fsck -p does, through the
       journal, after recovering a dirty journal and orphans: exit 0 clean, 1 fixed, 4 other problems
-      (nothing of them written), 8 refused`,
-  options: { ...jsonOption, ...writerOptions, replay: { type: 'boolean' }, repair: { type: 'boolean' } },
+      (nothing of them written), 8 refused;
+      --repair=all fixes what e2fsck -y fixes (directory entries, '.'/'..', htree indexes, unattached
+      inodes and directories reconnected to /lost+found, then counts and bitmaps), as one journal
+      transaction: exit 0 clean, 1 fixed, 4 left uncorrected (listed), 8 refused`,
+  options: {
+    ...jsonOption,
+    ...writerOptions,
+    replay: { type: 'boolean' },
+    repair: { type: 'string', optionalValue: true },
+  },
   async run(positionals, values) {
     if (positionals.length !== 1) throw new UsageError('check needs exactly one <image>');
     const image = positionals[0]!;
-    if (values.repair) {
+    if (values.repair !== undefined) {
       if (values.replay)
         throw new UsageError('check: --repair recovers the journal itself; --replay is for a read-only check');
-      return repair(image, values);
+      if (values.repair !== true && values.repair !== 'all' && values.repair !== 'preen')
+        throw new UsageError(`check: --repair=${values.repair}: give --repair (preen) or --repair=all`);
+      return repair(image, values, values.repair === 'all' ? 'all' : 'preen');
     }
     let res: CheckResult;
     try {
@@ -63,19 +76,23 @@ export const check = command({
 
 const FIXED = 1;
 
-/** `check --repair`: the library's repair (edit/repair.ts, loaded only here), its report and exit code. */
-async function repair(image: string, values: OptionValues<typeof writerOptions> & { json?: boolean }): Promise<number> {
-  const { repairImage } = await import('../edit/repair.js');
+/** `check --repair[=all]`: the library's repair (edit/repair-all.ts, loaded only here), its report and exit code. */
+async function repair(
+  image: string,
+  values: OptionValues<typeof writerOptions> & { json?: boolean },
+  mode: 'preen' | 'all',
+): Promise<number> {
+  const { repairImage } = await import('../edit/repair-all.js');
   let res;
   try {
-    res = repairImage(image, { ...writerSettings(values), onWarning: warn });
+    res = repairImage(image, { ...writerSettings(values), onWarning: warn, mode });
   } catch (e) {
     if (!(e instanceof Ext4Error)) throw e;
     process.stderr.write(`ext4-workdisk: error [${e.code}]: ${e.message}\n`);
     if (values.json) printJson({ image, checked: false, repaired: false, code: e.code, message: e.message });
     return NOT_CHECKED;
   }
-  if (values.json) printJson({ image, checked: true, ...res });
+  if (values.json) printJson({ image, checked: true, mode, ...res });
   else {
     const line = (p: Problem) => `${p.code}: ${p.text}`;
     if (res.recovered) process.stdout.write('recovered the journal\n');
@@ -84,11 +101,13 @@ async function repair(image: string, values: OptionValues<typeof writerOptions> 
     if (res.remainingCount > res.remaining.length)
       process.stdout.write(`... and ${res.remainingCount - res.remaining.length} more\n`);
     process.stdout.write(
-      res.status === PROBLEMS
-        ? `${image}: UNEXPECTED INCONSISTENCY: ${res.remainingCount} problem(s) a preen does not fix; nothing of them written (run e2fsck)\n`
-        : res.status === FIXED
-          ? `${image}: repaired (${res.fixed.length} problem(s) fixed)\n`
-          : `${image}: clean, nothing to repair\n`,
+      res.status === PROBLEMS && mode === 'all'
+        ? `${image}: ${res.fixed.length} problem(s) fixed, ${res.remainingCount} left uncorrected\n`
+        : res.status === PROBLEMS
+          ? `${image}: UNEXPECTED INCONSISTENCY: ${res.remainingCount} problem(s) a preen does not fix; nothing of them written (run check --repair=all, or e2fsck)\n`
+          : res.status === FIXED
+            ? `${image}: repaired (${res.fixed.length} problem(s) fixed)\n`
+            : `${image}: clean, nothing to repair\n`,
     );
   }
   return res.status === 0 ? CLEAN : res.status === 1 ? FIXED : PROBLEMS;

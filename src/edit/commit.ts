@@ -95,16 +95,25 @@ export class Committer {
   }
 
   /**
+   * Seals into the open edit's blocks what is due at commit, without writing anything: deferred frees
+   * released, inode and leaf checksums, bitmap checksums and the descriptors encoded (the superblock's
+   * counts stay pending). A repair checks the edit as it stands through its blocks (repair-view.ts).
+   */
+  sealForCheck(): void {
+    this.v.balloc.release();
+    this.sealPending();
+    this.v.groups.sealBitmaps();
+    this.v.groups.flush();
+  }
+
+  /**
    * Turns the open edit into final blocks. Returns the data pieces and metadata blocks to write;
    * nothing is written yet.
    */
   seal(now: number): { data: DataPiece[]; meta: Map<number, Uint8Array> } {
     const v = this.v;
     const bs = v.r.blockSize;
-    v.balloc.release();
-    this.sealPending();
-    v.groups.sealBitmaps();
-    v.groups.flush();
+    this.sealForCheck();
     // A copy: the volume's superblock takes it only once the commit is written.
     const sb: Superblock = { ...v.sb };
     this.sealedSb = sb;

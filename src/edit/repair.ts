@@ -6,7 +6,8 @@
  * in use, their checksums and padding, each group's free block, free inode and directory counts,
  * itable_unused and the uninitialized flags, the descriptors' checksums, the superblock's free counts
  * and error state; inodes' link counts against the directory entries naming them, the deletion time of
- * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum. Anything
+ * an inode in use (cleared) and of a deleted inode that has none (set), an inode's checksum; the resize
+ * inode, rewritten from its layout where e2fsck -p fixes it (repair-resize-inode.ts). Anything
  * else the check finds stops the repair before it writes, as e2fsck -p stops with "UNEXPECTED
  * INCONSISTENCY": the problems are returned, status 4.
  *
@@ -26,13 +27,14 @@ import {
 import { Ext4Reader } from '../fs/reader.js';
 import { FileDevice } from '../io/device.js';
 import { mountedLoop } from '../host/mounts.js';
-import { lockForWrite } from '../host/lock.js';
+import { lockForWrite, type ImageLock } from '../host/lock.js';
 import { checkDevice, type CheckResult, type InodeFix, type Problem, type ProblemCode } from '../check/check.js';
 import { Volume, type VolumeOptions } from './volume.js';
 import { recoverJournal } from './recover.js';
 import { cleanOrphans } from './orphans.js';
 import { fixedTimeOf, opTime } from './inodes.js';
 import { checkEditableFeatures, STATE_ERROR } from './guard.js';
+import { resizeInodeFixes, rewriteResizeInode } from './repair-resize-inode.js';
 
 /** e2fsck's exit codes: nothing to fix, fixed, errors left uncorrected. */
 export type RepairStatus = 0 | 1 | 4;
@@ -75,33 +77,11 @@ export const PREEN_FIXES: ReadonlySet<ProblemCode> = new Set([...GROUP_FIXES, ..
  * for a journal recovery cannot replay, BAD_MAGIC for what is no ext2/3/4 file system.
  */
 export function repairImage(imagePath: string, opts: RepairOptions = {}): RepairResult {
-  const mounted = mountedLoop(imagePath);
-  if (mounted)
-    throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); unmount it before repairing`, {
-      path: imagePath,
-    });
-  const lock = lockForWrite(imagePath, opts.lock);
+  const start = beginRepair(imagePath, opts);
+  const { lock, recovered } = start;
+  const orphans = start.fixed;
   try {
-    // Features first: a recovery would write before the editor refuses them.
-    const sb = peekSuperblock(imagePath);
-    checkEditableFeatures(sb, imagePath);
-    let recovered = false;
-    let orphans: Problem[] = [];
-    const replay = sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal;
-    const orphaned = sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
-    // The journal first (its orphans are cleaned up by recover after the replay, counted, not listed).
-    if (replay || lock.tookOverFrom)
-      recovered = recoverJournal(imagePath, {
-        sync: opts.sync,
-        onWarning: opts.onWarning,
-        deadWriter: lock.tookOverFrom,
-      }).recovered;
-    else if (orphaned) {
-      const out = cleanOrphanList(imagePath, opts);
-      if (out.stop) return { status: 4, recovered, fixed: [], remaining: [out.stop], remainingCount: 1 };
-      orphans = out.fixed;
-      recovered = true;
-    }
+    if (start.stop) return { status: 4, recovered, fixed: [], remaining: [start.stop], remainingCount: 1 };
     // Checked read-only first: opening the volume claims MMP (a write), which a refusal must not do.
     const res = checkFile(imagePath, true);
     const left = unfixable(res);
@@ -123,18 +103,66 @@ export function repairImage(imagePath: string, opts: RepairOptions = {}): Repair
     } finally {
       v.close();
     }
-    // What the repair leaves is checked again: a fix that did not take is reported, never hidden.
-    const after = checkFile(imagePath);
-    const remaining = [...after.warnings, ...after.problems];
-    return {
-      status: remaining.length ? 4 : fixed.length || recovered ? 1 : 0,
-      recovered,
-      fixed,
-      remaining,
-      remainingCount: after.problemCount + after.warnings.length,
-    };
+    return repairResult(imagePath, fixed, recovered);
   } finally {
     lock.release();
+  }
+}
+
+/**
+ * A repair's result: what it leaves is checked again, so a fix that did not take is reported, never
+ * hidden (status 4 then; 1 when it fixed or recovered anything; 0 when there was nothing to do).
+ */
+export function repairResult(imagePath: string, fixed: Problem[], recovered: boolean): RepairResult {
+  const after = checkFile(imagePath);
+  const remaining = [...after.warnings, ...after.problems];
+  return {
+    status: remaining.length ? 4 : fixed.length || recovered ? 1 : 0,
+    recovered,
+    fixed,
+    remaining,
+    remainingCount: after.problemCount + after.warnings.length,
+  };
+}
+
+/**
+ * What both repairs (this preen, repair-all.ts) do first, under the writer's lock, which the caller
+ * releases: the refusals (a mounted image, features the editor cannot keep consistent: checked before a
+ * recovery would write), then a dirty journal recovered (its orphans cleaned up by recover, counted,
+ * not listed) or else an orphan list cleaned up, as the kernel and e2fsck do before checking. `stop`:
+ * an orphan list that cannot be followed (nothing written).
+ */
+export function beginRepair(
+  imagePath: string,
+  opts: RepairOptions,
+): { lock: ImageLock; recovered: boolean; fixed: Problem[]; stop?: Problem } {
+  const mounted = mountedLoop(imagePath);
+  if (mounted)
+    throw new Ext4Error('IN_USE', `${imagePath} is mounted (through ${mounted}); unmount it before repairing`, {
+      path: imagePath,
+    });
+  const lock = lockForWrite(imagePath, opts.lock);
+  try {
+    const sb = peekSuperblock(imagePath);
+    checkEditableFeatures(sb, imagePath);
+    const replay = sb.s_feature_incompat & INCOMPAT.needs_recovery && sb.s_feature_compat & COMPAT.has_journal;
+    const orphaned = sb.s_last_orphan !== 0 || (sb.s_feature_ro_compat & RO_COMPAT.orphan_present) !== 0;
+    if (replay || lock.tookOverFrom) {
+      const { recovered } = recoverJournal(imagePath, {
+        sync: opts.sync,
+        onWarning: opts.onWarning,
+        deadWriter: lock.tookOverFrom,
+      });
+      return { lock, recovered, fixed: [] };
+    }
+    if (!orphaned) return { lock, recovered: false, fixed: [] };
+    const out = cleanOrphanList(imagePath, opts);
+    return out.stop
+      ? { lock, recovered: false, fixed: [], stop: out.stop }
+      : { lock, recovered: true, fixed: out.fixed };
+  } catch (e) {
+    lock.release();
+    throw e;
   }
 }
 
@@ -180,7 +208,7 @@ function peekSuperblock(imagePath: string) {
   }
 }
 
-function checkFile(imagePath: string, keepFixes = false): CheckResult {
+export function checkFile(imagePath: string, keepFixes = false): CheckResult {
   const dev = FileDevice.open(imagePath);
   try {
     return checkDevice(dev, { keepFixes });
@@ -193,7 +221,7 @@ function checkFile(imagePath: string, keepFixes = false): CheckResult {
  * What a clean check leaves to fix: the superblock's free counts against the descriptors' sums, and a
  * state marked with errors or not cleanly unmounted.
  */
-function summaryWrong(imagePath: string): boolean {
+export function summaryWrong(imagePath: string): boolean {
   const dev = FileDevice.open(imagePath);
   try {
     const r = Ext4Reader.open(dev, { verifyChecksums: false });
@@ -217,28 +245,37 @@ function summaryWrong(imagePath: string): boolean {
  * group's or inode's fix), warnings but descriptor checksums.
  */
 function unfixable(res: CheckResult): Problem[] {
-  const fixes = res.fixes!;
-  const inodeFixes = res.inodeFixes!;
-  const fixable = (p: Problem) => {
-    if (GROUP_FIXES.has(p.code)) return p.group !== undefined && fixes.has(p.group);
-    const f = p.inode !== undefined ? inodeFixes.get(p.inode) : undefined;
-    if (p.code === 'LINK_COUNT') return f?.links !== undefined;
-    if (p.code === 'INODE_DTIME') return f?.dtime !== undefined;
-    return p.code === 'INODE_CHECKSUM' && f?.checksum === true;
-  };
   return [
-    ...res.problems.filter((p) => !fixable(p)),
-    ...res.warnings.filter((w) => w.code !== 'GROUP_DESC_CHECKSUM' || w.group === undefined),
+    ...res.problems.filter((p) => !preenFixes(res, p)),
+    ...res.warnings.filter(
+      (w) => (w.code !== 'GROUP_DESC_CHECKSUM' || w.group === undefined) && !resizeInodeFixes(res, w),
+    ),
   ];
 }
 
-/** Stages every fix in the volume's open edit; returns what they fix (an inode's, with what was done). */
-function applyFixes(v: Volume, res: CheckResult): Problem[] {
+/** Whether the check's keepFixes hold a preen's fix of problem `p`. */
+export function preenFixes(res: CheckResult, p: Problem): boolean {
+  if (resizeInodeFixes(res, p)) return true;
+  if (GROUP_FIXES.has(p.code)) return p.group !== undefined && res.fixes!.has(p.group);
+  const f = p.inode !== undefined ? res.inodeFixes!.get(p.inode) : undefined;
+  if (p.code === 'LINK_COUNT') return f?.links !== undefined;
+  if (p.code === 'INODE_DTIME') return f?.dtime !== undefined;
+  return p.code === 'INODE_CHECKSUM' && f?.checksum === true;
+}
+
+/**
+ * Stages every fix in the volume's open edit; returns what they fix (an inode's, with what was done).
+ * `raw` reads the descriptors as the fixes start from (--repair=all: the open edit's, repair-view.ts).
+ */
+export function applyFixes(
+  v: Volume,
+  res: CheckResult,
+  // Descriptors are taken as stored: the volume's reader refuses those whose checksum fails.
+  raw = Ext4Reader.open(v.dev, { verifyChecksums: false }),
+): Problem[] {
   const inodeFixes = res.inodeFixes!;
   const fixed: Problem[] = [...res.warnings, ...res.problems.map((p) => withInodeFix(p, inodeFixes))];
   const now = opTime(fixedTimeOf(undefined));
-  // Descriptors are taken as stored: the volume's reader refuses those whose checksum fails.
-  const raw = Ext4Reader.open(v.dev, { verifyChecksums: false });
   v.runOp(() => {
     for (const w of res.warnings) if (w.group !== undefined) v.groups.set(w.group, raw.groupDesc(w.group));
     for (const [g, f] of res.fixes!) {
@@ -267,12 +304,17 @@ function applyFixes(v: Volume, res: CheckResult): Problem[] {
         v.writeInode(ino, i);
       } else v.sealInode(ino);
     }
+    rewriteResizeInode(v, res, now);
     const sum = v.groups.sumFree();
     const sb = v.sb;
-    if (sum.blocks !== freeBlocksCount(sb) || sum.inodes !== sb.s_free_inodes_count) {
+    // Against the counts as they will be written: an earlier round of the same edit (--repair=all) may
+    // have allocated or freed, its change to them still pending.
+    const freeBlocks = freeBlocksCount(sb) + v.counts.freeBlocks;
+    const freeInodes = sb.s_free_inodes_count + v.counts.freeInodes;
+    if (sum.blocks !== freeBlocks || sum.inodes !== freeInodes) {
       fixed.push({
         code: 'SUPERBLOCK',
-        text: `the superblock counts ${freeBlocksCount(sb)} free blocks and ${sb.s_free_inodes_count} free inodes; the groups ${sum.blocks} and ${sum.inodes}`,
+        text: `the superblock counts ${freeBlocks} free blocks and ${freeInodes} free inodes; the groups ${sum.blocks} and ${sum.inodes}`,
       });
       v.recountFree();
     }
@@ -289,7 +331,7 @@ function applyFixes(v: Volume, res: CheckResult): Problem[] {
 }
 
 /** An inode's problem, its text saying what its fix does. */
-function withInodeFix(p: Problem, inodeFixes: Map<number, InodeFix>): Problem {
+export function withInodeFix(p: Problem, inodeFixes: Map<number, InodeFix>): Problem {
   const f = p.inode !== undefined && INODE_FIXES.has(p.code) ? inodeFixes.get(p.inode) : undefined;
   if (!f) return p;
   const done =

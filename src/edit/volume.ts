@@ -364,6 +364,11 @@ export class Volume implements EditVolume, CommitVolume {
     this.committer.commit(now);
   }
 
+  /** Seals what is due at commit into the open edit's blocks, writing nothing (a repair's check; commit.ts). */
+  sealForCheck(): void {
+    this.committer.sealForCheck();
+  }
+
   /** Commits here when the open edit has grown past half the journal (commit.ts). */
   checkpoint(): void {
     if (!this.closed) this.committer.checkpoint(() => this.fixedTime ?? clock());

@@ -211,9 +211,14 @@ export function xattrBlockChecksum(csumSeed: number, block: number, b: Uint8Arra
 }
 const ZERO4 = new Uint8Array(4);
 
+/** Sets an attribute block's h_refcount (without metadata_csum nothing else is due; with it, seal). */
+export function setXattrRefcount(b: Uint8Array, refcount: number): void {
+  put32(b, 4, refcount);
+}
+
 /** Sets the reference count and the metadata_csum checksum (fs seed, le64 block number, block). */
 export function sealXattrBlock(b: Uint8Array, block: number, refcount: number, csumSeed: number): void {
-  put32(b, 4, refcount);
+  setXattrRefcount(b, refcount);
   put32(b, 16, 0);
   put32(b, 16, xattrBlockChecksum(csumSeed, block, b));
 }

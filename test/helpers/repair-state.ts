@@ -1,12 +1,17 @@
 /**
  * What a repair is compared by: an image's tree (every path with its type, mode, owner, link count and
- * content) and the free counts dumpe2fs prints, per group and in the superblock.
+ * content) and the free counts dumpe2fs prints, per group and in the superblock; and the crash harness
+ * both repairs run under.
  */
 import { expect } from 'vitest';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { SpawnSyncReturns } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Ext4Reader } from '../../src/fs/reader.js';
 import { FileDevice } from '../../src/io/device.js';
-import { run } from './oracle.js';
+import { recoverJournal } from '../../src/edit/recover.js';
+import { cli, expectClean, run } from './oracle.js';
 
 /** Every path of the image with its type, mode, owner, link count and content (what a repair keeps). */
 export function tree(img: string): Map<string, string> {
@@ -52,4 +57,46 @@ export function superCounts(img: string): string[] {
   return run('dumpe2fs', ['-h', img])
     .stdout.split('\n')
     .filter((l) => /^Free (blocks|inodes):/.test(l));
+}
+
+/**
+ * A repair (`check IMG ...args`) killed after each of its writes and fsyncs, in both loss modes: after
+ * `recover`, the image is the damaged one or the repaired one by `state`, both seen, and a repaired one
+ * e2fsck-clean. Returns the uninterrupted run (status 1 asserted) for its output.
+ */
+export function crashEveryRepairEvent(
+  work: string,
+  img: string,
+  args: string[],
+  state: (img: string) => string,
+): SpawnSyncReturns<string> {
+  const oldState = state(img);
+  const full = path.join(work, 'crash-full.img');
+  fs.copyFileSync(img, full);
+  const done = cli(['check', full, ...args], { EXT4_WORKDISK_COUNT_IO: '1' });
+  expect(done.status, done.stderr).toBe(1);
+  const events = Number(/io events: (\d+)/.exec(done.stderr)?.[1]);
+  expect(events).toBeGreaterThan(3);
+  const newState = state(full);
+  expect(newState).not.toBe(oldState);
+  const seen = { old: 0, new: 0 };
+  for (let k = 1; k <= events; k++)
+    for (const lose of ['', 'all']) {
+      const crashed = path.join(work, 'crashed.img');
+      fs.copyFileSync(img, crashed);
+      const env: NodeJS.ProcessEnv = { EXT4_WORKDISK_CRASH_AFTER: String(k) };
+      if (lose) env.EXT4_WORKDISK_CRASH_LOSE = lose;
+      const r = cli(['check', crashed, ...args], env);
+      expect(r.signal, `event ${k}: ${r.stderr}`).toBe('SIGKILL');
+      recoverJournal(crashed, { sync: false });
+      const st = state(crashed);
+      expect([oldState, newState], `crash at event ${k} ${lose}`).toContain(st);
+      if (st === newState) {
+        expectClean(crashed);
+        seen.new++;
+      } else seen.old++;
+    }
+  expect(seen.old).toBeGreaterThan(0);
+  expect(seen.new).toBeGreaterThan(0);
+  return done;
 }
