@@ -24,12 +24,26 @@ import { Ext4Editor } from '../src/edit/editor.js';
 import { checkImage } from '../src/check/check.js';
 import { tuneImage } from '../src/edit/tune.js';
 import { resizeImage } from '../src/resize/image.js';
+import { repairImage } from '../src/edit/repair-all.js';
 import { compareRounds } from './compare.js';
+import { generatedTree } from '../test/helpers/generated-tree.mjs';
 
 const quick = process.argv.includes('--quick');
 const onlyArg = process.argv.find((a) => a.startsWith('--only='));
 const only = onlyArg ? new Set(onlyArg.slice('--only='.length).split(',')) : undefined;
-const SECTIONS = ['mkfs', 'populate', 'extract', 'workdisk', 'edit', 'check', 'resize', 'tar', 'tune'] as const;
+const SECTIONS = [
+  'mkfs',
+  'populate',
+  'extract',
+  'workdisk',
+  'edit',
+  'check',
+  'repair',
+  'resize',
+  'tar',
+  'tune',
+  'scale',
+] as const;
 /** A section run for a full run writes its rows here (JSON) instead of printing a partial result. */
 const emitTo = process.argv.find((a) => a.startsWith('--emit='))?.slice('--emit='.length);
 /** A full run only starts one process per section and gathers their rows. */
@@ -668,10 +682,7 @@ if (want('check')) {
     sh('mkfs.ext4', ['-q', '-F', '-d', debian, rootfs]);
     images.push(['Debian minbase rootfs (mkfs.ext4 -d), 1 GiB', rootfs]);
   }
-  const peak = (cmd: string, args: string[]) => {
-    const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8' });
-    return Number(r.stderr.trim().split('\n').pop()) / 1024;
-  };
+  const peak = (cmd: string, args: string[]) => peakKiB(cmd, args) / 1024;
   for (const [label, image] of images) {
     const t = timeAll(
       {
@@ -692,6 +703,80 @@ if (want('check')) {
   rows.push(
     '',
     `Medians of ${REPS} rounds after a warm-up, every tool once a round, the image in the page cache. Both read the whole file system's metadata and report it clean. The CLI's time includes node's start-up (${fmt(nodeStart)} ms here).`,
+  );
+}
+
+// ---- repair: check --repair=all against e2fsck -fy (issue 22) ----
+if (want('repair')) {
+  rows.push('', '## Repair: `check --repair=all` vs `e2fsck -fy`', '');
+  rows.push(
+    '| image | damage | ours in-process (ms) | ours CLI (ms) | e2fsck -fy (ms) | in-process vs e2fsck | CLI vs e2fsck | e2fsck -fn clean after ours / after e2fsck |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  const corpus = path.resolve(BENCH_DIR, '../../shared/corpus/e2fsprogs');
+  const cases: [string, string, (out: string) => void][] = [];
+  for (const [name, damage] of [
+    ['f_lpf', 'lost+found missing, unattached inodes'],
+    ['f_reconnect', 'an unconnected directory'],
+    ['f_baddotdir', "bad '.' and '..'"],
+    ['f_filetype', 'wrong file types in entries'],
+    ['f_badsymlinks', 'bad symlinks'],
+    ['f_expand', 'lost+found to expand, many unattached inodes'],
+  ] as const) {
+    const gz = path.join(corpus, name, 'image.gz');
+    if (fs.existsSync(gz)) cases.push([name, damage, (out) => sh('sh', ['-c', `gzip -dc ${gz} > ${out}`])]);
+  }
+  if (cases.length === 0) rows.push('(the corpus, ../shared/corpus, is not beside the checkout: no corpus rows)', '');
+  const debian = debianTree();
+  if (debian)
+    cases.push([
+      'Debian minbase rootfs, 1 GiB',
+      'a file inode cleared, a directory unlinked, a link count and a block bitmap wrong',
+      (out) => {
+        sh('truncate', ['-s', '1G', out]);
+        sh('mkfs.ext4', ['-q', '-F', '-d', debian, out]);
+        const block = spawnSync('debugfs', ['-R', 'bmap /etc/passwd 0', out], { encoding: 'utf8' }).stdout.trim();
+        for (const req of ['clri /usr/bin/ls', 'unlink /etc/apt', 'sif /etc/passwd links_count 5', `freeb ${block}`])
+          sh('debugfs', ['-w', '-R', req, out]);
+      },
+    ]);
+  else rows.push('(debootstrap or its mirror was not available: the rootfs row is missing)', '');
+  const base = path.join(work, 'repair-base.img');
+  const copy = path.join(work, 'repair-copy.img');
+  const fresh = () => {
+    settle(copy);
+    sh('cp', ['--sparse=always', base, copy]);
+    durable(copy);
+  };
+  const fsckClean = () => spawnSync('e2fsck', ['-fn', copy]).status === 0;
+  for (const [label, damage, make] of cases) {
+    settle(base);
+    make(base);
+    const t = timeAll(
+      {
+        inproc: () => void repairImage(copy, { mode: 'all', onWarning: () => {} }),
+        cli: () => void spawnSync(process.execPath, [CLI, 'check', copy, '--repair=all']),
+        e2fsck: () => void spawnSync('e2fsck', ['-fy', copy]),
+      },
+      REPS,
+      fresh,
+    );
+    fresh();
+    repairImage(copy, { mode: 'all', onWarning: () => {} });
+    const ours = fsckClean();
+    fresh();
+    spawnSync('e2fsck', ['-fy', copy]);
+    const theirs = fsckClean();
+    rows.push(
+      `| ${label} | ${damage} | ${fmt(t.inproc)} | ${fmt(t.cli)} | ${fmt(t.e2fsck)} | ${ratio(t.inproc, t.e2fsck)} | ${ratio(t.cli, t.e2fsck)} | ${ours ? 'yes' : 'no'} / ${theirs ? 'yes' : 'no'} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  }
+  settle(copy);
+  settle(base);
+  rows.push(
+    '',
+    `Medians of ${REPS} rounds after a warm-up, every tool once a round on a fresh copy of the damaged image (made and made durable untimed). Ours repairs through the journal (one transaction, fsynced); e2fsck -fy writes in place. The last column says whether \`e2fsck -fn\` finds each result clean (issue 22's target: ours at most e2fsck's time in-process). The corpus images are the e2fsprogs test images of ../shared/corpus.`,
   );
 }
 
@@ -938,6 +1023,171 @@ if (want('tune')) {
   rows.push(
     '',
     `Medians of ${REPS} rounds after a warm-up, every tool once a round on its own copy of the image (a new random UUID each round). "checksum seed": ours sets metadata_csum_seed (once) and writes the superblocks through the journal, fsynced; tune2fs the same after \`tune2fs -O metadata_csum_seed\`. "every checksum rewritten": ours with \`--rewrite-checksums\`, one journal transaction; tune2fs -U on the file system without the seed, which rewrites in place with no journal. The CLI's time includes node's start-up (${fmt(nodeStart)} ms here).`,
+  );
+}
+
+// ---- scale: 200,000 and 1,000,000 entries (issue 26) ----
+if (want('scale')) {
+  rows.push('', '## Scale: trees of 200,000 and 1,000,000 entries', '');
+  rows.push(
+    '| entries | job | ours (s) | e2fsprogs (s) | speed-up | our peak RSS (MiB) | e2fsprogs peak RSS (MiB) | issue 26 target |',
+    '|---|---|---|---|---|---|---|---|',
+  );
+  const reps = quick ? 1 : 3;
+  /** Medians of `reps` runs of each command (order alternating), and each one's largest peak RSS. */
+  const measure = (cmds: Record<'ours' | 'theirs', () => [string, string[]][]>, setup: () => void) => {
+    const out = { ours: { ms: [] as number[], kib: 0 }, theirs: { ms: [] as number[], kib: 0 } };
+    const orders: ('ours' | 'theirs')[][] = [
+      ['ours', 'theirs'],
+      ['theirs', 'ours'],
+    ];
+    for (let i = 0; i < reps; i++)
+      for (const k of orders[i % 2]!) {
+        setup();
+        const s = performance.now();
+        for (const [cmd, args] of cmds[k]()) out[k].kib = Math.max(out[k].kib, peakKiB(cmd, args));
+        out[k].ms.push(performance.now() - s);
+      }
+    return {
+      ours: median(out.ours.ms),
+      theirs: median(out.theirs.ms),
+      oursKiB: out.ours.kib,
+      theirsKiB: out.theirs.kib,
+    };
+  };
+  const row = (n: string, job: string, m: ReturnType<typeof measure>, target: string) => {
+    rows.push(
+      `| ${n} | ${job} | ${(m.ours / 1000).toFixed(2)} | ${(m.theirs / 1000).toFixed(2)} | ${ratio(m.ours, m.theirs)} | ${MiB(m.oursKiB * 1024)} | ${MiB(m.theirsKiB * 1024)} | ${target} |`,
+    );
+    console.log(rows[rows.length - 1]);
+  };
+  const shm = fs.existsSync('/dev/shm') ? fs.mkdtempSync('/dev/shm/ext4wd-scale-') : work;
+  for (const entries of quick ? [200_000] : [200_000, 1_000_000]) {
+    const n = entries.toLocaleString('en');
+    // Files of 0-4 KiB in 1,000 directories, on the host disk (read from the page cache after the warm-up).
+    const tree = path.join(work, `scale-${entries}`);
+    const perDir = entries / 1000;
+    const body = Buffer.alloc(4096, 0x5a);
+    for (let d = 0; d < 1000; d++) {
+      fs.mkdirSync(path.join(tree, `d${d}`), { recursive: true });
+      for (let f = 0; f < perDir; f++) {
+        const k = d * perDir + f;
+        fs.writeFileSync(path.join(tree, `d${d}`, `f${f}`), body.subarray(0, (Math.imul(k, 2654435761) >>> 0) % 4097));
+      }
+    }
+    const size = String(entries > 500_000 ? 16 * 2 ** 30 : 8 * 2 ** 30);
+    const ours = path.join(work, 'scale-ours.img');
+    const theirs = path.join(work, 'scale-theirs.img');
+    row(
+      n,
+      'populate: `mkfs --from DIR` vs `mkfs.ext4 -d`',
+      measure(
+        {
+          ours: () => [[process.execPath, [CLI, 'mkfs', ours, '--size', size, '--from', tree]]],
+          theirs: () => [
+            ['truncate', ['-s', size, theirs]],
+            ['mkfs.ext4', ['-q', '-F', '-d', tree, theirs]],
+          ],
+        },
+        () => (settle(ours), settle(theirs)),
+      ),
+      'half the time; 256 MiB at 1,000,000',
+    );
+    sh(process.execPath, [CLI, 'mkfs', ours, '--size', size, '--from', tree]);
+    const inproc = time(() => {
+      if (!checkImage(ours).clean) throw new Error(`${n}: check finds problems`);
+    }, reps);
+    const c = measure(
+      { ours: () => [[process.execPath, [CLI, 'check', ours]]], theirs: () => [['e2fsck', ['-fn', ours]]] },
+      () => {},
+    );
+    row(n, '`check` (CLI) vs `e2fsck -fn`', c, '1.5x its time, 10x its memory');
+    rows.push(
+      `| ${n} | \`check\` in-process, after a warm-up | ${(inproc / 1000).toFixed(2)} | ${(c.theirs / 1000).toFixed(2)} | ${ratio(inproc, c.theirs)} | | | its time |`,
+    );
+    const dest = path.join(shm, 'out');
+    const cleanDest = () => {
+      settle(dest);
+      fs.mkdirSync(dest);
+    };
+    row(
+      n,
+      '`extract / DEST` vs `debugfs rdump`, to tmpfs',
+      measure(
+        {
+          ours: () => [[process.execPath, [CLI, 'extract', ours, '/', dest]]],
+          theirs: () => [['debugfs', ['-R', `rdump / ${dest}`, ours]]],
+        },
+        cleanDest,
+      ),
+      'its time',
+    );
+    settle(dest);
+    const tar = path.join(work, 'scale.tar');
+    row(
+      n,
+      'tar out: `extract --tar` vs `debugfs rdump` + `tar -c`',
+      measure(
+        {
+          ours: () => [[process.execPath, [CLI, 'extract', ours, '/', '--tar', tar]]],
+          theirs: () => [
+            ['debugfs', ['-R', `rdump / ${dest}`, ours]],
+            ['tar', ['-c', '--format=posix', '-f', tar, '-C', dest, '.']],
+          ],
+        },
+        cleanDest,
+      ),
+      '',
+    );
+    settle(dest);
+    sh(process.execPath, [CLI, 'extract', ours, '/', '--tar', tar]);
+    row(
+      n,
+      'tar in: `mkfs --from TAR` vs `tar -x` + `mkfs.ext4 -d`',
+      measure(
+        {
+          ours: () => [[process.execPath, [CLI, 'mkfs', theirs, '--size', size, '--from', tar]]],
+          theirs: () => [
+            ['tar', ['-x', '-f', tar, '-C', dest]],
+            ['truncate', ['-s', size, theirs]],
+            ['mkfs.ext4', ['-q', '-F', '-d', dest, theirs]],
+          ],
+        },
+        () => (cleanDest(), settle(theirs)),
+      ),
+      '',
+    );
+    for (const p of [dest, tar, ours, theirs, tree]) settle(p);
+  }
+  // One directory of 1,000,000 entries (made in-process from a generated tree, untimed): a batch of ten
+  // new files and a removal, into it and into an empty directory of the same image.
+  if (!quick) {
+    const bigDir = path.join(work, 'scale-bigdir.img');
+    formatImage(bigDir, { sizeBytes: 16 * 2 ** 30, source: generatedTree(1, 1_000_000), sync: false });
+    const ed0 = Ext4Editor.open(bigDir, { onWarning: () => {} });
+    ed0.mkdir('/empty');
+    ed0.commit();
+    ed0.close();
+    let k = 0;
+    const batch = (dir: string) => () => {
+      const ed = Ext4Editor.open(bigDir, { onWarning: () => {}, sync: false });
+      for (let i = 0; i < 10; i++) ed.writeFile(`${dir}/new-${k}-${i}`, new Uint8Array(100));
+      ed.rm(`${dir}/new-${k++}-0`);
+      ed.commit();
+      ed.close();
+    };
+    const t = timeAll({ big: batch('/d0'), empty: batch('/empty') }, REPS * 3);
+    rows.push(
+      '',
+      `An edit (ten new files and a removal, in-process, \`--no-sync\`) into a directory of 1,000,000 entries: ${fmt(t.big)} ms; into an empty directory of the same image: ${fmt(t.empty)} ms (${(t.big / t.empty).toFixed(2)}x; issue 26's target: at most 2x).`,
+    );
+    console.log(rows[rows.length - 1]);
+    settle(bigDir);
+  }
+  if (shm !== work) fs.rmSync(shm, { recursive: true, force: true });
+  rows.push(
+    '',
+    `Whole processes, medians of ${reps} runs (ours and e2fsprogs alternating), outputs removed between runs, untimed; peak RSS by \`/usr/bin/time -f %M\` (for a pipeline, its largest process). The trees: files of 0 to 4 KiB in 1,000 directories, on the host disk, in the page cache after the first run; images of 8 GiB (200,000) and 16 GiB (1,000,000), made and fsynced by each tool; extract writes to tmpfs (\`/dev/shm\`).`,
   );
 }
 
