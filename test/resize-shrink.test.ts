@@ -116,7 +116,10 @@ function shrinkChecked(img: string, size: number | 'min', what: string) {
 describe.runIf(runIt)('resize: shrink', () => {
   const cases: { name: string; size: number; args: string[]; big: number }[] = [
     { name: 'mkfs.ext4 defaults (1 KiB blocks)', size: 256 * M, args: [], big: 40 * M },
+    { name: '2 KiB blocks', size: 256 * M, args: ['-b', '2048'], big: 40 * M },
     { name: '4 KiB blocks', size: 512 * M, args: ['-b', '4096'], big: 100 * M },
+    // One group holds 32 GiB of 64 KiB blocks: the shrink cuts the last (only) group short.
+    { name: '64 KiB blocks', size: 1024 * M, args: ['-b', '65536'], big: 200 * M },
     { name: 'no flex_bg', size: 512 * M, args: ['-O', '^flex_bg'], big: 100 * M },
     { name: 'no resize_inode', size: 512 * M, args: ['-O', '^resize_inode'], big: 100 * M },
     { name: 'meta_bg', size: 512 * M, args: ['-O', 'meta_bg,^resize_inode'], big: 100 * M },
