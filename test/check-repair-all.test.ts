@@ -70,6 +70,22 @@ const debugfs = (img: string, ...cmds: string[]) => {
   }
 };
 
+/** Points the first block of `path`'s map at `block` (extents: ee_start_lo of its first extent). */
+function pointAt(img: string, path: string, block: number | string): void {
+  const extents = run('debugfs', ['-R', `stat ${path}`, img]).stdout.includes('EXTENTS:');
+  debugfs(img, `sif ${path} block[${extents ? 5 : 0}] ${block}`);
+}
+const firstBlock = (img: string, path: string) => run('debugfs', ['-R', `bmap ${path} 0`, img]).stdout.trim();
+/** The first block of group 0's inode table. */
+function inodeTable(img: string): number {
+  const dev = FileDevice.open(img);
+  try {
+    return Ext4Reader.open(dev, { verifyChecksums: false }).groupDesc(0).inodeTable;
+  } finally {
+    dev.close();
+  }
+}
+
 type Case = [label: string, damage: (img: string) => void];
 const CASES: Case[] = [
   ['an entry naming a cleared inode', (img) => debugfs(img, 'clri /d/x')],
@@ -82,6 +98,12 @@ const CASES: Case[] = [
   ["a '..' naming the wrong parent", (img) => pokeEntry(img, '/a/b/c', '..', (b, o) => b.writeUInt32LE(2, o))],
   ['a bad rec_len', (img) => pokeEntry(img, '/a', 'f5', (b, o) => b.writeUInt16LE(b.readUInt16LE(o + 4) + 2, o + 4))],
   ['a bad htree root', (img) => pokeDxRoot(img, '/big', (b) => (b[0x1c] = 9))],
+  ['blocks claimed by two files', (img) => pointAt(img, '/a/f2', firstBlock(img, '/a/f1'))],
+  [
+    'blocks claimed by three files',
+    (img) => ['/a/f2', '/a/f3'].forEach((f) => pointAt(img, f, firstBlock(img, '/a/f1'))),
+  ],
+  ['a file claiming inode table blocks', (img) => pointAt(img, '/a/f3', inodeTable(img))],
 ];
 
 describe.runIf(oracleAvailable('check --repair=all against e2fsck -y', HAVE_E2FSPROGS))('check --repair=all', () => {
@@ -156,7 +178,11 @@ describe.runIf(oracleAvailable('check --repair=all against e2fsck -y', HAVE_E2FS
           const a = kept(img);
           const b = kept(theirs);
           // What e2fsck keeps, ours keeps (the same type, mode, owner, links, size and content).
-          for (const [p, v] of b.out) expect(a.out.get(p), p).toBe(v);
+          // (A file that claimed inode table blocks holds copies of them, taken when each tool clones:
+          // e2fsck before its later passes rewrite inode records, ours after its inode fixes.)
+          const copiesOfTables = (p: string, x: string | undefined) =>
+            label.includes('inode table') && p === '/a/f3' ? x?.split(' ').slice(0, 4).join(' ') : x;
+          for (const [p, v] of b.out) expect(copiesOfTables(p, a.out.get(p)), p).toBe(copiesOfTables(p, v));
           // (e2fsck -y leaves a loop of directories unconnected, its '..' made to agree: ours hangs it
           // under /lost+found, which our check and the kernel's view of the tree need.)
           if (label.includes('loop')) expect(a.lost).toBe(b.lost + 1);
@@ -192,12 +218,23 @@ describe.runIf(oracleAvailable('check --repair=all against e2fsck -y', HAVE_E2FS
     const state = (f: string) => [...tree(f)].join('\n');
     crashEveryRepairEvent(work, img, ['--repair=all'], state);
   });
+
+  it('a clone of blocks claimed twice killed at any write or fsync: the damaged image or the repaired one', () => {
+    const img = path.join(work, 'crash-clone.img');
+    fs.copyFileSync(bases[1]![1](), img);
+    ['/a/f2', '/a/f3'].forEach((f) => pointAt(img, f, firstBlock(img, '/a/f5')));
+    // What the files hold reads the same before and after: where it lies tells the two apart.
+    const blocks = (f: string) =>
+      ['/a/f2', '/a/f3', '/a/f5'].map((p) => run('debugfs', ['-R', `blocks ${p}`, f]).stdout);
+    const state = (f: string) => [...tree(f), ...blocks(f)].join('\n');
+    crashEveryRepairEvent(work, img, ['--repair=all'], state);
+  });
 });
 
 /** Two images e2fsck -fn itself loops on (see the corpus README). */
 const HANGS_E2FSCK = new Set(['f_illitable_flexbg', 'f_misstable']);
 /** Images e2fsck -fn flags that ours leaves e2fsck -fn-clean: the count only goes up. */
-const CLEAN_AFTER_OURS = 62;
+const CLEAN_AFTER_OURS = 65;
 /**
  * Where e2fsck -fn finds more after ours than before: device inodes e2fsck condemns (illegal block
  * pointers) and our check does not look at, whose entries' file types ours sets to the inodes' modes.

@@ -41,6 +41,8 @@ export interface CheckResult {
   dirFixes?: DirFix[];
   /** With `keepFixes`: attribute blocks' reference counts as the inodes using them count them. */
   refcountFixes?: Map<number, number>;
+  /** With `keepFixes`: by inode, its blocks another claim took first (context.ts sharedClaims). */
+  sharedClaims?: Map<number, number[]>;
 }
 
 export interface CheckOptions {
@@ -69,6 +71,7 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     ctx.entryFixes = [];
     ctx.dirFixes = [];
     ctx.refcountFixes = new Map();
+    if (ctx.ratio === 1) ctx.sharedClaims = new Map();
   }
   const pass = (name: string, fn: () => void) => {
     opts.onPass?.(name);
@@ -95,6 +98,7 @@ export function checkDevice(dev: BlockDevice, opts: CheckOptions = {}): CheckRes
     ...(ctx.entryFixes ? { entryFixes: ctx.entryFixes } : {}),
     ...(ctx.dirFixes ? { dirFixes: ctx.dirFixes } : {}),
     ...(ctx.refcountFixes ? { refcountFixes: ctx.refcountFixes } : {}),
+    ...(ctx.sharedClaims ? { sharedClaims: ctx.sharedClaims } : {}),
   };
 }
 

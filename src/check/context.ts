@@ -116,6 +116,12 @@ export class CheckContext {
   dirFixes: DirFix[] | undefined;
   /** Set with `fixes`: attribute blocks whose reference count is wrong, and the count they should hold. */
   refcountFixes: Map<number, number> | undefined;
+  /**
+   * Set with `fixes`: by inode, its blocks that were claimed before it claimed them (by metadata, an
+   * inode scanned earlier, or itself): what a repair clones for it (e2fsck pass 1D). Not kept with
+   * bigalloc, where clusters would have to be cloned.
+   */
+  sharedClaims: Map<number, number[]> | undefined;
   readonly r: Ext4Reader;
   readonly raw: Ext4Reader;
   readonly bs: number;
@@ -288,12 +294,15 @@ export class CheckContext {
       return;
     }
     const m = this.metaOverlapping(start, len);
-    if (m)
+    if (m) {
       this.problems.add(
         'BLOCK_IS_METADATA',
         `inode ${ino}: ${what} ${Math.max(start, m.start)} is the ${m.what} of group ${m.group}`,
         { inode: ino, block: Math.max(start, m.start) },
       );
+      if (this.sharedClaims)
+        for (let b = Math.max(start, m.start); b < start + len; b++) if (this.metaAt(b)) this.keepShared(ino, b, 1);
+    }
     let dup = -1;
     let dupCount = 0;
     // shared_blocks: files may share blocks (deduplicated images).
@@ -318,6 +327,7 @@ export class CheckContext {
           if (taken && !shared) {
             if (dup < 0) dup = first + k * 8 + lowestBit(taken);
             dupCount += popcount(taken);
+            if (this.sharedClaims) this.keepShared(ino, first + k * 8, taken);
           }
           bm[k]! |= mask;
           c += hi - lo;
@@ -344,6 +354,13 @@ export class CheckContext {
       );
     this.lastClaimIno = ino;
     this.lastClaimCluster = Math.floor((start + len - 1 - this.firstData) / ratio);
+  }
+
+  /** Records the blocks of byte `bits` (block `base` is its bit 0) as claimed before `ino` claimed them. */
+  private keepShared(ino: number, base: number, bits: number): void {
+    let list = this.sharedClaims!.get(ino);
+    if (!list) this.sharedClaims!.set(ino, (list = []));
+    for (let bit = 0; bit < 8; bit++) if (bits & (1 << bit)) list.push(base + bit);
   }
 
   /** bigalloc: the inode that claimed last, and the cluster its claim ended in. */

@@ -5,7 +5,8 @@
  * First what the preen does first (repair.ts, reused): a dirty journal recovered, or an orphan list
  * cleaned up. Then rounds, in e2fsck's pass order: the check runs on the open edit as it stands (its
  * blocks sealed and read through a read-only view, repair-view.ts), and the fixers stage their writes
- * in that same edit: pass 1's inodes (repair-inodes.ts), pass 2's directory entries, blocks, '.'/'..' and htree indexes (repair-dirs.ts),
+ * in that same edit: pass 1's inodes (repair-inodes.ts), pass 1D's clones of blocks claimed twice
+ * (repair-clone.ts), pass 2's directory entries, blocks, '.'/'..' and htree indexes (repair-dirs.ts),
  * passes 3 and 4's connectivity (repair-lostfound.ts); once a round finds nothing of those, the
  * preen's own fixes (link counts, dtimes, inode checksums, and, when no inode's blocks are in doubt,
  * bitmaps and counts). Then the check again, until it finds the image clean, a round fixes nothing, or
@@ -40,6 +41,7 @@ import { PendingView } from './repair-view.js';
 import { fixEntries, fixDirShapes } from './repair-dirs.js';
 import { fixConnectivity } from './repair-lostfound.js';
 import { fixInodes } from './repair-inodes.js';
+import { fixSharedBlocks } from './repair-clone.js';
 import { resizeInodeFixes, rewriteResizeInode } from './repair-resize-inode.js';
 import { fixedTimeOf, opTime } from './inodes.js';
 
@@ -135,6 +137,7 @@ function rounds(imagePath: string, opts: PreenOptions, before: CheckResult, perR
       // A pass's fixes once the passes before it find nothing (as e2fsck orders them): what a
       // directory block holds decides what is unattached; the structure decides counts and bitmaps.
       let n = fixInodes(v, res, report);
+      if (!n) n = fixSharedBlocks(v, res, report);
       if (!n) n = fixEntries(v, res, report) + fixDirShapes(v, res, report);
       if (!n) n = fixConnectivity(v, res, report);
       if (!n) n = preenRound(v, res, report);
