@@ -7,7 +7,7 @@
  * blocks sealed and read through a read-only view, repair-view.ts), and the fixers stage their writes
  * in that same edit: pass 1's inodes (repair-inodes.ts), pass 1D's clones of blocks claimed twice
  * (repair-clone.ts), pass 2's directory entries, blocks, '.'/'..' and htree indexes (repair-dirs.ts),
- * passes 3 and 4's connectivity (repair-lostfound.ts); once a round finds nothing of those, the
+ * passes 3 and 4's connectivity (repair-lostfound.ts), pass 3A's names held twice (repair-dupnames.ts); once a round finds nothing of those, the
  * preen's own fixes (link counts, dtimes, inode checksums, and, when no inode's blocks are in doubt,
  * bitmaps and counts). Then the check again, until it finds the image clean, a round fixes nothing, or
  * a round finds what the one before it found (nothing new fixed), at most MAX_ROUNDS: what is left is
@@ -40,6 +40,7 @@ import {
 import { PendingView } from './repair-view.js';
 import { fixEntries, fixDirShapes } from './repair-dirs.js';
 import { fixConnectivity } from './repair-lostfound.js';
+import { fixDuplicateNames } from './repair-dupnames.js';
 import { fixInodes } from './repair-inodes.js';
 import { fixSharedBlocks } from './repair-clone.js';
 import { resizeInodeFixes, rewriteResizeInode } from './repair-resize-inode.js';
@@ -140,6 +141,7 @@ function rounds(imagePath: string, opts: PreenOptions, before: CheckResult, perR
       if (!n) n = fixSharedBlocks(v, res, report);
       if (!n) n = fixEntries(v, res, report) + fixDirShapes(v, res, report);
       if (!n) n = fixConnectivity(v, res, report);
+      if (!n) n = fixDuplicateNames(v, res, report);
       if (!n) n = preenRound(v, res, report);
       if (!n) break;
       if (perRound && v.changed) v.commit();
