@@ -17,6 +17,7 @@ import { hasBlockMap } from '../fs/inodes.js';
 import type { AllocRun, WritableVolume } from '../fs/writable.js';
 import type { Volume } from './volume.js';
 import { attempt, type Report } from './repair-dirs.js';
+import { fixedTimeOf, opTime } from './inodes.js';
 
 /** The bad blocks inode (1): its blocks are listed, not used, and stay as they are. */
 const BAD_BLOCKS_INO = 1;
@@ -47,15 +48,34 @@ export function fixSharedBlocks(v: Volume, res: CheckResult, report: Report): nu
       remapData(keepShared(w, keep), ino, inode, to);
       v.writeInode(ino, inode);
     });
-    if (!ok || !copied) continue;
-    report({
-      code: 'BLOCK_CLAIMED_TWICE',
-      text: `inode ${ino}: ${copied} multiply-claimed block(s) cloned`,
-      inode: ino,
-    });
-    n++;
+    if (ok && copied) {
+      report({
+        code: 'BLOCK_CLAIMED_TWICE',
+        text: `inode ${ino}: ${copied} multiply-claimed block(s) cloned`,
+        inode: ino,
+      });
+      n++;
+    } else if (!ok && v.freeBlocks < keep.size && attempt(v, () => deleteInode(v, ino))) {
+      // No room for the copies: the file goes, as e2fsck deletes one it cannot clone ("Delete file?
+      // yes"); its entries and blocks go in the rounds after.
+      report({
+        code: 'BLOCK_CLAIMED_TWICE',
+        text: `inode ${ino}: no free blocks to clone its ${keep.size} multiply-claimed block(s) into: deleted`,
+        inode: ino,
+      });
+      n++;
+    }
   }
   return n;
+}
+
+/** Marks inode `ino` deleted: no links, a deletion time (as repair-inodes.ts clears a condemned one). */
+function deleteInode(v: Volume, ino: number): void {
+  const { buf, offset } = v.inodeRecordForWrite(ino);
+  const i = v.r.decodeRecord(ino, buf, offset);
+  i.linksCount = 0;
+  i.dtime = opTime(fixedTimeOf(undefined)).sec >>> 0;
+  v.writeInode(ino, i);
 }
 
 function spread(start: number, len: number): number[] {
