@@ -17,10 +17,23 @@ import { FileDevice } from '../src/io/device.js';
 import { setDirBlockTail, hasDirTail } from '../src/ext4/dirent.js';
 import { dxRootCountOffset, setDxTail } from '../src/ext4/htree.js';
 import { FL_INDEX } from '../src/ext4/inode.js';
-import { HAVE_E2FSPROGS, cli, expectClean, oracleAvailable, run, scratchDir } from './helpers/oracle.js';
-import { crashEveryRepairEvent, tree } from './helpers/repair-state.js';
+import {
+  HAVE_E2FSPROGS,
+  IS_ROOT,
+  cli,
+  expectClean,
+  haveTool,
+  oracleAvailable,
+  run,
+  scratchDir,
+} from './helpers/oracle.js';
+import { crashEveryRepairEvent, kernelTree, tree } from './helpers/repair-state.js';
 
 const CORPUS = path.resolve(__dirname, '../../shared/corpus/e2fsprogs');
+const canMount = oracleAvailable(
+  'check --repair=all: the kernel mounts the repaired images',
+  IS_ROOT && haveTool('mount'),
+);
 const work = scratchDir('ext4wd-repair-all');
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
@@ -196,6 +209,8 @@ describe.runIf(oracleAvailable('check --repair=all against e2fsck -y', HAVE_E2FS
           expect(res.status).toBe(1);
           expect(res.fixed.length).toBeGreaterThan(0);
           expectClean(img);
+          // The kernel reads the repaired tree as our reader does.
+          if (canMount) expect(kernelTree(img, path.join(work, 'mnt'))).toEqual(tree(img));
           const a = kept(img);
           const b = kept(theirs);
           // What e2fsck keeps, ours keeps (the same type, mode, owner, links, size and content).

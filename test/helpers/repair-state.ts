@@ -12,6 +12,7 @@ import { Ext4Reader } from '../../src/fs/reader.js';
 import { FileDevice } from '../../src/io/device.js';
 import { recoverJournal } from '../../src/edit/recover.js';
 import { cli, expectClean, run } from './oracle.js';
+import { mount, umount } from './model.js';
 
 /** Every path of the image with its type, mode, owner, link count and content (what a repair keeps). */
 export function tree(img: string): Map<string, string> {
@@ -36,6 +37,32 @@ export function tree(img: string): Map<string, string> {
     return out;
   } finally {
     dev.close();
+  }
+}
+
+/**
+ * The tree as the kernel sees it, in tree()'s form: the image loop-mounted read-only (root only), every
+ * path stat'ed and every regular file read through the mount.
+ */
+export function kernelTree(img: string, mnt: string): Map<string, string> {
+  fs.mkdirSync(mnt, { recursive: true });
+  mount(img, mnt, true);
+  try {
+    const out = new Map<string, string>();
+    const walk = (dir: string, at: string) => {
+      for (const name of fs.readdirSync(dir)) {
+        const full = path.join(dir, name);
+        const st = fs.lstatSync(full);
+        const body = st.isFile() ? createHash('sha256').update(fs.readFileSync(full)).digest('hex') : '';
+        const p = `${at}/${name}`;
+        out.set(p, `${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.nlink} ${st.size} ${body}`);
+        if (st.isDirectory()) walk(full, p);
+      }
+    };
+    walk(mnt, '');
+    return out;
+  } finally {
+    umount(mnt);
   }
 }
 
