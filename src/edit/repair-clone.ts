@@ -14,7 +14,7 @@ import { RESIZE_INO } from '../ext4/inode.js';
 import { testBit } from '../ext4/bitmap.js';
 import { mapping, remapData } from '../fs/blockmap.js';
 import { hasBlockMap } from '../fs/inodes.js';
-import type { AllocRun, WritableVolume } from '../fs/writable.js';
+import { withMethods, type AllocRun, type WritableVolume } from '../fs/writable.js';
 import type { Volume } from './volume.js';
 import { attempt, type Report } from './repair-dirs.js';
 import { fixedTimeOf, opTime } from './inodes.js';
@@ -111,7 +111,7 @@ function unclaimedOnly(v: Volume, res: CheckResult): WritableVolume {
     }
     return out;
   };
-  return override(v, { allocBlock, allocBlocks });
+  return withMethods<WritableVolume>(v, { allocBlock, allocBlocks });
 }
 
 /** The volume, freeing nothing in `keep` (blocks another claim still holds). */
@@ -124,20 +124,5 @@ function keepShared(w: WritableVolume, keep: ReadonlySet<number>): WritableVolum
         from = b + 1;
       }
   };
-  return override(w, { freeLater });
-}
-
-/** `target` with some methods replaced; the others bound to it. */
-function override<T extends object>(target: T, methods: Partial<T>): T {
-  const bound = new Map<PropertyKey, unknown>();
-  return new Proxy(target, {
-    get(t, p) {
-      if (p in methods) return methods[p as keyof T];
-      const x = Reflect.get(t, p, t) as unknown;
-      if (typeof x !== 'function') return x;
-      let b = bound.get(p);
-      if (!b) bound.set(p, (b = (x as (...a: unknown[]) => unknown).bind(t)));
-      return b;
-    },
-  });
+  return withMethods(w, { freeLater });
 }

@@ -77,3 +77,22 @@ export interface WritableVolume {
   /** Sets a read-only-compatible feature bit at commit. */
   needRoCompat(bit: number): void;
 }
+
+/**
+ * A view of an open edit with some of its methods replaced (an allocator held below a shrink's end,
+ * frees held back for blocks still shared) and the rest its own, bound once: the writers call them
+ * per block.
+ */
+export function withMethods<T extends object>(target: T, methods: Partial<T>): T {
+  const bound = new Map<PropertyKey, unknown>();
+  return new Proxy(target, {
+    get(t, p) {
+      if (p in methods) return methods[p as keyof T];
+      const x = Reflect.get(t, p, t) as unknown;
+      if (typeof x !== 'function') return x;
+      let b = bound.get(p);
+      if (!b) bound.set(p, (b = (x as (...a: unknown[]) => unknown).bind(t)));
+      return b;
+    },
+  });
+}

@@ -15,7 +15,7 @@ import { Ext4Error } from '../core/errors.js';
 import { RESIZE_INO } from '../ext4/inode.js';
 import { mapping, moveMapBlock, remapData } from '../fs/blockmap.js';
 import { hasBlockMap } from '../fs/inodes.js';
-import type { WritableVolume, AllocRun } from '../fs/writable.js';
+import { withMethods, type WritableVolume, type AllocRun } from '../fs/writable.js';
 import { scanFree } from '../edit/balloc.js';
 import { put32 } from '../core/bytes.js';
 import { xattrBlockChecksum } from '../ext4/xattr.js';
@@ -102,19 +102,7 @@ export function below(v: Volume, end: number, keptGroups: number, hole?: Hole): 
     return out;
   };
   const allocBlock = (goal: number) => alloc(goal, 1)[0]!.start;
-  // The volume's own methods, bound once (the writers call them per block).
-  const bound = new Map<PropertyKey, unknown>();
-  return new Proxy(v, {
-    get(t, p) {
-      if (p === 'allocBlocks') return alloc;
-      if (p === 'allocBlock') return allocBlock;
-      const x = Reflect.get(t, p, t) as unknown;
-      if (typeof x !== 'function') return x;
-      let b = bound.get(p);
-      if (!b) bound.set(p, (b = (x as (...a: unknown[]) => unknown).bind(t)));
-      return b;
-    },
-  });
+  return withMethods<WritableVolume>(v, { allocBlocks: alloc, allocBlock });
 }
 
 /** The bad blocks inode (1) lists blocks to keep out of use; they do not move. */
